@@ -1,0 +1,39 @@
+# Two commands matter: `make demo` and `make test`. Both set themselves up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit bench clean influxdb
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tsmeter demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check tsmeter adapters tests benchmarks
+	$(BIN)/ruff format --check tsmeter adapters tests benchmarks
+
+# adapters/ is installed as tsmeter.adapters; mypy checks the package as it is installed.
+typecheck: $(STAMP)
+	rm -rf build/typecheck && mkdir -p build/typecheck
+	cp -r tsmeter build/typecheck/tsmeter && cp -r adapters build/typecheck/tsmeter/adapters
+	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p tsmeter
+
+unit: $(STAMP)
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/embedded_store.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache tsmeter-demo.db*

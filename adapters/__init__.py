@@ -1,0 +1,1 @@
+"""Implementations of tsmeter's ports; imported as ``tsmeter.adapters``."""

@@ -1,0 +1,120 @@
+"""The SQLite schema and how a connection to it is opened."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from tsmeter.errors import StorageUnavailableError
+
+SCHEMA_VERSION = 1
+
+DDL = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    id TEXT PRIMARY KEY,
+    org_key TEXT NOT NULL,          -- '' for global metrics
+    key TEXT NOT NULL,
+    doc TEXT NOT NULL,              -- the definition as camelCase JSON
+    UNIQUE (org_key, key)
+);
+CREATE TABLE IF NOT EXISTS thresholds (
+    id TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
+);
+-- One row per (metric, subject): records and summaries refer to it by number.
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
+    org_key TEXT NOT NULL,
+    metric_key TEXT NOT NULL,
+    subject_type TEXT NOT NULL,
+    subject_id TEXT NOT NULL,
+    UNIQUE (org_key, metric_key, subject_type, subject_id)
+);
+-- Clustered by id (the idempotency key), so de-duplication costs no extra index.
+CREATE TABLE IF NOT EXISTS usage_records (
+    id TEXT PRIMARY KEY,
+    series_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,            -- ns since the epoch, UTC
+    quantity REAL NOT NULL,
+    metadata TEXT,
+    source TEXT,
+    recorded_at INTEGER NOT NULL
+) WITHOUT ROWID;
+-- Covers the roll-up queries (the id rides along as the key suffix: LAST tie-break).
+CREATE INDEX IF NOT EXISTS usage_records_series_ts ON usage_records (series_id, ts, quantity);
+-- Which (series, UTC hour) received records, in write order. seq only grows
+-- (AUTOINCREMENT never reuses a number) so roll-ups keep a watermark on it.
+CREATE TABLE IF NOT EXISTS dirty (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    series_id INTEGER NOT NULL,
+    hour INTEGER NOT NULL           -- ts // 3600e9
+);
+CREATE TABLE IF NOT EXISTS summaries (
+    period_type TEXT NOT NULL,
+    tz TEXT NOT NULL,
+    series_id INTEGER NOT NULL,
+    period_start INTEGER NOT NULL,
+    period_end INTEGER NOT NULL,
+    cnt INTEGER NOT NULL,
+    total REAL NOT NULL,
+    min REAL NOT NULL,
+    max REAL NOT NULL,
+    last_ts INTEGER NOT NULL,
+    last_value REAL NOT NULL,
+    computed_at INTEGER NOT NULL,
+    PRIMARY KEY (period_type, tz, series_id, period_start)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_state (
+    period_type TEXT NOT NULL,
+    tz TEXT NOT NULL,
+    watermark INTEGER NOT NULL,     -- every dirty row with seq <= watermark is summarised
+    PRIMARY KEY (period_type, tz)
+);
+"""
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """Open (and create if needed) the store file in WAL mode with full durability."""
+    if path != ":memory:":
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = sqlite3.connect(
+            str(Path(path).expanduser()) if path != ":memory:" else path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=30.0,
+        )
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: a commit is on disk before it returns, so an acknowledged record
+        # survives a crash of the process or of the machine.
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA cache_size = -65536")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in DDL.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise StorageUnavailableError(
+                    f"{path}: schema version {row[0]} is newer than this tsmeter "
+                    f"understands ({SCHEMA_VERSION}); upgrade tsmeter"
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise StorageUnavailableError(f"cannot open store {path!r}: {exc}") from exc
+    return conn

@@ -1,0 +1,371 @@
+"""SQLiteStore: the embedded implementation of the UsageStore and Catalog ports.
+
+One file in WAL mode; safe to share between processes (the CLI, a scheduler,
+an application). Every write is one ``BEGIN IMMEDIATE`` transaction with
+``synchronous = FULL``: once a call returns, its records survive a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from itertools import chain, pairwise
+from typing import Any
+
+from tsmeter.adapters.embedded import rollup as rollups
+from tsmeter.adapters.embedded.schema import connect
+
+from tsmeter.domain import MetricDefinition, PeriodType, RecordRow, UsageThreshold
+from tsmeter.errors import ConflictError, StorageUnavailableError
+from tsmeter.periods import Calendar
+from tsmeter.ports import RecordQuery, RollupStats, SummaryQuery, SummaryRow
+
+__all__ = ["SQLiteStore"]
+
+SeriesKey = tuple[str, str, str, str | None]  # (metric_key, subject_type, subject_id, org_id)
+_HOUR = 3_600_000_000_000
+_INSERT_PLAIN = "INSERT OR IGNORE INTO usage_records (id, series_id, ts, quantity, recorded_at)"
+_INSERT_FULL = (
+    "INSERT OR IGNORE INTO usage_records (id, series_id, ts, quantity, recorded_at, metadata,"
+    " source)"
+)
+_ROWS_PER_STATEMENT = 100
+
+
+def insert_many(
+    conn: sqlite3.Connection, head: str, width: int, values: Sequence[tuple[Any, ...]]
+) -> None:
+    """``head VALUES (...), (...), ...`` with many rows per statement: several times faster
+    than one statement per row, since most of the cost is per statement."""
+    per = _ROWS_PER_STATEMENT
+    full = len(values) // per * per
+    if full:
+        sql = f"{head} VALUES " + ",".join([f"({','.join('?' * width)})"] * per)
+        conn.executemany(
+            sql, [tuple(chain.from_iterable(values[i : i + per])) for i in range(0, full, per)]
+        )
+    if full < len(values):
+        conn.executemany(f"{head} VALUES ({','.join('?' * width)})", values[full:])
+
+
+class SQLiteStore:
+    """Records, summaries, metrics and thresholds in one SQLite file.
+
+    >>> store = SQLiteStore(":memory:")
+    >>> store.append([RecordRow("r1", "api_calls", "org", "o1", None, 1.0, 0, None, None)], 0)
+    1
+    >>> store.append([RecordRow("r1", "api_calls", "org", "o1", None, 1.0, 0, None, None)], 0)
+    0
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn = connect(path)
+        self._lock = threading.RLock()
+        self._series: dict[SeriesKey, int] = {}
+
+    # -- plumbing ---------------------------------------------------------------------
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StorageUnavailableError(f"store {self.path!r} is unavailable: {exc}") from exc
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._conn.execute("ROLLBACK")
+                raise StorageUnavailableError(f"commit to {self.path!r} failed: {exc}") from exc
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise StorageUnavailableError(f"reading {self.path!r} failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the connection (every acknowledged write is already on disk)."""
+        with self._lock:
+            self._conn.close()
+
+    # -- series -----------------------------------------------------------------------
+    def _series_ids(self, conn: sqlite3.Connection, keys: set[SeriesKey]) -> dict[SeriesKey, int]:
+        """Ids for ``keys``, creating missing series (inside the caller's transaction)."""
+        found = {k: self._series[k] for k in keys if k in self._series}
+        missing = [(*k[:3], k[3] or "") for k in keys if k not in found]
+        if missing:
+            conn.executemany(
+                "INSERT OR IGNORE INTO series (metric_key, subject_type, subject_id, org_key)"
+                " VALUES (?, ?, ?, ?)",
+                missing,
+            )
+            for key in missing:
+                found[(*key[:3], key[3] or None)] = conn.execute(
+                    "SELECT id FROM series WHERE metric_key = ? AND subject_type = ?"
+                    " AND subject_id = ? AND org_key = ?",
+                    key,
+                ).fetchone()[0]
+        return found
+
+    def _matching_series(
+        self,
+        conn: sqlite3.Connection,
+        metric_key: str,
+        org_id: str | None,
+        subject_type: str | None,
+        subject_id: str | None,
+    ) -> dict[int, tuple[str, str]]:
+        sql = "SELECT id, subject_type, subject_id FROM series WHERE org_key = ? AND metric_key = ?"
+        params: list[Any] = [org_id or "", metric_key]
+        if subject_type is not None:
+            sql += " AND subject_type = ?"
+            params.append(subject_type)
+        if subject_id is not None:
+            sql += " AND subject_id = ?"
+            params.append(subject_id)
+        return {sid: (st, si) for sid, st, si in conn.execute(sql, params)}
+
+    # -- records ----------------------------------------------------------------------
+    def append(self, rows: Sequence[RecordRow], recorded_at: int) -> int:
+        """Store rows whose id is new, in one transaction; return how many were new."""
+        if not rows:
+            return 0
+        keys = {r[1:5] for r in rows}
+        plain = all(r.metadata is None and r.source is None for r in rows)
+        with self._write() as conn:
+            ids = self._series_ids(conn, keys)
+            values: list[tuple[Any, ...]]
+            if plain:
+                values = [(r[0], ids[r[1:5]], r[6], r[5], recorded_at) for r in rows]
+            else:
+                values = [(r[0], ids[r[1:5]], r[6], r[5], recorded_at, r[7], r[8]) for r in rows]
+            before = conn.total_changes
+            if plain:
+                insert_many(conn, _INSERT_PLAIN, 5, values)
+            else:
+                insert_many(conn, _INSERT_FULL, 7, values)
+            inserted = conn.total_changes - before
+            conn.executemany(
+                "INSERT INTO dirty (series_id, hour) VALUES (?, ?)",
+                {(v[1], v[2] // _HOUR) for v in values},
+            )
+        self._series.update(ids)  # only after the commit: a rollback must not leave ids behind
+        return inserted
+
+    _RECORD_COLUMNS = (
+        "u.id, s.metric_key, s.subject_type, s.subject_id, s.org_key, u.quantity, u.ts,"
+        " u.metadata, u.source"
+    )
+
+    @staticmethod
+    def _row(values: tuple[Any, ...]) -> RecordRow:
+        rid, mk, st, si, org, q, ts, md, src = values
+        return RecordRow(rid, mk, st, si, org or None, q, ts, md, src)
+
+    def get_record(self, record_id: str) -> RecordRow | None:
+        """The stored record with this id, or None."""
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {self._RECORD_COLUMNS} FROM usage_records u"
+                " JOIN series s ON s.id = u.series_id WHERE u.id = ?",
+                (record_id,),
+            ).fetchone()
+        return None if row is None else self._row(row)
+
+    def iter_records(self, query: RecordQuery) -> Iterator[RecordRow]:
+        """Records matching ``query`` ordered by (time, id), fetched in pages."""
+        with self._read() as conn:
+            series = self._matching_series(
+                conn, query.metric_key, query.org_id, query.subject_type, query.subject_id
+            )
+        if not series:
+            return
+        sql = (
+            f"SELECT {self._RECORD_COLUMNS} FROM usage_records u"
+            " JOIN series s ON s.id = u.series_id"
+            " WHERE u.series_id IN (SELECT value FROM json_each(?)) AND u.ts >= ? AND u.ts < ?"
+            " AND (u.ts > ? OR (u.ts = ? AND u.id > ?)) ORDER BY u.ts, u.id LIMIT ?"
+        )
+        lo = query.start if query.start is not None else -(1 << 63)
+        hi = query.end if query.end is not None else (1 << 63) - 1
+        remaining = query.limit if query.limit is not None else -1
+        after_ts, after_id, page = lo - 1, "", 5000
+        sjson = json.dumps(sorted(series))
+        while remaining != 0:
+            size = page if remaining < 0 else min(page, remaining)
+            with self._read() as conn:
+                batch = conn.execute(
+                    sql, (sjson, lo, hi, after_ts, after_ts, after_id, size)
+                ).fetchall()
+            for values in batch:
+                yield self._row(values)
+            if len(batch) < size:
+                return
+            after_ts, after_id = batch[-1][6], batch[-1][0]
+            if remaining > 0:
+                remaining -= len(batch)
+
+    def purge_metric(self, metric_key: str, org_id: str | None) -> int:
+        """Delete every record and summary of a metric; return the records deleted."""
+        with self._write() as conn:
+            series = self._matching_series(conn, metric_key, org_id, None, None)
+            sjson = json.dumps(sorted(series))
+            where = "series_id IN (SELECT value FROM json_each(?))"
+            deleted = conn.execute(f"DELETE FROM usage_records WHERE {where}", (sjson,)).rowcount
+            conn.execute(f"DELETE FROM summaries WHERE {where}", (sjson,))
+            conn.execute(f"DELETE FROM dirty WHERE {where}", (sjson,))
+            conn.execute(
+                "DELETE FROM series WHERE id IN (SELECT value FROM json_each(?))", (sjson,)
+            )
+        self._series = {k: v for k, v in self._series.items() if v not in series}
+        return int(deleted)
+
+    # -- summaries --------------------------------------------------------------------
+    def rollup(
+        self,
+        period: PeriodType,
+        calendar: Calendar,
+        start: int | None = None,
+        end: int | None = None,
+    ) -> RollupStats:
+        """Bring summaries of ``period`` up to date (see the port)."""
+        try:
+            with self._write() as conn:
+                stats: RollupStats = rollups.rollup(conn, period, calendar, start, end)
+                return stats
+        except sqlite3.Error as exc:
+            raise StorageUnavailableError(f"aggregation in {self.path!r} failed: {exc}") from exc
+
+    def summaries(self, query: SummaryQuery, calendar: Calendar) -> list[SummaryRow]:
+        """Fresh summaries: stored where nothing arrived since, recomputed from raw where it did."""
+        period, tz = query.period_type, calendar.timezone
+        with self._read() as conn:
+            conn.execute("BEGIN")  # one consistent snapshot for every read below
+            try:
+                series = self._matching_series(
+                    conn, query.metric_key, query.org_id, query.subject_type, query.subject_id
+                )
+                if not series:
+                    return []
+                sjson = json.dumps(sorted(series))
+                mark = rollups.watermark(conn, period, calendar)
+                if mark is None:  # never aggregated in this zone: everything is fresh from raw
+                    edges = calendar.boundaries(period, query.start, query.end)
+                    touched = {(a, b): set(series) for a, b in pairwise(edges)}
+                else:
+                    touched = rollups.touched_periods(
+                        conn, period, calendar, mark, rollups.log_position(conn), series
+                    )
+                found: dict[tuple[int, int], tuple[Any, ...]] = {}
+                for values in conn.execute(
+                    "SELECT series_id, period_start, period_end, cnt, total, min, max, last_ts,"
+                    " last_value FROM summaries WHERE period_type = ? AND tz = ?"
+                    " AND series_id IN (SELECT value FROM json_each(?))"
+                    " AND period_start < ? AND period_end > ?",
+                    (period.value, tz, sjson, query.end, query.start),
+                ):
+                    found[(values[0], values[1])] = values
+                touched = {
+                    (a, b): sids for (a, b), sids in touched.items()
+                    if a < query.end and b > query.start
+                }  # fmt: skip
+                for (start, _end), sids in touched.items():
+                    for sid in sids:
+                        found.pop((sid, start), None)
+                for _span, _series, rows in rollups.compute_touched(
+                    conn, period, calendar, touched, from_raw=True
+                ):
+                    for values in rows:
+                        found[(values[0], values[1])] = values
+            finally:
+                conn.execute("COMMIT")
+        out = []
+        for values in sorted(found.values(), key=lambda v: (v[1], series[v[0]])):
+            st, si = series[values[0]]
+            out.append(SummaryRow(query.metric_key, st, si, query.org_id, *values[1:]))
+        return out
+
+    # -- catalog ----------------------------------------------------------------------
+    def add_metric(self, metric: MetricDefinition) -> None:
+        """Store a new metric; ConflictError if its key exists in its org scope."""
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT INTO metrics (id, org_key, key, doc) VALUES (?, ?, ?, ?)",
+                    (metric.id, metric.org_id or "", metric.key, metric.model_dump_json()),
+                )
+        except sqlite3.IntegrityError:
+            scope = f"org {metric.org_id!r}" if metric.org_id else "the global scope"
+            raise ConflictError(f"metric {metric.key!r} already exists in {scope}") from None
+
+    def replace_metric(self, metric: MetricDefinition) -> None:
+        """Overwrite a stored metric (same id)."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE metrics SET doc = ? WHERE id = ?", (metric.model_dump_json(), metric.id)
+            )
+
+    def remove_metric(self, metric_id: str) -> None:
+        """Delete a metric definition by id."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM metrics WHERE id = ?", (metric_id,))
+
+    def find_metric(self, key: str, org_id: str | None) -> MetricDefinition | None:
+        """The metric with this key in exactly this org scope."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT doc FROM metrics WHERE org_key = ? AND key = ?", (org_id or "", key)
+            ).fetchone()
+        return None if row is None else MetricDefinition.model_validate_json(row[0])
+
+    def list_metrics(self) -> list[MetricDefinition]:
+        """Every metric, ordered by org then key."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT doc FROM metrics ORDER BY org_key, key").fetchall()
+        return [MetricDefinition.model_validate_json(r[0]) for r in rows]
+
+    def add_threshold(self, threshold: UsageThreshold) -> None:
+        """Store a new threshold."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO thresholds (id, doc) VALUES (?, ?)",
+                (threshold.id, threshold.model_dump_json()),
+            )
+
+    def replace_threshold(self, threshold: UsageThreshold) -> None:
+        """Overwrite a stored threshold (same id)."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE thresholds SET doc = ? WHERE id = ?",
+                (threshold.model_dump_json(), threshold.id),
+            )
+
+    def remove_threshold(self, threshold_id: str) -> bool:
+        """Delete a threshold; False if there was none."""
+        with self._write() as conn:
+            return conn.execute("DELETE FROM thresholds WHERE id = ?", (threshold_id,)).rowcount > 0
+
+    def get_threshold(self, threshold_id: str) -> UsageThreshold | None:
+        """The threshold with this id, or None."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT doc FROM thresholds WHERE id = ?", (threshold_id,)
+            ).fetchone()
+        return None if row is None else UsageThreshold.model_validate_json(row[0])
+
+    def list_thresholds(self) -> list[UsageThreshold]:
+        """Every threshold, oldest first."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT doc FROM thresholds ORDER BY rowid").fetchall()
+        return [UsageThreshold.model_validate_json(r[0]) for r in rows]

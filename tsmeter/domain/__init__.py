@@ -1,0 +1,39 @@
+"""The metering domain: models and the rules their fields follow. Imports nothing else of tsmeter
+except errors."""
+
+from tsmeter.domain.ids import new_id, new_ids
+from tsmeter.domain.models import (
+    AggregationResult,
+    AggregationType,
+    AlertStatus,
+    BatchResult,
+    MetricDefinition,
+    Model,
+    PeriodType,
+    RecordRow,
+    ResetPeriod,
+    ThresholdAction,
+    UsageAlert,
+    UsageRecord,
+    UsageSummary,
+    UsageThreshold,
+)
+
+__all__ = [
+    "AggregationResult",
+    "AggregationType",
+    "AlertStatus",
+    "BatchResult",
+    "MetricDefinition",
+    "Model",
+    "PeriodType",
+    "RecordRow",
+    "ResetPeriod",
+    "ThresholdAction",
+    "UsageAlert",
+    "UsageRecord",
+    "UsageSummary",
+    "UsageThreshold",
+    "new_id",
+    "new_ids",
+]

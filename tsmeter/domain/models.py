@@ -1,0 +1,343 @@
+"""Domain models: metric definitions, usage records, summaries, thresholds and alerts.
+
+Python attributes are snake_case; JSON uses the camelCase names of the
+contracts this package follows, and accepts either on input::
+
+    >>> MetricDefinition.model_validate({"key": "api_calls", "aggregationType": "count"}).key
+    'api_calls'
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from tsmeter.domain.ids import new_id
+from tsmeter.domain.validation import (
+    check_metadata,
+    check_name,
+    check_quantity,
+    from_ns,
+    load_metadata,
+    parse_timestamp,
+    to_ns,
+)
+
+
+class AggregationType(StrEnum):
+    """How a metric's records combine into one number per period."""
+
+    COUNT = "COUNT"
+    SUM = "SUM"
+    AVG = "AVG"
+    MAX = "MAX"
+    MIN = "MIN"
+    LAST = "LAST"
+
+
+class PeriodType(StrEnum):
+    """Calendar periods summaries are computed for."""
+
+    HOURLY = "HOURLY"
+    DAILY = "DAILY"
+    WEEKLY = "WEEKLY"
+    MONTHLY = "MONTHLY"
+    YEARLY = "YEARLY"
+
+
+class ResetPeriod(StrEnum):
+    """When a metric's running usage starts again from zero (``NEVER``: lifetime)."""
+
+    NEVER = "NEVER"
+    HOURLY = "HOURLY"
+    DAILY = "DAILY"
+    WEEKLY = "WEEKLY"
+    MONTHLY = "MONTHLY"
+    YEARLY = "YEARLY"
+
+
+class ThresholdAction(StrEnum):
+    """What happens when usage crosses a threshold."""
+
+    NONE = "NONE"
+    ALERT = "ALERT"
+    WARN = "WARN"
+    BLOCK = "BLOCK"
+    DOWNGRADE = "DOWNGRADE"
+
+
+class AlertStatus(StrEnum):
+    """Lifecycle of a usage alert."""
+
+    PENDING = "PENDING"
+    ACKNOWLEDGED = "ACKNOWLEDGED"
+    RESOLVED = "RESOLVED"
+
+
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
+class Model(BaseModel):
+    """Base of every model: camelCase JSON, snake_case attributes, no unknown fields."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The model as a JSON-ready dict with camelCase keys."""
+        return self.model_dump(mode="json")
+
+
+class MetricDefinition(Model):
+    """A trackable metric, e.g. ``api_calls`` counted per organisation per month."""
+
+    id: str = Field(default_factory=new_id)
+    key: str
+    name: str = ""
+    description: str = ""
+    unit: str = ""
+    aggregation_type: AggregationType = AggregationType.SUM
+    reset_period: ResetPeriod = ResetPeriod.MONTHLY
+    org_id: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    _upper_enums = field_validator("aggregation_type", "reset_period", mode="before")(
+        classmethod(lambda cls, v: _upper(v))
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        return check_name("key", value)
+
+    @field_validator("org_id")
+    @classmethod
+    def _org(cls, value: str | None) -> str | None:
+        return None if value is None else check_name("orgId", value)
+
+    @field_validator("name", "description", "unit")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        if len(value) > 4096:
+            raise ValueError("must be at most 4096 characters")
+        return value
+
+
+class RecordRow(NamedTuple):
+    """A validated usage record in the compact form stores write (time in ns since epoch)."""
+
+    id: str
+    metric_key: str
+    subject_type: str
+    subject_id: str
+    org_id: str | None
+    quantity: float
+    ts: int
+    metadata: str | None
+    source: str | None
+
+
+class UsageRecord(Model):
+    """One usage event: ``org-123`` used ``1`` of ``api_calls`` at a time.
+
+    ``id`` is the idempotency key: recording the same id twice counts once.
+    """
+
+    id: str = Field(default_factory=new_id)
+    metric_key: str
+    subject_type: str
+    subject_id: str
+    quantity: float = 1.0
+    timestamp: datetime
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    source: str | None = None
+    org_id: str | None = None
+
+    @field_validator("id", "metric_key", "subject_type", "subject_id", mode="before")
+    @classmethod
+    def _names(cls, value: object, info: Any) -> str:
+        return check_name(to_camel(info.field_name), value)
+
+    @field_validator("org_id", "source", mode="before")
+    @classmethod
+    def _optional_names(cls, value: object, info: Any) -> str | None:
+        return None if value is None else check_name(to_camel(info.field_name), value)
+
+    @field_validator("quantity", mode="before")
+    @classmethod
+    def _quantity(cls, value: object) -> float:
+        return check_quantity("quantity", value)
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _timestamp(cls, value: object) -> datetime:
+        return parse_timestamp("timestamp", value)
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _metadata(cls, value: object) -> object:
+        check_metadata("metadata", value)
+        return {} if value is None else value
+
+    def to_row(self) -> RecordRow:
+        """The compact row a store writes."""
+        return RecordRow(
+            self.id,
+            self.metric_key,
+            self.subject_type,
+            self.subject_id,
+            self.org_id,
+            self.quantity,
+            to_ns(self.timestamp),
+            check_metadata("metadata", self.metadata),
+            self.source,
+        )
+
+    @classmethod
+    def from_row(cls, row: RecordRow) -> UsageRecord:
+        """Rebuild a record from a stored row (no re-validation)."""
+        return cls.model_construct(
+            id=row.id,
+            metric_key=row.metric_key,
+            subject_type=row.subject_type,
+            subject_id=row.subject_id,
+            org_id=row.org_id,
+            quantity=row.quantity,
+            timestamp=from_ns(row.ts),
+            metadata=load_metadata(row.metadata),
+            source=row.source,
+        )
+
+
+class UsageSummary(Model):
+    """Usage of one metric by one subject over one calendar period ``[periodStart, periodEnd)``.
+
+    ``total_quantity`` is the value under the metric's aggregation type; the
+    components (``sum``, ``count`` via ``record_count``, ``min``, ``max``,
+    ``last_value`` at ``last_timestamp``) let summaries roll up exactly.
+    """
+
+    metric_key: str
+    subject_type: str
+    subject_id: str
+    org_id: str | None = None
+    period_type: PeriodType
+    period_start: datetime
+    period_end: datetime
+    timezone: str = "UTC"
+    aggregation_type: AggregationType
+    total_quantity: float
+    record_count: int
+    sum: float
+    min: float | None
+    max: float | None
+    last_value: float | None
+    last_timestamp: datetime | None
+
+
+class UsageThreshold(Model):
+    """A limit on a metric for one subject (or every subject of a type with ``*``)."""
+
+    id: str = Field(default_factory=new_id)
+    metric_key: str
+    subject_type: str
+    subject_id: str = "*"
+    threshold: float
+    warn_threshold: float | None = None
+    period_type: PeriodType | None = None
+    action: ThresholdAction = ThresholdAction.ALERT
+    notify_emails: list[str] = Field(default_factory=list)
+    notify_webhook: str | None = None
+    org_id: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    _upper_enums = field_validator("period_type", "action", mode="before")(
+        classmethod(lambda cls, v: _upper(v))
+    )
+
+    @field_validator("metric_key", "subject_type", "subject_id", mode="before")
+    @classmethod
+    def _names(cls, value: object, info: Any) -> str:
+        return check_name(to_camel(info.field_name), value)
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _threshold(cls, value: object) -> float:
+        number = check_quantity("threshold", value)
+        if number <= 0:
+            raise ValueError("must be greater than zero")
+        return number
+
+    @field_validator("notify_emails")
+    @classmethod
+    def _emails(cls, value: list[str]) -> list[str]:
+        for email in value:
+            if "@" not in email or any(c.isspace() for c in email):
+                raise ValueError(f"not an email address: {email!r}")
+        return value
+
+    @field_validator("notify_webhook")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _warn_default(self) -> UsageThreshold:
+        if self.warn_threshold is None:
+            object.__setattr__(self, "warn_threshold", self.threshold * 0.8)
+        elif not 0 < self.warn_threshold <= self.threshold:
+            raise ValueError("warnThreshold must be greater than 0 and at most threshold")
+        return self
+
+
+class UsageAlert(Model):
+    """A threshold crossing for one subject in one period window."""
+
+    id: str = Field(default_factory=new_id)
+    threshold_id: str
+    metric_key: str
+    subject_type: str
+    subject_id: str
+    level: str  # "approaching" or "exceeded"
+    period_start: datetime | None
+    period_end: datetime | None
+    actual_value: float
+    threshold_value: float
+    percentage: float
+    status: AlertStatus = AlertStatus.PENDING
+    created_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    resolved_at: datetime | None = None
+
+
+class BatchResult(Model):
+    """What ``record_batch`` did: records newly stored and ids that were already there."""
+
+    recorded: int
+    duplicates: int
+
+
+class AggregationResult(Model):
+    """What one aggregation run did."""
+
+    period_type: PeriodType
+    summaries_written: int
+    periods_recomputed: int
+    records_seen: int
+    range_start: datetime | None = None
+    range_end: datetime | None = None

@@ -1,0 +1,61 @@
+"""The errors tsmeter raises.
+
+Every error derives from one root, so callers can catch ``TsmeterError`` and
+know they have handled everything tsmeter itself reports::
+
+    TsmeterError
+    ├── ValidationError        bad input: a field and what is wrong with it
+    ├── NotFoundError          a metric, threshold or record that does not exist
+    ├── ConflictError          a key that exists already, or a change that would lose data
+    └── StorageUnavailableError the store cannot be reached or refused the operation
+
+Adapters translate their SDK's exceptions into these at their boundary
+(``raise StorageUnavailableError(...) from exc``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConflictError",
+    "NotFoundError",
+    "StorageUnavailableError",
+    "TsmeterError",
+    "ValidationError",
+]
+
+
+class TsmeterError(Exception):
+    """Root of every error tsmeter raises on purpose."""
+
+
+class ValidationError(TsmeterError, ValueError):
+    """Input was rejected; ``field`` names the offending field (``records[3].quantity``).
+
+    Example::
+
+        >>> raise ValidationError("quantity", "must be a finite number, got nan")
+        Traceback (most recent call last):
+        tsmeter.errors.ValidationError: quantity: must be a finite number, got nan
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}" if field else problem)
+
+    def at(self, prefix: str) -> ValidationError:
+        """Return the same error with ``prefix`` put before the field name."""
+        field = f"{prefix}.{self.field}" if self.field else prefix
+        return ValidationError(field, self.problem)
+
+
+class NotFoundError(TsmeterError, LookupError):
+    """A named thing does not exist, e.g. ``metric 'api_calls' not found``."""
+
+
+class ConflictError(TsmeterError):
+    """The operation clashes with what is stored (duplicate key, data that would be lost)."""
+
+
+class StorageUnavailableError(TsmeterError):
+    """The store could not be reached, or failed while doing what was asked."""

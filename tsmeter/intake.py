@@ -1,0 +1,173 @@
+"""Turning what callers pass to ``record``/``record_batch`` into validated rows, fast.
+
+The rules are those of :class:`~tsmeter.domain.UsageRecord` (the same checker
+functions), applied without building a pydantic model per record so that a
+batch of 100,000 records validates in well under a second.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+from tsmeter.domain import AggregationType, MetricDefinition, RecordRow, UsageRecord, new_ids
+from tsmeter.domain.validation import (
+    EPOCH,
+    check_metadata,
+    check_name,
+    check_quantity,
+    parse_timestamp,
+    to_ns,
+)
+from tsmeter.errors import ValidationError
+
+# field name in JSON -> attribute name; both spellings are accepted
+_FIELDS = {
+    "id": "id",
+    "metricKey": "metric_key",
+    "subjectType": "subject_type",
+    "subjectId": "subject_id",
+    "quantity": "quantity",
+    "timestamp": "timestamp",
+    "metadata": "metadata",
+    "source": "source",
+    "orgId": "org_id",
+}
+_ALLOWED = frozenset(_FIELDS) | frozenset(_FIELDS.values())
+
+_US = timedelta(microseconds=1)
+MetricResolver = Callable[[str, str | None], MetricDefinition]
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
+class Intake:
+    """Validates records against the catalog; remembers names already found valid."""
+
+    def __init__(self, resolve_metric: MetricResolver) -> None:
+        self._resolve = resolve_metric
+        self._valid_names: set[str] = set()
+
+    def _name(self, field: str, value: object) -> str:
+        if value in self._valid_names:
+            return value
+        name = check_name(field, value)
+        if len(self._valid_names) > 100_000:
+            self._valid_names.clear()
+        self._valid_names.add(name)
+        return name
+
+    def rows(
+        self, items: Iterable[Mapping[str, Any] | UsageRecord], now_ns: int | None = None
+    ) -> list[RecordRow]:
+        """Validate records given as mappings (camelCase or snake_case keys) or UsageRecords.
+
+        Raises ValidationError naming ``records[i].field`` for the first bad one.
+        """
+        out: list[RecordRow] = []
+        append = out.append
+        new_row = partial(tuple.__new__, RecordRow)  # skips NamedTuple's Python-level __new__
+        valid = self._valid_names
+        metrics: dict[tuple[str, str | None], MetricDefinition] = {}
+        ids: list[str] = []
+        now = time.time_ns() if now_ns is None else now_ns
+        for index, item in enumerate(items):
+            try:
+                if type(item) is not dict:
+                    append(self._slow(item))
+                    continue
+                get = item.get
+                org_id = get("orgId")
+                if org_id is None:
+                    org_id = get("org_id")
+                if org_id is not None and org_id not in valid:
+                    org_id = self._name("orgId", org_id)
+                metric_key = get("metricKey")
+                if metric_key is None:
+                    metric_key = _required(get, "metricKey")
+                metric = metrics.get((metric_key, org_id))
+                if metric is None:
+                    metric = metrics[(metric_key, org_id)] = self._resolve(
+                        self._name("metricKey", metric_key), org_id
+                    )
+                subject_type = get("subjectType")
+                if subject_type is None:
+                    subject_type = _required(get, "subjectType")
+                if subject_type not in valid:
+                    subject_type = self._name("subjectType", subject_type)
+                subject_id = get("subjectId")
+                if subject_id is None:
+                    subject_id = _required(get, "subjectId")
+                if subject_id not in valid:
+                    subject_id = self._name("subjectId", subject_id)
+                rid = rid_given = get("id")
+                if rid is None:
+                    if not ids:
+                        ids = new_ids(4096)
+                        ids.reverse()
+                    rid = ids.pop()
+                elif rid not in valid:
+                    rid = check_name("id", rid)
+                quantity = quantity_given = get("quantity")
+                if quantity is None:
+                    quantity = _default_quantity(metric)
+                elif type(quantity) is not float or quantity - quantity != 0.0:
+                    quantity = check_quantity("quantity", quantity)
+                ts = get("timestamp")
+                if ts is None:
+                    ns = now
+                elif type(ts) is datetime and ts.tzinfo is UTC and 1970 < ts.year < 2261:
+                    ns = (ts - EPOCH) // _US * 1000
+                else:
+                    ns = to_ns(parse_timestamp("timestamp", ts))
+                metadata = get("metadata")
+                if metadata is not None:
+                    metadata = check_metadata("metadata", metadata)
+                source = get("source")
+                if source is not None and source not in valid:
+                    source = self._name("source", source)
+                # every key must be one we read: otherwise a typo ("quantiy") would be ignored
+                present = 3 + (rid_given is not None) + (quantity_given is not None) + (
+                    ts is not None) + (metadata is not None) + (source is not None) + (
+                    org_id is not None)  # fmt: skip
+                if len(item) > present:
+                    _check_keys(item)
+                append(new_row((rid, metric_key, subject_type, subject_id, metric.org_id,
+                                quantity, ns, metadata, source)))  # fmt: skip
+            except ValidationError as exc:
+                raise exc.at(f"records[{index}]") from None
+        return out
+
+    def _slow(self, item: object) -> RecordRow:
+        if isinstance(item, UsageRecord):
+            metric = self._resolve(item.metric_key, item.org_id)
+            return item.to_row()._replace(org_id=metric.org_id)
+        if isinstance(item, Mapping):
+            return self.rows([dict(item)])[0]
+        raise ValidationError("", f"must be an object, got {type(item).__name__}")
+
+
+def _check_keys(item: Mapping[str, Any]) -> None:
+    unknown = sorted(set(item) - _ALLOWED)
+    if unknown:
+        raise ValidationError(str(unknown[0]), "unknown field")
+
+
+def _default_quantity(metric: MetricDefinition) -> float:
+    if metric.aggregation_type is not AggregationType.COUNT:
+        raise ValidationError(
+            "quantity",
+            f"is required for {metric.aggregation_type.value} metric {metric.key!r}",
+        )
+    return 1.0
+
+
+def _required(get: Callable[..., Any], camel: str) -> Any:
+    value = get(_FIELDS[camel])
+    if value is None:
+        raise ValidationError(camel, "is required")
+    return value
