@@ -140,6 +140,11 @@ class Intake:
                                 quantity, ns, metadata, source)))  # fmt: skip
             except ValidationError as exc:
                 raise exc.at(f"records[{index}]") from None
+            except TypeError:  # a list or dict where a name belongs is not hashable
+                error = _not_a_name(item)
+                if error is None:
+                    raise
+                raise error.at(f"records[{index}]") from None
         return out
 
     def _slow(self, item: object) -> RecordRow:
@@ -149,6 +154,19 @@ class Intake:
         if isinstance(item, Mapping):
             return self.rows([dict(item)])[0]
         raise ValidationError("", f"must be an object, got {type(item).__name__}")
+
+
+def _not_a_name(item: object) -> ValidationError | None:
+    """The error for the first name field of ``item`` that holds something other than a string."""
+    if not isinstance(item, Mapping):
+        return None
+    for camel in ("orgId", "metricKey", "subjectType", "subjectId", "id", "source"):
+        value = item.get(camel)
+        if value is None:
+            value = item.get(_FIELDS[camel])
+        if value is not None and not isinstance(value, str):
+            return ValidationError(camel, f"must be a string, got {type(value).__name__}")
+    return None
 
 
 def _check_keys(item: Mapping[str, Any]) -> None:

@@ -93,6 +93,17 @@ def build(model: type[M], data: Mapping[str, Any]) -> M:
         raise ValidationError(field, message) from None
 
 
+def _changed(current: M, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``current``'s fields by attribute name, with ``changes`` (camelCase or snake_case) applied.
+
+    One spelling throughout: the model rejects a field given under both names.
+    """
+    names = {field.alias or name: name for name, field in type(current).model_fields.items()}
+    data = current.model_dump(by_alias=False)
+    data.update({names.get(key, key): value for key, value in changes.items()})
+    return data
+
+
 def _ns(field: str, value: TimeLike | None) -> int | None:
     return None if value is None else to_ns(parse_timestamp(field, value))
 
@@ -176,6 +187,7 @@ class Meter:
             MetricDefinition, {**fields, "key": key, "created_at": now, "updated_at": now}
         )
         self.catalog.add_metric(metric)
+        self._metrics.clear()  # an org's new definition replaces a cached global fallback
         self.events.publish(MetricDefined(metric=metric))
         return metric
 
@@ -212,7 +224,7 @@ class Meter:
         frozen = {"id", "key", "org_id", "orgId", "created_at", "createdAt"} & changes.keys()
         if frozen:
             raise ValidationError(sorted(frozen)[0], "cannot be changed")
-        data = {**metric.model_dump(), **changes, "updated_at": datetime.now(UTC)}
+        data = {**_changed(metric, changes), "updated_at": datetime.now(UTC)}
         updated = build(MetricDefinition, data)
         self.catalog.replace_metric(updated)
         self._metrics.clear()
@@ -259,7 +271,10 @@ class Meter:
             "quantity": quantity, "timestamp": timestamp, "id": id, "metadata": metadata,
             "source": source, "org_id": org_id,
         }  # fmt: skip
-        row = self._intake.rows([item])[0]
+        try:
+            row = self._intake.rows([item])[0]
+        except ValidationError as exc:  # one record, not a batch: name the bare field
+            raise ValidationError(exc.field.removeprefix("records[0]."), exc.problem) from None
         if self.store.append([row], time.time_ns()) == 0:
             stored = self.store.get_record(row.id)
             if stored is not None:
@@ -522,10 +537,10 @@ class Meter:
         frozen = {"id", "metric_key", "metricKey", "created_at", "createdAt"} & changes.keys()
         if frozen:
             raise ValidationError(sorted(frozen)[0], "cannot be changed")
-        data = current.model_dump()
-        if "threshold" in changes and "warn_threshold" not in changes:
+        data = _changed(current, changes)
+        if "threshold" in changes and not {"warn_threshold", "warnThreshold"} & changes.keys():
             data["warn_threshold"] = None  # keep the default 80 % of the new limit
-        updated = build(UsageThreshold, {**data, **changes, "updated_at": datetime.now(UTC)})
+        updated = build(UsageThreshold, {**data, "updated_at": datetime.now(UTC)})
         self.catalog.replace_threshold(updated)
         return updated
 

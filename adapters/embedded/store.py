@@ -27,6 +27,7 @@ __all__ = ["SQLiteStore"]
 
 SeriesKey = tuple[str, str, str, str | None]  # (metric_key, subject_type, subject_id, org_id)
 _HOUR = 3_600_000_000_000
+_MIN_TS, _MAX_TS = -(1 << 63) + 1, (1 << 63) - 1
 _INSERT_PLAIN = "INSERT OR IGNORE INTO usage_records (id, series_id, ts, quantity, recorded_at)"
 _INSERT_FULL = (
     "INSERT OR IGNORE INTO usage_records (id, series_id, ts, quantity, recorded_at, metadata,"
@@ -66,6 +67,7 @@ class SQLiteStore:
         self._conn = connect(path)
         self._lock = threading.RLock()
         self._series: dict[SeriesKey, int] = {}
+        self._series_purges = 0  # the purge count the cache was built under
 
     # -- plumbing ---------------------------------------------------------------------
     @contextmanager
@@ -102,6 +104,13 @@ class SQLiteStore:
     # -- series -----------------------------------------------------------------------
     def _series_ids(self, conn: sqlite3.Connection, keys: set[SeriesKey]) -> dict[SeriesKey, int]:
         """Ids for ``keys``, creating missing series (inside the caller's transaction)."""
+        # a purge through any connection deletes series and frees their ids for reuse, so
+        # cached ids are only trusted while the purge count is the one they were read under
+        row = conn.execute("SELECT value FROM meta WHERE key = 'series_purges'").fetchone()
+        purges = 0 if row is None else int(row[0])
+        if purges != self._series_purges:
+            self._series.clear()
+            self._series_purges = purges
         found = {k: self._series[k] for k in keys if k in self._series}
         missing = [(*k[:3], k[3] or "") for k in keys if k not in found]
         if missing:
@@ -197,8 +206,9 @@ class SQLiteStore:
             " WHERE u.series_id IN (SELECT value FROM json_each(?)) AND u.ts >= ? AND u.ts < ?"
             " AND (u.ts > ? OR (u.ts = ? AND u.id > ?)) ORDER BY u.ts, u.id LIMIT ?"
         )
-        lo = query.start if query.start is not None else -(1 << 63)
-        hi = query.end if query.end is not None else (1 << 63) - 1
+        # the first page looks for ts > lo - 1, which must fit SQLite's signed 64-bit integer
+        lo = max(_MIN_TS, query.start) if query.start is not None else _MIN_TS
+        hi = min(_MAX_TS, query.end) if query.end is not None else _MAX_TS
         remaining = query.limit if query.limit is not None else -1
         after_ts, after_id, page = lo - 1, "", 5000
         sjson = json.dumps(sorted(series))
@@ -227,6 +237,10 @@ class SQLiteStore:
             conn.execute(f"DELETE FROM dirty WHERE {where}", (sjson,))
             conn.execute(
                 "DELETE FROM series WHERE id IN (SELECT value FROM json_each(?))", (sjson,)
+            )
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('series_purges', '1') ON CONFLICT (key)"
+                " DO UPDATE SET value = CAST(value AS INTEGER) + 1"
             )
         self._series = {k: v for k, v in self._series.items() if v not in series}
         return int(deleted)

@@ -1,0 +1,52 @@
+"""Fixtures of the store contract suite: every test runs once per adapter in ``ADAPTERS``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.contract.stores import ADAPTERS, Store, open_store
+from tsmeter.service import Meter
+
+
+@pytest.fixture(params=ADAPTERS)
+def adapter(request: pytest.FixtureRequest) -> str:
+    """The name of the adapter under test."""
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def location(tmp_path: Path) -> str:
+    """Where this test's backing store lives."""
+    return str(tmp_path)
+
+
+@pytest.fixture
+def open_same(adapter: str, location: str) -> Iterator[Callable[[], Store]]:
+    """Open another store object (another connection) on this test's backing store."""
+    opened: list[Store] = []
+
+    def open_one() -> Store:
+        store = open_store(adapter, location)
+        opened.append(store)
+        return store
+
+    yield open_one
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(open_same: Callable[[], Store]) -> Store:
+    """The store under test, implementing both UsageStore and Catalog."""
+    return open_same()
+
+
+@pytest.fixture
+def meter(store: Store) -> Iterator[Meter]:
+    """A Meter on the store under test, computing periods in Europe/Paris."""
+    with Meter(store, store, timezone="Europe/Paris") as meter:
+        yield meter

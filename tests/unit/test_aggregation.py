@@ -1,0 +1,681 @@
+"""Summaries checked against a brute-force computation written here.
+
+The brute force groups records by the period each one falls in, computed per record with
+zoneinfo wall-clock arithmetic; :mod:`tsmeter.periods` is deliberately not used, so a mistake
+in the calendar or in the roll-ups cannot hide behind the same mistake in the expectation.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tsmeter
+from tsmeter import AggregationType, Meter, PeriodType, UsageSummary
+
+AGGS = tuple(AggregationType)
+PERIODS = tuple(PeriodType)
+HOUR = timedelta(hours=1)
+US = timedelta(microseconds=1)
+PARIS = "Europe/Paris"
+
+# (period start, period end, subject type, subject id, count, sum, min, max, last value,
+#  last timestamp, total under the aggregation type)
+Row = tuple[datetime, datetime, str, str, int, float, float, float, float, datetime, float]
+
+
+@dataclass(frozen=True)
+class Rec:
+    """A record as the test means it: id, (subject type, subject id), quantity, UTC instant."""
+
+    id: str
+    subject: tuple[str, str]
+    quantity: float
+    ts: datetime
+
+
+def utc(y: int, m: int, d: int, h: int = 0, mi: int = 0, s: int = 0, us: int = 0) -> datetime:
+    """An aware UTC datetime."""
+    return datetime(y, m, d, h, mi, s, us, tzinfo=UTC)
+
+
+def wall(
+    zone: str,
+    y: int,
+    m: int,
+    d: int,
+    h: int = 0,
+    mi: int = 0,
+    s: int = 0,
+    us: int = 0,
+    *,
+    fold: int = 0,
+) -> datetime:
+    """The UTC instant at which ``zone``'s wall clock reads the given time (fold=1: the repeat)."""
+    return datetime(y, m, d, h, mi, s, us, tzinfo=ZoneInfo(zone), fold=fold).astimezone(UTC)
+
+
+def key(agg: AggregationType) -> str:
+    """The metric that aggregates with ``agg`` (every test records into all six)."""
+    return f"usage_{agg.value.lower()}"
+
+
+# -- the brute force --------------------------------------------------------------------------
+def _midnight(day: date, zone: ZoneInfo) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
+
+
+def period_of(period: PeriodType, ts: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """The [start, end) in UTC of the local calendar period holding ``ts``."""
+    local = ts.astimezone(zone)
+    if period is PeriodType.HOURLY:
+        # replace() keeps fold, so the repeated hour of a fall-back day stays the second one
+        start = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+        return start, start + HOUR
+    day = local.date()
+    if period is PeriodType.DAILY:
+        first, nxt = day, day + timedelta(days=1)
+    elif period is PeriodType.WEEKLY:
+        first = day - timedelta(days=day.weekday())  # ISO: Monday
+        nxt = first + timedelta(days=7)
+    elif period is PeriodType.MONTHLY:
+        first = date(day.year, day.month, 1)
+        nxt = date(day.year + 1, 1, 1) if day.month == 12 else date(day.year, day.month + 1, 1)
+    else:
+        first, nxt = date(day.year, 1, 1), date(day.year + 1, 1, 1)
+    return _midnight(first, zone), _midnight(nxt, zone)
+
+
+def brute(
+    records: Iterable[Rec],
+    period: PeriodType,
+    zone: str,
+    agg: AggregationType,
+    start: datetime,
+    end: datetime,
+) -> list[Row]:
+    """Expected summaries of every (period, subject) with records, for periods meeting
+    [start, end)."""
+    tz = ZoneInfo(zone)
+    unique = {r.id: r for r in reversed(list(records))}  # the first occurrence of an id counts
+    groups: dict[tuple[datetime, datetime, str, str], list[Rec]] = defaultdict(list)
+    for r in unique.values():
+        groups[(*period_of(period, r.ts, tz), *r.subject)].append(r)
+    out: list[Row] = []
+    for (ps, pe, subject_type, subject_id), rs in groups.items():
+        if not (ps < end and pe > start):
+            continue
+        qs = [r.quantity for r in rs]
+        last = max(rs, key=lambda r: (r.ts, r.id))
+        total_sum = math.fsum(qs)
+        total = {
+            AggregationType.COUNT: float(len(qs)),
+            AggregationType.SUM: total_sum,
+            AggregationType.AVG: total_sum / len(qs),
+            AggregationType.MAX: max(qs),
+            AggregationType.MIN: min(qs),
+            AggregationType.LAST: last.quantity,
+        }[agg]
+        row = (ps, pe, subject_type, subject_id, len(qs), total_sum, min(qs), max(qs),
+               last.quantity, last.ts, total)  # fmt: skip
+        out.append(row)
+    return sorted(out)
+
+
+def got(summaries: Iterable[UsageSummary]) -> list[Row]:
+    """Summaries from the API in the brute force's shape."""
+    rows: list[Any] = [
+        (s.period_start, s.period_end, s.subject_type, s.subject_id, s.record_count, s.sum,
+         s.min, s.max, s.last_value, s.last_timestamp, s.total_quantity)
+        for s in summaries
+    ]  # fmt: skip
+    return sorted(rows)
+
+
+def stored(
+    path: Path, agg: AggregationType, period: PeriodType, zone: str
+) -> list[tuple[Any, ...]]:
+    """The summaries the embedded store has persisted, read behind the API (no freshness)."""
+    with closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute(
+            "SELECT m.period_start, m.period_end, s.subject_type, s.subject_id, m.cnt, m.total,"
+            " m.min, m.max, m.last_value, m.last_ts FROM summaries m"
+            " JOIN series s ON s.id = m.series_id"
+            " WHERE s.metric_key = ? AND m.period_type = ? AND m.tz = ?",
+            (key(agg), period.value, zone),
+        ).fetchall()
+    epoch = utc(1970, 1, 1)
+
+    def at(ns: int) -> datetime:
+        return epoch + US * (ns // 1000)
+
+    return sorted((at(a), at(b), *rest, at(lts)) for a, b, *rest, lts in rows)
+
+
+# -- helpers around the Meter -----------------------------------------------------------------
+MeterFactory = Callable[[str], Meter]
+
+
+@pytest.fixture
+def make_meter(tmp_path: Path) -> Iterator[MeterFactory]:
+    """Open a meter in a zone on tmp_path/x.db with one metric per aggregation type."""
+    meters: list[Meter] = []
+
+    def make(zone: str) -> Meter:
+        meter = tsmeter.connect(f"sqlite:///{tmp_path / 'x.db'}", timezone=zone)
+        meters.append(meter)
+        return define_all(meter)
+
+    yield make
+    for meter in meters:
+        meter.close()
+
+
+def define_all(meter: Meter) -> Meter:
+    """Define one metric per aggregation type on ``meter``."""
+    for agg in AGGS:
+        meter.define_metric(key(agg), aggregation_type=agg)
+    return meter
+
+
+def record_all(meter: Meter, records: Sequence[Rec]) -> None:
+    """Record ``records`` into every metric (ids prefixed per metric, same order within)."""
+    for agg in AGGS:
+        meter.record_batch(
+            [
+                {
+                    "metricKey": key(agg),
+                    "subjectType": r.subject[0],
+                    "subjectId": r.subject[1],
+                    "quantity": r.quantity,
+                    "timestamp": r.ts,
+                    "id": f"{agg.value}:{r.id}",
+                }
+                for r in records
+            ]
+        )
+
+
+def span(records: Sequence[Rec]) -> tuple[datetime, datetime]:
+    """The smallest [start, end) holding every record."""
+    return min(r.ts for r in records), max(r.ts for r in records) + US
+
+
+def assert_matches(
+    meter: Meter,
+    records: Sequence[Rec],
+    period: PeriodType,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    *,
+    each: bool = True,
+) -> None:
+    """get_usage_summaries (and get_usage_summary per group) equal the brute force for all six
+    aggregation types."""
+    lo, hi = span(records)
+    lo, hi = start or lo, end or hi
+    for agg in AGGS:
+        expected = brute(records, period, meter.timezone, agg, lo, hi)
+        summaries = meter.get_usage_summaries(key(agg), period, start=lo, end=hi)
+        assert got(summaries) == expected, (agg, period)
+        assert all(s.aggregation_type is agg and s.timezone == meter.timezone for s in summaries)
+        if each:
+            for row in expected:
+                one = meter.get_usage_summary(key(agg), row[2], row[3], period, at=row[0])
+                assert got([one]) == [row], (agg, period)
+
+
+def every_minutes(start: datetime, end: datetime, minutes: int, subjects: int) -> list[Rec]:
+    """A record every ``minutes`` in [start, end), cycling through ``subjects`` subjects,
+    quantities 0..6 in a cycle."""
+    out: list[Rec] = []
+    t, i = start, 0
+    while t < end:
+        out.append(Rec(f"g{i:05d}", ("org", f"o{i % subjects}"), float(i % 7), t))
+        t, i = t + timedelta(minutes=minutes), i + 1
+    return out
+
+
+# -- time zones -------------------------------------------------------------------------------
+def test_paris_spring_forward_day(make_meter: MeterFactory) -> None:
+    """Paris's 23-hour 2026-03-29 matches brute force hourly and daily, before and after
+    aggregation."""
+    meter = make_meter(PARIS)
+    records = every_minutes(utc(2026, 3, 28, 21), utc(2026, 3, 30, 1), 20, 3)
+    records += [
+        Rec("e1", ("org", "o0"), 10.0, wall(PARIS, 2026, 3, 29, 1, 59, 59, 999_999)),
+        Rec("e2", ("org", "o0"), 20.0, wall(PARIS, 2026, 3, 29, 3, 0)),  # the next instant
+        Rec("e3", ("org", "o0"), 30.0, wall(PARIS, 2026, 3, 29, 23, 59, 59, 999_999)),
+        Rec("e4", ("org", "o0"), 40.0, wall(PARIS, 2026, 3, 30, 0, 0)),
+    ]
+    record_all(meter, records)
+    for aggregated in (False, True):
+        if aggregated:
+            meter.aggregate("DAILY")  # rolls the hours up first
+        for period in (PeriodType.HOURLY, PeriodType.DAILY):
+            assert_matches(meter, records, period)
+    day = meter.get_usage_summary(
+        key(AggregationType.COUNT), "org", "o0", "DAILY", at=utc(2026, 3, 29, 12)
+    )
+    assert day.period_start == wall(PARIS, 2026, 3, 29)
+    assert day.period_end - day.period_start == timedelta(hours=23)
+    hours = meter.get_usage_summaries(
+        key(AggregationType.COUNT),
+        "HOURLY",
+        subject_id="o0",
+        start=day.period_start,
+        end=day.period_end,
+    )
+    assert [h.period_start.astimezone(ZoneInfo(PARIS)).hour for h in hours] == [0, 1, *range(3, 24)]
+
+
+def test_paris_fall_back_day(make_meter: MeterFactory) -> None:
+    """Paris's 25-hour 2026-10-25 matches brute force, and the repeated 02:00 hour is two
+    hourly periods."""
+    meter = make_meter(PARIS)
+    records = every_minutes(utc(2026, 10, 24, 21), utc(2026, 10, 26, 0), 20, 2)
+    first, second = wall(PARIS, 2026, 10, 25, 2, 30), wall(PARIS, 2026, 10, 25, 2, 30, fold=1)
+    assert second - first == HOUR
+    records += [
+        Rec("f1", ("org", "o0"), 100.0, first),
+        Rec("f2", ("org", "o0"), 200.0, second),
+        Rec("f3", ("org", "o0"), 300.0, wall(PARIS, 2026, 10, 25, 2, 59, 59, 999_999, fold=1)),
+        Rec("f4", ("org", "o0"), 400.0, wall(PARIS, 2026, 10, 25, 3, 0)),
+    ]
+    record_all(meter, records)
+    for aggregated in (False, True):
+        if aggregated:
+            meter.aggregate("DAILY")
+        for period in (PeriodType.HOURLY, PeriodType.DAILY):
+            assert_matches(meter, records, period)
+    sums = key(AggregationType.SUM)
+    day = meter.get_usage_summary(sums, "org", "o0", "DAILY", at=first)
+    assert day.period_end - day.period_start == timedelta(hours=25)
+    one = meter.get_usage_summary(sums, "org", "o0", "HOURLY", at=first)
+    two = meter.get_usage_summary(sums, "org", "o0", "HOURLY", at=second)
+    assert (one.period_start, two.period_start) == (utc(2026, 10, 25, 0), utc(2026, 10, 25, 1))
+    assert one.max == 100.0 and two.max == 300.0
+
+
+@pytest.mark.parametrize(
+    ("zone", "hour_start"),
+    [
+        ("Asia/Kolkata", utc(2026, 5, 10, 4, 30)),  # +05:30: 05:10Z and 05:20Z share an hour
+        ("Asia/Kathmandu", utc(2026, 5, 10, 5, 15)),  # +05:45: 05:20Z is in the next hour
+    ],
+)
+def test_non_whole_hour_zone(make_meter: MeterFactory, zone: str, hour_start: datetime) -> None:
+    """In +05:30 and +05:45 zones, records near local midnight and at :10/:20 past UTC hours
+    land in the brute force's local hours and days."""
+    meter = make_meter(zone)
+    records: list[Rec] = []
+    t = utc(2026, 5, 9, 17)
+    while t < utc(2026, 5, 10, 20):
+        for minute, q in ((10, 1.0), (20, 2.0)):
+            records.append(
+                Rec(f"h{len(records):04d}", ("org", "o1"), q, t + timedelta(minutes=minute))
+            )
+        t += HOUR
+    for n, midnight in enumerate((wall(zone, 2026, 5, 10), wall(zone, 2026, 5, 11))):
+        records += [
+            Rec(f"m{n}a", ("org", "o1"), 5.0, midnight - US),
+            Rec(f"m{n}b", ("org", "o1"), 7.0, midnight),
+            Rec(f"m{n}c", ("org", "o2"), 9.0, midnight + US),
+        ]
+    record_all(meter, records)
+    for aggregated in (False, True):
+        if aggregated:
+            meter.aggregate("DAILY")
+        for period in (PeriodType.HOURLY, PeriodType.DAILY):
+            assert_matches(meter, records, period)
+    hour = meter.get_usage_summary(
+        key(AggregationType.SUM), "org", "o1", "HOURLY", at=utc(2026, 5, 10, 5, 20)
+    )
+    assert hour.period_start == hour_start
+    day = meter.get_usage_summary(
+        key(AggregationType.COUNT), "org", "o1", "DAILY", at=wall(zone, 2026, 5, 10)
+    )
+    assert day.period_start == wall(zone, 2026, 5, 10)
+
+
+def test_leap_day(make_meter: MeterFactory) -> None:
+    """2024-02-29 is a day of its own and February 2024 is 29 days long."""
+    meter = make_meter(PARIS)
+    records = every_minutes(wall(PARIS, 2024, 2, 27, 22), wall(PARIS, 2024, 3, 2, 2), 90, 2)
+    records.append(Rec("leap", ("org", "o0"), 29.0, wall(PARIS, 2024, 2, 29, 23, 59, 59)))
+    record_all(meter, records)
+    periods = (PeriodType.DAILY, PeriodType.WEEKLY, PeriodType.MONTHLY)
+    for aggregated in (False, True):
+        if aggregated:
+            meter.aggregate("MONTHLY")
+            meter.aggregate("WEEKLY")
+        for period in periods:
+            assert_matches(meter, records, period)
+    feb = meter.get_usage_summary(
+        key(AggregationType.MAX), "org", "o0", "MONTHLY", at=utc(2024, 2, 10)
+    )
+    assert feb.period_end - feb.period_start == timedelta(days=29)
+    assert feb.total_quantity == 29.0
+    leap = meter.get_usage_summary(
+        key(AggregationType.LAST), "org", "o0", "DAILY", at=wall(PARIS, 2024, 2, 29, 12)
+    )
+    assert leap.period_start == wall(PARIS, 2024, 2, 29) and leap.total_quantity == 29.0
+
+
+@pytest.mark.parametrize(
+    ("monday", "days"),
+    [
+        (date(2026, 12, 28), (date(2026, 12, 24), date(2027, 1, 8))),
+        (date(2020, 12, 28), (date(2020, 12, 26), date(2021, 1, 6))),
+    ],
+    ids=["2026-12-28..2027-01-03", "2020-12-31/2021-01-01"],
+)
+def test_iso_week_across_year_boundary(
+    make_meter: MeterFactory, monday: date, days: tuple[date, date]
+) -> None:
+    """An ISO week spanning New Year is one weekly period from Monday, while the years split."""
+    meter = make_meter(PARIS)
+    lo, hi = (wall(PARIS, d.year, d.month, d.day) for d in days)
+    records = every_minutes(lo, hi, 180, 2)
+    week_start = wall(PARIS, monday.year, monday.month, monday.day)
+    records += [
+        Rec("w1", ("org", "o0"), 1.0, week_start - US),
+        Rec("w2", ("org", "o0"), 2.0, week_start),
+        Rec("w3", ("org", "o0"), 3.0, wall(PARIS, monday.year, 12, 31, 23, 59, 59, 999_999)),
+        Rec("w4", ("org", "o0"), 4.0, wall(PARIS, monday.year + 1, 1, 1)),
+        Rec("w5", ("org", "o0"), 5.0, week_start + timedelta(days=7) - US),
+        Rec("w6", ("org", "o0"), 6.0, week_start + timedelta(days=7)),
+    ]
+    record_all(meter, records)
+    for aggregated in (False, True):
+        if aggregated:
+            meter.aggregate("WEEKLY")
+            meter.aggregate("YEARLY")
+        for period in (PeriodType.WEEKLY, PeriodType.YEARLY):
+            assert_matches(meter, records, period)
+    sums = key(AggregationType.SUM)
+    old_year = meter.get_usage_summary(
+        sums, "org", "o0", "WEEKLY", at=wall(PARIS, monday.year, 12, 31, 12)
+    )
+    new_year = meter.get_usage_summary(
+        sums, "org", "o0", "WEEKLY", at=wall(PARIS, monday.year + 1, 1, 1, 12)
+    )
+    assert old_year == new_year
+    assert old_year.period_start == week_start
+    assert old_year.period_end == wall(PARIS, *(monday + timedelta(days=7)).timetuple()[:3])
+    years = meter.get_usage_summaries(
+        sums, "YEARLY", subject_id="o0", start=week_start, end=week_start + timedelta(days=7)
+    )
+    assert [y.period_start for y in years] == [
+        wall(PARIS, monday.year, 1, 1),
+        wall(PARIS, monday.year + 1, 1, 1),
+    ]
+
+
+# -- roll-ups ---------------------------------------------------------------------------------
+def test_avg_and_last_roll_up_from_hours_to_month(make_meter: MeterFactory, tmp_path: Path) -> None:
+    """Monthly AVG is total sum / total count and LAST the latest raw record (ties: larger id),
+    after rolling hourly → daily → monthly."""
+    meter = make_meter(PARIS)
+    regular: list[Rec] = []
+    ties: list[Rec] = []
+    for day in (1, 2, 15, 29, 31):  # the 29th is the 23-hour day
+        for hour in (0, 5, 13, 23):
+            t0 = wall(PARIS, 2026, 3, day, hour)
+            for subject in ("o1", "o2"):
+                k = 1 + (day + hour + len(subject)) % 6
+                tag = f"{day:02d}{hour:02d}{subject}"
+                for j in range(k):
+                    q = float((day * 7 + hour * 3 + j * 5) % 11) + 0.5 * (j % 2)
+                    regular.append(
+                        Rec(f"{tag}-{j}", ("org", subject), q, t0 + j * timedelta(minutes=7))
+                    )
+                last_ts = t0 + (k - 1) * timedelta(minutes=7)
+                # same-timestamp ties at every hour's last instant; "-z" is the largest id
+                ties.append(Rec(f"{tag}-z", ("org", subject), 1000.0 + day + hour / 4, last_ts))
+                ties.append(Rec(f"{tag}-a", ("org", subject), -1.0, last_ts))
+    # the larger ids are stored first, so insertion order cannot stand in for the tie-break
+    record_all(meter, [r for r in ties if r.id.endswith("-z")])
+    record_all(meter, regular + [r for r in ties if r.id.endswith("-a")])
+    records = regular + ties
+    assert_matches(meter, records, PeriodType.MONTHLY)
+    result = meter.aggregate("MONTHLY")
+    assert result.records_seen == len(records) * len(AGGS)
+    for period in (PeriodType.HOURLY, PeriodType.DAILY, PeriodType.MONTHLY):
+        assert_matches(meter, records, period, each=period is PeriodType.MONTHLY)
+    for agg in AGGS:
+        for period in (PeriodType.HOURLY, PeriodType.DAILY, PeriodType.MONTHLY):
+            lo, hi = span(records)
+            expected = [row[:10] for row in brute(records, period, PARIS, agg, lo, hi)]
+            assert stored(tmp_path / "x.db", agg, period, PARIS) == expected
+    for subject in ("o1", "o2"):
+        raw = [r for r in records if r.subject[1] == subject]
+        avg = meter.get_usage_summary(
+            key(AggregationType.AVG), "org", subject, "MONTHLY", at=utc(2026, 3, 10)
+        )
+        assert avg.total_quantity == math.fsum(r.quantity for r in raw) / len(raw)
+        daily = meter.get_usage_summaries(
+            key(AggregationType.AVG),
+            "DAILY",
+            subject_id=subject,
+            start=avg.period_start,
+            end=avg.period_end,
+        )
+        average_of_averages = sum(d.total_quantity for d in daily) / len(daily)
+        # the data is chosen so that an average of daily averages would be wrong
+        assert not math.isclose(avg.total_quantity, average_of_averages)
+        last = meter.get_usage_summary(
+            key(AggregationType.LAST), "org", subject, "MONTHLY", at=utc(2026, 3, 10)
+        )
+        assert last.total_quantity == 1000.0 + 31 + 23 / 4
+        assert last.last_timestamp == max(r.ts for r in raw)
+
+
+def test_decimal_quantities_roll_up_within_rounding(make_meter: MeterFactory) -> None:
+    """Decimal quantities summed raw and via hourly/daily roll-ups agree to rounding error."""
+    meter = make_meter("UTC")
+    records = [
+        Rec(
+            f"d{i:04d}",
+            ("org", "o1"),
+            round(0.1 * (i % 13) + 0.01 * (i % 7), 2),
+            utc(2026, 1, 1) + i * timedelta(minutes=37),
+        )
+        for i in range(2000)
+    ]
+    record_all(meter, records)
+    meter.aggregate("MONTHLY")
+    lo, hi = span(records)
+    for agg in (AggregationType.SUM, AggregationType.AVG):
+        expected = brute(records, PeriodType.MONTHLY, "UTC", agg, lo, hi)
+        summaries = got(meter.get_usage_summaries(key(agg), "MONTHLY", start=lo, end=hi))
+        assert [row[:5] for row in summaries] == [row[:5] for row in expected]
+        for actual, wanted in zip(summaries, expected, strict=True):
+            # 0.1, 0.01 ... are not exact binary fractions: raw → hourly → daily → monthly adds
+            # them in a different grouping than fsum, so the last bits may differ; 1e-12 is far
+            # below any billing precision and far above double rounding error (~1e-16 a step).
+            assert actual[5] == pytest.approx(wanted[5], rel=1e-12)
+            assert actual[10] == pytest.approx(wanted[10], rel=1e-12)
+            assert actual[6:10] == wanted[6:10]
+
+
+def _january() -> list[Rec]:
+    return every_minutes(utc(2026, 1, 1), utc(2026, 1, 11), 50, 3)
+
+
+def test_late_records_are_folded_in_before_and_after_reaggregation(
+    make_meter: MeterFactory, tmp_path: Path
+) -> None:
+    """Records arriving in already-aggregated periods show in get_usage_summaries at once, and
+    the next aggregation run rewrites the stored summaries correctly."""
+    meter = make_meter(PARIS)
+    records = _january()
+    record_all(meter, records)
+    for period in PERIODS:
+        meter.aggregate(period)
+    late = [
+        Rec("late-1", ("org", "o0"), 99.0, wall(PARIS, 2026, 1, 3, 23, 59, 59)),  # new MAX, LAST
+        Rec("late-2", ("org", "o1"), -5.0, wall(PARIS, 2026, 1, 3, 0, 0)),  # new MIN
+        Rec("late-3", ("team", "new"), 3.0, wall(PARIS, 2026, 1, 5, 12)),  # a new subject
+        Rec("late-4", ("org", "o2"), 4.0, wall(PARIS, 2026, 1, 20, 8)),  # a period never seen
+        Rec("late-5", ("org", "o0"), 1.5, wall(PARIS, 2026, 1, 1, 0, 0)),  # the first instant
+    ]
+    record_all(meter, late)
+    everything = records + late
+    lo, hi = span(everything)
+    for period in PERIODS:  # fresh before re-aggregation
+        assert_matches(meter, everything, period, each=period is not PeriodType.HOURLY)
+    results = {period: meter.aggregate(period) for period in PERIODS}
+    daily = results[PeriodType.DAILY]
+    assert daily.range_start is not None and daily.range_end is not None
+    assert daily.range_start <= wall(PARIS, 2026, 1, 1)  # late-5's day was recomputed
+    assert daily.range_end >= wall(PARIS, 2026, 1, 21)  # and late-4's
+    for period in PERIODS:
+        assert_matches(meter, everything, period, each=False)
+        for agg in AGGS:
+            expected = [row[:10] for row in brute(everything, period, PARIS, agg, lo, hi)]
+            assert stored(tmp_path / "x.db", agg, period, PARIS) == expected, (agg, period)
+
+
+def test_same_id_counts_once(make_meter: MeterFactory) -> None:
+    """An id recorded twice (record, within a batch, across batches) is counted once."""
+    meter = make_meter("UTC")
+    sums = key(AggregationType.SUM)
+    t = utc(2026, 2, 1, 10)
+    first = meter.record(sums, "org", "o1", 2, timestamp=t, id="dup-1")
+    again = meter.record(sums, "org", "o1", 2, timestamp=t, id="dup-1")
+    assert again == first
+    other = meter.record(sums, "org", "o1", 7, timestamp=t + HOUR, id="dup-1")
+    assert other == first  # the stored record, not the new arguments
+    item = {
+        "metricKey": sums,
+        "subjectType": "org",
+        "subjectId": "o1",
+        "quantity": 3,
+        "timestamp": t,
+    }
+    one = meter.record_batch([{**item, "id": "b-1"}, {**item, "id": "b-1"}, {**item, "id": "b-2"}])
+    assert (one.recorded, one.duplicates) == (2, 1)
+    two = meter.record_batch(
+        [{**item, "id": "b-2"}, {**item, "id": "b-3"}, {**item, "id": "dup-1"}]
+    )
+    assert (two.recorded, two.duplicates) == (1, 2)
+    for aggregated in (False, True):
+        if aggregated:
+            meter.aggregate("MONTHLY")
+            meter.record_batch([{**item, "id": "b-1"}, {**item, "id": "b-3"}])
+        summary = meter.get_usage_summary(sums, "org", "o1", "MONTHLY", at=t)
+        assert (summary.record_count, summary.total_quantity) == (4, 2 + 3 * 3)
+    assert len(meter.get_usage(sums, "org", "o1")) == 4
+
+
+def test_rerunning_aggregation_gives_identical_summaries(
+    make_meter: MeterFactory, tmp_path: Path
+) -> None:
+    """Incremental and ranged aggregation, run and re-run, leave the same stored summaries."""
+    meter = make_meter("Asia/Kathmandu")
+    records = every_minutes(utc(2026, 1, 28), utc(2026, 3, 3), 97, 4)
+    record_all(meter, records)
+    path = tmp_path / "x.db"
+
+    def snapshot() -> dict[tuple[PeriodType, AggregationType], list[tuple[Any, ...]]]:
+        return {(p, a): stored(path, a, p, meter.timezone) for p in PERIODS for a in AGGS}
+
+    for period in PERIODS:
+        meter.aggregate(period)
+    first = snapshot()
+    lo, hi = span(records)
+    assert first[(PeriodType.MONTHLY, AggregationType.SUM)] == [
+        row[:10]
+        for row in brute(records, PeriodType.MONTHLY, "Asia/Kathmandu", AggregationType.SUM, lo, hi)
+    ]
+    again = [meter.aggregate(period) for period in PERIODS]
+    assert [r.periods_recomputed for r in again] == [0] * len(PERIODS)
+    assert snapshot() == first
+    for _ in range(2):
+        for period in PERIODS:
+            result = meter.aggregate(period, start=utc(2026, 1, 1), end=utc(2026, 4, 1))
+            assert result.periods_recomputed > 0
+        assert snapshot() == first
+    meter.aggregate("DAILY", start=utc(2026, 2, 10, 3), end=utc(2026, 2, 10, 4))
+    assert snapshot() == first
+    for period in PERIODS:
+        assert_matches(meter, records, period, each=False)
+
+
+# -- property -----------------------------------------------------------------------------------
+ZONES = ("UTC", "Europe/Paris", "Asia/Kathmandu", "Asia/Kolkata", "America/New_York")
+# 60-day windows holding DST changes, a year boundary and a leap day
+WINDOWS = (utc(2026, 2, 15), utc(2026, 9, 20), utc(2026, 12, 1), utc(2024, 1, 25))
+WINDOW_SECONDS = 60 * 86_400
+SUBJECTS = (("org", "a"), ("org", "b"), ("user", "a"))
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> dict[str, Any]:
+    """Random records in one window plus how to record, aggregate and query them."""
+    base = draw(st.sampled_from(WINDOWS))
+    n = draw(st.integers(1, 40))
+    shared = draw(st.lists(st.integers(0, WINDOW_SECONDS - 1), min_size=1, max_size=3))
+    offsets = st.one_of(st.sampled_from(shared), st.integers(0, WINDOW_SECONDS - 1))
+    order = draw(st.permutations(range(n)))
+    records = [
+        Rec(
+            f"r{order[i]:03d}",
+            draw(st.sampled_from(SUBJECTS)),
+            draw(st.integers(-400, 400)) / 4,  # dyadic: sums are exact in any order
+            base + timedelta(seconds=draw(offsets)),
+        )
+        for i in range(n)
+    ]
+    retries = draw(st.lists(st.sampled_from(records), max_size=5))
+    lo = base + timedelta(seconds=draw(st.integers(0, WINDOW_SECONDS)))
+    width = timedelta(seconds=draw(st.integers(1, WINDOW_SECONDS)))
+    return {
+        "zone": draw(st.sampled_from(ZONES)),
+        "period": draw(st.sampled_from(PERIODS)),
+        "records": records,
+        "split": draw(st.integers(0, n)),
+        "retries": retries,
+        "mode": draw(st.sampled_from(["fresh", "aggregated", "late", "ranged"])),
+        "range": (lo, lo + width) if draw(st.booleans()) else None,
+    }
+
+
+@settings(max_examples=60, deadline=None)
+@given(scenarios())
+def test_summaries_equal_brute_force(case: dict[str, Any]) -> None:
+    """For random records, zones, periods and aggregation histories, every aggregation type's
+    summaries equal the brute force."""
+    period: PeriodType = case["period"]
+    records: list[Rec] = case["records"]
+    first, later = records[: case["split"]], records[case["split"] :] + case["retries"]
+    with tsmeter.connect("sqlite:///:memory:", timezone=case["zone"]) as meter:  # fresh store
+        define_all(meter)
+        if case["mode"] == "late":
+            record_all(meter, first)
+            meter.aggregate(period)
+            record_all(meter, later)
+        else:
+            record_all(meter, first + later)
+        if case["mode"] == "aggregated":
+            meter.aggregate(period)
+        elif case["mode"] == "ranged":
+            meter.aggregate(period, start=WINDOWS[3], end=utc(2027, 3, 1))
+        lo_hi = case["range"] or span(records)
+        assert_matches(meter, records, period, *lo_hi, each=False)
+        if case["mode"] == "late":
+            meter.aggregate(period)
+            assert_matches(meter, records, period, *lo_hi, each=False)

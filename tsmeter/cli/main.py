@@ -1,0 +1,145 @@
+"""The root ``tsmeter`` command: global options, the command tree and error handling.
+
+User errors never end in a traceback: :class:`~tsmeter.errors.TsmeterError`
+and click's usage errors become one ``Error: ...`` line on stderr and a
+non-zero exit status (1 for errors reported by tsmeter, 2 for bad usage).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, cast
+
+import click
+from click.exceptions import NoArgsIsHelpError
+
+from tsmeter.cli.aggregate import aggregate
+from tsmeter.cli.context import CliState, OutputFormat
+from tsmeter.cli.demo import demo
+from tsmeter.cli.metric import metric
+from tsmeter.cli.threshold import threshold
+from tsmeter.cli.usage import usage
+from tsmeter.errors import TsmeterError
+
+__all__ = ["TsmeterGroup", "cli", "main"]
+
+
+class UsageLineError(click.ClickException):
+    """A click usage error shown as one line that points at ``--help``."""
+
+    exit_code = 2
+
+    def __init__(self, error: click.UsageError) -> None:
+        hint = f" (see '{error.ctx.command_path} --help')" if error.ctx is not None else ""
+        super().__init__(error.format_message() + hint)
+
+
+def _one_line(exc: BaseException) -> click.ClickException:
+    """The one-line error to show for an exception a user can fix."""
+    if isinstance(exc, click.UsageError):
+        return UsageLineError(exc)
+    if isinstance(exc, OSError):
+        name = exc.filename if exc.filename is not None else ""
+        return click.ClickException(f"{name}: {exc.strerror}" if name else str(exc))
+    return click.ClickException(str(exc))
+
+
+class TsmeterGroup(click.Group):
+    """A click group that turns tsmeter's errors into one ``Error:`` line, never a traceback.
+
+    Used for the root command; the errors of every subcommand pass through its
+    :meth:`invoke`. Example: ``@click.group(cls=TsmeterGroup)``.
+    """
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        """Parse the root options, reporting a bad one in one line."""
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except NoArgsIsHelpError:
+            raise
+        except click.UsageError as exc:
+            raise UsageLineError(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the chosen command; user errors become :class:`click.ClickException`."""
+        try:
+            return super().invoke(ctx)
+        except NoArgsIsHelpError:
+            raise
+        except BrokenPipeError:
+            _silence_stdout()
+            ctx.exit(1)
+        except (TsmeterError, click.UsageError, OSError) as exc:
+            raise _one_line(exc) from None
+
+
+def _silence_stdout() -> None:
+    """After the reader of a pipe went away (``| head``), drop what is still buffered."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+@click.group(
+    name="tsmeter", cls=TsmeterGroup, context_settings={"help_option_names": ["-h", "--help"]}
+)
+@click.option(
+    "--store",
+    metavar="URL",
+    default=None,
+    help="Store URL: sqlite:///PATH or a file path [default: $TSMETER_STORE_URL, else "
+    "tsmeter/tsmeter.db in $XDG_DATA_HOME or ~/.local/share].",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"], case_sensitive=False),
+    default="table",
+    show_default=True,
+    help="How results are printed.",
+)
+@click.option(
+    "--timezone",
+    metavar="ZONE",
+    envvar="TSMETER_TIMEZONE",
+    default=None,
+    help="IANA time zone that periods are computed and shown in [default: "
+    "$TSMETER_TIMEZONE, else UTC].",
+)
+@click.version_option(package_name="tsmeter")
+@click.pass_context
+def cli(ctx: click.Context, store: str | None, fmt: str, timezone: str | None) -> None:
+    """tsmeter: usage metering for SaaS products.
+
+    Define metrics, record usage, aggregate it into hourly to yearly summaries
+    and set limits, on the embedded store (a SQLite file) or another store URL.
+    Results print as a table, JSON or CSV.
+
+    \b
+    Example:
+        tsmeter demo
+        tsmeter --store usage.db metric define api_calls --aggregation-type count
+        tsmeter --store usage.db usage record api_calls org org-1
+        tsmeter --store usage.db --format json usage summary api_calls --period daily
+    """
+    state = CliState(store=store, fmt=cast(OutputFormat, fmt.lower()), timezone=timezone)
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+
+
+for _command in (metric, usage, threshold, aggregate, demo):
+    cli.add_command(_command)
+
+
+def main() -> None:
+    """The ``tsmeter`` console script."""
+    cli(prog_name="tsmeter")

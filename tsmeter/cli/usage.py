@@ -1,0 +1,351 @@
+"""``tsmeter usage``: record, import, read, summarise and export usage records."""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import click
+
+from tsmeter.cli.context import CliState, pass_state
+from tsmeter.cli.importer import import_records, parse_csv, parse_jsonl, read_lines
+from tsmeter.cli.output import Column, emit_list, emit_one, json_fields, progress
+from tsmeter.cli.params import (
+    PERIODS,
+    json_object,
+    org_option,
+    range_options,
+    subject_options,
+    usage_error,
+)
+from tsmeter.domain import UsageRecord, UsageSummary
+
+__all__ = ["usage"]
+
+_RECORD_COLUMNS = [
+    Column("TIMESTAMP", "timestamp"),
+    Column("SUBJECT TYPE", "subject_type"),
+    Column("SUBJECT ID", "subject_id"),
+    Column("QUANTITY", "quantity", right=True),
+    Column("ID", "id"),
+    Column("SOURCE", "source"),
+]
+_SUMMARY_COLUMNS = [
+    Column("PERIOD START", "period_start"),
+    Column("SUBJECT TYPE", "subject_type"),
+    Column("SUBJECT ID", "subject_id"),
+    Column("TOTAL", "total_quantity", right=True),
+    Column("RECORDS", "record_count", right=True),
+    Column("AGGREGATION", "aggregation_type"),
+]
+
+
+@click.group()
+def usage() -> None:
+    """Record usage and read it back: raw records, summaries, exports.
+
+    \b
+    Example:
+        tsmeter usage record api_calls org org-1
+        tsmeter usage summary api_calls --period daily
+    """
+
+
+@usage.command()
+@click.argument("metric_key", metavar="METRIC")
+@click.argument("subject_type")
+@click.argument("subject_id")
+@click.argument("quantity", type=float, required=False)
+@click.option(
+    "--timestamp", metavar="TIME", help="When it happened (ISO-8601 with offset) [default: now]."
+)
+@click.option(
+    "--id",
+    "record_id",
+    metavar="KEY",
+    help="Idempotency key: recording the same key again counts once.",
+)
+@click.option(
+    "--metadata",
+    metavar="JSON",
+    callback=json_object,
+    help='A JSON object stored with the record, e.g. \'{"region": "eu"}\'.',
+)
+@click.option("--source", metavar="S", help="Where the record comes from.")
+@org_option("Organisation whose metric definition applies (default: the global one).")
+@pass_state
+def record(
+    state: CliState,
+    metric_key: str,
+    subject_type: str,
+    subject_id: str,
+    quantity: float | None,
+    timestamp: str | None,
+    record_id: str | None,
+    metadata: dict[str, Any] | None,
+    source: str | None,
+    org_id: str | None,
+) -> None:
+    """Record QUANTITY of METRIC used by one subject (QUANTITY defaults to 1 for count metrics).
+
+    Options go first; put -- before a negative QUANTITY.
+
+    \b
+    Example:
+        tsmeter usage record api_calls org org-123 --id req-42
+        tsmeter usage record storage_gb org org-123 42.5 --timestamp 2026-01-05T10:00:00Z
+        tsmeter usage record credits org org-123 --id refund-7 -- -5
+    """
+    item = state.meter().record(
+        metric_key,
+        subject_type,
+        subject_id,
+        quantity,
+        timestamp=timestamp,
+        id=record_id,
+        metadata=metadata,
+        source=source,
+        org_id=org_id,
+    )
+    emit_one(state, item)
+
+
+def _input_format(path: str, given: str | None) -> Literal["jsonl", "csv"]:
+    if given is not None:
+        return "csv" if given.lower() == "csv" else "jsonl"
+    suffix = Path(path).suffix.lower()
+    if path == "-" or suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    if suffix == ".csv":
+        return "csv"
+    raise usage_error(f"cannot tell the format of {path!r} from its name: give --input-format")
+
+
+@usage.command(name="import")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, exists=True))
+@click.option(
+    "--input-format",
+    type=click.Choice(["jsonl", "csv"], case_sensitive=False),
+    help="Format of FILE [default: from its extension; jsonl for stdin].",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=50_000,
+    show_default=True,
+    help="Records per record_batch call (bounds memory).",
+)
+@click.option(
+    "--name",
+    metavar="NAME",
+    help="Name used in place of FILE's base name to derive "
+    "ids for lines without one [default: the base name; '-' for stdin].",
+)
+@pass_state
+def import_(
+    state: CliState, file: str, input_format: str | None, batch_size: int, name: str | None
+) -> None:
+    """Record usage from FILE (JSON Lines or CSV; - for stdin), skipping bad lines.
+
+    Each bad line is reported as "line N: field: problem"; every good line is
+    recorded exactly once, so running the same import again changes nothing
+    (lines without an id get one derived from the file name, line number and
+    text). Exits with status 1 if any line was bad. CSV columns: id,
+    metricKey, subjectType, subjectId, quantity, timestamp, metadata (JSON),
+    source, orgId; empty cells mean absent.
+
+    \b
+    Example:
+        tsmeter usage import usage.jsonl
+        tsmeter usage import - --input-format csv --name march.csv < march.csv
+    """
+    fmt = _input_format(file, input_format)
+    meter = state.meter()
+    with ExitStack() as stack:
+        stream: IO[bytes] = stack.enter_context(click.open_file(file, "rb"))
+        size = None if file == "-" else os.path.getsize(file)
+        advance, say = stack.enter_context(progress(size, "Importing", step=1 << 18))
+        label = name or ("-" if file == "-" else os.path.basename(file))
+        lines = read_lines(stream, advance)
+        parsed = parse_csv(lines, label) if fmt == "csv" else parse_jsonl(lines, label)
+        result = import_records(meter, parsed, batch_size=batch_size, report=lambda b: say(str(b)))
+    shown = "stdin" if file == "-" else file
+    doc = {
+        "file": file,
+        "lines": result.lines,
+        "recorded": result.recorded,
+        "duplicates": result.duplicates,
+        "bad": result.bad,
+    }
+    text = (
+        f"{shown}: {result.lines} lines: {result.recorded} new, "
+        f"{result.duplicates} already recorded, {result.bad} bad"
+    )
+    emit_one(state, doc, text=text)
+    if result.bad:
+        raise click.ClickException(
+            f"{result.bad} of {result.lines} lines in {shown} were bad and skipped (listed "
+            f"above); the other {result.lines - result.bad} are recorded"
+        )
+
+
+@usage.command()
+@click.argument("metric_key", metavar="METRIC")
+@subject_options
+@range_options("default: unbounded")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="At most this many records, oldest first (0: no limit).",
+)
+@org_option()
+@pass_state
+def get(
+    state: CliState,
+    metric_key: str,
+    subject_type: str | None,
+    subject_id: str | None,
+    start: str | None,
+    end: str | None,
+    limit: int,
+    org_id: str | None,
+) -> None:
+    """Show raw records of METRIC, oldest first.
+
+    \b
+    Example:
+        tsmeter usage get api_calls --subject-id org-1 --from 2026-01-01 --limit 20
+    """
+    records = state.meter().get_usage(
+        metric_key,
+        subject_type,
+        subject_id,
+        start=state.when("--from", start),
+        end=state.when("--to", end),
+        org_id=org_id,
+        limit=limit or None,
+    )
+    emit_list(state, records, _RECORD_COLUMNS, fields=json_fields(UsageRecord), empty="No records.")
+
+
+@usage.command()
+@click.argument("metric_key", metavar="METRIC")
+@click.option(
+    "--period",
+    type=PERIODS,
+    default=None,
+    help="Period type [default: the metric's reset period; monthly if never].",
+)
+@range_options("default: the current month")
+@subject_options
+@org_option()
+@pass_state
+def summary(
+    state: CliState,
+    metric_key: str,
+    period: str | None,
+    start: str | None,
+    end: str | None,
+    subject_type: str | None,
+    subject_id: str | None,
+    org_id: str | None,
+) -> None:
+    """Show METRIC's usage per subject and period (every period overlapping the range).
+
+    Summaries are always fresh: records that arrived since the last aggregation
+    are included.
+
+    \b
+    Example:
+        tsmeter usage summary api_calls --period daily --from 2026-01-01 --to 2026-02-01
+    """
+    month_start, month_end = state.current_month()
+    summaries = state.meter().get_usage_summaries(
+        metric_key,
+        period,
+        start=state.when("--from", start) or month_start,
+        end=state.when("--to", end) or month_end,
+        subject_type=subject_type,
+        subject_id=subject_id,
+        org_id=org_id,
+    )
+    emit_list(
+        state,
+        summaries,
+        _SUMMARY_COLUMNS,
+        fields=json_fields(UsageSummary),
+        empty="No usage in that range.",
+    )
+
+
+@usage.command()
+@click.argument("metric_key", metavar="[METRIC]", required=False)
+@click.option(
+    "--output",
+    "-o",
+    metavar="FILE",
+    default="-",
+    show_default=True,
+    help="File to write, - for stdout.",
+)
+@click.option(
+    "--export-format",
+    type=click.Choice(["jsonl", "csv"], case_sensitive=False),
+    help="[default: csv if FILE ends in .csv, else jsonl]",
+)
+@range_options("default: unbounded")
+@subject_options
+@pass_state
+def export(
+    state: CliState,
+    metric_key: str | None,
+    output: str,
+    export_format: str | None,
+    start: str | None,
+    end: str | None,
+    subject_type: str | None,
+    subject_id: str | None,
+) -> None:
+    """Stream the records of METRIC (default: every metric) as JSON Lines or CSV.
+
+    The output can be imported again with "tsmeter usage import": ids are kept,
+    so importing an export into a store that has the records changes nothing.
+
+    \b
+    Example:
+        tsmeter usage export api_calls --from 2026-01-01 --to 2026-02-01 -o january.csv
+    """
+    meter = state.meter()
+    csv_name = output.lower().endswith(".csv")
+    fmt: Literal["jsonl", "csv"] = (
+        "csv"
+        if (export_format or "").lower() == "csv" or (export_format is None and csv_name)
+        else "jsonl"
+    )
+    options: dict[str, Any] = {
+        "fmt": fmt,
+        "start": state.when("--from", start),
+        "end": state.when("--to", end),
+        "subject_type": subject_type,
+        "subject_id": subject_id,
+    }
+    if output == "-":
+        with click.open_file("-", "w", encoding="utf-8") as stdout:
+            count = meter.export_usage(stdout, metric_key, **options)
+        click.echo(f"Exported {count} records.", err=True)
+        return
+    partial = Path(output + ".partial")
+    try:
+        with partial.open("w", encoding="utf-8", newline="") as out:
+            count = meter.export_usage(out, metric_key, **options)
+        partial.replace(output)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    doc = {"output": output, "format": fmt, "records": count}
+    emit_one(state, doc, text=f"Exported {count} records to {output}.")
