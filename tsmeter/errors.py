@@ -48,6 +48,12 @@ class ValidationError(TsmeterError, ValueError):
         field = f"{prefix}.{self.field}" if self.field else prefix
         return ValidationError(field, self.problem)
 
+    def unprefixed(self, prefix: str) -> ValidationError:
+        """Undo :meth:`at`: the same error with ``prefix`` taken off the field name."""
+        if self.field == prefix:
+            return ValidationError("", self.problem)
+        return ValidationError(self.field.removeprefix(f"{prefix}."), self.problem)
+
 
 class NotFoundError(TsmeterError, LookupError):
     """A named thing does not exist, e.g. ``metric 'api_calls' not found``."""

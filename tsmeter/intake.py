@@ -61,6 +61,19 @@ class Intake:
         self._valid_names.add(name)
         return name
 
+    def check(
+        self, items: Iterable[Mapping[str, Any] | UsageRecord]
+    ) -> list[ValidationError | None]:
+        """Validate each record on its own: ``None`` for a good one, else its error."""
+        errors: list[ValidationError | None] = []
+        for item in items:
+            try:
+                self.rows([item])
+                errors.append(None)
+            except ValidationError as exc:
+                errors.append(exc.unprefixed("records[0]"))
+        return errors
+
     def rows(
         self, items: Iterable[Mapping[str, Any] | UsageRecord], now_ns: int | None = None
     ) -> list[RecordRow]:
@@ -78,8 +91,13 @@ class Intake:
         for index, item in enumerate(items):
             try:
                 if type(item) is not dict:
-                    append(self._slow(item))
-                    continue
+                    if isinstance(item, UsageRecord):
+                        scope = self._resolve(item.metric_key, item.org_id).org_id
+                        append(item.to_row()._replace(org_id=scope))
+                        continue
+                    if not isinstance(item, Mapping):
+                        raise ValidationError("", f"must be an object, got {type(item).__name__}")
+                    item = dict(item)
                 get = item.get
                 org_id = get("orgId")
                 if org_id is None:
@@ -146,14 +164,6 @@ class Intake:
                     raise
                 raise error.at(f"records[{index}]") from None
         return out
-
-    def _slow(self, item: object) -> RecordRow:
-        if isinstance(item, UsageRecord):
-            metric = self._resolve(item.metric_key, item.org_id)
-            return item.to_row()._replace(org_id=metric.org_id)
-        if isinstance(item, Mapping):
-            return self.rows([dict(item)])[0]
-        raise ValidationError("", f"must be an object, got {type(item).__name__}")
 
 
 def _not_a_name(item: object) -> ValidationError | None:

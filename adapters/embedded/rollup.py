@@ -107,12 +107,16 @@ def touched_periods(
     after: int | None,
     upto: int,
     series: Iterable[int] | None = None,
+    within: tuple[int, int] | None = None,
 ) -> dict[tuple[int, int], set[int]]:
-    """Periods that received records since dirty-log position ``after`` (``None``: ever),
-    each with the series that received them."""
+    """Periods that received records since dirty-log position ``after`` (``None``: ever, or
+    with records in the time range ``within``), each with the series that received them."""
     params: dict[str, object] = {"lo": after, "hi": upto, "hour": _HOUR}
     if after is None:
         sql = "SELECT DISTINCT series_id, ts / :hour FROM usage_records WHERE 1"
+        if within is not None:
+            sql += " AND ts >= :start AND ts < :end"
+            params.update(start=within[0], end=within[1])
     else:
         sql = "SELECT DISTINCT series_id, hour FROM dirty WHERE seq > :lo AND seq <= :hi"
     if series is not None:
@@ -224,9 +228,10 @@ def rollup(
         # the log is only needed past the oldest watermark of any roll-up
         conn.execute("DELETE FROM dirty WHERE seq <= (SELECT min(watermark) FROM rollup_state)")
     else:
-        lo = start if start is not None else 0
-        hi = end if end is not None else (1 << 63) - 1
-        for (a, b), sids in touched_periods(conn, period, calendar, None, high).items():
+        lo = calendar.start_of(period, start) if start is not None else -(1 << 63)
+        hi = calendar.bounds(period, end - 1)[1] if end is not None else (1 << 63) - 1
+        span = touched_periods(conn, period, calendar, None, high, within=(lo, hi))
+        for (a, b), sids in span.items():
             if a < hi and b > lo:
                 touched.setdefault((a, b), set()).update(sids)
         if source is not None and touched:

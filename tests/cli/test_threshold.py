@@ -101,7 +101,7 @@ def test_errors_are_one_line(metered: Cli) -> None:
         ("threshold create api_calls org 10 --warn-at lots",
          "--warn-at: expected a number or a percentage"),
         ("threshold create api_calls org 10 --warn-at 200%",
-         "warnThreshold must be greater than 0 and at most threshold"),
+         "warnThreshold: must be greater than 0 and at most threshold"),
         ("threshold create api_calls org 10 --notify-email nobody",
          "not an email address: 'nobody'"),
         ("threshold create api_calls org 10 --notify-webhook ftp://x",

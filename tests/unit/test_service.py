@@ -623,6 +623,15 @@ def test_export_jsonl(exported: Meter) -> None:
     ]
 
 
+def test_export_of_an_org_scoped_metric(exported: Meter) -> None:
+    """With an org id, export reaches that org's own metric, or every metric of that org."""
+    out = io.StringIO()
+    assert exported.export_usage(out, "api_calls", org_id="acme") == 1
+    assert json.loads(out.getvalue())["id"] == "x-4"
+    assert exported.export_usage(io.StringIO(), "api_calls") == 0  # the global one is empty
+    assert exported.export_usage(io.StringIO(), org_id="acme") == 1
+
+
 def test_export_csv_with_filters(exported: Meter) -> None:
     """CSV export has a header, JSON metadata, empty cells for missing values, and filters."""
     out = io.StringIO()

@@ -242,16 +242,6 @@ def parse_csv(lines: Iterable[Line], name: str) -> Iterator[tuple[int, dict[str,
             yield number, item
 
 
-def _problem(meter: Meter, item: dict[str, Any]) -> tuple[str, str] | None:
-    """Why ``item`` would be rejected by ``record_batch`` (``(field, problem)``), or None."""
-    try:
-        # the Meter's own intake: exactly the rules record_batch applies, without writing
-        meter._intake.rows([item])
-    except ValidationError as exc:
-        return exc.field.removeprefix("records[0]").removeprefix("."), exc.problem
-    return None
-
-
 def _flush(
     meter: Meter, batch: list[tuple[int, dict[str, Any]]], bad: list[BadLine], result: ImportResult
 ) -> list[BadLine]:
@@ -259,14 +249,14 @@ def _flush(
     if batch:
         try:
             outcome = meter.record_batch([item for _, item in batch])
-        except ValidationError:
+        except ValidationError:  # find the bad lines, record the others
             good = []
-            for number, item in batch:
-                problem = _problem(meter, item)
-                if problem is None:
+            checks = meter.validate_records([item for _, item in batch])
+            for (number, item), error in zip(batch, checks, strict=True):
+                if error is None:
                     good.append(item)
                 else:
-                    bad.append(BadLine(number, *problem))
+                    bad.append(BadLine(number, error.field, error.problem))
             outcome = meter.record_batch(good)
         result.recorded += outcome.recorded
         result.duplicates += outcome.duplicates

@@ -299,6 +299,7 @@ def summary(
 )
 @range_options("default: unbounded")
 @subject_options
+@org_option("The org's own METRIC, or without METRIC every metric of that org.")
 @pass_state
 def export(
     state: CliState,
@@ -309,6 +310,7 @@ def export(
     end: str | None,
     subject_type: str | None,
     subject_id: str | None,
+    org_id: str | None,
 ) -> None:
     """Stream the records of METRIC (default: every metric) as JSON Lines or CSV.
 
@@ -332,6 +334,7 @@ def export(
         "end": state.when("--to", end),
         "subject_type": subject_type,
         "subject_id": subject_id,
+        "org_id": org_id,
     }
     if output == "-":
         with click.open_file("-", "w", encoding="utf-8") as stdout:

@@ -301,7 +301,7 @@ class UsageThreshold(Model):
         if self.warn_threshold is None:
             object.__setattr__(self, "warn_threshold", self.threshold * 0.8)
         elif not 0 < self.warn_threshold <= self.threshold:
-            raise ValueError("warnThreshold must be greater than 0 and at most threshold")
+            raise ValueError("warnThreshold: must be greater than 0 and at most threshold")
         return self
 
 

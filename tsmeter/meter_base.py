@@ -1,0 +1,116 @@
+"""MeterBase: what every part of the Meter shares (ports, calendar, events, metric lookup)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from tsmeter.domain import MetricDefinition, PeriodType, ResetPeriod
+from tsmeter.errors import NotFoundError, ValidationError
+from tsmeter.events import Event, EventBus
+from tsmeter.intake import Intake
+from tsmeter.modelio import period_type as parse_period
+from tsmeter.periods import Calendar
+from tsmeter.ports import Catalog, UsageStore
+
+__all__ = ["MeterBase"]
+
+E = TypeVar("E", bound=Event)
+B = TypeVar("B", bound="MeterBase")
+
+
+class MeterBase:
+    """Holds the ports and the calendar; :class:`tsmeter.service.Meter` adds the operations."""
+
+    def __init__(
+        self,
+        store: UsageStore,
+        catalog: Catalog,
+        *,
+        timezone: str = "UTC",
+        chunk_size: int = 50_000,
+        bus: EventBus | None = None,
+        metric_cache_seconds: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.calendar = Calendar(timezone)
+        self.timezone = timezone
+        self.chunk_size = chunk_size
+        self.events = bus or EventBus()
+        self._metric_ttl = metric_cache_seconds
+        self._metrics: dict[tuple[str, str | None], tuple[float, MetricDefinition]] = {}
+        self._lock = threading.Lock()
+        self._intake = Intake(self._resolve_metric)
+        self._closed = False
+
+    # -- lifecycle --------------------------------------------------------------------
+    def __enter__(self: B) -> B:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the store; every record acknowledged so far is already stored."""
+        if not self._closed:
+            self._closed = True
+            self.store.close()
+            close = getattr(self.catalog, "close", None)
+            if close is not None and close != self.store.close:
+                close()
+
+    def subscribe(self, event_type: type[E], handler: Callable[[E], None]) -> Callable[[], None]:
+        """Call ``handler`` for each event of ``event_type`` (``Event`` for all).
+
+        Example: ``meter.subscribe(UsageRecorded, lambda e: print(e.record.id))``.
+        Returns a function that unsubscribes.
+        """
+        return self.events.subscribe(event_type, handler)
+
+    # -- metric lookup ----------------------------------------------------------------
+    def _resolve_metric(self, key: str, org_id: str | None) -> MetricDefinition:
+        """The metric a record refers to: the org's own definition, else the global one."""
+        now = time.monotonic()
+        hit = self._metrics.get((key, org_id))
+        if hit is not None and now - hit[0] < self._metric_ttl:
+            return hit[1]
+        metric = self.catalog.find_metric(key, org_id)
+        if metric is None and org_id is not None:
+            metric = self.catalog.find_metric(key, None)
+        if metric is None:
+            where = f" (org {org_id!r} or global)" if org_id else ""
+            raise ValidationError("metricKey", f"unknown metric {key!r}{where}")
+        self._metrics[(key, org_id)] = (now, metric)
+        return metric
+
+    def get_metric(self, key: str, org_id: str | None = None) -> MetricDefinition:
+        """The metric ``key`` in ``org_id``'s scope (None: global); NotFoundError if none.
+
+        Example: ``meter.get_metric("api_calls").aggregation_type``.
+        """
+        metric = self.catalog.find_metric(key, org_id)
+        if metric is None:
+            scope = f" in org {org_id!r}" if org_id else ""
+            raise NotFoundError(f"metric {key!r} not found{scope}")
+        return metric
+
+    def _period(self, metric: MetricDefinition, period_type: PeriodType | str | None) -> PeriodType:
+        """The period type asked for, else the metric's reset period (MONTHLY for NEVER)."""
+        if period_type is not None:
+            return parse_period(period_type)
+        if metric.reset_period is ResetPeriod.NEVER:
+            return PeriodType.MONTHLY
+        return PeriodType(metric.reset_period.value)
+
+    def list_metrics(
+        self, org_id: str | None = None, *, all_orgs: bool = False
+    ) -> list[MetricDefinition]:
+        """Metrics of one scope (global by default), or of every scope with ``all_orgs``.
+
+        Example: ``[m.key for m in meter.list_metrics()]``.
+        """
+        metrics = self.catalog.list_metrics()
+        return metrics if all_orgs else [m for m in metrics if m.org_id == org_id]
