@@ -63,3 +63,19 @@ def append_ids(
     finally:
         store.close()
     results.put(new)
+
+
+def append_until_killed(adapter: str, location: str, acked: Any) -> None:
+    """Append batches of 100 rows forever, putting the number of rows acknowledged so far on
+    ``acked`` after each ``append`` returns (run in a child process that the crash test kills)."""
+    store = open_store(adapter, location)
+    done = 0
+    while True:
+        rows = [
+            RecordRow(f"crash-{n:07d}", "api_calls", "org", "o1", None, 1.0,
+                      1_767_225_600_000_000_000 + n, None, None)
+            for n in range(done, done + 100)
+        ]  # fmt: skip
+        store.append(rows, time.time_ns())
+        done += 100
+        acked.put(done)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 
-from tests.contract.stores import Store, append_ids
+from tests.contract.stores import Store, append_ids, append_until_killed, open_store
 from tsmeter.domain import PeriodType
 from tsmeter.periods import Calendar
 from tsmeter.ports import RecordQuery, SummaryQuery
@@ -44,3 +46,28 @@ def test_two_processes_record_overlapping_ids(adapter: str, location: str, store
     )
     assert sum(s.record_count for s in summaries) == 6_000
     assert sum(s.sum for s in summaries) == 6_000.0
+
+
+def test_acknowledged_records_survive_kill_9(adapter: str, location: str, store: Store) -> None:
+    """A writer killed with SIGKILL mid-stream loses nothing it was told was stored."""
+    ctx = multiprocessing.get_context("spawn")
+    acked = ctx.Queue()
+    writer = ctx.Process(target=append_until_killed, args=(adapter, location, acked))
+    writer.start()
+    try:
+        told = 0
+        while told < 3_000:
+            told = acked.get(timeout=60)
+    finally:
+        os.kill(writer.pid or 0, signal.SIGKILL)
+        writer.join(timeout=10)
+    while not acked.empty():  # acknowledgements sent just before the kill
+        told = max(told, acked.get(timeout=5))
+    survivor = open_store(adapter, location)
+    try:
+        ids = {r.id for r in survivor.iter_records(RecordQuery("api_calls"))}
+    finally:
+        survivor.close()
+    assert writer.exitcode == -signal.SIGKILL
+    assert {f"crash-{n:07d}" for n in range(told)} <= ids
+    assert len(ids) % 100 == 0  # batches are atomic: none was half-written
