@@ -13,11 +13,13 @@ with offsets like +05:45 they start at a quarter past the UTC hour.
 
 from __future__ import annotations
 
+import bisect
 import itertools
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tsmeter.domain.models import PeriodType
@@ -25,6 +27,8 @@ from tsmeter.domain.validation import from_ns, to_ns
 from tsmeter.errors import ValidationError
 
 __all__ = ["Calendar", "Run", "runs"]
+
+K = TypeVar("K", bound=Hashable)
 
 _HOUR = timedelta(hours=1)
 _HOUR_NS = 3_600_000_000_000
@@ -157,6 +161,29 @@ class Calendar:
                 start, end = self.bounds(period, t)
                 found.append((start, end))
         return found
+
+    def periods_of_hours(
+        self, period: PeriodType, by_hour: Mapping[int, set[K]]
+    ) -> dict[tuple[int, int], set[K]]:
+        """Map UTC hours (numbered from the epoch) to the periods they overlap, merging the
+        sets of keys (series) attached to each hour; a UTC hour can straddle two local periods
+        in zones like +05:45.
+
+        >>> touched = Calendar().periods_of_hours(PeriodType.DAILY, {0: {"a"}, 1: {"b"}})
+        >>> [(bounds, sorted(keys)) for bounds, keys in touched.items()]
+        [((0, 86400000000000), ['a', 'b'])]
+        """
+        touched: dict[tuple[int, int], set[K]] = {}
+        edges: list[int] = []
+        for hour in sorted(by_hour):
+            lo, hi = hour * _HOUR_NS, (hour + 1) * _HOUR_NS
+            if not edges or not edges[0] <= lo < hi <= edges[-1]:
+                edges = self.boundaries(period, lo, hi + 31 * 24 * _HOUR_NS)  # edges[-1] >= hi
+            i = bisect.bisect_right(edges, lo) - 1
+            while edges[i] < hi:
+                touched.setdefault((edges[i], edges[i + 1]), set()).update(by_hour[hour])
+                i += 1
+        return touched
 
     # -- helpers ----------------------------------------------------------------------
     def _hour_start(self, local: datetime, ns: int) -> int:

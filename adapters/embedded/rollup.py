@@ -7,7 +7,6 @@ equal-length periods are bucketed with integer arithmetic in SQL, so DST days,
 
 from __future__ import annotations
 
-import bisect
 import json
 import sqlite3
 import time
@@ -19,7 +18,6 @@ from tsmeter.periods import ROLLUP_SOURCE, Calendar, Run, runs
 from tsmeter.ports import RollupStats
 
 _HOUR = 3_600_000_000_000
-_MONTH = 31 * 24 * _HOUR
 # (series_id, period_start, period_end, cnt, total, min, max, last_ts, last_value)
 Component = tuple[int, int, int, int, float, float, float, int, float]
 
@@ -125,18 +123,7 @@ def touched_periods(
     by_hour: dict[int, set[int]] = defaultdict(set)
     for sid, hour in conn.execute(sql, params):
         by_hour[hour].add(sid)
-    touched: dict[tuple[int, int], set[int]] = defaultdict(set)
-    edges: list[int] = []
-    for hour in sorted(by_hour):
-        lo, hi = hour * _HOUR, (hour + 1) * _HOUR
-        # the UTC hour may straddle local periods (+05:45 zones): take every one it overlaps
-        if not edges or not edges[0] <= lo < hi <= edges[-1]:
-            edges = calendar.boundaries(period, lo, hi + _MONTH)  # edges[-1] >= hi
-        i = bisect.bisect_right(edges, lo) - 1
-        while edges[i] < hi:
-            touched[(edges[i], edges[i + 1])] |= by_hour[hour]
-            i += 1
-    return touched
+    return calendar.periods_of_hours(period, by_hour)
 
 
 def compute_touched(
