@@ -4,6 +4,10 @@ Store URLs:
 
 * ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, a bare
   filesystem path, or ``sqlite:///:memory:`` — the embedded store.
+* ``influxdb://[user:password@]host:port/DATABASE?writer=&token=&rp=&state=`` (and
+  ``influxdbs://`` for HTTPS) — InfluxDB through its v1 API: 1.x, 2.x (compatibility
+  API, ``token=``) or 3.x. Metric definitions and thresholds then live in a local
+  state store: the SQLite file named by ``state=``, else the default file below.
 * nothing: ``$TSMETER_STORE_URL``, else the default file
   ``$XDG_DATA_HOME/tsmeter/tsmeter.db`` (``~/.local/share/tsmeter/tsmeter.db``).
 """
@@ -55,14 +59,29 @@ def connect(url: str | None = None, *, timezone: str | None = None, **options: A
     """
     resolved = resolve_store_url(url)
     tz = timezone or os.environ.get(ENV_TIMEZONE) or "UTC"
+    from tsmeter.adapters.embedded import SQLiteStore
+
+    if resolved.startswith(("influxdb://", "influxdbs://")):
+        from tsmeter.adapters.influxdb.client import InfluxV1Config
+        from tsmeter.adapters.influxdb.v1 import InfluxV1Store
+
+        state = InfluxV1Config.from_url(resolved).state or str(default_store_path())
+        usage = InfluxV1Store.from_url(resolved, ledger=state)
+        catalog = SQLiteStore(state)
+        try:
+            return Meter(usage, catalog, timezone=tz, **options)
+        except BaseException:
+            usage.close()
+            catalog.close()
+            raise
     path = _sqlite_path(resolved)
     if path is None:
         scheme = resolved.split("://", 1)[0]
         raise ValidationError(
-            "url", f"unsupported store scheme {scheme!r} (supported: sqlite:///PATH or a path)"
+            "url",
+            f"unsupported store scheme {scheme!r} (supported: sqlite:///PATH, a path,"
+            " influxdb://HOST:PORT/DATABASE)",
         )
-    from tsmeter.adapters.embedded import SQLiteStore
-
     store = SQLiteStore(path)
     try:
         return Meter(store, store, timezone=tz, **options)

@@ -17,7 +17,6 @@ from typing import Any
 
 from tsmeter.adapters.embedded import rollup as rollups
 from tsmeter.adapters.embedded.schema import connect
-
 from tsmeter.domain import MetricDefinition, PeriodType, RecordRow, UsageThreshold
 from tsmeter.errors import ConflictError, StorageUnavailableError
 from tsmeter.periods import Calendar

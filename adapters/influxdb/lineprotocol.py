@@ -2,10 +2,11 @@
 
 Escaping follows what InfluxDB's parser really does (checked against 1.6.7):
 
-* measurement: ``,`` and space are escaped;
+* measurement: tsmeter's own names only (letters, digits, ``_ . / + -``);
 * tag keys, tag values, field keys: ``,``, ``=`` and space are escaped. A
   backslash is kept literally, except where the parser would read it as an
-  escape (before ``,``, ``=``, space, or at the end of the value); there it is
+  escape (before ``,``, ``=``, space, at the end of the value, and in field
+  keys before ``"``); there it is
   written as ``⧵`` (U+29F5), and a ``⧵`` in the data is doubled, so tag values
   round-trip exactly (see :func:`decode_tag`);
 * string field values: ``\\`` and ``"`` are escaped;
@@ -36,11 +37,19 @@ __all__ = [
 ]
 
 _TAG = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
-_MEASUREMENT = str.maketrans({",": "\\,", " ": "\\ "})
-_FIELD_STRING = str.maketrans({"\\": "\\\\", '"': '\\"'})
 _ALT = "\u29f5"  # ⧵ REVERSE SOLIDUS OPERATOR
 _RISKY_BACKSLASH = re.compile(r"\\(?=[,= ]|$)")
+_RISKY_IN_FIELD_KEY = re.compile(r'\\(?=[,= "]|$)')  # field keys also unescape \"
+_MEASUREMENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./+-]*")
 _DECODE = re.compile(f"{_ALT}{_ALT}|{_ALT}")
+
+
+def _alt(value: str, risky: re.Pattern[str]) -> str:
+    if _ALT in value:
+        value = value.replace(_ALT, _ALT + _ALT)
+    if "\\" in value:
+        value = risky.sub(_ALT, value)
+    return value
 
 
 def tag_value(value: str) -> str:
@@ -52,11 +61,7 @@ def tag_value(value: str) -> str:
     >>> tag_value("a\\\\b"), tag_value("a\\\\"), tag_value("a\\u29f5")
     ('a\\\\b', 'a⧵', 'a⧵⧵')
     """
-    if _ALT in value:
-        value = value.replace(_ALT, _ALT + _ALT)
-    if "\\" in value:
-        value = _RISKY_BACKSLASH.sub(_ALT, value)
-    return value
+    return _alt(value, _RISKY_BACKSLASH)
 
 
 def decode_tag(stored: str) -> str:
@@ -71,14 +76,27 @@ def escape_tag(value: str) -> str:
     return tag_value(value).translate(_TAG)
 
 
+def escape_field_key(value: str) -> str:
+    """A field key as it must appear in a line (read back with :func:`decode_tag`)."""
+    return _alt(value, _RISKY_IN_FIELD_KEY).translate(_TAG)
+
+
 def escape_measurement(value: str) -> str:
-    """A measurement name as it must appear in a line."""
-    return value.translate(_MEASUREMENT)
+    """A measurement name as it must appear in a line: tsmeter's names only (letters, digits
+    and ``_ . / + -``), since InfluxDB reads backslashes and a leading ``#`` in them its own
+    way.
+
+    >>> escape_measurement("usage_daily.America/Port-au-Prince")
+    'usage_daily.America/Port-au-Prince'
+    """
+    if not _MEASUREMENT_NAME.fullmatch(value):
+        raise ValueError(f"unsupported measurement name {value!r}")
+    return value
 
 
 def escape_field_string(value: str) -> str:
     """A string field value with its quotes."""
-    return f'"{value.translate(_FIELD_STRING)}"'
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _field(value: object) -> str:
@@ -109,7 +127,9 @@ def encode_point(
     >>> encode_point("usage", {"metric": "api calls"}, {"quantity": 1.0, "rid": 'a"b'}, 5)
     'usage,metric=api\\\\ calls quantity=1.0,rid="a\\\\"b" 5'
     """
-    body = ",".join(f"{escape_tag(k)}={_field(v)}" for k, v in fields.items() if v is not None)
+    body = ",".join(
+        f"{escape_field_key(k)}={_field(v)}" for k, v in fields.items() if v is not None
+    )
     if not body:
         raise ValueError("a point needs at least one field")
     return f"{series_prefix(measurement, tags.items())} {body} {time_ns}"
@@ -169,7 +189,7 @@ class UsageEncoder:
         for i, row in enumerate(rows):
             rid, metadata, source = row.id, row.metadata, row.source
             if "\\" in rid or '"' in rid:
-                rid = rid.translate(_FIELD_STRING)
+                rid = rid.replace("\\", "\\\\").replace('"', '\\"')
             line = (
                 f"{prefix(row, overflow[i] if overflow else 0)} quantity={row.quantity!r},"
                 f'rid="{rid}",tsn={row.ts}i'

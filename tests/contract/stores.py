@@ -14,21 +14,53 @@ from typing import Any, Protocol
 from tsmeter.domain import RecordRow
 from tsmeter.ports import Catalog, UsageStore
 
-ADAPTERS = ("sqlite",)
+ADAPTERS = ("sqlite", "influxdb")
 
 
 class Store(UsageStore, Catalog, Protocol):
     """A store adapter implementing both ports, as the contract suite expects."""
 
 
+class SQLiteStoreLike(Catalog, Protocol):
+    """A catalog that can be closed."""
+
+    def close(self) -> None:
+        """Release it."""
+
+
 def open_store(adapter: str, location: str) -> Store:
     """A new store object of ``adapter`` on the backing store at ``location`` (a directory for
     SQLite); two calls with the same arguments give two connections to the same data."""
-    if adapter == "sqlite":
-        from tsmeter.adapters.embedded import SQLiteStore
+    from tsmeter.adapters.embedded import SQLiteStore
 
+    if adapter == "sqlite":
         return SQLiteStore(str(Path(location) / "c.db"))
+    if adapter == "influxdb":  # location: "<influxdb:// URL> <state directory>"
+        from tsmeter.adapters.influxdb.v1 import InfluxV1Store
+
+        url, state = location.split(" ", 1)
+        path = str(Path(state) / "state.db")
+        return Combined(InfluxV1Store.from_url(url, ledger=path), SQLiteStore(path))
     raise ValueError(f"no contract set-up for adapter {adapter!r}")
+
+
+class Combined:
+    """A usage store and a catalog behind one object, as the suite expects (a server store
+    keeps metric definitions in a local state store)."""
+
+    _CATALOG = frozenset(name for name in dir(Catalog) if not name.startswith("_"))
+
+    def __init__(self, usage: UsageStore, catalog: SQLiteStoreLike) -> None:
+        self._usage = usage
+        self._catalog = catalog
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._catalog if name in self._CATALOG else self._usage, name)
+
+    def close(self) -> None:
+        """Close both."""
+        self._usage.close()
+        self._catalog.close()
 
 
 def append_ids(

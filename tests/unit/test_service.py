@@ -209,6 +209,7 @@ GOOD: dict[str, Any] = {
         ({"subject_id": ""}, "subjectId"),
         ({"subject_id": "s" * 257}, "subjectId"),
         ({"subject_id": ["o1"]}, "subjectId"),
+        ({"subject_id": "o\ud8001"}, "subjectId"),  # a lone surrogate has no UTF-8 form
         ({"id": "req\n1"}, "id"),
         ({"id": ""}, "id"),
         ({"id": "i" * 257}, "id"),
@@ -218,6 +219,7 @@ GOOD: dict[str, Any] = {
         ({"metadata": "text"}, "metadata"),
         ({"metadata": {"blob": "x" * 65_536}}, "metadata"),
         ({"metadata": {"v": float("nan")}}, "metadata"),
+        ({"metadata": {"v": "\udc00"}}, "metadata"),
     ],
 )
 def test_record_validation_names_the_field(

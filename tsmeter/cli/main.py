@@ -17,6 +17,7 @@ from click.exceptions import NoArgsIsHelpError
 from tsmeter.cli.aggregate import aggregate
 from tsmeter.cli.context import CliState, OutputFormat
 from tsmeter.cli.demo import demo
+from tsmeter.cli.influx import influx
 from tsmeter.cli.metric import metric
 from tsmeter.cli.threshold import threshold
 from tsmeter.cli.usage import usage
@@ -136,7 +137,7 @@ def cli(ctx: click.Context, store: str | None, fmt: str, timezone: str | None) -
     ctx.call_on_close(state.close)
 
 
-for _command in (metric, usage, threshold, aggregate, demo):
+for _command in (metric, usage, threshold, aggregate, demo, influx):
     cli.add_command(_command)
 
 

@@ -40,7 +40,18 @@ def check_name(field: str, value: object) -> str:
     bad = _CONTROL.search(value)
     if bad:
         raise ValidationError(field, f"must not contain control characters (found {bad.group()!r})")
+    _check_encodable(field, value)
     return value
+
+
+def _check_encodable(field: str, text: str) -> None:
+    """Reject lone surrogates: text that has no UTF-8 form cannot be stored anywhere."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError(
+            field, f"must be valid Unicode (lone surrogate at position {exc.start})"
+        ) from None
 
 
 def check_quantity(field: str, value: object) -> float:
@@ -120,6 +131,7 @@ def check_metadata(field: str, value: object) -> str | None:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValidationError(field, f"must be JSON-serialisable: {exc}") from None
+    _check_encodable(field, text)
     if len(text.encode()) > MAX_METADATA_BYTES:
         raise ValidationError(field, f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
     return text

@@ -1,0 +1,311 @@
+"""Aggregation on InfluxDB, pushed down to InfluxQL.
+
+Each run of equal-length periods (see :func:`tsmeter.periods.runs`) is one
+``GROUP BY time(<length>ns, <offset>ns)`` query whose buckets coincide with the
+calendar periods, so DST days, +05:45 zones and calendar months are exact.
+count, sum, min and max are exact as InfluxDB computes them; ``last`` is the
+point with the greatest time, which is the record with the greatest timestamp
+except in a microsecond where a point had to move (``usage_collisions``): there
+the records of that microsecond are read and the tie is broken by record id.
+
+Incremental runs read ``usage_dirty`` (which metrics received records in which
+UTC hour, stamped with the write time) since the last run's watermark, less a
+five-minute margin for clocks that disagree; recomputing a period twice gives
+the same summary.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from tsmeter.adapters.influxdb.client import InfluxV1Client, quote_ident, series_rows
+from tsmeter.adapters.influxdb.lineprotocol import (
+    decode_tag,
+    encode_point,
+    series_prefix,
+    tag_value,
+)
+from tsmeter.adapters.influxdb.schema import (
+    COLLISIONS,
+    DIRTY,
+    RAW,
+    STATE,
+    SeriesKey,
+    metric_condition,
+    series_condition,
+    series_of,
+    summary_measurement,
+)
+from tsmeter.domain import PeriodType
+from tsmeter.periods import ROLLUP_SOURCE, Calendar, Run, runs
+from tsmeter.ports import RollupStats, SummaryQuery, SummaryRow
+
+_US = 1_000
+CLOCK_MARGIN = 300_000_000_000  # five minutes
+_SERIES_PER_QUERY = 100
+Scope = tuple[str, str | None]  # (metric_key, org_id): what the change log tracks
+Touched = dict[tuple[int, int], set[Scope] | None]  # None: every metric
+Components = dict[tuple[SeriesKey, int], SummaryRow]
+
+
+def _state_key(period: PeriodType, calendar: Calendar) -> str:
+    return f"rollup/{period.value}/{calendar.timezone}"
+
+
+def watermark(client: InfluxV1Client, period: PeriodType, calendar: Calendar) -> int | None:
+    """The dirty-log time up to which ``period`` summaries are complete (None: never run)."""
+    (result,) = client.query(
+        f'SELECT last("watermark") FROM {quote_ident(STATE)} WHERE "key" = $key',
+        {"key": _state_key(period, calendar)},
+    )
+    rows = series_rows(result)
+    return int(rows[0][1]["last"]) if rows else None
+
+
+def _dirty(
+    client: InfluxV1Client, since: int, scope: Scope | None = None
+) -> tuple[dict[int, set[Scope]], int]:
+    """(metrics touched per UTC hour since ``since``, the newest log time seen)."""
+    params: dict[str, Any] = {"since": since}
+    extra = ""
+    if scope is not None:
+        params.update(metric=tag_value(scope[0]), org=tag_value(scope[1]) if scope[1] else "")
+        extra = ' AND "metric" = $metric AND "org" = $org'
+    (result,) = client.query(
+        f'SELECT "hour", "metric", "org" FROM {quote_ident(DIRTY)} WHERE time > $since{extra}',
+        params,
+    )
+    by_hour: dict[int, set[Scope]] = {}
+    newest = since
+    for _, values in series_rows(result):
+        org = values.get("org") or ""
+        key = (decode_tag(values["metric"]), decode_tag(org) if org else None)
+        by_hour.setdefault(int(values["hour"]), set()).add(key)
+        newest = max(newest, int(values["time"]))
+    return by_hour, newest
+
+
+def scope_condition(scopes: list[Scope], params: dict[str, Any]) -> str:
+    """An InfluxQL condition matching any of the (metric, org) scopes."""
+    terms = []
+    for i, (metric, org) in enumerate(scopes):
+        params[f"m{i}"] = tag_value(metric)
+        params[f"o{i}"] = tag_value(org) if org else ""
+        terms.append(f'("metric" = $m{i} AND "org" = $o{i})')
+    return "(" + " OR ".join(terms) + ")"
+
+
+def _data_range(
+    client: InfluxV1Client, condition: str = "", params: dict[str, Any] | None = None
+) -> tuple[int, int] | None:
+    where = f" WHERE {condition}" if condition else ""
+    results = client.query(
+        f'SELECT first("quantity") FROM {quote_ident(RAW)}{where};'
+        f' SELECT last("quantity") FROM {quote_ident(RAW)}{where}',
+        params or {},
+    )
+    first, last = (series_rows(r) for r in results)
+    if not first or not last:
+        return None
+    return int(first[0][1]["time"]), int(last[0][1]["time"]) + 1
+
+
+def compute(client: InfluxV1Client, run: Run, scopes: Iterable[Scope] | None) -> Components:
+    """Components of every period of ``run`` for the metrics in ``scopes`` (None: all),
+    from raw points."""
+    out: Components = {}
+    keys = None if scopes is None else sorted(scopes, key=lambda k: (k[0], k[1] or ""))
+    chunks: list[list[Scope] | None] = (
+        [None] if keys is None else
+        [keys[i : i + _SERIES_PER_QUERY] for i in range(0, len(keys), _SERIES_PER_QUERY)]
+    )  # fmt: skip
+    for chunk in chunks:
+        params: dict[str, Any] = {"lo": run.base, "hi": run.end}
+        condition = "" if chunk is None else " AND " + scope_condition(chunk, params)
+        (result,) = client.query(
+            'SELECT count("quantity") AS "count", sum("quantity") AS "sum",'
+            ' min("quantity") AS "min", max("quantity") AS "max", max("tsn") AS "last_ts",'
+            f' last("quantity") AS "last" FROM {quote_ident(RAW)}'
+            f" WHERE time >= $lo AND time < $hi{condition}"
+            f" GROUP BY time({run.step}ns, {run.base % run.step}ns),"
+            ' "metric", "subject_type", "subject_id", "org" fill(none)',
+            params,
+        )
+        for tags, v in series_rows(result):
+            key = series_of(tags)
+            start = int(v["time"])
+            out[(key, start)] = SummaryRow(
+                key[0], key[1], key[2], key[3], start, start + run.step, int(v["count"]),
+                float(v["sum"]), float(v["min"]), float(v["max"]), int(v["last_ts"]),
+                float(v["last"]),
+            )  # fmt: skip
+    _settle_ties(client, run, out)
+    return out
+
+
+def _settle_ties(client: InfluxV1Client, run: Run, rows: Components) -> None:
+    """Where a summary's last microsecond holds moved points, pick LAST by (time, id)."""
+    if not rows:
+        return
+    (result,) = client.query(
+        f'SELECT "n" FROM {quote_ident(COLLISIONS)} WHERE time >= $lo AND time < $hi'
+        ' GROUP BY "metric", "subject_type", "subject_id", "org"',
+        {"lo": run.base, "hi": run.end},
+    )
+    marked = {(series_of(tags), int(v["time"])) for tags, v in series_rows(result)}
+    for (key, start), row in list(rows.items()):
+        micro = row.last_ts // _US * _US
+        if (key, micro) not in marked:
+            continue
+        params: dict[str, Any] = {"lo": micro, "hi": micro + _US}
+        condition = series_condition([key], params)
+        (points,) = client.query(
+            f'SELECT "quantity", "rid", "tsn" FROM {quote_ident(RAW)}'
+            f" WHERE time >= $lo AND time < $hi AND {condition}",
+            params,
+        )
+        best = max((int(v["tsn"]), str(v["rid"]), float(v["quantity"]))
+                   for _, v in series_rows(points))  # fmt: skip
+        rows[(key, start)] = row._replace(last_ts=best[0], last_value=best[2])
+
+
+def _compute_touched(
+    client: InfluxV1Client, period: PeriodType, calendar: Calendar, touched: Touched
+) -> Components:
+    out: Components = {}
+    spans: list[tuple[int, int, set[Scope] | None]] = []
+    for (start, end), keys in sorted(touched.items(), key=lambda item: item[0]):
+        if spans and spans[-1][1] == start:
+            merged = None if keys is None or spans[-1][2] is None else spans[-1][2] | keys
+            spans[-1] = (spans[-1][0], end, merged)
+        else:
+            spans.append((start, end, None if keys is None else set(keys)))
+    for start, end, keys in spans:
+        for run in runs(calendar.boundaries(period, start, end)):
+            if run.base < end:
+                out.update(compute(client, run, keys))
+    return out
+
+
+def rollup(
+    client: InfluxV1Client,
+    period: PeriodType,
+    calendar: Calendar,
+    start: int | None,
+    end: int | None,
+) -> RollupStats:
+    """Recompute the touched (or the requested) periods and overwrite their summaries.
+
+    Like the embedded store, the period types below ``period`` are brought up to date
+    first (each is computed from the raw points, not from the level below).
+    """
+    source = ROLLUP_SOURCE[period]
+    if source is not None:
+        rollup(client, source, calendar, start, end)
+    mark = watermark(client, period, calendar)
+    newest = None
+    touched: Touched = {}
+    if start is None and end is None and mark is not None:
+        by_hour, newest = _dirty(client, mark - CLOCK_MARGIN)
+        touched = dict(calendar.periods_of_hours(period, by_hour))
+    else:
+        if start is None and end is None:
+            (_, newest) = _dirty(client, 0)
+        bounds = _data_range(client)
+        if bounds is not None:
+            lo = max(bounds[0], start) if start is not None else bounds[0]
+            hi = min(bounds[1], end) if end is not None else bounds[1]
+            if lo < hi:
+                edges = calendar.boundaries(period, lo, hi)
+                touched = {(a, b): None for a, b in itertools.pairwise(edges)}
+    rows = _compute_touched(client, period, calendar, touched)
+    measurement = summary_measurement(period, calendar.timezone)
+    now = time.time_ns()
+    lines = summary_lines(measurement, rows.values(), now)
+    if newest is not None:
+        lines.append(
+            # stamped now, not at a fixed time, so a finite retention policy keeps it
+            encode_point(STATE, {"key": _state_key(period, calendar)}, {"watermark": newest}, now)
+        )
+    for i in range(0, len(lines), 10_000):
+        client.write("".join(f"{line}\n" for line in lines[i : i + 10_000]).encode())
+    periods = sorted(touched)
+    return RollupStats(
+        summaries_written=len(rows),
+        periods_recomputed=len(periods),
+        records_seen=sum(r.record_count for r in rows.values()),
+        range_start=periods[0][0] if periods else None,
+        range_end=periods[-1][1] if periods else None,
+    )
+
+
+def summary_lines(measurement: str, rows: Iterable[SummaryRow], now: int) -> list[str]:
+    """Summary points as line protocol (the series prefix escaped once per series)."""
+    prefixes: dict[SeriesKey, str] = {}
+    lines = []
+    for r in rows:
+        key = (r.metric_key, r.subject_type, r.subject_id, r.org_id)
+        prefix = prefixes.get(key)
+        if prefix is None:
+            tags = [("metric", r.metric_key), ("subject_type", r.subject_type),
+                    ("subject_id", r.subject_id), ("org", r.org_id or "")]  # fmt: skip
+            prefix = prefixes[key] = series_prefix(measurement, tags)
+        lines.append(
+            f"{prefix} count={r.record_count}i,sum={r.sum!r},min={r.min!r},max={r.max!r},"
+            f"last={r.last_value!r},last_ts={r.last_ts}i,computed_at={now}i {r.period_start}"
+        )
+    return lines
+
+
+def fresh_summaries(
+    client: InfluxV1Client, query: SummaryQuery, calendar: Calendar
+) -> list[SummaryRow]:
+    """Stored summaries over the query's range, recomputed where records arrived since."""
+    params: dict[str, Any] = {}
+    condition = metric_condition(
+        query.metric_key, query.org_id, query.subject_type, query.subject_id, params
+    )
+    mark = watermark(client, query.period_type, calendar)
+    found: Components = {}
+    touched: Touched = {}
+    edges = calendar.boundaries(query.period_type, query.start, query.end)
+    if mark is None:
+        touched = {(a, b): None for a, b in itertools.pairwise(edges)}
+    else:
+        measurement = summary_measurement(query.period_type, calendar.timezone)
+        (result,) = client.query(
+            f"SELECT * FROM {quote_ident(measurement)} WHERE {condition}"
+            " AND time >= $lo AND time < $hi",
+            {**params, "lo": edges[0], "hi": edges[-1]},
+        )
+        for _, v in series_rows(result):
+            key = series_of(v)
+            start = int(v["time"])
+            end = calendar.next_start(query.period_type, start)
+            found[(key, start)] = SummaryRow(
+                key[0], key[1], key[2], key[3], start, end, int(v["count"]), float(v["sum"]),
+                float(v["min"]), float(v["max"]), int(v["last_ts"]), float(v["last"]),
+            )  # fmt: skip
+        by_hour, _ = _dirty(client, mark - CLOCK_MARGIN, (query.metric_key, query.org_id))
+        for bounds, keys in calendar.periods_of_hours(query.period_type, by_hour).items():
+            if bounds[0] < query.end and bounds[1] > query.start:
+                touched[bounds] = keys
+    if touched:
+        scope = {(query.metric_key, query.org_id)}
+        touched = {bounds: scope for bounds in touched}
+        fresh = _compute_touched(client, query.period_type, calendar, touched)
+        for key, start in list(found):  # recomputed periods: only what the records give
+            if any(a <= start < b for a, b in touched) and (key, start) not in fresh:
+                del found[(key, start)]
+        found.update(fresh)
+    wanted = [
+        row for (key, start), row in found.items()
+        if start < query.end and row.period_end > query.start
+        and key[0] == query.metric_key and key[3] == query.org_id
+        and (query.subject_type is None or key[1] == query.subject_type)
+        and (query.subject_id is None or key[2] == query.subject_id)
+    ]  # fmt: skip
+    return sorted(wanted, key=lambda r: (r.period_start, r.subject_type, r.subject_id))

@@ -1,0 +1,119 @@
+"""The point schema tsmeter writes to InfluxDB, and how rows map to and from it.
+
+Raw usage, measurement ``usage``:
+    tags   ``metric``, ``subject_type``, ``subject_id``, ``org`` (org-scoped metrics only),
+           ``w`` (the writer), ``c`` (only on the rare points that need it, see below)
+    fields ``quantity`` (float), ``rid`` (record id), ``tsn`` (the record's exact time, ns,
+           integer), ``metadata`` (JSON text), ``source``
+    time   the record's timestamp, or a free nanosecond of the same microsecond
+
+Summaries, measurement ``usage_<period>`` (``usage_hourly`` … ``usage_yearly``; for a
+time zone other than UTC ``usage_<period>.<zone>``, e.g. ``usage_daily.Europe/Paris``):
+    tags   ``metric``, ``subject_type``, ``subject_id``, ``org``
+    fields ``count`` (integer), ``sum``, ``min``, ``max``, ``last``, ``last_ts`` (ns, integer)
+    time   the period start; rewriting a summary overwrites it
+
+Bookkeeping: ``usage_collisions`` marks the (series, microsecond) slots where a point had
+to move off its exact time; ``usage_dirty`` logs which (series, UTC hour) received records
+(time = write time) so aggregation is incremental; ``tsmeter_state`` keeps aggregation
+watermarks; ``metering_events`` is reserved for threshold and aggregation events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tsmeter.adapters.influxdb.lineprotocol import decode_tag, tag_value
+from tsmeter.domain import PeriodType, RecordRow
+
+RAW = "usage"
+COLLISIONS = "usage_collisions"
+DIRTY = "usage_dirty"
+STATE = "tsmeter_state"
+EVENTS = "metering_events"
+SERIES_TAGS = ("metric", "subject_type", "subject_id", "org")
+
+SeriesKey = tuple[str, str, str, str | None]  # (metric_key, subject_type, subject_id, org_id)
+
+
+def summary_measurement(period: PeriodType, timezone: str) -> str:
+    """The measurement holding ``period`` summaries computed in ``timezone``.
+
+    >>> summary_measurement(PeriodType.DAILY, "Europe/Paris")
+    'usage_daily.Europe/Paris'
+    """
+    name = f"usage_{period.value.lower()}"
+    return name if timezone == "UTC" else f"{name}.{timezone}"
+
+
+def series_of(tags: Mapping[str, Any]) -> SeriesKey:
+    """The series key of a result's tags (decoded back to the original strings)."""
+    org = tags.get("org") or ""
+    return (
+        decode_tag(tags["metric"]),
+        decode_tag(tags["subject_type"]),
+        decode_tag(tags["subject_id"]),
+        decode_tag(org) if org else None,
+    )
+
+
+def series_condition(keys: list[SeriesKey], params: dict[str, Any], *, prefix: str = "s") -> str:
+    """An InfluxQL condition matching any of ``keys``, with values bound into ``params``.
+
+    >>> p = {}
+    >>> series_condition([("m", "org", "o 1", None)], p)
+    '(("metric" = $s0m AND "subject_type" = $s0t AND "subject_id" = $s0s AND "org" = $s0o))'
+    >>> p["s0s"], p["s0o"]
+    ('o 1', '')
+    """
+    terms = []
+    for i, (metric, subject_type, subject_id, org) in enumerate(keys):
+        name = f"{prefix}{i}"
+        params[f"{name}m"] = tag_value(metric)
+        params[f"{name}t"] = tag_value(subject_type)
+        params[f"{name}s"] = tag_value(subject_id)
+        params[f"{name}o"] = tag_value(org) if org else ""
+        terms.append(
+            f'("metric" = ${name}m AND "subject_type" = ${name}t'
+            f' AND "subject_id" = ${name}s AND "org" = ${name}o)'
+        )
+    return "(" + " OR ".join(terms) + ")"
+
+
+def metric_condition(
+    metric_key: str,
+    org_id: str | None,
+    subject_type: str | None,
+    subject_id: str | None,
+    params: dict[str, Any],
+) -> str:
+    """An InfluxQL condition for one metric, optionally one subject type / subject."""
+    params["metric"] = tag_value(metric_key)
+    params["org"] = tag_value(org_id) if org_id else ""
+    terms = ['"metric" = $metric', '"org" = $org']
+    if subject_type is not None:
+        params["subject_type"] = tag_value(subject_type)
+        terms.append('"subject_type" = $subject_type')
+    if subject_id is not None:
+        params["subject_id"] = tag_value(subject_id)
+        terms.append('"subject_id" = $subject_id')
+    return " AND ".join(terms)
+
+
+def row_of(tags: dict[str, str], values: dict[str, Any]) -> RecordRow:
+    """A stored record from a raw point (tags from GROUP BY or columns)."""
+    merged = {**{k: str(values[k]) for k in SERIES_TAGS if values.get(k)}, **tags}
+    metric, subject_type, subject_id, org = series_of(merged)
+    tsn = values.get("tsn")
+    return RecordRow(
+        values["rid"],
+        metric,
+        subject_type,
+        subject_id,
+        org,
+        float(values["quantity"]),
+        int(tsn if tsn is not None else values["time"]),
+        values.get("metadata"),
+        values.get("source"),
+    )

@@ -1,0 +1,298 @@
+"""InfluxV1Store: the UsageStore port on InfluxDB's v1 API (1.x, 2.x compat, 3.x).
+
+Exactly once, without a local database:
+
+* **No collapse.** InfluxDB merges points with equal measurement, tag set and
+  time. Before a batch is written, the store reads the points already stored
+  in the batch's series and time range; a record whose exact time is taken in
+  its series moves to a free nanosecond of the same microsecond (then to an
+  extra tag ``c``), keeps its exact time in field ``tsn``, and its microsecond
+  is marked in ``usage_collisions``. Writers on one host take a file lock around
+  read-and-write; writers on different hosts differ in tag ``w``. So 10,000
+  records with one timestamp, from two processes at once, are 10,000 points.
+* **Idempotent.** The same read finds record ids that are stored already, so a
+  retried record (same series and time) never adds a second point, whichever host
+  sends it. A record id re-sent with another time or subject is found through the
+  host's id ledger (:mod:`~tsmeter.adapters.influxdb.ledger`): exact for everything
+  sent from one host; across hosts only the same-series, same-time retry is caught.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from tsmeter.adapters.influxdb import rollup as rollups
+from tsmeter.adapters.influxdb.client import (
+    InfluxV1Client,
+    InfluxV1Config,
+    quote_ident,
+    series_rows,
+)
+from tsmeter.adapters.influxdb.ledger import IdLedger
+from tsmeter.adapters.influxdb.lineprotocol import UsageEncoder, encode_point
+from tsmeter.adapters.influxdb.schema import (
+    COLLISIONS,
+    DIRTY,
+    RAW,
+    SeriesKey,
+    metric_condition,
+    row_of,
+    series_condition,
+)
+from tsmeter.domain import PeriodType, RecordRow
+from tsmeter.periods import Calendar
+from tsmeter.ports import RecordQuery, RollupStats, SummaryQuery, SummaryRow
+
+__all__ = ["InfluxV1Store"]
+
+_US = 1_000
+_HOUR = 3_600_000_000_000
+_DAY = 24 * _HOUR
+_SERIES_PER_QUERY = 100
+
+
+def _key(row: RecordRow) -> SeriesKey:
+    return (row.metric_key, row.subject_type, row.subject_id, row.org_id)
+
+
+class InfluxV1Store:
+    """Usage records and summaries in one InfluxDB database (see the module docstring)."""
+
+    #: incremental roll-ups re-check the change log this far back (writers' clocks differ)
+    recheck_window = rollups.CLOCK_MARGIN
+
+    def __init__(self, config: InfluxV1Config, *, ledger: str = ":memory:") -> None:
+        self.config = config
+        self.client = InfluxV1Client(config)
+        self.ledger = IdLedger(ledger, f"{config.base_url}/{config.database}")
+        self.writer = config.writer or socket.gethostname() or "tsmeter"
+        self.encoder = UsageEncoder(RAW, writer=self.writer)
+        self._lock = threading.Lock()
+        ident = hashlib.sha1(f"{config.base_url}/{config.database}".encode()).hexdigest()[:16]
+        self._lock_path = os.path.join(tempfile.gettempdir(), f"tsmeter-influx-{ident}.lock")
+        self._recent: dict[str, RecordRow] = {}
+
+    @classmethod
+    def from_url(cls, url: str, *, ledger: str = ":memory:") -> InfluxV1Store:
+        """A store for an ``influxdb://host:port/database?...`` URL (see InfluxV1Config),
+        keeping its id ledger in the SQLite file ``ledger``."""
+        return cls(InfluxV1Config.from_url(url), ledger=ledger)
+
+    def close(self) -> None:
+        """Close the HTTP session and the ledger (every acknowledged write is on the server)."""
+        self.client.close()
+        self.ledger.close()
+
+    # -- administration ---------------------------------------------------------------
+    def init(self) -> None:
+        """Create the database if it is missing (``tsmeter influx init``)."""
+        self.client.query(f"CREATE DATABASE {quote_ident(self.config.database)}", database=False)
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Serialise read-then-write among the threads and processes of this host."""
+        with self._lock, open(self._lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # -- writing ----------------------------------------------------------------------
+    def _stored(self, rows: Sequence[RecordRow]) -> list[tuple[dict[str, str], dict[str, Any]]]:
+        """Points already stored in the series and microseconds spanned by ``rows``, read in
+        pieces of one UTC day and at most 100 series."""
+        by_day: dict[int, list[RecordRow]] = {}
+        for row in rows:
+            by_day.setdefault(row.ts // _DAY, []).append(row)
+        found: list[tuple[dict[str, str], dict[str, Any]]] = []
+        for group in by_day.values():
+            lo = min(r.ts for r in group) // _US * _US
+            hi = max(r.ts for r in group) // _US * _US + _US
+            keys = sorted({_key(r) for r in group}, key=lambda k: (k[0], k[1], k[2], k[3] or ""))
+            for i in range(0, len(keys), _SERIES_PER_QUERY):
+                params: dict[str, Any] = {"lo": lo, "hi": hi}
+                condition = series_condition(keys[i : i + _SERIES_PER_QUERY], params)
+                (result,) = self.client.query(
+                    f"SELECT * FROM {quote_ident(RAW)} WHERE time >= $lo AND time < $hi"
+                    f" AND {condition}",
+                    params,
+                )
+                found += [({}, values) for _, values in series_rows(result)]
+        return found
+
+    def append(self, rows: Sequence[RecordRow], recorded_at: int) -> int:
+        """Write rows whose id is not stored yet; return how many were new."""
+        unique: dict[str, RecordRow] = {}
+        for row in rows:
+            unique.setdefault(row.id, row)
+        if not unique:
+            return 0
+        with self._exclusive():
+            sent = self.ledger.known(unique)
+            # look where each id was sent before, else where it would go now
+            probes = [sent.get(rid, row) for rid, row in unique.items()]
+            probes += [row for rid, row in unique.items() if rid in sent]
+            occupied: set[tuple[SeriesKey, str, int]] = set()
+            for tags, values in self._stored(probes):
+                stored = row_of(tags, values)
+                self._remember(stored)
+                unique.pop(stored.id, None)
+                occupied.add((_key(stored), values.get("c") or "", int(values["time"])))
+            new = list(unique.values())
+            if not new:
+                return 0
+            self.ledger.add(new)  # before the write: a failed write is found and redone
+            times, overflow, moved = _place(new, occupied)
+            body = self.encoder.encode(new, times, overflow)
+            body += self._bookkeeping(new, moved)
+            self.client.write(body)
+        return len(new)
+
+    def _bookkeeping(self, rows: list[RecordRow], moved: set[tuple[SeriesKey, int]]) -> bytes:
+        """Collision marks and the dirty log (which series received records in which hour)."""
+        lines = []
+        for (metric, subject_type, subject_id, org), micro in sorted(moved, key=repr):
+            tags = {"metric": metric, "subject_type": subject_type, "subject_id": subject_id,
+                    "org": org or ""}  # fmt: skip
+            lines.append(encode_point(COLLISIONS, tags, {"n": 1}, micro))
+        now = time.time_ns()
+        hours = sorted({(r.metric_key, r.org_id or "", r.ts // _HOUR) for r in rows})
+        for i, (metric, org, hour) in enumerate(hours):
+            tags = {"metric": metric, "org": org, "w": self.writer}
+            lines.append(encode_point(DIRTY, tags, {"hour": hour}, now + i))
+        return "".join(f"{line}\n" for line in lines).encode()
+
+    def _remember(self, row: RecordRow) -> None:
+        if len(self._recent) > 10_000:
+            self._recent.clear()
+        self._recent[row.id] = row
+
+    # -- reading ----------------------------------------------------------------------
+    def get_record(self, record_id: str) -> RecordRow | None:
+        """The stored record with this id (recently seen ones from memory; otherwise a scan
+        of the raw measurement, which is slow on large databases)."""
+        if record_id in self._recent:
+            return self._recent[record_id]
+        sent = self.ledger.known([record_id])
+        if sent:
+            for tags, values in self._stored(list(sent.values())):
+                if values.get("rid") == record_id:
+                    return row_of(tags, values)
+        (result,) = self.client.query(
+            f'SELECT * FROM {quote_ident(RAW)} WHERE "rid" = $rid LIMIT 1', {"rid": record_id}
+        )
+        rows = series_rows(result)
+        return row_of(*rows[0]) if rows else None
+
+    def _edge(self, condition: str, params: dict[str, Any], selector: str) -> int | None:
+        (result,) = self.client.query(
+            f'SELECT {selector}("quantity") FROM {quote_ident(RAW)} WHERE {condition}', params
+        )
+        rows = series_rows(result)
+        return int(rows[0][1]["time"]) if rows else None
+
+    def iter_records(self, query: RecordQuery) -> Iterator[RecordRow]:
+        """Records matching ``query`` ordered by (time, id), read one time window at a time."""
+        params: dict[str, Any] = {}
+        condition = metric_condition(
+            query.metric_key, query.org_id, query.subject_type, query.subject_id, params
+        )
+        lo = query.start if query.start is not None else self._edge(condition, params, "first")
+        hi = query.end if query.end is not None else self._edge(condition, params, "last")
+        if lo is None or hi is None:
+            return
+        if query.end is None:
+            hi += 1
+        remaining = query.limit if query.limit is not None else -1
+        window = _DAY
+        cursor = lo // _US * _US
+        while cursor < hi and remaining != 0:
+            stop = min(cursor + window, (hi + _US - 1) // _US * _US)
+            (result,) = self.client.query(
+                f"SELECT * FROM {quote_ident(RAW)} WHERE {condition}"
+                " AND time >= $wlo AND time < $whi",
+                {**params, "wlo": cursor, "whi": stop},
+            )
+            rows = sorted(
+                (r for r in (row_of(*pair) for pair in series_rows(result)) if lo <= r.ts < hi),
+                key=lambda r: (r.ts, r.id),
+            )
+            for row in rows:
+                if remaining == 0:
+                    return
+                yield row
+                remaining -= 1
+            cursor = stop
+            window = window * 4 if len(rows) < 10_000 else max(_HOUR, window // 2)
+
+    def purge_metric(self, metric_key: str, org_id: str | None) -> int:
+        """Delete every point of a metric (records, summaries, marks); return records deleted."""
+        params: dict[str, Any] = {}
+        condition = metric_condition(metric_key, org_id, None, None, params)
+        (result,) = self.client.query(
+            f'SELECT count("quantity") FROM {quote_ident(RAW)} WHERE {condition}', params
+        )
+        rows = series_rows(result)
+        count = int(rows[0][1]["count"]) if rows else 0
+        self.client.query(f"DROP SERIES WHERE {condition}", params)
+        self.ledger.forget_series(metric_key, org_id)
+        return count
+
+    # -- summaries --------------------------------------------------------------------
+    def rollup(
+        self,
+        period: PeriodType,
+        calendar: Calendar,
+        start: int | None = None,
+        end: int | None = None,
+    ) -> RollupStats:
+        """Bring summaries of ``period`` up to date (see the port)."""
+        return rollups.rollup(self.client, period, calendar, start, end)
+
+    def summaries(self, query: SummaryQuery, calendar: Calendar) -> list[SummaryRow]:
+        """Fresh summaries: stored ones, recomputed where records arrived since."""
+        return rollups.fresh_summaries(self.client, query, calendar)
+
+
+def _place(
+    rows: list[RecordRow], occupied: set[tuple[SeriesKey, str, int]]
+) -> tuple[list[int], list[int], set[tuple[SeriesKey, int]]]:
+    """Point times and overflow tags for new rows, so that no two points coincide.
+
+    A row keeps its exact time when that is free in its series; otherwise it
+    takes the next free nanosecond of its microsecond, then of the next ``c``.
+    Returns the times, the ``c`` values and the (series, microsecond) slots
+    where something moved.
+    """
+    times: list[int] = []
+    overflow: list[int] = []
+    moved: set[tuple[SeriesKey, int]] = set()
+    cursor: dict[tuple[SeriesKey, int], int] = {}  # next slot to try, per series microsecond
+    for row in rows:
+        key = _key(row)
+        if (key, "", row.ts) not in occupied:
+            occupied.add((key, "", row.ts))
+            times.append(row.ts)
+            overflow.append(0)
+            continue
+        micro = row.ts // _US * _US
+        slot = cursor.get((key, micro), 0)
+        while (key, str(slot // _US) if slot >= _US else "", micro + slot % _US) in occupied:
+            slot += 1
+        cursor[(key, micro)] = slot + 1
+        c = str(slot // _US) if slot >= _US else ""
+        occupied.add((key, c, micro + slot % _US))
+        times.append(micro + slot % _US)
+        overflow.append(slot // _US)
+        moved.add((key, micro))
+    return times, overflow, moved

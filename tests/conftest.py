@@ -1,0 +1,77 @@
+"""Session-wide fixtures: one real influxd for every test that needs InfluxDB.
+
+Without a usable ``influxd`` the tests that need it skip with a one-line reason, except in CI
+(``CI=true`` or ``CI=1``), where they fail: there the server tests must run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.influx_server import InfluxServer, InfluxServerError, find_influxd
+
+_SERVER_FIXTURES = {"influxd", "influx_db"}
+_db_numbers = itertools.count(1)
+
+
+def in_ci() -> bool:
+    """Whether the environment variable CI says this is a CI run."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1"}
+
+
+def _unavailable(reason: str, log_tail: str = "") -> None:
+    if in_ci():
+        detail = f"\n--- influxd log (tail) ---\n{log_tail}" if log_tail else ""
+        pytest.fail(f"CI needs a real influxd: {reason}{detail}", pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark with ``influxdb`` every test that uses a real InfluxDB server: through the fixtures
+    below, or as the ``influxdb`` case of the store contract suite."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        uses_server = _SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if uses_server or (callspec is not None and callspec.params.get("adapter") == "influxdb"):
+            item.add_marker(pytest.mark.influxdb)
+
+
+@pytest.fixture(scope="session")
+def influxd() -> Iterator[InfluxServer]:
+    """One influxd 1.x on 127.0.0.1 for the whole session (skips, or fails in CI, if absent)."""
+    binary = find_influxd()
+    if binary is None:
+        _unavailable(
+            "influxd not found (Debian: apt-get install influxdb, or run `make test` as root;"
+            " or set TSMETER_INFLUXD)"
+        )
+    server = InfluxServer(binary)
+    failure: tuple[str, str] | None = None
+    try:
+        server.start()
+    except InfluxServerError as exc:
+        failure = (exc.reason, exc.log_tail)
+    except OSError as exc:
+        failure = (str(exc), "")
+    if failure is not None:
+        server.stop()
+        _unavailable(f"influxd did not start: {failure[0]}", failure[1])
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def influx_db(influxd: InfluxServer) -> Iterator[tuple[InfluxServer, str]]:
+    """A fresh, uniquely named database on the session's influxd, dropped afterwards."""
+    name = f"t{os.getpid()}_{next(_db_numbers)}"
+    influxd.create_database(name)
+    try:
+        yield influxd, name
+    finally:
+        influxd.drop_database(name)

@@ -1,0 +1,157 @@
+"""The InfluxDB v1 store against a real influxd: no collapse, exactly once, server errors."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.influx_server import InfluxServer
+from tsmeter.adapters.influxdb.client import InfluxV1Config, PartialWriteError, series_rows
+from tsmeter.adapters.influxdb.v1 import InfluxV1Store
+from tsmeter.domain import PeriodType, RecordRow
+from tsmeter.errors import StorageUnavailableError
+from tsmeter.periods import Calendar
+from tsmeter.ports import SummaryQuery
+
+T = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z, a whole second
+DAY = 86_400_000_000_000
+
+
+def url(server: InfluxServer, db: str, **options: str) -> str:
+    """The store URL of ``db`` on ``server``."""
+    query = "&".join(f"{k}={v}" for k, v in {"writer": "w1", **options}.items())
+    return f"influxdb://127.0.0.1:{server.port}/{db}?{query}"
+
+
+def rows(prefix: str, n: int, ts: int = T, subject: str = "o1") -> list[RecordRow]:
+    """``n`` records of one series, all at ``ts``."""
+    return [
+        RecordRow(f"{prefix}-{i:05d}", "api_calls", "org", subject, None, 1.0, ts, None, None)
+        for i in range(n)
+    ]
+
+
+def points(server: InfluxServer, db: str) -> int:
+    """How many raw points the database holds."""
+    (result,) = server.query('SELECT count("quantity") FROM "usage"', db=db)["results"]
+    found = series_rows(result)
+    return int(found[0][1]["count"]) if found else 0
+
+
+def _import(location: str, ledger: str, prefix: str, start: Any) -> None:
+    """Child process: append 10,000 records with one timestamp in batches of 1,000."""
+    store = InfluxV1Store.from_url(location, ledger=ledger)
+    try:
+        start.wait(timeout=60)
+        batch = rows(prefix, 10_000)
+        for i in range(0, len(batch), 1_000):
+            store.append(batch[i : i + 1_000], 0)
+    finally:
+        store.close()
+
+
+def test_identical_timestamps_from_two_processes_never_collapse(
+    influx_db: tuple[InfluxServer, str], tmp_path: Path
+) -> None:
+    """Two processes each importing 10,000 records of one series at the same instant leave
+    20,000 points, and the monthly summary counts 20,000."""
+    server, db = influx_db
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(2)
+    ledger = str(tmp_path / "state.db")
+    workers = [
+        ctx.Process(target=_import, args=(url(server, db), ledger, prefix, start))
+        for prefix in ("a", "b")
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=180)
+        if w.is_alive():
+            w.kill()
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert points(server, db) == 20_000
+    store = InfluxV1Store.from_url(url(server, db))
+    try:
+        (summary,) = store.summaries(
+            SummaryQuery("api_calls", PeriodType.MONTHLY, T, T + DAY), Calendar()
+        )
+        assert (summary.record_count, summary.sum, summary.last_ts) == (20_000, 20_000.0, T)
+        assert summary.last_value == 1.0
+    finally:
+        store.close()
+
+
+def test_a_retried_batch_lands_on_its_own_points(
+    influx_db: tuple[InfluxServer, str], tmp_path: Path
+) -> None:
+    """Re-sending records, from this host or from another with no ledger, adds no point."""
+    server, db = influx_db
+    batch = rows("r", 500) + rows("s", 500, ts=T + 1_000)
+    first = InfluxV1Store.from_url(url(server, db), ledger=str(tmp_path / "a.db"))
+    other = InfluxV1Store.from_url(url(server, db, writer="w2"), ledger=str(tmp_path / "b.db"))
+    try:
+        assert first.append(batch, 0) == 1_000
+        assert first.append(batch, 0) == 0
+        assert other.append(list(reversed(batch)), 0) == 0  # another host, same records
+        moved = batch[0]._replace(ts=T + 5 * DAY, subject_id="elsewhere")
+        assert first.append([moved], 0) == 0  # same id, other time: the ledger knows it
+    finally:
+        first.close()
+        other.close()
+    assert points(server, db) == 1_000
+
+
+def test_a_failed_write_is_redone_on_retry(
+    influx_db: tuple[InfluxServer, str], tmp_path: Path
+) -> None:
+    """Ids the ledger saw but the server never stored are written by the next attempt."""
+    server, db = influx_db
+    ledger = str(tmp_path / "state.db")
+    broken = InfluxV1Store.from_url(url(server, "missing_db", retries="0"), ledger=ledger)
+    store = InfluxV1Store.from_url(url(server, db), ledger=ledger)
+    try:
+        batch = rows("f", 10)
+        with pytest.raises(StorageUnavailableError, match="database not found"):
+            broken.append(batch, 0)
+        broken.ledger.target = store.ledger.target  # as if the write had gone to this database
+        broken.ledger.add(batch)
+        assert store.append(batch, 0) == 10
+    finally:
+        broken.close()
+        store.close()
+    assert points(server, db) == 10
+
+
+def test_points_beyond_the_retention_policy_raise_a_partial_write(
+    influx_db: tuple[InfluxServer, str],
+) -> None:
+    """A batch with points older than the retention policy reports the server's partial write,
+    and the points inside the policy are stored."""
+    server, db = influx_db
+    server.query(f'CREATE RETENTION POLICY "short" ON "{db}" DURATION 1h REPLICATION 1')
+    store = InfluxV1Store.from_url(url(server, db, rp="short"))
+    now = time.time_ns() // 1_000_000_000 * 1_000_000_000
+    try:
+        with pytest.raises(PartialWriteError, match="partial write") as raised:
+            store.append(rows("old", 3, ts=now - 3 * DAY) + rows("new", 2, ts=now), 0)
+        assert raised.value.dropped is not None and raised.value.dropped >= 3  # and their marks
+    finally:
+        store.close()
+    (result,) = server.query('SELECT count("quantity") FROM "short"."usage"', db=db)["results"]
+    assert series_rows(result)[0][1]["count"] == 2
+
+
+def test_unreachable_server_is_storage_unavailable(tmp_path: Path) -> None:
+    """A closed port gives StorageUnavailableError naming the server, after the retries."""
+    config = InfluxV1Config.from_url("influxdb://127.0.0.1:9/db?retries=1&timeout=2")
+    store = InfluxV1Store(config)
+    try:
+        with pytest.raises(StorageUnavailableError, match=r"127\.0\.0\.1:9 failed after 2"):
+            store.append(rows("x", 1), 0)
+    finally:
+        store.close()
