@@ -1,0 +1,82 @@
+"""Continuous queries on the real influxd 1.x write the summaries tsmeter's aggregator writes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from tests.influx_server import InfluxServer
+from tsmeter.adapters.influxdb.client import quote_ident, series_rows
+from tsmeter.adapters.influxdb.cq import continuous_queries
+from tsmeter.adapters.influxdb.schema import summary_measurement
+from tsmeter.adapters.influxdb.v1 import InfluxV1Store
+from tsmeter.cli.main import cli
+from tsmeter.domain import PeriodType, RecordRow
+from tsmeter.errors import ValidationError
+from tsmeter.periods import Calendar
+
+H = 3_600_000_000_000
+
+
+def summaries(store: InfluxV1Store, period: PeriodType, zone: str) -> dict[Any, tuple[Any, ...]]:
+    """The summary points of ``period`` as {(subject, start): (count, sum, min, max, last, ts)}."""
+    (result,) = store.client.query(
+        f"SELECT * FROM {quote_ident(summary_measurement(period, zone))}"
+    )
+    return {
+        (v["subject_id"], int(v["time"])): (
+            int(v["count"]), float(v["sum"]), float(v["min"]), float(v["max"]),
+            float(v["last"]), int(v["last_ts"]),
+        )
+        for _, v in series_rows(result)
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kathmandu"])
+def test_continuous_queries_equal_the_aggregator(
+    influx_db: tuple[InfluxServer, str], tmp_path: Path, zone: str
+) -> None:
+    """Hourly and daily summaries from the installed continuous queries equal the ones
+    ``aggregate`` writes for the same records (records in the last two hours, so the
+    queries' resample window covers them)."""
+    server, db = influx_db
+    url = f"influxdb://127.0.0.1:{server.port}/{db}?writer=w1&state={tmp_path / 'state.db'}"
+    now = time.time_ns() // 1_000_000_000 * 1_000_000_000
+    rows = [
+        RecordRow(f"r{i}", "api_calls", "org", f"o{i % 3}", None, float(i % 7),
+                  now - i * 37_000_000_000, None, None)
+        for i in range(150)
+    ]  # fmt: skip
+    store = InfluxV1Store.from_url(url, ledger=str(tmp_path / "state.db"))
+    try:
+        assert store.append(rows, 0) == 150
+        result = CliRunner().invoke(
+            cli, ["--store", url, "--timezone", zone, "influx", "install-rollups", "--every", "1s"]
+        )
+        assert result.exit_code == 0, result.output
+        want = {(r.subject_id, Calendar(zone).start_of(PeriodType.HOURLY, r.ts)) for r in rows}
+        deadline = time.monotonic() + 30
+        while len(summaries(store, PeriodType.HOURLY, zone)) < len(want):
+            assert time.monotonic() < deadline, "the continuous queries did not run in 30 s"
+            time.sleep(0.5)
+        time.sleep(1.5)  # let the daily query finish its pass too
+        from_cq = {p: summaries(store, p, zone) for p in (PeriodType.HOURLY, PeriodType.DAILY)}
+        store.client.query(
+            f'DROP CONTINUOUS QUERY "tsmeter_hourly_{zone.lower().replace("/", "_")}" ON "{db}"'
+        )
+        for period in (PeriodType.HOURLY, PeriodType.DAILY):
+            store.client.query(f"DROP MEASUREMENT {quote_ident(summary_measurement(period, zone))}")
+            store.rollup(period, Calendar(zone), now - 3 * 24 * H, now + H)
+            assert summaries(store, period, zone) == from_cq[period], period
+    finally:
+        store.close()
+
+
+def test_durations_are_checked() -> None:
+    """A run interval that is not an InfluxQL duration is refused before anything is sent."""
+    with pytest.raises(ValidationError, match="every"):
+        continuous_queries("db", "UTC", every="1m; DROP DATABASE db", lateness={})
