@@ -109,8 +109,9 @@ class InfluxV1Store:
 
     # -- writing ----------------------------------------------------------------------
     def _stored(self, rows: Sequence[RecordRow]) -> list[tuple[dict[str, str], dict[str, Any]]]:
-        """Points already stored in the series and microseconds spanned by ``rows``, read in
-        pieces of one UTC day and at most 100 series."""
+        """Points already stored in the series and microseconds spanned by ``rows``, read one
+        UTC day at a time (for more than 100 series, the day's points of every series: one
+        query instead of a long chain of conditions)."""
         by_day: dict[int, list[RecordRow]] = {}
         for row in rows:
             by_day.setdefault(row.ts // _DAY, []).append(row)
@@ -119,15 +120,15 @@ class InfluxV1Store:
             lo = min(r.ts for r in group) // _US * _US
             hi = max(r.ts for r in group) // _US * _US + _US
             keys = sorted({_key(r) for r in group}, key=lambda k: (k[0], k[1], k[2], k[3] or ""))
-            for i in range(0, len(keys), _SERIES_PER_QUERY):
-                params: dict[str, Any] = {"lo": lo, "hi": hi}
-                condition = series_condition(keys[i : i + _SERIES_PER_QUERY], params)
-                (result,) = self.client.query(
-                    f"SELECT * FROM {quote_ident(RAW)} WHERE time >= $lo AND time < $hi"
-                    f" AND {condition}",
-                    params,
-                )
-                found += [({}, values) for _, values in series_rows(result)]
+            params: dict[str, Any] = {"lo": lo, "hi": hi}
+            condition = ""
+            if len(keys) <= _SERIES_PER_QUERY:
+                condition = " AND " + series_condition(keys, params)
+            (result,) = self.client.query(
+                f"SELECT * FROM {quote_ident(RAW)} WHERE time >= $lo AND time < $hi{condition}",
+                params,
+            )
+            found += [({}, values) for _, values in series_rows(result)]
         return found
 
     def append(self, rows: Sequence[RecordRow], recorded_at: int) -> int:
@@ -159,7 +160,8 @@ class InfluxV1Store:
         return len(new)
 
     def _bookkeeping(self, rows: list[RecordRow], moved: set[tuple[SeriesKey, int]]) -> bytes:
-        """Collision marks and the dirty log (which series received records in which hour)."""
+        """Collision marks and the change log (which metrics received records in which UTC
+        hour)."""
         lines = []
         for (metric, subject_type, subject_id, org), micro in sorted(moved, key=repr):
             tags = {"metric": metric, "subject_type": subject_type, "subject_id": subject_id,
