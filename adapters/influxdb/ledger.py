@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from tsmeter.adapters.embedded.store import insert_many
 from tsmeter.domain import RecordRow
 from tsmeter.errors import StorageUnavailableError
 
@@ -78,12 +79,14 @@ class IdLedger:
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-                self._conn.executemany(
+                target = self.target
+                insert_many(
+                    self._conn,
                     "INSERT OR REPLACE INTO influx_ledger (target, id, metric_key, subject_type,"
-                    " subject_id, org_key, ts) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(self.target, r.id, r.metric_key, r.subject_type, r.subject_id,
-                      r.org_id or "", r.ts) for r in rows],
-                )  # fmt: skip
+                    " subject_id, org_key, ts)",
+                    7,
+                    [(target, r[0], r[1], r[2], r[3], r[4] or "", r[6]) for r in rows],
+                )
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._conn.execute("ROLLBACK")
