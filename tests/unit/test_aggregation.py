@@ -8,185 +8,30 @@ in the calendar or in the roll-ups cannot hide behind the same mistake in the ex
 from __future__ import annotations
 
 import math
-import sqlite3
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import closing
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Callable, Iterator, Sequence
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import tsmeter
-from tsmeter import AggregationType, Meter, PeriodType, UsageSummary
-from tsmeter.adapters.influxdb.client import quote_ident, series_rows
-from tsmeter.adapters.influxdb.schema import summary_measurement
-from tsmeter.adapters.influxdb.v1 import InfluxV1Store
-from tsmeter.periods import Calendar
-
-AGGS = tuple(AggregationType)
-PERIODS = tuple(PeriodType)
-HOUR = timedelta(hours=1)
-US = timedelta(microseconds=1)
-PARIS = "Europe/Paris"
-
-# (period start, period end, subject type, subject id, count, sum, min, max, last value,
-#  last timestamp, total under the aggregation type)
-Row = tuple[datetime, datetime, str, str, int, float, float, float, float, datetime, float]
-
-
-@dataclass(frozen=True)
-class Rec:
-    """A record as the test means it: id, (subject type, subject id), quantity, UTC instant."""
-
-    id: str
-    subject: tuple[str, str]
-    quantity: float
-    ts: datetime
-
-
-def utc(y: int, m: int, d: int, h: int = 0, mi: int = 0, s: int = 0, us: int = 0) -> datetime:
-    """An aware UTC datetime."""
-    return datetime(y, m, d, h, mi, s, us, tzinfo=UTC)
-
-
-def wall(
-    zone: str,
-    y: int,
-    m: int,
-    d: int,
-    h: int = 0,
-    mi: int = 0,
-    s: int = 0,
-    us: int = 0,
-    *,
-    fold: int = 0,
-) -> datetime:
-    """The UTC instant at which ``zone``'s wall clock reads the given time (fold=1: the repeat)."""
-    return datetime(y, m, d, h, mi, s, us, tzinfo=ZoneInfo(zone), fold=fold).astimezone(UTC)
-
-
-def key(agg: AggregationType) -> str:
-    """The metric that aggregates with ``agg`` (every test records into all six)."""
-    return f"usage_{agg.value.lower()}"
-
-
-# -- the brute force --------------------------------------------------------------------------
-def _midnight(day: date, zone: ZoneInfo) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
-
-
-def period_of(period: PeriodType, ts: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
-    """The [start, end) in UTC of the local calendar period holding ``ts``."""
-    local = ts.astimezone(zone)
-    if period is PeriodType.HOURLY:
-        # replace() keeps fold, so the repeated hour of a fall-back day stays the second one
-        start = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
-        return start, start + HOUR
-    day = local.date()
-    if period is PeriodType.DAILY:
-        first, nxt = day, day + timedelta(days=1)
-    elif period is PeriodType.WEEKLY:
-        first = day - timedelta(days=day.weekday())  # ISO: Monday
-        nxt = first + timedelta(days=7)
-    elif period is PeriodType.MONTHLY:
-        first = date(day.year, day.month, 1)
-        nxt = date(day.year + 1, 1, 1) if day.month == 12 else date(day.year, day.month + 1, 1)
-    else:
-        first, nxt = date(day.year, 1, 1), date(day.year + 1, 1, 1)
-    return _midnight(first, zone), _midnight(nxt, zone)
-
-
-def brute(
-    records: Iterable[Rec],
-    period: PeriodType,
-    zone: str,
-    agg: AggregationType,
-    start: datetime,
-    end: datetime,
-) -> list[Row]:
-    """Expected summaries of every (period, subject) with records, for periods meeting
-    [start, end)."""
-    tz = ZoneInfo(zone)
-    unique = {r.id: r for r in reversed(list(records))}  # the first occurrence of an id counts
-    groups: dict[tuple[datetime, datetime, str, str], list[Rec]] = defaultdict(list)
-    for r in unique.values():
-        groups[(*period_of(period, r.ts, tz), *r.subject)].append(r)
-    out: list[Row] = []
-    for (ps, pe, subject_type, subject_id), rs in groups.items():
-        if not (ps < end and pe > start):
-            continue
-        qs = [r.quantity for r in rs]
-        last = max(rs, key=lambda r: (r.ts, r.id))
-        total_sum = math.fsum(qs)
-        total = {
-            AggregationType.COUNT: float(len(qs)),
-            AggregationType.SUM: total_sum,
-            AggregationType.AVG: total_sum / len(qs),
-            AggregationType.MAX: max(qs),
-            AggregationType.MIN: min(qs),
-            AggregationType.LAST: last.quantity,
-        }[agg]
-        row = (ps, pe, subject_type, subject_id, len(qs), total_sum, min(qs), max(qs),
-               last.quantity, last.ts, total)  # fmt: skip
-        out.append(row)
-    return sorted(out)
-
-
-def got(summaries: Iterable[UsageSummary]) -> list[Row]:
-    """Summaries from the API in the brute force's shape."""
-    rows: list[Any] = [
-        (s.period_start, s.period_end, s.subject_type, s.subject_id, s.record_count, s.sum,
-         s.min, s.max, s.last_value, s.last_timestamp, s.total_quantity)
-        for s in summaries
-    ]  # fmt: skip
-    return sorted(rows)
-
-
-def stored(
-    meter: Meter, agg: AggregationType, period: PeriodType, zone: str
-) -> list[tuple[Any, ...]]:
-    """The summaries the store has persisted, read behind the API (no freshness)."""
-    if isinstance(meter.store, InfluxV1Store):
-        rows = _stored_in_influxdb(meter.store, agg, period, zone)
-    else:
-        with closing(sqlite3.connect(getattr(meter.store, "path", ""))) as conn:
-            rows = conn.execute(
-                "SELECT m.period_start, m.period_end, s.subject_type, s.subject_id, m.cnt,"
-                " m.total, m.min, m.max, m.last_value, m.last_ts FROM summaries m"
-                " JOIN series s ON s.id = m.series_id"
-                " WHERE s.metric_key = ? AND m.period_type = ? AND m.tz = ?",
-                (key(agg), period.value, zone),
-            ).fetchall()
-    epoch = utc(1970, 1, 1)
-
-    def at(ns: int) -> datetime:
-        return epoch + US * (ns // 1000)
-
-    return sorted((at(a), at(b), *rest, at(lts)) for a, b, *rest, lts in rows)
-
-
-def _stored_in_influxdb(
-    store: InfluxV1Store, agg: AggregationType, period: PeriodType, zone: str
-) -> list[tuple[Any, ...]]:
-    """Summary points of one metric as (start, end, type, id, count, sum, min, max, last, ts)."""
-    cal = Calendar(zone)
-    (result,) = store.client.query(
-        f'SELECT * FROM {quote_ident(summary_measurement(period, zone))} WHERE "metric" = $m',
-        {"m": key(agg)},
-    )
-    return [
-        (int(v["time"]), cal.next_start(period, int(v["time"])), v["subject_type"],
-         v["subject_id"], int(v["count"]), float(v["sum"]), float(v["min"]), float(v["max"]),
-         float(v["last"]), int(v["last_ts"]))
-        for _, v in series_rows(result)
-    ]  # fmt: skip
-
+from tests.unit.bruteforce import (
+    AGGS,
+    HOUR,
+    PARIS,
+    PERIODS,
+    US,
+    Rec,
+    brute,
+    got,
+    key,
+    stored,
+    utc,
+    wall,
+)
+from tsmeter import AggregationType, Meter, PeriodType
 
 # -- helpers around the Meter -----------------------------------------------------------------
 MeterFactory = Callable[[str], Meter]
@@ -643,69 +488,3 @@ def test_rerunning_aggregation_gives_identical_summaries(
     assert snapshot() == first
     for period in PERIODS:
         assert_matches(meter, records, period, each=False)
-
-
-# -- property -----------------------------------------------------------------------------------
-ZONES = ("UTC", "Europe/Paris", "Asia/Kathmandu", "Asia/Kolkata", "America/New_York")
-# 60-day windows holding DST changes, a year boundary and a leap day
-WINDOWS = (utc(2026, 2, 15), utc(2026, 9, 20), utc(2026, 12, 1), utc(2024, 1, 25))
-WINDOW_SECONDS = 60 * 86_400
-SUBJECTS = (("org", "a"), ("org", "b"), ("user", "a"))
-
-
-@st.composite
-def scenarios(draw: st.DrawFn) -> dict[str, Any]:
-    """Random records in one window plus how to record, aggregate and query them."""
-    base = draw(st.sampled_from(WINDOWS))
-    n = draw(st.integers(1, 40))
-    shared = draw(st.lists(st.integers(0, WINDOW_SECONDS - 1), min_size=1, max_size=3))
-    offsets = st.one_of(st.sampled_from(shared), st.integers(0, WINDOW_SECONDS - 1))
-    order = draw(st.permutations(range(n)))
-    records = [
-        Rec(
-            f"r{order[i]:03d}",
-            draw(st.sampled_from(SUBJECTS)),
-            draw(st.integers(-400, 400)) / 4,  # dyadic: sums are exact in any order
-            base + timedelta(seconds=draw(offsets)),
-        )
-        for i in range(n)
-    ]
-    retries = draw(st.lists(st.sampled_from(records), max_size=5))
-    lo = base + timedelta(seconds=draw(st.integers(0, WINDOW_SECONDS)))
-    width = timedelta(seconds=draw(st.integers(1, WINDOW_SECONDS)))
-    return {
-        "zone": draw(st.sampled_from(ZONES)),
-        "period": draw(st.sampled_from(PERIODS)),
-        "records": records,
-        "split": draw(st.integers(0, n)),
-        "retries": retries,
-        "mode": draw(st.sampled_from(["fresh", "aggregated", "late", "ranged"])),
-        "range": (lo, lo + width) if draw(st.booleans()) else None,
-    }
-
-
-@settings(max_examples=60, deadline=None)
-@given(scenarios())
-def test_summaries_equal_brute_force(case: dict[str, Any]) -> None:
-    """For random records, zones, periods and aggregation histories, every aggregation type's
-    summaries equal the brute force."""
-    period: PeriodType = case["period"]
-    records: list[Rec] = case["records"]
-    first, later = records[: case["split"]], records[case["split"] :] + case["retries"]
-    with tsmeter.connect("sqlite:///:memory:", timezone=case["zone"]) as meter:  # fresh store
-        define_all(meter)
-        if case["mode"] == "late":
-            record_all(meter, first)
-            meter.aggregate(period)
-            record_all(meter, later)
-        else:
-            record_all(meter, first + later)
-        if case["mode"] == "aggregated":
-            meter.aggregate(period)
-        elif case["mode"] == "ranged":
-            meter.aggregate(period, start=WINDOWS[3], end=utc(2027, 3, 1))
-        lo_hi = case["range"] or span(records)
-        assert_matches(meter, records, period, *lo_hi, each=False)
-        if case["mode"] == "late":
-            meter.aggregate(period)
-            assert_matches(meter, records, period, *lo_hi, each=False)

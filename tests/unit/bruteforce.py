@@ -1,0 +1,178 @@
+"""The independent brute force the aggregation tests compare with: periods computed per record
+with zoneinfo wall-clock arithmetic, never with :mod:`tsmeter.periods`."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterable
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from tsmeter import AggregationType, Meter, PeriodType, UsageSummary
+from tsmeter.adapters.influxdb.client import quote_ident, series_rows
+from tsmeter.adapters.influxdb.schema import summary_measurement
+from tsmeter.adapters.influxdb.v1 import InfluxV1Store
+from tsmeter.periods import Calendar
+
+AGGS = tuple(AggregationType)
+PERIODS = tuple(PeriodType)
+HOUR = timedelta(hours=1)
+US = timedelta(microseconds=1)
+PARIS = "Europe/Paris"
+
+# (period start, period end, subject type, subject id, count, sum, min, max, last value,
+#  last timestamp, total under the aggregation type)
+Row = tuple[datetime, datetime, str, str, int, float, float, float, float, datetime, float]
+
+
+@dataclass(frozen=True)
+class Rec:
+    """A record as the test means it: id, (subject type, subject id), quantity, UTC instant."""
+
+    id: str
+    subject: tuple[str, str]
+    quantity: float
+    ts: datetime
+
+
+def utc(y: int, m: int, d: int, h: int = 0, mi: int = 0, s: int = 0, us: int = 0) -> datetime:
+    """An aware UTC datetime."""
+    return datetime(y, m, d, h, mi, s, us, tzinfo=UTC)
+
+
+def wall(
+    zone: str,
+    y: int,
+    m: int,
+    d: int,
+    h: int = 0,
+    mi: int = 0,
+    s: int = 0,
+    us: int = 0,
+    *,
+    fold: int = 0,
+) -> datetime:
+    """The UTC instant at which ``zone``'s wall clock reads the given time (fold=1: the repeat)."""
+    return datetime(y, m, d, h, mi, s, us, tzinfo=ZoneInfo(zone), fold=fold).astimezone(UTC)
+
+
+def key(agg: AggregationType) -> str:
+    """The metric that aggregates with ``agg`` (every test records into all six)."""
+    return f"usage_{agg.value.lower()}"
+
+
+# -- the brute force --------------------------------------------------------------------------
+def _midnight(day: date, zone: ZoneInfo) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
+
+
+def period_of(period: PeriodType, ts: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """The [start, end) in UTC of the local calendar period holding ``ts``."""
+    local = ts.astimezone(zone)
+    if period is PeriodType.HOURLY:
+        # replace() keeps fold, so the repeated hour of a fall-back day stays the second one
+        start = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+        return start, start + HOUR
+    day = local.date()
+    if period is PeriodType.DAILY:
+        first, nxt = day, day + timedelta(days=1)
+    elif period is PeriodType.WEEKLY:
+        first = day - timedelta(days=day.weekday())  # ISO: Monday
+        nxt = first + timedelta(days=7)
+    elif period is PeriodType.MONTHLY:
+        first = date(day.year, day.month, 1)
+        nxt = date(day.year + 1, 1, 1) if day.month == 12 else date(day.year, day.month + 1, 1)
+    else:
+        first, nxt = date(day.year, 1, 1), date(day.year + 1, 1, 1)
+    return _midnight(first, zone), _midnight(nxt, zone)
+
+
+def brute(
+    records: Iterable[Rec],
+    period: PeriodType,
+    zone: str,
+    agg: AggregationType,
+    start: datetime,
+    end: datetime,
+) -> list[Row]:
+    """Expected summaries of every (period, subject) with records, for periods meeting
+    [start, end)."""
+    tz = ZoneInfo(zone)
+    unique = {r.id: r for r in reversed(list(records))}  # the first occurrence of an id counts
+    groups: dict[tuple[datetime, datetime, str, str], list[Rec]] = defaultdict(list)
+    for r in unique.values():
+        groups[(*period_of(period, r.ts, tz), *r.subject)].append(r)
+    out: list[Row] = []
+    for (ps, pe, subject_type, subject_id), rs in groups.items():
+        if not (ps < end and pe > start):
+            continue
+        qs = [r.quantity for r in rs]
+        last = max(rs, key=lambda r: (r.ts, r.id))
+        total_sum = math.fsum(qs)
+        total = {
+            AggregationType.COUNT: float(len(qs)),
+            AggregationType.SUM: total_sum,
+            AggregationType.AVG: total_sum / len(qs),
+            AggregationType.MAX: max(qs),
+            AggregationType.MIN: min(qs),
+            AggregationType.LAST: last.quantity,
+        }[agg]
+        row = (ps, pe, subject_type, subject_id, len(qs), total_sum, min(qs), max(qs),
+               last.quantity, last.ts, total)  # fmt: skip
+        out.append(row)
+    return sorted(out)
+
+
+def got(summaries: Iterable[UsageSummary]) -> list[Row]:
+    """Summaries from the API in the brute force's shape."""
+    rows: list[Any] = [
+        (s.period_start, s.period_end, s.subject_type, s.subject_id, s.record_count, s.sum,
+         s.min, s.max, s.last_value, s.last_timestamp, s.total_quantity)
+        for s in summaries
+    ]  # fmt: skip
+    return sorted(rows)
+
+
+def stored(
+    meter: Meter, agg: AggregationType, period: PeriodType, zone: str
+) -> list[tuple[Any, ...]]:
+    """The summaries the store has persisted, read behind the API (no freshness)."""
+    if isinstance(meter.store, InfluxV1Store):
+        rows = _stored_in_influxdb(meter.store, agg, period, zone)
+    else:
+        with closing(sqlite3.connect(getattr(meter.store, "path", ""))) as conn:
+            rows = conn.execute(
+                "SELECT m.period_start, m.period_end, s.subject_type, s.subject_id, m.cnt,"
+                " m.total, m.min, m.max, m.last_value, m.last_ts FROM summaries m"
+                " JOIN series s ON s.id = m.series_id"
+                " WHERE s.metric_key = ? AND m.period_type = ? AND m.tz = ?",
+                (key(agg), period.value, zone),
+            ).fetchall()
+    epoch = utc(1970, 1, 1)
+
+    def at(ns: int) -> datetime:
+        return epoch + US * (ns // 1000)
+
+    return sorted((at(a), at(b), *rest, at(lts)) for a, b, *rest, lts in rows)
+
+
+def _stored_in_influxdb(
+    store: InfluxV1Store, agg: AggregationType, period: PeriodType, zone: str
+) -> list[tuple[Any, ...]]:
+    """Summary points of one metric as (start, end, type, id, count, sum, min, max, last, ts)."""
+    cal = Calendar(zone)
+    (result,) = store.client.query(
+        f'SELECT * FROM {quote_ident(summary_measurement(period, zone))} WHERE "metric" = $m',
+        {"m": key(agg)},
+    )
+    return [
+        (int(v["time"]), cal.next_start(period, int(v["time"])), v["subject_type"],
+         v["subject_id"], int(v["count"]), float(v["sum"]), float(v["min"]), float(v["max"]),
+         float(v["last"]), int(v["last_ts"]))
+        for _, v in series_rows(result)
+    ]  # fmt: skip
