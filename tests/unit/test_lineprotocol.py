@@ -109,7 +109,7 @@ def test_json_with_a_newline_stays_one_line() -> None:
     assert line.count("\n") == 0
 
 
-@settings(max_examples=100)
+@settings(max_examples=100, deadline=None)
 @given(st.integers(1, 20).flatmap(lambda n: record_rows(n, 1_767_225_600_000_000_000)))
 def test_usage_encoder_writes_one_line_per_row(rows: list[RecordRow]) -> None:
     """However hostile the names and metadata, each row becomes exactly one line."""
