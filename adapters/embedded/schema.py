@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
+import time
 from pathlib import Path
 
 from tsmeter.errors import StorageUnavailableError
@@ -77,22 +79,45 @@ CREATE TABLE IF NOT EXISTS rollup_state (
 """
 
 
+def open_wal(path: str, *, synchronous: str = "FULL") -> sqlite3.Connection:
+    """A connection to ``path`` (created if missing) in WAL mode, in autocommit mode, usable
+    from several threads under the caller's lock.
+
+    Switching a new file to WAL needs a moment of exclusive access, and SQLite answers
+    "database is locked" at once (without waiting) when another process is doing the same:
+    that step is retried for up to 30 s.
+    """
+    if path != ":memory:":
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        str(Path(path).expanduser()) if path != ":memory:" else path,
+        isolation_level=None,
+        check_same_thread=False,
+        timeout=30.0,
+    )
+    conn.execute("PRAGMA busy_timeout = 30000")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                conn.close()
+                raise
+            time.sleep(0.01 + random.random() * 0.05)
+    # FULL: a commit is on disk before it returns, so what was acknowledged survives a
+    # crash of the process or of the machine.
+    conn.execute(f"PRAGMA synchronous = {'FULL' if synchronous == 'FULL' else 'NORMAL'}")
+    return conn
+
+
 def connect(path: str) -> sqlite3.Connection:
     """Open (and create if needed) the store file in WAL mode with full durability."""
     if path != ":memory:":
         Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
     try:
-        conn = sqlite3.connect(
-            str(Path(path).expanduser()) if path != ":memory:" else path,
-            isolation_level=None,
-            check_same_thread=False,
-            timeout=30.0,
-        )
-        conn.execute("PRAGMA busy_timeout = 30000")
-        conn.execute("PRAGMA journal_mode = WAL")
-        # FULL: a commit is on disk before it returns, so an acknowledged record
-        # survives a crash of the process or of the machine.
-        conn.execute("PRAGMA synchronous = FULL")
+        conn = open_wal(path)
         conn.execute("PRAGMA cache_size = -65536")
         conn.execute("PRAGMA temp_store = MEMORY")
         conn.execute("BEGIN IMMEDIATE")

@@ -14,8 +14,8 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
+from tsmeter.adapters.embedded.schema import open_wal
 from tsmeter.adapters.embedded.store import insert_many
 from tsmeter.domain import RecordRow
 from tsmeter.errors import StorageUnavailableError
@@ -41,17 +41,8 @@ class IdLedger:
 
     def __init__(self, path: str, target: str) -> None:
         self.target = target
-        if path != ":memory:":
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._conn = sqlite3.connect(
-                str(Path(path).expanduser()) if path != ":memory:" else path,
-                isolation_level=None,
-                check_same_thread=False,
-                timeout=30.0,
-            )
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = FULL")
+            self._conn = open_wal(path)
             self._conn.execute(_DDL)
         except sqlite3.Error as exc:
             raise StorageUnavailableError(f"cannot open the id ledger {path!r}: {exc}") from exc
