@@ -27,7 +27,7 @@ def _unavailable(reason: str, log_tail: str = "") -> None:
     if in_ci():
         detail = f"\n--- influxd log (tail) ---\n{log_tail}" if log_tail else ""
         pytest.fail(f"CI needs a real influxd: {reason}{detail}", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason=reason)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
