@@ -88,6 +88,13 @@ def _dirty(
     return by_hour, newest
 
 
+def _log_end(client: InfluxV1Client) -> int:
+    """The time of the newest change-log entry (0 when there is none)."""
+    (result,) = client.query(f'SELECT last("hour") FROM {quote_ident(DIRTY)}')
+    rows = series_rows(result)
+    return int(rows[0][1]["time"]) if rows else 0
+
+
 def scope_condition(scopes: list[Scope], params: dict[str, Any]) -> str:
     """An InfluxQL condition matching any of the (metric, org) scopes."""
     terms = []
@@ -210,10 +217,11 @@ def rollup(
     touched: Touched = {}
     if start is None and end is None and mark is not None:
         by_hour, newest = _dirty(client, mark - CLOCK_MARGIN)
+        newest = max(mark, newest)  # an idle run must not move the watermark back
         touched = dict(calendar.periods_of_hours(period, by_hour))
     else:
-        if start is None and end is None:
-            (_, newest) = _dirty(client, 0)
+        if start is None and end is None:  # the first run: everything, then follow the log
+            newest = _log_end(client)
         bounds = _data_range(client)
         if bounds is not None:
             lo = max(bounds[0], start) if start is not None else bounds[0]

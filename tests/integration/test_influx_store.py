@@ -11,6 +11,7 @@ import pytest
 
 from tests.influx_server import InfluxServer
 from tsmeter.adapters.influxdb.client import InfluxV1Config, PartialWriteError, series_rows
+from tsmeter.adapters.influxdb.rollup import watermark
 from tsmeter.adapters.influxdb.v1 import InfluxV1Store
 from tsmeter.domain import PeriodType, RecordRow
 from tsmeter.errors import StorageUnavailableError
@@ -153,5 +154,27 @@ def test_unreachable_server_is_storage_unavailable(tmp_path: Path) -> None:
     try:
         with pytest.raises(StorageUnavailableError, match=r"127\.0\.0\.1:9 failed after 2"):
             store.append(rows("x", 1), 0)
+    finally:
+        store.close()
+
+
+def test_idle_incremental_runs_keep_their_watermark(influx_db: tuple[InfluxServer, str]) -> None:
+    """Runs with nothing new leave the change-log watermark where it was, even when the log
+    entries it was read from are gone (a purge), and a later record moves it forward."""
+    server, db = influx_db
+    store = InfluxV1Store.from_url(url(server, db))
+    cal = Calendar()
+    try:
+        store.append(rows("w", 3), 0)
+        store.rollup(PeriodType.DAILY, cal)
+        first = watermark(store.client, PeriodType.DAILY, cal)
+        store.purge_metric("api_calls", None)  # takes the metric's change-log entries along
+        for _ in range(3):
+            store.rollup(PeriodType.DAILY, cal)
+            assert watermark(store.client, PeriodType.DAILY, cal) == first
+        store.append(rows("x", 1), 0)
+        store.rollup(PeriodType.DAILY, cal)
+        later = watermark(store.client, PeriodType.DAILY, cal)
+        assert first is not None and later is not None and later > first
     finally:
         store.close()
