@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
 
 from tsmeter.domain import RecordRow
 
@@ -183,20 +184,24 @@ class UsageEncoder:
         ``times`` (point times) and ``overflow`` (tag ``c``) default to the
         record timestamps and no overflow tag.
         """
-        prefix = self.prefix
+        prefixes, slow = self._prefixes, self.prefix
         out: list[str] = []
         append = out.append
-        for i, row in enumerate(rows):
-            rid, metadata, source = row.id, row.metadata, row.source
+        at = times if times is not None else [row[6] for row in rows]
+        tags = overflow if overflow is not None else repeat(0, len(rows))
+        for row, time, c in zip(rows, at, tags, strict=True):
+            prefix = prefixes.get((row[1], row[2], row[3], row[4], c)) or slow(row, c)
+            rid, metadata, source = row[0], row[7], row[8]
             if "\\" in rid or '"' in rid:
                 rid = rid.replace("\\", "\\\\").replace('"', '\\"')
-            line = (
-                f"{prefix(row, overflow[i] if overflow else 0)} quantity={row.quantity!r},"
-                f'rid="{rid}",tsn={row.ts}i'
-            )
+            ts = str(row[6])
+            if metadata is None and source is None:
+                append(f'{prefix} quantity={row[5]!r},rid="{rid}",tsn={ts}i {time}\n')
+                continue
+            line = f'{prefix} quantity={row[5]!r},rid="{rid}",tsn={ts}i'
             if metadata is not None:
                 line += f",metadata={escape_field_string(metadata)}"
             if source is not None:
                 line += f",source={escape_field_string(source)}"
-            append(f"{line} {row.ts if times is None else times[i]}\n")
+            append(f"{line} {time}\n")
         return "".join(out).encode()
