@@ -42,9 +42,6 @@ _US = timedelta(microseconds=1)
 MetricResolver = Callable[[str, str | None], MetricDefinition]
 
 
-_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
-
-
 class Intake:
     """Validates records against the catalog; remembers names already found valid."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -42,7 +41,6 @@ class MeterBase:
         self.events = bus or EventBus()
         self._metric_ttl = metric_cache_seconds
         self._metrics: dict[tuple[str, str | None], tuple[float, MetricDefinition]] = {}
-        self._lock = threading.Lock()
         self._intake = Intake(self._resolve_metric)
         self._closed = False
 

@@ -16,7 +16,7 @@ time zone other than UTC ``usage_<period>.<zone>``, e.g. ``usage_daily.Europe/Pa
 Bookkeeping: ``usage_collisions`` marks the (series, microsecond) slots where a point had
 to move off its exact time; ``usage_dirty`` logs which (series, UTC hour) received records
 (time = write time) so aggregation is incremental; ``tsmeter_state`` keeps aggregation
-watermarks; ``metering_events`` is reserved for threshold and aggregation events.
+watermarks.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ RAW = "usage"
 COLLISIONS = "usage_collisions"
 DIRTY = "usage_dirty"
 STATE = "tsmeter_state"
-EVENTS = "metering_events"
 SERIES_TAGS = ("metric", "subject_type", "subject_id", "org")
 
 SeriesKey = tuple[str, str, str, str | None]  # (metric_key, subject_type, subject_id, org_id)
