@@ -16,6 +16,7 @@ from typing import Any
 from tsmeter.domain import AggregationType, MetricDefinition, RecordRow, UsageRecord, new_ids
 from tsmeter.domain.validation import (
     EPOCH,
+    MAX_NAME_LENGTH,
     check_metadata,
     check_name,
     check_quantity,
@@ -125,7 +126,8 @@ class Intake:
                         ids = new_ids(4096)
                         ids.reverse()
                     rid = ids.pop()
-                elif rid not in valid:
+                elif not (type(rid) is str and rid.isascii() and rid.isprintable()
+                          and 0 < len(rid) <= MAX_NAME_LENGTH):  # fmt: skip
                     rid = check_name("id", rid)
                 quantity = quantity_given = get("quantity")
                 if quantity is None:

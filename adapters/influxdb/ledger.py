@@ -6,6 +6,10 @@ written, its ids and their (series, time) go into a SQLite table (the state
 store's file, shared by the processes of the host). A later record with a
 known id is a duplicate if the server holds that id where the ledger says, and
 is written (again) if an earlier write never landed.
+
+Entries are kept small, since one is written per record: the target database
+and the series are numbered in side tables, so an entry is (target, id,
+series number, time).
 """
 
 from __future__ import annotations
@@ -23,30 +27,58 @@ from tsmeter.errors import StorageUnavailableError
 __all__ = ["IdLedger"]
 
 _DDL = """
-CREATE TABLE IF NOT EXISTS influx_ledger (
-    target TEXT NOT NULL,        -- base URL and database
-    id TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS influx_targets (
+    target_no INTEGER PRIMARY KEY,
+    target TEXT NOT NULL UNIQUE       -- base URL and database
+);
+CREATE TABLE IF NOT EXISTS influx_series (
+    series_no INTEGER PRIMARY KEY,
+    target_no INTEGER NOT NULL,
     metric_key TEXT NOT NULL,
     subject_type TEXT NOT NULL,
     subject_id TEXT NOT NULL,
     org_key TEXT NOT NULL,
+    UNIQUE (target_no, metric_key, subject_type, subject_id, org_key)
+);
+CREATE TABLE IF NOT EXISTS influx_ids (
+    target_no INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    series_no INTEGER NOT NULL,
     ts INTEGER NOT NULL,
-    PRIMARY KEY (target, id)
-) WITHOUT ROWID
+    PRIMARY KEY (target_no, id)
+) WITHOUT ROWID;
 """
+
+_Series = tuple[str, str, str, str]  # metric key, subject type, subject id, org ('' for none)
 
 
 class IdLedger:
     """Record ids sent to one InfluxDB target, kept in a SQLite file."""
 
     def __init__(self, path: str, target: str) -> None:
-        self.target = target
+        self._lock = threading.Lock()
         try:
             self._conn = open_wal(path)
-            self._conn.execute(_DDL)
+            self._conn.executescript(_DDL)
         except sqlite3.Error as exc:
             raise StorageUnavailableError(f"cannot open the id ledger {path!r}: {exc}") from exc
-        self._lock = threading.Lock()
+        self._series: dict[_Series, int] = {}
+        self.target = target
+
+    @property
+    def target(self) -> str:
+        """The base URL and database the ids were sent to."""
+        return self._target
+
+    @target.setter
+    def target(self, target: str) -> None:
+        with self._lock, self._conn:
+            self._conn.execute("INSERT OR IGNORE INTO influx_targets VALUES (NULL, ?)", (target,))
+            (self._target_no,) = self._conn.execute(
+                "SELECT target_no FROM influx_targets WHERE target = ?", (target,)
+            ).fetchone()
+        self._target = target
+        self._series.clear()
 
     def close(self) -> None:
         """Close the file."""
@@ -56,9 +88,10 @@ class IdLedger:
         """Where each known id was sent: a row with its series and time (quantity unknown)."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT id, metric_key, subject_type, subject_id, org_key, ts FROM influx_ledger"
-                " WHERE target = ? AND id IN (SELECT value FROM json_each(?))",
-                (self.target, json.dumps(list(ids))),
+                "SELECT i.id, s.metric_key, s.subject_type, s.subject_id, s.org_key, i.ts"
+                " FROM influx_ids i JOIN influx_series s ON s.series_no = i.series_no"
+                " WHERE i.target_no = ? AND i.id IN (SELECT value FROM json_each(?))",
+                (self._target_no, json.dumps(list(ids))),
             ).fetchall()
         return {
             rid: RecordRow(rid, mk, st, si, org or None, 0.0, ts, None, None)
@@ -70,23 +103,50 @@ class IdLedger:
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-                target = self.target
+                numbers, number_of = self._series, self._number
+                target = self._target_no
+                entries = []
+                for r in rows:
+                    key = (r[1], r[2], r[3], r[4] or "")
+                    series = numbers.get(key)
+                    if series is None:
+                        series = number_of(key)
+                    entries.append((target, r[0], series, r[6]))
                 insert_many(
                     self._conn,
-                    "INSERT OR REPLACE INTO influx_ledger (target, id, metric_key, subject_type,"
-                    " subject_id, org_key, ts)",
-                    7,
-                    [(target, r[0], r[1], r[2], r[3], r[4] or "", r[6]) for r in rows],
+                    "INSERT OR REPLACE INTO influx_ids (target_no, id, series_no, ts)",
+                    4,
+                    entries,
                 )
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._conn.execute("ROLLBACK")
                 raise StorageUnavailableError(f"the id ledger failed: {exc}") from exc
 
+    def _number(self, key: _Series) -> int:
+        """The series' number (inside the caller's transaction; cached, as numbers never
+        change)."""
+        self._conn.execute(
+            "INSERT OR IGNORE INTO influx_series"
+            " (target_no, metric_key, subject_type, subject_id, org_key) VALUES (?, ?, ?, ?, ?)",
+            (self._target_no, *key),
+        )
+        (number,) = self._conn.execute(
+            "SELECT series_no FROM influx_series WHERE target_no = ? AND metric_key = ?"
+            " AND subject_type = ? AND subject_id = ? AND org_key = ?",
+            (self._target_no, *key),
+        ).fetchone()
+        if len(self._series) > 100_000:
+            self._series.clear()
+        self._series[key] = number
+        return int(number)
+
     def forget_series(self, metric_key: str, org_id: str | None) -> None:
-        """Drop the entries of a purged metric."""
+        """Drop the entries of a purged metric (series numbers stay: other processes cache
+        them)."""
         with self._lock:
             self._conn.execute(
-                "DELETE FROM influx_ledger WHERE target = ? AND metric_key = ? AND org_key = ?",
-                (self.target, metric_key, org_id or ""),
+                "DELETE FROM influx_ids WHERE target_no = ? AND series_no IN (SELECT series_no"
+                " FROM influx_series WHERE target_no = ? AND metric_key = ? AND org_key = ?)",
+                (self._target_no, self._target_no, metric_key, org_id or ""),
             )

@@ -26,7 +26,9 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any
 
@@ -67,6 +69,10 @@ def _key(row: RecordRow) -> SeriesKey:
 class InfluxV1Store:
     """Usage records and summaries in one InfluxDB database (see the module docstring)."""
 
+    #: points per write request; the next request is encoded while the server takes one
+    WRITE_CHUNK = 10_000
+    #: write requests in flight at once (the server takes two faster than one)
+    WRITERS = 2
     #: incremental roll-ups re-check the change log this far back (writers' clocks differ)
     recheck_window = rollups.CLOCK_MARGIN
 
@@ -80,6 +86,8 @@ class InfluxV1Store:
         ident = hashlib.sha1(f"{config.base_url}/{config.database}".encode()).hexdigest()[:16]
         self._lock_path = os.path.join(tempfile.gettempdir(), f"tsmeter-influx-{ident}.lock")
         self._recent: dict[str, RecordRow] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._log_clock = 0
 
     @classmethod
     def from_url(cls, url: str, *, ledger: str = ":memory:") -> InfluxV1Store:
@@ -89,6 +97,8 @@ class InfluxV1Store:
 
     def close(self) -> None:
         """Close the HTTP session and the ledger (every acknowledged write is on the server)."""
+        if self._pool is not None:
+            self._pool.shutdown()
         self.client.close()
         self.ledger.close()
 
@@ -132,32 +142,66 @@ class InfluxV1Store:
         return found
 
     def append(self, rows: Sequence[RecordRow], recorded_at: int) -> int:
-        """Write rows whose id is not stored yet; return how many were new."""
+        """Write rows whose id is not stored yet; return how many were new.
+
+        Rows go in chunks of WRITE_CHUNK, up to WRITERS write requests in flight: while the
+        server takes a chunk, the next is checked, placed and encoded. Each chunk enters the
+        id ledger before it is sent (a failed write is found and redone by a retry), with the
+        change log and collision marks in front of its points (a mark without points only
+        costs a recomputation). Returns once every chunk is stored; on a failure, raises
+        after the requests in flight were answered.
+        """
         unique: dict[str, RecordRow] = {}
         for row in rows:
             unique.setdefault(row.id, row)
         if not unique:
             return 0
+        ordered = list(unique.values())
+        chunks = [
+            ordered[i : i + self.WRITE_CHUNK] for i in range(0, len(ordered), self.WRITE_CHUNK)
+        ]
+        written = 0
+        pending: deque[Future[None]] = deque()
+        occupied: set[tuple[SeriesKey, str, int]] = set()
+        cursor: dict[tuple[SeriesKey, int], int] = {}
         with self._exclusive():
-            sent = self.ledger.known(unique)
-            # look where each id was sent before, else where it would go now
-            probes = [sent.get(rid, row) for rid, row in unique.items()]
-            probes += [row for rid, row in unique.items() if rid in sent]
-            occupied: set[tuple[SeriesKey, str, int]] = set()
-            for tags, values in self._stored(probes):
-                stored = row_of(tags, values)
-                self._remember(stored)
-                unique.pop(stored.id, None)
-                occupied.add((_key(stored), values.get("c") or "", int(values["time"])))
-            new = list(unique.values())
-            if not new:
-                return 0
-            self.ledger.add(new)  # before the write: a failed write is found and redone
-            times, overflow, moved = _place(new, occupied)
-            body = self.encoder.encode(new, times, overflow)
-            body += self._bookkeeping(new, moved)
-            self.client.write(body)
-        return len(new)
+            reading = self._pool_().submit(self._lookup, chunks[0])
+            try:
+                for k, chunk in enumerate(chunks):
+                    found = reading.result()
+                    if k + 1 < len(chunks):  # the next chunk's read overlaps this one's work
+                        reading = self._pool_().submit(self._lookup, chunks[k + 1])
+                    new = _unstored(chunk, found, unique, occupied, self._remember)
+                    if not new:
+                        continue
+                    times, overflow, moved = _place(new, occupied, cursor)
+                    self.ledger.add(new)
+                    body = self._bookkeeping(new, moved) + self.encoder.encode(new, times, overflow)
+                    if len(pending) >= self.WRITERS:
+                        pending.popleft().result()
+                    pending.append(self._pool_().submit(self.client.write, body))
+                    written += len(new)
+                while pending:
+                    pending[0].result()
+                    pending.popleft()
+            finally:
+                in_flight: list[Future[Any]] = [*pending, reading]
+                wait(in_flight)  # after an error: let the requests in flight end
+        return written
+
+    def _lookup(self, chunk: list[RecordRow]) -> list[tuple[dict[str, str], dict[str, Any]]]:
+        """Points stored where the ids of ``chunk`` were sent before (ledger) and where they
+        would go now."""
+        sent = self.ledger.known(r.id for r in chunk)
+        probes = [sent.get(row.id, row) for row in chunk]
+        probes += [row for row in chunk if row.id in sent]
+        return self._stored(probes)
+
+    def _pool_(self) -> ThreadPoolExecutor:
+        """Threads for the requests of ``append``: WRITERS writes and one read at a time."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.WRITERS + 1, thread_name_prefix="tsmeter-influx")
+        return self._pool
 
     def _bookkeeping(self, rows: list[RecordRow], moved: set[tuple[SeriesKey, int]]) -> bytes:
         """Collision marks and the change log (which metrics received records in which UTC
@@ -167,8 +211,9 @@ class InfluxV1Store:
             tags = {"metric": metric, "subject_type": subject_type, "subject_id": subject_id,
                     "org": org or ""}  # fmt: skip
             lines.append(encode_point(COLLISIONS, tags, {"n": 1}, micro))
-        now = time.time_ns()
+        now = max(time.time_ns(), self._log_clock)  # no two log points of a writer coincide
         hours = sorted({(r.metric_key, r.org_id or "", r.ts // _HOUR) for r in rows})
+        self._log_clock = now + len(hours)
         for i, (metric, org, hour) in enumerate(hours):
             tags = {"metric": metric, "org": org, "w": self.writer}
             lines.append(encode_point(DIRTY, tags, {"hour": hour}, now + i))
@@ -266,20 +311,39 @@ class InfluxV1Store:
         return rollups.fresh_summaries(self.client, query, calendar)
 
 
+def _unstored(
+    chunk: list[RecordRow],
+    found: list[tuple[dict[str, str], dict[str, Any]]],
+    unique: dict[str, RecordRow],
+    occupied: set[tuple[SeriesKey, str, int]],
+    remember: Callable[[RecordRow], None],
+) -> list[RecordRow]:
+    """The rows of ``chunk`` whose id is not among the stored points ``found``. Every id found
+    is dropped from ``unique`` (and remembered), every point time found is ``occupied``."""
+    for tags, values in found:
+        stored = row_of(tags, values)
+        remember(stored)
+        unique.pop(stored.id, None)
+        occupied.add((_key(stored), values.get("c") or "", int(values["time"])))
+    return [row for row in chunk if row.id in unique]
+
+
 def _place(
-    rows: list[RecordRow], occupied: set[tuple[SeriesKey, str, int]]
+    rows: list[RecordRow],
+    occupied: set[tuple[SeriesKey, str, int]],
+    cursor: dict[tuple[SeriesKey, int], int],
 ) -> tuple[list[int], list[int], set[tuple[SeriesKey, int]]]:
     """Point times and overflow tags for new rows, so that no two points coincide.
 
     A row keeps its exact time when that is free in its series; otherwise it
     takes the next free nanosecond of its microsecond, then of the next ``c``.
     Returns the times, the ``c`` values and the (series, microsecond) slots
-    where something moved.
+    where something moved; ``occupied`` and ``cursor`` (the next slot to try per series
+    microsecond) carry over to the next call.
     """
     times: list[int] = []
     overflow: list[int] = []
     moved: set[tuple[SeriesKey, int]] = set()
-    cursor: dict[tuple[SeriesKey, int], int] = {}  # next slot to try, per series microsecond
     for row in rows:
         key = _key(row)
         if (key, "", row.ts) not in occupied:

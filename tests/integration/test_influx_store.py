@@ -107,6 +107,26 @@ def test_a_retried_batch_lands_on_its_own_points(
     assert points(server, db) == 1_000
 
 
+def test_a_batch_written_in_several_requests_is_exactly_once(
+    influx_db: tuple[InfluxServer, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch larger than one write request keeps every point apart across the requests, and
+    a retry spanning old and new ids adds only the new ones."""
+    server, db = influx_db
+    monkeypatch.setattr(InfluxV1Store, "WRITE_CHUNK", 700)
+    store = InfluxV1Store.from_url(url(server, db))
+    try:
+        batch = rows("p", 5_000)  # one timestamp: every chunk collides with the ones before
+        assert store.append(batch[:3_000], 0) == 3_000
+        assert store.append(batch, 0) == 2_000
+        assert store.append(list(reversed(batch)), 0) == 0
+    finally:
+        store.close()
+    assert points(server, db) == 5_000
+    (result,) = server.query('SELECT count(distinct("rid")) FROM "usage"', db=db)["results"]
+    assert series_rows(result)[0][1]["count"] == 5_000
+
+
 def test_a_failed_write_is_redone_on_retry(
     influx_db: tuple[InfluxServer, str], tmp_path: Path
 ) -> None:
@@ -119,8 +139,7 @@ def test_a_failed_write_is_redone_on_retry(
         batch = rows("f", 10)
         with pytest.raises(StorageUnavailableError, match="database not found"):
             broken.append(batch, 0)
-        broken.ledger.target = store.ledger.target  # as if the write had gone to this database
-        broken.ledger.add(batch)
+        store.ledger.add(batch)  # as if the failed write had gone to this database
         assert store.append(batch, 0) == 10
     finally:
         broken.close()
