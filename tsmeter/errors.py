@@ -7,7 +7,8 @@ know they have handled everything tsmeter itself reports::
     ├── ValidationError        bad input: a field and what is wrong with it
     ├── NotFoundError          a metric, threshold or record that does not exist
     ├── ConflictError          a key that exists already, or a change that would lose data
-    └── StorageUnavailableError the store cannot be reached or refused the operation
+    ├── StorageUnavailableError the store cannot be reached or refused the operation
+    └── QuotaExceededError     recording would pass a BLOCK threshold (``enforce=True``)
 
 Adapters translate their SDK's exceptions into these at their boundary
 (``raise StorageUnavailableError(...) from exc``).
@@ -18,6 +19,7 @@ from __future__ import annotations
 __all__ = [
     "ConflictError",
     "NotFoundError",
+    "QuotaExceededError",
     "StorageUnavailableError",
     "TsmeterError",
     "ValidationError",
@@ -65,3 +67,15 @@ class ConflictError(TsmeterError):
 
 class StorageUnavailableError(TsmeterError):
     """The store could not be reached, or failed while doing what was asked."""
+
+
+class QuotaExceededError(TsmeterError):
+    """Recording would take usage past a BLOCK threshold; nothing was recorded.
+
+    ``decision`` (a :class:`tsmeter.quotas.QuotaDecision`) has the limit, the usage
+    and the end of the window.
+    """
+
+    def __init__(self, message: str, decision: object) -> None:
+        super().__init__(message)
+        self.decision = decision

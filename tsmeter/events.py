@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
-from tsmeter.domain import AggregationResult, BatchResult, MetricDefinition, UsageRecord
+from tsmeter.domain import (
+    AggregationResult,
+    BatchResult,
+    MetricDefinition,
+    UsageAlert,
+    UsageRecord,
+    UsageThreshold,
+)
 
 __all__ = [
     "Event",
@@ -25,6 +32,10 @@ __all__ = [
     "MetricDefined",
     "MetricDeleted",
     "MetricUpdated",
+    "ThresholdApproaching",
+    "ThresholdEvent",
+    "ThresholdExceeded",
+    "ThresholdResolved",
     "UsageAggregated",
     "UsageBatchRecorded",
     "UsageRecorded",
@@ -95,6 +106,40 @@ class UsageAggregated(Event):
     result: AggregationResult
 
 
+@dataclass(frozen=True, kw_only=True)
+class ThresholdEvent(Event):
+    """A subject's usage crossed (or fell back below) a threshold in one period window.
+
+    Subscribe to this class for all three kinds. ``alert`` is the UsageAlert as
+    stored after the change; ``threshold`` the limit as it was evaluated.
+    """
+
+    name: ClassVar[str] = "threshold"
+    alert: UsageAlert
+    threshold: UsageThreshold
+
+
+@dataclass(frozen=True, kw_only=True)
+class ThresholdApproaching(ThresholdEvent):
+    """Usage reached the warn level (default 80 % of the threshold)."""
+
+    name: ClassVar[str] = "threshold.approaching"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ThresholdExceeded(ThresholdEvent):
+    """Usage reached the threshold."""
+
+    name: ClassVar[str] = "threshold.exceeded"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ThresholdResolved(ThresholdEvent):
+    """Usage fell below the level of an open alert (a raised limit or a correction)."""
+
+    name: ClassVar[str] = "threshold.resolved"
+
+
 E = TypeVar("E", bound=Event)
 Handler = Callable[[Any], None]
 
@@ -125,11 +170,11 @@ class EventBus:
 
     def wants(self, event_type: type[Event]) -> bool:
         """Whether anyone listens to ``event_type`` (so costly events can be skipped)."""
-        return bool(self._handlers.get(event_type) or self._handlers.get(Event))
+        return any(self._handlers.get(cls) for cls in event_type.__mro__)
 
     def publish(self, event: Event) -> None:
-        """Deliver ``event`` to its subscribers, in subscription order."""
-        handlers = [*self._handlers.get(type(event), ()), *self._handlers.get(Event, ())]
+        """Deliver ``event`` to the subscribers of its class, then of each base class."""
+        handlers = [h for cls in type(event).__mro__ for h in self._handlers.get(cls, ())]
         for handler in handlers:
             try:
                 handler(event)

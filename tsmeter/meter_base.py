@@ -13,6 +13,7 @@ from tsmeter.intake import Intake
 from tsmeter.modelio import period_type as parse_period
 from tsmeter.periods import Calendar
 from tsmeter.ports import Catalog, UsageStore
+from tsmeter.quotas import QuotaView
 
 __all__ = ["MeterBase"]
 
@@ -42,6 +43,7 @@ class MeterBase:
         self._metric_ttl = metric_cache_seconds
         self._metrics: dict[tuple[str, str | None], tuple[float, MetricDefinition]] = {}
         self._intake = Intake(self._resolve_metric)
+        self._quotas = QuotaView(store, catalog, self.calendar, self._resolve_metric)
         self._closed = False
 
     # -- lifecycle --------------------------------------------------------------------

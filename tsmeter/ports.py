@@ -10,13 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import NamedTuple, Protocol, runtime_checkable
 
-from tsmeter.domain import MetricDefinition, PeriodType, RecordRow, UsageThreshold
+from tsmeter.domain import (
+    AlertStatus,
+    MetricDefinition,
+    PeriodType,
+    RecordRow,
+    UsageAlert,
+    UsageThreshold,
+)
 from tsmeter.periods import Calendar
 
 __all__ = [
     "Catalog",
+    "EventRow",
     "RecordQuery",
     "RollupStats",
     "SummaryQuery",
@@ -66,6 +75,19 @@ class SummaryRow(NamedTuple):
     max: float
     last_ts: int
     last_value: float
+
+
+class EventRow(NamedTuple):
+    """One metering event as stored: what happened, when, to which series; details in
+    ``data`` (a JSON object)."""
+
+    ts: int
+    name: str
+    metric_key: str
+    subject_type: str
+    subject_id: str
+    org_id: str | None
+    data: str
 
 
 @dataclass(frozen=True)
@@ -119,6 +141,17 @@ class UsageStore(Protocol):
         """Delete every record and summary of a metric; return the records deleted."""
         ...
 
+    def append_events(self, events: Sequence[EventRow]) -> None:
+        """Store metering events (threshold crossings, aggregation runs)."""
+        ...
+
+    def list_events(
+        self, start: int | None = None, end: int | None = None, name: str | None = None
+    ) -> list[EventRow]:
+        """Events in ``[start, end)`` (optionally of one name, or names starting with
+        ``name`` + "."), oldest first."""
+        ...
+
     def close(self) -> None:
         """Release connections; everything acknowledged stays stored."""
         ...
@@ -166,4 +199,28 @@ class Catalog(Protocol):
 
     def list_thresholds(self) -> list[UsageThreshold]:
         """Every threshold."""
+        ...
+
+    def open_alert(self, alert: UsageAlert, window_start: int) -> bool:
+        """Store a new PENDING alert unless its (threshold, subject, window, level) has an
+        open alert, or one resolved by hand; return whether it was stored."""
+        ...
+
+    def set_alert_status(
+        self, alert_id: str, status: AlertStatus, at: datetime, *, automatic: bool = False
+    ) -> UsageAlert | None:
+        """Acknowledge or resolve an alert (``automatic``: resolved by the monitor); the
+        updated alert, or None if there is none."""
+        ...
+
+    def open_alerts(self, threshold_id: str, window_start: int) -> list[UsageAlert]:
+        """The alerts of a threshold and window that are not resolved."""
+        ...
+
+    def get_alert(self, alert_id: str) -> UsageAlert | None:
+        """The alert with this id, or None."""
+        ...
+
+    def list_alerts(self, status: AlertStatus | None = None) -> list[UsageAlert]:
+        """Alerts (optionally of one status), newest first."""
         ...

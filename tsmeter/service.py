@@ -22,8 +22,13 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from tsmeter.domain import BatchResult, MetricDefinition, UsageRecord
-from tsmeter.errors import StorageUnavailableError, TsmeterError, ValidationError
+from tsmeter.domain import BatchResult, MetricDefinition, RecordRow, UsageRecord
+from tsmeter.errors import (
+    QuotaExceededError,
+    StorageUnavailableError,
+    TsmeterError,
+    ValidationError,
+)
 from tsmeter.events import (
     MetricDefined,
     MetricDeleted,
@@ -32,6 +37,8 @@ from tsmeter.events import (
     UsageRecorded,
 )
 from tsmeter.modelio import TimeLike, build, changed
+from tsmeter.monitor import MonitorMixin
+from tsmeter.quotas import QuotaDecision
 from tsmeter.reading import ReadingMixin
 from tsmeter.thresholds import ThresholdsMixin
 
@@ -55,7 +62,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-class Meter(ThresholdsMixin, ReadingMixin):
+class Meter(ThresholdsMixin, MonitorMixin, ReadingMixin):
     """Records usage, defines metrics and thresholds, aggregates and answers queries.
 
     Build one with :func:`tsmeter.connect`; it is a context manager and
@@ -123,12 +130,15 @@ class Meter(ThresholdsMixin, ReadingMixin):
         metadata: Mapping[str, Any] | None = None,
         source: str | None = None,
         org_id: str | None = None,
+        enforce: bool = False,
     ) -> UsageRecord:
         """Record one usage event and return it as stored.
 
         ``id`` is the idempotency key: if a record with this id exists, that
         stored record is returned and nothing is counted again. ``quantity``
         defaults to 1 for COUNT metrics; ``timestamp`` to now (must be aware).
+        With ``enforce``, QuotaExceededError is raised instead of recording past a BLOCK
+        threshold (see :meth:`check`).
         Example: ``meter.record("api_calls", "org", "org-123", id="req-42")``.
         """
         item: dict[str, Any] = {
@@ -140,23 +150,45 @@ class Meter(ThresholdsMixin, ReadingMixin):
             row = self._intake.rows([item])[0]
         except ValidationError as exc:  # one record, not a batch: name the bare field
             raise exc.unprefixed("records[0]") from None
-        if self.store.append([row], time.time_ns()) == 0:
+        quotas = self._quotas
+        if enforce:
+            refused = quotas.reserve([row])
+            if refused is not None:
+                stored = self.store.get_record(row.id) if id is not None else None
+                if stored is not None:  # a retry of a record stored before: not new usage
+                    return UsageRecord.from_row(stored)
+                raise QuotaExceededError(_refusal(row, refused[1]), refused[1])
+        try:
+            new = self.store.append([row], time.time_ns())
+        except BaseException:
+            if enforce:
+                quotas.forget([row])
+            raise
+        if new == 0:
+            if enforce:
+                quotas.forget([row])
             stored = self.store.get_record(row.id)
             if stored is not None:
                 return UsageRecord.from_row(stored)
+        elif not enforce:
+            quotas.add([row])
         record = UsageRecord.from_row(row)
         if self.events.wants(UsageRecorded):
             self.events.publish(UsageRecorded(record=record))
         return record
 
-    def record_batch(self, records: Iterable[Mapping[str, Any] | UsageRecord]) -> BatchResult:
+    def record_batch(
+        self, records: Iterable[Mapping[str, Any] | UsageRecord], *, enforce: bool = False
+    ) -> BatchResult:
         """Record many events: all are validated first (one bad record stores nothing), then
         written in transactions of ``chunk_size``. Ids already stored count once.
 
         Records are mappings with the fields of :class:`UsageRecord` (camelCase
         or snake_case) or UsageRecord objects. If the store fails part-way,
         StorageUnavailableError says how many were stored; retrying with the
-        same ids is safe. Example::
+        same ids is safe. With ``enforce``, the whole batch is refused with
+        QuotaExceededError if one of its records would pass a BLOCK threshold.
+        Example::
 
             meter.record_batch([{"metricKey": "api_calls", "subjectType": "org",
                                  "subjectId": "org-1", "id": "req-1"}])
@@ -165,14 +197,28 @@ class Meter(ThresholdsMixin, ReadingMixin):
         recorded = 0
         with _gc_paused():
             rows = self._intake.rows(records, now)
+            if enforce:
+                refused = self._quotas.reserve(rows)
+                if refused is not None:
+                    index, decision = refused
+                    raise QuotaExceededError(
+                        f"records[{index}]: {_refusal(rows[index], decision)}; nothing recorded",
+                        decision,
+                    )
             for i in range(0, len(rows), self.chunk_size):
                 try:
                     recorded += self.store.append(rows[i : i + self.chunk_size], now)
                 except TsmeterError as exc:
+                    self._quotas.forget(rows)
                     raise StorageUnavailableError(
                         f"{exc} ({i} of {len(rows)} records were written before the failure;"
                         " retry with the same ids to record the rest exactly once)"
                     ) from exc
+        if recorded == len(rows):
+            if not enforce:
+                self._quotas.add(rows)
+        else:  # some were stored before: which ones is unknown, so read the totals again
+            self._quotas.forget(rows)
         result = BatchResult(recorded=recorded, duplicates=len(rows) - recorded)
         if self.events.wants(UsageBatchRecorded):
             keys = frozenset(r.metric_key for r in rows)
@@ -186,3 +232,13 @@ class Meter(ThresholdsMixin, ReadingMixin):
         else the error naming its field. Example: ``meter.validate_records([{"metricKey": "x"}])``.
         """
         return self._intake.check(records)
+
+
+def _refusal(row: RecordRow, decision: QuotaDecision) -> str:
+    """Why a record was refused, for QuotaExceededError."""
+    end = decision.window_end.isoformat() if decision.window_end else "never"
+    return (
+        f"quota exceeded: {row.metric_key} for {row.subject_type} {row.subject_id!r} has used"
+        f" {decision.used:g} of {decision.limit:g} in the window ending {end}"
+        f" (BLOCK threshold {decision.threshold_id})"
+    )

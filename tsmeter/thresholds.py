@@ -29,6 +29,7 @@ class ThresholdsMixin(MeterBase):
             "subject_id": subject_id, "threshold": threshold, "created_at": now, "updated_at": now,
         })  # fmt: skip
         self.catalog.add_threshold(item)
+        self._quotas.invalidate()
         return item
 
     def get_threshold(self, threshold_id: str) -> UsageThreshold:
@@ -52,12 +53,14 @@ class ThresholdsMixin(MeterBase):
             data["warn_threshold"] = None  # keep the default 80 % of the new limit
         updated = build(UsageThreshold, {**data, "updated_at": datetime.now(UTC)})
         self.catalog.replace_threshold(updated)
+        self._quotas.invalidate()
         return updated
 
     def delete_threshold(self, threshold_id: str) -> None:
         """Delete a threshold; NotFoundError if none. Example: ``meter.delete_threshold(t.id)``."""
         if not self.catalog.remove_threshold(threshold_id):
             raise NotFoundError(f"threshold {threshold_id!r} not found")
+        self._quotas.invalidate()
 
     def list_thresholds(self, metric_key: str | None = None, subject_type: str | None = None,
                         subject_id: str | None = None) -> list[UsageThreshold]:  # fmt: skip

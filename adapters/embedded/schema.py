@@ -70,6 +70,36 @@ CREATE TABLE IF NOT EXISTS summaries (
     computed_at INTEGER NOT NULL,
     PRIMARY KEY (period_type, tz, series_id, period_start)
 ) WITHOUT ROWID;
+-- Threshold alerts. At most one open (not RESOLVED) alert per threshold, subject, window and
+-- level. automatic = 1: resolved by the monitor (usage fell), so the level may fire again.
+CREATE TABLE IF NOT EXISTS alerts (
+    id TEXT PRIMARY KEY,
+    threshold_id TEXT NOT NULL,
+    subject_type TEXT NOT NULL,
+    subject_id TEXT NOT NULL,
+    window_start INTEGER NOT NULL,  -- ns, 0 for a lifetime window
+    level TEXT NOT NULL,
+    status TEXT NOT NULL,
+    automatic INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    doc TEXT NOT NULL               -- the UsageAlert as camelCase JSON
+);
+CREATE UNIQUE INDEX IF NOT EXISTS alerts_open
+    ON alerts (threshold_id, subject_type, subject_id, window_start, level)
+    WHERE status != 'RESOLVED';
+CREATE INDEX IF NOT EXISTS alerts_window ON alerts (threshold_id, window_start);
+-- Metering events (threshold crossings, aggregation runs), for dashboards and audits.
+CREATE TABLE IF NOT EXISTS metering_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    metric_key TEXT NOT NULL,
+    subject_type TEXT NOT NULL,
+    subject_id TEXT NOT NULL,
+    org_key TEXT NOT NULL,
+    data TEXT NOT NULL              -- JSON object
+);
+CREATE INDEX IF NOT EXISTS metering_events_ts ON metering_events (ts);
 CREATE TABLE IF NOT EXISTS rollup_state (
     period_type TEXT NOT NULL,
     tz TEXT NOT NULL,

@@ -10,17 +10,27 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from itertools import chain, pairwise
 from typing import Any
 
 from tsmeter.adapters.embedded import rollup as rollups
 from tsmeter.adapters.embedded.schema import connect
-from tsmeter.domain import MetricDefinition, PeriodType, RecordRow, UsageThreshold
+from tsmeter.domain import (
+    AlertStatus,
+    MetricDefinition,
+    PeriodType,
+    RecordRow,
+    UsageAlert,
+    UsageThreshold,
+)
+from tsmeter.domain.validation import to_ns
 from tsmeter.errors import ConflictError, StorageUnavailableError
 from tsmeter.periods import Calendar
-from tsmeter.ports import RecordQuery, RollupStats, SummaryQuery, SummaryRow
+from tsmeter.ports import EventRow, RecordQuery, RollupStats, SummaryQuery, SummaryRow
 
 __all__ = ["SQLiteStore"]
 
@@ -382,3 +392,110 @@ class SQLiteStore:
         with self._read() as conn:
             rows = conn.execute("SELECT doc FROM thresholds ORDER BY rowid").fetchall()
         return [UsageThreshold.model_validate_json(r[0]) for r in rows]
+
+    # -- alerts -----------------------------------------------------------------------
+    def open_alert(self, alert: UsageAlert, window_start: int) -> bool:
+        """Store a new alert unless one is open, or was resolved by hand, for its key."""
+        created = to_ns(alert.created_at) if alert.created_at else time.time_ns()
+        key = (alert.threshold_id, alert.subject_type, alert.subject_id, window_start, alert.level)
+        with self._write() as conn:
+            blocked = conn.execute(
+                "SELECT 1 FROM alerts WHERE threshold_id = ? AND subject_type = ?"
+                " AND subject_id = ? AND window_start = ? AND level = ?"
+                " AND (status != 'RESOLVED' OR automatic = 0) LIMIT 1",
+                key,
+            ).fetchone()
+            if blocked:
+                return False
+            conn.execute(
+                "INSERT INTO alerts (id, threshold_id, subject_type, subject_id, window_start,"
+                " level, status, created_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (alert.id, *key, alert.status.value, created, alert.model_dump_json()),
+            )
+        return True
+
+    def set_alert_status(
+        self, alert_id: str, status: AlertStatus, at: datetime, *, automatic: bool = False
+    ) -> UsageAlert | None:
+        """Acknowledge or resolve an alert; the updated alert, or None if there is none."""
+        field = "acknowledged_at" if status is AlertStatus.ACKNOWLEDGED else "resolved_at"
+        with self._write() as conn:
+            row = conn.execute("SELECT doc FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+            if row is None:
+                return None
+            alert = UsageAlert.model_validate_json(row[0])
+            alert = alert.model_copy(update={"status": status, field: at})
+            conn.execute(
+                "UPDATE alerts SET status = ?, automatic = ?, doc = ? WHERE id = ?",
+                (status.value, int(automatic), alert.model_dump_json(), alert_id),
+            )
+        return alert
+
+    def open_alerts(self, threshold_id: str, window_start: int) -> list[UsageAlert]:
+        """The alerts of a threshold and window that are not resolved."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT doc FROM alerts WHERE threshold_id = ? AND window_start = ?"
+                " AND status != 'RESOLVED' ORDER BY created_at",
+                (threshold_id, window_start),
+            ).fetchall()
+        return [UsageAlert.model_validate_json(r[0]) for r in rows]
+
+    def get_alert(self, alert_id: str) -> UsageAlert | None:
+        """The alert with this id, or None."""
+        with self._read() as conn:
+            row = conn.execute("SELECT doc FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        return None if row is None else UsageAlert.model_validate_json(row[0])
+
+    def list_alerts(self, status: AlertStatus | None = None) -> list[UsageAlert]:
+        """Alerts (optionally of one status), newest first."""
+        with self._read() as conn:
+            if status is None:
+                rows = conn.execute("SELECT doc FROM alerts ORDER BY created_at DESC, id DESC")
+            else:
+                rows = conn.execute(
+                    "SELECT doc FROM alerts WHERE status = ? ORDER BY created_at DESC, id DESC",
+                    (status.value,),
+                )
+            return [UsageAlert.model_validate_json(r[0]) for r in rows.fetchall()]
+
+    # -- metering events --------------------------------------------------------------
+    def append_events(self, events: Sequence[EventRow]) -> None:
+        """Store metering events."""
+        if not events:
+            return
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO metering_events (ts, name, metric_key, subject_type, subject_id,"
+                " org_key, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        e.ts,
+                        e.name,
+                        e.metric_key,
+                        e.subject_type,
+                        e.subject_id,
+                        e.org_id or "",
+                        e.data,
+                    )
+                    for e in events
+                ],
+            )
+
+    def list_events(
+        self, start: int | None = None, end: int | None = None, name: str | None = None
+    ) -> list[EventRow]:
+        """Events in ``[start, end)``, optionally of one name or name family, oldest first."""
+        sql = (
+            "SELECT ts, name, metric_key, subject_type, subject_id, org_key, data"
+            " FROM metering_events WHERE ts >= ? AND ts < ?"
+        )
+        args: list[Any] = [start if start is not None else -(2**63), end if end is not None
+                           else 2**63 - 1]  # fmt: skip
+        if name is not None:
+            sql += " AND (name = ? OR substr(name, 1, ?) = ?)"
+            args += [name, len(name) + 1, name + "."]
+        with self._read() as conn:
+            rows = conn.execute(sql + " ORDER BY ts, seq", args).fetchall()
+        return [EventRow(ts, n, mk, st, si, org or None, data) for ts, n, mk, st, si, org, data
+                in rows]  # fmt: skip

@@ -31,6 +31,7 @@ RAW = "usage"
 COLLISIONS = "usage_collisions"
 DIRTY = "usage_dirty"
 STATE = "tsmeter_state"
+EVENTS = "metering_events"
 SERIES_TAGS = ("metric", "subject_type", "subject_id", "org")
 
 SeriesKey = tuple[str, str, str, str | None]  # (metric_key, subject_type, subject_id, org_id)

@@ -40,19 +40,21 @@ from tsmeter.adapters.influxdb.client import (
     series_rows,
 )
 from tsmeter.adapters.influxdb.ledger import IdLedger
-from tsmeter.adapters.influxdb.lineprotocol import UsageEncoder, encode_point
+from tsmeter.adapters.influxdb.lineprotocol import UsageEncoder, decode_tag, encode_point
 from tsmeter.adapters.influxdb.schema import (
     COLLISIONS,
     DIRTY,
+    EVENTS,
     RAW,
     SeriesKey,
     metric_condition,
     row_of,
     series_condition,
+    series_of,
 )
 from tsmeter.domain import PeriodType, RecordRow
 from tsmeter.periods import Calendar
-from tsmeter.ports import RecordQuery, RollupStats, SummaryQuery, SummaryRow
+from tsmeter.ports import EventRow, RecordQuery, RollupStats, SummaryQuery, SummaryRow
 
 __all__ = ["InfluxV1Store"]
 
@@ -294,6 +296,45 @@ class InfluxV1Store:
         self.client.query(f"DROP SERIES WHERE {condition}", params)
         self.ledger.forget_series(metric_key, org_id)
         return count
+
+    # -- metering events ---------------------------------------------------------------
+    def append_events(self, events: Sequence[EventRow]) -> None:
+        """Write events as points of ``metering_events`` (tag ``event`` = name; the details
+        in field ``data``). Events of one series at one time are spread 1 ns apart."""
+        taken: set[tuple[str, SeriesKey, int]] = set()
+        lines = []
+        for e in events:
+            key: SeriesKey = (e.metric_key, e.subject_type, e.subject_id, e.org_id)
+            ts = e.ts
+            while (e.name, key, ts) in taken:
+                ts += 1
+            taken.add((e.name, key, ts))
+            tags = {"event": e.name, "metric": e.metric_key, "subject_type": e.subject_type,
+                    "subject_id": e.subject_id, "org": e.org_id or ""}  # fmt: skip
+            lines.append(encode_point(EVENTS, tags, {"data": e.data}, ts))
+        if lines:
+            self.client.write("".join(f"{line}\n" for line in lines).encode())
+
+    def list_events(
+        self, start: int | None = None, end: int | None = None, name: str | None = None
+    ) -> list[EventRow]:
+        """Events in ``[start, end)``, optionally of one name or name family, oldest first."""
+        lo = start if start is not None else 0
+        hi = end if end is not None else 2**63 - 1
+        params: dict[str, Any] = {"lo": lo, "hi": hi}
+        (result,) = self.client.query(
+            f"SELECT * FROM {quote_ident(EVENTS)} WHERE time >= $lo AND time < $hi", params
+        )
+        out = []
+        for tags, values in series_rows(result):
+            merged = {**{k: v for k, v in values.items() if v is not None}, **tags}
+            event = decode_tag(str(merged.get("event", "")))
+            if name is not None and event != name and not event.startswith(name + "."):
+                continue
+            metric, subject_type, subject_id, org = series_of(merged)
+            out.append(EventRow(int(values["time"]), event, metric, subject_type, subject_id,
+                                org, str(values["data"])))  # fmt: skip
+        return sorted(out, key=lambda e: e.ts)
 
     # -- summaries --------------------------------------------------------------------
     def rollup(

@@ -341,3 +341,26 @@ class AggregationResult(Model):
     records_seen: int
     range_start: datetime | None = None
     range_end: datetime | None = None
+
+
+class EvaluationResult(Model):
+    """What one threshold evaluation did: thresholds and (threshold, subject) pairs looked
+    at, alerts opened per level and alerts resolved."""
+
+    thresholds: int = 0
+    subjects: int = 0
+    approaching: int = 0
+    exceeded: int = 0
+    resolved: int = 0
+
+
+class MeteringEvent(Model):
+    """A stored metering event (threshold crossing or resolution, aggregation run)."""
+
+    name: str
+    occurred_at: datetime
+    metric_key: str
+    subject_type: str
+    subject_id: str
+    org_id: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
