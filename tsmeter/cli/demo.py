@@ -19,13 +19,25 @@ from tsmeter.cli.demo_data import (
     INCIDENT_ORG,
     METRICS,
     ORGS,
+    PREPAID_ORG,
     generate,
     incident_day,
     month_bounds,
 )
 from tsmeter.cli.output import progress, table_lines
-from tsmeter.domain import AggregationResult, AggregationType, PeriodType, UsageSummary
+from tsmeter.domain import (
+    AggregationResult,
+    AggregationType,
+    EvaluationResult,
+    PeriodType,
+    ThresholdAction,
+    UsageAlert,
+    UsageSummary,
+    UsageThreshold,
+)
 from tsmeter.domain.validation import from_ns
+from tsmeter.errors import QuotaExceededError
+from tsmeter.quotas import QuotaDecision
 from tsmeter.service import Meter
 
 __all__ = ["DEFAULT_STORE", "demo"]
@@ -83,6 +95,17 @@ def month_total(agg: AggregationType, rows: Sequence[UsageSummary]) -> tuple[flo
 
 
 @dataclass
+class _Thresholds:
+    """The thresholds the demo set (each with what it stands for), what evaluating them
+    raised, and how the record past the BLOCK threshold went."""
+
+    rules: list[tuple[UsageThreshold, str]]
+    evaluation: EvaluationResult
+    alerts: list[UsageAlert]
+    blocked: list[str]
+
+
+@dataclass
 class _Run:
     """What the demo did, for the report."""
 
@@ -94,7 +117,7 @@ class _Run:
     recorded_in: float
     aggregated_in: float
     aggregations: list[AggregationResult]
-    limit: float
+    thresholds: _Thresholds
 
 
 def _open_store(state: CliState) -> tuple[Meter, str]:
@@ -136,11 +159,15 @@ def _open_store(state: CliState) -> tuple[Meter, str]:
 def demo(state: CliState, records: int, seed: int, month: str | None) -> None:
     """Record a realistic month of usage, aggregate it and print a report.
 
-    Defines four metrics (api_calls COUNT, compute_minutes SUM, storage_gb
-    MAX, response_ms AVG) and a plan limit, records a month of seeded usage by
-    ten organisations (weekday and daytime peaks, one incident) through
-    record_batch, aggregates it hourly to yearly and reports totals, top
-    organisations, a daily chart and timings, then suggests commands to try.
+    Defines five metrics (api_calls COUNT, compute_minutes SUM, storage_gb
+    MAX, response_ms AVG, credits SUM that never resets), records a month of
+    seeded usage by ten organisations (weekday and daytime peaks, one
+    incident) through record_batch and aggregates it hourly to yearly. Then it
+    sets three thresholds (a plan limit on api_calls and a fair-use limit on
+    compute_minutes for every org, and a BLOCK limit on one org's credits),
+    evaluates them as of the month's end and tries one record past the BLOCK
+    limit. It reports totals, top organisations, a daily chart, the alerts
+    raised, the refused record and timings, then suggests commands to try.
 
     Without --store it works in ./tsmeter-demo.db, which it deletes first so
     re-runs give the same report. With --store it uses that store, which
@@ -157,30 +184,22 @@ def demo(state: CliState, records: int, seed: int, month: str | None) -> None:
     meter, store = _open_store(state)
     start_ns, end_ns = month_bounds(meter.calendar, month, datetime.now(UTC))
     for m in METRICS:
-        meter.define_metric(m.key, aggregation_type=m.aggregation, unit=m.unit, name=m.name)
+        meter.define_metric(
+            m.key, aggregation_type=m.aggregation, unit=m.unit, name=m.name, reset_period=m.reset
+        )
     recorded_in = 0.0
-    count = api_calls = 0
+    count = 0
     with progress(records, "Recording") as (advance, _say):
         for chunk in generate(meter.calendar, start_ns, end_ns, records, seed):
-            api_calls += sum(1 for item in chunk if item["metricKey"] == "api_calls")
             t0 = time.perf_counter()
             meter.record_batch(chunk)
             recorded_in += time.perf_counter() - t0
             count += len(chunk)
             advance(len(chunk))
-    limit = _nice(api_calls / sum(o.api_share for o in ORGS) * 23)
-    meter.create_threshold(
-        "api_calls",
-        "org",
-        limit,
-        "*",
-        period_type="MONTHLY",
-        action="ALERT",
-        warn_threshold=limit * 0.8,
-    )
     t0 = time.perf_counter()
     aggregations = [meter.aggregate(p) for p in PeriodType]
     aggregated_in = time.perf_counter() - t0
+    thresholds = _set_thresholds(meter, from_ns(start_ns), from_ns(end_ns))
     flags = f"--store {shlex.quote(store)}"
     if state.timezone is not None:
         flags += f" --timezone {shlex.quote(state.timezone)}"
@@ -193,7 +212,7 @@ def demo(state: CliState, records: int, seed: int, month: str | None) -> None:
         recorded_in,
         aggregated_in,
         aggregations,
-        limit,
+        thresholds,
     )
     for line in report(meter, run):
         click.echo(line)
@@ -234,10 +253,12 @@ def report(meter: Meter, run: _Run) -> list[str]:
         listed = " · ".join(f"{r.subject_id} {_n(r.total_quantity)}" for r in top)
         out.append(f"  {m.key:<16} {listed}")
     out += ["", *_daily_chart(meter, run, INCIDENT_ORG)]
-    out += ["", *_limit_section(summaries["api_calls"], run.limit)]
+    out += ["", *_threshold_section(run.thresholds)]
     date = f"--from {start:%Y-%m-%d} --to {end:%Y-%m-%d}"
     incident = start.replace(day=incident_day(start))
     next_day = incident + timedelta(days=1)
+    blocking = any(rule.action is ThresholdAction.BLOCK for rule, _ in run.thresholds.rules)
+    check = [f"  tsmeter {run.flags} threshold check credits org {PREPAID_ORG}   # exit status 1"]
     out += [
         "",
         "Try next:",
@@ -247,6 +268,8 @@ def report(meter: Meter, run: _Run) -> list[str]:
         f"--subject-id {INCIDENT_ORG} --from {incident:%Y-%m-%d} --to {next_day:%Y-%m-%d}",
         f"  tsmeter {run.flags} --format json usage summary storage_gb --period monthly {date}",
         f"  tsmeter {run.flags} threshold list",
+        f"  tsmeter {run.flags} alert list --status pending",
+        *(check if blocking else []),
         f"  tsmeter {run.flags} usage export compute_minutes -o compute_minutes.csv",
         f"  tsmeter {run.flags} usage import compute_minutes.csv   # all already recorded",
         "",
@@ -281,22 +304,101 @@ def _daily_chart(meter: Meter, run: _Run, incident_org: str) -> list[str]:
     return out
 
 
-def _limit_section(api: Sequence[UsageSummary], limit: float) -> list[str]:
-    """Each organisation's api_calls against the demo's plan limit."""
-    warn = limit * 0.8
-    out = [f"Plan limit: {limit:,.0f} api_calls per org per month, warning at 80 % ({warn:,.0f})"]
-    rows = []
-    below = 0
-    for row in sorted(api, key=lambda r: (-r.total_quantity, r.subject_id)):
-        share = row.total_quantity / limit
-        if row.total_quantity < warn:
-            below += 1
-            continue
-        status = "exceeded" if row.total_quantity >= limit else "approaching"
-        rows.append([row.subject_id, f"{row.total_quantity:,.0f}", f"{share:.0%}", status])
-    out += [
-        "  " + line
-        for line in table_lines(["ORG", "API CALLS", "OF LIMIT", "STATUS"], rows, {1, 2})
+def _used(meter: Meter, key: str, start: datetime, end: datetime, org: str | None) -> float:
+    """``key``'s usage in ``[start, end)``, of every org or one."""
+    rows = meter.get_usage_summaries(key, "MONTHLY", start=start, end=end, subject_id=org)
+    return sum(r.total_quantity for r in rows)
+
+
+def _set_thresholds(meter: Meter, start: datetime, end: datetime) -> _Thresholds:
+    """Set the demo's thresholds from the month's usage, evaluate them as of the month's end,
+    then try to record more credits for the org past its BLOCK limit."""
+    api = _used(meter, "api_calls", start, end, None)
+    compute = _used(meter, "compute_minutes", start, end, None)
+    plan = _nice(api / sum(o.api_share for o in ORGS) * 23)
+    fair_use = _nice(compute * 0.21)
+    monthly = {"period_type": "MONTHLY", "action": "ALERT"}
+    rules = [
+        (meter.create_threshold("api_calls", "org", plan, **monthly), "the plan limit"),
+        (meter.create_threshold("compute_minutes", "org", fair_use, **monthly), "fair use"),
     ]
-    out.append(f"  {below} other organisations below 80 %")
+    # A quota decision applies to the window containing the present, and the demo month is
+    # over: a monthly BLOCK limit could not refuse a record today. Credits never reset, so
+    # their (lifetime) BLOCK limit counts the month's usage and refuses the next record.
+    spent = _used(meter, "credits", start, end, PREPAID_ORG)
+    if spent > 0:
+        pack = _nice(spent * 0.85)
+        rules.append(
+            (
+                meter.create_threshold("credits", "org", pack, PREPAID_ORG, action="BLOCK"),
+                "a prepaid pack",
+            )
+        )
+    evaluation = meter.evaluate_thresholds(now=end - timedelta(microseconds=1))
+    ids = {rule.id for rule, _ in rules}
+    alerts = [a for a in meter.list_alerts() if a.threshold_id in ids]
+    if spent > 0:
+        blocked = _try_past_the_limit(meter)
+    else:
+        blocked = [f"No BLOCK example: {PREPAID_ORG} spent no credits in so few records."]
+    return _Thresholds(rules, evaluation, alerts, blocked)
+
+
+def _try_past_the_limit(meter: Meter) -> list[str]:
+    """Record 20 more credits for the prepaid org with ``enforce=True``: refused."""
+    call = f'record("credits", "org", "{PREPAID_ORG}", 20, enforce=True)'
+    try:
+        meter.record("credits", "org", PREPAID_ORG, 20, id="demo-past-the-pack", enforce=True)
+    except QuotaExceededError as exc:
+        decision = exc.decision
+        assert isinstance(decision, QuotaDecision)
+        used, limit = decision.used or 0.0, decision.limit or 0.0
+        return [
+            f"Blocked: {call} raised QuotaExceededError:",
+            f"  {PREPAID_ORG} has used {_n(used)} of its {_n(limit)} credits; nothing recorded.",
+        ]
+    return [f"Not blocked: {call} was recorded."]
+
+
+def _threshold_section(thresholds: _Thresholds) -> list[str]:
+    """The thresholds, the alerts evaluating them raised and the refused record."""
+    units = {m.key: m.unit for m in METRICS}
+    result = thresholds.evaluation
+    out = [
+        f"Thresholds, evaluated as of the end of the month ({result.thresholds} thresholds, "
+        f"{result.subjects} org checks)"
+    ]
+    rows = []
+    for rule, purpose in thresholds.rules:
+        who = "every org" if rule.subject_id == "*" else rule.subject_id
+        per = "per month" if rule.period_type is PeriodType.MONTHLY else "lifetime"
+        warn = _n(rule.warn_threshold or rule.threshold)
+        limit = f"{_n(rule.threshold)} {units[rule.metric_key]}"
+        rows.append([rule.metric_key, who, limit, per, warn, rule.action.value, purpose])
+    headers = ["METRIC", "FOR", "LIMIT", "WINDOW", "WARN AT", "ACTION", "PURPOSE"]
+    out += ["  " + line for line in table_lines(headers, rows, {2, 4})]
+    out += ["", f"Alerts raised: {result.exceeded} exceeded, {result.approaching} approaching"]
+    actions = {rule.id: rule.action.value for rule, _ in thresholds.rules}
+    order = {m.key: i for i, m in enumerate(METRICS)}
+    alerts = sorted(
+        thresholds.alerts,
+        key=lambda a: (a.level != "exceeded", order.get(a.metric_key, 0), -a.percentage),
+    )
+    rows = [
+        [
+            a.subject_id,
+            a.metric_key,
+            a.level,
+            _n(a.actual_value),
+            _n(a.threshold_value),
+            f"{a.percentage:.0f}%",
+            actions.get(a.threshold_id, ""),
+        ]
+        for a in alerts
+    ]
+    headers = ["ORG", "METRIC", "LEVEL", "USAGE", "LIMIT", "OF LIMIT", "ACTION"]
+    out += ["  " + line for line in table_lines(headers, rows, {3, 4, 5})]
+    quiet = len(ORGS) - len({a.subject_id for a in alerts})
+    out += [f"  {quiet} other organisations raised no alert", ""]
+    out += thresholds.blocked
     return out

@@ -4,6 +4,7 @@ Records come out in time order, in chunks, so memory stays bounded. The
 shape: busy weekday afternoons and quiet nights and weekends (in the meter's
 time zone), slow growth over the month, and one mid-month afternoon on which
 ``initech``'s client retries in a loop (many more calls, slower responses).
+Organisations also spend ``credits``, a metric that never resets (prepaid packs).
 """
 
 from __future__ import annotations
@@ -20,7 +21,17 @@ from typing import Any
 from tsmeter.domain import PeriodType
 from tsmeter.periods import Calendar
 
-__all__ = ["METRICS", "ORGS", "Metric", "Org", "allocate", "generate", "incident_day"]
+__all__ = [
+    "INCIDENT_ORG",
+    "METRICS",
+    "ORGS",
+    "PREPAID_ORG",
+    "Metric",
+    "Org",
+    "allocate",
+    "generate",
+    "incident_day",
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HOUR_US = 3_600_000_000
@@ -46,6 +57,7 @@ class Metric:
     aggregation: str
     unit: str
     name: str
+    reset: str = "MONTHLY"
 
 
 ORGS = (
@@ -65,9 +77,11 @@ METRICS = (
     Metric("compute_minutes", "SUM", "min", "Compute time"),
     Metric("storage_gb", "MAX", "GB", "Storage (peak)"),
     Metric("response_ms", "AVG", "ms", "API response time"),
+    Metric("credits", "SUM", "credits", "AI credits (prepaid)", "NEVER"),
 )
 INCIDENT_ORG = "initech"
 INCIDENT_HOURS = (14, 15, 16)
+PREPAID_ORG = "tyrell"  # the org whose credits the demo caps with a BLOCK threshold
 _INCIDENT_FACTOR = 20.0
 # relative traffic by local hour of day, and by weekday (Monday first)
 _HOURS = (
@@ -181,10 +195,13 @@ def generate(
     every = max(1, math.ceil(len(ORGS) * len(slots) / (0.05 * records)))
     storage = len(ORGS) * len(range(0, len(slots), every))
     rest = records - storage
-    api_total, latency_total = round(rest * 0.85), round(rest * 0.09)
+    api_total, latency_total = round(rest * 0.83), round(rest * 0.09)
+    credits_total = round(rest * 0.02)
     api = allocate(api_total, [s.api_weight for s in slots])
     latency = allocate(latency_total, [s.api_weight for s in slots])
-    compute = allocate(rest - api_total - latency_total, [s.compute_weight for s in slots])
+    compute_total = rest - api_total - latency_total - credits_total
+    compute = allocate(compute_total, [s.compute_weight for s in slots])
+    credits = allocate(credits_total, [s.compute_weight for s in slots])
     names = [o.name for o in ORGS]
     normal = list(accumulate(o.api_share for o in ORGS))
     storm = list(
@@ -218,6 +235,16 @@ def generate(
                     "subjectType": "org",
                     "subjectId": name,
                     "quantity": round(minutes, 1),
+                }
+            )
+        for name in rng.choices(names, cum_weights=compute_cw, k=credits[index]):
+            spent = max(1, round(rng.lognormvariate(math.log(20), 0.6)))
+            batch.append(
+                {
+                    "metricKey": "credits",
+                    "subjectType": "org",
+                    "subjectId": name,
+                    "quantity": spent,
                 }
             )
         if index % every == 0:

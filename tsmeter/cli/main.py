@@ -15,6 +15,7 @@ import click
 from click.exceptions import NoArgsIsHelpError
 
 from tsmeter.cli.aggregate import aggregate
+from tsmeter.cli.alert import alert
 from tsmeter.cli.context import CliState, OutputFormat
 from tsmeter.cli.demo import demo
 from tsmeter.cli.influx import influx
@@ -137,7 +138,7 @@ def cli(ctx: click.Context, store: str | None, fmt: str, timezone: str | None) -
     ctx.call_on_close(state.close)
 
 
-for _command in (metric, usage, threshold, aggregate, demo, influx):
+for _command in (metric, usage, threshold, alert, aggregate, demo, influx):
     cli.add_command(_command)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import click
@@ -110,6 +111,7 @@ def threshold() -> None:
     Example:
         tsmeter threshold create api_calls org 10000 --warn-at 90% --action block
         tsmeter threshold list
+        tsmeter threshold check api_calls org org-1
     """
 
 
@@ -233,3 +235,58 @@ def list_(
     """
     items = state.meter().list_thresholds(metric_key, subject_type, subject_id)
     emit_list(state, items, _COLUMNS, fields=json_fields(UsageThreshold), empty="No thresholds.")
+
+
+@threshold.command()
+@click.argument("metric_key", metavar="METRIC")
+@click.argument("subject_type")
+@click.argument("subject_id")
+@click.option(
+    "--quantity",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="How much more to record (for a count metric: that many records).",
+)
+@org_option("Organisation whose metric definition applies (default: the global one).")
+@pass_state
+def check(
+    state: CliState,
+    metric_key: str,
+    subject_type: str,
+    subject_id: str,
+    quantity: float,
+    org_id: str | None,
+) -> None:
+    """Would recording --quantity more METRIC for the subject stay within its BLOCK thresholds?
+
+    Prints the decision: allowed, the limit that decides (the most restrictive
+    BLOCK threshold; none if no BLOCK threshold applies), the usage in its
+    current window, what remains and when the window ends. Nothing is recorded.
+
+    Exit status: 0 if allowed, 1 if not (and 1 with an "Error:" line if the
+    check itself failed, e.g. an unknown metric; 2 for bad usage).
+
+    \b
+    Example:
+        tsmeter threshold check api_calls org org-1 --quantity 50
+        tsmeter threshold check api_calls org org-1 || echo "over quota"
+    """
+    if not math.isfinite(quantity):
+        raise usage_error(f"--quantity: must be a finite number, got {quantity!r}")
+    decision = state.meter().check(metric_key, subject_type, subject_id, quantity, org_id=org_id)
+    doc = {
+        "metricKey": metric_key,
+        "subjectType": subject_type,
+        "subjectId": subject_id,
+        "quantity": quantity,
+        "allowed": decision.allowed,
+        "limit": decision.limit,
+        "used": decision.used,
+        "remaining": decision.remaining,
+        "windowEnd": decision.window_end,
+        "thresholdId": decision.threshold_id,
+    }
+    emit_one(state, doc)
+    if not decision.allowed:
+        click.get_current_context().exit(1)
