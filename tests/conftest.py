@@ -12,9 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.influx2_server import Influx2Server, Unavailable, influxdb2_server
 from tests.influx_server import InfluxServer, InfluxServerError, find_influxd
 
-_SERVER_FIXTURES = {"influxd", "influx_db"}
+_SERVER_FIXTURES = {"influxd", "influx_db", "influxdb2", "influx2_bucket"}
+_SERVER_ADAPTERS = {"influxdb", "influxdb2"}
 _db_numbers = itertools.count(1)
 
 
@@ -32,11 +34,12 @@ def _unavailable(reason: str, log_tail: str = "") -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark with ``influxdb`` every test that uses a real InfluxDB server: through the fixtures
-    below, or as the ``influxdb`` case of the store contract suite."""
+    below, or as an InfluxDB case of the store contract suite."""
     for item in items:
         callspec = getattr(item, "callspec", None)
         uses_server = _SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
-        if uses_server or (callspec is not None and callspec.params.get("adapter") == "influxdb"):
+        adapter = callspec.params.get("adapter") if callspec is not None else None
+        if uses_server or adapter in _SERVER_ADAPTERS:
             item.add_marker(pytest.mark.influxdb)
 
 
@@ -75,3 +78,26 @@ def influx_db(influxd: InfluxServer) -> Iterator[tuple[InfluxServer, str]]:
         yield influxd, name
     finally:
         influxd.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def influxdb2() -> Iterator[Influx2Server]:
+    """One InfluxDB 2.x for the whole session: ``$TSMETER_TEST_INFLUXDB2_URL`` or a container
+    (skips with a reason where neither exists, in CI too: only 1.x must run there)."""
+    try:
+        with influxdb2_server() as server:
+            yield server
+    except Unavailable as exc:
+        pytest.skip(reason=str(exc))
+
+
+@pytest.fixture
+def influx2_bucket(influxdb2: Influx2Server) -> Iterator[tuple[Influx2Server, str]]:
+    """A fresh, uniquely named bucket on the session's InfluxDB 2.x, deleted afterwards (with
+    the tasks named after it)."""
+    name = f"t{os.getpid()}_{next(_db_numbers)}"
+    influxdb2.create_bucket(name)
+    try:
+        yield influxdb2, name
+    finally:
+        influxdb2.drop_bucket(name)

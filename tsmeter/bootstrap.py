@@ -8,6 +8,9 @@ Store URLs:
   ``influxdbs://`` for HTTPS) — InfluxDB through its v1 API: 1.x, 2.x (compatibility
   API, ``token=``) or 3.x. Metric definitions and thresholds then live in a local
   state store: the SQLite file named by ``state=``, else the default file below.
+* ``influxdb2://host:port/BUCKET?org=ORG&token=&https=&writer=&state=`` — InfluxDB 2.x
+  through influxdb-client and Flux (token also from ``$TSMETER_INFLUXDB_TOKEN``); state
+  as for ``influxdb://``.
 * nothing: ``$TSMETER_STORE_URL``, else the default file
   ``$XDG_DATA_HOME/tsmeter/tsmeter.db`` (``~/.local/share/tsmeter/tsmeter.db``).
 """
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tsmeter.errors import ValidationError
+from tsmeter.ports import UsageStore
 from tsmeter.service import Meter
 
 __all__ = ["connect", "default_store_path", "resolve_store_url"]
@@ -61,12 +65,20 @@ def connect(url: str | None = None, *, timezone: str | None = None, **options: A
     tz = timezone or os.environ.get(ENV_TIMEZONE) or "UTC"
     from tsmeter.adapters.embedded import SQLiteStore
 
-    if resolved.startswith(("influxdb://", "influxdbs://")):
-        from tsmeter.adapters.influxdb.client import InfluxV1Config
-        from tsmeter.adapters.influxdb.v1 import InfluxV1Store
+    if resolved.startswith(("influxdb://", "influxdbs://", "influxdb2://")):
+        usage: UsageStore
+        if resolved.startswith("influxdb2://"):
+            from tsmeter.adapters.influxdb.v2 import InfluxV2Store
+            from tsmeter.adapters.influxdb.v2client import InfluxV2Config
 
-        state = InfluxV1Config.from_url(resolved).state or str(default_store_path())
-        usage = InfluxV1Store.from_url(resolved, ledger=state)
+            state = InfluxV2Config.from_url(resolved).state or str(default_store_path())
+            usage = InfluxV2Store.from_url(resolved, ledger=state)
+        else:
+            from tsmeter.adapters.influxdb.client import InfluxV1Config
+            from tsmeter.adapters.influxdb.v1 import InfluxV1Store
+
+            state = InfluxV1Config.from_url(resolved).state or str(default_store_path())
+            usage = InfluxV1Store.from_url(resolved, ledger=state)
         catalog = SQLiteStore(state)
         try:
             return Meter(usage, catalog, timezone=tz, **options)
@@ -80,7 +92,7 @@ def connect(url: str | None = None, *, timezone: str | None = None, **options: A
         raise ValidationError(
             "url",
             f"unsupported store scheme {scheme!r} (supported: sqlite:///PATH, a path,"
-            " influxdb://HOST:PORT/DATABASE)",
+            " influxdb://HOST:PORT/DATABASE, influxdb2://HOST:PORT/BUCKET?org=ORG)",
         )
     store = SQLiteStore(path)
     try:

@@ -12,6 +12,10 @@ Incremental runs read ``usage_dirty`` (which metrics received records in which
 UTC hour, stamped with the write time) since the last run's watermark, less a
 five-minute margin for clocks that disagree; recomputing a period twice gives
 the same summary.
+
+The control flow (:func:`rollup_from`, :func:`fresh_from`) reads the server through a
+:class:`Source`, so the InfluxDB 2.x store shares it with Flux reads
+(:mod:`~tsmeter.adapters.influxdb.fluxrollup`); :class:`InfluxQL` is the v1 one.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from tsmeter.adapters.influxdb.client import InfluxV1Client, quote_ident, series_rows
 from tsmeter.adapters.influxdb.lineprotocol import (
@@ -57,12 +61,7 @@ def _state_key(period: PeriodType, calendar: Calendar) -> str:
 
 def watermark(client: InfluxV1Client, period: PeriodType, calendar: Calendar) -> int | None:
     """The dirty-log time up to which ``period`` summaries are complete (None: never run)."""
-    (result,) = client.query(
-        f'SELECT last("watermark") FROM {quote_ident(STATE)} WHERE "key" = $key',
-        {"key": _state_key(period, calendar)},
-    )
-    rows = series_rows(result)
-    return int(rows[0][1]["last"]) if rows else None
+    return InfluxQL(client).watermark(_state_key(period, calendar))
 
 
 def _dirty(
@@ -179,8 +178,97 @@ def _settle_ties(client: InfluxV1Client, run: Run, rows: Components) -> None:
         rows[(key, start)] = row._replace(last_ts=best[0], last_value=best[2])
 
 
+class Source(Protocol):
+    """What the roll-up logic reads from and writes to a server."""
+
+    def watermark(self, key: str) -> int | None:
+        """The watermark stored under ``key`` (None: never stored)."""
+        ...
+
+    def dirty(self, since: int, scope: Scope | None) -> tuple[dict[int, set[Scope]], int]:
+        """(scopes touched per UTC hour by change-log entries after ``since``, newest entry)."""
+        ...
+
+    def log_end(self) -> int:
+        """The time of the newest change-log entry (0 when there is none)."""
+        ...
+
+    def data_range(self) -> tuple[int, int] | None:
+        """[first, last + 1) of the raw point times, or None without records."""
+        ...
+
+    def compute(self, run: Run, scopes: Iterable[Scope] | None) -> Components:
+        """Components of every period of ``run`` for ``scopes`` (None: all), from raw points."""
+        ...
+
+    def stored(self, query: SummaryQuery, measurement: str, lo: int, hi: int) -> list[SummaryRow]:
+        """Summary points of the query's metric (and subject) starting in ``[lo, hi)``, with
+        ``period_end`` left 0."""
+        ...
+
+    def write(self, body: bytes) -> None:
+        """Write line protocol."""
+        ...
+
+
+class InfluxQL:
+    """The :class:`Source` of the v1 API (InfluxQL)."""
+
+    def __init__(self, client: InfluxV1Client) -> None:
+        self.client = client
+
+    def watermark(self, key: str) -> int | None:
+        """See :class:`Source`."""
+        (result,) = self.client.query(
+            f'SELECT last("watermark") FROM {quote_ident(STATE)} WHERE "key" = $key', {"key": key}
+        )
+        rows = series_rows(result)
+        return int(rows[0][1]["last"]) if rows else None
+
+    def dirty(self, since: int, scope: Scope | None) -> tuple[dict[int, set[Scope]], int]:
+        """See :class:`Source`."""
+        return _dirty(self.client, since, scope)
+
+    def log_end(self) -> int:
+        """See :class:`Source`."""
+        return _log_end(self.client)
+
+    def data_range(self) -> tuple[int, int] | None:
+        """See :class:`Source`."""
+        return _data_range(self.client)
+
+    def compute(self, run: Run, scopes: Iterable[Scope] | None) -> Components:
+        """See :class:`Source`."""
+        return compute(self.client, run, scopes)
+
+    def stored(self, query: SummaryQuery, measurement: str, lo: int, hi: int) -> list[SummaryRow]:
+        """See :class:`Source`."""
+        params: dict[str, Any] = {}
+        condition = metric_condition(
+            query.metric_key, query.org_id, query.subject_type, query.subject_id, params
+        )
+        (result,) = self.client.query(
+            f"SELECT * FROM {quote_ident(measurement)} WHERE {condition}"
+            " AND time >= $lo AND time < $hi",
+            {**params, "lo": lo, "hi": hi},
+        )
+        out = []
+        for _, v in series_rows(result):
+            key = series_of(v)
+            out.append(SummaryRow(
+                key[0], key[1], key[2], key[3], int(v["time"]), 0, int(v["count"]),
+                float(v["sum"]), float(v["min"]), float(v["max"]), int(v["last_ts"]),
+                float(v["last"]),
+            ))  # fmt: skip
+        return out
+
+    def write(self, body: bytes) -> None:
+        """See :class:`Source`."""
+        self.client.write(body)
+
+
 def _compute_touched(
-    client: InfluxV1Client, period: PeriodType, calendar: Calendar, touched: Touched
+    source: Source, period: PeriodType, calendar: Calendar, touched: Touched
 ) -> Components:
     out: Components = {}
     spans: list[tuple[int, int, set[Scope] | None]] = []
@@ -193,7 +281,7 @@ def _compute_touched(
     for start, end, keys in spans:
         for run in runs(calendar.boundaries(period, start, end)):
             if run.base < end:
-                out.update(compute(client, run, keys))
+                out.update(source.compute(run, keys))
     return out
 
 
@@ -204,32 +292,43 @@ def rollup(
     start: int | None,
     end: int | None,
 ) -> RollupStats:
+    """:func:`rollup_from` on the v1 API."""
+    return rollup_from(InfluxQL(client), period, calendar, start, end)
+
+
+def rollup_from(
+    source: Source,
+    period: PeriodType,
+    calendar: Calendar,
+    start: int | None,
+    end: int | None,
+) -> RollupStats:
     """Recompute the touched (or the requested) periods and overwrite their summaries.
 
     Like the embedded store, the period types below ``period`` are brought up to date
     first (each is computed from the raw points, not from the level below).
     """
-    source = ROLLUP_SOURCE[period]
-    if source is not None:
-        rollup(client, source, calendar, start, end)
-    mark = watermark(client, period, calendar)
+    below = ROLLUP_SOURCE[period]
+    if below is not None:
+        rollup_from(source, below, calendar, start, end)
+    mark = source.watermark(_state_key(period, calendar))
     newest = None
     touched: Touched = {}
     if start is None and end is None and mark is not None:
-        by_hour, newest = _dirty(client, mark - CLOCK_MARGIN)
+        by_hour, newest = source.dirty(mark - CLOCK_MARGIN, None)
         newest = max(mark, newest)  # an idle run must not move the watermark back
         touched = dict(calendar.periods_of_hours(period, by_hour))
     else:
         if start is None and end is None:  # the first run: everything, then follow the log
-            newest = _log_end(client)
-        bounds = _data_range(client)
+            newest = source.log_end()
+        bounds = source.data_range()
         if bounds is not None:
             lo = max(bounds[0], start) if start is not None else bounds[0]
             hi = min(bounds[1], end) if end is not None else bounds[1]
             if lo < hi:
                 edges = calendar.boundaries(period, lo, hi)
                 touched = {(a, b): None for a, b in itertools.pairwise(edges)}
-    rows = _compute_touched(client, period, calendar, touched)
+    rows = _compute_touched(source, period, calendar, touched)
     measurement = summary_measurement(period, calendar.timezone)
     now = time.time_ns()
     lines = summary_lines(measurement, rows.values(), now)
@@ -239,7 +338,7 @@ def rollup(
             encode_point(STATE, {"key": _state_key(period, calendar)}, {"watermark": newest}, now)
         )
     for i in range(0, len(lines), 10_000):
-        client.write("".join(f"{line}\n" for line in lines[i : i + 10_000]).encode())
+        source.write("".join(f"{line}\n" for line in lines[i : i + 10_000]).encode())
     periods = sorted(touched)
     return RollupStats(
         summaries_written=len(rows),
@@ -271,12 +370,13 @@ def summary_lines(measurement: str, rows: Iterable[SummaryRow], now: int) -> lis
 def fresh_summaries(
     client: InfluxV1Client, query: SummaryQuery, calendar: Calendar
 ) -> list[SummaryRow]:
+    """:func:`fresh_from` on the v1 API."""
+    return fresh_from(InfluxQL(client), query, calendar)
+
+
+def fresh_from(source: Source, query: SummaryQuery, calendar: Calendar) -> list[SummaryRow]:
     """Stored summaries over the query's range, recomputed where records arrived since."""
-    params: dict[str, Any] = {}
-    condition = metric_condition(
-        query.metric_key, query.org_id, query.subject_type, query.subject_id, params
-    )
-    mark = watermark(client, query.period_type, calendar)
+    mark = source.watermark(_state_key(query.period_type, calendar))
     found: Components = {}
     touched: Touched = {}
     edges = calendar.boundaries(query.period_type, query.start, query.end)
@@ -284,27 +384,18 @@ def fresh_summaries(
         touched = {(a, b): None for a, b in itertools.pairwise(edges)}
     else:
         measurement = summary_measurement(query.period_type, calendar.timezone)
-        (result,) = client.query(
-            f"SELECT * FROM {quote_ident(measurement)} WHERE {condition}"
-            " AND time >= $lo AND time < $hi",
-            {**params, "lo": edges[0], "hi": edges[-1]},
-        )
-        for _, v in series_rows(result):
-            key = series_of(v)
-            start = int(v["time"])
-            end = calendar.next_start(query.period_type, start)
-            found[(key, start)] = SummaryRow(
-                key[0], key[1], key[2], key[3], start, end, int(v["count"]), float(v["sum"]),
-                float(v["min"]), float(v["max"]), int(v["last_ts"]), float(v["last"]),
-            )  # fmt: skip
-        by_hour, _ = _dirty(client, mark - CLOCK_MARGIN, (query.metric_key, query.org_id))
+        for row in source.stored(query, measurement, edges[0], edges[-1]):
+            end = calendar.next_start(query.period_type, row.period_start)
+            key = (row.metric_key, row.subject_type, row.subject_id, row.org_id)
+            found[(key, row.period_start)] = row._replace(period_end=end)
+        by_hour, _ = source.dirty(mark - CLOCK_MARGIN, (query.metric_key, query.org_id))
         for bounds, keys in calendar.periods_of_hours(query.period_type, by_hour).items():
             if bounds[0] < query.end and bounds[1] > query.start:
                 touched[bounds] = keys
     if touched:
         scope = {(query.metric_key, query.org_id)}
         touched = {bounds: scope for bounds in touched}
-        fresh = _compute_touched(client, query.period_type, calendar, touched)
+        fresh = _compute_touched(source, query.period_type, calendar, touched)
         for key, start in list(found):  # recomputed periods: only what the records give
             if any(a <= start < b for a, b in touched) and (key, start) not in fresh:
                 del found[(key, start)]

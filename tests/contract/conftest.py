@@ -20,11 +20,14 @@ def adapter(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def location(adapter: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    """Where this test's backing store lives (for InfluxDB: a fresh database on the session's
-    server, plus a directory for the local state store)."""
+    """Where this test's backing store lives (for InfluxDB: a fresh database, or 2.x bucket,
+    on the session's server, plus a directory for the local state store)."""
     if adapter == "influxdb":
         server, db = request.getfixturevalue("influx_db")
         return f"influxdb://127.0.0.1:{server.port}/{db}?writer=w1 {tmp_path}"
+    if adapter == "influxdb2":
+        server2, bucket = request.getfixturevalue("influx2_bucket")
+        return f"{server2.store_url(bucket, writer='w1')} {tmp_path}"
     return str(tmp_path)
 
 

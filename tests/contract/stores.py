@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from tsmeter.domain import RecordRow
 from tsmeter.ports import Catalog, UsageStore
 
-ADAPTERS = ("sqlite", "influxdb")
+ADAPTERS = ("sqlite", "influxdb", "influxdb2")
 
 
 class Store(UsageStore, Catalog, Protocol):
@@ -41,6 +41,12 @@ def open_store(adapter: str, location: str) -> Store:
         url, state = location.split(" ", 1)
         path = str(Path(state) / "state.db")
         return Combined(InfluxV1Store.from_url(url, ledger=path), SQLiteStore(path))
+    if adapter == "influxdb2":  # location: "<influxdb2:// URL> <state directory>"
+        from tsmeter.adapters.influxdb.v2 import InfluxV2Store
+
+        url, state = location.split(" ", 1)
+        path = str(Path(state) / "state.db")
+        return Combined(InfluxV2Store.from_url(url, ledger=path), SQLiteStore(path))
     raise ValueError(f"no contract set-up for adapter {adapter!r}")
 
 

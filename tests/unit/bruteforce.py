@@ -17,6 +17,7 @@ from tsmeter import AggregationType, Meter, PeriodType, UsageSummary
 from tsmeter.adapters.influxdb.client import quote_ident, series_rows
 from tsmeter.adapters.influxdb.schema import summary_measurement
 from tsmeter.adapters.influxdb.v1 import InfluxV1Store
+from tsmeter.adapters.influxdb.v2 import InfluxV2Store
 from tsmeter.periods import Calendar
 
 AGGS = tuple(AggregationType)
@@ -142,7 +143,14 @@ def stored(
     meter: Meter, agg: AggregationType, period: PeriodType, zone: str
 ) -> list[tuple[Any, ...]]:
     """The summaries the store has persisted, read behind the API (no freshness)."""
-    if isinstance(meter.store, InfluxV1Store):
+    if isinstance(meter.store, InfluxV2Store):  # before v1: it is a subclass
+        cal = Calendar(zone)
+        rows = [
+            (r.period_start, cal.next_start(period, r.period_start), r.subject_type,
+             r.subject_id, r.record_count, r.sum, r.min, r.max, r.last_value, r.last_ts)
+            for r in meter.store.stored_summaries(key(agg), period, zone)
+        ]  # fmt: skip
+    elif isinstance(meter.store, InfluxV1Store):
         rows = _stored_in_influxdb(meter.store, agg, period, zone)
     else:
         with closing(sqlite3.connect(getattr(meter.store, "path", ""))) as conn:

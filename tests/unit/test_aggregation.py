@@ -37,14 +37,17 @@ from tsmeter import AggregationType, Meter, PeriodType
 MeterFactory = Callable[[str], Meter]
 
 
-@pytest.fixture(params=["sqlite", "influxdb"])
+@pytest.fixture(params=["sqlite", "influxdb", "influxdb2"])
 def make_meter(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[MeterFactory]:
-    """Open a meter in a zone on a fresh store (the embedded one in tmp_path/x.db, or a fresh
-    InfluxDB database) with one metric per aggregation type."""
+    """Open a meter in a zone on a fresh store (the embedded one in tmp_path/x.db, a fresh
+    InfluxDB database, or a fresh InfluxDB 2.x bucket) with one metric per aggregation type."""
     meters: list[Meter] = []
     if request.param == "influxdb":
         server, db = request.getfixturevalue("influx_db")
         url = f"influxdb://127.0.0.1:{server.port}/{db}?writer=w1&state={tmp_path / 'state.db'}"
+    elif request.param == "influxdb2":
+        server2, bucket = request.getfixturevalue("influx2_bucket")
+        url = server2.store_url(bucket, writer="w1", state=str(tmp_path / "state.db"))
     else:
         url = f"sqlite:///{tmp_path / 'x.db'}"
 
