@@ -19,7 +19,9 @@ from tsmeter.cli.alert import alert
 from tsmeter.cli.context import CliState, OutputFormat
 from tsmeter.cli.demo import demo
 from tsmeter.cli.influx import influx
+from tsmeter.cli.jobs import jobs, scheduler
 from tsmeter.cli.metric import metric
+from tsmeter.cli.notifications import notifications
 from tsmeter.cli.threshold import threshold
 from tsmeter.cli.usage import usage
 from tsmeter.errors import TsmeterError
@@ -138,7 +140,8 @@ def cli(ctx: click.Context, store: str | None, fmt: str, timezone: str | None) -
     ctx.call_on_close(state.close)
 
 
-for _command in (metric, usage, threshold, alert, aggregate, demo, influx):
+for _command in (metric, usage, threshold, alert, aggregate, demo, influx, scheduler, jobs,
+                 notifications):  # fmt: skip
     cli.add_command(_command)
 
 
