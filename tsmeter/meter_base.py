@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from tsmeter.domain import MetricDefinition, PeriodType, ResetPeriod
+from tsmeter.domain import MetricDefinition, PeriodType, RecordRow, ResetPeriod
 from tsmeter.errors import NotFoundError, ValidationError
 from tsmeter.events import Event, EventBus
 from tsmeter.intake import Intake
@@ -16,6 +17,8 @@ from tsmeter.ports import Catalog, UsageStore
 from tsmeter.quotas import QuotaView
 
 __all__ = ["MeterBase"]
+
+log = logging.getLogger("tsmeter.meter")
 
 E = TypeVar("E", bound=Event)
 B = TypeVar("B", bound="MeterBase")
@@ -45,6 +48,7 @@ class MeterBase:
         self._intake = Intake(self._resolve_metric)
         self._quotas = QuotaView(store, catalog, self.calendar, self._resolve_metric)
         self._closed = False
+        self._sinks: list[Callable[[Sequence[RecordRow]], None]] = []
 
     # -- lifecycle --------------------------------------------------------------------
     def __enter__(self: B) -> B:
@@ -61,6 +65,27 @@ class MeterBase:
             close = getattr(self.catalog, "close", None)
             if close is not None and close != self.store.close:
                 close()
+
+    def add_record_sink(self, sink: Callable[[Sequence[RecordRow]], None]) -> Callable[[], None]:
+        """Call ``sink`` with the rows of every ``record``/``record_batch`` call once they are
+        stored (a batch may include ids that were stored before: sinks must be idempotent
+        by record id). A failing sink is logged, never raised: it cannot fail recording.
+        Returns a function that removes it. Example: ``meter.add_record_sink(mirror.rows)``.
+        """
+        self._sinks.append(sink)
+
+        def remove() -> None:
+            if sink in self._sinks:
+                self._sinks.remove(sink)
+
+        return remove
+
+    def _to_sinks(self, rows: Sequence[RecordRow]) -> None:
+        for sink in list(self._sinks):
+            try:
+                sink(rows)
+            except Exception:
+                log.exception("record sink %r failed on %d rows", sink, len(rows))
 
     def subscribe(self, event_type: type[E], handler: Callable[[E], None]) -> Callable[[], None]:
         """Call ``handler`` for each event of ``event_type`` (``Event`` for all).

@@ -172,6 +172,8 @@ class Meter(ThresholdsMixin, MonitorMixin, ReadingMixin):
                 return UsageRecord.from_row(stored)
         elif not enforce:
             quotas.add([row])
+        if self._sinks:
+            self._to_sinks([row])
         record = UsageRecord.from_row(row)
         if self.events.wants(UsageRecorded):
             self.events.publish(UsageRecorded(record=record))
@@ -219,6 +221,8 @@ class Meter(ThresholdsMixin, MonitorMixin, ReadingMixin):
                 self._quotas.add(rows)
         else:  # some were stored before: which ones is unknown, so read the totals again
             self._quotas.forget(rows)
+        if self._sinks and rows:
+            self._to_sinks(rows)
         result = BatchResult(recorded=recorded, duplicates=len(rows) - recorded)
         if self.events.wants(UsageBatchRecorded):
             keys = frozenset(r.metric_key for r in rows)

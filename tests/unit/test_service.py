@@ -396,3 +396,22 @@ def test_unsubscribe_and_failing_handlers(meter: Meter) -> None:
     stop()
     meter.record("api_calls", "org", "o1", timestamp=T)
     assert len(seen) == 2  # only the first subscription
+
+
+def test_record_sinks_see_stored_rows_and_cannot_fail_recording(meter: Meter) -> None:
+    """Sinks get the rows of each call once stored; a failing sink is logged, not raised; a
+    removed sink gets nothing more."""
+    seen: list[list[str]] = []
+    remove = meter.add_record_sink(lambda rows: seen.append([r.id for r in rows]))
+
+    def broken(rows: object) -> None:
+        raise RuntimeError("mirror down")
+
+    meter.add_record_sink(broken)
+    meter.record("api_calls", "org", "o1", id="a")
+    meter.record_batch([{"metricKey": "api_calls", "subjectType": "org", "subjectId": "o1",
+                         "id": i} for i in ("a", "b")])  # fmt: skip
+    remove()
+    meter.record("api_calls", "org", "o1", id="c")
+    assert seen == [["a"], ["a", "b"]]
+    assert meter.get_usage_summary("api_calls", "org", "o1", "YEARLY").total_quantity == 3
