@@ -29,6 +29,8 @@ __all__ = ["connect", "default_store_path", "resolve_store_url"]
 
 ENV_STORE_URL = "TSMETER_STORE_URL"
 ENV_TIMEZONE = "TSMETER_TIMEZONE"
+ENV_OUTBOX = "TSMETER_OUTBOX"
+ENV_DURABILITY = "TSMETER_DURABILITY"
 
 
 def default_store_path() -> Path:
@@ -54,7 +56,11 @@ def connect(url: str | None = None, *, timezone: str | None = None, **options: A
     """Open a :class:`~tsmeter.service.Meter` on the store named by ``url``.
 
     ``timezone`` (default ``$TSMETER_TIMEZONE`` or UTC) is the IANA zone that
-    periods are computed in. Other options go to the Meter (``chunk_size``).
+    periods are computed in. ``outbox=PATH`` (default ``$TSMETER_OUTBOX``) puts a durable
+    outbox in front of the store (see :mod:`tsmeter.outbox`), with ``durability`` "outbox"
+    (``record`` returns once the record is committed to the outbox file; the default) or
+    "memory" (at once; default ``$TSMETER_DURABILITY``). Other options go to the Meter
+    (``chunk_size``, ``outbox_options``).
 
     Example::
 
@@ -63,6 +69,10 @@ def connect(url: str | None = None, *, timezone: str | None = None, **options: A
     """
     resolved = resolve_store_url(url)
     tz = timezone or os.environ.get(ENV_TIMEZONE) or "UTC"
+    if options.get("outbox") is None and os.environ.get(ENV_OUTBOX):
+        options["outbox"] = os.environ[ENV_OUTBOX]
+    if "durability" not in options and os.environ.get(ENV_DURABILITY):
+        options["durability"] = os.environ[ENV_DURABILITY]
     from tsmeter.adapters.embedded import SQLiteStore
 
     if resolved.startswith(("influxdb://", "influxdbs://", "influxdb2://")):

@@ -8,7 +8,9 @@ know they have handled everything tsmeter itself reports::
     ├── NotFoundError          a metric, threshold or record that does not exist
     ├── ConflictError          a key that exists already, or a change that would lose data
     ├── StorageUnavailableError the store cannot be reached or refused the operation
-    └── QuotaExceededError     recording would pass a BLOCK threshold (``enforce=True``)
+    │   └── RejectedError      the store refused the data itself (sending it again fails again)
+    ├── QuotaExceededError     recording would pass a BLOCK threshold (``enforce=True``)
+    └── OutboxFullError        the outbox stayed full for the whole timeout: nothing was queued
 
 Adapters translate their SDK's exceptions into these at their boundary
 (``raise StorageUnavailableError(...) from exc``).
@@ -19,7 +21,9 @@ from __future__ import annotations
 __all__ = [
     "ConflictError",
     "NotFoundError",
+    "OutboxFullError",
     "QuotaExceededError",
+    "RejectedError",
     "StorageUnavailableError",
     "TsmeterError",
     "ValidationError",
@@ -67,6 +71,17 @@ class ConflictError(TsmeterError):
 
 class StorageUnavailableError(TsmeterError):
     """The store could not be reached, or failed while doing what was asked."""
+
+
+class RejectedError(StorageUnavailableError):
+    """The store refused the data it was sent (a client error such as a malformed or
+    out-of-retention point, not authentication, a missing target or rate limiting): sending
+    the same data again fails again."""
+
+
+class OutboxFullError(TsmeterError):
+    """The outbox held its maximum of pending records for the whole timeout; the records of
+    this call were not queued."""
 
 
 class QuotaExceededError(TsmeterError):

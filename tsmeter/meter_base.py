@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tsmeter.domain import MetricDefinition, PeriodType, RecordRow, ResetPeriod
 from tsmeter.errors import NotFoundError, ValidationError
 from tsmeter.events import Event, EventBus
 from tsmeter.intake import Intake
 from tsmeter.modelio import period_type as parse_period
+from tsmeter.outbox import Outbox
 from tsmeter.periods import Calendar
 from tsmeter.ports import Catalog, UsageStore
 from tsmeter.quotas import QuotaView
@@ -36,6 +37,9 @@ class MeterBase:
         chunk_size: int = 50_000,
         bus: EventBus | None = None,
         metric_cache_seconds: float = 30.0,
+        outbox: str | None = None,
+        durability: str = "outbox",
+        outbox_options: dict[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
@@ -49,6 +53,29 @@ class MeterBase:
         self._quotas = QuotaView(store, catalog, self.calendar, self._resolve_metric)
         self._closed = False
         self._sinks: list[Callable[[Sequence[RecordRow]], None]] = []
+        if durability not in ("outbox", "memory"):
+            raise ValidationError("durability", f"must be 'outbox' or 'memory', got {durability!r}")
+        self.durability = durability
+        self.outbox: Outbox | None = None
+        if outbox is not None:
+            self.outbox = Outbox(outbox, self._deliver, after=self._to_sinks,
+                                 **(outbox_options or {}))  # fmt: skip
+
+    def _deliver(self, rows: list[RecordRow]) -> None:
+        """The outbox's way into the store."""
+        self.store.append(rows, time.time_ns())
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every record accepted so far is in the store (with an outbox; at once
+        without); return whether that happened within ``timeout`` seconds.
+        Example: ``meter.flush()``."""
+        return self.outbox is None or self.outbox.drain(timeout)
+
+    def _settle(self) -> None:
+        """Before a read: let the outbox deliver what this process accepted (bounded), so a
+        read after a write sees it while the store is up."""
+        if self.outbox is not None:
+            self.outbox.drain(10.0)
 
     # -- lifecycle --------------------------------------------------------------------
     def __enter__(self: B) -> B:
@@ -57,10 +84,17 @@ class MeterBase:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    #: how long ``close`` lets the outbox deliver before it leaves the rest for a later process
+    close_timeout = 30.0
+
     def close(self) -> None:
-        """Release the store; every record acknowledged so far is already stored."""
+        """Release the store. Without an outbox every record acknowledged so far is stored;
+        with one, ``close`` delivers for up to ``close_timeout`` seconds and what remains
+        stays in the outbox file for the next process on it."""
         if not self._closed:
             self._closed = True
+            if self.outbox is not None:
+                self.outbox.close(self.close_timeout)
             self.store.close()
             close = getattr(self.catalog, "close", None)
             if close is not None and close != self.store.close:

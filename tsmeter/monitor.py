@@ -85,6 +85,7 @@ class MonitorMixin(MeterBase):
 
         Example: ``meter.evaluate_thresholds().exceeded``.
         """
+        self._settle()
         instant = ns("now", now) if now is not None else time.time_ns()
         assert instant is not None
         counts = {"thresholds": 0, "subjects": 0, APPROACHING: 0, EXCEEDED: 0, "resolved": 0}

@@ -66,6 +66,7 @@ class ReadingMixin(MeterBase):
         limit: int | None = None,
     ) -> Iterator[UsageRecord]:
         """Like :meth:`get_usage` but streamed and unlimited by default."""
+        self._settle()
         metric = self.get_metric(metric_key, org_id)
         query = RecordQuery(
             metric.key, metric.org_id, subject_type, subject_id,
@@ -149,6 +150,7 @@ class ReadingMixin(MeterBase):
 
         Example: ``meter.get_usage_summaries("api_calls", "DAILY", start=s, end=e)``.
         """
+        self._settle()
         metric = self.get_metric(metric_key, org_id)
         period = self._period(metric, period_type)
         lo, hi = ns("start", start), ns("end", end)
@@ -174,6 +176,7 @@ class ReadingMixin(MeterBase):
         zero usage if nothing was recorded. ``period_type`` defaults to the metric's reset
         period. Example: ``meter.get_usage_summary("api_calls", "org", "org-1", "MONTHLY")``.
         """
+        self._settle()
         metric = self.get_metric(metric_key, org_id)
         period = self._period(metric, period_type)
         instant = ns("at", at) if at is not None else time.time_ns()
@@ -205,6 +208,7 @@ class ReadingMixin(MeterBase):
         is recomputed. Running it again gives identical summaries.
         Example: ``meter.aggregate("DAILY")``.
         """
+        self._settle()
         period = parse_period(period_type)
         stats = self.store.rollup(period, self.calendar, ns("start", start), ns("end", end))
         result = AggregationResult(

@@ -158,6 +158,15 @@ class Meter(ThresholdsMixin, MonitorMixin, ReadingMixin):
                 if stored is not None:  # a retry of a record stored before: not new usage
                     return UsageRecord.from_row(stored)
                 raise QuotaExceededError(_refusal(row, refused[1]), refused[1])
+        if self.outbox is not None:  # queued: a duplicate id is dropped on delivery
+            try:
+                self.outbox.put([row], wait=self.durability == "outbox")
+            except BaseException:
+                quotas.forget([row])
+                raise
+            if not enforce:
+                quotas.add([row])
+            return self._recorded(row)
         try:
             new = self.store.append([row], time.time_ns())
         except BaseException:
@@ -174,6 +183,9 @@ class Meter(ThresholdsMixin, MonitorMixin, ReadingMixin):
             quotas.add([row])
         if self._sinks:
             self._to_sinks([row])
+        return self._recorded(row)
+
+    def _recorded(self, row: RecordRow) -> UsageRecord:
         record = UsageRecord.from_row(row)
         if self.events.wants(UsageRecorded):
             self.events.publish(UsageRecorded(record=record))
@@ -207,6 +219,8 @@ class Meter(ThresholdsMixin, MonitorMixin, ReadingMixin):
                         f"records[{index}]: {_refusal(rows[index], decision)}; nothing recorded",
                         decision,
                     )
+            if self.outbox is not None:
+                return self._queue_batch(rows, enforce)
             for i in range(0, len(rows), self.chunk_size):
                 try:
                     recorded += self.store.append(rows[i : i + self.chunk_size], now)
@@ -224,10 +238,28 @@ class Meter(ThresholdsMixin, MonitorMixin, ReadingMixin):
         if self._sinks and rows:
             self._to_sinks(rows)
         result = BatchResult(recorded=recorded, duplicates=len(rows) - recorded)
+        self._batch_recorded(result, rows)
+        return result
+
+    def _queue_batch(self, rows: list[RecordRow], enforce: bool) -> BatchResult:
+        """record_batch with an outbox: queue the validated rows (committed to the outbox file
+        before returning unless durability is "memory")."""
+        assert self.outbox is not None
+        try:
+            self.outbox.put(rows, wait=self.durability == "outbox")
+        except BaseException:
+            self._quotas.forget(rows)
+            raise
+        if not enforce:
+            self._quotas.add(rows)
+        result = BatchResult(recorded=0, duplicates=0, queued=len(rows))
+        self._batch_recorded(result, rows)
+        return result
+
+    def _batch_recorded(self, result: BatchResult, rows: list[RecordRow]) -> None:
         if self.events.wants(UsageBatchRecorded):
             keys = frozenset(r.metric_key for r in rows)
             self.events.publish(UsageBatchRecorded(result=result, metric_keys=keys))
-        return result
 
     def validate_records(
         self, records: Iterable[Mapping[str, Any] | UsageRecord]

@@ -24,12 +24,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import requests
 
-from tsmeter.errors import StorageUnavailableError, ValidationError
+from tsmeter.errors import RejectedError, StorageUnavailableError, ValidationError
 
 __all__ = ["InfluxV1Client", "InfluxV1Config", "PartialWriteError", "quote_ident"]
 
 
-class PartialWriteError(StorageUnavailableError):
+class PartialWriteError(RejectedError):
     """The server stored some lines of a write and rejected others (``400 partial write``)."""
 
     def __init__(self, message: str, dropped: int | None) -> None:
@@ -178,6 +178,8 @@ class InfluxV1Client:
             raise StorageUnavailableError(
                 f"{where}: {message} (create it with `tsmeter influx init`)"
             )
+        if response.status_code in (400, 413, 422):
+            raise RejectedError(f"{where} was rejected: HTTP {response.status_code}: {message}")
         raise StorageUnavailableError(f"{where} failed: HTTP {response.status_code}: {message}")
 
     def query(

@@ -33,7 +33,7 @@ from influxdb_client.rest import ApiException
 
 from tsmeter.adapters.influxdb.client import InfluxV1Config, PartialWriteError
 from tsmeter.adapters.influxdb.flux import END, Flux
-from tsmeter.errors import StorageUnavailableError, ValidationError
+from tsmeter.errors import RejectedError, StorageUnavailableError, ValidationError
 
 __all__ = ["ENV_TOKEN", "InfluxV2Client", "InfluxV2Config"]
 
@@ -177,6 +177,8 @@ class InfluxV2Client:
             return StorageUnavailableError(
                 f"{where}: {message} (create the bucket with `tsmeter influx init`)"
             )
+        if what == _WRITE and status in (400, 413):
+            return RejectedError(f"{where} was rejected: HTTP {status}: {message}")
         return StorageUnavailableError(f"{where} failed: HTTP {status}: {message}")
 
     # -- API --------------------------------------------------------------------------

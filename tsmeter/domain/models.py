@@ -326,10 +326,12 @@ class UsageAlert(Model):
 
 
 class BatchResult(Model):
-    """What ``record_batch`` did: records newly stored and ids that were already there."""
+    """What ``record_batch`` did: records newly stored and ids that were already there; with
+    an outbox, records ``queued`` for the store instead (duplicates are dropped on delivery)."""
 
     recorded: int
     duplicates: int
+    queued: int = 0
 
 
 class AggregationResult(Model):

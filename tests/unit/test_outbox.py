@@ -1,0 +1,148 @@
+"""The outbox on its own: group commit, delivery, retries with backoff, quarantine by halving,
+backpressure and restarts. The store is a function here; fault tests against a real influxd
+live in tests/integration."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tsmeter.domain import RecordRow
+from tsmeter.errors import OutboxFullError, RejectedError, StorageUnavailableError
+from tsmeter.outbox import Outbox
+
+
+def rows(prefix: str, n: int) -> list[RecordRow]:
+    """``n`` rows with ids ``prefix-i``."""
+    return [RecordRow(f"{prefix}-{i}", "api_calls", "org", "o1", None, 1.0, i, None, None)
+            for i in range(n)]  # fmt: skip
+
+
+class Store:
+    """Stores rows by id; ``down`` fails every call, ``poison`` ids are rejected."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.calls = 0
+        self.down = False
+        self.poison: set[str] = set()
+        self.lock = threading.Lock()
+
+    def __call__(self, batch: list[RecordRow]) -> None:
+        with self.lock:
+            self.calls += 1
+            if self.down:
+                raise StorageUnavailableError("server down")
+            bad = [r.id for r in batch if r.id in self.poison]
+            if bad:
+                raise RejectedError(f"HTTP 400: bad point {bad[0]}")
+            for r in batch:
+                self.ids[r.id] = self.ids.get(r.id, 0) + 1
+
+
+def wait_until(check: object, timeout: float = 10.0) -> None:
+    """Poll ``check()`` until true (bounded)."""
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_put_commits_and_the_flusher_delivers_once(tmp_path: Path) -> None:
+    """Records put with wait=True are in the file when put returns; each is delivered once,
+    and the delivered batches leave the file."""
+    store = Store()
+    box = Outbox(str(tmp_path / "o.db"), store)
+    threads = [threading.Thread(target=box.put, args=(rows(f"t{n}", 500),)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert box.drain(10)
+    assert len(store.ids) == 4_000 and set(store.ids.values()) == {1}
+    status = box.close()
+    assert (status.pending, status.batches, status.delivered) == (0, 0, 4_000)
+
+
+def test_a_down_store_defers_with_backoff_and_loses_nothing(tmp_path: Path) -> None:
+    """While the store fails, batches wait (deferred, error visible); once it is back every
+    record arrives."""
+    store = Store()
+    store.down = True
+    box = Outbox(str(tmp_path / "o.db"), store, backoff_base=0.05, backoff_max=0.2)
+    box.put(rows("a", 1_000))
+    wait_until(lambda: store.calls >= 3)
+    status = box.status()
+    assert status.pending == 1_000 and status.last_error and "server down" in status.last_error
+    store.down = False
+    assert box.drain(10)
+    assert len(store.ids) == 1_000
+    box.close()
+
+
+def test_rejected_records_are_quarantined_and_the_rest_delivered(tmp_path: Path) -> None:
+    """A batch the store rejects is halved until the poisoned records are alone: they go to
+    the quarantine with the store's message, the others are delivered; retry() sends the
+    quarantined ones again and purge_quarantine() drops them."""
+    store = Store()
+    store.poison = {"p-17", "p-900"}
+    box = Outbox(str(tmp_path / "o.db"), store)
+    box.put(rows("p", 1_000))
+    assert box.drain(10)
+    assert len(store.ids) == 998
+    quarantined = box.quarantined()
+    assert [(q.row.id, "bad point" in q.error) for q in quarantined] == [
+        ("p-17", True), ("p-900", True)
+    ]  # fmt: skip
+    assert box.status().quarantined == 2
+    store.poison = {"p-900"}
+    assert box.retry() == 2
+    assert box.drain(10)
+    assert "p-17" in store.ids and [q.row.id for q in box.quarantined()] == ["p-900"]
+    assert box.purge_quarantine() == 1
+    box.close()
+
+
+def test_a_full_outbox_blocks_then_raises(tmp_path: Path) -> None:
+    """With the store down and the outbox at max_pending, put waits for the timeout and
+    raises OutboxFullError; nothing of that call is queued."""
+    store = Store()
+    store.down = True
+    box = Outbox(str(tmp_path / "o.db"), store, max_pending=100, backoff_base=5)
+    box.put(rows("a", 100))
+    started = time.monotonic()
+    with pytest.raises(OutboxFullError, match="max_pending 100"):
+        box.put(rows("b", 1), timeout=0.3)
+    assert 0.25 < time.monotonic() - started < 3
+    assert box.status().pending == 100
+    box.close(timeout=0.1)
+
+
+def test_a_later_process_delivers_what_an_earlier_one_left(tmp_path: Path) -> None:
+    """Records committed while the store was down stay in the file after close; the next
+    outbox on the file delivers them."""
+    path = str(tmp_path / "o.db")
+    down = Store()
+    down.down = True
+    first = Outbox(path, down, backoff_base=5)
+    first.put(rows("k", 300))
+    assert first.close(timeout=0.2).pending == 300
+    store = Store()
+    second = Outbox(path, store)
+    assert second.drain(10)
+    assert len(store.ids) == 300
+    second.close()
+
+
+def test_memory_durability_returns_before_the_commit(tmp_path: Path) -> None:
+    """put(wait=False) returns at once; the commit follows within the commit interval."""
+    store = Store()
+    box = Outbox(str(tmp_path / "o.db"), store, commit_interval=0.05)
+    started = time.monotonic()
+    box.put(rows("m", 10), wait=False)
+    assert time.monotonic() - started < 0.04
+    assert box.drain(10) and len(store.ids) == 10
+    box.close()

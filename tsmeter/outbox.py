@@ -1,0 +1,460 @@
+"""The durable outbox: validated records wait in a local SQLite file until the store has them.
+
+Why SQLite in WAL mode rather than an append-only log of our own: a committed
+transaction survives a killed process (and, with ``synchronous=FULL``, a power
+cut), several processes can share one file safely, and removing delivered
+batches, deferring failed ones and quarantining rejected records are single
+statements instead of a log format, compaction and recovery code.
+
+Records enter through :meth:`Outbox.put`. A committer thread writes what
+arrived since its last commit as one transaction (group commit), so many
+callers share one fsync. ``put(wait=True)`` returns once the caller's records
+are committed; ``wait=False`` returns at once (a crash loses at most the last
+commit interval). A flusher thread (one per outbox file, across processes: it
+holds a file lock) takes committed batches oldest first, hands them to the
+``deliver`` callback (the store's ``append``; ids make a repeat harmless) and
+deletes them once delivered:
+
+* a :class:`~tsmeter.errors.RejectedError` (the store refused the data itself)
+  splits the batch in halves until the offending records are alone; those are
+  moved to the quarantine with the server's message, the rest is delivered;
+* any other :class:`~tsmeter.errors.TsmeterError` (server down, timeout, 5xx)
+  defers the batch with exponential backoff and jitter; nothing is dropped.
+
+The outbox holds at most ``max_pending`` records (in memory and committed);
+``put`` blocks while it is full, up to ``timeout``, then raises
+:class:`~tsmeter.errors.OutboxFullError`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import marshal
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+from tsmeter.adapters.embedded.schema import open_wal
+from tsmeter.domain import RecordRow
+from tsmeter.errors import (
+    OutboxFullError,
+    RejectedError,
+    StorageUnavailableError,
+    TsmeterError,
+    ValidationError,
+)
+
+__all__ = ["Outbox", "OutboxStatus", "QuarantinedRecord"]
+
+log = logging.getLogger("tsmeter.outbox")
+
+_FORMAT = 1  # first byte of a stored batch: the encoding of the rows after it
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS outbox_batches (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    n INTEGER NOT NULL,                 -- records in the batch
+    rows BLOB NOT NULL,                 -- format byte + marshal of the row tuples
+    created_at INTEGER NOT NULL,        -- ns
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE TABLE IF NOT EXISTS outbox_quarantine (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    record_id TEXT NOT NULL,
+    row BLOB NOT NULL,
+    error TEXT NOT NULL,
+    quarantined_at INTEGER NOT NULL
+);
+"""
+
+
+def _pack(rows: Sequence[RecordRow]) -> bytes:
+    return bytes([_FORMAT]) + marshal.dumps([tuple(r) for r in rows])
+
+
+def _unpack(blob: bytes) -> list[RecordRow]:
+    if not blob or blob[0] != _FORMAT:
+        raise StorageUnavailableError("outbox batch in an unknown format (newer tsmeter?)")
+    return [RecordRow(*values) for values in marshal.loads(blob[1:])]
+
+
+@dataclass(frozen=True)
+class OutboxStatus:
+    """What the outbox holds."""
+
+    in_memory: int  # records accepted but not committed yet
+    pending: int  # committed records waiting for the store
+    batches: int
+    deferred: int  # batches waiting for a retry after a failure
+    oldest_ns: int | None  # when the oldest pending batch was committed
+    quarantined: int
+    last_error: str | None
+    delivered: int  # records delivered by this process's flusher
+
+
+@dataclass(frozen=True)
+class QuarantinedRecord:
+    """A record the store rejected, with the store's message."""
+
+    seq: int
+    row: RecordRow
+    error: str
+    quarantined_at: int
+
+
+class Outbox:
+    """Records waiting for the store, in the SQLite file ``path`` (see the module docstring).
+
+    ``deliver`` stores rows and returns normally once they are stored (raising a
+    TsmeterError otherwise); ``after`` is called with rows once delivered.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        deliver: Callable[[list[RecordRow]], object],
+        *,
+        after: Callable[[list[RecordRow]], None] | None = None,
+        max_pending: int = 1_000_000,
+        commit_interval: float = 0.002,
+        batch_rows: int = 50_000,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+    ) -> None:
+        if path == ":memory:":
+            raise ValidationError("outbox", "must be a file: a memory database is not durable")
+        self.path = path
+        self._deliver = deliver
+        self._after = after
+        self.max_pending = max_pending
+        self.commit_interval = commit_interval
+        self.batch_rows = batch_rows
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self._db = threading.Lock()  # the connection
+        try:
+            self._conn = open_wal(path)
+            self._conn.executescript(_DDL)
+            # a new process is a new attempt: what waited for a retry is due now
+            self._conn.execute("UPDATE outbox_batches SET next_attempt_at = 0")
+        except sqlite3.Error as exc:
+            raise StorageUnavailableError(f"cannot open the outbox {path!r}: {exc}") from exc
+        self._cond = threading.Condition()
+        self._memory: list[RecordRow] = []
+        self._generation = 0  # number of the next commit; put() waits for its own
+        self._committed = 0  # commits done
+        self._commit_error: BaseException | None = None
+        self._pending = self._count_pending()
+        self._delivered = 0
+        self._last_error: str | None = None
+        self._closing = False
+        self._stop = False
+        self._wake = threading.Event()
+        self._lock_file: TextIO | None = None
+        self._committer = threading.Thread(target=self._commit_loop, name="tsmeter-outbox-commit",
+                                           daemon=True)  # fmt: skip
+        self._flusher = threading.Thread(target=self._flush_loop, name="tsmeter-outbox-flush",
+                                         daemon=True)  # fmt: skip
+        self._committer.start()
+        self._flusher.start()
+
+    # -- accepting records ------------------------------------------------------------
+    def put(self, rows: Sequence[RecordRow], *, wait: bool = True, timeout: float = 30.0) -> None:
+        """Queue ``rows``; with ``wait``, return once they are committed to the file.
+
+        Blocks while the outbox is full, then raises OutboxFullError after ``timeout``.
+        """
+        if not rows:
+            return
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            if self._closing:
+                raise StorageUnavailableError("the outbox is closed")
+            while self._pending + len(self._memory) + len(rows) > self.max_pending and (
+                self._pending + len(self._memory) > 0
+            ):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise OutboxFullError(
+                        f"the outbox {self.path!r} held {self._pending + len(self._memory):,}"
+                        f" records (max_pending {self.max_pending:,}) for {timeout:g} s;"
+                        f" {len(rows):,} records were not queued"
+                    )
+                self._cond.wait(min(left, 0.5))
+            self._memory.extend(rows)
+            generation = self._generation
+            self._cond.notify_all()
+            if not wait:
+                return
+            while self._committed <= generation:
+                if self._commit_error is not None and self._committed <= generation:
+                    raise StorageUnavailableError(
+                        f"the outbox {self.path!r} could not commit: {self._commit_error}"
+                    )
+                self._cond.wait(1.0)
+
+    def _commit_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._memory and not self._closing:
+                    self._cond.wait()
+                if not self._memory and self._closing:
+                    return
+            time.sleep(self.commit_interval)  # let more records join this commit
+            with self._cond:
+                group, self._memory = self._memory, []
+                self._generation += 1
+            try:
+                self._insert(group)
+            except (sqlite3.Error, StorageUnavailableError) as exc:
+                log.error("outbox commit failed, retrying: %s", exc)
+                with self._cond:
+                    self._memory[:0] = group
+                    self._commit_error = exc
+                    self._generation -= 1
+                    self._cond.notify_all()
+                time.sleep(0.5)
+                continue
+            with self._cond:
+                self._committed += 1
+                self._pending += len(group)
+                self._commit_error = None
+                self._cond.notify_all()
+            self._wake.set()
+
+    def _insert(self, rows: list[RecordRow]) -> None:
+        now = time.time_ns()
+        with self._db:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(
+                    "INSERT INTO outbox_batches (n, rows, created_at) VALUES (?, ?, ?)",
+                    [(len(part), _pack(part), now) for part in _parts(rows, self.batch_rows)],
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    # -- delivering -------------------------------------------------------------------
+    def _flush_loop(self) -> None:
+        while not self._stop:
+            if not self._hold_flush_lock():
+                self._wake.wait(0.25)
+                self._wake.clear()
+                self._refresh_pending()
+                continue
+            try:
+                progressed = self.flush_once()
+            except Exception:  # never let the flusher die; the next pass tries again
+                log.exception("outbox flush failed")
+                progressed = False
+            if not progressed:
+                self._wake.wait(0.2)
+                self._wake.clear()
+
+    def _hold_flush_lock(self) -> bool:
+        """One flusher per outbox file, across processes: a lock on ``<path>.flush.lock``."""
+        if self._lock_file is not None:
+            return True
+        handle = open(f"{self.path}.flush.lock", "a")  # noqa: SIM115 - held while flushing
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._lock_file = handle
+        return True
+
+    def _due(self) -> list[tuple[int, int, bytes]]:
+        with self._db:
+            return self._conn.execute(
+                "SELECT seq, attempts, rows FROM outbox_batches WHERE next_attempt_at <= ?"
+                " ORDER BY seq LIMIT 64",
+                (time.time_ns(),),
+            ).fetchall()
+
+    def flush_once(self) -> bool:
+        """Deliver the batches that are due (up to ``batch_rows`` records in one call of
+        ``deliver``); return whether anything was delivered or quarantined."""
+        due = self._due()
+        if not due:
+            return False
+        taken: list[tuple[int, int]] = []
+        rows: list[RecordRow] = []
+        for seq, attempts, blob in due:
+            part = _unpack(blob)
+            if rows and len(rows) + len(part) > self.batch_rows:
+                break
+            taken.append((seq, attempts))
+            rows.extend(part)
+        try:
+            self._deliver_all(rows)
+        except TsmeterError as exc:
+            attempts = max(a for _, a in taken) + 1
+            delay = min(self.backoff_max, self.backoff_base * 2 ** (attempts - 1))
+            delay *= 0.5 + random.random() / 2
+            self._last_error = str(exc)
+            log.warning("outbox: %d records wait %.1f s after: %s", len(rows), delay, exc)
+            with self._db:
+                self._conn.executemany(
+                    "UPDATE outbox_batches SET attempts = attempts + 1, next_attempt_at = ?,"
+                    " last_error = ? WHERE seq = ?",
+                    [(time.time_ns() + int(delay * 1e9), str(exc), seq) for seq, _ in taken],
+                )
+            return False
+        with self._db:
+            self._conn.executemany(
+                "DELETE FROM outbox_batches WHERE seq = ?", [(seq,) for seq, _ in taken]
+            )
+        with self._cond:
+            self._pending -= len(rows)
+            self._delivered += len(rows)
+            self._cond.notify_all()
+        return True
+
+    def _deliver_all(self, rows: list[RecordRow]) -> None:
+        """Deliver ``rows``; records the store rejects are found by halving and quarantined."""
+        try:
+            self._deliver(rows)
+        except RejectedError as exc:
+            if len(rows) == 1:
+                self._quarantine(rows[0], str(exc))
+                return
+            half = len(rows) // 2
+            self._deliver_all(rows[:half])
+            self._deliver_all(rows[half:])
+            return
+        if self._after is not None:
+            try:
+                self._after(rows)
+            except Exception:
+                log.exception("outbox: the after-delivery hook failed on %d records", len(rows))
+
+    def _quarantine(self, row: RecordRow, error: str) -> None:
+        log.error("outbox: record %r quarantined: %s", row.id, error)
+        with self._db:
+            self._conn.execute(
+                "INSERT INTO outbox_quarantine (record_id, row, error, quarantined_at)"
+                " VALUES (?, ?, ?, ?)",
+                (row.id, _pack([row]), error, time.time_ns()),
+            )
+
+    # -- administration ---------------------------------------------------------------
+    def _count_pending(self) -> int:
+        with self._db:
+            (n,) = self._conn.execute("SELECT coalesce(sum(n), 0) FROM outbox_batches").fetchone()
+        return int(n)
+
+    def _refresh_pending(self) -> None:
+        pending = self._count_pending()
+        with self._cond:
+            self._pending = pending
+            self._cond.notify_all()
+
+    def status(self) -> OutboxStatus:
+        """Counts of what is waiting, deferred and quarantined."""
+        now = time.time_ns()
+        with self._db:
+            n, batches, deferred, oldest = self._conn.execute(
+                "SELECT coalesce(sum(n), 0), count(*), coalesce(sum(next_attempt_at > ?), 0),"
+                " min(created_at) FROM outbox_batches",
+                (now,),
+            ).fetchone()
+            (quarantined,) = self._conn.execute("SELECT count(*) FROM outbox_quarantine").fetchone()
+            row = self._conn.execute(
+                "SELECT last_error FROM outbox_batches WHERE last_error IS NOT NULL"
+                " ORDER BY seq LIMIT 1"
+            ).fetchone()
+        with self._cond:
+            in_memory = len(self._memory)
+        last = row[0] if row else self._last_error
+        return OutboxStatus(in_memory, int(n), int(batches), int(deferred), oldest,
+                            int(quarantined), last, self._delivered)  # fmt: skip
+
+    def quarantined(self) -> list[QuarantinedRecord]:
+        """The records the store rejected, oldest first."""
+        with self._db:
+            found = self._conn.execute(
+                "SELECT seq, row, error, quarantined_at FROM outbox_quarantine ORDER BY seq"
+            ).fetchall()
+        return [QuarantinedRecord(seq, _unpack(blob)[0], error, at) for seq, blob, error, at
+                in found]  # fmt: skip
+
+    def retry(self) -> int:
+        """Make every deferred batch due now and move quarantined records back into the outbox;
+        return the records made due."""
+        with self._db:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                (n,) = self._conn.execute(
+                    "SELECT coalesce(sum(n), 0) FROM outbox_batches WHERE next_attempt_at > 0"
+                ).fetchone()
+                self._conn.execute("UPDATE outbox_batches SET next_attempt_at = 0")
+                back = self._conn.execute("SELECT row FROM outbox_quarantine").fetchall()
+                rows = [r for (blob,) in back for r in _unpack(blob)]
+                if rows:
+                    self._conn.execute(
+                        "INSERT INTO outbox_batches (n, rows, created_at) VALUES (?, ?, ?)",
+                        (len(rows), _pack(rows), time.time_ns()),
+                    )
+                self._conn.execute("DELETE FROM outbox_quarantine")
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        self._refresh_pending()
+        self._wake.set()
+        return int(n) + len(rows)
+
+    def purge_quarantine(self) -> int:
+        """Delete the quarantined records (they are then lost: export them first)."""
+        with self._db:
+            return self._conn.execute("DELETE FROM outbox_quarantine").rowcount
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until everything accepted so far was delivered (or quarantined), at most
+        ``timeout`` seconds; return whether it was."""
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        with self._cond:
+            while self._memory or self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.1))
+        return True
+
+    def close(self, timeout: float = 30.0) -> OutboxStatus:
+        """Stop accepting records, commit what is in memory, deliver for up to ``timeout``
+        seconds, and return what remains (it stays in the file for the next process)."""
+        started = time.monotonic()
+        self.drain(timeout)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._committer.join(timeout=max(1.0, timeout - (time.monotonic() - started)))
+        self._stop = True
+        self._wake.set()
+        self._flusher.join(timeout=max(1.0, timeout - (time.monotonic() - started)))
+        status = self.status()
+        if status.pending or status.in_memory:
+            left = status.pending + status.in_memory
+            log.warning("outbox closed with %d records pending in %r", left, self.path)
+        if not self._flusher.is_alive() and not self._committer.is_alive():
+            with self._db:
+                self._conn.close()
+        if self._lock_file is not None and not self._flusher.is_alive():
+            self._lock_file.close()
+        return status
+
+
+def _parts(rows: list[RecordRow], size: int) -> list[list[RecordRow]]:
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
