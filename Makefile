@@ -12,7 +12,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,influxdb,scheduler]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,influxdb,scheduler,posthog]'
 	touch $(STAMP)
 
 # influxd 1.x for the InfluxDB server tests: installed from Debian when running as root and

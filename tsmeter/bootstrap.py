@@ -52,15 +52,22 @@ def _sqlite_path(url: str) -> str | None:
     return None
 
 
-def connect(url: str | None = None, *, timezone: str | None = None, **options: Any) -> Meter:
+def connect(
+    url: str | None = None,
+    *,
+    timezone: str | None = None,
+    mirror: bool | None = None,
+    **options: Any,
+) -> Meter:
     """Open a :class:`~tsmeter.service.Meter` on the store named by ``url``.
 
     ``timezone`` (default ``$TSMETER_TIMEZONE`` or UTC) is the IANA zone that
     periods are computed in. ``outbox=PATH`` (default ``$TSMETER_OUTBOX``) puts a durable
     outbox in front of the store (see :mod:`tsmeter.outbox`), with ``durability`` "outbox"
     (``record`` returns once the record is committed to the outbox file; the default) or
-    "memory" (at once; default ``$TSMETER_DURABILITY``). Other options go to the Meter
-    (``chunk_size``, ``outbox_options``).
+    "memory" (at once; default ``$TSMETER_DURABILITY``). ``mirror`` (default: when
+    ``$TSMETER_POSTHOG_API_KEY`` is set) attaches the PostHog mirror as ``meter.mirror``.
+    Other options go to the Meter (``chunk_size``, ``outbox_options``).
 
     Example::
 
@@ -91,7 +98,7 @@ def connect(url: str | None = None, *, timezone: str | None = None, **options: A
             usage = InfluxV1Store.from_url(resolved, ledger=state)
         catalog = SQLiteStore(state)
         try:
-            return Meter(usage, catalog, timezone=tz, **options)
+            return _integrate(Meter(usage, catalog, timezone=tz, **options), mirror)
         except BaseException:
             usage.close()
             catalog.close()
@@ -106,7 +113,32 @@ def connect(url: str | None = None, *, timezone: str | None = None, **options: A
         )
     store = SQLiteStore(path)
     try:
-        return Meter(store, store, timezone=tz, **options)
+        return _integrate(Meter(store, store, timezone=tz, **options), mirror)
     except BaseException:
         store.close()
         raise
+
+
+def _integrate(meter: Meter, mirror: bool | None) -> Meter:
+    """Attach what the environment configures: the PostHog mirror when
+    ``$TSMETER_POSTHOG_API_KEY`` is set (see :mod:`tsmeter.posthog`), shut down on close;
+    ``mirror=False`` never, ``mirror=True`` or an error naming the missing setting."""
+    if mirror is False:
+        return meter
+    from tsmeter.posthog.settings import PostHogSettings
+
+    settings = PostHogSettings.from_env()
+    if mirror and not settings.enabled:
+        meter.close()
+        raise ValidationError("TSMETER_POSTHOG_API_KEY", "is required for the PostHog mirror")
+    if settings.enabled:
+        from tsmeter.posthog.mirror import PostHogMirror
+
+        try:
+            attached = PostHogMirror(settings, meter)
+        except BaseException:
+            meter.close()
+            raise
+        meter.mirror = attached
+        meter.on_close(lambda: attached.shutdown(timeout=10.0))
+    return meter

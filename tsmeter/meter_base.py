@@ -53,6 +53,9 @@ class MeterBase:
         self._quotas = QuotaView(store, catalog, self.calendar, self._resolve_metric)
         self._closed = False
         self._sinks: list[Callable[[Sequence[RecordRow]], None]] = []
+        self._close_hooks: list[Callable[[], object]] = []
+        #: the PostHog mirror attached by :func:`tsmeter.connect`, if one is configured
+        self.mirror: Any = None
         if durability not in ("outbox", "memory"):
             raise ValidationError("durability", f"must be 'outbox' or 'memory', got {durability!r}")
         self.durability = durability
@@ -95,10 +98,20 @@ class MeterBase:
             self._closed = True
             if self.outbox is not None:
                 self.outbox.close(self.close_timeout)
+            for hook in reversed(self._close_hooks):
+                try:
+                    hook()
+                except Exception:
+                    log.exception("a close hook of the meter failed")
             self.store.close()
             close = getattr(self.catalog, "close", None)
             if close is not None and close != self.store.close:
                 close()
+
+    def on_close(self, hook: Callable[[], object]) -> None:
+        """Call ``hook`` when the meter closes: after the outbox delivered, before the store
+        closes (hooks run last-added first). Example: ``meter.on_close(mirror.shutdown)``."""
+        self._close_hooks.append(hook)
 
     def add_record_sink(self, sink: Callable[[Sequence[RecordRow]], None]) -> Callable[[], None]:
         """Call ``sink`` with the rows of every ``record``/``record_batch`` call once they are

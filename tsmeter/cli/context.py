@@ -36,10 +36,14 @@ class CliState:
     timezone: str | None = None
     _meters: list[Meter] = field(default_factory=list)
 
-    def meter(self) -> Meter:
-        """The Meter on the configured store, opened on first call and closed on exit."""
+    def meter(self, *, mirror: bool | None = None) -> Meter:
+        """The Meter on the configured store, opened on first call and closed on exit.
+
+        ``mirror=False`` keeps the PostHog mirror off (commands that only read or manage
+        the mirror themselves); by default the environment decides (see ``connect``).
+        """
         if not self._meters:
-            self._meters.append(connect(self.store, timezone=self.timezone))
+            self._meters.append(connect(self.store, timezone=self.timezone, mirror=mirror))
         return self._meters[0]
 
     def open(self, url: str) -> Meter:

@@ -18,6 +18,7 @@ from tsmeter.cli.output import Column, emit_list, emit_one
 from tsmeter.errors import TsmeterError
 from tsmeter.jobs import JobRegistry, ScheduleSettings, default_jobs, format_run
 from tsmeter.notify import Notifier, NotifySettings, log_path_of
+from tsmeter.posthog.job import mirror_job
 from tsmeter.service import Meter
 
 __all__ = ["duration_option", "jobs", "parse_duration", "scheduler"]
@@ -181,7 +182,10 @@ def run_scheduler(
         ) from None
     meter = state.meter()
     notifier = _notifier(meter)
-    selected = _registry(lateness, aggregate_every, evaluate_every, notifier).select(names)
+    registry = _registry(lateness, aggregate_every, evaluate_every, notifier)
+    if meter.mirror is not None:  # configured by $TSMETER_POSTHOG_API_KEY
+        registry.add(mirror_job(meter.mirror))
+    selected = registry.select(names)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
     )

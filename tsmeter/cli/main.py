@@ -22,6 +22,8 @@ from tsmeter.cli.influx import influx
 from tsmeter.cli.jobs import jobs, scheduler
 from tsmeter.cli.metric import metric
 from tsmeter.cli.notifications import notifications
+from tsmeter.cli.posthog import posthog
+from tsmeter.cli.reconcile import reconcile
 from tsmeter.cli.threshold import threshold
 from tsmeter.cli.usage import usage
 from tsmeter.errors import TsmeterError
@@ -141,7 +143,7 @@ def cli(ctx: click.Context, store: str | None, fmt: str, timezone: str | None) -
 
 
 for _command in (metric, usage, threshold, alert, aggregate, demo, influx, scheduler, jobs,
-                 notifications):  # fmt: skip
+                 notifications, posthog, reconcile):  # fmt: skip
     cli.add_command(_command)
 
 
