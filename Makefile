@@ -49,6 +49,7 @@ bench: $(STAMP) influxdb
 	$(BIN)/python benchmarks/embedded_store.py
 	$(BIN)/python benchmarks/influx_encoder.py
 	$(BIN)/python benchmarks/influx_ingest.py
+	$(BIN)/python benchmarks/outbox.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache tsmeter-demo.db* node_modules

@@ -259,6 +259,11 @@ class InfluxServer:
         self._terminate()
         return self.start()
 
+    def halt(self) -> None:
+        """Stop influxd (SIGTERM, then SIGKILL after ``stop_timeout``) but keep its data and
+        ports: an outage, not a teardown. ``start()`` brings it back where it was."""
+        self._terminate()
+
     def kill(self) -> None:
         """SIGKILL influxd (a crash, no clean shutdown); ``restart()`` brings it back."""
         process = self._process

@@ -21,13 +21,17 @@ deletes them once delivered:
 * any other :class:`~tsmeter.errors.TsmeterError` (server down, timeout, 5xx)
   defers the batch with exponential backoff and jitter; nothing is dropped.
 
-The outbox holds at most ``max_pending`` records (in memory and committed);
-``put`` blocks while it is full, up to ``timeout``, then raises
-:class:`~tsmeter.errors.OutboxFullError`.
+The outbox holds at most ``max_pending`` records (in memory and committed, counting
+what every process sharing the file committed); ``put`` blocks while it is full, up to
+``timeout``, then raises :class:`~tsmeter.errors.OutboxFullError`. ``drain`` waits for this
+process's own records and for what was in the file when it was opened, not for records
+other processes add later. An outbox still open at interpreter exit is closed then
+(delivering for up to ``exit_timeout`` seconds).
 """
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import logging
 import marshal
@@ -35,6 +39,7 @@ import random
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
@@ -152,18 +157,26 @@ class Outbox:
         self._committed = 0  # commits done
         self._commit_error: BaseException | None = None
         self._pending = self._count_pending()
+        # the newest batch drain() waits for: what the file held at open, then our own commits
+        self._mine = self._max_seq()
         self._delivered = 0
         self._last_error: str | None = None
         self._closing = False
         self._stop = False
         self._wake = threading.Event()
         self._lock_file: TextIO | None = None
+        self._final: OutboxStatus | None = None  # what close() returned
         self._committer = threading.Thread(target=self._commit_loop, name="tsmeter-outbox-commit",
                                            daemon=True)  # fmt: skip
         self._flusher = threading.Thread(target=self._flush_loop, name="tsmeter-outbox-flush",
                                          daemon=True)  # fmt: skip
         self._committer.start()
         self._flusher.start()
+        _OPEN.add(self)
+        _register_exit_hook()
+
+    #: how long the interpreter's exit lets an outbox that was not closed deliver
+    exit_timeout = 10.0
 
     # -- accepting records ------------------------------------------------------------
     def put(self, rows: Sequence[RecordRow], *, wait: bool = True, timeout: float = 30.0) -> None:
@@ -224,7 +237,6 @@ class Outbox:
                 continue
             with self._cond:
                 self._committed += 1
-                self._pending += len(group)
                 self._commit_error = None
                 self._cond.notify_all()
             self._wake.set()
@@ -238,10 +250,14 @@ class Outbox:
                     "INSERT INTO outbox_batches (n, rows, created_at) VALUES (?, ?, ?)",
                     [(len(part), _pack(part), now) for part in _parts(rows, self.batch_rows)],
                 )
+                (last,) = self._conn.execute("SELECT max(seq) FROM outbox_batches").fetchone()
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+            with self._cond:  # still under the connection lock: no recount slips in between
+                self._pending += len(rows)
+                self._mine = max(self._mine, int(last))
 
     # -- delivering -------------------------------------------------------------------
     def _flush_loop(self) -> None:
@@ -259,6 +275,7 @@ class Outbox:
             if not progressed:
                 self._wake.wait(0.2)
                 self._wake.clear()
+                self._refresh_pending()  # other processes' commits count towards max_pending
 
     def _hold_flush_lock(self) -> bool:
         """One flusher per outbox file, across processes: a lock on ``<path>.flush.lock``."""
@@ -274,12 +291,27 @@ class Outbox:
         return True
 
     def _due(self) -> list[tuple[int, int, bytes]]:
+        """The oldest due batches that fit in one delivery of ``batch_rows`` records (at least
+        one): ``(seq, attempts, rows)``. Sizes are read first, so only the batches taken are
+        read and unpacked."""
         with self._db:
-            return self._conn.execute(
-                "SELECT seq, attempts, rows FROM outbox_batches WHERE next_attempt_at <= ?"
+            found = self._conn.execute(
+                "SELECT seq, attempts, n FROM outbox_batches WHERE next_attempt_at <= ?"
                 " ORDER BY seq LIMIT 64",
                 (time.time_ns(),),
             ).fetchall()
+            taken: list[tuple[int, int, bytes]] = []
+            total = 0
+            for seq, attempts, n in found:
+                if taken and total + n > self.batch_rows:
+                    break
+                blob = self._conn.execute(
+                    "SELECT rows FROM outbox_batches WHERE seq = ?", (seq,)
+                ).fetchone()
+                if blob is not None:
+                    taken.append((seq, attempts, blob[0]))
+                    total += n
+        return taken
 
     def flush_once(self) -> bool:
         """Deliver the batches that are due (up to ``batch_rows`` records in one call of
@@ -287,21 +319,17 @@ class Outbox:
         due = self._due()
         if not due:
             return False
-        taken: list[tuple[int, int]] = []
-        rows: list[RecordRow] = []
-        for seq, attempts, blob in due:
-            part = _unpack(blob)
-            if rows and len(rows) + len(part) > self.batch_rows:
-                break
-            taken.append((seq, attempts))
-            rows.extend(part)
+        taken = [(seq, attempts) for seq, attempts, _ in due]
+        rows = [row for _, _, blob in due for row in _unpack(blob)]
         try:
-            self._deliver_all(rows)
-        except TsmeterError as exc:
+            quarantined = self._deliver_all(rows)
+        except Exception as exc:  # a store error, or a bug: either way wait and try again
+            if not isinstance(exc, TsmeterError):
+                log.exception("outbox: delivering %d records failed unexpectedly", len(rows))
             attempts = max(a for _, a in taken) + 1
             delay = min(self.backoff_max, self.backoff_base * 2 ** (attempts - 1))
             delay *= 0.5 + random.random() / 2
-            self._last_error = str(exc)
+            self._last_error = f"{type(exc).__name__}: {exc}"
             log.warning("outbox: %d records wait %.1f s after: %s", len(rows), delay, exc)
             with self._db:
                 self._conn.executemany(
@@ -315,37 +343,44 @@ class Outbox:
                 "DELETE FROM outbox_batches WHERE seq = ?", [(seq,) for seq, _ in taken]
             )
         with self._cond:
-            self._pending -= len(rows)
-            self._delivered += len(rows)
-            self._cond.notify_all()
+            self._delivered += len(rows) - quarantined
+        # recounted, not decremented: the batches may have been committed by another process
+        self._refresh_pending()
         return True
 
-    def _deliver_all(self, rows: list[RecordRow]) -> None:
-        """Deliver ``rows``; records the store rejects are found by halving and quarantined."""
+    def _deliver_all(self, rows: list[RecordRow]) -> int:
+        """Deliver ``rows``; records the store rejects are found by halving and quarantined.
+        Returns how many were quarantined."""
         try:
             self._deliver(rows)
         except RejectedError as exc:
             if len(rows) == 1:
                 self._quarantine(rows[0], str(exc))
-                return
+                return 1
             half = len(rows) // 2
-            self._deliver_all(rows[:half])
-            self._deliver_all(rows[half:])
-            return
+            return self._deliver_all(rows[:half]) + self._deliver_all(rows[half:])
         if self._after is not None:
             try:
                 self._after(rows)
             except Exception:
                 log.exception("outbox: the after-delivery hook failed on %d records", len(rows))
+        return 0
 
     def _quarantine(self, row: RecordRow, error: str) -> None:
         log.error("outbox: record %r quarantined: %s", row.id, error)
-        with self._db:
-            self._conn.execute(
-                "INSERT INTO outbox_quarantine (record_id, row, error, quarantined_at)"
-                " VALUES (?, ?, ?, ?)",
-                (row.id, _pack([row]), error, time.time_ns()),
-            )
+        with self._db:  # a batch delivered again (after a crash or outage) replaces its entry
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("DELETE FROM outbox_quarantine WHERE record_id = ?", (row.id,))
+                self._conn.execute(
+                    "INSERT INTO outbox_quarantine (record_id, row, error, quarantined_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (row.id, _pack([row]), error, time.time_ns()),
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
 
     # -- administration ---------------------------------------------------------------
     def _count_pending(self) -> int:
@@ -353,11 +388,29 @@ class Outbox:
             (n,) = self._conn.execute("SELECT coalesce(sum(n), 0) FROM outbox_batches").fetchone()
         return int(n)
 
+    def _max_seq(self) -> int:
+        with self._db:
+            (seq,) = self._conn.execute(
+                "SELECT coalesce(max(seq), 0) FROM outbox_batches"
+            ).fetchone()
+        return int(seq)
+
     def _refresh_pending(self) -> None:
-        pending = self._count_pending()
-        with self._cond:
-            self._pending = pending
-            self._cond.notify_all()
+        """Recount the records in the file (all processes'), under the connection lock so that
+        a commit's own increment cannot be counted twice."""
+        with self._db:
+            (n,) = self._conn.execute("SELECT coalesce(sum(n), 0) FROM outbox_batches").fetchone()
+            with self._cond:
+                self._pending = int(n)
+                self._cond.notify_all()
+
+    def _waiting(self, upto: int) -> bool:
+        """Whether a batch numbered ``upto`` or lower is still in the file."""
+        with self._db:
+            found = self._conn.execute(
+                "SELECT 1 FROM outbox_batches WHERE seq <= ? LIMIT 1", (upto,)
+            ).fetchone()
+        return found is not None
 
     def status(self) -> OutboxStatus:
         """Counts of what is waiting, deferred and quarantined."""
@@ -405,11 +458,16 @@ class Outbox:
                         "INSERT INTO outbox_batches (n, rows, created_at) VALUES (?, ?, ?)",
                         (len(rows), _pack(rows), time.time_ns()),
                     )
+                (last,) = self._conn.execute(
+                    "SELECT coalesce(max(seq), 0) FROM outbox_batches"
+                ).fetchone()
                 self._conn.execute("DELETE FROM outbox_quarantine")
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+            with self._cond:  # drain() waits for what was made due here too
+                self._mine = max(self._mine, int(last))
         self._refresh_pending()
         self._wake.set()
         return int(n) + len(rows)
@@ -420,21 +478,32 @@ class Outbox:
             return self._conn.execute("DELETE FROM outbox_quarantine").rowcount
 
     def drain(self, timeout: float) -> bool:
-        """Wait until everything accepted so far was delivered (or quarantined), at most
-        ``timeout`` seconds; return whether it was."""
+        """Wait until everything this process accepted so far, and what the file held when it
+        was opened, was delivered (or quarantined), by whichever process holds the flush lock;
+        at most ``timeout`` seconds. Return whether it was."""
+        if self._final is not None:  # closed: what close() left is in the file
+            return self._final.pending == 0 and self._final.in_memory == 0
         deadline = time.monotonic() + timeout
         self._wake.set()
-        with self._cond:
-            while self._memory or self._pending:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.1))
-        return True
+        while True:
+            with self._cond:  # nothing in memory and no commit half done: _mine is final
+                busy = bool(self._memory) or self._generation != self._committed
+                mine = self._mine
+            if not busy and not self._waiting(mine):
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            with self._cond:
+                self._cond.wait(min(left, 0.05))
 
     def close(self, timeout: float = 30.0) -> OutboxStatus:
         """Stop accepting records, commit what is in memory, deliver for up to ``timeout``
-        seconds, and return what remains (it stays in the file for the next process)."""
+        seconds, and return what remains (it stays in the file for the next process).
+        Closing again returns the same status."""
+        if self._final is not None:
+            return self._final
+        _OPEN.discard(self)
         started = time.monotonic()
         self.drain(timeout)
         with self._cond:
@@ -448,12 +517,35 @@ class Outbox:
         if status.pending or status.in_memory:
             left = status.pending + status.in_memory
             log.warning("outbox closed with %d records pending in %r", left, self.path)
+        self._final = status
         if not self._flusher.is_alive() and not self._committer.is_alive():
             with self._db:
                 self._conn.close()
         if self._lock_file is not None and not self._flusher.is_alive():
             self._lock_file.close()
         return status
+
+
+#: outboxes not closed yet; the interpreter's exit closes them (see Outbox.exit_timeout)
+_OPEN: weakref.WeakSet[Outbox] = weakref.WeakSet()
+_hooked = False
+
+
+def _register_exit_hook() -> None:
+    global _hooked
+    if not _hooked:
+        _hooked = True
+        atexit.register(_close_at_exit)
+
+
+def _close_at_exit() -> None:
+    """Close every outbox left open: records in memory are committed, and delivery gets up
+    to ``exit_timeout`` seconds (what remains stays in the file, with a warning)."""
+    for box in list(_OPEN):
+        try:
+            box.close(box.exit_timeout)
+        except Exception:
+            log.exception("outbox %r: closing at exit failed", box.path)
 
 
 def _parts(rows: list[RecordRow], size: int) -> list[list[RecordRow]]:

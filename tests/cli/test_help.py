@@ -42,6 +42,8 @@ def test_the_command_tree_has_every_issue_command() -> None:
         "tsmeter posthog status",
         "tsmeter posthog backfill",
         "tsmeter reconcile",
+        "tsmeter outbox status",
+        "tsmeter outbox retry",
         "tsmeter metric define",
         "tsmeter metric update",
         "tsmeter metric delete",
@@ -87,6 +89,12 @@ def test_every_module_and_public_function_is_documented() -> None:
         "aggregate",
         "demo",
         "demo_data",
+        "alert",
+        "jobs",
+        "notifications",
+        "posthog",
+        "reconcile",
+        "outbox",
     ]
     for name in names:
         module = importlib.import_module(f"tsmeter.cli.{name}")

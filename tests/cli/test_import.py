@@ -78,6 +78,7 @@ def test_bad_lines_are_reported_and_good_ones_recorded_once(metered: Cli, tmp_pa
         "lines": 10,
         "recorded": 0,
         "duplicates": 3,
+        "queued": 0,
         "bad": 7,
     }
     assert len(metered.json("usage", "get", "api_calls")) == 2

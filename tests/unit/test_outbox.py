@@ -4,15 +4,18 @@ live in tests/integration."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+import tsmeter
 from tsmeter.domain import RecordRow
 from tsmeter.errors import OutboxFullError, RejectedError, StorageUnavailableError
-from tsmeter.outbox import Outbox
+from tsmeter.outbox import Outbox, _pack
 
 
 def rows(prefix: str, n: int) -> list[RecordRow]:
@@ -145,4 +148,108 @@ def test_memory_durability_returns_before_the_commit(tmp_path: Path) -> None:
     box.put(rows("m", 10), wait=False)
     assert time.monotonic() - started < 0.04
     assert box.drain(10) and len(store.ids) == 10
+    box.close()
+
+
+def test_two_outboxes_on_one_file_count_what_the_file_holds(tmp_path: Path) -> None:
+    """The flusher that delivers another process's records keeps an exact count: its own
+    drain and close do not wait for records already delivered, and flush-waits still cover
+    its own records."""
+    path = str(tmp_path / "o.db")
+    store = Store()
+    flusher = Outbox(path, store)
+    wait_until(lambda: flusher.status().batches == 0 and flusher._lock_file is not None)
+    other = Outbox(path, store)  # the flush lock is taken: this one only queues
+    other.put(rows("b", 100))
+    assert other.drain(10) and len(store.ids) == 100
+    assert flusher.drain(0.5)
+    flusher.put(rows("a", 100))
+    assert flusher.drain(10) and len(store.ids) == 200
+    started = time.monotonic()
+    assert flusher.close(timeout=5).pending == 0
+    assert time.monotonic() - started < 2
+    other.close()
+
+
+def test_backpressure_counts_records_other_processes_committed(tmp_path: Path) -> None:
+    """max_pending bounds the file: records another outbox on the file committed count."""
+    path = str(tmp_path / "o.db")
+    store = Store()
+    store.down = True
+    flusher = Outbox(path, store, max_pending=100, backoff_base=5)
+    wait_until(lambda: flusher._lock_file is not None)
+    other = Outbox(path, store, max_pending=100)
+    other.put(rows("b", 100))
+    wait_until(lambda: flusher._pending == 100)  # seen within a flusher pass (~0.2 s)
+    with pytest.raises(OutboxFullError):
+        flusher.put(rows("a", 1), timeout=1.0)
+    other.close(timeout=0.1)
+    flusher.close(timeout=0.1)
+
+
+def test_delivered_does_not_count_quarantined_records(tmp_path: Path) -> None:
+    """status().delivered counts what the store took, not what it rejected."""
+    store = Store()
+    store.poison = {"p-3"}
+    box = Outbox(str(tmp_path / "o.db"), store)
+    box.put(rows("p", 10))
+    assert box.drain(10)
+    status = box.close()
+    assert (status.delivered, status.quarantined) == (9, 1)
+
+
+def test_a_batch_delivered_again_keeps_one_quarantine_entry(tmp_path: Path) -> None:
+    """When the store fails half-way through the halving, the batch is delivered again later;
+    its rejected record is quarantined once, not once per attempt."""
+    failed = []
+
+    def deliver(batch: list[RecordRow]) -> None:
+        ids = {r.id for r in batch}
+        if "p-1" in ids:
+            raise RejectedError("HTTP 400: bad point p-1")
+        if ids == {"p-2", "p-3"} and not failed:
+            failed.append(True)
+            raise StorageUnavailableError("server went away")
+
+    box = Outbox(str(tmp_path / "o.db"), deliver, backoff_base=0.01, backoff_max=0.05)
+    box.put(rows("p", 4))
+    assert box.drain(10) and failed
+    assert [q.row.id for q in box.quarantined()] == ["p-1"]
+    box.close()
+
+
+def test_interpreter_exit_delivers_an_outbox_left_open(tmp_path: Path) -> None:
+    """A process that records in memory mode and exits without close() still commits and
+    delivers its records (within exit_timeout)."""
+    store, outbox = tmp_path / "u.db", tmp_path / "o.db"
+    code = f"""
+import tsmeter
+meter = tsmeter.connect({str(store)!r}, outbox={str(outbox)!r}, durability="memory",
+                        outbox_options={{"commit_interval": 1.0}})
+meter.define_metric("api_calls", aggregation_type="COUNT")
+meter.record_batch([{{"metricKey": "api_calls", "subjectType": "org", "subjectId": "o1",
+                     "id": f"x{{i}}"}} for i in range(50)])
+assert meter.outbox.status().in_memory == 50
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    with tsmeter.connect(str(store)) as meter:
+        assert len(meter.get_usage("api_calls")) == 50
+
+
+def test_deliveries_take_whole_batches_oldest_first_up_to_batch_rows(tmp_path: Path) -> None:
+    """Each call of deliver gets the oldest due batches that fit in batch_rows (at least one
+    batch, even a larger one), in commit order."""
+    sizes: list[int] = []
+    box = Outbox(str(tmp_path / "o.db"), lambda batch: sizes.append(len(batch)), batch_rows=100)
+    with box._db:  # commit three batches before the flusher may see any of them
+        box._conn.execute("BEGIN IMMEDIATE")
+        for prefix, n in (("a", 60), ("b", 30), ("c", 150)):
+            box._conn.execute(
+                "INSERT INTO outbox_batches (n, rows, created_at) VALUES (?, ?, 0)",
+                (n, _pack(rows(prefix, n))),
+            )
+        box._conn.execute("COMMIT")
+    box._wake.set()
+    wait_until(lambda: sum(sizes) == 240)
+    assert sizes == [90, 150]
     box.close()

@@ -23,7 +23,8 @@ R = TypeVar("R")
 
 @dataclass
 class CliState:
-    """The root options (``--store``, ``--format``, ``--timezone``) and the open Meter.
+    """The root options (``--store``, ``--format``, ``--timezone``, ``--outbox``) and the
+    open Meter.
 
     ``store`` and ``timezone`` are None when not given; :func:`tsmeter.connect` then
     falls back to the environment and the defaults. The Meter is opened lazily,
@@ -34,6 +35,7 @@ class CliState:
     store: str | None = None
     fmt: OutputFormat = "table"
     timezone: str | None = None
+    outbox: str | None = None  # a root --outbox PATH; None: $TSMETER_OUTBOX, else no outbox
     _meters: list[Meter] = field(default_factory=list)
 
     def meter(self, *, mirror: bool | None = None) -> Meter:
@@ -43,12 +45,14 @@ class CliState:
         the mirror themselves); by default the environment decides (see ``connect``).
         """
         if not self._meters:
-            self._meters.append(connect(self.store, timezone=self.timezone, mirror=mirror))
+            self._meters.append(
+                connect(self.store, timezone=self.timezone, outbox=self.outbox, mirror=mirror)
+            )
         return self._meters[0]
 
     def open(self, url: str) -> Meter:
         """Open an extra Meter on ``url`` (closed on exit, like :meth:`meter`)."""
-        meter = connect(url, timezone=self.timezone)
+        meter = connect(url, timezone=self.timezone, outbox=self.outbox)
         self._meters.append(meter)
         return meter
 

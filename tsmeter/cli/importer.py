@@ -81,12 +81,14 @@ class BadLine:
 
 @dataclass
 class ImportResult:
-    """What an import did: records read, newly recorded, already there, and bad lines."""
+    """What an import did: records read, newly recorded, already there, and bad lines; with
+    an outbox, records ``queued`` for the store instead of recorded and duplicates."""
 
     lines: int = 0
     recorded: int = 0
     duplicates: int = 0
     bad: int = 0
+    queued: int = 0
 
 
 def line_id(name: str, line: int, text: str) -> str:
@@ -260,6 +262,7 @@ def _flush(
             outcome = meter.record_batch(good)
         result.recorded += outcome.recorded
         result.duplicates += outcome.duplicates
+        result.queued += outcome.queued
     result.bad += len(bad)
     return sorted(bad, key=lambda b: b.line)
 

@@ -22,6 +22,7 @@ from tsmeter.cli.influx import influx
 from tsmeter.cli.jobs import jobs, scheduler
 from tsmeter.cli.metric import metric
 from tsmeter.cli.notifications import notifications
+from tsmeter.cli.outbox import outbox
 from tsmeter.cli.posthog import posthog
 from tsmeter.cli.reconcile import reconcile
 from tsmeter.cli.threshold import threshold
@@ -102,8 +103,17 @@ def _silence_stdout() -> None:
     "--store",
     metavar="URL",
     default=None,
-    help="Store URL: sqlite:///PATH or a file path [default: $TSMETER_STORE_URL, else "
+    help="Store URL: sqlite:///PATH, a file path, influxdb://HOST:PORT/DB or "
+    "influxdb2://HOST:PORT/BUCKET?org=ORG [default: $TSMETER_STORE_URL, else "
     "tsmeter/tsmeter.db in $XDG_DATA_HOME or ~/.local/share].",
+)
+@click.option(
+    "--outbox",
+    metavar="PATH",
+    envvar="TSMETER_OUTBOX",
+    default=None,
+    help="Durable outbox file in front of the store (see 'tsmeter outbox') "
+    "[default: $TSMETER_OUTBOX, else none].",
 )
 @click.option(
     "--format",
@@ -123,7 +133,9 @@ def _silence_stdout() -> None:
 )
 @click.version_option(package_name="tsmeter")
 @click.pass_context
-def cli(ctx: click.Context, store: str | None, fmt: str, timezone: str | None) -> None:
+def cli(
+    ctx: click.Context, store: str | None, outbox: str | None, fmt: str, timezone: str | None
+) -> None:
     """tsmeter: usage metering for SaaS products.
 
     Define metrics, record usage, aggregate it into hourly to yearly summaries
@@ -137,13 +149,15 @@ def cli(ctx: click.Context, store: str | None, fmt: str, timezone: str | None) -
         tsmeter --store usage.db usage record api_calls org org-1
         tsmeter --store usage.db --format json usage summary api_calls --period daily
     """
-    state = CliState(store=store, fmt=cast(OutputFormat, fmt.lower()), timezone=timezone)
+    state = CliState(
+        store=store, fmt=cast(OutputFormat, fmt.lower()), timezone=timezone, outbox=outbox
+    )
     ctx.obj = state
     ctx.call_on_close(state.close)
 
 
 for _command in (metric, usage, threshold, alert, aggregate, demo, influx, scheduler, jobs,
-                 notifications, posthog, reconcile):  # fmt: skip
+                 notifications, posthog, reconcile, outbox):  # fmt: skip
     cli.add_command(_command)
 
 

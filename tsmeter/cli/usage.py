@@ -177,17 +177,24 @@ def import_(
         "lines": result.lines,
         "recorded": result.recorded,
         "duplicates": result.duplicates,
+        "queued": result.queued,
         "bad": result.bad,
     }
     text = (
         f"{shown}: {result.lines} lines: {result.recorded} new, "
         f"{result.duplicates} already recorded, {result.bad} bad"
     )
+    if result.queued:  # through an outbox: ids already stored are dropped on delivery
+        text = (
+            f"{shown}: {result.lines} lines: {result.queued} queued for the store (ids it has"
+            f" already are dropped on delivery), {result.bad} bad"
+        )
     emit_one(state, doc, text=text)
     if result.bad:
         raise click.ClickException(
             f"{result.bad} of {result.lines} lines in {shown} were bad and skipped (listed "
-            f"above); the other {result.lines - result.bad} are recorded"
+            f"above); the other {result.lines - result.bad} are "
+            + ("queued for the store" if result.queued else "recorded")
         )
 
 

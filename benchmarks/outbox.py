@@ -1,0 +1,205 @@
+"""Recording through the durable outbox into a local influxd, against the bare ceiling.
+
+    .venv/bin/python benchmarks/outbox.py [--records 1000000] [--latency-calls 20000]
+                                          [--pending 1000000]
+
+Starts its own influxd 1.x on 127.0.0.1 (Debian's ``influxdb`` package) in a temporary
+directory and measures, in one run:
+
+* the ceiling: pre-built line protocol for the same points POSTed in batches of 10,000
+  over one keep-alive HTTP session (no validation, no checks; as benchmarks/influx_ingest.py);
+* sustained records/s from one process: ``record_batch`` calls of 1,000 dicts through
+  ``connect("influxdb://...", outbox=PATH)``, timed from the first call until ``flush()``
+  returned (every record in influxd), in durability "outbox" (each call returns once its
+  records are committed to the outbox file) and "memory"; and, for reference, the same
+  calls without an outbox (each call returns once influxd has the records);
+* ``record()`` latency, one thread, one record per call, p50 and p99, in both modes
+  (the server up: the flusher delivers while the calls are timed);
+* the peak RSS of a child process that queues ``--pending`` records while no server
+  listens (they all stay pending in the outbox).
+
+Targets (issue "Durable ingestion"): durable >= 0.70 of the ceiling, memory >= 0.85;
+memory bounded with 1,000,000 records pending.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import tsmeter
+from benchmarks.influx_ingest import ceiling
+from tests.influx_server import InfluxServer, free_port
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+CALL = 1_000  # records per record_batch call
+
+
+def records(n: int, start: datetime, prefix: str) -> Iterator[list[dict[str, Any]]]:
+    """``n`` records of two metrics by 100 organisations over 30 days, in lists of CALL."""
+    step = timedelta(days=30) / n
+    for first in range(0, n, CALL):
+        yield [
+            {
+                "id": f"{prefix}-{i}",
+                "metricKey": "api_calls" if i % 3 else "tokens",
+                "subjectType": "org",
+                "subjectId": f"org-{i % 100}",
+                "quantity": float(i % 17 + 1),
+                "timestamp": start + step * i,
+            }
+            for i in range(first, min(n, first + CALL))
+        ]
+
+
+def store_url(port: int, db: str, state: Path) -> str:
+    """The influxdb:// URL of ``db``, with its catalog and id ledger in ``state``."""
+    return f"influxdb://127.0.0.1:{port}/{db}?writer=bench&state={state}"
+
+
+def open_meter(url: str, **options: Any) -> tsmeter.Meter:
+    """A Meter on ``url`` with the benchmark's two metrics defined."""
+    meter = tsmeter.connect(url, **options)
+    meter.define_metric("api_calls", aggregation_type="COUNT")
+    meter.define_metric("tokens", aggregation_type="SUM")
+    return meter
+
+
+def sustained(url: str, calls: list[list[dict[str, Any]]], **options: Any) -> tuple[float, float]:
+    """``(records/s until the last call returned, records/s until flush() returned)``."""
+    meter = open_meter(url, **options)
+    n = sum(len(c) for c in calls)
+    try:
+        t0 = time.perf_counter()
+        for call in calls:
+            meter.record_batch(call)
+        accepted = time.perf_counter() - t0
+        assert meter.flush(timeout=600), "the outbox did not drain"
+        done = time.perf_counter() - t0
+    finally:
+        meter.close()
+    return n / accepted, n / done
+
+
+def latencies(url: str, calls: int, **options: Any) -> tuple[float, float]:
+    """``(p50, p99)`` in microseconds of single ``record()`` calls."""
+    meter = open_meter(url, **options)
+    spent = []
+    try:
+        for i in range(calls):
+            at = START + timedelta(days=40, milliseconds=i)
+            t0 = time.perf_counter_ns()
+            meter.record("tokens", "org", f"org-{i % 100}", 1.0, timestamp=at, id=f"lat-{i}")
+            spent.append(time.perf_counter_ns() - t0)
+        assert meter.flush(timeout=120)
+    finally:
+        meter.close()
+    cuts = statistics.quantiles(spent, n=100)
+    return cuts[49] / 1e3, cuts[98] / 1e3
+
+
+def _memory_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (VmHWM: peak RSS, VmRSS: now).
+    Not getrusage: a child's ru_maxrss starts from its parent's RSS at fork."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise LookupError(field)
+
+
+def rss_child(argv: list[str]) -> int:
+    """In a child process: queue N records with no server listening; print peak RSS (MB)
+    and RSS before recording, then exit without waiting for delivery."""
+    url, outbox, n = argv[0], argv[1], int(argv[2])
+    meter = open_meter(url, outbox=outbox)
+    meter.close_timeout = 0.5
+    before = _memory_mb("VmRSS")
+    t0 = time.perf_counter()
+    for call in records(n, START, "pending"):
+        meter.record_batch(call)
+    seconds = time.perf_counter() - t0
+    assert meter.outbox is not None
+    pending = meter.outbox.status().pending
+    peak = _memory_mb("VmHWM")
+    print(f"{peak:.0f} {before:.0f} {pending} {seconds:.1f}")
+    meter.close()
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--latency-calls", type=int, default=20_000)
+    parser.add_argument("--pending", type=int, default=1_000_000)
+    parser.add_argument("--rss-child", nargs=3, metavar=("URL", "OUTBOX", "N"))
+    args = parser.parse_args()
+    if args.rss_child:
+        return rss_child(args.rss_child)
+    calls = list(records(args.records, START, "r"))
+    flat = [r for call in calls for r in call]
+    with tempfile.TemporaryDirectory() as tmp, InfluxServer() as server:
+        root = Path(tmp)
+        for db in ("bare", "direct", "durable", "memory", "lat_durable", "lat_memory"):
+            server.create_database(db)
+        # each database is dropped once measured: influxd's compactions of earlier runs'
+        # points would otherwise take CPU from the later runs
+        bare = ceiling(server, "bare", flat)
+        server.drop_database("bare")
+        del flat
+        url = {db: store_url(server.port, db, root / f"{db}.db")
+               for db in ("direct", "durable", "memory", "lat_durable", "lat_memory")}  # fmt: skip
+        durable = sustained(url["durable"], calls, outbox=str(root / "o1.db"))
+        server.drop_database("durable")
+        memory = sustained(url["memory"], calls, outbox=str(root / "o2.db"), durability="memory")
+        server.drop_database("memory")
+        direct = sustained(url["direct"], calls)
+        server.drop_database("direct")
+        del calls
+        slow_calls = max(100, args.latency_calls // 10)
+        lat_durable = latencies(url["lat_durable"], slow_calls, outbox=str(root / "o3.db"))
+        lat_memory = latencies(url["lat_memory"], args.latency_calls, outbox=str(root / "o4.db"),
+                               durability="memory")  # fmt: skip
+        nowhere = store_url(free_port(), "pending", root / "pending.db")
+        child = subprocess.run(
+            [sys.executable, __file__, "--rss-child", nowhere, str(root / "o5.db"),
+             str(args.pending)],
+            capture_output=True, text=True, check=True, timeout=1800,
+        )  # fmt: skip
+        peak, before, pending, queued_in = child.stdout.split()
+    n = args.records
+    print(f"records: {n:,} in record_batch calls of {CALL:,} (influxd 1.x on 127.0.0.1)")
+    print(f"bare keep-alive POST loop          {bare:>10,.0f} points/s   (the ceiling)")
+    for name, (accepted, done) in (("outbox, durability outbox", durable),
+                                   ("outbox, durability memory", memory),
+                                   ("no outbox (direct)", direct)):  # fmt: skip
+        target = {"outbox, durability outbox": "  (target >= 0.70)",
+                  "outbox, durability memory": "  (target >= 0.85)"}.get(name, "")  # fmt: skip
+        print(f"{name:<34} {done:>10,.0f} records/s  ratio {done / bare:.2f}{target};"
+              f" calls returned at {accepted:,.0f} records/s")  # fmt: skip
+    print(
+        f"record() durability outbox         p50 {lat_durable[0]:>8,.0f} us"
+        f"  p99 {lat_durable[1]:>8,.0f} us  ({slow_calls:,} calls, one thread)"
+    )
+    print(
+        f"record() durability memory         p50 {lat_memory[0]:>8,.0f} us"
+        f"  p99 {lat_memory[1]:>8,.0f} us  ({args.latency_calls:,} calls, one thread)"
+    )
+    print(
+        f"peak RSS with {int(pending):,} records pending (no server): {peak} MB"
+        f" ({before} MB before recording; queued in {queued_in} s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
