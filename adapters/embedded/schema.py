@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tsmeter.errors import StorageUnavailableError
@@ -173,3 +176,41 @@ def connect(path: str) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise StorageUnavailableError(f"cannot open store {path!r}: {exc}") from exc
     return conn
+
+
+class StateFile:
+    """One SQLite connection (WAL) shared by threads under a lock, for the small tables kept
+    in a state file beside the store (the notification log, the PostHog journal): ``ddl``
+    runs in one transaction on open, and SQLite errors become StorageUnavailableError
+    naming ``what`` and the file."""
+
+    def __init__(self, path: str, ddl: str, what: str) -> None:
+        self.path = path
+        self._what = what
+        self._lock = threading.Lock()
+        try:
+            self._conn: sqlite3.Connection | None = open_wal(path)
+            with self._write() as conn:
+                conn.executescript(f"BEGIN IMMEDIATE;{ddl}COMMIT;")
+        except sqlite3.Error as exc:
+            raise StorageUnavailableError(f"{what} {path!r}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """The connection under the lock, with SQLite errors translated."""
+        with self._lock:
+            if self._conn is None:
+                raise StorageUnavailableError(f"{self._what} {self.path!r} is closed")
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise StorageUnavailableError(f"{self._what} {self.path!r}: {exc}") from exc

@@ -8,19 +8,16 @@ worker that dies mid-attempt only delays it until the lease runs out.
 
 from __future__ import annotations
 
-import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from tsmeter.adapters.embedded.schema import open_wal
+from tsmeter.adapters.embedded.schema import StateFile
 from tsmeter.domain import Model
 from tsmeter.domain.validation import from_ns
-from tsmeter.errors import StorageUnavailableError, ValidationError
+from tsmeter.errors import ValidationError
 
 __all__ = ["Channel", "Delivery", "DeliveryCounts", "DeliveryLog", "DeliveryStatus", "NewDelivery"]
 
@@ -132,41 +129,14 @@ _COLUMNS = (
 )
 
 
-class DeliveryLog:
+class DeliveryLog(StateFile):
     """The ``notify_deliveries`` table in the SQLite file at ``path``.
 
     Example: ``DeliveryLog("state.db").list("pending")``.
     """
 
     def __init__(self, path: str) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        try:
-            self._conn: sqlite3.Connection | None = open_wal(path)
-            with self._write() as conn:
-                conn.executescript(f"BEGIN IMMEDIATE;{DDL}COMMIT;")
-        except sqlite3.Error as exc:
-            raise StorageUnavailableError(f"delivery log {path!r}: {exc}") from exc
-
-    def close(self) -> None:
-        """Close the connection (idempotent)."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """The connection under the lock, with SQLite errors translated."""
-        with self._lock:
-            if self._conn is None:
-                raise StorageUnavailableError(f"delivery log {self.path!r} is closed")
-            try:
-                yield self._conn
-            except sqlite3.Error as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise StorageUnavailableError(f"delivery log {self.path!r}: {exc}") from exc
+        super().__init__(path, DDL, "delivery log")
 
     def enqueue(self, items: Sequence[NewDelivery], now: int) -> int:
         """Add the deliveries not logged yet (by alert, event, channel, target); return how

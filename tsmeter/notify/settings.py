@@ -19,6 +19,9 @@ from dataclasses import dataclass, fields
 from email.utils import parseaddr
 from typing import Any, Literal, cast
 
+from tsmeter.envvars import integer as _int
+from tsmeter.envvars import seconds as _float
+from tsmeter.envvars import text as _text
 from tsmeter.errors import ValidationError
 
 __all__ = ["ENV", "NotifySettings", "Security"]
@@ -143,24 +146,6 @@ class NotifySettings:
 
 def _bad(name: str, problem: str) -> ValidationError:
     return ValidationError(ENV[name], problem)
-
-
-def _text(env: str, raw: str) -> str:
-    return raw
-
-
-def _int(env: str, raw: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValidationError(env, f"must be an integer, got {raw!r}") from None
-
-
-def _float(env: str, raw: str) -> float:
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValidationError(env, f"must be a number of seconds, got {raw!r}") from None
 
 
 def _security(env: str, raw: str) -> Security:

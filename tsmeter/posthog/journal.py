@@ -18,18 +18,14 @@ from __future__ import annotations
 
 import os
 import socket
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from tsmeter.adapters.embedded.schema import open_wal
+from tsmeter.adapters.embedded.schema import StateFile
 from tsmeter.domain import Model
 from tsmeter.domain.validation import from_ns
-from tsmeter.errors import StorageUnavailableError
 from tsmeter.posthog.events import CaptureEvent
 
 __all__ = ["DroppedRange", "Journal", "MirrorRun", "Unsent"]
@@ -133,42 +129,15 @@ def _dt(ns: int | None) -> datetime | None:
     return None if ns is None else from_ns(ns)
 
 
-class Journal:
+class Journal(StateFile):
     """The journal tables in the SQLite file at ``path`` (created if missing).
 
     Example: ``Journal("state.db").unsent_counts()`` → ``{"pending": 0, "failed": 3}``.
     """
 
     def __init__(self, path: str) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        try:
-            self._conn: sqlite3.Connection | None = open_wal(path)
-            with self._write() as conn:
-                conn.executescript(f"BEGIN IMMEDIATE;{DDL}COMMIT;")
-        except sqlite3.Error as exc:
-            raise StorageUnavailableError(f"posthog journal {path!r}: {exc}") from exc
+        super().__init__(path, DDL, "posthog journal")
 
-    def close(self) -> None:
-        """Close the connection (idempotent)."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._conn is None:
-                raise StorageUnavailableError(f"posthog journal {self.path!r} is closed")
-            try:
-                yield self._conn
-            except sqlite3.Error as exc:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise StorageUnavailableError(f"posthog journal {self.path!r}: {exc}") from exc
-
-    # -- runs -------------------------------------------------------------------------
     def start_run(self, run_id: str, now: int) -> None:
         """Record that the mirror ``run_id`` started in this process."""
         with self._write() as conn:

@@ -25,6 +25,10 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from tsmeter.envvars import boolean as _bool
+from tsmeter.envvars import integer as _int
+from tsmeter.envvars import seconds as _float
+from tsmeter.envvars import text as _text
 from tsmeter.errors import ValidationError
 
 __all__ = ["DEFAULT_HOST", "ENV", "PREFIX_PATTERN", "PostHogSettings", "parse_groups"]
@@ -263,32 +267,5 @@ def _bad(name: str, problem: str) -> ValidationError:
     return ValidationError(ENV[name], problem)
 
 
-def _text(env: str, raw: str) -> str:
-    return raw
-
-
 def _groups_env(env: str, raw: str) -> dict[str, str]:
     return parse_groups(raw, env)
-
-
-def _bool(env: str, raw: str) -> bool:
-    value = raw.lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValidationError(env, f"must be true or false, got {raw!r}")
-
-
-def _int(env: str, raw: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValidationError(env, f"must be an integer, got {raw!r}") from None
-
-
-def _float(env: str, raw: str) -> float:
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValidationError(env, f"must be a number of seconds, got {raw!r}") from None
