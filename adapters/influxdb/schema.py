@@ -101,6 +101,22 @@ def metric_condition(
     return " AND ".join(terms)
 
 
+def complete(values: Mapping[str, Any]) -> bool:
+    """Whether a raw point read back has its record fields. InfluxDB stores each field of a
+    point separately, so a read that runs while the point is being written can see some
+    fields and not others: such a point is not a record yet.
+
+    >>> complete({"rid": "r1", "quantity": 1.0}), complete({"rid": "r1", "quantity": None})
+    (True, False)
+    """
+    return values.get("rid") is not None and values.get("quantity") is not None
+
+
+def series_key_of(tags: Mapping[str, Any], values: Mapping[str, Any]) -> SeriesKey:
+    """The series of a raw point (tags from GROUP BY or columns)."""
+    return series_of({**{k: str(values[k]) for k in SERIES_TAGS if values.get(k)}, **tags})
+
+
 def row_of(tags: dict[str, str], values: dict[str, Any]) -> RecordRow:
     """A stored record from a raw point (tags from GROUP BY or columns)."""
     merged = {**{k: str(values[k]) for k in SERIES_TAGS if values.get(k)}, **tags}

@@ -47,9 +47,11 @@ from tsmeter.adapters.influxdb.schema import (
     EVENTS,
     RAW,
     SeriesKey,
+    complete,
     metric_condition,
     row_of,
     series_condition,
+    series_key_of,
     series_of,
 )
 from tsmeter.domain import PeriodType, RecordRow
@@ -235,12 +237,12 @@ class InfluxV1Store:
         sent = self.ledger.known([record_id])
         if sent:
             for tags, values in self._stored(list(sent.values())):
-                if values.get("rid") == record_id:
+                if values.get("rid") == record_id and complete(values):
                     return row_of(tags, values)
         (result,) = self.client.query(
             f'SELECT * FROM {quote_ident(RAW)} WHERE "rid" = $rid LIMIT 1', {"rid": record_id}
         )
-        rows = series_rows(result)
+        rows = [pair for pair in series_rows(result) if complete(pair[1])]
         return row_of(*rows[0]) if rows else None
 
     def _edge(self, condition: str, params: dict[str, Any], selector: str) -> int | None:
@@ -272,10 +274,8 @@ class InfluxV1Store:
                 " AND time >= $wlo AND time < $whi",
                 {**params, "wlo": cursor, "whi": stop},
             )
-            rows = sorted(
-                (r for r in (row_of(*pair) for pair in series_rows(result)) if lo <= r.ts < hi),
-                key=lambda r: (r.ts, r.id),
-            )
+            points = [row_of(*pair) for pair in series_rows(result) if complete(pair[1])]
+            rows = sorted((r for r in points if lo <= r.ts < hi), key=lambda r: (r.ts, r.id))
             for row in rows:
                 if remaining == 0:
                     return
@@ -360,12 +360,15 @@ def _unstored(
     remember: Callable[[RecordRow], None],
 ) -> list[RecordRow]:
     """The rows of ``chunk`` whose id is not among the stored points ``found``. Every id found
-    is dropped from ``unique`` (and remembered), every point time found is ``occupied``."""
+    is dropped from ``unique`` (and complete points are remembered), every point time found
+    is ``occupied`` (also of a point whose fields are still landing)."""
     for tags, values in found:
-        stored = row_of(tags, values)
-        remember(stored)
-        unique.pop(stored.id, None)
-        occupied.add((_key(stored), values.get("c") or "", int(values["time"])))
+        occupied.add((series_key_of(tags, values), values.get("c") or "", int(values["time"])))
+        rid = values.get("rid")
+        if rid is not None:
+            unique.pop(rid, None)
+            if complete(values):
+                remember(row_of(tags, values))
     return [row for row in chunk if row.id in unique]
 
 

@@ -22,7 +22,14 @@ from tsmeter.adapters.influxdb import flux
 from tsmeter.adapters.influxdb import rollup as rollups
 from tsmeter.adapters.influxdb.fluxrollup import FluxSource
 from tsmeter.adapters.influxdb.lineprotocol import decode_tag, encode_point, tag_value
-from tsmeter.adapters.influxdb.schema import RAW, SeriesKey, row_of, series_of, summary_measurement
+from tsmeter.adapters.influxdb.schema import (
+    RAW,
+    SeriesKey,
+    complete,
+    row_of,
+    series_of,
+    summary_measurement,
+)
 from tsmeter.adapters.influxdb.v1 import InfluxV1Store
 from tsmeter.adapters.influxdb.v2client import InfluxV2Client, InfluxV2Config
 from tsmeter.domain import PeriodType, RecordRow
@@ -98,7 +105,7 @@ class InfluxV2Store(InfluxV1Store):
         sent = self.ledger.known([record_id])
         if sent:
             for tags, values in self._stored(list(sent.values())):
-                if values.get("rid") == record_id:
+                if values.get("rid") == record_id and complete(values):
                     return row_of(tags, values)
         hits = self.api.rows(flux.rid_lookup(self.bucket, record_id))
         if not hits:
@@ -109,7 +116,7 @@ class InfluxV2Store(InfluxV1Store):
             self.bucket, RAW, at, at + 1, flux.series_predicate(q, [series_of(hits[0])]), q
         )
         for values in self.api.rows(query):
-            if values.get("rid") == record_id:
+            if values.get("rid") == record_id and complete(_point(values)):
                 return row_of({}, _point(values))
         return None
 
@@ -143,7 +150,8 @@ class InfluxV2Store(InfluxV1Store):
             )
             found = flux.points(self.bucket, RAW, cursor, stop, predicate, q)
             rows = sorted(
-                (r for r in (row_of({}, _point(v)) for v in self.api.stream(found))
+                (r for r in (row_of({}, p) for p in map(_point, self.api.stream(found))
+                             if complete(p))
                  if lo <= r.ts < hi),
                 key=lambda r: (r.ts, r.id),
             )  # fmt: skip
