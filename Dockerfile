@@ -1,0 +1,14 @@
+# The tsmeter image for docker-compose.yml's scheduler service.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY tsmeter ./tsmeter
+COPY adapters ./adapters
+RUN pip install ".[influxdb,scheduler]" && useradd --create-home --uid 10001 tsmeter \
+    && mkdir /data && chown tsmeter /data
+USER tsmeter
+WORKDIR /data
+VOLUME ["/data"]
+CMD ["tsmeter", "scheduler", "run"]
