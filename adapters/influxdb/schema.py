@@ -101,6 +101,16 @@ def metric_condition(
     return " AND ".join(terms)
 
 
+def event_matches(event: str, name: str | None) -> bool:
+    """Whether a metering event is of kind ``name`` or of its family (``threshold`` matches
+    ``threshold.exceeded``); every event when ``name`` is None.
+
+    >>> event_matches("threshold.exceeded", "threshold"), event_matches("thresholds.x", "threshold")
+    (True, False)
+    """
+    return name is None or event == name or event.startswith(name + ".")
+
+
 def complete(values: Mapping[str, Any]) -> bool:
     """Whether a raw point read back has its record fields. InfluxDB stores each field of a
     point separately, so a read that runs while the point is being written can see some

@@ -48,6 +48,7 @@ from tsmeter.adapters.influxdb.schema import (
     RAW,
     SeriesKey,
     complete,
+    event_matches,
     metric_condition,
     row_of,
     series_condition,
@@ -329,7 +330,7 @@ class InfluxV1Store:
         for tags, values in series_rows(result):
             merged = {**{k: v for k, v in values.items() if v is not None}, **tags}
             event = decode_tag(str(merged.get("event", "")))
-            if name is not None and event != name and not event.startswith(name + "."):
+            if not event_matches(event, name):
                 continue
             metric, subject_type, subject_id, org = series_of(merged)
             out.append(EventRow(int(values["time"]), event, metric, subject_type, subject_id,

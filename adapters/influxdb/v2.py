@@ -26,6 +26,7 @@ from tsmeter.adapters.influxdb.schema import (
     RAW,
     SeriesKey,
     complete,
+    event_matches,
     row_of,
     series_of,
     summary_measurement,
@@ -220,7 +221,7 @@ class InfluxV2Store(InfluxV1Store):
         out = []
         for values in self.api.stream(flux.events(self.bucket, lo, hi)):
             event = decode_tag(str(values.get("event") or ""))
-            if name is not None and event != name and not event.startswith(name + "."):
+            if not event_matches(event, name):
                 continue
             tags = {"metric": "", "subject_type": "", "subject_id": "", **values}
             metric, subject_type, subject_id, org = series_of(tags)  # empty tags are not stored
