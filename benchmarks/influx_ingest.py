@@ -7,11 +7,14 @@ temporary directory and, in one run, measures:
 
 * the ceiling: pre-built line protocol for the same points POSTed in batches
   of 10,000 over one keep-alive HTTP session (no validation, no checks);
-* ``Meter.record_batch`` of the same records as dicts, in calls of 50,000,
-  through ``influxdb://`` (validation, id ledger, the read that prevents
-  collapse and double counting, encoding, the write).
+* ``Meter.record_batch`` of the same records as dicts through ``influxdb://``
+  (validation, id ledger, the read that prevents collapse and double counting,
+  encoding, the write): all in one call, then new records in calls of 50,000;
+* the ceiling again at the end; ratios are taken against the faster of the two.
 
-Target (issue "InfluxDB stores"): record_batch >= 80 % of the ceiling.
+Target (issue "InfluxDB stores"): record_batch >= 80 % of the ceiling. The first
+line says whether the compiled fast paths ran (``TSMETER_PURE_PYTHON=1`` turns
+them off).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tsmeter
 from tests.influx_server import InfluxServer
+from tsmeter import speedups
 from tsmeter.adapters.influxdb.lineprotocol import UsageEncoder
 from tsmeter.domain import RecordRow, new_ids
 from tsmeter.domain.validation import to_ns
@@ -70,31 +74,44 @@ def ceiling(server: InfluxServer, db: str, records: list[dict[str, object]]) -> 
     return len(rows) / (time.perf_counter() - t0)
 
 
+def recorded(url: str, records: list[dict[str, object]], call: int) -> tuple[float, float]:
+    """(records/s of ``record_batch`` in calls of ``call`` records, s of HOURLY aggregation)."""
+    with tsmeter.connect(url) as meter:
+        meter.define_metric("api_calls", aggregation_type="COUNT")
+        meter.define_metric("tokens", aggregation_type="SUM")
+        t0 = time.perf_counter()
+        for i in range(0, len(records), call):
+            meter.record_batch(records[i : i + call])
+        rate = len(records) / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        meter.aggregate("HOURLY")
+        return rate, time.perf_counter() - t0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     args = parser.parse_args()
-    records = make_records(args.records, datetime(2026, 1, 1, tzinfo=UTC))
+    n = args.records
+    start = datetime(2026, 1, 1, tzinfo=UTC)
     with tempfile.TemporaryDirectory() as tmp, InfluxServer() as server:
         server.start()
-        server.create_database("bare")
-        server.create_database("meter")
-        bare = ceiling(server, "bare", records)
-        url = f"influxdb://127.0.0.1:{server.port}/meter?writer=bench&state={tmp}/state.db"
-        with tsmeter.connect(url) as meter:
-            meter.define_metric("api_calls", aggregation_type="COUNT")
-            meter.define_metric("tokens", aggregation_type="SUM")
-            t0 = time.perf_counter()
-            for i in range(0, len(records), 50_000):
-                meter.record_batch(records[i : i + 50_000])
-            rate = len(records) / (time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            meter.aggregate("HOURLY")
-            hourly = time.perf_counter() - t0
-    print(f"records: {args.records:,} (influxd 1.x on 127.0.0.1)")
-    print(f"bare keep-alive POST loop      {bare:>10,.0f} points/s   (the ceiling)")
-    print(f"record_batch via influxdb://   {rate:>10,.0f} records/s  ratio {rate / bare:.2f}"
+        for db in ("bare", "bare2", "meter", "meter2"):
+            server.create_database(db)
+        url = f"influxdb://127.0.0.1:{server.port}/{{}}?writer=bench&state={tmp}/{{}}.db"
+        records = make_records(n, start)
+        before = ceiling(server, "bare", records)
+        one, hourly = recorded(url.format("meter", "meter"), records, n)
+        records = make_records(n, start)  # new ids
+        calls, _ = recorded(url.format("meter2", "meter2"), records, 50_000)
+        after = ceiling(server, "bare2", records)
+    bare = max(before, after)  # the faster ceiling: the ratios below are the lower ones
+    print(f"records: {n:,} (influxd 1.x on 127.0.0.1; {speedups.describe()})")
+    print(f"bare keep-alive POST loop      {before:>10,.0f} points/s   (ceiling, first)")
+    print(f"                               {after:>10,.0f} points/s   (ceiling, last)")
+    print(f"record_batch, one call         {one:>10,.0f} records/s  ratio {one / bare:.2f}"
           "  (target >= 0.80)")  # fmt: skip
+    print(f"record_batch, calls of 50,000  {calls:>10,.0f} records/s  ratio {calls / bare:.2f}")
     print(f"aggregate HOURLY (push-down)   {hourly:>10.2f} s")
     return 0
 

@@ -24,6 +24,7 @@ from tsmeter.domain.validation import (
     to_ns,
 )
 from tsmeter.errors import ValidationError
+from tsmeter.speedups import native
 
 # field name in JSON -> attribute name; both spellings are accepted
 _FIELDS = {
@@ -84,9 +85,21 @@ class Intake:
         new_row = partial(tuple.__new__, RecordRow)  # skips NamedTuple's Python-level __new__
         valid = self._valid_names
         metrics: dict[tuple[str, str | None], MetricDefinition] = {}
+        # for the compiled fast path: (metric key, org id) -> (scope, default quantity)
+        scopes: dict[tuple[str, str | None], tuple[str | None, float | None]] = {}
         ids: list[str] = []
         now = time.time_ns() if now_ns is None else now_ns
-        for index, item in enumerate(items):
+        items = items if type(items) is list else list(items)
+        fast = native.rows_fast if native is not None else None
+        count, index = len(items), 0
+        while index < count:
+            if fast is not None:  # takes plain records up to the first it cannot decide
+                index = fast(items, index, out, valid, scopes, ids, now, UTC, MAX_NAME_LENGTH,
+                             RecordRow)  # fmt: skip
+                if index == count:
+                    break
+            item = items[index]
+            index += 1
             try:
                 if type(item) is not dict:
                     if isinstance(item, UsageRecord):
@@ -110,6 +123,8 @@ class Intake:
                     metric = metrics[(metric_key, org_id)] = self._resolve(
                         self._name("metricKey", metric_key), org_id
                     )
+                    counted = metric.aggregation_type is AggregationType.COUNT
+                    scopes[(metric_key, org_id)] = (metric.org_id, 1.0 if counted else None)
                 subject_type = get("subjectType")
                 if subject_type is None:
                     subject_type = _required(get, "subjectType")
@@ -156,12 +171,12 @@ class Intake:
                 append(new_row((rid, metric_key, subject_type, subject_id, metric.org_id,
                                 quantity, ns, metadata, source)))  # fmt: skip
             except ValidationError as exc:
-                raise exc.at(f"records[{index}]") from None
+                raise exc.at(f"records[{index - 1}]") from None
             except TypeError:  # a list or dict where a name belongs is not hashable
                 error = _not_a_name(item)
                 if error is None:
                     raise
-                raise error.at(f"records[{index}]") from None
+                raise error.at(f"records[{index - 1}]") from None
         return out
 
 

@@ -42,7 +42,7 @@ _INSERT_FULL = (
     "INSERT OR IGNORE INTO usage_records (id, series_id, ts, quantity, recorded_at, metadata,"
     " source)"
 )
-_ROWS_PER_STATEMENT = 100
+ROWS_PER_STATEMENT = 100  # rows per INSERT statement in insert_many
 
 
 def insert_many(
@@ -50,7 +50,7 @@ def insert_many(
 ) -> None:
     """``head VALUES (...), (...), ...`` with many rows per statement: several times faster
     than one statement per row, since most of the cost is per statement."""
-    per = _ROWS_PER_STATEMENT
+    per = ROWS_PER_STATEMENT
     full = len(values) // per * per
     if full:
         sql = f"{head} VALUES " + ",".join([f"({','.join('?' * width)})"] * per)

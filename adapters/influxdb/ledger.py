@@ -20,9 +20,10 @@ import threading
 from collections.abc import Iterable, Sequence
 
 from tsmeter.adapters.embedded.schema import open_wal
-from tsmeter.adapters.embedded.store import insert_many
+from tsmeter.adapters.embedded.store import ROWS_PER_STATEMENT, insert_many
 from tsmeter.domain import RecordRow
 from tsmeter.errors import StorageUnavailableError
+from tsmeter.speedups import native
 
 __all__ = ["IdLedger"]
 
@@ -49,7 +50,8 @@ CREATE TABLE IF NOT EXISTS influx_ids (
 ) WITHOUT ROWID;
 """
 
-_Series = tuple[str, str, str, str]  # metric key, subject type, subject id, org ('' for none)
+_Series = tuple[str, str, str, str | None]  # metric key, subject type, subject id, org
+_INSERT = "INSERT OR REPLACE INTO influx_ids (target_no, id, series_no, ts)"
 
 
 class IdLedger:
@@ -60,6 +62,13 @@ class IdLedger:
         try:
             self._conn = open_wal(path)
             self._conn.executescript(_DDL)
+            # lookups get their own connection (WAL readers do not wait for the writer), so
+            # the next chunk's lookup runs while this chunk's entries are written
+            self._reader, self._read_lock = (
+                (self._conn, self._lock)
+                if path == ":memory:"
+                else (open_wal(path), threading.Lock())
+            )
         except sqlite3.Error as exc:
             raise StorageUnavailableError(f"cannot open the id ledger {path!r}: {exc}") from exc
         self._series: dict[_Series, int] = {}
@@ -83,11 +92,12 @@ class IdLedger:
     def close(self) -> None:
         """Close the file."""
         self._conn.close()
+        self._reader.close()
 
     def known(self, ids: Iterable[str]) -> dict[str, RecordRow]:
         """Where each known id was sent: a row with its series and time (quantity unknown)."""
-        with self._lock:
-            rows = self._conn.execute(
+        with self._read_lock:
+            rows = self._reader.execute(
                 "SELECT i.id, s.metric_key, s.subject_type, s.subject_id, s.org_key, i.ts"
                 " FROM influx_ids i JOIN influx_series s ON s.series_no = i.series_no"
                 " WHERE i.target_no = ? AND i.id IN (SELECT value FROM json_each(?))",
@@ -103,38 +113,51 @@ class IdLedger:
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-                numbers, number_of = self._series, self._number
-                target = self._target_no
-                entries = []
-                for r in rows:
-                    key = (r[1], r[2], r[3], r[4] or "")
-                    series = numbers.get(key)
-                    if series is None:
-                        series = number_of(key)
-                    entries.append((target, r[0], series, r[6]))
-                insert_many(
-                    self._conn,
-                    "INSERT OR REPLACE INTO influx_ids (target_no, id, series_no, ts)",
-                    4,
-                    entries,
-                )
+                if native is not None and type(rows) is list:
+                    self._add_fast(rows)
+                else:
+                    numbers, number_of = self._series, self._number
+                    target = self._target_no
+                    entries = []
+                    for r in rows:
+                        key = (r[1], r[2], r[3], r[4])
+                        series = numbers.get(key)
+                        if series is None:
+                            series = number_of(key)
+                        entries.append((target, r[0], series, r[6]))
+                    insert_many(self._conn, _INSERT, 4, entries)
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._conn.execute("ROLLBACK")
                 raise StorageUnavailableError(f"the id ledger failed: {exc}") from exc
 
+    def _add_fast(self, rows: list[RecordRow]) -> None:
+        """``add`` with the entries made by the compiled fast path (inside its transaction)."""
+        assert native is not None
+        per = ROWS_PER_STATEMENT
+        groups, rest, missing = native.ledger_params(rows, self._series, self._target_no, per)
+        while missing:  # number the new series, then make the entries
+            for key in missing:
+                self._number(key)
+            groups, rest, missing = native.ledger_params(rows, self._series, self._target_no, per)
+        if groups:
+            self._conn.executemany(f"{_INSERT} VALUES {','.join(['(?,?,?,?)'] * per)}", groups)
+        if rest:
+            self._conn.executemany(f"{_INSERT} VALUES (?,?,?,?)", rest)
+
     def _number(self, key: _Series) -> int:
         """The series' number (inside the caller's transaction; cached, as numbers never
         change)."""
+        stored = (self._target_no, *key[:3], key[3] or "")
         self._conn.execute(
             "INSERT OR IGNORE INTO influx_series"
             " (target_no, metric_key, subject_type, subject_id, org_key) VALUES (?, ?, ?, ?, ?)",
-            (self._target_no, *key),
+            stored,
         )
         (number,) = self._conn.execute(
             "SELECT series_no FROM influx_series WHERE target_no = ? AND metric_key = ?"
             " AND subject_type = ? AND subject_id = ? AND org_key = ?",
-            (self._target_no, *key),
+            stored,
         ).fetchone()
         if len(self._series) > 100_000:
             self._series.clear()

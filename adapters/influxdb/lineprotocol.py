@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
 
 from tsmeter.domain import RecordRow
+from tsmeter.speedups import native
 
 __all__ = [
     "UsageEncoder",
@@ -185,6 +186,15 @@ class UsageEncoder:
         record timestamps and no overflow tag.
         """
         prefixes, slow = self._prefixes, self.prefix
+        if native is not None and type(rows) is list:
+            body: bytes = native.encode_usage(
+                rows,
+                times if times is None or type(times) is list else list(times),
+                overflow if overflow is None or type(overflow) is list else list(overflow),
+                prefixes,
+                slow,
+            )
+            return body
         out: list[str] = []
         append = out.append
         at = times if times is not None else [row[6] for row in rows]

@@ -58,6 +58,7 @@ from tsmeter.adapters.influxdb.schema import (
 from tsmeter.domain import PeriodType, RecordRow
 from tsmeter.periods import Calendar
 from tsmeter.ports import EventRow, RecordQuery, RollupStats, SummaryQuery, SummaryRow
+from tsmeter.speedups import native
 
 __all__ = ["InfluxV1Store"]
 
@@ -65,6 +66,7 @@ _US = 1_000
 _HOUR = 3_600_000_000_000
 _DAY = 24 * _HOUR
 _SERIES_PER_QUERY = 100
+_Points = list[tuple[dict[str, str], dict[str, Any]]]
 
 
 def _key(row: RecordRow) -> SeriesKey:
@@ -78,6 +80,8 @@ class InfluxV1Store:
     WRITE_CHUNK = 10_000
     #: write requests in flight at once (the server takes two faster than one)
     WRITERS = 2
+    #: chunks whose existence read runs ahead of the chunk being placed and encoded
+    READ_AHEAD = 2
     #: incremental roll-ups re-check the change log this far back (writers' clocks differ)
     recheck_window = rollups.CLOCK_MARGIN
 
@@ -167,15 +171,17 @@ class InfluxV1Store:
         ]
         written = 0
         pending: deque[Future[None]] = deque()
+        reading: deque[_Lookup] = deque()
         occupied: set[tuple[SeriesKey, str, int]] = set()
         cursor: dict[tuple[SeriesKey, int], int] = {}
         with self._exclusive():
-            reading = self._pool_().submit(self._lookup, chunks[0])
             try:
                 for k, chunk in enumerate(chunks):
-                    found = reading.result()
-                    if k + 1 < len(chunks):  # the next chunk's read overlaps this one's work
-                        reading = self._pool_().submit(self._lookup, chunks[k + 1])
+                    # the reads of the next chunks overlap this one's work (their ids differ
+                    # from this call's earlier ones; what this call wrote is in ``occupied``)
+                    for ahead in chunks[k + len(reading) : k + self.READ_AHEAD + 1]:
+                        reading.append(self._lookup(ahead))
+                    found = reading.popleft().result()
                     new = _unstored(chunk, found, unique, occupied, self._remember)
                     if not new:
                         continue
@@ -190,22 +196,25 @@ class InfluxV1Store:
                     pending[0].result()
                     pending.popleft()
             finally:
-                in_flight: list[Future[Any]] = [*pending, reading]
+                in_flight: list[Future[Any]] = [*pending]
+                for lookup in reading:
+                    in_flight += [lookup.sent, lookup.here]
                 wait(in_flight)  # after an error: let the requests in flight end
         return written
 
-    def _lookup(self, chunk: list[RecordRow]) -> list[tuple[dict[str, str], dict[str, Any]]]:
-        """Points stored where the ids of ``chunk`` were sent before (ledger) and where they
-        would go now."""
-        sent = self.ledger.known(r.id for r in chunk)
-        probes = [sent.get(row.id, row) for row in chunk]
-        probes += [row for row in chunk if row.id in sent]
-        return self._stored(probes)
+    def _lookup(self, chunk: list[RecordRow]) -> _Lookup:
+        """Start reading the points stored where the rows of ``chunk`` would go now and, at
+        the same time, where the ledger says their ids were sent before."""
+        pool = self._pool_()
+        return _Lookup(self, pool.submit(self.ledger.known, [r.id for r in chunk]),
+                       pool.submit(self._stored, chunk))  # fmt: skip
 
     def _pool_(self) -> ThreadPoolExecutor:
-        """Threads for the requests of ``append``: WRITERS writes and one read at a time."""
+        """Threads for the requests of ``append``: WRITERS writes and two per chunk read."""
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.WRITERS + 1, thread_name_prefix="tsmeter-influx")
+            self._pool = ThreadPoolExecutor(
+                self.WRITERS + 2 * self.READ_AHEAD, thread_name_prefix="tsmeter-influx"
+            )
         return self._pool
 
     def _bookkeeping(self, rows: list[RecordRow], moved: set[tuple[SeriesKey, int]]) -> bytes:
@@ -353,6 +362,24 @@ class InfluxV1Store:
         return rollups.fresh_summaries(self.client, query, calendar)
 
 
+class _Lookup:
+    """The two reads of a chunk: the ledger's earlier locations of its ids (``sent``) and the
+    points where its rows go now (``here``)."""
+
+    def __init__(
+        self, store: InfluxV1Store, sent: Future[dict[str, RecordRow]], here: Future[_Points]
+    ) -> None:
+        self.store, self.sent, self.here = store, sent, here
+
+    def result(self) -> _Points:
+        """Every point found; ids sent elsewhere before are read there too (rare: a retry)."""
+        found = self.here.result()
+        sent = self.sent.result()
+        if sent:
+            found = found + self.store._stored(list(sent.values()))
+        return found
+
+
 def _unstored(
     chunk: list[RecordRow],
     found: list[tuple[dict[str, str], dict[str, Any]]],
@@ -389,7 +416,14 @@ def _place(
     times: list[int] = []
     overflow: list[int] = []
     moved: set[tuple[SeriesKey, int]] = set()
-    for row in rows:
+    count, index = len(rows), 0
+    while index < count:
+        if native is not None:  # takes the rows whose exact time is free, up to the first taken
+            index = native.place_fast(rows, index, occupied, times, overflow)
+            if index == count:
+                break
+        row = rows[index]
+        index += 1
         key = _key(row)
         if (key, "", row.ts) not in occupied:
             occupied.add((key, "", row.ts))

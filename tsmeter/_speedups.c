@@ -1,0 +1,699 @@
+/* Compiled fast paths for recording: validation of plain records, point placement and line
+ * protocol encoding.
+ *
+ * Every function here is a fast path of a Python function that stays the reference
+ * (tsmeter/intake.py, tsmeter/adapters/influxdb/v1.py, .../lineprotocol.py). A fast path
+ * takes only the cases it can decide without doubt and otherwise stops and returns the
+ * index where it stopped; the Python code handles that item (raising the error, or
+ * taking the slow route) and calls it again. So both give the same rows, bytes and
+ * errors; tests/unit/test_speedups.py compares them on random and hostile input.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <datetime.h>
+#include <math.h>
+#include <string.h>
+
+static PyObject *k_orgId, *k_org_id, *k_metricKey, *k_metric_key, *k_subjectType,
+    *k_subject_type, *k_subjectId, *k_subject_id, *k_id, *k_quantity, *k_timestamp,
+    *k_metadata, *k_source, *empty_str;
+
+/* dict.get(key) with None for missing: a borrowed reference or NULL (no error set unless
+ * the lookup itself failed; the caller checks PyErr_Occurred only where it matters). */
+static inline PyObject *
+get(PyObject *d, PyObject *key)
+{
+    PyObject *v = PyDict_GetItemWithError(d, key);
+    return v == Py_None ? NULL : v;
+}
+
+static inline PyObject *
+get2(PyObject *d, PyObject *camel, PyObject *snake)
+{
+    PyObject *v = get(d, camel);
+    return v != NULL ? v : get(d, snake);
+}
+
+/* 1 when ``v`` is an exact str already found valid (a member of ``valid``). */
+static inline int
+known_name(PyObject *v, PyObject *valid)
+{
+    if (v == NULL || !PyUnicode_CheckExact(v))
+        return 0;
+    int found = PySet_Contains(valid, v);
+    if (found < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    return found;
+}
+
+/* days since 1970-01-01 of a proleptic Gregorian date */
+static long long
+days_from_civil(long long y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    const long long era = (y >= 0 ? y : y - 399) / 400;
+    const unsigned yoe = (unsigned)(y - era * 400);
+    const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (long long)doe - 719468;
+}
+
+static int
+check_row_type(PyTypeObject *tp)
+{
+    if (!PyType_Check(tp) || !PyType_IsSubtype(tp, &PyTuple_Type) ||
+        tp->tp_basicsize != PyTuple_Type.tp_basicsize) {
+        PyErr_SetString(PyExc_TypeError, "row type must be a plain tuple subclass");
+        return -1;
+    }
+    return 0;
+}
+
+/* A tuple of type ``tp`` holding ``items`` (new references are stolen). */
+static PyObject *
+new_row(PyTypeObject *tp, PyObject **items, Py_ssize_t n)
+{
+    PyObject *row = tp->tp_alloc(tp, n);
+    if (row == NULL) {
+        for (Py_ssize_t i = 0; i < n; i++)
+            Py_DECREF(items[i]);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyTuple_SET_ITEM(row, i, items[i]);
+    return row;
+}
+
+/* rows_fast(items, start, out, valid, metrics, ids, now, utc, max_id, row_type) -> int
+ *
+ * Appends to ``out`` a row for each of items[start:] that is a plain record with nothing
+ * to check beyond what is already known valid, and returns the index of the first item
+ * it did not take (len(items) when it took them all). See Intake.rows for the rules.
+ * ``metrics`` maps (metric key, org id) to (scope org id, default quantity or None);
+ * ``ids`` is a stack of fresh record ids (popped from the end). */
+static PyObject *
+rows_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "rows_fast takes 10 arguments");
+        return NULL;
+    }
+    PyObject *items = args[0], *out = args[2], *valid = args[3], *metrics = args[4],
+             *ids = args[5], *now = args[6], *utc = args[7];
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t max_id = PyLong_AsSsize_t(args[8]);
+    PyTypeObject *row_type = (PyTypeObject *)args[9];
+    if (PyErr_Occurred())
+        return NULL;
+    if (!PyList_CheckExact(items) || !PyList_CheckExact(out) || !PyAnySet_Check(valid) ||
+        !PyDict_CheckExact(metrics) || !PyList_CheckExact(ids) || !PyLong_CheckExact(now)) {
+        PyErr_SetString(PyExc_TypeError, "rows_fast: wrong argument types");
+        return NULL;
+    }
+    if (check_row_type(row_type) < 0)
+        return NULL;
+
+    Py_ssize_t n = PyList_GET_SIZE(items), i = start;
+    for (; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        if (!PyDict_CheckExact(item))
+            break;
+        Py_ssize_t present = 3;
+        PyObject *org = get2(item, k_orgId, k_org_id);
+        if (org != NULL) {
+            if (!known_name(org, valid))
+                break;
+            present++;
+        }
+        PyObject *metric_key = get2(item, k_metricKey, k_metric_key);
+        if (metric_key == NULL || !PyUnicode_CheckExact(metric_key))
+            break;
+        PyObject *mkey = PyTuple_Pack(2, metric_key, org != NULL ? org : Py_None);
+        if (mkey == NULL)
+            return NULL;
+        PyObject *metric = PyDict_GetItemWithError(metrics, mkey);
+        Py_DECREF(mkey);
+        if (metric == NULL) {
+            if (PyErr_Occurred())
+                return NULL;
+            break;
+        }
+        if (!PyTuple_CheckExact(metric) || PyTuple_GET_SIZE(metric) != 2)
+            break;
+        PyObject *subject_type = get2(item, k_subjectType, k_subject_type);
+        if (!known_name(subject_type, valid))
+            break;
+        PyObject *subject_id = get2(item, k_subjectId, k_subject_id);
+        if (!known_name(subject_id, valid))
+            break;
+
+        PyObject *rid = get(item, k_id);
+        int rid_given = rid != NULL;
+        if (rid_given) {
+            if (!PyUnicode_CheckExact(rid) || !PyUnicode_IS_ASCII(rid))
+                break;
+            Py_ssize_t len = PyUnicode_GET_LENGTH(rid);
+            if (len == 0 || len > max_id)
+                break;
+            const unsigned char *s = PyUnicode_1BYTE_DATA(rid);
+            Py_ssize_t k = 0;
+            while (k < len && s[k] >= 0x20 && s[k] < 0x7f)
+                k++;
+            if (k < len)
+                break;
+            present++;
+        }
+        else if (PyList_GET_SIZE(ids) == 0)
+            break;
+
+        PyObject *quantity = get(item, k_quantity);
+        PyObject *qvalue; /* new reference once set */
+        if (quantity == NULL) {
+            PyObject *fallback = PyTuple_GET_ITEM(metric, 1);
+            if (fallback == Py_None)
+                break;
+            qvalue = Py_NewRef(fallback);
+        }
+        else if (PyFloat_CheckExact(quantity)) {
+            if (!isfinite(PyFloat_AS_DOUBLE(quantity)))
+                break;
+            qvalue = Py_NewRef(quantity);
+            present++;
+        }
+        else if (PyLong_CheckExact(quantity)) {
+            double v = PyLong_AsDouble(quantity);
+            if (v == -1.0 && PyErr_Occurred()) {
+                PyErr_Clear();
+                break;
+            }
+            qvalue = PyFloat_FromDouble(v);
+            if (qvalue == NULL)
+                return NULL;
+            present++;
+        }
+        else
+            break;
+
+        PyObject *ts = get(item, k_timestamp);
+        PyObject *ns;
+        if (ts == NULL)
+            ns = Py_NewRef(now);
+        else {
+            if (!PyDateTime_CheckExact(ts) || PyDateTime_DATE_GET_TZINFO(ts) != utc) {
+                Py_DECREF(qvalue);
+                break;
+            }
+            int year = PyDateTime_GET_YEAR(ts);
+            if (year <= 1970 || year >= 2261) {
+                Py_DECREF(qvalue);
+                break;
+            }
+            long long days = days_from_civil(year, PyDateTime_GET_MONTH(ts), PyDateTime_GET_DAY(ts));
+            long long secs = days * 86400 + PyDateTime_DATE_GET_HOUR(ts) * 3600LL +
+                             PyDateTime_DATE_GET_MINUTE(ts) * 60LL + PyDateTime_DATE_GET_SECOND(ts);
+            ns = PyLong_FromLongLong((secs * 1000000LL + PyDateTime_DATE_GET_MICROSECOND(ts)) * 1000LL);
+            if (ns == NULL) {
+                Py_DECREF(qvalue);
+                return NULL;
+            }
+            present++;
+        }
+
+        if (get(item, k_metadata) != NULL) {
+            Py_DECREF(qvalue);
+            Py_DECREF(ns);
+            break;
+        }
+        PyObject *source = get(item, k_source);
+        if (source != NULL) {
+            if (!known_name(source, valid)) {
+                Py_DECREF(qvalue);
+                Py_DECREF(ns);
+                break;
+            }
+            present++;
+        }
+        if (PyDict_GET_SIZE(item) > present || PyErr_Occurred()) {
+            PyErr_Clear();
+            Py_DECREF(qvalue);
+            Py_DECREF(ns);
+            break;
+        }
+        PyObject *rid_value;
+        if (rid_given)
+            rid_value = Py_NewRef(rid);
+        else {
+            Py_ssize_t last = PyList_GET_SIZE(ids) - 1;
+            rid_value = Py_NewRef(PyList_GET_ITEM(ids, last));
+            if (PyList_SetSlice(ids, last, last + 1, NULL) < 0) {
+                Py_DECREF(rid_value);
+                Py_DECREF(qvalue);
+                Py_DECREF(ns);
+                return NULL;
+            }
+        }
+        PyObject *fields[9] = {
+            rid_value,
+            Py_NewRef(metric_key),
+            Py_NewRef(subject_type),
+            Py_NewRef(subject_id),
+            Py_NewRef(PyTuple_GET_ITEM(metric, 0)),
+            qvalue,
+            ns,
+            Py_NewRef(Py_None),
+            Py_NewRef(source != NULL ? source : Py_None),
+        };
+        PyObject *row = new_row(row_type, fields, 9);
+        if (row == NULL)
+            return NULL;
+        int failed = PyList_Append(out, row);
+        Py_DECREF(row);
+        if (failed)
+            return NULL;
+    }
+    if (PyErr_Occurred())
+        PyErr_Clear(); /* a failed lookup only means: not the fast path */
+    return PyLong_FromSsize_t(i);
+}
+
+/* place_fast(rows, start, occupied, times, overflow) -> int
+ *
+ * For rows[start:] whose exact time is free in their series, marks it occupied and
+ * appends the time and overflow 0; stops at the first row whose time is taken (the
+ * Python code moves that one) and returns its index. */
+static PyObject *
+place_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "place_fast takes 5 arguments");
+        return NULL;
+    }
+    PyObject *rows = args[0], *occupied = args[2], *times = args[3], *overflow = args[4];
+    Py_ssize_t i = PyLong_AsSsize_t(args[1]);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    if (!PyList_CheckExact(rows) || !PySet_CheckExact(occupied) || !PyList_CheckExact(times) ||
+        !PyList_CheckExact(overflow)) {
+        PyErr_SetString(PyExc_TypeError, "place_fast: wrong argument types");
+        return NULL;
+    }
+    PyObject *zero = PyLong_FromLong(0);
+    if (zero == NULL)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    for (; i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) < 7) {
+            PyErr_SetString(PyExc_TypeError, "place_fast: rows must be RecordRows");
+            goto error;
+        }
+        PyObject *key = PyTuple_GetSlice(row, 1, 5);
+        if (key == NULL)
+            goto error;
+        PyObject *ts = PyTuple_GET_ITEM(row, 6);
+        PyObject *slot = PyTuple_Pack(3, key, empty_str, ts);
+        Py_DECREF(key);
+        if (slot == NULL)
+            goto error;
+        int taken = PySet_Contains(occupied, slot);
+        if (taken != 0) {
+            Py_DECREF(slot);
+            if (taken < 0)
+                goto error;
+            break;
+        }
+        int failed = PySet_Add(occupied, slot) || PyList_Append(times, ts) ||
+                     PyList_Append(overflow, zero);
+        Py_DECREF(slot);
+        if (failed)
+            goto error;
+    }
+    Py_DECREF(zero);
+    return PyLong_FromSsize_t(i);
+error:
+    Py_DECREF(zero);
+    return NULL;
+}
+
+/* ledger_params(rows, numbers, target, per) -> (groups, rest, missing)
+ *
+ * The parameters of the id ledger's inserts: an entry (target, id, series number, time) per
+ * row, ``per`` entries flattened into each tuple of ``groups`` (one multi-row statement
+ * each) and the remainder as 4-tuples in ``rest``. ``numbers`` maps a row's series
+ * (metric, subject type, subject id, org) to its number; when some are not in it, both
+ * lists are empty and ``missing`` lists those series (once each). */
+static PyObject *
+ledger_params(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "ledger_params takes 4 arguments");
+        return NULL;
+    }
+    PyObject *rows = args[0], *numbers = args[1], *target = args[2];
+    Py_ssize_t per = PyLong_AsSsize_t(args[3]);
+    if (per == -1 && PyErr_Occurred())
+        return NULL;
+    if (!PyList_CheckExact(rows) || !PyDict_CheckExact(numbers) || per < 1) {
+        PyErr_SetString(PyExc_TypeError, "ledger_params: wrong arguments");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(rows), full = n / per * per;
+    PyObject *groups = PyList_New(0), *rest = PyList_New(0), *missing = PyList_New(0);
+    PyObject *seen = PySet_New(NULL), *group = NULL;
+    if (groups == NULL || rest == NULL || missing == NULL || seen == NULL)
+        goto error;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) < 7) {
+            PyErr_SetString(PyExc_TypeError, "ledger_params: rows must be RecordRows");
+            goto error;
+        }
+        PyObject *key = PyTuple_GetSlice(row, 1, 5);
+        if (key == NULL)
+            goto error;
+        PyObject *number = PyDict_GetItemWithError(numbers, key);
+        if (number == NULL) {
+            int failed = PyErr_Occurred() != NULL;
+            if (!failed) {
+                int found = PySet_Contains(seen, key);
+                failed = found < 0 || (!found && (PySet_Add(seen, key) || PyList_Append(missing, key)));
+            }
+            Py_DECREF(key);
+            if (failed)
+                goto error;
+            continue;
+        }
+        Py_DECREF(key);
+        if (PyList_GET_SIZE(missing))
+            continue;
+        PyObject *values[4] = {target, PyTuple_GET_ITEM(row, 0), number, PyTuple_GET_ITEM(row, 6)};
+        if (i < full) {
+            Py_ssize_t at = i % per * 4;
+            if (at == 0 && (group = PyTuple_New(per * 4)) == NULL)
+                goto error;
+            for (int k = 0; k < 4; k++)
+                PyTuple_SET_ITEM(group, at + k, Py_NewRef(values[k]));
+            if (at == (per - 1) * 4) {
+                int failed = PyList_Append(groups, group);
+                Py_CLEAR(group);
+                if (failed)
+                    goto error;
+            }
+        }
+        else {
+            PyObject *entry = PyTuple_Pack(4, values[0], values[1], values[2], values[3]);
+            if (entry == NULL || PyList_Append(rest, entry)) {
+                Py_XDECREF(entry);
+                goto error;
+            }
+            Py_DECREF(entry);
+        }
+    }
+    Py_DECREF(seen);
+    if (PyList_GET_SIZE(missing)) {
+        Py_CLEAR(group); /* a partly filled group: its empty slots are NULL, which is allowed */
+        Py_SETREF(groups, PyList_New(0));
+        Py_SETREF(rest, PyList_New(0));
+        if (groups == NULL || rest == NULL)
+            goto error_after_seen;
+    }
+    return Py_BuildValue("(NNN)", groups, rest, missing);
+error:
+    Py_XDECREF(seen);
+error_after_seen:
+    Py_XDECREF(group);
+    Py_XDECREF(groups);
+    Py_XDECREF(rest);
+    Py_XDECREF(missing);
+    return NULL;
+}
+
+/* A growing byte buffer. */
+typedef struct {
+    char *data;
+    Py_ssize_t len, cap;
+} Buf;
+
+static int
+buf_reserve(Buf *b, Py_ssize_t extra)
+{
+    if (b->len + extra <= b->cap)
+        return 0;
+    Py_ssize_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + extra)
+        cap *= 2;
+    char *data = PyMem_Realloc(b->data, cap);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = data;
+    b->cap = cap;
+    return 0;
+}
+
+static inline int
+buf_put(Buf *b, const char *s, Py_ssize_t n)
+{
+    if (buf_reserve(b, n) < 0)
+        return -1;
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    return 0;
+}
+
+/* ``s`` with ``\`` and ``"`` escaped (a string field value without its quotes) */
+static int
+buf_put_escaped(Buf *b, PyObject *text)
+{
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(text, &n);
+    if (s == NULL)
+        return -1;
+    if (buf_reserve(b, 2 * n) < 0)
+        return -1;
+    char *o = b->data + b->len;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (s[k] == '\\' || s[k] == '"')
+            *o++ = '\\';
+        *o++ = s[k];
+    }
+    b->len = o - b->data;
+    return 0;
+}
+
+static int
+buf_put_str(Buf *b, PyObject *text)
+{
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(text, &n);
+    return s == NULL ? -1 : buf_put(b, s, n);
+}
+
+/* the decimal digits of ``v`` */
+static inline int
+buf_put_ll(Buf *b, long long v)
+{
+    char digits[24], *end = digits + sizeof digits, *p = end;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    return buf_put(b, p, end - p);
+}
+
+/* str(value) of an int, as Python writes it */
+static int
+buf_put_int(Buf *b, PyObject *value)
+{
+    if (PyLong_CheckExact(value)) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (!overflow && !(v == -1 && PyErr_Occurred()))
+            return buf_put_ll(b, v);
+        PyErr_Clear();
+    }
+    PyObject *text = PyObject_Str(value);
+    if (text == NULL)
+        return -1;
+    int failed = buf_put_str(b, text);
+    Py_DECREF(text);
+    return failed;
+}
+
+/* repr(value) */
+static int
+buf_put_repr(Buf *b, PyObject *value)
+{
+    if (PyFloat_CheckExact(value)) {
+        double v = PyFloat_AS_DOUBLE(value);
+        /* a whole number below 1e16 is written "<digits>.0" by repr, like "-3.0"; not -0.0 */
+        if (v > -1e16 && v < 1e16 && v == (double)(long long)v && (v != 0.0 || !signbit(v)))
+            return buf_put_ll(b, (long long)v) || buf_put(b, ".0", 2);
+        char *text = PyOS_double_to_string(PyFloat_AS_DOUBLE(value), 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+        if (text == NULL)
+            return -1;
+        int failed = buf_put(b, text, (Py_ssize_t)strlen(text));
+        PyMem_Free(text);
+        return failed;
+    }
+    PyObject *text = PyObject_Repr(value);
+    if (text == NULL)
+        return -1;
+    int failed = buf_put_str(b, text);
+    Py_DECREF(text);
+    return failed;
+}
+
+#define PUT_LITERAL(b, s) buf_put((b), (s), (Py_ssize_t)(sizeof(s) - 1))
+
+/* encode_usage(rows, times, overflow, prefixes, slow) -> bytes
+ *
+ * The lines UsageEncoder.encode writes (``times`` and ``overflow`` may be None: the record
+ * times and no overflow tag). ``prefixes`` maps (metric, subject type, subject id,
+ * org, overflow) to the escaped series prefix; ``slow(row, overflow)`` makes a missing one. */
+static PyObject *
+encode_usage(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "encode_usage takes 5 arguments");
+        return NULL;
+    }
+    PyObject *rows = args[0], *times = args[1], *overflow = args[2], *prefixes = args[3],
+             *slow = args[4];
+    if (!PyList_CheckExact(rows) || !(times == Py_None || PyList_CheckExact(times)) ||
+        !(overflow == Py_None || PyList_CheckExact(overflow)) || !PyDict_CheckExact(prefixes)) {
+        PyErr_SetString(PyExc_TypeError, "encode_usage: wrong argument types");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    if ((times != Py_None && PyList_GET_SIZE(times) != n) ||
+        (overflow != Py_None && PyList_GET_SIZE(overflow) != n)) {
+        PyErr_SetString(PyExc_ValueError, "encode_usage: rows, times and overflow differ in length");
+        return NULL;
+    }
+    PyObject *zero = PyLong_FromLong(0);
+    if (zero == NULL)
+        return NULL;
+    Buf b = {NULL, 0, 0};
+    if (buf_reserve(&b, n * 160 + 16) < 0)
+        goto error;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        PyObject *c = overflow == Py_None ? zero : PyList_GET_ITEM(overflow, i);
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != 9) {
+            PyErr_SetString(PyExc_TypeError, "encode_usage: rows must be RecordRows");
+            goto error;
+        }
+        PyObject *key = PyTuple_Pack(5, PyTuple_GET_ITEM(row, 1), PyTuple_GET_ITEM(row, 2),
+                                     PyTuple_GET_ITEM(row, 3), PyTuple_GET_ITEM(row, 4), c);
+        if (key == NULL)
+            goto error;
+        PyObject *prefix = PyDict_GetItemWithError(prefixes, key);
+        Py_DECREF(key);
+        int failed;
+        if (prefix != NULL && PyUnicode_Check(prefix))
+            failed = buf_put_str(&b, prefix);
+        else {
+            if (PyErr_Occurred())
+                goto error;
+            PyObject *made = PyObject_CallFunctionObjArgs(slow, row, c, NULL);
+            if (made == NULL)
+                goto error;
+            failed = PyUnicode_Check(made) ? buf_put_str(&b, made) : -1;
+            if (failed && !PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "encode_usage: a prefix must be a str");
+            Py_DECREF(made);
+        }
+        if (failed || PUT_LITERAL(&b, " quantity=") || buf_put_repr(&b, PyTuple_GET_ITEM(row, 5)) ||
+            PUT_LITERAL(&b, ",rid=\""))
+            goto error;
+        PyObject *rid = PyTuple_GET_ITEM(row, 0);
+        if (!PyUnicode_Check(rid)) {
+            PyErr_SetString(PyExc_TypeError, "encode_usage: a record id must be a str");
+            goto error;
+        }
+        if (buf_put_escaped(&b, rid) || PUT_LITERAL(&b, "\",tsn=") ||
+            buf_put_int(&b, PyTuple_GET_ITEM(row, 6)) || PUT_LITERAL(&b, "i"))
+            goto error;
+        PyObject *metadata = PyTuple_GET_ITEM(row, 7), *source = PyTuple_GET_ITEM(row, 8);
+        if (metadata != Py_None) {
+            PyObject *text = PyObject_Str(metadata);
+            if (text == NULL)
+                goto error;
+            failed = PUT_LITERAL(&b, ",metadata=\"") || buf_put_escaped(&b, text) || PUT_LITERAL(&b, "\"");
+            Py_DECREF(text);
+            if (failed)
+                goto error;
+        }
+        if (source != Py_None) {
+            PyObject *text = PyObject_Str(source);
+            if (text == NULL)
+                goto error;
+            failed = PUT_LITERAL(&b, ",source=\"") || buf_put_escaped(&b, text) || PUT_LITERAL(&b, "\"");
+            Py_DECREF(text);
+            if (failed)
+                goto error;
+        }
+        if (PUT_LITERAL(&b, " ") || buf_put_int(&b, times == Py_None ? PyTuple_GET_ITEM(row, 6) : PyList_GET_ITEM(times, i)) || PUT_LITERAL(&b, "\n"))
+            goto error;
+    }
+    PyObject *result = PyBytes_FromStringAndSize(b.data, b.len);
+    PyMem_Free(b.data);
+    Py_DECREF(zero);
+    return result;
+error:
+    PyMem_Free(b.data);
+    Py_DECREF(zero);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"rows_fast", (PyCFunction)(void (*)(void))rows_fast, METH_FASTCALL,
+     "Validated rows for plain records; returns where it stopped."},
+    {"place_fast", (PyCFunction)(void (*)(void))place_fast, METH_FASTCALL,
+     "Point times for rows whose exact time is free; returns where it stopped."},
+    {"ledger_params", (PyCFunction)(void (*)(void))ledger_params, METH_FASTCALL,
+     "Parameters of the id ledger's inserts."},
+    {"encode_usage", (PyCFunction)(void (*)(void))encode_usage, METH_FASTCALL,
+     "Line protocol for usage rows."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "tsmeter._speedups",
+    "Compiled fast paths for recording (the Python code is the reference).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    PyDateTime_IMPORT;
+    if (PyDateTimeAPI == NULL)
+        return NULL;
+#define INTERN(var, text)                                                                          \
+    if ((var = PyUnicode_InternFromString(text)) == NULL)                                          \
+        return NULL;
+    INTERN(k_orgId, "orgId");
+    INTERN(k_org_id, "org_id");
+    INTERN(k_metricKey, "metricKey");
+    INTERN(k_metric_key, "metric_key");
+    INTERN(k_subjectType, "subjectType");
+    INTERN(k_subject_type, "subject_type");
+    INTERN(k_subjectId, "subjectId");
+    INTERN(k_subject_id, "subject_id");
+    INTERN(k_id, "id");
+    INTERN(k_quantity, "quantity");
+    INTERN(k_timestamp, "timestamp");
+    INTERN(k_metadata, "metadata");
+    INTERN(k_source, "source");
+    INTERN(empty_str, "");
+#undef INTERN
+    return PyModule_Create(&module);
+}

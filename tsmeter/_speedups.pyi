@@ -1,0 +1,26 @@
+from typing import Any
+
+def rows_fast(
+    items: list[Any],
+    start: int,
+    out: list[Any],
+    valid: set[str],
+    metrics: dict[tuple[str, str | None], tuple[str | None, float | None]],
+    ids: list[str],
+    now: int,
+    utc: Any,
+    max_id: int,
+    row_type: type,
+    /,
+) -> int: ...
+def place_fast(
+    rows: list[Any], start: int, occupied: set[Any], times: list[int], overflow: list[int], /
+) -> int: ...
+def encode_usage(
+    rows: list[Any],
+    times: list[int] | None,
+    overflow: list[int] | None,
+    prefixes: dict[Any, str],
+    slow: Any,
+    /,
+) -> bytes: ...

@@ -1,0 +1,36 @@
+"""The compiled fast paths (``tsmeter/_speedups.c``), or ``None`` where they are not built.
+
+``pip install`` compiles them when a C compiler is at hand; without one tsmeter runs on its
+Python code, which stays the reference: every compiled function only takes the cases it
+can decide without doubt and hands the rest back. Set ``TSMETER_PURE_PYTHON=1`` to run on
+the Python code alone (the benchmarks print which one ran).
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+__all__ = ["describe", "native"]
+
+
+def _load() -> ModuleType | None:
+    if os.environ.get("TSMETER_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from tsmeter import _speedups
+    except ImportError:
+        return None
+    return _speedups
+
+
+native = _load()
+
+
+def describe() -> str:
+    """``compiled`` or ``pure Python`` (and why), for benchmark and status output."""
+    if native is not None:
+        return "compiled fast paths"
+    if os.environ.get("TSMETER_PURE_PYTHON", "") not in ("", "0"):
+        return "pure Python (TSMETER_PURE_PYTHON is set)"
+    return "pure Python (tsmeter._speedups is not built)"
