@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tsmeter import speedups
 from tsmeter.adapters.influxdb.lineprotocol import UsageEncoder, decode_tag
 from tsmeter.domain import RecordRow
 
@@ -199,6 +200,7 @@ def main() -> int:
     command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
     print("== line-protocol encoding: tsmeter UsageEncoder vs influxdb_client Point ==")
     print(f"command: {command}")
+    print(f"tsmeter: {speedups.describe()}")
     print(
         f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs;"
         f" best of {args.repeat}; batches of {BATCH:,} rows"

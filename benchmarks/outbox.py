@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import tsmeter
 from benchmarks.influx_ingest import ceiling
 from tests.influx_server import InfluxServer, free_port
+from tsmeter import speedups
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 CALL = 1_000  # records per record_batch call
@@ -177,7 +178,8 @@ def main() -> int:
         )  # fmt: skip
         peak, before, pending, queued_in = child.stdout.split()
     n = args.records
-    print(f"records: {n:,} in record_batch calls of {CALL:,} (influxd 1.x on 127.0.0.1)")
+    print(f"records: {n:,} in record_batch calls of {CALL:,} (influxd 1.x on 127.0.0.1;"
+          f" {speedups.describe()})")  # fmt: skip
     print(f"bare keep-alive POST loop          {bare:>10,.0f} points/s   (the ceiling)")
     for name, (accepted, done) in (("outbox, durability outbox", durable),
                                    ("outbox, durability memory", memory),
