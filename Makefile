@@ -40,8 +40,12 @@ $(NODE_STAMP): package.json package-lock.json
 		npm ci --no-audit --no-fund --loglevel=error && touch $(NODE_STAMP); \
 	else echo "npm not found: the Flux syntax tests will skip (in CI they fail)"; fi
 
+# The store suites once more on the Python code alone (the compiled fast paths off), since a
+# machine without a C compiler runs that.
 unit: $(STAMP) $(NODE_STAMP) influxdb
 	$(BIN)/pytest -q
+	TSMETER_PURE_PYTHON=1 $(BIN)/pytest -q tests/contract \
+		tests/integration/test_influx_store.py tests/unit/test_lineprotocol.py tests/unit/test_service.py
 
 test: lint typecheck unit
 

@@ -317,17 +317,15 @@ place_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(key);
         if (slot == NULL)
             goto error;
-        int taken = PySet_Contains(occupied, slot);
-        if (taken != 0) {
-            Py_DECREF(slot);
-            if (taken < 0)
-                goto error;
-            break;
-        }
-        int failed = PySet_Add(occupied, slot) || PyList_Append(times, ts) ||
-                     PyList_Append(overflow, zero);
+        /* add and see whether it was there: one hash of the slot instead of two */
+        Py_ssize_t size = PySet_GET_SIZE(occupied);
+        int failed = PySet_Add(occupied, slot);
         Py_DECREF(slot);
         if (failed)
+            goto error;
+        if (PySet_GET_SIZE(occupied) == size)
+            break; /* taken: the Python code moves this row */
+        if (PyList_Append(times, ts) || PyList_Append(overflow, zero))
             goto error;
     }
     Py_DECREF(zero);

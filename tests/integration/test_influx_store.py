@@ -127,6 +127,37 @@ def test_a_batch_written_in_several_requests_is_exactly_once(
     assert series_rows(result)[0][1]["count"] == 5_000
 
 
+@pytest.mark.parametrize("order", ["ascending", "descending", "shuffled"])
+def test_read_windows_keep_points_apart_and_forget_only_unreachable_slots(
+    influx_db: tuple[InfluxServer, str], monkeypatch: pytest.MonkeyPatch, order: str
+) -> None:
+    """Existence reads cover windows of READ_CHUNK records and slots before the remaining
+    windows are forgotten: records colliding within and across windows (same series, same
+    nanosecond or microsecond, hundreds per instant) all land, once each."""
+    server, db = influx_db
+    monkeypatch.setattr(InfluxV1Store, "READ_CHUNK", 70)
+    monkeypatch.setattr(InfluxV1Store, "WRITE_CHUNK", 30)
+    at = [T + (i // 300) * 1_000 + (i % 3) for i in range(1_500)]  # 5 µs, 3 ns each
+    batch = [
+        RecordRow(f"w{i}", "api_calls", "org", f"o{i % 2}", None, 1.0, ts, None, None)
+        for i, ts in enumerate(at)
+    ]
+    if order == "descending":
+        batch.reverse()
+    elif order == "shuffled":
+        batch = batch[::7] + [r for i, r in enumerate(batch) if i % 7]
+    store = InfluxV1Store.from_url(url(server, db))
+    try:
+        assert store.append(batch, 0) == 1_500
+        assert points(server, db) == 1_500  # none merged with another
+        assert store.append(batch[::-1], 0) == 0
+    finally:
+        store.close()
+    assert points(server, db) == 1_500
+    (result,) = server.query('SELECT count(distinct("rid")) FROM "usage"', db=db)["results"]
+    assert series_rows(result)[0][1]["count"] == 1_500
+
+
 def test_a_failed_write_is_redone_on_retry(
     influx_db: tuple[InfluxServer, str], tmp_path: Path
 ) -> None:
