@@ -34,7 +34,7 @@ class MeterBase:
         catalog: Catalog,
         *,
         timezone: str = "UTC",
-        chunk_size: int = 50_000,
+        chunk_size: int = 200_000,
         bus: EventBus | None = None,
         metric_cache_seconds: float = 30.0,
         outbox: str | None = None,
