@@ -136,7 +136,7 @@ class Outbox:
         *,
         after: Callable[[list[RecordRow]], None] | None = None,
         max_pending: int = 1_000_000,
-        commit_interval: float = 0.002,
+        commit_interval: float = 0.0,
         batch_rows: int = 200_000,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
@@ -228,7 +228,8 @@ class Outbox:
                     self._cond.wait()
                 if not self._memory and self._closing:
                     return
-            time.sleep(self.commit_interval)  # let more records join this commit
+            if self.commit_interval:  # let more records join this commit
+                time.sleep(self.commit_interval)
             with self._cond:
                 group, self._memory = self._memory, []
                 self._generation += 1
