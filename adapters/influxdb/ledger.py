@@ -63,7 +63,7 @@ class IdLedger:
             self._conn = open_wal(path)
             self._conn.executescript(_DDL)
             # lookups get their own connection (WAL readers do not wait for the writer), so
-            # the next chunk's lookup runs while this chunk's entries are written
+            # the next window's lookup runs while this window's entries are written
             self._reader, self._read_lock = (
                 (self._conn, self._lock)
                 if path == ":memory:"

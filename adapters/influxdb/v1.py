@@ -224,18 +224,19 @@ class InfluxV1Store:
                 wait(in_flight)  # after an error: let the requests in flight end
         return written
 
-    def _lookup(self, chunk: list[RecordRow]) -> _Lookup:
-        """Start reading the points stored where the rows of ``chunk`` would go now and, at
+    def _lookup(self, window: list[RecordRow]) -> _Lookup:
+        """Start reading the points stored where the rows of ``window`` would go now and, at
         the same time, where the ledger says their ids were sent before."""
         pool = self._pool_()
-        return _Lookup(self, pool.submit(self.ledger.known, [r.id for r in chunk]),
-                       pool.submit(self._stored, chunk))  # fmt: skip
+        return _Lookup(self, pool.submit(self.ledger.known, [r.id for r in window]),
+                       pool.submit(self._stored, window))  # fmt: skip
 
     def _pool_(self) -> ThreadPoolExecutor:
-        """Threads for the requests of ``append``: WRITERS writes and two per chunk read."""
+        """Threads for the requests of ``append``: WRITERS writes and the two reads of each
+        window being read (the current one and READ_AHEAD more)."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
-                self.WRITERS + 2 * self.READ_AHEAD, thread_name_prefix="tsmeter-influx"
+                self.WRITERS + 2 * (self.READ_AHEAD + 1), thread_name_prefix="tsmeter-influx"
             )
         return self._pool
 
@@ -385,8 +386,8 @@ class InfluxV1Store:
 
 
 class _Lookup:
-    """The two reads of a chunk: the ledger's earlier locations of its ids (``sent``) and the
-    points where its rows go now (``here``)."""
+    """The two reads of a window: the ledger's earlier locations of its ids (``sent``) and
+    the points where its rows go now (``here``)."""
 
     def __init__(
         self, store: InfluxV1Store, sent: Future[dict[str, RecordRow]], here: Future[_Points]
