@@ -3,7 +3,9 @@ FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# setup.py builds the compiled fast paths when a C compiler is present; the slim image has
+# none, so the scheduler runs on tsmeter's Python code (it records little).
+COPY pyproject.toml setup.py README.md ./
 COPY tsmeter ./tsmeter
 COPY adapters ./adapters
 RUN pip install ".[influxdb,scheduler]" && useradd --create-home --uid 10001 tsmeter \
