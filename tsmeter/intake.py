@@ -57,7 +57,8 @@ class Intake:
         name = check_name(field, value)
         if len(self._valid_names) > 100_000:
             self._valid_names.clear()
-        self._valid_names.add(name)
+        if type(name) is str:  # only plain strings: comparing them runs no Python code, so
+            self._valid_names.add(name)  # the compiled fast path can hold borrowed references
         return name
 
     def check(
@@ -124,7 +125,8 @@ class Intake:
                         self._name("metricKey", metric_key), org_id
                     )
                     counted = metric.aggregation_type is AggregationType.COUNT
-                    scopes[(metric_key, org_id)] = (metric.org_id, 1.0 if counted else None)
+                    if type(metric_key) is str and type(org_id) in (str, type(None)):
+                        scopes[(metric_key, org_id)] = (metric.org_id, 1.0 if counted else None)
                 subject_type = get("subjectType")
                 if subject_type is None:
                     subject_type = _required(get, "subjectType")

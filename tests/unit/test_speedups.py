@@ -321,6 +321,34 @@ def test_ledger_entries_are_the_same(tmp_path: Any) -> None:
     assert compiled == python
 
 
+class Sly(str):
+    """A string that runs Python code when compared: never cached for the fast path."""
+
+    calls = 0
+
+    def __eq__(self, other: object) -> bool:
+        Sly.calls += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+@needs_native
+def test_str_subclasses_take_the_python_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names that are str subclasses are validated each time and never enter the caches the
+    compiled path compares against (their comparisons could run arbitrary code)."""
+    items: list[Any] = [
+        {"metricKey": Sly("tokens"), "subjectType": Sly("org"), "subjectId": Sly("o1"),
+         "quantity": 2.0, "orgId": Sly("acme")},
+        {"metricKey": "tokens", "subjectType": "org", "subjectId": "o1", "quantity": 3.0,
+         "orgId": "acme"},
+    ]  # fmt: skip
+    compiled = _run_intake(monkeypatch, items, True)
+    python = _run_intake(monkeypatch, items, False)
+    assert _comparable(compiled) == _comparable(python)
+    assert [type(v) for v in compiled[0][1:4]] == [Sly, Sly, Sly]  # type: ignore[index]
+
+
 @needs_native
 def test_a_row_type_with_fields_of_its_own_is_refused() -> None:
     class Wide(tuple):  # type: ignore[type-arg]
