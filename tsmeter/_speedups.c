@@ -71,7 +71,12 @@ check_row_type(PyTypeObject *tp)
     return 0;
 }
 
-/* A tuple of type ``tp`` holding ``items`` (new references are stolen). */
+/* A tuple of type ``tp`` holding ``items`` (new references are stolen).
+ *
+ * A row whose items are all strings, numbers or None can never be part of a reference
+ * cycle, so it is taken off the cyclic collector's lists (CPython does the same for plain
+ * tuples on their first collection, but never for tuple subclasses such as RecordRow):
+ * otherwise every collection would walk every row a large batch keeps alive. */
 static PyObject *
 new_row(PyTypeObject *tp, PyObject **items, Py_ssize_t n)
 {
@@ -81,8 +86,14 @@ new_row(PyTypeObject *tp, PyObject **items, Py_ssize_t n)
             Py_DECREF(items[i]);
         return NULL;
     }
-    for (Py_ssize_t i = 0; i < n; i++)
+    int atomic = 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
         PyTuple_SET_ITEM(row, i, items[i]);
+        if (PyObject_IS_GC(items[i]))
+            atomic = 0;
+    }
+    if (atomic && PyObject_GC_IsTracked(row))
+        PyObject_GC_UnTrack(row);
     return row;
 }
 

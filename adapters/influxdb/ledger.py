@@ -52,6 +52,11 @@ CREATE TABLE IF NOT EXISTS influx_ids (
 
 _Series = tuple[str, str, str, str | None]  # metric key, subject type, subject id, org
 _INSERT = "INSERT OR REPLACE INTO influx_ids (target_no, id, series_no, ts)"
+_KNOWN = (
+    "SELECT i.id, s.metric_key, s.subject_type, s.subject_id, s.org_key, i.ts"
+    " FROM influx_ids i JOIN influx_series s ON s.series_no = i.series_no"
+    " WHERE i.target_no = ? AND"
+)
 
 
 class IdLedger:
@@ -95,17 +100,30 @@ class IdLedger:
         self._reader.close()
 
     def known(self, ids: Iterable[str]) -> dict[str, RecordRow]:
-        """Where each known id was sent: a row with its series and time (quantity unknown)."""
+        """Where each known id was sent: a row with its series and time (quantity unknown).
+
+        The entries between the smallest and the largest id are read in key order first;
+        only when there are more of them than ids is each id looked up. Ids made by
+        tsmeter are time-ordered, so a new batch's range is usually empty (one seek
+        instead of one per id), and a retried batch's holds little more than its own ids.
+        """
+        wanted = set(ids)
+        if not wanted:
+            return {}
         with self._read_lock:
             rows = self._reader.execute(
-                "SELECT i.id, s.metric_key, s.subject_type, s.subject_id, s.org_key, i.ts"
-                " FROM influx_ids i JOIN influx_series s ON s.series_no = i.series_no"
-                " WHERE i.target_no = ? AND i.id IN (SELECT value FROM json_each(?))",
-                (self._target_no, json.dumps(list(ids))),
+                f"{_KNOWN} i.id BETWEEN ? AND ? LIMIT ?",
+                (self._target_no, min(wanted), max(wanted), len(wanted) + 1),
             ).fetchall()
+            if len(rows) > len(wanted):  # crowded range (ids in random order): one by one
+                rows = self._reader.execute(
+                    f"{_KNOWN} i.id IN (SELECT value FROM json_each(?))",
+                    (self._target_no, json.dumps(list(wanted))),
+                ).fetchall()
         return {
             rid: RecordRow(rid, mk, st, si, org or None, 0.0, ts, None, None)
             for rid, mk, st, si, org, ts in rows
+            if rid in wanted
         }
 
     def add(self, rows: Sequence[RecordRow]) -> None:

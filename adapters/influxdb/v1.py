@@ -30,6 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import Any
 
 from tsmeter.adapters.influxdb import rollup as rollups
@@ -67,9 +68,12 @@ from tsmeter.speedups import native
 __all__ = ["InfluxV1Store"]
 
 _US = 1_000
+_ID, _TS = itemgetter(0), itemgetter(6)  # a RecordRow's id and time
 _HOUR = 3_600_000_000_000
 _DAY = 24 * _HOUR
 _Points = list[tuple[dict[str, str], dict[str, Any]]]
+#: what the write path reads of a stored point: its id and the tags that make its slot
+_SLOT_COLUMNS = '"rid", "metric", "subject_type", "subject_id", "org", "c"'
 
 
 def _key(row: RecordRow) -> SeriesKey:
@@ -86,6 +90,9 @@ class InfluxV1Store:
     #: records per existence read (the server's cost is mostly per query, not per point;
     #: a call of a few windows still overlaps reading with writing)
     READ_CHUNK = 20_000
+    #: records in a call's first window: the first write waits only for this many to be
+    #: checked, placed, entered in the ledger and encoded
+    FIRST_WINDOW = 2_000
     #: windows of READ_CHUNK whose existence read runs ahead of the one being written
     READ_AHEAD = 1
     #: (metric, org) pairs an existence read names; beyond, it reads every point of the span
@@ -102,7 +109,8 @@ class InfluxV1Store:
         self._lock = threading.Lock()
         ident = hashlib.sha1(f"{config.base_url}/{config.database}".encode()).hexdigest()[:16]
         self._lock_path = os.path.join(tempfile.gettempdir(), f"tsmeter-influx-{ident}.lock")
-        self._recent: dict[str, RecordRow] = {}
+        self._recent: dict[str, RecordRow] = {}  # ids found stored: the record
+        self._seen: dict[str, RecordRow] = {}  # ids found stored by the write path: the slot
         self._pool: ThreadPoolExecutor | None = None
         self._log_clock = 0
 
@@ -135,9 +143,14 @@ class InfluxV1Store:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     # -- writing ----------------------------------------------------------------------
-    def _stored(self, rows: Sequence[RecordRow]) -> _Points:
+    def _stored(self, rows: Sequence[RecordRow], *, slots: bool = False) -> _Points:
         """Points already stored in the metrics and microseconds spanned by ``rows``, read one
-        UTC day at a time.
+        UTC day at a time; with ``slots``, only what the write path needs of them (record id,
+        series tags and time).
+
+        The write path's reads select one field: InfluxDB 1.x copies every cached value of
+        each field it reads (whatever the time range), so ``SELECT *`` over the five fields
+        of a recently written metric cost about five times as much.
 
         The condition names the rows' (metric, org) pairs, not their series: InfluxDB 1.x
         spends about 15 ms planning a query that names 100 series even when the range is
@@ -161,8 +174,10 @@ class InfluxV1Store:
                     params[f"m{i}"], params[f"o{i}"] = tag_value(metric), tag_value(org)
                     terms.append(f'("metric" = $m{i} AND "org" = $o{i})')
                 condition = f" AND ({' OR '.join(terms)})"
+            columns = _SLOT_COLUMNS if slots else "*"
             (result,) = self.client.query(
-                f"SELECT * FROM {quote_ident(RAW)} WHERE time >= $lo AND time < $hi{condition}",
+                f"SELECT {columns} FROM {quote_ident(RAW)}"
+                f" WHERE time >= $lo AND time < $hi{condition}",
                 params,
             )
             found += [({}, values) for _, values in series_rows(result)]
@@ -179,15 +194,22 @@ class InfluxV1Store:
         costs a recomputation). Returns once every chunk is stored; on a failure, raises
         after the requests in flight were answered.
         """
-        unique: dict[str, RecordRow] = {}
-        for row in rows:
-            unique.setdefault(row.id, row)
-        if not unique:
+        ordered = list(rows)
+        unique = dict(zip(map(_ID, ordered), ordered, strict=True))
+        if len(unique) < len(ordered):  # an id repeated within the call: the first counts
+            unique = {}
+            for row in ordered:
+                unique.setdefault(row.id, row)
+            ordered = list(unique.values())
+        if not ordered:
             return 0
-        ordered = list(unique.values())
-        step = self.READ_CHUNK
-        windows = [ordered[i : i + step] for i in range(0, len(ordered), step)]
-        floors, total = _floors(windows), len(unique)
+        # a small first window: the server gets its first points while the rest is checked
+        first, step = min(self.FIRST_WINDOW, self.READ_CHUNK), self.READ_CHUNK
+        windows = [
+            ordered[:first],
+            *(ordered[i : i + step] for i in range(first, len(ordered), step)),
+        ]
+        total = len(unique)
         written = 0
         pending: deque[Future[None]] = deque()
         reading: deque[_Lookup] = deque()
@@ -195,6 +217,8 @@ class InfluxV1Store:
         cursor: dict[tuple[SeriesKey, int], int] = {}
         with self._exclusive():
             try:
+                reading.append(self._lookup(windows[0]))
+                floors = _floors(windows)
                 for k, window in enumerate(windows):
                     # the reads of the next windows overlap this one's work (their ids differ
                     # from this call's earlier ones; what this call wrote is in ``occupied``)
@@ -229,7 +253,7 @@ class InfluxV1Store:
         the same time, where the ledger says their ids were sent before."""
         pool = self._pool_()
         return _Lookup(self, pool.submit(self.ledger.known, [r.id for r in window]),
-                       pool.submit(self._stored, window))  # fmt: skip
+                       pool.submit(self._stored, window, slots=True))  # fmt: skip
 
     def _pool_(self) -> ThreadPoolExecutor:
         """Threads for the requests of ``append``: WRITERS writes and the two reads of each
@@ -256,10 +280,30 @@ class InfluxV1Store:
             lines.append(encode_point(DIRTY, tags, {"hour": hour}, now + i))
         return "".join(f"{line}\n" for line in lines).encode()
 
-    def _remember(self, row: RecordRow) -> None:
-        if len(self._recent) > 10_000:
+    def _remember(self, tags: dict[str, str], values: dict[str, Any]) -> None:
+        """Keep a stored point of an id being written again: the record when the read had all
+        its fields, else where it is (``get_record`` reads it there)."""
+        if len(self._recent) + len(self._seen) > 10_000:
             self._recent.clear()
-        self._recent[row.id] = row
+            self._seen.clear()
+        if complete(values):
+            self._recent[values["rid"]] = row_of(tags, values)
+        else:
+            at = int(values["time"])
+            self._seen[values["rid"]] = RecordRow(
+                values["rid"], *series_key_of(tags, values), 0.0, at, None, None
+            )
+
+    def _sent_to(self, record_id: str) -> RecordRow | None:
+        """The record with this id, read where a write found it or the ledger says it went."""
+        places = list(self.ledger.known([record_id]).values())
+        if record_id in self._seen:
+            places.append(self._seen[record_id])
+        if places:
+            for tags, values in self._stored(places):
+                if values.get("rid") == record_id and complete(values):
+                    return row_of(tags, values)
+        return None
 
     # -- reading ----------------------------------------------------------------------
     def get_record(self, record_id: str) -> RecordRow | None:
@@ -267,11 +311,9 @@ class InfluxV1Store:
         of the raw measurement, which is slow on large databases)."""
         if record_id in self._recent:
             return self._recent[record_id]
-        sent = self.ledger.known([record_id])
-        if sent:
-            for tags, values in self._stored(list(sent.values())):
-                if values.get("rid") == record_id and complete(values):
-                    return row_of(tags, values)
+        found = self._sent_to(record_id)
+        if found is not None:
+            return found
         (result,) = self.client.query(
             f'SELECT * FROM {quote_ident(RAW)} WHERE "rid" = $rid LIMIT 1', {"rid": record_id}
         )
@@ -328,6 +370,8 @@ class InfluxV1Store:
         count = int(rows[0][1]["count"]) if rows else 0
         self.client.query(f"DROP SERIES WHERE {condition}", params)
         self.ledger.forget_series(metric_key, org_id)
+        self._recent.clear()
+        self._seen.clear()
         return count
 
     # -- metering events ---------------------------------------------------------------
@@ -399,7 +443,7 @@ class _Lookup:
         found = self.here.result()
         sent = self.sent.result()
         if sent:
-            found = found + self.store._stored(list(sent.values()))
+            found = found + self.store._stored(list(sent.values()), slots=True)
         return found
 
 
@@ -407,7 +451,7 @@ def _floors(windows: list[list[RecordRow]]) -> list[int]:
     """For each window, the first microsecond any record of it or of a later window has:
     slots before it are never needed again (records in time order let ``occupied`` stay
     small)."""
-    floors = [min(row[6] for row in window) // _US * _US for window in windows]
+    floors = [min(map(_TS, window)) // _US * _US for window in windows]
     for k in range(len(floors) - 2, -1, -1):
         floors[k] = min(floors[k], floors[k + 1])
     return floors
@@ -432,20 +476,18 @@ def _unstored(
     found: list[tuple[dict[str, str], dict[str, Any]]],
     unique: dict[str, RecordRow],
     occupied: set[tuple[SeriesKey, str, int]],
-    remember: Callable[[RecordRow], None],
+    remember: Callable[[dict[str, str], dict[str, Any]], None],
     total: int,
 ) -> list[RecordRow]:
     """The rows of ``chunk`` whose id is not among the stored points ``found``. Every id found
-    is dropped from ``unique`` (and complete points are remembered), every point time found
+    is dropped from ``unique`` (and its point remembered), every point time found
     is ``occupied`` (also of a point whose fields are still landing). ``total`` is how many
     ids ``unique`` had at the start of the call."""
     for tags, values in found:
         occupied.add((series_key_of(tags, values), values.get("c") or "", int(values["time"])))
         rid = values.get("rid")
-        if rid is not None:
-            unique.pop(rid, None)
-            if complete(values):
-                remember(row_of(tags, values))
+        if rid is not None and unique.pop(rid, None) is not None:
+            remember(tags, values)
     if len(unique) == total:  # no id of this call was found stored: all of them are new
         return chunk
     return [row for row in chunk if row[0] in unique]

@@ -80,9 +80,12 @@ class InfluxV2Store(InfluxV1Store):
         self.api.ensure_bucket()
 
     # -- the existence read of the write path -------------------------------------------
-    def _stored(self, rows: Sequence[RecordRow]) -> list[tuple[dict[str, str], dict[str, Any]]]:
+    def _stored(
+        self, rows: Sequence[RecordRow], *, slots: bool = False
+    ) -> list[tuple[dict[str, str], dict[str, Any]]]:
         """Points already stored in the series and microseconds spanned by ``rows``, read one
-        UTC day at a time (over 100 series: every series of that span)."""
+        UTC day at a time (over 100 series: every series of that span); whole points, also
+        with ``slots``."""
         by_day: dict[int, list[RecordRow]] = {}
         for row in rows:
             by_day.setdefault(row.ts // _DAY, []).append(row)
@@ -103,11 +106,9 @@ class InfluxV2Store(InfluxV1Store):
         says, else a scan of every record id, which is slow on large buckets)."""
         if record_id in self._recent:
             return self._recent[record_id]
-        sent = self.ledger.known([record_id])
-        if sent:
-            for tags, values in self._stored(list(sent.values())):
-                if values.get("rid") == record_id and complete(values):
-                    return row_of(tags, values)
+        found = self._sent_to(record_id)
+        if found is not None:
+            return found
         hits = self.api.rows(flux.rid_lookup(self.bucket, record_id))
         if not hits:
             return None
@@ -184,6 +185,7 @@ class InfluxV2Store(InfluxV1Store):
                 self.api.write("".join(f"{line}\n" for line in keep[i : i + 10_000]).encode())
         self.ledger.forget_series(metric_key, org_id)
         self._recent.clear()
+        self._seen.clear()
         return count
 
     def _scoped_points(self, metric: str) -> list[str]:

@@ -99,6 +99,14 @@ def test_a_retried_batch_lands_on_its_own_points(
         assert first.append(batch, 0) == 1_000
         assert first.append(batch, 0) == 0
         assert other.append(list(reversed(batch)), 0) == 0  # another host, same records
+        # the write path read only ids and slots; the record is read where it was found
+        # (not by a scan of every record id, which is slow on a large database)
+        queries: list[str] = []
+        query = other.client.query
+        other.client.query = lambda q, *a, **k: queries.append(q) or query(q, *a, **k)  # type: ignore[method-assign]
+        assert other.get_record(batch[3].id) == batch[3]
+        assert len(queries) == 1 and '"rid" =' not in queries[0]
+        assert other.get_record("never-sent") is None
         moved = batch[0]._replace(ts=T + 5 * DAY, subject_id="elsewhere")
         assert first.append([moved], 0) == 0  # same id, other time: the ledger knows it
     finally:

@@ -1,0 +1,102 @@
+"""The id ledger's lookups: a range read for clustered ids, one lookup per id otherwise."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tsmeter.adapters.influxdb.ledger import IdLedger
+from tsmeter.domain import RecordRow, new_ids
+
+
+def _rows(ids: list[str], ts: int = 7) -> list[RecordRow]:
+    return [
+        RecordRow(rid, "api_calls", "org", f"o{i % 5}", None if i % 2 else "acme", 1.0, ts + i,
+                  None, None)
+        for i, rid in enumerate(ids)
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> IdLedger:
+    opened = IdLedger(str(tmp_path / "state.db"), "http://x/db")
+    yield opened  # type: ignore[misc]
+    opened.close()
+
+
+def _statements(ledger: IdLedger) -> list[str]:
+    """Record the statements the ledger's reader runs from now on."""
+    seen: list[str] = []
+    ledger._reader.set_trace_callback(seen.append)
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["time-ordered", "random", "hostile"])
+def test_known_answers_exactly_what_was_added(ledger: IdLedger, kind: str) -> None:
+    """Whatever the ids look like, known() finds each added id at its series and time, and
+    nothing else: for new ids, for a retried batch, for a mix, and for a scattered sample."""
+    rng = random.Random(5)
+    if kind == "time-ordered":
+        ids = new_ids(3_000)
+    elif kind == "random":
+        ids = [str(uuid.uuid4()) for _ in range(3_000)]
+    else:
+        pieces = ["", "a,b", " ", '"', "\\", "é", "🙂", "=", "Z", "\n"]
+        ids = [rng.choice(pieces) + str(i) + rng.choice(pieces) for i in range(3_000)]
+    rows = _rows(ids)
+    ledger.add(rows[:2_000])
+    expected = {r.id: r for r in rows[:2_000]}
+    dense = sorted(ids[:2_000])[100:1_100]  # a range holding a few added ids not asked for
+    mixed = [d for j, d in enumerate(dense) if j % 200 != 7] + [d + "~" for d in dense[10:20]]
+    probes = [ids[2_000:], ids[:2_000], ids[1_500:2_500], mixed, rng.sample(ids, 400), ids[::7]]
+    probes.append([])
+    for probe in probes:
+        found = ledger.known(probe)
+        assert set(found) == {rid for rid in probe if rid in expected}
+        for rid, where in found.items():
+            row = expected[rid]
+            assert (where.metric_key, where.subject_type, where.subject_id, where.org_id,
+                    where.ts) == (row.metric_key, row.subject_type, row.subject_id, row.org_id,
+                                  row.ts)  # fmt: skip
+
+
+def test_a_new_batch_of_ordered_ids_is_one_range_read(ledger: IdLedger) -> None:
+    """Time-ordered ids of a new batch lie beyond every stored one: one range read answers,
+    and ids in random order fall back to a lookup per id."""
+    ledger.add(_rows(new_ids(5_000)))
+    seen = _statements(ledger)
+    assert ledger.known(new_ids(2_000)) == {}
+    assert len(seen) == 1 and "BETWEEN" in seen[0]
+    seen.clear()
+    scattered = [str(uuid.uuid4()) for _ in range(200)]
+    ledger.add(_rows(scattered))
+    assert set(ledger.known([*scattered[:50], *(str(uuid.uuid4()) for _ in range(50))])) == set(
+        scattered[:50]
+    )
+    assert len(seen) == 2 and "json_each" in seen[1]
+
+
+def test_entries_of_another_target_are_not_found(tmp_path: Path) -> None:
+    path = str(tmp_path / "state.db")
+    a, b = IdLedger(path, "http://x/a"), IdLedger(path, "http://x/b")
+    try:
+        ids = new_ids(100)
+        a.add(_rows(ids))
+        assert len(a.known(ids)) == 100
+        assert b.known(ids) == {}
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_ledger_file_is_sqlite(ledger: IdLedger, tmp_path: Path) -> None:
+    """Entries are committed when add() returns (another connection sees them)."""
+    ids = new_ids(10)
+    ledger.add(_rows(ids))
+    with sqlite3.connect(tmp_path / "state.db") as other:
+        (count,) = other.execute("SELECT count(*) FROM influx_ids").fetchone()
+    assert count == 10
