@@ -68,7 +68,8 @@ from tsmeter.speedups import native
 __all__ = ["InfluxV1Store"]
 
 _US = 1_000
-_ID, _TS = itemgetter(0), itemgetter(6)  # a RecordRow's id and time
+# a RecordRow's id, metric, organisation and time, for loops that run in C
+_ID, _METRIC, _ORG, _TS = itemgetter(0), itemgetter(1), itemgetter(4), itemgetter(6)
 _HOUR = 3_600_000_000_000
 _DAY = 24 * _HOUR
 _Points = list[tuple[dict[str, str], dict[str, Any]]]
@@ -89,7 +90,7 @@ class InfluxV1Store:
     WRITERS = 2
     #: records per existence read (the server's cost is mostly per query, not per point;
     #: a call of a few windows still overlaps reading with writing)
-    READ_CHUNK = 20_000
+    READ_CHUNK = 50_000
     #: records in a call's first window: the first write waits only for this many to be
     #: checked, placed, entered in the ledger and encoded
     FIRST_WINDOW = 2_000
@@ -112,6 +113,7 @@ class InfluxV1Store:
         self._recent: dict[str, RecordRow] = {}  # ids found stored: the record
         self._seen: dict[str, RecordRow] = {}  # ids found stored by the write path: the slot
         self._pool: ThreadPoolExecutor | None = None
+        self._ledger_pool: ThreadPoolExecutor | None = None
         self._log_clock = 0
 
     @classmethod
@@ -122,8 +124,9 @@ class InfluxV1Store:
 
     def close(self) -> None:
         """Close the HTTP session and the ledger (every acknowledged write is on the server)."""
-        if self._pool is not None:
-            self._pool.shutdown()
+        for pool in (self._pool, self._ledger_pool):
+            if pool is not None:
+                pool.shutdown()
         self.client.close()
         self.ledger.close()
 
@@ -159,13 +162,22 @@ class InfluxV1Store:
         METRICS_PER_QUERY pairs, every point of the span is read.
         """
         by_day: dict[int, list[RecordRow]] = {}
-        for row in rows:
-            by_day.setdefault(row.ts // _DAY, []).append(row)
+        days = set(map(_DAY.__rfloordiv__, map(_TS, rows)))
+        if len(days) == 1:
+            by_day[days.pop()] = list(rows)
+        else:
+            for row in rows:
+                by_day.setdefault(row.ts // _DAY, []).append(row)
         found: _Points = []
         for group in by_day.values():
-            lo = min(r.ts for r in group) // _US * _US
-            hi = max(r.ts for r in group) // _US * _US + _US
-            pairs = sorted({(r.metric_key, r.org_id or "") for r in group})
+            lo = min(map(_TS, group)) // _US * _US
+            hi = max(map(_TS, group)) // _US * _US + _US
+            pairs = sorted(
+                {
+                    (m, o or "")
+                    for m, o in set(zip(map(_METRIC, group), map(_ORG, group), strict=True))
+                }
+            )
             params: dict[str, Any] = {"lo": lo, "hi": hi}
             condition = ""
             if len(pairs) <= self.METRICS_PER_QUERY:
@@ -227,16 +239,16 @@ class InfluxV1Store:
                     found = reading.popleft().result()
                     unstored = _unstored(window, found, unique, occupied, self._remember, total)
                     if k and floors[k] > floors[k - 1]:  # slots no row from here on reaches
-                        _prune(occupied, cursor, floors[k])
+                        occupied = _prune(occupied, cursor, floors[k])
                     for i in range(0, len(unstored), self.WRITE_CHUNK):
                         new = unstored[i : i + self.WRITE_CHUNK]
                         times, overflow, moved = _place(new, occupied, cursor)
-                        self.ledger.add(new)
+                        entered = self._entering().submit(self.ledger.add, new)
                         body = self._bookkeeping(new, moved)
                         body += self.encoder.encode(new, times, overflow)
                         if len(pending) >= self.WRITERS:
                             pending.popleft().result()
-                        pending.append(self._pool_().submit(self.client.write, body))
+                        pending.append(self._pool_().submit(self._send, entered, body))
                         written += len(new)
                 while pending:
                     pending[0].result()
@@ -254,6 +266,18 @@ class InfluxV1Store:
         pool = self._pool_()
         return _Lookup(self, pool.submit(self.ledger.known, [r.id for r in window]),
                        pool.submit(self._stored, window, slots=True))  # fmt: skip
+
+    def _send(self, entered: Future[None], body: bytes) -> None:
+        """Write a chunk once its ids are in the ledger."""
+        entered.result()
+        self.client.write(body)
+
+    def _entering(self) -> ThreadPoolExecutor:
+        """One thread that enters chunks in the ledger in order, while the next chunk is
+        placed and encoded (SQLite and its fsync run without the interpreter lock)."""
+        if self._ledger_pool is None:
+            self._ledger_pool = ThreadPoolExecutor(1, thread_name_prefix="tsmeter-ledger")
+        return self._ledger_pool
 
     def _pool_(self) -> ThreadPoolExecutor:
         """Threads for the requests of ``append``: WRITERS writes and the two reads of each
@@ -273,7 +297,19 @@ class InfluxV1Store:
                     "org": org or ""}  # fmt: skip
             lines.append(encode_point(COLLISIONS, tags, {"n": 1}, micro))
         now = max(time.time_ns(), self._log_clock)  # no two log points of a writer coincide
-        hours = sorted({(r.metric_key, r.org_id or "", r.ts // _HOUR) for r in rows})
+        hours = sorted(
+            {
+                (metric, org or "", hour)
+                for metric, org, hour in set(
+                    zip(
+                        map(_METRIC, rows),
+                        map(_ORG, rows),
+                        map(_HOUR.__rfloordiv__, map(_TS, rows)),
+                        strict=True,
+                    )
+                )
+            }
+        )
         self._log_clock = now + len(hours)
         for i, (metric, org, hour) in enumerate(hours):
             tags = {"metric": metric, "org": org, "w": self.writer}
@@ -461,14 +497,14 @@ def _prune(
     occupied: set[tuple[SeriesKey, str, int]],
     cursor: dict[tuple[SeriesKey, int], int],
     floor: int,
-) -> None:
-    """Drop the slots before ``floor`` (a record at or after it places within its own
-    microsecond, never before ``floor``)."""
-    stale = [slot for slot in occupied if slot[2] < floor]
-    if stale:
-        occupied.difference_update(stale)
+) -> set[tuple[SeriesKey, str, int]]:
+    """The slots from ``floor`` on (a record at or after it places within its own
+    microsecond, never before ``floor``); the cursors before it are dropped. The slots kept
+    go to a new set: in time order most are dropped, and removing each from the old set
+    would hash it again."""
     for key in [key for key in cursor if key[1] < floor]:
         del cursor[key]
+    return {slot for slot in occupied if slot[2] >= floor}
 
 
 def _unstored(
