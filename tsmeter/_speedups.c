@@ -289,6 +289,66 @@ rows_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSsize_t(i);
 }
 
+/* as_rows(tuples, row_type, width) -> list
+ *
+ * The tuples (each of ``width`` items) as rows of ``row_type``, made like those of
+ * rows_fast (rows of plain values are left to reference counting). Raises ValueError if
+ * a tuple has another width. */
+static PyObject *
+as_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyList_Check(args[0]) || !PyLong_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "as_rows(list, row_type, width)");
+        return NULL;
+    }
+    PyObject *tuples = args[0];
+    PyTypeObject *row_type = (PyTypeObject *)args[1];
+    Py_ssize_t width = PyLong_AsSsize_t(args[2]);
+    if (check_row_type(row_type) < 0 || (width == -1 && PyErr_Occurred()))
+        return NULL;
+    if (width < 1 || width > 16) {
+        PyErr_SetString(PyExc_ValueError, "as_rows: width must be 1 to 16");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(tuples);
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PyList_GET_ITEM(tuples, i);
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != width) {
+            PyErr_Format(PyExc_ValueError, "as_rows: item %zd is not a tuple of %zd items", i,
+                         width);
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyObject *items[16];
+        for (Py_ssize_t k = 0; k < width; k++)
+            items[k] = Py_NewRef(PyTuple_GET_ITEM(t, k));
+        PyObject *row = new_row(row_type, items, width);
+        if (row == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, row);
+    }
+    return out;
+}
+
+/* An exact tuple of plain values (or of such tuples) cannot be part of a cycle: CPython
+ * takes it off the collector's lists on its first collection; this does it at once. */
+static void
+untrack_plain(PyObject *tuple)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(tuple); i++) {
+        PyObject *item = PyTuple_GET_ITEM(tuple, i);
+        if (PyObject_IS_GC(item) && (!PyTuple_CheckExact(item) || PyObject_GC_IsTracked(item)))
+            return;
+    }
+    if (PyObject_GC_IsTracked(tuple))
+        PyObject_GC_UnTrack(tuple);
+}
+
 /* place_fast(rows, start, occupied, times, overflow) -> int
  *
  * For rows[start:] whose exact time is free in their series, marks it occupied and
@@ -323,11 +383,13 @@ place_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyObject *key = PyTuple_GetSlice(row, 1, 5);
         if (key == NULL)
             goto error;
+        untrack_plain(key);
         PyObject *ts = PyTuple_GET_ITEM(row, 6);
         PyObject *slot = PyTuple_Pack(3, key, empty_str, ts);
         Py_DECREF(key);
         if (slot == NULL)
             goto error;
+        untrack_plain(slot);
         /* add and see whether it was there: one hash of the slot instead of two */
         Py_ssize_t size = PySet_GET_SIZE(occupied);
         int failed = PySet_Add(occupied, slot);
@@ -665,6 +727,8 @@ error:
 static PyMethodDef methods[] = {
     {"rows_fast", (PyCFunction)(void (*)(void))rows_fast, METH_FASTCALL,
      "Validated rows for plain records; returns where it stopped."},
+    {"as_rows", (PyCFunction)(void (*)(void))as_rows, METH_FASTCALL,
+     "Rows of a row type from plain tuples of one width."},
     {"place_fast", (PyCFunction)(void (*)(void))place_fast, METH_FASTCALL,
      "Point times for rows whose exact time is free; returns where it stopped."},
     {"ledger_params", (PyCFunction)(void (*)(void))ledger_params, METH_FASTCALL,

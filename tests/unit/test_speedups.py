@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tsmeter import intake as intake_module
+from tsmeter import outbox as outbox_module
 from tsmeter import speedups
 from tsmeter.adapters.influxdb import ledger as ledger_module
 from tsmeter.adapters.influxdb import lineprotocol
@@ -28,7 +29,7 @@ from tsmeter.adapters.influxdb import v1 as v1_module
 from tsmeter.adapters.influxdb.ledger import IdLedger
 from tsmeter.adapters.influxdb.lineprotocol import UsageEncoder
 from tsmeter.domain import AggregationType, MetricDefinition, RecordRow
-from tsmeter.errors import NotFoundError, ValidationError
+from tsmeter.errors import NotFoundError, StorageUnavailableError, ValidationError
 from tsmeter.intake import Intake
 
 native = speedups.native
@@ -243,6 +244,28 @@ def test_rows_of_plain_values_are_left_to_reference_counting() -> None:
     rows = intake.rows([{**base, "id": f"r{i}", "quantity": i, "source": "s"} for i in range(50)])
     assert len(rows) == 50 and rows[7].quantity == 7.0
     assert not any(gc.is_tracked(row) for row in rows[1:])  # the first took the Python path
+
+
+@needs_native
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(*[st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=3))
+                             for _ in range(9)]), max_size=20))  # fmt: skip
+def test_outbox_batches_unpack_the_same(values: list[tuple[Any, ...]]) -> None:
+    """A stored outbox batch becomes the same rows on both paths; the compiled rows are
+    left to reference counting, and a row of another width is refused on both."""
+    blob = outbox_module._pack(values)  # type: ignore[arg-type]
+    compiled = outbox_module._unpack(blob)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(outbox_module, "native", None)
+        python = outbox_module._unpack(blob)
+    assert repr(compiled) == repr(python)  # NaN is not equal to itself
+    assert [type(r) for r in compiled] == [RecordRow] * len(values)
+    assert not any(gc.is_tracked(r) for r in compiled)
+    wide = outbox_module._pack([*values, (1,) * 10])  # type: ignore[list-item]
+    for path in (native, None):
+        with pytest.MonkeyPatch.context() as patch, pytest.raises(StorageUnavailableError):
+            patch.setattr(outbox_module, "native", path)
+            outbox_module._unpack(wide)
 
 
 ROWS = st.lists(
