@@ -335,6 +335,78 @@ as_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* series_spans(rows, span) -> set
+ *
+ * The set of (metric key, org, time // span) of the rows (items 1, 4 and 6). Rows of one
+ * series and span mostly follow each other, so the last few triples are remembered (by
+ * identity of the strings) and a repeat costs no tuple. */
+static PyObject *
+series_spans(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_Check(args[0]) || !PyLong_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "series_spans(list, int)");
+        return NULL;
+    }
+    PyObject *rows = args[0];
+    long long span = PyLong_AsLongLong(args[1]);
+    if (span == -1 && PyErr_Occurred())
+        return NULL;
+    if (span <= 0) {
+        PyErr_SetString(PyExc_ValueError, "series_spans: span must be positive");
+        return NULL;
+    }
+    PyObject *out = PySet_New(NULL);
+    if (out == NULL)
+        return NULL;
+    enum { SEEN = 8 };
+    PyObject *seen_metric[SEEN] = {NULL}, *seen_org[SEEN] = {NULL};
+    long long seen_span[SEEN] = {0};
+    int next = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rows); i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) < 7 ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(row, 6))) {
+            PyErr_SetString(PyExc_TypeError, "series_spans: rows must be RecordRows");
+            goto error;
+        }
+        PyObject *metric = PyTuple_GET_ITEM(row, 1), *org = PyTuple_GET_ITEM(row, 4);
+        long long ts = PyLong_AsLongLong(PyTuple_GET_ITEM(row, 6));
+        if (ts == -1 && PyErr_Occurred())
+            goto error;
+        long long q = ts / span;
+        if (ts % span != 0 && ts < 0)
+            q -= 1; /* floor, as Python's // */
+        int hit = 0;
+        for (int k = 0; k < SEEN; k++)
+            if (seen_metric[k] == metric && seen_org[k] == org && seen_span[k] == q) {
+                hit = 1;
+                break;
+            }
+        if (hit)
+            continue;
+        PyObject *number = PyLong_FromLongLong(q);
+        if (number == NULL)
+            goto error;
+        PyObject *triple = PyTuple_Pack(3, metric, org, number);
+        Py_DECREF(number);
+        if (triple == NULL)
+            goto error;
+        int failed = PySet_Add(out, triple);
+        Py_DECREF(triple);
+        if (failed)
+            goto error;
+        /* borrowed: the rows keep these strings alive for the whole call */
+        seen_metric[next] = metric;
+        seen_org[next] = org;
+        seen_span[next] = q;
+        next = (next + 1) % SEEN;
+    }
+    return out;
+error:
+    Py_DECREF(out);
+    return NULL;
+}
+
 /* An exact tuple of plain values (or of such tuples) cannot be part of a cycle: CPython
  * takes it off the collector's lists on its first collection; this does it at once. */
 static void
@@ -727,6 +799,8 @@ error:
 static PyMethodDef methods[] = {
     {"rows_fast", (PyCFunction)(void (*)(void))rows_fast, METH_FASTCALL,
      "Validated rows for plain records; returns where it stopped."},
+    {"series_spans", (PyCFunction)(void (*)(void))series_spans, METH_FASTCALL,
+     "The (metric, org, time // span) triples of rows."},
     {"as_rows", (PyCFunction)(void (*)(void))as_rows, METH_FASTCALL,
      "Rows of a row type from plain tuples of one width."},
     {"place_fast", (PyCFunction)(void (*)(void))place_fast, METH_FASTCALL,

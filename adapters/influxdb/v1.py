@@ -297,19 +297,7 @@ class InfluxV1Store:
                     "org": org or ""}  # fmt: skip
             lines.append(encode_point(COLLISIONS, tags, {"n": 1}, micro))
         now = max(time.time_ns(), self._log_clock)  # no two log points of a writer coincide
-        hours = sorted(
-            {
-                (metric, org or "", hour)
-                for metric, org, hour in set(
-                    zip(
-                        map(_METRIC, rows),
-                        map(_ORG, rows),
-                        map(_HOUR.__rfloordiv__, map(_TS, rows)),
-                        strict=True,
-                    )
-                )
-            }
-        )
+        hours = sorted({(metric, org or "", hour) for metric, org, hour in _hours(rows)})
         self._log_clock = now + len(hours)
         for i, (metric, org, hour) in enumerate(hours):
             tags = {"metric": metric, "org": org, "w": self.writer}
@@ -481,6 +469,15 @@ class _Lookup:
         if sent:
             found = found + self.store._stored(list(sent.values()), slots=True)
         return found
+
+
+def _hours(rows: list[RecordRow]) -> set[tuple[str, str | None, int]]:
+    """The (metric, org, UTC hour) of the rows."""
+    if native is not None and type(rows) is list:
+        spans: set[tuple[str, str | None, int]] = native.series_spans(rows, _HOUR)
+        return spans
+    return set(zip(map(_METRIC, rows), map(_ORG, rows), map(_HOUR.__rfloordiv__, map(_TS, rows)),
+                   strict=True))  # fmt: skip
 
 
 def _floors(windows: list[list[RecordRow]]) -> list[int]:

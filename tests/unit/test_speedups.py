@@ -247,6 +247,24 @@ def test_rows_of_plain_values_are_left_to_reference_counting() -> None:
 
 
 @needs_native
+@settings(max_examples=200, deadline=None)
+@given(st.lists(
+    st.builds(RecordRow, st.just("r"), st.sampled_from(["a", "b", "c"]), st.just("org"),
+              st.just("o"), st.sampled_from([None, "acme", "x"]), st.just(1.0),
+              st.integers(min_value=-(2**63), max_value=2**63 - 1), st.none(), st.none()),
+    max_size=40,
+))  # fmt: skip
+def test_change_log_hours_are_the_same(rows: list[RecordRow]) -> None:
+    """The (metric, org, UTC hour) set of the change log, negative times included."""
+    compiled = v1_module._hours(rows)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(v1_module, "native", None)
+        python = v1_module._hours(rows)
+    assert compiled == python
+    assert compiled == {(r.metric_key, r.org_id, r.ts // 3_600_000_000_000) for r in rows}
+
+
+@needs_native
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(*[st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=3))
                              for _ in range(9)]), max_size=20))  # fmt: skip
