@@ -421,24 +421,52 @@ untrack_plain(PyObject *tuple)
         PyObject_GC_UnTrack(tuple);
 }
 
-/* place_fast(rows, start, occupied, times, overflow) -> int
+/* Whether two rows (or a row and a stand-in) are of one series: items 1 to 4 equal.
+ * Returns 1 or 0, or -1 when C cannot tell without running Python code (an item that is
+ * neither an exact str nor None, e.g. a str subclass with its own __eq__). */
+static int
+same_series(PyObject *a, PyObject *b)
+{
+    if (!PyTuple_Check(a) || PyTuple_GET_SIZE(a) < 5)
+        return -1;
+    for (Py_ssize_t k = 1; k <= 4; k++) {
+        PyObject *x = PyTuple_GET_ITEM(a, k), *y = PyTuple_GET_ITEM(b, k);
+        if (x == y)
+            continue;
+        if (x == Py_None || y == Py_None) {
+            if ((x == Py_None || PyUnicode_CheckExact(x)) && (y == Py_None || PyUnicode_CheckExact(y)))
+                return 0;
+            return -1;
+        }
+        if (!PyUnicode_CheckExact(x) || !PyUnicode_CheckExact(y))
+            return -1;
+        if (PyUnicode_GET_LENGTH(x) != PyUnicode_GET_LENGTH(y) || PyUnicode_Compare(x, y) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* place_fast(rows, start, first, more, times, overflow) -> int
  *
- * For rows[start:] whose exact time is free in their series, marks it occupied and
- * appends the time and overflow 0; stops at the first row whose time is taken (the
- * Python code moves that one) and returns its index. */
+ * For rows[start:] whose exact time is free in their series, marks the slot taken (in
+ * ``first``, time -> row, when no point has that time yet; else as a (series, "", time)
+ * tuple in ``more``) and appends the time and overflow 0; stops at the first row whose
+ * time is taken, or that C cannot compare, (the Python code places that one) and returns
+ * its index. */
 static PyObject *
 place_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "place_fast takes 5 arguments");
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "place_fast takes 6 arguments");
         return NULL;
     }
-    PyObject *rows = args[0], *occupied = args[2], *times = args[3], *overflow = args[4];
+    PyObject *rows = args[0], *first = args[2], *more = args[3], *times = args[4],
+             *overflow = args[5];
     Py_ssize_t i = PyLong_AsSsize_t(args[1]);
     if (i == -1 && PyErr_Occurred())
         return NULL;
-    if (!PyList_CheckExact(rows) || !PySet_CheckExact(occupied) || !PyList_CheckExact(times) ||
-        !PyList_CheckExact(overflow)) {
+    if (!PyList_CheckExact(rows) || !PyDict_CheckExact(first) || !PySet_CheckExact(more) ||
+        !PyList_CheckExact(times) || !PyList_CheckExact(overflow)) {
         PyErr_SetString(PyExc_TypeError, "place_fast: wrong argument types");
         return NULL;
     }
@@ -452,24 +480,39 @@ place_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             PyErr_SetString(PyExc_TypeError, "place_fast: rows must be RecordRows");
             goto error;
         }
-        PyObject *key = PyTuple_GetSlice(row, 1, 5);
-        if (key == NULL)
-            goto error;
-        untrack_plain(key);
         PyObject *ts = PyTuple_GET_ITEM(row, 6);
-        PyObject *slot = PyTuple_Pack(3, key, empty_str, ts);
-        Py_DECREF(key);
-        if (slot == NULL)
-            goto error;
-        untrack_plain(slot);
-        /* add and see whether it was there: one hash of the slot instead of two */
-        Py_ssize_t size = PySet_GET_SIZE(occupied);
-        int failed = PySet_Add(occupied, slot);
-        Py_DECREF(slot);
-        if (failed)
-            goto error;
-        if (PySet_GET_SIZE(occupied) == size)
-            break; /* taken: the Python code moves this row */
+        if (!PyLong_CheckExact(ts))
+            break; /* the Python code decides */
+        PyObject *holder = PyDict_GetItemWithError(first, ts); /* borrowed */
+        if (holder == NULL) {
+            if (PyErr_Occurred() || PyDict_SetItem(first, ts, row) < 0)
+                goto error;
+        }
+        else {
+            Py_INCREF(holder);
+            int same = same_series(holder, row);
+            Py_DECREF(holder);
+            if (same != 0)
+                break; /* taken (or not for C to say): the Python code places this row */
+            /* a second series at this time: its slot is a tuple in ``more`` */
+            PyObject *key = PyTuple_GetSlice(row, 1, 5);
+            if (key == NULL)
+                goto error;
+            untrack_plain(key);
+            PyObject *slot = PyTuple_Pack(3, key, empty_str, ts);
+            Py_DECREF(key);
+            if (slot == NULL)
+                goto error;
+            untrack_plain(slot);
+            /* add and see whether it was there: one hash of the slot instead of two */
+            Py_ssize_t size = PySet_GET_SIZE(more);
+            int failed = PySet_Add(more, slot);
+            Py_DECREF(slot);
+            if (failed)
+                goto error;
+            if (PySet_GET_SIZE(more) == size)
+                break; /* taken: the Python code moves this row */
+        }
         if (PyList_Append(times, ts) || PyList_Append(overflow, zero))
             goto error;
     }

@@ -16,7 +16,13 @@ def rows_fast(
 def series_spans(rows: list[Any], span: int, /) -> set[tuple[str, str | None, int]]: ...
 def as_rows(tuples: list[Any], row_type: type, width: int, /) -> list[Any]: ...
 def place_fast(
-    rows: list[Any], start: int, occupied: set[Any], times: list[int], overflow: list[int], /
+    rows: list[Any],
+    start: int,
+    first: dict[int, Any],
+    more: set[Any],
+    times: list[int],
+    overflow: list[int],
+    /,
 ) -> int: ...
 def encode_usage(
     rows: list[Any],

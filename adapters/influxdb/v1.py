@@ -225,7 +225,7 @@ class InfluxV1Store:
         written = 0
         pending: deque[Future[None]] = deque()
         reading: deque[_Lookup] = deque()
-        occupied: set[tuple[SeriesKey, str, int]] = set()
+        occupied = _Slots()
         cursor: dict[tuple[SeriesKey, int], int] = {}
         with self._exclusive():
             try:
@@ -239,7 +239,7 @@ class InfluxV1Store:
                     found = reading.popleft().result()
                     unstored = _unstored(window, found, unique, occupied, self._remember, total)
                     if k and floors[k] > floors[k - 1]:  # slots no row from here on reaches
-                        occupied = _prune(occupied, cursor, floors[k])
+                        _prune(occupied, cursor, floors[k])
                     for i in range(0, len(unstored), self.WRITE_CHUNK):
                         new = unstored[i : i + self.WRITE_CHUNK]
                         times, overflow, moved = _place(new, occupied, cursor)
@@ -490,25 +490,58 @@ def _floors(windows: list[list[RecordRow]]) -> list[int]:
     return floors
 
 
-def _prune(
-    occupied: set[tuple[SeriesKey, str, int]],
-    cursor: dict[tuple[SeriesKey, int], int],
-    floor: int,
-) -> set[tuple[SeriesKey, str, int]]:
-    """The slots from ``floor`` on (a record at or after it places within its own
-    microsecond, never before ``floor``); the cursors before it are dropped. The slots kept
-    go to a new set: in time order most are dropped, and removing each from the old set
-    would hash it again."""
+class _Slots:
+    """The point slots (series, overflow tag ``c``, time) taken in one ``append`` call.
+
+    Most points are alone at their time, so a slot without ``c`` is kept as time → the
+    row (or a stand-in whose items 1 to 4 are the series) of the first point there, which
+    costs no tuple; the other slots (a second series at that time, or a ``c``) are tuples
+    in ``more``.
+    """
+
+    __slots__ = ("first", "more")
+
+    def __init__(self) -> None:
+        self.first: dict[int, tuple[Any, ...]] = {}
+        self.more: set[tuple[SeriesKey, str, int]] = set()
+
+    def taken(self, key: SeriesKey, c: str, ts: int) -> bool:
+        """Whether a point of series ``key`` with tag ``c`` is at ``ts``."""
+        if not c:
+            holder = self.first.get(ts)
+            if holder is not None and (holder[1], holder[2], holder[3], holder[4]) == key:
+                return True
+        return (key, c, ts) in self.more
+
+    def take(self, key: SeriesKey, c: str, ts: int, holder: tuple[Any, ...]) -> None:
+        """Mark a slot taken; ``holder[1:5]`` is ``key`` (the row placed there)."""
+        if not c and ts not in self.first:
+            self.first[ts] = holder
+        else:
+            self.more.add((key, c, ts))
+
+    def __iter__(self) -> Iterator[tuple[SeriesKey, str, int]]:
+        """Every slot taken (for tests)."""
+        for ts, holder in self.first.items():
+            yield (holder[1], holder[2], holder[3], holder[4]), "", ts
+        yield from self.more
+
+
+def _prune(occupied: _Slots, cursor: dict[tuple[SeriesKey, int], int], floor: int) -> None:
+    """Forget the slots and cursors before ``floor`` (a record at or after it places within
+    its own microsecond, never before ``floor``). What is kept goes to new containers: in
+    time order most is dropped."""
     for key in [key for key in cursor if key[1] < floor]:
         del cursor[key]
-    return {slot for slot in occupied if slot[2] >= floor}
+    occupied.first = {ts: holder for ts, holder in occupied.first.items() if ts >= floor}
+    occupied.more = {slot for slot in occupied.more if slot[2] >= floor}
 
 
 def _unstored(
     chunk: list[RecordRow],
     found: list[tuple[dict[str, str], dict[str, Any]]],
     unique: dict[str, RecordRow],
-    occupied: set[tuple[SeriesKey, str, int]],
+    occupied: _Slots,
     remember: Callable[[dict[str, str], dict[str, Any]], None],
     total: int,
 ) -> list[RecordRow]:
@@ -517,7 +550,8 @@ def _unstored(
     is ``occupied`` (also of a point whose fields are still landing). ``total`` is how many
     ids ``unique`` had at the start of the call."""
     for tags, values in found:
-        occupied.add((series_key_of(tags, values), values.get("c") or "", int(values["time"])))
+        key = series_key_of(tags, values)
+        occupied.take(key, values.get("c") or "", int(values["time"]), (None, *key))
         rid = values.get("rid")
         if rid is not None and unique.pop(rid, None) is not None:
             remember(tags, values)
@@ -528,7 +562,7 @@ def _unstored(
 
 def _place(
     rows: list[RecordRow],
-    occupied: set[tuple[SeriesKey, str, int]],
+    occupied: _Slots,
     cursor: dict[tuple[SeriesKey, int], int],
 ) -> tuple[list[int], list[int], set[tuple[SeriesKey, int]]]:
     """Point times and overflow tags for new rows, so that no two points coincide.
@@ -545,24 +579,24 @@ def _place(
     count, index = len(rows), 0
     while index < count:
         if native is not None:  # takes the rows whose exact time is free, up to the first taken
-            index = native.place_fast(rows, index, occupied, times, overflow)
+            index = native.place_fast(rows, index, occupied.first, occupied.more, times, overflow)
             if index == count:
                 break
         row = rows[index]
         index += 1
         key = _key(row)
-        if (key, "", row.ts) not in occupied:
-            occupied.add((key, "", row.ts))
+        if not occupied.taken(key, "", row.ts):
+            occupied.take(key, "", row.ts, row)
             times.append(row.ts)
             overflow.append(0)
             continue
         micro = row.ts // _US * _US
         slot = cursor.get((key, micro), 0)
-        while (key, str(slot // _US) if slot >= _US else "", micro + slot % _US) in occupied:
+        while occupied.taken(key, str(slot // _US) if slot >= _US else "", micro + slot % _US):
             slot += 1
         cursor[(key, micro)] = slot + 1
         c = str(slot // _US) if slot >= _US else ""
-        occupied.add((key, c, micro + slot % _US))
+        occupied.take(key, c, micro + slot % _US, row)
         times.append(micro + slot % _US)
         overflow.append(slot // _US)
         moved.add((key, micro))

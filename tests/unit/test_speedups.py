@@ -324,18 +324,32 @@ def test_encoded_lines_are_the_same(rows: list[RecordRow], moved: bool) -> None:
 @settings(max_examples=300, deadline=None)
 @given(ROWS, st.lists(st.sampled_from([0, 1, 999, 1_000]), max_size=6))
 def test_placement_is_the_same(rows: list[RecordRow], taken: list[int]) -> None:
+    """Both paths give the same times, overflow tags, moves and slots, and no two points
+    (nor a point and a slot taken before) share series, tag and time."""
+    stored = ("api_calls", "org", "o1", None)
+
     def place() -> tuple[Any, ...]:
-        occupied = {(("api_calls", "org", "o1", None), "", ts) for ts in taken}
+        occupied = v1_module._Slots()
+        for i, ts in enumerate(taken):
+            occupied.take(stored, "" if i % 3 else "1", ts, (None, *stored))
         cursor: dict[Any, int] = {}
         first = v1_module._place(rows, occupied, cursor)
         second = v1_module._place(rows, occupied, cursor)  # all taken now: everything moves
-        return first, second, occupied, cursor
+        return first, second, sorted(occupied, key=repr), cursor
 
     with pytest.MonkeyPatch.context() as monkeypatch:
         compiled = place()
         monkeypatch.setattr(v1_module, "native", None)
         python = place()
     assert compiled == python
+    before = {(stored, "" if i % 3 else "1", ts) for i, ts in enumerate(taken)}
+    points = [
+        ((r.metric_key, r.subject_type, r.subject_id, r.org_id), str(c) if c else "", t)
+        for placed in compiled[:2]
+        for r, t, c in zip(rows, placed[0], placed[1], strict=True)
+    ]
+    assert len(set(points)) == len(points) and not before & set(points)
+    assert set(compiled[2]) == before | set(points)
 
 
 def _ledger_rows(rows: list[RecordRow], compiled: bool, path: str) -> Iterator[tuple[Any, ...]]:
@@ -401,6 +415,18 @@ def test_str_subclasses_take_the_python_path(monkeypatch: pytest.MonkeyPatch) ->
     python = _run_intake(monkeypatch, items, False)
     assert _comparable(compiled) == _comparable(python)
     assert [type(v) for v in compiled[0][1:4]] == [Sly, Sly, Sly]  # type: ignore[index]
+
+
+@needs_native
+def test_placement_compares_str_subclasses_in_python() -> None:
+    """A row whose series strings are str subclasses is placed by the Python code (their
+    comparison could run arbitrary code): equal series still never share a time."""
+    row = RecordRow("a", "m", "org", "x", None, 1.0, 5_000, None, None)
+    rows = [row, row._replace(id="b", subject_id=Sly("x")), row._replace(id="c", org_id=Sly("o"))]
+    occupied = v1_module._Slots()
+    times, overflow, moved = v1_module._place(rows, occupied, {})
+    assert times == [5_000, 5_001, 5_000] and overflow == [0, 0, 0]
+    assert moved == {(("m", "org", "x", None), 5_000)}
 
 
 @needs_native
