@@ -198,10 +198,11 @@ class InfluxV1Store:
     def append(self, rows: Sequence[RecordRow], recorded_at: int) -> int:
         """Write rows whose id is not stored yet; return how many were new.
 
-        Rows are checked against the server in windows of READ_CHUNK (the next window's read
-        runs ahead) and go in chunks of WRITE_CHUNK, up to WRITERS write requests in flight:
-        while the server takes a chunk, the next is placed and encoded. Each chunk enters the
-        id ledger before it is sent (a failed write is found and redone by a retry), with the
+        Rows are checked against the server in windows of READ_CHUNK (the first one of
+        FIRST_WINDOW; the next window's read runs ahead) and go in chunks of WRITE_CHUNK, up
+        to WRITERS write requests in flight: while the server takes a chunk, the next is
+        placed and encoded. Each chunk enters the id ledger (on the ledger's thread) before
+        it is sent (a failed write is found and redone by a retry), with the
         change log and collision marks in front of its points (a mark without points only
         costs a recomputation). Returns once every chunk is stored; on a failure, raises
         after the requests in flight were answered.
