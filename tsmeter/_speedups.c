@@ -407,6 +407,239 @@ error:
     return NULL;
 }
 
+/* The outbox's batch format 2 (see tsmeter/outbox.py): byte 2, the row count (uint32
+ * little-endian) and width (uint8), then each field of each row as a tag byte and its
+ * payload: 0 None; 1 the same object as this field of the row before; 2 str (uint32
+ * byte length, UTF-8); 3 float (8 bytes, IEEE 754 little-endian); 4 int (int64,
+ * little-endian). */
+enum { F_NONE = 0, F_SAME = 1, F_STR = 2, F_FLOAT = 3, F_INT = 4 };
+
+typedef struct {
+    char *data;
+    Py_ssize_t len, cap;
+} pbuf;
+
+static int
+pbuf_put(pbuf *b, const void *p, Py_ssize_t n)
+{
+    if (b->len + n > b->cap) {
+        Py_ssize_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n)
+            cap *= 2;
+        char *data = PyMem_Realloc(b->data, cap);
+        if (data == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->data = data;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+static void
+put_le(unsigned char *out, unsigned long long v, int n)
+{
+    for (int k = 0; k < n; k++)
+        out[k] = (unsigned char)(v >> (8 * k));
+}
+
+static unsigned long long
+get_le(const unsigned char *in, int n)
+{
+    unsigned long long v = 0;
+    for (int k = 0; k < n; k++)
+        v |= (unsigned long long)in[k] << (8 * k);
+    return v;
+}
+
+/* pack_rows(rows, width) -> bytes
+ *
+ * Format 2 of a list of tuples of ``width`` items, each None or an exact str, float or
+ * int of 64 bits. Anything else raises TypeError or OverflowError (the caller then uses
+ * the general format); a string that is not valid UTF-8 (a lone surrogate) raises
+ * UnicodeEncodeError. */
+static PyObject *
+pack_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_Check(args[0]) || !PyLong_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "pack_rows(list, width)");
+        return NULL;
+    }
+    PyObject *rows = args[0];
+    Py_ssize_t width = PyLong_AsSsize_t(args[1]), n = PyList_GET_SIZE(rows);
+    if (width < 1 || width > 16 || n > 0xFFFFFFFFLL) {
+        PyErr_SetString(PyExc_ValueError, "pack_rows: width 1 to 16, at most 2**32-1 rows");
+        return NULL;
+    }
+    pbuf b = {NULL, 0, 0};
+    unsigned char head[6] = {2};
+    put_le(head + 1, (unsigned long long)n, 4);
+    head[5] = (unsigned char)width;
+    if (pbuf_put(&b, head, 6) < 0)
+        return NULL;
+    PyObject *prev = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != width) {
+            PyErr_SetString(PyExc_TypeError, "pack_rows: a row of another width");
+            goto error;
+        }
+        for (Py_ssize_t k = 0; k < width; k++) {
+            PyObject *v = PyTuple_GET_ITEM(row, k);
+            unsigned char tag[9];
+            if (v == Py_None) {
+                tag[0] = F_NONE;
+                if (pbuf_put(&b, tag, 1) < 0)
+                    goto error;
+            }
+            else if (prev != NULL && PyTuple_GET_ITEM(prev, k) == v &&
+                     (PyUnicode_CheckExact(v) || PyFloat_CheckExact(v) || PyLong_CheckExact(v))) {
+                tag[0] = F_SAME;
+                if (pbuf_put(&b, tag, 1) < 0)
+                    goto error;
+            }
+            else if (PyUnicode_CheckExact(v)) {
+                Py_ssize_t size;
+                const char *text = PyUnicode_AsUTF8AndSize(v, &size);
+                if (text == NULL)
+                    goto error;
+                if (size > 0xFFFFFFFFLL) {
+                    PyErr_SetString(PyExc_OverflowError, "pack_rows: string too long");
+                    goto error;
+                }
+                tag[0] = F_STR;
+                put_le(tag + 1, (unsigned long long)size, 4);
+                if (pbuf_put(&b, tag, 5) < 0 || pbuf_put(&b, text, size) < 0)
+                    goto error;
+            }
+            else if (PyFloat_CheckExact(v)) {
+                tag[0] = F_FLOAT;
+                if (PyFloat_Pack8(PyFloat_AS_DOUBLE(v), (char *)tag + 1, 1) < 0 ||
+                    pbuf_put(&b, tag, 9) < 0)
+                    goto error;
+            }
+            else if (PyLong_CheckExact(v)) {
+                long long x = PyLong_AsLongLong(v);
+                if (x == -1 && PyErr_Occurred())
+                    goto error; /* OverflowError */
+                tag[0] = F_INT;
+                put_le(tag + 1, (unsigned long long)x, 8);
+                if (pbuf_put(&b, tag, 9) < 0)
+                    goto error;
+            }
+            else {
+                PyErr_SetString(PyExc_TypeError, "pack_rows: a value of another type");
+                goto error;
+            }
+        }
+        prev = row;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(b.data, b.len);
+    PyMem_Free(b.data);
+    return out;
+error:
+    PyMem_Free(b.data);
+    return NULL;
+}
+
+/* unpack_rows(blob, row_type) -> list
+ *
+ * The rows of a format 2 batch, as rows of ``row_type`` made like those of rows_fast.
+ * Raises ValueError if the blob is not a well-formed batch. */
+static PyObject *
+unpack_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "unpack_rows(bytes, row_type)");
+        return NULL;
+    }
+    PyTypeObject *row_type = (PyTypeObject *)args[1];
+    if (check_row_type(row_type) < 0)
+        return NULL;
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t len = PyBytes_GET_SIZE(args[0]), pos = 6;
+    if (len < 6 || p[0] != 2 || p[5] < 1 || p[5] > 16) {
+        PyErr_SetString(PyExc_ValueError, "not a format 2 batch");
+        return NULL;
+    }
+    Py_ssize_t n = (Py_ssize_t)get_le(p + 1, 4), width = p[5];
+    if (n > (len - 6) / width) { /* every field takes at least one byte */
+        PyErr_SetString(PyExc_ValueError, "batch shorter than its row count");
+        return NULL;
+    }
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    PyObject *prev = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *items[16];
+        Py_ssize_t k = 0;
+        for (; k < width; k++) {
+            if (pos >= len)
+                goto corrupt;
+            unsigned char tag = p[pos++];
+            PyObject *v = NULL;
+            if (tag == F_NONE)
+                v = Py_NewRef(Py_None);
+            else if (tag == F_SAME) {
+                if (prev == NULL)
+                    goto corrupt;
+                v = Py_NewRef(PyTuple_GET_ITEM(prev, k));
+            }
+            else if (tag == F_STR) {
+                if (len - pos < 4)
+                    goto corrupt;
+                Py_ssize_t size = (Py_ssize_t)get_le(p + pos, 4);
+                pos += 4;
+                if (len - pos < size)
+                    goto corrupt;
+                v = PyUnicode_DecodeUTF8((const char *)p + pos, size, NULL);
+                pos += size;
+            }
+            else if (tag == F_FLOAT || tag == F_INT) {
+                if (len - pos < 8)
+                    goto corrupt;
+                if (tag == F_FLOAT) {
+                    double d = PyFloat_Unpack8((const char *)p + pos, 1);
+                    v = (d == -1.0 && PyErr_Occurred()) ? NULL : PyFloat_FromDouble(d);
+                }
+                else
+                    v = PyLong_FromLongLong((long long)get_le(p + pos, 8));
+                pos += 8;
+            }
+            else
+                goto corrupt;
+            if (v == NULL)
+                goto failed;
+            items[k] = v;
+        }
+        PyObject *row = new_row(row_type, items, width);
+        if (row == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, row);
+        prev = row;
+        continue;
+    corrupt:
+        PyErr_SetString(PyExc_ValueError, "malformed format 2 batch");
+    failed:
+        while (k > 0)
+            Py_DECREF(items[--k]);
+        Py_DECREF(out);
+        return NULL;
+    }
+    if (pos != len) {
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_ValueError, "bytes after the last row of a format 2 batch");
+        return NULL;
+    }
+    return out;
+}
+
 /* An exact tuple of plain values (or of such tuples) cannot be part of a cycle: CPython
  * takes it off the collector's lists on its first collection; this does it at once. */
 static void
@@ -844,6 +1077,10 @@ static PyMethodDef methods[] = {
      "Validated rows for plain records; returns where it stopped."},
     {"series_spans", (PyCFunction)(void (*)(void))series_spans, METH_FASTCALL,
      "The (metric, org, time // span) triples of rows."},
+    {"pack_rows", (PyCFunction)(void (*)(void))pack_rows, METH_FASTCALL,
+     "An outbox batch (format 2) of plain tuples."},
+    {"unpack_rows", (PyCFunction)(void (*)(void))unpack_rows, METH_FASTCALL,
+     "The rows of an outbox batch in format 2."},
     {"as_rows", (PyCFunction)(void (*)(void))as_rows, METH_FASTCALL,
      "Rows of a row type from plain tuples of one width."},
     {"place_fast", (PyCFunction)(void (*)(void))place_fast, METH_FASTCALL,

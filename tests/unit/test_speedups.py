@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import marshal
 import math
 import os
 from collections.abc import Iterator
@@ -264,22 +265,76 @@ def test_change_log_hours_are_the_same(rows: list[RecordRow]) -> None:
     assert compiled == {(r.metric_key, r.org_id, r.ts // 3_600_000_000_000) for r in rows}
 
 
-@needs_native
-@settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(*[st.one_of(st.none(), st.integers(), st.floats(), st.text(max_size=3))
-                             for _ in range(9)]), max_size=20))  # fmt: skip
-def test_outbox_batches_unpack_the_same(values: list[tuple[Any, ...]]) -> None:
-    """A stored outbox batch becomes the same rows on both paths; the compiled rows are
-    left to reference counting, and a row of another width is refused on both."""
-    blob = outbox_module._pack(values)  # type: ignore[arg-type]
+OUTBOX_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(),
+    st.text(max_size=3),
+    st.sampled_from(["\ud800", "api_calls", "é🙂\x00", -0.0]),
+)
+
+
+def _both_unpack(blob: bytes) -> tuple[list[RecordRow], list[RecordRow]]:
     compiled = outbox_module._unpack(blob)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(outbox_module, "native", None)
         python = outbox_module._unpack(blob)
-    assert repr(compiled) == repr(python)  # NaN is not equal to itself
-    assert [type(r) for r in compiled] == [RecordRow] * len(values)
-    assert not any(gc.is_tracked(r) for r in compiled)
-    wide = outbox_module._pack([*values, (1,) * 10])  # type: ignore[list-item]
+    return compiled, python
+
+
+def _exactly(rows: list[Any]) -> list[tuple[Any, ...]]:
+    """Rows compared value, type and sign (NaN is not equal to itself, -0.0 is to 0.0)."""
+    return [tuple((repr(v), type(v)) for v in row) for row in rows]
+
+
+@needs_native
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(*[OUTBOX_VALUES] * 9), max_size=20))
+def test_outbox_batches_unpack_the_same(values: list[tuple[Any, ...]]) -> None:
+    """A stored outbox batch becomes the rows it was made of, on both paths: the compact
+    format the compiled path writes (also repeating the row before, which it stores as
+    "the same"), and the general one it falls back to for booleans, ints beyond 64 bits
+    and unencodable strings; the compiled rows are left to reference counting."""
+    rows = [RecordRow(*v) for v in values]
+    rows += rows[-1:] * 2
+    for path in (native, None):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(outbox_module, "native", path)
+            blob = outbox_module._pack(rows)
+        compiled, python = _both_unpack(blob)
+        assert _exactly(compiled) == _exactly(python) == _exactly(rows)
+        assert [type(r) for r in compiled] == [RecordRow] * len(rows)
+        assert not any(gc.is_tracked(r) for r in compiled)
+    plain = all(
+        v is None or type(v) in (str, float) or (type(v) is int and -(2**63) <= v < 2**63)
+        for row in values
+        for v in row
+    ) and not any(isinstance(v, str) and "\ud800" in v for row in values for v in row)
+    assert (outbox_module._pack(rows)[0] == 2) == plain
+
+
+@needs_native
+def test_damaged_outbox_batches_are_refused_on_both_paths() -> None:
+    """Every cut-short copy of a batch, an unknown tag, a first row that says "the same",
+    rows of another width and bytes after the last row are refused with a clear error."""
+    row = RecordRow("r1", "api_calls", "org", "é", None, 1.5, -7, '{"a": 1}', None)
+    blob = outbox_module._pack([row, row._replace(id="r2")])
+    assert blob[0] == 2 and _both_unpack(blob) == ([row, row._replace(id="r2")],) * 2
+    width_at, first_tag = 5, 6
+    damaged = [blob[:n] for n in range(1, len(blob))]
+    damaged += [
+        blob[:first_tag] + b"\x09" + blob[first_tag + 1 :],
+        blob[:first_tag] + b"\x01" + blob[first_tag + 1 :],
+        blob[:width_at] + b"\x08" + blob[width_at + 1 :],
+        blob + b"\x00",
+    ]
+    for bad in damaged:
+        for path in (native, None):
+            with pytest.MonkeyPatch.context() as patch, pytest.raises(StorageUnavailableError):
+                patch.setattr(outbox_module, "native", path)
+                outbox_module._unpack(bad)
+    wide = bytes([1]) + marshal.dumps([(1,) * 10])
     for path in (native, None):
         with pytest.MonkeyPatch.context() as patch, pytest.raises(StorageUnavailableError):
             patch.setattr(outbox_module, "native", path)
