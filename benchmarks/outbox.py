@@ -16,7 +16,9 @@ directory and measures, in one run:
 * ``record()`` latency, one thread, one record per call, p50 and p99, in both modes
   (the server up: the flusher delivers while the calls are timed);
 * the peak RSS of a child process that queues ``--pending`` records while no server
-  listens (they all stay pending in the outbox).
+  listens (they all stay pending in the outbox);
+* writing and reading back one stored batch of 200,000 rows, on this run's path and on
+  the Python code alone (which writes the general format, ``marshal``).
 
 Targets (issue "Durable ingestion"): durable >= 0.70 of the ceiling, memory >= 0.85;
 memory bounded with 1,000,000 records pending.
@@ -40,7 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import tsmeter
 from benchmarks.influx_ingest import ceiling
 from tests.influx_server import InfluxServer, free_port
+from tsmeter import outbox as outbox_module
 from tsmeter import speedups
+from tsmeter.domain import RecordRow, new_ids
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 CALL = 1_000  # records per record_batch call
@@ -137,6 +141,31 @@ def rss_child(argv: list[str]) -> int:
     return 0
 
 
+def batch_format() -> list[tuple[str, float, float]]:
+    """``(path and format, ms to pack, ms to unpack)`` of one batch of 200,000 rows, best
+    of three, on this run's path and on the Python code alone (which writes marshal)."""
+    ids = new_ids(200_000)
+    rows = [RecordRow(rid, "api_calls", "org", f"org-{i % 100}", None, float(i % 17 + 1),
+                      1_767_225_600_000_000_000 + i * 2_592_000_000, None, None)
+            for i, rid in enumerate(ids)]  # fmt: skip
+    found = []
+    for label, path in (("this run's path", outbox_module.native), ("Python code", None)):
+        saved, outbox_module.native = outbox_module.native, path
+        try:
+            packed, unpacked = [], []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                blob = outbox_module._pack(rows)
+                t1 = time.perf_counter()
+                assert outbox_module._unpack(blob) == rows
+                packed.append(t1 - t0)
+                unpacked.append(time.perf_counter() - t1)
+        finally:
+            outbox_module.native = saved
+        found.append((f"{label} (format {blob[0]})", min(packed) * 1e3, min(unpacked) * 1e3))
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -177,6 +206,7 @@ def main() -> int:
             capture_output=True, text=True, check=True, timeout=1800,
         )  # fmt: skip
         peak, before, pending, queued_in = child.stdout.split()
+    formats = batch_format()
     n = args.records
     print(f"records: {n:,} in record_batch calls of {CALL:,} (influxd 1.x on 127.0.0.1;"
           f" {speedups.describe()})")  # fmt: skip
@@ -200,6 +230,9 @@ def main() -> int:
         f"peak RSS with {int(pending):,} records pending (no server): {peak} MB"
         f" ({before} MB before recording; queued in {queued_in} s)"
     )
+    for label, pack_ms, unpack_ms in formats:
+        print(f"batch of 200,000 rows, {label:<22} packed in {pack_ms:6.1f} ms,"
+              f" read back in {unpack_ms:6.1f} ms")  # fmt: skip
     return 0
 
 
