@@ -152,8 +152,8 @@ class InfluxV1Store:
         series tags and time).
 
         The write path's reads select one field: InfluxDB 1.x copies every cached value of
-        each field it reads (whatever the time range), so ``SELECT *`` over the five fields
-        of a recently written metric cost about five times as much.
+        each field it reads (whatever the time range); reading 20,000 stored points cost
+        influxd 144 ms of CPU with ``SELECT *`` and 78 ms with one field.
 
         The condition names the rows' (metric, org) pairs, not their series: InfluxDB 1.x
         spends about 15 ms planning a query that names 100 series even when the range is
