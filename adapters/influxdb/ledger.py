@@ -62,6 +62,9 @@ _KNOWN = (
 class IdLedger:
     """Record ids sent to one InfluxDB target, kept in a SQLite file."""
 
+    #: lookups that skip the range read after one found its range crowded
+    CROWDED_SKIP = 16
+
     def __init__(self, path: str, target: str) -> None:
         self._lock = threading.Lock()
         try:
@@ -77,6 +80,7 @@ class IdLedger:
         except sqlite3.Error as exc:
             raise StorageUnavailableError(f"cannot open the id ledger {path!r}: {exc}") from exc
         self._series: dict[_Series, int] = {}
+        self._crowded = 0  # lookups left that skip the range read
         self.target = target
 
     @property
@@ -102,28 +106,41 @@ class IdLedger:
     def known(self, ids: Iterable[str]) -> dict[str, RecordRow]:
         """Where each known id was sent: a row with its series and time (quantity unknown).
 
-        The entries between the smallest and the largest id are read in key order first;
-        only when there are more of them than ids is each id looked up. Ids made by
-        tsmeter are time-ordered, so a new batch's range is usually empty (one seek
-        instead of one per id), and a retried batch's holds little more than its own ids.
+        The ids entered between the smallest and the largest one asked for are read in key
+        order first, and only those asked for are then looked up with their series; when
+        the range holds more than twice as many ids as were asked for, every id is looked
+        up. Ids made by tsmeter are time-ordered, so a new batch's range is usually empty
+        (one seek instead of one per id); a retried batch's holds little more than its own
+        ids, and so does a batch of a client's numbered ids ("r-100000" to "r-149999"
+        range over "r-10000" to "r-14999" too). Ids in random order fall back to the
+        lookups after reading at most twice their number of ids, and the next CROWDED_SKIP
+        lookups go straight to them.
         """
         wanted = set(ids)
         if not wanted:
             return {}
         with self._read_lock:
-            rows = self._reader.execute(
-                f"{_KNOWN} i.id BETWEEN ? AND ? LIMIT ?",
-                (self._target_no, min(wanted), max(wanted), len(wanted) + 1),
-            ).fetchall()
-            if len(rows) > len(wanted):  # crowded range (ids in random order): one by one
-                rows = self._reader.execute(
-                    f"{_KNOWN} i.id IN (SELECT value FROM json_each(?))",
-                    (self._target_no, json.dumps(list(wanted))),
+            hits: list[str] = list(wanted)
+            if self._crowded:  # the last ranges were crowded: look every id up for a while
+                self._crowded -= 1
+            else:
+                near = self._reader.execute(
+                    "SELECT id FROM influx_ids WHERE target_no = ? AND id BETWEEN ? AND ? LIMIT ?",
+                    (self._target_no, min(wanted), max(wanted), 2 * len(wanted) + 1),
                 ).fetchall()
+                if len(near) > 2 * len(wanted):  # ids in random order
+                    self._crowded = self.CROWDED_SKIP
+                else:
+                    hits = [rid for (rid,) in near if rid in wanted]
+            if not hits:
+                return {}
+            rows = self._reader.execute(
+                f"{_KNOWN} i.id IN (SELECT value FROM json_each(?))",
+                (self._target_no, json.dumps(hits)),
+            ).fetchall()
         return {
             rid: RecordRow(rid, mk, st, si, org or None, 0.0, ts, None, None)
             for rid, mk, st, si, org, ts in rows
-            if rid in wanted
         }
 
     def add(self, rows: Sequence[RecordRow]) -> None:

@@ -65,19 +65,27 @@ def test_known_answers_exactly_what_was_added(ledger: IdLedger, kind: str) -> No
 
 
 def test_a_new_batch_of_ordered_ids_is_one_range_read(ledger: IdLedger) -> None:
-    """Time-ordered ids of a new batch lie beyond every stored one: one range read answers,
-    and ids in random order fall back to a lookup per id."""
+    """Time-ordered ids of a new batch lie beyond every stored one: one range read answers;
+    ids in random order fall back to a lookup per id, and the next lookups skip the range
+    read for a while."""
     ledger.add(_rows(new_ids(5_000)))
     seen = _statements(ledger)
     assert ledger.known(new_ids(2_000)) == {}
     assert len(seen) == 1 and "BETWEEN" in seen[0]
     seen.clear()
-    scattered = [str(uuid.uuid4()) for _ in range(200)]
-    ledger.add(_rows(scattered))
-    assert set(ledger.known([*scattered[:50], *(str(uuid.uuid4()) for _ in range(50))])) == set(
-        scattered[:50]
-    )
-    assert len(seen) == 2 and "json_each" in seen[1]
+    dense = [f"k-{i:05d}" for i in range(5_000)]  # a range holding many more ids than asked
+    ledger.add(_rows(dense))
+    probe = [*dense[::500], "k-00000~", "k-04999~"]
+    assert set(ledger.known(probe)) == set(dense[::500])
+    assert len(seen) == 2 and "BETWEEN" in seen[0] and "json_each" in seen[1]
+    # the next lookups go straight to the ids, then the range is tried again
+    seen.clear()
+    for _ in range(IdLedger.CROWDED_SKIP):
+        assert set(ledger.known(probe)) == set(dense[::500])
+    assert len(seen) == IdLedger.CROWDED_SKIP and all("json_each" in q for q in seen)
+    seen.clear()
+    assert ledger.known(new_ids(10)) == {}
+    assert len(seen) == 1 and "BETWEEN" in seen[0]
 
 
 def test_entries_of_another_target_are_not_found(tmp_path: Path) -> None:
