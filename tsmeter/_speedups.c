@@ -370,6 +370,8 @@ series_spans(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             goto error;
         }
         PyObject *metric = PyTuple_GET_ITEM(row, 1), *org = PyTuple_GET_ITEM(row, 4);
+        /* a str subclass may run code when hashed (and free what the cache points at) */
+        int plain = PyUnicode_CheckExact(metric) && (org == Py_None || PyUnicode_CheckExact(org));
         long long ts = PyLong_AsLongLong(PyTuple_GET_ITEM(row, 6));
         if (ts == -1 && PyErr_Occurred())
             goto error;
@@ -395,7 +397,11 @@ series_spans(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(triple);
         if (failed)
             goto error;
-        /* borrowed: the rows keep these strings alive for the whole call */
+        if (!plain) {
+            memset(seen_metric, 0, sizeof seen_metric);
+            continue;
+        }
+        /* borrowed: the rows keep these strings alive (no code ran that could drop them) */
         seen_metric[next] = metric;
         seen_org[next] = org;
         seen_span[next] = q;
@@ -662,18 +668,18 @@ same_series(PyObject *a, PyObject *b)
 {
     if (!PyTuple_Check(a) || PyTuple_GET_SIZE(a) < 5)
         return -1;
+    /* every item plain first: the caller then hashes b's items, which must not run code */
+    for (Py_ssize_t k = 1; k <= 4; k++) {
+        PyObject *x = PyTuple_GET_ITEM(a, k), *y = PyTuple_GET_ITEM(b, k);
+        if ((x != Py_None && !PyUnicode_CheckExact(x)) || (y != Py_None && !PyUnicode_CheckExact(y)))
+            return -1;
+    }
     for (Py_ssize_t k = 1; k <= 4; k++) {
         PyObject *x = PyTuple_GET_ITEM(a, k), *y = PyTuple_GET_ITEM(b, k);
         if (x == y)
             continue;
-        if (x == Py_None || y == Py_None) {
-            if ((x == Py_None || PyUnicode_CheckExact(x)) && (y == Py_None || PyUnicode_CheckExact(y)))
-                return 0;
-            return -1;
-        }
-        if (!PyUnicode_CheckExact(x) || !PyUnicode_CheckExact(y))
-            return -1;
-        if (PyUnicode_GET_LENGTH(x) != PyUnicode_GET_LENGTH(y) || PyUnicode_Compare(x, y) != 0)
+        if (x == Py_None || y == Py_None || PyUnicode_GET_LENGTH(x) != PyUnicode_GET_LENGTH(y) ||
+            PyUnicode_Compare(x, y) != 0)
             return 0;
     }
     return 1;

@@ -477,10 +477,11 @@ def test_placement_compares_str_subclasses_in_python() -> None:
     """A row whose series strings are str subclasses is placed by the Python code (their
     comparison could run arbitrary code): equal series still never share a time."""
     row = RecordRow("a", "m", "org", "x", None, 1.0, 5_000, None, None)
-    rows = [row, row._replace(id="b", subject_id=Sly("x")), row._replace(id="c", org_id=Sly("o"))]
+    rows = [row, row._replace(id="b", subject_id=Sly("x")), row._replace(id="c", org_id=Sly("o")),
+            row._replace(id="d", metric_key="n", subject_id=Sly("x"))]  # fmt: skip
     occupied = v1_module._Slots()
     times, overflow, moved = v1_module._place(rows, occupied, {})
-    assert times == [5_000, 5_001, 5_000] and overflow == [0, 0, 0]
+    assert times == [5_000, 5_001, 5_000, 5_000] and overflow == [0, 0, 0, 0]
     assert moved == {(("m", "org", "x", None), 5_000)}
 
 
