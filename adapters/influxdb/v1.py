@@ -91,8 +91,8 @@ class InfluxV1Store:
     #: records per existence read (the server's cost is mostly per query, not per point;
     #: a call of a few windows still overlaps reading with writing)
     READ_CHUNK = 50_000
-    #: records in a call's first window: the first write waits only for this many to be
-    #: checked, placed, entered in the ledger and encoded
+    #: records in a call's first window (the next ones grow fourfold up to READ_CHUNK): the
+    #: first write waits only for this many to be checked, placed, entered and encoded
     FIRST_WINDOW = 2_000
     #: windows of READ_CHUNK whose existence read runs ahead of the one being written
     READ_AHEAD = 1
@@ -198,31 +198,19 @@ class InfluxV1Store:
     def append(self, rows: Sequence[RecordRow], recorded_at: int) -> int:
         """Write rows whose id is not stored yet; return how many were new.
 
-        Rows are checked against the server in windows of READ_CHUNK (the first one of
-        FIRST_WINDOW; the next window's read runs ahead) and go in chunks of WRITE_CHUNK, up
-        to WRITERS write requests in flight: while the server takes a chunk, the next is
-        placed and encoded. Each chunk enters the id ledger (on the ledger's thread) before
-        it is sent (a failed write is found and redone by a retry), with the
+        Rows are checked against the server in windows of READ_CHUNK (the first ones
+        smaller, from FIRST_WINDOW; the next window's read runs ahead) and go in chunks of
+        WRITE_CHUNK, up to WRITERS write requests in flight: while the server takes a chunk,
+        the next is placed and encoded. Each chunk enters the id ledger (on the ledger's
+        thread) before it is sent (a failed write is found and redone by a retry), with the
         change log and collision marks in front of its points (a mark without points only
         costs a recomputation). Returns once every chunk is stored; on a failure, raises
         after the requests in flight were answered.
         """
         ordered = list(rows)
-        unique = dict(zip(map(_ID, ordered), ordered, strict=True))
-        if len(unique) < len(ordered):  # an id repeated within the call: the first counts
-            unique = {}
-            for row in ordered:
-                unique.setdefault(row.id, row)
-            ordered = list(unique.values())
         if not ordered:
             return 0
-        # a small first window: the server gets its first points while the rest is checked
-        first, step = min(self.FIRST_WINDOW, self.READ_CHUNK), self.READ_CHUNK
-        windows = [
-            ordered[:first],
-            *(ordered[i : i + step] for i in range(first, len(ordered), step)),
-        ]
-        total = len(unique)
+        first = min(self.FIRST_WINDOW, self.READ_CHUNK)
         written = 0
         pending: deque[Future[None]] = deque()
         reading: deque[_Lookup] = deque()
@@ -230,8 +218,21 @@ class InfluxV1Store:
         cursor: dict[tuple[SeriesKey, int], int] = {}
         with self._exclusive():
             try:
-                reading.append(self._lookup(windows[0]))
-                floors = _floors(windows)
+                # the first window's read starts before the rest of the call is sorted out
+                # (without a repeated id in it, it stays the first window after that)
+                head = ordered[:first]
+                if len(set(map(_ID, head))) == len(head):
+                    reading.append(self._lookup(head))
+                unique = dict(zip(map(_ID, ordered), ordered, strict=True))
+                if len(unique) < len(ordered):  # an id repeated within the call: the first counts
+                    unique = {}
+                    for row in ordered:
+                        unique.setdefault(row.id, row)
+                    ordered = list(unique.values())
+                windows = _windows(ordered, first, self.READ_CHUNK)
+                if not reading:
+                    reading.append(self._lookup(windows[0]))
+                floors, total = _floors(windows), len(unique)
                 for k, window in enumerate(windows):
                     # the reads of the next windows overlap this one's work (their ids differ
                     # from this call's earlier ones; what this call wrote is in ``occupied``)
@@ -479,6 +480,17 @@ def _hours(rows: list[RecordRow]) -> set[tuple[str, str | None, int]]:
         return spans
     return set(zip(map(_METRIC, rows), map(_ORG, rows), map(_HOUR.__rfloordiv__, map(_TS, rows)),
                    strict=True))  # fmt: skip
+
+
+def _windows(rows: list[RecordRow], first: int, most: int) -> list[list[RecordRow]]:
+    """The rows in windows of ``first``, then four times the one before, up to ``most``: the
+    server's first points wait only for a small window to be checked, and each next
+    window's read has the time of the one before to finish."""
+    windows, at, size = [], 0, first
+    while at < len(rows):
+        windows.append(rows[at : at + size])
+        at, size = at + size, min(most, size * 4)
+    return windows
 
 
 def _floors(windows: list[list[RecordRow]]) -> list[int]:

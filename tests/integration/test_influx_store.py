@@ -139,10 +139,12 @@ def test_a_batch_written_in_several_requests_is_exactly_once(
 def test_read_windows_keep_points_apart_and_forget_only_unreachable_slots(
     influx_db: tuple[InfluxServer, str], monkeypatch: pytest.MonkeyPatch, order: str
 ) -> None:
-    """Existence reads cover windows of READ_CHUNK records and slots before the remaining
-    windows are forgotten: records colliding within and across windows (same series, same
-    nanosecond or microsecond, hundreds per instant) all land, once each."""
+    """Existence reads cover windows growing from FIRST_WINDOW to READ_CHUNK records and
+    slots before the remaining windows are forgotten: records colliding within and across
+    windows (same series, same nanosecond or microsecond, hundreds per instant) all land,
+    once each, also when ids repeat in the call (in its first window or later)."""
     server, db = influx_db
+    monkeypatch.setattr(InfluxV1Store, "FIRST_WINDOW", 4)
     monkeypatch.setattr(InfluxV1Store, "READ_CHUNK", 70)
     monkeypatch.setattr(InfluxV1Store, "WRITE_CHUNK", 30)
     at = [T + (i // 300) * 1_000 + (i % 3) for i in range(1_500)]  # 5 µs, 3 ns each
@@ -154,6 +156,10 @@ def test_read_windows_keep_points_apart_and_forget_only_unreachable_slots(
         batch.reverse()
     elif order == "shuffled":
         batch = batch[::7] + [r for i, r in enumerate(batch) if i % 7]
+    if order == "descending":  # an id repeated in the first window
+        batch = [batch[1], *batch]
+    elif order == "ascending":  # ids repeated later in the call
+        batch = [*batch, batch[0], batch[700]]
     store = InfluxV1Store.from_url(url(server, db))
     try:
         assert store.append(batch, 0) == 1_500
