@@ -42,8 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import tsmeter
 from benchmarks.influx_ingest import ceiling
 from tests.influx_server import InfluxServer, free_port
-from tsmeter import outbox as outbox_module
-from tsmeter import speedups
+from tsmeter import outbox_batches, speedups
 from tsmeter.domain import RecordRow, new_ids
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -149,19 +148,19 @@ def batch_format() -> list[tuple[str, float, float]]:
                       1_767_225_600_000_000_000 + i * 2_592_000_000, None, None)
             for i, rid in enumerate(ids)]  # fmt: skip
     found = []
-    for label, path in (("this run's path", outbox_module.native), ("Python code", None)):
-        saved, outbox_module.native = outbox_module.native, path
+    for label, path in (("this run's path", outbox_batches.native), ("Python code", None)):
+        saved, outbox_batches.native = outbox_batches.native, path
         try:
             packed, unpacked = [], []
             for _ in range(3):
                 t0 = time.perf_counter()
-                blob = outbox_module._pack(rows)
+                blob = outbox_batches.pack(rows)
                 t1 = time.perf_counter()
-                assert outbox_module._unpack(blob) == rows
+                assert outbox_batches.unpack(blob) == rows
                 packed.append(t1 - t0)
                 unpacked.append(time.perf_counter() - t1)
         finally:
-            outbox_module.native = saved
+            outbox_batches.native = saved
         found.append((f"{label} (format {blob[0]})", min(packed) * 1e3, min(unpacked) * 1e3))
     return found
 

@@ -34,16 +34,13 @@ from __future__ import annotations
 import atexit
 import fcntl
 import logging
-import marshal
 import random
 import sqlite3
-import struct
 import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import TextIO
 
 from tsmeter.adapters.embedded.schema import open_wal
@@ -55,20 +52,17 @@ from tsmeter.errors import (
     TsmeterError,
     ValidationError,
 )
-from tsmeter.speedups import native
+from tsmeter.outbox_batches import pack, unpack
 
 __all__ = ["Outbox", "OutboxStatus", "QuarantinedRecord"]
 
 log = logging.getLogger("tsmeter.outbox")
 
-_FORMAT = 1  # first byte of a stored batch: the encoding of the rows after it (marshal)
-_FORMAT_2 = 2  # compact rows written by the compiled path (see _unpack_2)
-
 _DDL = """
 CREATE TABLE IF NOT EXISTS outbox_batches (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     n INTEGER NOT NULL,                 -- records in the batch
-    rows BLOB NOT NULL,                 -- format byte + rows (1: marshal, 2: see _unpack_2)
+    rows BLOB NOT NULL,                 -- see tsmeter.outbox_batches
     created_at INTEGER NOT NULL,        -- ns
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL DEFAULT 0,
@@ -82,77 +76,6 @@ CREATE TABLE IF NOT EXISTS outbox_quarantine (
     quarantined_at INTEGER NOT NULL
 );
 """
-
-
-_WIDTH = len(RecordRow._fields)
-_new_row = partial(tuple.__new__, RecordRow)
-
-
-def _pack(rows: Sequence[RecordRow]) -> bytes:
-    """A stored batch: format 2 from the compiled path when every value is None, a str, a
-    float or a 64-bit int (the usual case), else format 1 (marshal)."""
-    if native is not None and type(rows) is list:
-        try:
-            return native.pack_rows(rows, _WIDTH)  # type: ignore[no-any-return]
-        except (TypeError, OverflowError, UnicodeEncodeError):
-            pass  # an unusual value: the general format takes it
-    return bytes([_FORMAT]) + marshal.dumps(list(map(tuple, rows)))
-
-
-def _unpack(blob: bytes) -> list[RecordRow]:
-    if blob[:1] == bytes([_FORMAT_2]):
-        try:
-            if len(blob) < 6 or blob[5] != _WIDTH:
-                raise ValueError("rows of another width")
-            if native is not None:
-                return native.unpack_rows(blob, RecordRow)  # type: ignore[no-any-return]
-            return _unpack_2(blob)
-        except (ValueError, struct.error, IndexError) as exc:
-            raise StorageUnavailableError(f"outbox batch damaged: {exc}") from None
-    if not blob or blob[0] != _FORMAT:
-        raise StorageUnavailableError("outbox batch in an unknown format (newer tsmeter?)")
-    rows = marshal.loads(blob[1:])
-    if not all(len(values) == _WIDTH for values in rows):
-        raise StorageUnavailableError("outbox batch with rows of another width (newer tsmeter?)")
-    if native is not None and type(rows) is list:  # rows the cyclic collector never walks
-        return native.as_rows(rows, RecordRow, _WIDTH)  # type: ignore[no-any-return]
-    return list(map(_new_row, rows))  # NamedTuple's own __new__ is Python code: 5 times slower
-
-
-def _unpack_2(blob: bytes) -> list[RecordRow]:
-    """Format 2 (written by the compiled path, see ``pack_rows`` in ``_speedups.c``): byte 2,
-    the row count (uint32 little-endian) and width (uint8), then per field a tag and its
-    payload: 0 None, 1 the same value as the row before, 2 str (uint32 length, UTF-8),
-    3 float (IEEE 754 little-endian), 4 int (int64 little-endian)."""
-    count, width = struct.unpack_from("<IB", blob, 1)
-    if width != _WIDTH:
-        raise ValueError(f"rows of {width} values")
-    pos, rows, before = 6, [], None
-    for _ in range(count):
-        values: list[object] = []
-        for k in range(width):
-            tag = blob[pos]
-            pos += 1
-            if tag == 0:
-                values.append(None)
-            elif tag == 1 and before is not None:
-                values.append(before[k])
-            elif tag == 2:
-                (size,) = struct.unpack_from("<I", blob, pos)
-                if pos + 4 + size > len(blob):
-                    raise ValueError("a string past the end")
-                values.append(blob[pos + 4 : pos + 4 + size].decode())
-                pos += 4 + size
-            elif tag in (3, 4):
-                values.append(struct.unpack_from("<d" if tag == 3 else "<q", blob, pos)[0])
-                pos += 8
-            else:
-                raise ValueError(f"tag {tag}")
-        before = values
-        rows.append(_new_row(values))
-    if pos != len(blob):
-        raise ValueError("bytes after the last row")
-    return rows
 
 
 @dataclass(frozen=True)
@@ -314,7 +237,7 @@ class Outbox:
             try:
                 self._conn.executemany(
                     "INSERT INTO outbox_batches (n, rows, created_at) VALUES (?, ?, ?)",
-                    [(len(part), _pack(part), now) for part in _parts(rows, self.batch_rows)],
+                    [(len(part), pack(part), now) for part in _parts(rows, self.batch_rows)],
                 )
                 (last,) = self._conn.execute("SELECT max(seq) FROM outbox_batches").fetchone()
                 self._conn.execute("COMMIT")
@@ -386,7 +309,7 @@ class Outbox:
         if not due:
             return False
         taken = [(seq, attempts) for seq, attempts, _ in due]
-        rows = [row for _, _, blob in due for row in _unpack(blob)]
+        rows = [row for _, _, blob in due for row in unpack(blob)]
         try:
             quarantined = self._deliver_all(rows)
         except Exception as exc:  # a store error, or a bug: either way wait and try again
@@ -441,7 +364,7 @@ class Outbox:
                 self._conn.execute(
                     "INSERT INTO outbox_quarantine (record_id, row, error, quarantined_at)"
                     " VALUES (?, ?, ?, ?)",
-                    (row.id, _pack([row]), error, time.time_ns()),
+                    (row.id, pack([row]), error, time.time_ns()),
                 )
                 self._conn.execute("COMMIT")
             except BaseException:
@@ -504,7 +427,7 @@ class Outbox:
             found = self._conn.execute(
                 "SELECT seq, row, error, quarantined_at FROM outbox_quarantine ORDER BY seq"
             ).fetchall()
-        return [QuarantinedRecord(seq, _unpack(blob)[0], error, at) for seq, blob, error, at
+        return [QuarantinedRecord(seq, unpack(blob)[0], error, at) for seq, blob, error, at
                 in found]  # fmt: skip
 
     def retry(self) -> int:
@@ -518,11 +441,11 @@ class Outbox:
                 ).fetchone()
                 self._conn.execute("UPDATE outbox_batches SET next_attempt_at = 0")
                 back = self._conn.execute("SELECT row FROM outbox_quarantine").fetchall()
-                rows = [r for (blob,) in back for r in _unpack(blob)]
+                rows = [r for (blob,) in back for r in unpack(blob)]
                 if rows:
                     self._conn.execute(
                         "INSERT INTO outbox_batches (n, rows, created_at) VALUES (?, ?, ?)",
-                        (len(rows), _pack(rows), time.time_ns()),
+                        (len(rows), pack(rows), time.time_ns()),
                     )
                 (last,) = self._conn.execute(
                     "SELECT coalesce(max(seq), 0) FROM outbox_batches"

@@ -7,7 +7,8 @@ Exactly once, without a local database:
   in the batch's metrics and time range; a record whose exact time is taken in
   its series moves to a free nanosecond of the same microsecond (then to an
   extra tag ``c``), keeps its exact time in field ``tsn``, and its microsecond
-  is marked in ``usage_collisions``. Writers on one host take a file lock around
+  is marked in ``usage_collisions`` (:mod:`~tsmeter.adapters.influxdb.placement`).
+  Writers on one host take a file lock around
   read-and-write; writers on different hosts differ in tag ``w``. So 10,000
   records with one timestamp, from two processes at once, are 10,000 points.
 * **Idempotent.** The same read finds record ids that are stored already, so a
@@ -27,12 +28,13 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from operator import itemgetter
 from typing import Any
 
+from tsmeter.adapters.influxdb import placement
 from tsmeter.adapters.influxdb import rollup as rollups
 from tsmeter.adapters.influxdb.client import (
     InfluxV1Client,
@@ -63,7 +65,6 @@ from tsmeter.adapters.influxdb.schema import (
 from tsmeter.domain import PeriodType, RecordRow
 from tsmeter.periods import Calendar
 from tsmeter.ports import EventRow, RecordQuery, RollupStats, SummaryQuery, SummaryRow
-from tsmeter.speedups import native
 
 __all__ = ["InfluxV1Store"]
 
@@ -75,10 +76,6 @@ _DAY = 24 * _HOUR
 _Points = list[tuple[dict[str, str], dict[str, Any]]]
 #: what the write path reads of a stored point: its id and the tags that make its slot
 _SLOT_COLUMNS = '"rid", "metric", "subject_type", "subject_id", "org", "c"'
-
-
-def _key(row: RecordRow) -> SeriesKey:
-    return (row.metric_key, row.subject_type, row.subject_id, row.org_id)
 
 
 class InfluxV1Store:
@@ -214,7 +211,7 @@ class InfluxV1Store:
         written = 0
         pending: deque[Future[None]] = deque()
         reading: deque[_Lookup] = deque()
-        occupied = _Slots()
+        occupied = placement.Slots()
         cursor: dict[tuple[SeriesKey, int], int] = {}
         with self._exclusive():
             try:
@@ -229,22 +226,24 @@ class InfluxV1Store:
                     for row in ordered:
                         unique.setdefault(row.id, row)
                     ordered = list(unique.values())
-                windows = _windows(ordered, first, self.READ_CHUNK)
+                windows = placement.windows(ordered, first, self.READ_CHUNK)
                 if not reading:
                     reading.append(self._lookup(windows[0]))
-                floors, total = _floors(windows), len(unique)
+                floors, total = placement.floors(windows), len(unique)
                 for k, window in enumerate(windows):
                     # the reads of the next windows overlap this one's work (their ids differ
                     # from this call's earlier ones; what this call wrote is in ``occupied``)
                     for ahead in windows[k + len(reading) : k + self.READ_AHEAD + 1]:
                         reading.append(self._lookup(ahead))
                     found = reading.popleft().result()
-                    unstored = _unstored(window, found, unique, occupied, self._remember, total)
+                    unstored = placement.unstored(
+                        window, found, unique, occupied, self._remember, total
+                    )
                     if k and floors[k] > floors[k - 1]:  # slots no row from here on reaches
-                        _prune(occupied, cursor, floors[k])
+                        placement.prune(occupied, cursor, floors[k])
                     for i in range(0, len(unstored), self.WRITE_CHUNK):
                         new = unstored[i : i + self.WRITE_CHUNK]
-                        times, overflow, moved = _place(new, occupied, cursor)
+                        times, overflow, moved = placement.place(new, occupied, cursor)
                         entered = self._entering().submit(self.ledger.add, new)
                         body = self._bookkeeping(new, moved)
                         body += self.encoder.encode(new, times, overflow)
@@ -299,7 +298,7 @@ class InfluxV1Store:
                     "org": org or ""}  # fmt: skip
             lines.append(encode_point(COLLISIONS, tags, {"n": 1}, micro))
         now = max(time.time_ns(), self._log_clock)  # no two log points of a writer coincide
-        hours = sorted({(metric, org or "", hour) for metric, org, hour in _hours(rows)})
+        hours = sorted({(metric, org or "", hour) for metric, org, hour in placement.hours(rows)})
         self._log_clock = now + len(hours)
         for i, (metric, org, hour) in enumerate(hours):
             tags = {"metric": metric, "org": org, "w": self.writer}
@@ -471,146 +470,3 @@ class _Lookup:
         if sent:
             found = found + self.store._stored(list(sent.values()), slots=True)
         return found
-
-
-def _hours(rows: list[RecordRow]) -> set[tuple[str, str | None, int]]:
-    """The (metric, org, UTC hour) of the rows."""
-    if native is not None and type(rows) is list:
-        spans: set[tuple[str, str | None, int]] = native.series_spans(rows, _HOUR)
-        return spans
-    return set(zip(map(_METRIC, rows), map(_ORG, rows), map(_HOUR.__rfloordiv__, map(_TS, rows)),
-                   strict=True))  # fmt: skip
-
-
-def _windows(rows: list[RecordRow], first: int, most: int) -> list[list[RecordRow]]:
-    """The rows in windows of ``first``, then four times the one before, up to ``most``: the
-    server's first points wait only for a small window to be checked, and each next
-    window's read has the time of the one before to finish."""
-    windows, at, size = [], 0, first
-    while at < len(rows):
-        windows.append(rows[at : at + size])
-        at, size = at + size, min(most, size * 4)
-    return windows
-
-
-def _floors(windows: list[list[RecordRow]]) -> list[int]:
-    """For each window, the first microsecond any record of it or of a later window has:
-    slots before it are never needed again (records in time order let ``occupied`` stay
-    small)."""
-    floors = [min(map(_TS, window)) // _US * _US for window in windows]
-    for k in range(len(floors) - 2, -1, -1):
-        floors[k] = min(floors[k], floors[k + 1])
-    return floors
-
-
-class _Slots:
-    """The point slots (series, overflow tag ``c``, time) taken in one ``append`` call.
-
-    Most points are alone at their time, so a slot without ``c`` is kept as time → the
-    row (or a stand-in whose items 1 to 4 are the series) of the first point there, which
-    costs no tuple; the other slots (a second series at that time, or a ``c``) are tuples
-    in ``more``.
-    """
-
-    __slots__ = ("first", "more")
-
-    def __init__(self) -> None:
-        self.first: dict[int, tuple[Any, ...]] = {}
-        self.more: set[tuple[SeriesKey, str, int]] = set()
-
-    def taken(self, key: SeriesKey, c: str, ts: int) -> bool:
-        """Whether a point of series ``key`` with tag ``c`` is at ``ts``."""
-        if not c:
-            holder = self.first.get(ts)
-            if holder is not None and (holder[1], holder[2], holder[3], holder[4]) == key:
-                return True
-        return (key, c, ts) in self.more
-
-    def take(self, key: SeriesKey, c: str, ts: int, holder: tuple[Any, ...]) -> None:
-        """Mark a slot taken; ``holder[1:5]`` is ``key`` (the row placed there)."""
-        if not c and ts not in self.first:
-            self.first[ts] = holder
-        else:
-            self.more.add((key, c, ts))
-
-    def __iter__(self) -> Iterator[tuple[SeriesKey, str, int]]:
-        """Every slot taken (for tests)."""
-        for ts, holder in self.first.items():
-            yield (holder[1], holder[2], holder[3], holder[4]), "", ts
-        yield from self.more
-
-
-def _prune(occupied: _Slots, cursor: dict[tuple[SeriesKey, int], int], floor: int) -> None:
-    """Forget the slots and cursors before ``floor`` (a record at or after it places within
-    its own microsecond, never before ``floor``). What is kept goes to new containers: in
-    time order most is dropped."""
-    for key in [key for key in cursor if key[1] < floor]:
-        del cursor[key]
-    occupied.first = {ts: holder for ts, holder in occupied.first.items() if ts >= floor}
-    occupied.more = {slot for slot in occupied.more if slot[2] >= floor}
-
-
-def _unstored(
-    chunk: list[RecordRow],
-    found: list[tuple[dict[str, str], dict[str, Any]]],
-    unique: dict[str, RecordRow],
-    occupied: _Slots,
-    remember: Callable[[dict[str, str], dict[str, Any]], None],
-    total: int,
-) -> list[RecordRow]:
-    """The rows of ``chunk`` whose id is not among the stored points ``found``. Every id found
-    is dropped from ``unique`` (and its point remembered), every point time found
-    is ``occupied`` (also of a point whose fields are still landing). ``total`` is how many
-    ids ``unique`` had at the start of the call."""
-    for tags, values in found:
-        key = series_key_of(tags, values)
-        occupied.take(key, values.get("c") or "", int(values["time"]), (None, *key))
-        rid = values.get("rid")
-        if rid is not None and unique.pop(rid, None) is not None:
-            remember(tags, values)
-    if len(unique) == total:  # no id of this call was found stored: all of them are new
-        return chunk
-    return [row for row in chunk if row[0] in unique]
-
-
-def _place(
-    rows: list[RecordRow],
-    occupied: _Slots,
-    cursor: dict[tuple[SeriesKey, int], int],
-) -> tuple[list[int], list[int], set[tuple[SeriesKey, int]]]:
-    """Point times and overflow tags for new rows, so that no two points coincide.
-
-    A row keeps its exact time when that is free in its series; otherwise it
-    takes the next free nanosecond of its microsecond, then of the next ``c``.
-    Returns the times, the ``c`` values and the (series, microsecond) slots
-    where something moved; ``occupied`` and ``cursor`` (the next slot to try per series
-    microsecond) carry over to the next call.
-    """
-    times: list[int] = []
-    overflow: list[int] = []
-    moved: set[tuple[SeriesKey, int]] = set()
-    count, index = len(rows), 0
-    while index < count:
-        if native is not None:  # takes the rows whose exact time is free, up to the first taken
-            index = native.place_fast(rows, index, occupied.first, occupied.more, times, overflow)
-            if index == count:
-                break
-        row = rows[index]
-        index += 1
-        key = _key(row)
-        if not occupied.taken(key, "", row.ts):
-            occupied.take(key, "", row.ts, row)
-            times.append(row.ts)
-            overflow.append(0)
-            continue
-        micro = row.ts // _US * _US
-        slot = cursor.get((key, micro), 0)
-        while occupied.taken(key, str(slot // _US) if slot >= _US else "", micro + slot % _US):
-            slot += 1
-        cursor[(key, micro)] = slot + 1
-        c = str(slot // _US) if slot >= _US else ""
-        occupied.take(key, c, micro + slot % _US, row)
-        times.append(micro + slot % _US)
-        overflow.append(slot // _US)
-        moved.add((key, micro))
-    return times, overflow, moved

@@ -15,7 +15,8 @@ import pytest
 import tsmeter
 from tsmeter.domain import RecordRow
 from tsmeter.errors import OutboxFullError, RejectedError, StorageUnavailableError
-from tsmeter.outbox import Outbox, _pack
+from tsmeter.outbox import Outbox
+from tsmeter.outbox_batches import pack
 
 
 def rows(prefix: str, n: int) -> list[RecordRow]:
@@ -246,7 +247,7 @@ def test_deliveries_take_whole_batches_oldest_first_up_to_batch_rows(tmp_path: P
         for prefix, n in (("a", 60), ("b", 30), ("c", 150)):
             box._conn.execute(
                 "INSERT INTO outbox_batches (n, rows, created_at) VALUES (?, ?, 0)",
-                (n, _pack(rows(prefix, n))),
+                (n, pack(rows(prefix, n))),
             )
         box._conn.execute("COMMIT")
     box._wake.set()

@@ -22,11 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tsmeter import intake as intake_module
-from tsmeter import outbox as outbox_module
-from tsmeter import speedups
+from tsmeter import outbox_batches, speedups
 from tsmeter.adapters.influxdb import ledger as ledger_module
-from tsmeter.adapters.influxdb import lineprotocol
-from tsmeter.adapters.influxdb import v1 as v1_module
+from tsmeter.adapters.influxdb import lineprotocol, placement
 from tsmeter.adapters.influxdb.ledger import IdLedger
 from tsmeter.adapters.influxdb.lineprotocol import UsageEncoder
 from tsmeter.domain import AggregationType, MetricDefinition, RecordRow
@@ -257,10 +255,10 @@ def test_rows_of_plain_values_are_left_to_reference_counting() -> None:
 ))  # fmt: skip
 def test_change_log_hours_are_the_same(rows: list[RecordRow]) -> None:
     """The (metric, org, UTC hour) set of the change log, negative times included."""
-    compiled = v1_module._hours(rows)
+    compiled = placement.hours(rows)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(v1_module, "native", None)
-        python = v1_module._hours(rows)
+        patch.setattr(placement, "native", None)
+        python = placement.hours(rows)
     assert compiled == python
     assert compiled == {(r.metric_key, r.org_id, r.ts // 3_600_000_000_000) for r in rows}
 
@@ -276,10 +274,10 @@ OUTBOX_VALUES = st.one_of(
 
 
 def _both_unpack(blob: bytes) -> tuple[list[RecordRow], list[RecordRow]]:
-    compiled = outbox_module._unpack(blob)
+    compiled = outbox_batches.unpack(blob)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(outbox_module, "native", None)
-        python = outbox_module._unpack(blob)
+        patch.setattr(outbox_batches, "native", None)
+        python = outbox_batches.unpack(blob)
     return compiled, python
 
 
@@ -300,8 +298,8 @@ def test_outbox_batches_unpack_the_same(values: list[tuple[Any, ...]]) -> None:
     rows += rows[-1:] * 2
     for path in (native, None):
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(outbox_module, "native", path)
-            blob = outbox_module._pack(rows)
+            patch.setattr(outbox_batches, "native", path)
+            blob = outbox_batches.pack(rows)
         compiled, python = _both_unpack(blob)
         assert _exactly(compiled) == _exactly(python) == _exactly(rows)
         assert [type(r) for r in compiled] == [RecordRow] * len(rows)
@@ -311,7 +309,7 @@ def test_outbox_batches_unpack_the_same(values: list[tuple[Any, ...]]) -> None:
         for row in values
         for v in row
     ) and not any(isinstance(v, str) and "\ud800" in v for row in values for v in row)
-    assert (outbox_module._pack(rows)[0] == 2) == plain
+    assert (outbox_batches.pack(rows)[0] == 2) == plain
 
 
 @needs_native
@@ -319,7 +317,7 @@ def test_damaged_outbox_batches_are_refused_on_both_paths() -> None:
     """Every cut-short copy of a batch, an unknown tag, a first row that says "the same",
     rows of another width and bytes after the last row are refused with a clear error."""
     row = RecordRow("r1", "api_calls", "org", "é", None, 1.5, -7, '{"a": 1}', None)
-    blob = outbox_module._pack([row, row._replace(id="r2")])
+    blob = outbox_batches.pack([row, row._replace(id="r2")])
     assert blob[0] == 2 and _both_unpack(blob) == ([row, row._replace(id="r2")],) * 2
     width_at, first_tag = 5, 6
     damaged = [blob[:n] for n in range(1, len(blob))]
@@ -332,13 +330,13 @@ def test_damaged_outbox_batches_are_refused_on_both_paths() -> None:
     for bad in damaged:
         for path in (native, None):
             with pytest.MonkeyPatch.context() as patch, pytest.raises(StorageUnavailableError):
-                patch.setattr(outbox_module, "native", path)
-                outbox_module._unpack(bad)
+                patch.setattr(outbox_batches, "native", path)
+                outbox_batches.unpack(bad)
     wide = bytes([1]) + marshal.dumps([(1,) * 10])
     for path in (native, None):
         with pytest.MonkeyPatch.context() as patch, pytest.raises(StorageUnavailableError):
-            patch.setattr(outbox_module, "native", path)
-            outbox_module._unpack(wide)
+            patch.setattr(outbox_batches, "native", path)
+            outbox_batches.unpack(wide)
 
 
 ROWS = st.lists(
@@ -384,17 +382,17 @@ def test_placement_is_the_same(rows: list[RecordRow], taken: list[int]) -> None:
     stored = ("api_calls", "org", "o1", None)
 
     def place() -> tuple[Any, ...]:
-        occupied = v1_module._Slots()
+        occupied = placement.Slots()
         for i, ts in enumerate(taken):
             occupied.take(stored, "" if i % 3 else "1", ts, (None, *stored))
         cursor: dict[Any, int] = {}
-        first = v1_module._place(rows, occupied, cursor)
-        second = v1_module._place(rows, occupied, cursor)  # all taken now: everything moves
+        first = placement.place(rows, occupied, cursor)
+        second = placement.place(rows, occupied, cursor)  # all taken now: everything moves
         return first, second, sorted(occupied, key=repr), cursor
 
     with pytest.MonkeyPatch.context() as monkeypatch:
         compiled = place()
-        monkeypatch.setattr(v1_module, "native", None)
+        monkeypatch.setattr(placement, "native", None)
         python = place()
     assert compiled == python
     before = {(stored, "" if i % 3 else "1", ts) for i, ts in enumerate(taken)}
@@ -479,8 +477,8 @@ def test_placement_compares_str_subclasses_in_python() -> None:
     row = RecordRow("a", "m", "org", "x", None, 1.0, 5_000, None, None)
     rows = [row, row._replace(id="b", subject_id=Sly("x")), row._replace(id="c", org_id=Sly("o")),
             row._replace(id="d", metric_key="n", subject_id=Sly("x"))]  # fmt: skip
-    occupied = v1_module._Slots()
-    times, overflow, moved = v1_module._place(rows, occupied, {})
+    occupied = placement.Slots()
+    times, overflow, moved = placement.place(rows, occupied, {})
     assert times == [5_000, 5_001, 5_000, 5_000] and overflow == [0, 0, 0, 0]
     assert moved == {(("m", "org", "x", None), 5_000)}
 

@@ -1,0 +1,95 @@
+"""How the outbox stores a batch of rows: one value, its first byte naming the format.
+
+* Format 2, written by the compiled path (``pack_rows`` in ``_speedups.c``) when every
+  value is None, a str, a float or a 64-bit int (the usual case): per field a tag and its
+  payload, a field equal to the row before's stored as such (see ``_unpack_2``).
+* Format 1, written otherwise (and by the Python code alone): ``marshal`` of the tuples.
+
+Both are read by either path. A damaged batch raises StorageUnavailableError, never
+gives part of its rows.
+"""
+
+from __future__ import annotations
+
+import marshal
+import struct
+from collections.abc import Sequence
+from functools import partial
+
+from tsmeter.domain import RecordRow
+from tsmeter.errors import StorageUnavailableError
+from tsmeter.speedups import native
+
+__all__ = ["pack", "unpack"]
+
+_FORMAT = 1  # marshal of the row tuples
+_FORMAT_2 = 2  # compact rows (see _unpack_2)
+_WIDTH = len(RecordRow._fields)
+_new_row = partial(tuple.__new__, RecordRow)
+
+
+def pack(rows: Sequence[RecordRow]) -> bytes:
+    """A stored batch: format 2 from the compiled path when every value is None, a str, a
+    float or a 64-bit int (the usual case), else format 1 (marshal)."""
+    if native is not None and type(rows) is list:
+        try:
+            return native.pack_rows(rows, _WIDTH)  # type: ignore[no-any-return]
+        except (TypeError, OverflowError, UnicodeEncodeError):
+            pass  # an unusual value: the general format takes it
+    return bytes([_FORMAT]) + marshal.dumps(list(map(tuple, rows)))
+
+
+def unpack(blob: bytes) -> list[RecordRow]:
+    if blob[:1] == bytes([_FORMAT_2]):
+        try:
+            if len(blob) < 6 or blob[5] != _WIDTH:
+                raise ValueError("rows of another width")
+            if native is not None:
+                return native.unpack_rows(blob, RecordRow)  # type: ignore[no-any-return]
+            return _unpack_2(blob)
+        except (ValueError, struct.error, IndexError) as exc:
+            raise StorageUnavailableError(f"outbox batch damaged: {exc}") from None
+    if not blob or blob[0] != _FORMAT:
+        raise StorageUnavailableError("outbox batch in an unknown format (newer tsmeter?)")
+    rows = marshal.loads(blob[1:])
+    if not all(len(values) == _WIDTH for values in rows):
+        raise StorageUnavailableError("outbox batch with rows of another width (newer tsmeter?)")
+    if native is not None and type(rows) is list:  # rows the cyclic collector never walks
+        return native.as_rows(rows, RecordRow, _WIDTH)  # type: ignore[no-any-return]
+    return list(map(_new_row, rows))  # NamedTuple's own __new__ is Python code: 5 times slower
+
+
+def _unpack_2(blob: bytes) -> list[RecordRow]:
+    """Format 2 (written by the compiled path, see ``pack_rows`` in ``_speedups.c``): byte 2,
+    the row count (uint32 little-endian) and width (uint8), then per field a tag and its
+    payload: 0 None, 1 the same value as the row before, 2 str (uint32 length, UTF-8),
+    3 float (IEEE 754 little-endian), 4 int (int64 little-endian)."""
+    count, width = struct.unpack_from("<IB", blob, 1)
+    if width != _WIDTH:
+        raise ValueError(f"rows of {width} values")
+    pos, rows, before = 6, [], None
+    for _ in range(count):
+        values: list[object] = []
+        for k in range(width):
+            tag = blob[pos]
+            pos += 1
+            if tag == 0:
+                values.append(None)
+            elif tag == 1 and before is not None:
+                values.append(before[k])
+            elif tag == 2:
+                (size,) = struct.unpack_from("<I", blob, pos)
+                if pos + 4 + size > len(blob):
+                    raise ValueError("a string past the end")
+                values.append(blob[pos + 4 : pos + 4 + size].decode())
+                pos += 4 + size
+            elif tag in (3, 4):
+                values.append(struct.unpack_from("<d" if tag == 3 else "<q", blob, pos)[0])
+                pos += 8
+            else:
+                raise ValueError(f"tag {tag}")
+        before = values
+        rows.append(_new_row(values))
+    if pos != len(blob):
+        raise ValueError("bytes after the last row")
+    return rows
