@@ -46,11 +46,15 @@ ROWS_PER_STATEMENT = 100  # rows per INSERT statement in insert_many
 
 
 def insert_many(
-    conn: sqlite3.Connection, head: str, width: int, values: Sequence[tuple[Any, ...]]
+    conn: sqlite3.Connection,
+    head: str,
+    width: int,
+    values: Sequence[tuple[Any, ...]],
+    per: int = ROWS_PER_STATEMENT,
 ) -> None:
-    """``head VALUES (...), (...), ...`` with many rows per statement: several times faster
-    than one statement per row, since most of the cost is per statement."""
-    per = ROWS_PER_STATEMENT
+    """``head VALUES (...), (...), ...`` with ``per`` rows per statement (the rest in one
+    more): several times faster than one statement per row, since most of the cost is per
+    statement."""
     full = len(values) // per * per
     if full:
         sql = f"{head} VALUES " + ",".join([f"({','.join('?' * width)})"] * per)
@@ -58,7 +62,9 @@ def insert_many(
             sql, [tuple(chain.from_iterable(values[i : i + per])) for i in range(0, full, per)]
         )
     if full < len(values):
-        conn.executemany(f"{head} VALUES ({','.join('?' * width)})", values[full:])
+        rest = values[full:]
+        sql = f"{head} VALUES " + ",".join([f"({','.join('?' * width)})"] * len(rest))
+        conn.execute(sql, tuple(chain.from_iterable(rest)))
 
 
 class SQLiteStore:

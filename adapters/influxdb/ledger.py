@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterable, Sequence
 
 from tsmeter.adapters.embedded.schema import open_wal
-from tsmeter.adapters.embedded.store import ROWS_PER_STATEMENT, insert_many
+from tsmeter.adapters.embedded.store import insert_many
 from tsmeter.domain import RecordRow
 from tsmeter.errors import StorageUnavailableError
 from tsmeter.speedups import native
@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS influx_ids (
 ) WITHOUT ROWID;
 """
 
+#: rows per INSERT statement: each statement hands the interpreter lock back to the ledger's
+#: thread, which can wait milliseconds for it while other threads run; SQLite 3.32 and later
+#: take 32,766 parameters per statement, older ones 999
+_PER = 1_000 if sqlite3.sqlite_version_info >= (3, 32) else 999 // 5
 _Series = tuple[str, str, str, str | None]  # metric key, subject type, subject id, org
 _INSERT = "INSERT OR REPLACE INTO influx_ids (target_no, id, series_no, ts)"
 _KNOWN = (
@@ -146,21 +150,21 @@ class IdLedger:
     def add(self, rows: Sequence[RecordRow]) -> None:
         """Remember that ``rows`` are being sent (their location replaces an older one)."""
         with self._lock:
+            if len(self._series) > 100_000:  # the series numbers cached
+                self._series.clear()
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 if native is not None and type(rows) is list:
                     self._add_fast(rows)
                 else:
-                    numbers, number_of = self._series, self._number
-                    target = self._target_no
-                    entries = []
-                    for r in rows:
-                        key = (r[1], r[2], r[3], r[4])
-                        series = numbers.get(key)
-                        if series is None:
-                            series = number_of(key)
-                        entries.append((target, r[0], series, r[6]))
-                    insert_many(self._conn, _INSERT, 4, entries)
+                    numbers, target = self._series, self._target_no
+                    keys = [(r[1], r[2], r[3], r[4]) for r in rows]
+                    missing = list(dict.fromkeys(k for k in keys if k not in numbers))
+                    if missing:
+                        self._number(missing)
+                    entries = [(target, r[0], numbers[k], r[6])
+                               for r, k in zip(rows, keys, strict=True)]  # fmt: skip
+                    insert_many(self._conn, _INSERT, 4, entries, _PER)
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._conn.execute("ROLLBACK")
@@ -169,35 +173,42 @@ class IdLedger:
     def _add_fast(self, rows: list[RecordRow]) -> None:
         """``add`` with the entries made by the compiled fast path (inside its transaction)."""
         assert native is not None
-        per = ROWS_PER_STATEMENT
-        groups, rest, missing = native.ledger_params(rows, self._series, self._target_no, per)
-        while missing:  # number the new series, then make the entries
-            for key in missing:
-                self._number(key)
-            groups, rest, missing = native.ledger_params(rows, self._series, self._target_no, per)
+        groups, rest, missing = native.ledger_params(rows, self._series, self._target_no, _PER)
+        if missing:  # number the new series, then make the entries
+            self._number(missing)
+            groups, rest, missing = native.ledger_params(rows, self._series, self._target_no,
+                                                         _PER)  # fmt: skip
+            assert not missing
         if groups:
-            self._conn.executemany(f"{_INSERT} VALUES {','.join(['(?,?,?,?)'] * per)}", groups)
+            self._conn.executemany(f"{_INSERT} VALUES {','.join(['(?,?,?,?)'] * _PER)}", groups)
         if rest:
-            self._conn.executemany(f"{_INSERT} VALUES (?,?,?,?)", rest)
+            self._conn.execute(f"{_INSERT} VALUES {','.join(['(?,?,?,?)'] * len(rest))}",
+                               [value for entry in rest for value in entry])  # fmt: skip
 
-    def _number(self, key: _Series) -> int:
-        """The series' number (inside the caller's transaction; cached, as numbers never
-        change)."""
-        stored = (self._target_no, *key[:3], key[3] or "")
-        self._conn.execute(
-            "INSERT OR IGNORE INTO influx_series"
-            " (target_no, metric_key, subject_type, subject_id, org_key) VALUES (?, ?, ?, ?, ?)",
-            stored,
-        )
-        (number,) = self._conn.execute(
-            "SELECT series_no FROM influx_series WHERE target_no = ? AND metric_key = ?"
-            " AND subject_type = ? AND subject_id = ? AND org_key = ?",
-            stored,
+    def _number(self, keys: list[_Series]) -> None:
+        """Number new series (inside the caller's transaction) and cache their numbers, which
+        never change. A few statements for any number of series: each statement hands the
+        interpreter lock to this thread again, which can take milliseconds while others run.
+        (CROSS JOIN keeps SQLite's loop over the keys, each found through the unique index.)
+        """
+        stored = {(*key[:3], key[3] or ""): key for key in keys}
+        insert_many(self._conn, "INSERT OR IGNORE INTO influx_series (target_no, metric_key,"
+                    " subject_type, subject_id, org_key)", 5,
+                    [(self._target_no, *key) for key in stored], _PER // 2)  # fmt: skip
+        (found,) = self._conn.execute(  # one row: each row fetched is another hand-over
+            "SELECT json_group_array(json_array(s.series_no, s.metric_key, s.subject_type,"
+            " s.subject_id, s.org_key)) FROM json_each(?) j CROSS JOIN influx_series s"
+            " ON s.target_no = ? AND s.metric_key = json_extract(j.value, '$[0]')"
+            " AND s.subject_type = json_extract(j.value, '$[1]')"
+            " AND s.subject_id = json_extract(j.value, '$[2]')"
+            " AND s.org_key = json_extract(j.value, '$[3]')",
+            (json.dumps(list(stored)), self._target_no),
         ).fetchone()
-        if len(self._series) > 100_000:
-            self._series.clear()
-        self._series[key] = number
-        return int(number)
+        numbered = json.loads(found)
+        for number, *key in numbered:
+            self._series[stored[tuple(key)]] = number
+        if len(numbered) != len(stored):
+            raise sqlite3.DatabaseError(f"{len(stored) - len(numbered)} series were not numbered")
 
     def forget_series(self, metric_key: str, org_id: str | None) -> None:
         """Drop the entries of a purged metric (series numbers stay: other processes cache

@@ -5,12 +5,12 @@ InfluxDB merges points with equal measurement, tag set and time. ``place`` gives
 row a time no point of its series has (its own, else a free nanosecond of the same
 microsecond, then an overflow tag ``c``), against the slots taken so far in the call
 (``Slots``: what the existence reads found and what was placed). Records in time order
-let the slots stay small: ``floors`` and ``prune`` forget those no later window can reach.
+let the slots stay small: ``prune`` forgets those no later window can reach.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -18,12 +18,12 @@ from tsmeter.adapters.influxdb.schema import SeriesKey, series_key_of
 from tsmeter.domain import RecordRow
 from tsmeter.speedups import native
 
-__all__ = ["Slots", "floors", "hours", "place", "prune", "unstored", "windows"]
+__all__ = ["Slots", "Windows", "hours", "place", "prune", "unstored"]
 
 _US = 1_000
 _HOUR = 3_600_000_000_000
-# a RecordRow's metric, organisation and time, for loops that run in C
-_METRIC, _ORG, _TS = itemgetter(1), itemgetter(4), itemgetter(6)
+# a RecordRow's id, metric, organisation and time, for loops that run in C
+_ID, _METRIC, _ORG, _TS = itemgetter(0), itemgetter(1), itemgetter(4), itemgetter(6)
 
 
 def _key(row: RecordRow) -> SeriesKey:
@@ -39,25 +39,76 @@ def hours(rows: list[RecordRow]) -> set[tuple[str, str | None, int]]:
                    strict=True))  # fmt: skip
 
 
-def windows(rows: list[RecordRow], first: int, most: int) -> list[list[RecordRow]]:
-    """The rows in windows of ``first``, then four times the one before, up to ``most``: the
-    server's first points wait only for a small window to be checked, and each next
-    window's read has the time of the one before to finish."""
-    windows, at, size = [], 0, first
-    while at < len(rows):
-        windows.append(rows[at : at + size])
-        at, size = at + size, min(most, size * 4)
-    return windows
+class Windows:
+    """The read windows of one ``append`` call: ``first`` rows, then four times the one before,
+    up to ``most`` (the server's first points wait only for a small window to be checked, and
+    each next window's read has the time of the one before to finish).
 
+    Windows are cut from the call's parts as they are asked for, so a stream of parts (an
+    outbox delivering batch after batch) is never held whole.
+    """
 
-def floors(windows: list[list[RecordRow]]) -> list[int]:
-    """For each window, the first microsecond any record of it or of a later window has:
-    slots before it are never needed again (records in time order let ``occupied`` stay
-    small)."""
-    floors = [min(map(_TS, window)) // _US * _US for window in windows]
-    for k in range(len(floors) - 2, -1, -1):
-        floors[k] = min(floors[k], floors[k + 1])
-    return floors
+    _END = 2**63  # after every time
+
+    def __init__(self, parts: Iterable[Sequence[RecordRow]], first: int, most: int) -> None:
+        self._parts = iter(parts)
+        self._size, self._most = first, most
+        self._part: Sequence[RecordRow] = ()
+        self._at = 0
+        self._done = False
+        # rows that came as one list are all known: the first microsecond of each tail
+        # (from every position a window is cut at) is worked out when first asked for
+        self._known: list[RecordRow] | None = None
+        self._tails: dict[int, int] | None = None
+        if isinstance(parts, list | tuple) and len(parts) == 1 and type(parts[0]) is list:
+            self._known = self._part = parts[0]
+            self._done = True
+
+    def __iter__(self) -> Iterator[list[RecordRow]]:
+        return self
+
+    def __next__(self) -> list[RecordRow]:
+        want = self._size
+        window: list[RecordRow] = []
+        while len(window) < want:
+            if self._at >= len(self._part):
+                part = None if self._done else next(self._parts, None)
+                if part is None:
+                    self._done = True
+                    break
+                self._part, self._at = part, 0
+                continue
+            taken = self._part[self._at : self._at + want - len(window)]
+            self._at += len(taken)
+            window = taken if not window and type(taken) is list else [*window, *taken]
+        if not window:
+            raise StopIteration
+        self._size = min(self._most, want * 4)
+        return window
+
+    @staticmethod
+    def low(window: list[RecordRow]) -> int:
+        """The first microsecond of the window's rows."""
+        first: int = min(map(_TS, window))
+        return first // _US * _US
+
+    def rest_low(self) -> int | None:
+        """The first microsecond of the rows not cut into a window yet (past every time when
+        none are left), or None when that is not known: a stream may bring more."""
+        rows = self._known
+        if rows is None:
+            return self._END if self._done and self._at >= len(self._part) else None
+        if self._tails is None:
+            cuts, at, size = [], self._at, self._size
+            while at < len(rows):
+                cuts.append(at)
+                at, size = at + size, min(self._most, size * 4)
+            self._tails, low = {}, self._END
+            ends = [*cuts[1:], len(rows)] if cuts else []
+            for at, stop in reversed(list(zip(cuts, ends, strict=True))):
+                low = min(low, self.low(rows[at:stop]))
+                self._tails[at] = low
+        return self._tails.get(self._at, self._END)
 
 
 class Slots:
@@ -97,37 +148,53 @@ class Slots:
         yield from self.more
 
 
-def prune(occupied: Slots, cursor: dict[tuple[SeriesKey, int], int], floor: int) -> None:
+def prune(occupied: Slots, cursor: dict[tuple[SeriesKey, int], int], floor: int) -> bool:
     """Forget the slots and cursors before ``floor`` (a record at or after it places within
-    its own microsecond, never before ``floor``). What is kept goes to new containers: in
-    time order most is dropped."""
+    its own microsecond, never before ``floor``); return whether a slot was forgotten. What
+    is kept goes to new containers: in time order most is dropped."""
     for key in [key for key in cursor if key[1] < floor]:
         del cursor[key]
+    held = len(occupied.first) + len(occupied.more)
     occupied.first = {ts: holder for ts, holder in occupied.first.items() if ts >= floor}
     occupied.more = {slot for slot in occupied.more if slot[2] >= floor}
+    return len(occupied.first) + len(occupied.more) < held
 
 
 def unstored(
-    chunk: list[RecordRow],
+    window: list[RecordRow],
     found: list[tuple[dict[str, str], dict[str, Any]]],
-    unique: dict[str, RecordRow],
+    seen: set[str],
     occupied: Slots,
     remember: Callable[[dict[str, str], dict[str, Any]], None],
-    total: int,
 ) -> list[RecordRow]:
-    """The rows of ``chunk`` whose id is not among the stored points ``found``. Every id found
-    is dropped from ``unique`` (and its point remembered), every point time found
-    is ``occupied`` (also of a point whose fields are still landing). ``total`` is how many
-    ids ``unique`` had at the start of the call."""
+    """The rows of ``window`` that need a point: not among the stored points ``found`` (the
+    window's own read, which covers where each of its rows goes and where the ledger says
+    its id went before) and not earlier in the call (``seen``: the ids of the call so far,
+    to which the window's are added). Every point time found is ``occupied`` (also of a
+    point whose fields are still landing), and the stored point of a row is remembered."""
+    stored: dict[str, tuple[dict[str, str], dict[str, Any]]] = {}
     for tags, values in found:
         key = series_key_of(tags, values)
         occupied.take(key, values.get("c") or "", int(values["time"]), (None, *key))
         rid = values.get("rid")
-        if rid is not None and unique.pop(rid, None) is not None:
-            remember(tags, values)
-    if len(unique) == total:  # no id of this call was found stored: all of them are new
-        return chunk
-    return [row for row in chunk if row[0] in unique]
+        if rid is not None:
+            stored[rid] = (tags, values)
+    ids = set(map(_ID, window))
+    if len(ids) == len(window) and seen.isdisjoint(ids) and stored.keys().isdisjoint(ids):
+        seen |= ids  # the usual case: every id new
+        return window
+    fresh = []  # one at a time: the first of a repeated id counts
+    for row in window:
+        rid = row[0]
+        if rid in seen:
+            continue
+        seen.add(rid)
+        point = stored.get(rid)
+        if point is not None:
+            remember(*point)
+        else:
+            fresh.append(row)
+    return fresh
 
 
 def place(

@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from operator import itemgetter
@@ -193,54 +193,66 @@ class InfluxV1Store:
         return found
 
     def append(self, rows: Sequence[RecordRow], recorded_at: int) -> int:
-        """Write rows whose id is not stored yet; return how many were new.
+        """Write rows whose id is not stored yet; return how many were new (see
+        ``append_stream``)."""
+        return self.append_stream([rows if type(rows) is list else list(rows)])
 
-        Rows are checked against the server in windows of READ_CHUNK (the first ones
-        smaller, from FIRST_WINDOW; the next window's read runs ahead) and go in chunks of
-        WRITE_CHUNK, up to WRITERS write requests in flight: while the server takes a chunk,
-        the next is placed and encoded. Each chunk enters the id ledger (on the ledger's
-        thread) before it is sent (a failed write is found and redone by a retry), with the
-        change log and collision marks in front of its points (a mark without points only
-        costs a recomputation). Returns once every chunk is stored; on a failure, raises
-        after the requests in flight were answered.
+    def append_stream(self, parts: Iterable[Sequence[RecordRow]]) -> int:
+        """Write the rows of ``parts`` (taken from the iterable as they are needed) whose id
+        is not stored yet and did not come earlier in the call; return how many were new.
+
+        Rows are checked against the server in windows (``placement.Windows``: from
+        FIRST_WINDOW records, growing to READ_CHUNK; the next window's read runs ahead) and go
+        in chunks of WRITE_CHUNK, up to WRITERS write requests in flight: while the server
+        takes a chunk, the next is placed and encoded. Each chunk enters the id ledger (on
+        the ledger's thread) before it is sent (a failed write is found and redone by a
+        retry), with the change log and collision marks in front of its points (a mark
+        without points only costs a recomputation). Returns once every chunk is stored; on
+        a failure, raises after the requests in flight were answered.
+
+        Slots no later row can reach are forgotten as the call goes (``placement.prune``).
+        When the rows are one list, the first microsecond of the rest is known; a stream
+        may bring a window whose rows reach back before slots already forgotten: that
+        window waits for the writes in flight and is read again, so the read finds them.
         """
-        ordered = list(rows)
-        if not ordered:
-            return 0
-        first = min(self.FIRST_WINDOW, self.READ_CHUNK)
+        windows = placement.Windows(parts, min(self.FIRST_WINDOW, self.READ_CHUNK),
+                                    self.READ_CHUNK)  # fmt: skip
         written = 0
         pending: deque[Future[None]] = deque()
-        reading: deque[_Lookup] = deque()
+        reading: deque[tuple[list[RecordRow], int, _Lookup]] = deque()  # window, first µs
         occupied = placement.Slots()
         cursor: dict[tuple[SeriesKey, int], int] = {}
+        seen: set[str] = set()  # the ids of the call so far
+        forgotten: int | None = None  # slots before this microsecond may have been forgotten
         with self._exclusive():
             try:
-                # the first window's read starts before the rest of the call is sorted out
-                # (without a repeated id in it, it stays the first window after that)
-                head = ordered[:first]
-                if len(set(map(_ID, head))) == len(head):
-                    reading.append(self._lookup(head))
-                unique = dict(zip(map(_ID, ordered), ordered, strict=True))
-                if len(unique) < len(ordered):  # an id repeated within the call: the first counts
-                    unique = {}
-                    for row in ordered:
-                        unique.setdefault(row.id, row)
-                    ordered = list(unique.values())
-                windows = placement.windows(ordered, first, self.READ_CHUNK)
-                if not reading:
-                    reading.append(self._lookup(windows[0]))
-                floors, total = placement.floors(windows), len(unique)
-                for k, window in enumerate(windows):
+                window = next(windows, None)
+                if window is None:
+                    return 0
+                reading.append((window, placement.Windows.low(window), self._lookup(window)))
+                later = False  # past the first window
+                while reading:
+                    window, low, lookup = reading.popleft()
                     # the reads of the next windows overlap this one's work (their ids differ
                     # from this call's earlier ones; what this call wrote is in ``occupied``)
-                    for ahead in windows[k + len(reading) : k + self.READ_AHEAD + 1]:
-                        reading.append(self._lookup(ahead))
-                    found = reading.popleft().result()
-                    unstored = placement.unstored(
-                        window, found, unique, occupied, self._remember, total
-                    )
-                    if k and floors[k] > floors[k - 1]:  # slots no row from here on reaches
-                        placement.prune(occupied, cursor, floors[k])
+                    while len(reading) < self.READ_AHEAD:
+                        ahead = next(windows, None)
+                        if ahead is None:
+                            break
+                        reading.append((ahead, placement.Windows.low(ahead), self._lookup(ahead)))
+                    found = lookup.result()
+                    if forgotten is not None and low < forgotten:  # see the docstring
+                        while pending:
+                            pending.popleft().result()
+                        found = self._lookup(window).result()
+                    unstored = placement.unstored(window, found, seen, occupied, self._remember)
+                    if later:  # forget the slots no row from here on reaches
+                        rest = windows.rest_low()
+                        floor = min(low, *(ahead_low for _, ahead_low, _ in reading),
+                                    low if rest is None else rest)  # fmt: skip
+                        if placement.prune(occupied, cursor, floor):
+                            forgotten = floor if forgotten is None else max(forgotten, floor)
+                    later = True
                     for i in range(0, len(unstored), self.WRITE_CHUNK):
                         new = unstored[i : i + self.WRITE_CHUNK]
                         times, overflow, moved = placement.place(new, occupied, cursor)
@@ -256,8 +268,8 @@ class InfluxV1Store:
                     pending.popleft()
             finally:
                 in_flight: list[Future[Any]] = [*pending]
-                for lookup in reading:
-                    in_flight += [lookup.sent, lookup.here]
+                for _, _, ahead_lookup in reading:
+                    in_flight += [ahead_lookup.sent, ahead_lookup.here]
                 wait(in_flight)  # after an error: let the requests in flight end
         return written
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.influx_server import InfluxServer
+from tsmeter.adapters.influxdb import placement
 from tsmeter.adapters.influxdb.client import InfluxV1Config, PartialWriteError, series_rows
 from tsmeter.adapters.influxdb.rollup import watermark
 from tsmeter.adapters.influxdb.v1 import InfluxV1Store
@@ -135,14 +136,20 @@ def test_a_batch_written_in_several_requests_is_exactly_once(
     assert series_rows(result)[0][1]["count"] == 5_000
 
 
+@pytest.mark.parametrize("source", ["list", "stream"])
 @pytest.mark.parametrize("order", ["ascending", "descending", "shuffled"])
 def test_read_windows_keep_points_apart_and_forget_only_unreachable_slots(
-    influx_db: tuple[InfluxServer, str], monkeypatch: pytest.MonkeyPatch, order: str
+    influx_db: tuple[InfluxServer, str],
+    monkeypatch: pytest.MonkeyPatch,
+    order: str,
+    source: str,
 ) -> None:
     """Existence reads cover windows growing from FIRST_WINDOW to READ_CHUNK records and
     slots before the remaining windows are forgotten: records colliding within and across
     windows (same series, same nanosecond or microsecond, hundreds per instant) all land,
-    once each, also when ids repeat in the call (in its first window or later)."""
+    once each, also when ids repeat in the call (in its first window or later). A stream
+    of parts (cut across by the windows) does not know its later rows: a window reaching
+    back before the slots forgotten waits for the writes in flight and reads again."""
     server, db = influx_db
     monkeypatch.setattr(InfluxV1Store, "FIRST_WINDOW", 4)
     monkeypatch.setattr(InfluxV1Store, "READ_CHUNK", 70)
@@ -161,15 +168,60 @@ def test_read_windows_keep_points_apart_and_forget_only_unreachable_slots(
     elif order == "ascending":  # ids repeated later in the call
         batch = [*batch, batch[0], batch[700]]
     store = InfluxV1Store.from_url(url(server, db))
+    reads: list[int] = []
+    lookup = store._lookup
+    monkeypatch.setattr(store, "_lookup", lambda rows: reads.append(len(rows)) or lookup(rows))
     try:
-        assert store.append(batch, 0) == 1_500
+        if source == "list":
+            assert store.append(batch, 0) == 1_500
+        else:
+            parts = (batch[i : i + 37] for i in range(0, len(batch), 37))
+            assert store.append_stream(parts) == 1_500
         assert points(server, db) == 1_500  # none merged with another
+        if source == "list":  # every row known from the start: no window is read again
+            assert len(reads) == sum(1 for _ in placement.Windows([batch], 4, 70))
         assert store.append(batch[::-1], 0) == 0
     finally:
         store.close()
     assert points(server, db) == 1_500
     (result,) = server.query('SELECT count(distinct("rid")) FROM "usage"', db=db)["results"]
     assert series_rows(result)[0][1]["count"] == 1_500
+
+
+def test_a_stream_reaching_back_past_forgotten_slots_reads_again(
+    influx_db: tuple[InfluxServer, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream's later part with the times of an early one, while the early part's writes
+    are still in flight (slow writes): its window waits for them and reads again, so its
+    rows move off the early points instead of merging with them."""
+    server, db = influx_db
+    monkeypatch.setattr(InfluxV1Store, "FIRST_WINDOW", 50)
+    monkeypatch.setattr(InfluxV1Store, "READ_CHUNK", 50)
+    monkeypatch.setattr(InfluxV1Store, "WRITE_CHUNK", 50)
+    monkeypatch.setattr(InfluxV1Store, "WRITERS", 8)
+    store = InfluxV1Store.from_url(url(server, db))
+    write = store.client.write
+
+    def slow(body: bytes) -> None:
+        time.sleep(0.3)
+        write(body)
+
+    monkeypatch.setattr(store.client, "write", slow)
+    reads: list[int] = []
+    lookup = store._lookup
+    monkeypatch.setattr(store, "_lookup", lambda rows: reads.append(len(rows)) or lookup(rows))
+
+    def part(tag: str, micro: int) -> list[RecordRow]:
+        return [RecordRow(f"{tag}{i}", "api_calls", "org", "o", None, 1.0, T + micro * 1_000,
+                          None, None) for i in range(50)]  # fmt: skip
+
+    parts = [part("a", 0), part("b", 5), part("c", 9), part("d", 0)]  # d: back to a's µs
+    try:
+        assert store.append_stream(iter(parts)) == 200
+    finally:
+        store.close()
+    assert len(reads) == 5  # four windows, the last one read twice
+    assert points(server, db) == 200
 
 
 def test_a_failed_write_is_redone_on_retry(

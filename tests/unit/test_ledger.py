@@ -108,3 +108,43 @@ def test_the_ledger_file_is_sqlite(ledger: IdLedger, tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "state.db") as other:
         (count,) = other.execute("SELECT count(*) FROM influx_ids").fetchone()
     assert count == 10
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_an_add_of_many_new_series_takes_a_few_statements(
+    ledger: IdLedger, monkeypatch: pytest.MonkeyPatch, compiled: bool
+) -> None:
+    """New series are numbered together and entries go in statements of many rows: each
+    statement hands the interpreter lock back to the ledger's thread (milliseconds each while
+    other threads run). Hostile names and both kinds of organisation keep their numbers."""
+    from tsmeter.adapters.influxdb import ledger as ledger_module
+
+    if not compiled:
+        monkeypatch.setattr(ledger_module, "native", None)
+    elif ledger_module.native is None:
+        pytest.skip("the compiled fast path is off (TSMETER_PURE_PYTHON=1)")
+    pieces = ["", "a,b", " ", '"', "\\", "é", "🙂", "=", "\n", "'"]
+    rows = [
+        RecordRow(rid, f"m{i % 3}{pieces[i % 10]}", "org", f"s{pieces[i % 7]}{i % 1_234}",
+                  None if i % 2 else f"acme{pieces[i % 9]}", 1.0, 10**18 + i, None, None)
+        for i, rid in enumerate(new_ids(10_007))
+    ]  # fmt: skip
+    seen: list[str] = []
+    ledger._conn.set_trace_callback(seen.append)
+    ledger.add(rows)
+    series = len({(r.metric_key, r.subject_id, r.org_id) for r in rows})
+    per = ledger_module._PER
+    # BEGIN, the series (per // 2 a statement), their numbers, the entries, COMMIT
+    most = 1 + -(-series // (per // 2)) + 1 + -(-len(rows) // per) + 1
+    assert series > 1_000 and len(seen) <= most, (len(seen), most)
+    found = ledger.known([r.id for r in rows])
+    assert len(found) == len(rows)
+    for row in rows:
+        where = found[row.id]
+        assert (where.metric_key, where.subject_type, where.subject_id, where.org_id,
+                where.ts) == (row.metric_key, row.subject_type, row.subject_id, row.org_id,
+                              row.ts)  # fmt: skip
+    seen.clear()
+    again = [row._replace(id=rid) for row, rid in zip(rows, new_ids(10), strict=False)]
+    ledger.add(again)  # series numbered before come from the cache
+    assert not any("influx_series" in q for q in seen)
