@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from tsmeter.domain import MetricDefinition, PeriodType, RecordRow, ResetPeriod
@@ -61,12 +61,21 @@ class MeterBase:
         self.durability = durability
         self.outbox: Outbox | None = None
         if outbox is not None:
+            # a store that takes a stream of parts gets the outbox's batches as one
+            streams = callable(getattr(store, "append_stream", None))
             self.outbox = Outbox(outbox, self._deliver, after=self._to_sinks,
+                                 stream=self._deliver_stream if streams else None,
                                  **(outbox_options or {}))  # fmt: skip
 
     def _deliver(self, rows: list[RecordRow]) -> None:
         """The outbox's way into the store."""
         self.store.append(rows, time.time_ns())
+
+    def _deliver_stream(
+        self, parts: Iterator[list[RecordRow]], stored: Callable[[int], None]
+    ) -> None:
+        """The outbox's way into a store that takes a stream of parts."""
+        self.store.append_stream(parts, stored)  # type: ignore[attr-defined]
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every record accepted so far is in the store (with an outbox; at once

@@ -13,7 +13,11 @@ are committed; ``wait=False`` returns at once (a crash loses at most the last
 commit interval). A flusher thread (one per outbox file, across processes: it
 holds a file lock) takes committed batches oldest first, hands them to the
 ``deliver`` callback (the store's ``append``; ids make a repeat harmless) and
-deletes them once delivered:
+deletes them once delivered. A store that takes a stream (the ``stream`` callback:
+InfluxDB's ``append_stream``) gets the due batches, and those that come due
+meanwhile, as one stream of up to ``stream_rows`` records, so the server does not
+wait between deliveries; each batch is deleted as soon as the store reports its
+records stored.
 
 * a :class:`~tsmeter.errors.RejectedError` (the store refused the data itself)
   splits the batch in halves until the offending records are alone; those are
@@ -39,8 +43,8 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from typing import TextIO
 
 from tsmeter.adapters.embedded.schema import open_wal
@@ -52,11 +56,16 @@ from tsmeter.errors import (
     TsmeterError,
     ValidationError,
 )
+from tsmeter.outbox_admin import OutboxAdmin, OutboxStatus, QuarantinedRecord
 from tsmeter.outbox_batches import pack, unpack
 
 __all__ = ["Outbox", "OutboxStatus", "QuarantinedRecord"]
 
 log = logging.getLogger("tsmeter.outbox")
+
+#: delivers a stream of parts, calling its second argument with how many of the rows taken
+#: from the stream are stored so far (see ``InfluxV1Store.append_stream``)
+Stream = Callable[[Iterator[list[RecordRow]], Callable[[int], None]], object]
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS outbox_batches (
@@ -78,31 +87,7 @@ CREATE TABLE IF NOT EXISTS outbox_quarantine (
 """
 
 
-@dataclass(frozen=True)
-class OutboxStatus:
-    """What the outbox holds."""
-
-    in_memory: int  # records accepted but not committed yet
-    pending: int  # committed records waiting for the store
-    batches: int
-    deferred: int  # batches waiting for a retry after a failure
-    oldest_ns: int | None  # when the oldest pending batch was committed
-    quarantined: int
-    last_error: str | None
-    delivered: int  # records delivered by this process's flusher
-
-
-@dataclass(frozen=True)
-class QuarantinedRecord:
-    """A record the store rejected, with the store's message."""
-
-    seq: int
-    row: RecordRow
-    error: str
-    quarantined_at: int
-
-
-class Outbox:
+class Outbox(OutboxAdmin):
     """Records waiting for the store, in the SQLite file ``path`` (see the module docstring).
 
     ``deliver`` stores rows and returns normally once they are stored (raising a
@@ -115,6 +100,8 @@ class Outbox:
         deliver: Callable[[list[RecordRow]], object],
         *,
         after: Callable[[list[RecordRow]], None] | None = None,
+        stream: Stream | None = None,
+        stream_rows: int = 1_000_000,
         max_pending: int = 1_000_000,
         commit_interval: float = 0.0,
         batch_rows: int = 200_000,
@@ -126,6 +113,8 @@ class Outbox:
         self.path = path
         self._deliver = deliver
         self._after = after
+        self._stream = stream
+        self.stream_rows = stream_rows
         self.max_pending = max_pending
         self.commit_interval = commit_interval
         self.batch_rows = batch_rows
@@ -279,15 +268,15 @@ class Outbox:
         self._lock_file = handle
         return True
 
-    def _due(self) -> list[tuple[int, int, bytes]]:
-        """The oldest due batches that fit in one delivery of ``batch_rows`` records (at least
-        one): ``(seq, attempts, rows)``. Sizes are read first, so only the batches taken are
-        read and unpacked."""
+    def _due(self, after: int = 0) -> list[tuple[int, int, bytes]]:
+        """The oldest due batches numbered above ``after`` that fit in one delivery of
+        ``batch_rows`` records (at least one): ``(seq, attempts, rows)``. Sizes are read
+        first, so only the batches taken are read and unpacked."""
         with self._db:
             found = self._conn.execute(
                 "SELECT seq, attempts, n FROM outbox_batches WHERE next_attempt_at <= ?"
-                " ORDER BY seq LIMIT 64",
-                (time.time_ns(),),
+                " AND seq > ? ORDER BY seq LIMIT 64",
+                (time.time_ns(), after),
             ).fetchall()
             taken: list[tuple[int, int, bytes]] = []
             total = 0
@@ -304,38 +293,112 @@ class Outbox:
 
     def flush_once(self) -> bool:
         """Deliver the batches that are due (up to ``batch_rows`` records in one call of
-        ``deliver``); return whether anything was delivered or quarantined."""
+        ``deliver``, or a stream of them); return whether anything was delivered or
+        quarantined."""
         due = self._due()
         if not due:
             return False
-        taken = [(seq, attempts) for seq, attempts, _ in due]
-        rows = [row for _, _, blob in due for row in unpack(blob)]
+        if self._stream is not None:
+            return self._flush_stream(due)
+        return self._flush([(seq, attempts, unpack(blob)) for seq, attempts, blob in due])
+
+    def _flush(self, batches: list[tuple[int, int, list[RecordRow]]]) -> bool:
+        """Deliver ``(seq, attempts, rows)`` batches in one call of ``deliver`` and remove
+        them, or defer them after a failure; return whether they were delivered."""
+        taken = [(seq, attempts) for seq, attempts, _ in batches]
+        rows = [row for _, _, part in batches for row in part]
         try:
             quarantined = self._deliver_all(rows)
         except Exception as exc:  # a store error, or a bug: either way wait and try again
-            if not isinstance(exc, TsmeterError):
-                log.exception("outbox: delivering %d records failed unexpectedly", len(rows))
-            attempts = max(a for _, a in taken) + 1
-            delay = min(self.backoff_max, self.backoff_base * 2 ** (attempts - 1))
-            delay *= 0.5 + random.random() / 2
-            self._last_error = f"{type(exc).__name__}: {exc}"
-            log.warning("outbox: %d records wait %.1f s after: %s", len(rows), delay, exc)
-            with self._db:
-                self._conn.executemany(
-                    "UPDATE outbox_batches SET attempts = attempts + 1, next_attempt_at = ?,"
-                    " last_error = ? WHERE seq = ?",
-                    [(time.time_ns() + int(delay * 1e9), str(exc), seq) for seq, _ in taken],
-                )
+            self._defer(taken, len(rows), exc)
             return False
+        self._remove(taken, len(rows) - quarantined)
+        return True
+
+    def _flush_stream(self, due: list[tuple[int, int, bytes]]) -> bool:
+        """Deliver the due batches, and those that come due meanwhile, as one stream (up to
+        ``stream_rows`` records): the store is never left waiting between deliveries, and a
+        batch is removed as soon as the store reports its records stored. After a rejection,
+        the batches not reported stored are delivered one by one to find the records."""
+        waiting: deque[tuple[int, int, int, list[RecordRow]]] = deque()  # and rows through it
+        pulled, progressed = 0, False
+
+        def parts() -> Iterator[list[RecordRow]]:
+            nonlocal pulled
+            batches = due
+            while batches:
+                for seq, attempts, blob in batches:
+                    rows = unpack(blob)
+                    pulled += len(rows)
+                    waiting.append((seq, attempts, pulled, rows))
+                    yield rows
+                if pulled >= self.stream_rows or self._stop:
+                    return
+                batches = self._due(after=waiting[-1][0])
+
+        def stored(upto: int) -> None:
+            nonlocal progressed
+            done = []
+            while waiting and waiting[0][2] <= upto:
+                done.append(waiting.popleft())
+            if done:
+                progressed = True
+                self._remove([(seq, attempts) for seq, attempts, _, _ in done],
+                             sum(len(rows) for *_, rows in done))  # fmt: skip
+                for *_, rows in done:
+                    self._delivered_hook(rows)
+
+        assert self._stream is not None
+        try:
+            self._stream(parts(), stored)
+            stored(pulled)  # returned: everything taken is stored
+        except RejectedError:
+            left = list(waiting)
+            waiting.clear()
+            for seq, attempts, _, rows in left:
+                if not self._flush([(seq, attempts, rows)]):
+                    break  # deferred; the rest is due again at the next pass
+            return True
+        except Exception as exc:
+            if waiting:
+                self._defer([(seq, attempts) for seq, attempts, _, _ in waiting],
+                            sum(len(rows) for *_, rows in waiting), exc)  # fmt: skip
+            return progressed
+        return True
+
+    def _defer(self, taken: list[tuple[int, int]], n: int, exc: Exception) -> None:
+        """After a failed delivery of ``n`` records: try the batches again after a backoff."""
+        if not isinstance(exc, TsmeterError):
+            log.error("outbox: delivering %d records failed unexpectedly", n, exc_info=exc)
+        attempts = max(a for _, a in taken) + 1
+        delay = min(self.backoff_max, self.backoff_base * 2 ** (attempts - 1))
+        delay *= 0.5 + random.random() / 2
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        log.warning("outbox: %d records wait %.1f s after: %s", n, delay, exc)
+        with self._db:
+            self._conn.executemany(
+                "UPDATE outbox_batches SET attempts = attempts + 1, next_attempt_at = ?,"
+                " last_error = ? WHERE seq = ?",
+                [(time.time_ns() + int(delay * 1e9), str(exc), seq) for seq, _ in taken],
+            )
+
+    def _remove(self, taken: list[tuple[int, int]], delivered: int) -> None:
+        """Remove delivered batches."""
         with self._db:
             self._conn.executemany(
                 "DELETE FROM outbox_batches WHERE seq = ?", [(seq,) for seq, _ in taken]
             )
         with self._cond:
-            self._delivered += len(rows) - quarantined
+            self._delivered += delivered
         # recounted, not decremented: the batches may have been committed by another process
         self._refresh_pending()
-        return True
+
+    def _delivered_hook(self, rows: list[RecordRow]) -> None:
+        if self._after is not None:
+            try:
+                self._after(rows)
+            except Exception:
+                log.exception("outbox: the after-delivery hook failed on %d records", len(rows))
 
     def _deliver_all(self, rows: list[RecordRow]) -> int:
         """Deliver ``rows``; records the store rejects are found by halving and quarantined.
@@ -348,11 +411,7 @@ class Outbox:
                 return 1
             half = len(rows) // 2
             return self._deliver_all(rows[:half]) + self._deliver_all(rows[half:])
-        if self._after is not None:
-            try:
-                self._after(rows)
-            except Exception:
-                log.exception("outbox: the after-delivery hook failed on %d records", len(rows))
+        self._delivered_hook(rows)
         return 0
 
     def _quarantine(self, row: RecordRow, error: str) -> None:
@@ -400,71 +459,6 @@ class Outbox:
                 "SELECT 1 FROM outbox_batches WHERE seq <= ? LIMIT 1", (upto,)
             ).fetchone()
         return found is not None
-
-    def status(self) -> OutboxStatus:
-        """Counts of what is waiting, deferred and quarantined."""
-        now = time.time_ns()
-        with self._db:
-            n, batches, deferred, oldest = self._conn.execute(
-                "SELECT coalesce(sum(n), 0), count(*), coalesce(sum(next_attempt_at > ?), 0),"
-                " min(created_at) FROM outbox_batches",
-                (now,),
-            ).fetchone()
-            (quarantined,) = self._conn.execute("SELECT count(*) FROM outbox_quarantine").fetchone()
-            row = self._conn.execute(
-                "SELECT last_error FROM outbox_batches WHERE last_error IS NOT NULL"
-                " ORDER BY seq LIMIT 1"
-            ).fetchone()
-        with self._cond:
-            in_memory = len(self._memory)
-        last = row[0] if row else self._last_error
-        return OutboxStatus(in_memory, int(n), int(batches), int(deferred), oldest,
-                            int(quarantined), last, self._delivered)  # fmt: skip
-
-    def quarantined(self) -> list[QuarantinedRecord]:
-        """The records the store rejected, oldest first."""
-        with self._db:
-            found = self._conn.execute(
-                "SELECT seq, row, error, quarantined_at FROM outbox_quarantine ORDER BY seq"
-            ).fetchall()
-        return [QuarantinedRecord(seq, unpack(blob)[0], error, at) for seq, blob, error, at
-                in found]  # fmt: skip
-
-    def retry(self) -> int:
-        """Make every deferred batch due now and move quarantined records back into the outbox;
-        return the records made due."""
-        with self._db:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                (n,) = self._conn.execute(
-                    "SELECT coalesce(sum(n), 0) FROM outbox_batches WHERE next_attempt_at > 0"
-                ).fetchone()
-                self._conn.execute("UPDATE outbox_batches SET next_attempt_at = 0")
-                back = self._conn.execute("SELECT row FROM outbox_quarantine").fetchall()
-                rows = [r for (blob,) in back for r in unpack(blob)]
-                if rows:
-                    self._conn.execute(
-                        "INSERT INTO outbox_batches (n, rows, created_at) VALUES (?, ?, ?)",
-                        (len(rows), pack(rows), time.time_ns()),
-                    )
-                (last,) = self._conn.execute(
-                    "SELECT coalesce(max(seq), 0) FROM outbox_batches"
-                ).fetchone()
-                self._conn.execute("DELETE FROM outbox_quarantine")
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            with self._cond:  # drain() waits for what was made due here too
-                self._mine = max(self._mine, int(last))
-        self._refresh_pending()
-        self._wake.set()
-        return int(n) + len(rows)
-
-    def purge_quarantine(self) -> int:
-        """Delete the quarantined records (they are then lost: export them first)."""
-        with self._db:
-            return self._conn.execute("DELETE FROM outbox_quarantine").rowcount
 
     def drain(self, timeout: float) -> bool:
         """Wait until everything this process accepted so far, and what the file held when it

@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from operator import itemgetter
@@ -197,9 +197,15 @@ class InfluxV1Store:
         ``append_stream``)."""
         return self.append_stream([rows if type(rows) is list else list(rows)])
 
-    def append_stream(self, parts: Iterable[Sequence[RecordRow]]) -> int:
+    def append_stream(
+        self,
+        parts: Iterable[Sequence[RecordRow]],
+        stored: Callable[[int], None] | None = None,
+    ) -> int:
         """Write the rows of ``parts`` (taken from the iterable as they are needed) whose id
         is not stored yet and did not come earlier in the call; return how many were new.
+        ``stored(n)`` is called each time the first ``n`` rows taken from ``parts`` are
+        known to be stored (or found stored before), with ``n`` growing.
 
         Rows are checked against the server in windows (``placement.Windows``: from
         FIRST_WINDOW records, growing to READ_CHUNK; the next window's read runs ahead) and go
@@ -224,6 +230,16 @@ class InfluxV1Store:
         cursor: dict[tuple[SeriesKey, int], int] = {}
         seen: set[str] = set()  # the ids of the call so far
         forgotten: int | None = None  # slots before this microsecond may have been forgotten
+        taken = sent = 0  # rows taken from ``parts``; write requests answered, in order
+        marks: deque[tuple[int, int]] = deque()  # (requests through a window, rows through it)
+
+        def settle() -> None:  # tell ``stored`` about the windows whose requests all answered
+            upto = None
+            while marks and marks[0][0] <= sent:
+                upto = marks.popleft()[1]
+            if upto is not None and stored is not None:
+                stored(upto)
+
         with self._exclusive():
             try:
                 window = next(windows, None)
@@ -244,6 +260,7 @@ class InfluxV1Store:
                     if forgotten is not None and low < forgotten:  # see the docstring
                         while pending:
                             pending.popleft().result()
+                            sent += 1
                         found = self._lookup(window).result()
                     unstored = placement.unstored(window, found, seen, occupied, self._remember)
                     if later:  # forget the slots no row from here on reaches
@@ -261,11 +278,18 @@ class InfluxV1Store:
                         body += self.encoder.encode(new, times, overflow)
                         if len(pending) >= self.WRITERS:
                             pending.popleft().result()
+                            sent += 1
+                            settle()
                         pending.append(self._pool_().submit(self._send, entered, body))
                         written += len(new)
+                    taken += len(window)
+                    marks.append((sent + len(pending), taken))
+                    settle()
                 while pending:
                     pending[0].result()
                     pending.popleft()
+                    sent += 1
+                settle()
             finally:
                 in_flight: list[Future[Any]] = [*pending]
                 for _, _, ahead_lookup in reading:

@@ -8,7 +8,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -254,3 +256,92 @@ def test_deliveries_take_whole_batches_oldest_first_up_to_batch_rows(tmp_path: P
     wait_until(lambda: sum(sizes) == 240)
     assert sizes == [90, 150]
     box.close()
+
+
+class StreamStore(Store):
+    """A store taking a stream of parts; it reports each part stored once the next one was
+    taken (as a store with writes in flight does), and can fail after ``fail_after`` parts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.streams: list[list[int]] = []  # sizes of the parts of each stream
+        self.pending_seen: list[int] = []  # batches in the file when a part was reported
+        self.box: Outbox | None = None
+        self.fail_after: int | None = None
+
+    def stream(self, parts: Iterator[list[RecordRow]], stored: Callable[[int], None]) -> None:
+        sizes: list[int] = []
+        self.streams.append(sizes)
+        done = 0
+        for part in parts:
+            if self.fail_after is not None and len(sizes) == self.fail_after:
+                raise StorageUnavailableError("server went away")
+            self(part)
+            if sizes:
+                stored(done)  # the part before this one
+                assert self.box is not None
+                self.pending_seen.append(self.box.status().batches)
+            sizes.append(len(part))
+            done += len(part)
+
+
+def _stream_box(tmp_path: Path, store: StreamStore, **options: Any) -> Outbox:
+    box = Outbox(str(tmp_path / "o.db"), store, stream=store.stream, **options)
+    store.box = box
+    return box
+
+
+def _fill(box: Outbox, batches: int, size: int) -> None:
+    """Commit ``batches`` batches at once (under the connection's lock, so the flusher sees
+    them all), as this process's own."""
+    with box._db:
+        for k in range(batches):
+            box._conn.execute(
+                "INSERT INTO outbox_batches (n, rows, created_at) VALUES (?, ?, 0)",
+                (size, pack(rows(f"b{k}", size))),
+            )
+        (box._mine,) = box._conn.execute("SELECT max(seq) FROM outbox_batches").fetchone()
+    box._refresh_pending()
+    box._wake.set()
+
+
+def test_a_stream_delivers_every_due_batch_and_removes_each_once_stored(tmp_path: Path) -> None:
+    """The due batches go to the store as one stream of parts, oldest first; each leaves the
+    file as soon as the store reports its records stored, while later ones still wait."""
+    store = StreamStore()
+    box = _stream_box(tmp_path, store)
+    _fill(box, 6, 100)
+    assert box.drain(10)
+    assert len(store.ids) == 600 and set(store.ids.values()) == {1}
+    assert store.streams == [[100] * 6]
+    assert store.pending_seen == [5, 4, 3, 2, 1]  # one batch fewer after each report
+    assert box.close().delivered == 600
+
+
+def test_a_stream_that_fails_defers_only_what_was_not_stored(tmp_path: Path) -> None:
+    """A failure after three parts: the two reported stored are gone from the file, the rest
+    waits with the error and arrives on a later attempt, nothing twice but the part that was
+    taken and not reported."""
+    store = StreamStore()
+    store.fail_after = 3
+    box = _stream_box(tmp_path, store, backoff_base=0.05, backoff_max=0.1)
+    _fill(box, 6, 100)
+    wait_until(lambda: box.status().last_error is not None)
+    store.fail_after = None
+    assert box.drain(10)
+    assert len(store.ids) == 600
+    assert sum(store.ids.values()) == 700  # the third part was stored, never reported
+    assert box.close().pending == 0
+
+
+def test_a_rejected_stream_finds_the_records_batch_by_batch(tmp_path: Path) -> None:
+    """A rejection in a stream: the batches not reported stored are delivered one by one
+    (halving to the offending record), which is quarantined; all others arrive."""
+    store = StreamStore()
+    store.poison = {"b3-17"}
+    box = _stream_box(tmp_path, store)
+    _fill(box, 6, 100)
+    assert box.drain(10)
+    assert set(store.ids) == {r.id for k in range(6) for r in rows(f"b{k}", 100)} - {"b3-17"}
+    assert [q.row.id for q in box.quarantined()] == ["b3-17"]
+    assert box.close().delivered == 599
