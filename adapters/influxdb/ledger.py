@@ -56,10 +56,12 @@ CREATE TABLE IF NOT EXISTS influx_ids (
 _PER = 1_000 if sqlite3.sqlite_version_info >= (3, 32) else 999 // 5
 _Series = tuple[str, str, str, str | None]  # metric key, subject type, subject id, org
 _INSERT = "INSERT OR REPLACE INTO influx_ids (target_no, id, series_no, ts)"
+# results come as one JSON row: each row fetched makes the reading thread wait for the
+# interpreter lock again, milliseconds each while other threads run
 _KNOWN = (
-    "SELECT i.id, s.metric_key, s.subject_type, s.subject_id, s.org_key, i.ts"
-    " FROM influx_ids i JOIN influx_series s ON s.series_no = i.series_no"
-    " WHERE i.target_no = ? AND"
+    "SELECT json_group_array(json_array(i.id, s.metric_key, s.subject_type, s.subject_id,"
+    " s.org_key, i.ts)) FROM influx_ids i JOIN influx_series s ON s.series_no = i.series_no"
+    " WHERE i.target_no = ? AND i.id IN (SELECT value FROM json_each(?))"
 )
 
 
@@ -128,23 +130,22 @@ class IdLedger:
             if self._crowded:  # the last ranges were crowded: look every id up for a while
                 self._crowded -= 1
             else:
-                near = self._reader.execute(
-                    "SELECT id FROM influx_ids WHERE target_no = ? AND id BETWEEN ? AND ? LIMIT ?",
+                (near,) = self._reader.execute(
+                    "SELECT json_group_array(id) FROM (SELECT id FROM influx_ids"
+                    " WHERE target_no = ? AND id BETWEEN ? AND ? LIMIT ?)",
                     (self._target_no, min(wanted), max(wanted), 2 * len(wanted) + 1),
-                ).fetchall()
-                if len(near) > 2 * len(wanted):  # ids in random order
+                ).fetchone()
+                ranged: list[str] = json.loads(near)
+                if len(ranged) > 2 * len(wanted):  # ids in random order
                     self._crowded = self.CROWDED_SKIP
                 else:
-                    hits = [rid for (rid,) in near if rid in wanted]
+                    hits = [rid for rid in ranged if rid in wanted]
             if not hits:
                 return {}
-            rows = self._reader.execute(
-                f"{_KNOWN} i.id IN (SELECT value FROM json_each(?))",
-                (self._target_no, json.dumps(hits)),
-            ).fetchall()
+            (found,) = self._reader.execute(_KNOWN, (self._target_no, json.dumps(hits))).fetchone()
         return {
             rid: RecordRow(rid, mk, st, si, org or None, 0.0, ts, None, None)
-            for rid, mk, st, si, org, ts in rows
+            for rid, mk, st, si, org, ts in json.loads(found)
         }
 
     def add(self, rows: Sequence[RecordRow]) -> None:
