@@ -45,6 +45,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TextIO
 
 from tsmeter.adapters.embedded.schema import open_wal
@@ -115,6 +116,7 @@ class Outbox(OutboxAdmin):
         self._after = after
         self._stream = stream
         self.stream_rows = stream_rows
+        self._acks: ThreadPoolExecutor | None = None  # removes what a stream stored
         self.max_pending = max_pending
         self.commit_interval = commit_interval
         self.batch_rows = batch_rows
@@ -336,22 +338,28 @@ class Outbox(OutboxAdmin):
                     return
                 batches = self._due(after=waiting[-1][0])
 
+        acks: list[Future[None]] = []
+
         def stored(upto: int) -> None:
             nonlocal progressed
             done = []
             while waiting and waiting[0][2] <= upto:
                 done.append(waiting.popleft())
-            if done:
+            if done:  # removed on the outbox's own thread: the stream goes on meanwhile
                 progressed = True
-                self._remove([(seq, attempts) for seq, attempts, _, _ in done],
-                             sum(len(rows) for *_, rows in done))  # fmt: skip
-                for *_, rows in done:
-                    self._delivered_hook(rows)
+                acks.append(self._acker().submit(self._acknowledge, done))
 
         assert self._stream is not None
         try:
-            self._stream(parts(), stored)
-            stored(pulled)  # returned: everything taken is stored
+            try:
+                self._stream(parts(), stored)
+                stored(pulled)  # returned: everything taken is stored
+            finally:
+                wait(acks)
+                for ack in acks:
+                    if ack.exception() is not None:  # those batches are delivered again later
+                        log.error("outbox: removing delivered batches failed: %s",
+                                  ack.exception())  # fmt: skip
         except RejectedError:
             left = list(waiting)
             waiting.clear()
@@ -365,6 +373,18 @@ class Outbox(OutboxAdmin):
                             sum(len(rows) for *_, rows in waiting), exc)  # fmt: skip
             return progressed
         return True
+
+    def _acknowledge(self, done: list[tuple[int, int, int, list[RecordRow]]]) -> None:
+        """Remove batches a stream stored, then hand their records to ``after``."""
+        self._remove([(seq, attempts) for seq, attempts, _, _ in done],
+                     sum(len(rows) for *_, rows in done))  # fmt: skip
+        for *_, rows in done:
+            self._delivered_hook(rows)
+
+    def _acker(self) -> ThreadPoolExecutor:
+        if self._acks is None:
+            self._acks = ThreadPoolExecutor(1, thread_name_prefix="tsmeter-outbox-ack")
+        return self._acks
 
     def _defer(self, taken: list[tuple[int, int]], n: int, exc: Exception) -> None:
         """After a failed delivery of ``n`` records: try the batches again after a backoff."""
@@ -496,6 +516,8 @@ class Outbox(OutboxAdmin):
         self._stop = True
         self._wake.set()
         self._flusher.join(timeout=max(1.0, timeout - (time.monotonic() - started)))
+        if self._acks is not None and not self._flusher.is_alive():
+            self._acks.shutdown()
         status = self.status()
         if status.pending or status.in_memory:
             left = status.pending + status.in_memory

@@ -278,9 +278,12 @@ class StreamStore(Store):
                 raise StorageUnavailableError("server went away")
             self(part)
             if sizes:
-                stored(done)  # the part before this one
-                assert self.box is not None
-                self.pending_seen.append(self.box.status().batches)
+                box = self.box
+                assert box is not None
+                before = box.status().batches
+                stored(done)  # the part before this one; removed on the outbox's thread
+                wait_until(lambda: box.status().batches < before)  # noqa: B023
+                self.pending_seen.append(box.status().batches)
             sizes.append(len(part))
             done += len(part)
 
