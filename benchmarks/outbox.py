@@ -1,10 +1,13 @@
 """Recording through the durable outbox into a local influxd, against the bare ceiling.
 
     .venv/bin/python benchmarks/outbox.py [--records 1000000] [--latency-calls 20000]
-                                          [--pending 1000000]
+                                          [--pending 1000000] [--rounds 3]
 
 Starts its own influxd 1.x on 127.0.0.1 (Debian's ``influxdb`` package) in a temporary
-directory and measures, in one run:
+directory and measures, in one run (the ceiling and the two outbox modes in each of
+``--rounds`` rounds, each into a new database, the order changing per round so each
+takes each place once; the ratios are taken between medians, as in
+benchmarks/influx_ingest.py, since this machine's speed drifts from one phase to the next):
 
 * the ceiling: pre-built line protocol for the same points POSTed in batches of 10,000
   over one keep-alive HTTP session (no validation, no checks; as benchmarks/influx_ingest.py);
@@ -12,7 +15,7 @@ directory and measures, in one run:
   ``connect("influxdb://...", outbox=PATH)``, timed from the first call until ``flush()``
   returned (every record in influxd), in durability "outbox" (each call returns once its
   records are committed to the outbox file) and "memory"; and, for reference, the same
-  calls without an outbox (each call returns once influxd has the records);
+  calls without an outbox, once (each call returns once influxd has the records);
 * ``record()`` latency, one thread, one record per call, p50 and p99, in both modes
   (the server up: the flusher delivers while the calls are timed);
 * the peak RSS of a child process that queues ``--pending`` records while no server
@@ -165,35 +168,51 @@ def batch_format() -> list[tuple[str, float, float]]:
     return found
 
 
+#: what each round runs, in the order it runs them: each phase takes each place once
+_ORDERS = (("bare", "durable", "memory"), ("durable", "memory", "bare"),
+           ("memory", "bare", "durable"))  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--latency-calls", type=int, default=20_000)
     parser.add_argument("--pending", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rss-child", nargs=3, metavar=("URL", "OUTBOX", "N"))
     args = parser.parse_args()
     if args.rss_child:
         return rss_child(args.rss_child)
     calls = list(records(args.records, START, "r"))
     flat = [r for call in calls for r in call]
+    rates: dict[str, list[tuple[float, float]]] = {"bare": [], "durable": [], "memory": []}
     with tempfile.TemporaryDirectory() as tmp, InfluxServer() as server:
         root = Path(tmp)
-        for db in ("bare", "direct", "durable", "memory", "lat_durable", "lat_memory"):
-            server.create_database(db)
         # each database is dropped once measured: influxd's compactions of earlier runs'
         # points would otherwise take CPU from the later runs
-        bare = ceiling(server, "bare", flat)
-        server.drop_database("bare")
+        for k in range(args.rounds):
+            for phase in _ORDERS[k % len(_ORDERS)]:
+                db = f"{phase}{k}"
+                server.create_database(db)
+                url = store_url(server.port, db, root / f"{db}.db")
+                if phase == "bare":
+                    rate = ceiling(server, db, flat)
+                    rates[phase].append((rate, rate))
+                else:
+                    options: dict[str, Any] = {"outbox": str(root / f"o-{db}.db")}
+                    if phase == "memory":
+                        options["durability"] = "memory"
+                    rates[phase].append(sustained(url, calls, **options))
+                server.drop_database(db)
         del flat
-        url = {db: store_url(server.port, db, root / f"{db}.db")
-               for db in ("direct", "durable", "memory", "lat_durable", "lat_memory")}  # fmt: skip
-        durable = sustained(url["durable"], calls, outbox=str(root / "o1.db"))
-        server.drop_database("durable")
-        memory = sustained(url["memory"], calls, outbox=str(root / "o2.db"), durability="memory")
-        server.drop_database("memory")
-        direct = sustained(url["direct"], calls)
+        server.create_database("direct")
+        direct = sustained(store_url(server.port, "direct", root / "direct.db"), calls)
         server.drop_database("direct")
         del calls
+        url = {db: store_url(server.port, db, root / f"{db}.db")
+               for db in ("lat_durable", "lat_memory")}  # fmt: skip
+        for db in url:
+            server.create_database(db)
         slow_calls = max(100, args.latency_calls // 10)
         lat_durable = latencies(url["lat_durable"], slow_calls, outbox=str(root / "o3.db"))
         lat_memory = latencies(url["lat_memory"], args.latency_calls, outbox=str(root / "o4.db"),
@@ -209,14 +228,23 @@ def main() -> int:
     n = args.records
     print(f"records: {n:,} in record_batch calls of {CALL:,} (influxd 1.x on 127.0.0.1;"
           f" {speedups.describe()})")  # fmt: skip
+    print(f"{args.rounds} rounds, each phase into a new database; the order changes per round")
+    for k in range(args.rounds):
+        b, d, m = (rates[p][k][1] for p in ("bare", "durable", "memory"))
+        print(f"  round {k + 1}: ceiling {b:>9,.0f}  durable {d:>9,.0f} ({d / b:.2f})"
+              f"  memory {m:>9,.0f} ({m / b:.2f})")  # fmt: skip
+    bare = statistics.median(rate for rate, _ in rates["bare"])
+    print("medians:")
     print(f"bare keep-alive POST loop          {bare:>10,.0f} points/s   (the ceiling)")
-    for name, (accepted, done) in (("outbox, durability outbox", durable),
-                                   ("outbox, durability memory", memory),
-                                   ("no outbox (direct)", direct)):  # fmt: skip
-        target = {"outbox, durability outbox": "  (target >= 0.70)",
-                  "outbox, durability memory": "  (target >= 0.85)"}.get(name, "")  # fmt: skip
+    modes = (("outbox, durability outbox", "durable", "  (target >= 0.70)"),
+             ("outbox, durability memory", "memory", "  (target >= 0.85)"))  # fmt: skip
+    for name, key, target in modes:
+        done = statistics.median(d for _, d in rates[key])
+        accepted = statistics.median(a for a, _ in rates[key])
         print(f"{name:<34} {done:>10,.0f} records/s  ratio {done / bare:.2f}{target};"
               f" calls returned at {accepted:,.0f} records/s")  # fmt: skip
+    print(f"{'no outbox (direct), one run':<34} {direct[1]:>10,.0f} records/s  ratio"
+          f" {direct[1] / bare:.2f}")  # fmt: skip
     print(
         f"record() durability outbox         p50 {lat_durable[0]:>8,.0f} us"
         f"  p99 {lat_durable[1]:>8,.0f} us  ({slow_calls:,} calls, one thread)"
