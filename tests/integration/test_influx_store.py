@@ -224,6 +224,40 @@ def test_a_stream_reaching_back_past_forgotten_slots_reads_again(
     assert points(server, db) == 200
 
 
+def test_a_stream_reports_rows_stored_only_once_the_server_has_them(
+    influx_db: tuple[InfluxServer, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``stored(n)`` (the outbox removes batches on it) comes only when the first ``n`` rows
+    of the stream are on the server, also with slow writes in flight; it grows to the whole
+    stream, duplicates included."""
+    server, db = influx_db
+    monkeypatch.setattr(InfluxV1Store, "FIRST_WINDOW", 10)
+    monkeypatch.setattr(InfluxV1Store, "READ_CHUNK", 40)
+    monkeypatch.setattr(InfluxV1Store, "WRITE_CHUNK", 15)
+    store = InfluxV1Store.from_url(url(server, db))
+    write = store.client.write
+
+    def slow(body: bytes) -> None:
+        time.sleep(0.05)
+        write(body)
+
+    monkeypatch.setattr(store.client, "write", slow)
+    batch = rows("s", 200)
+    reported: list[tuple[int, int]] = []
+
+    def stored(n: int) -> None:
+        reported.append((n, points(server, db)))
+
+    parts = [batch[i : i + 30] for i in range(0, 200, 30)] + [batch[:30]]  # 30 again
+    try:
+        assert store.append_stream(iter(parts), stored) == 200
+    finally:
+        store.close()
+    assert [n for n, _ in reported] == sorted({n for n, _ in reported})  # growing
+    assert reported[-1][0] == 230 and len(reported) > 3
+    assert all(on_server >= min(n, 200) for n, on_server in reported), reported
+
+
 def test_a_failed_write_is_redone_on_retry(
     influx_db: tuple[InfluxServer, str], tmp_path: Path
 ) -> None:

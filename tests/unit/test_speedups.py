@@ -491,3 +491,9 @@ def test_a_row_type_with_fields_of_its_own_is_refused() -> None:
     for row_type in (Wide, dict):
         with pytest.raises(TypeError, match="plain tuple subclass"):
             native.rows_fast([], 0, [], set(), {}, [], 0, UTC, 256, row_type)  # type: ignore[union-attr]
+
+
+def test_ci_runs_the_compiled_paths() -> None:
+    """CI has a compiler: there the tests marked needs_native must not all skip unseen."""
+    if os.environ.get("CI") and os.environ.get("TSMETER_PURE_PYTHON", "") in ("", "0"):
+        assert native is not None, "tsmeter._speedups is not built"
