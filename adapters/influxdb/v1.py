@@ -85,6 +85,9 @@ class InfluxV1Store:
     WRITE_CHUNK = 10_000
     #: write requests in flight at once (the server takes two faster than one)
     WRITERS = 2
+    #: encoded chunks waiting for a writer, so that the next request starts the moment one
+    #: is answered, whatever the calling thread is busy with
+    QUEUED = 2
     #: records per existence read (the server's cost is mostly per query, not per point;
     #: a call of a few windows still overlaps reading with writing)
     READ_CHUNK = 50_000
@@ -110,7 +113,7 @@ class InfluxV1Store:
         self._recent: dict[str, RecordRow] = {}  # ids found stored: the record
         self._seen: dict[str, RecordRow] = {}  # ids found stored by the write path: the slot
         self._pool: ThreadPoolExecutor | None = None
-        self._ledger_pool: ThreadPoolExecutor | None = None
+        self._write_pool: ThreadPoolExecutor | None = None
         self._log_clock = 0
 
     @classmethod
@@ -121,7 +124,7 @@ class InfluxV1Store:
 
     def close(self) -> None:
         """Close the HTTP session and the ledger (every acknowledged write is on the server)."""
-        for pool in (self._pool, self._ledger_pool):
+        for pool in (self._pool, self._write_pool):
             if pool is not None:
                 pool.shutdown()
         self.client.close()
@@ -209,12 +212,13 @@ class InfluxV1Store:
 
         Rows are checked against the server in windows (``placement.Windows``: from
         FIRST_WINDOW records, growing to READ_CHUNK; the next window's read runs ahead) and go
-        in chunks of WRITE_CHUNK, up to WRITERS write requests in flight: while the server
-        takes a chunk, the next is placed and encoded. Each chunk enters the id ledger (on
-        the ledger's thread) before it is sent (a failed write is found and redone by a
-        retry), with the change log and collision marks in front of its points (a mark
-        without points only costs a recomputation). Returns once every chunk is stored; on
-        a failure, raises after the requests in flight were answered.
+        in chunks of WRITE_CHUNK, up to WRITERS write requests in flight and QUEUED more
+        encoded and waiting: while the server takes a chunk, the next ones are placed and
+        encoded. Each chunk enters the id ledger before it is queued (a failed write is found
+        and redone by a retry), with the change log and collision marks in front of its
+        points (a mark without points only costs a recomputation). Returns once every chunk
+        is stored; on a failure, sends nothing more and raises after the requests in flight
+        were answered.
 
         Slots no later row can reach are forgotten as the call goes (``placement.prune``).
         When the rows are one list, the first microsecond of the rest is known; a stream
@@ -232,6 +236,16 @@ class InfluxV1Store:
         forgotten: int | None = None  # slots before this microsecond may have been forgotten
         taken = sent = 0  # rows taken from ``parts``; write requests answered, in order
         marks: deque[tuple[int, int]] = deque()  # (requests through a window, rows through it)
+
+        failed = threading.Event()
+
+        def send(body: bytes) -> None:  # on a writer: nothing more once a request failed
+            if not failed.is_set():
+                try:
+                    self.client.write(body)
+                except BaseException:
+                    failed.set()
+                    raise
 
         def settle() -> None:  # tell ``stored`` about the windows whose requests all answered
             upto = None
@@ -273,14 +287,14 @@ class InfluxV1Store:
                     for i in range(0, len(unstored), self.WRITE_CHUNK):
                         new = unstored[i : i + self.WRITE_CHUNK]
                         times, overflow, moved = placement.place(new, occupied, cursor)
-                        entered = self._entering().submit(self.ledger.add, new)
+                        self.ledger.add(new)
                         body = self._bookkeeping(new, moved)
                         body += self.encoder.encode(new, times, overflow)
-                        if len(pending) >= self.WRITERS:
+                        if len(pending) >= self.WRITERS + self.QUEUED:
                             pending.popleft().result()
                             sent += 1
                             settle()
-                        pending.append(self._pool_().submit(self._send, entered, body))
+                        pending.append(self._writing().submit(send, body))
                         written += len(new)
                     taken += len(window)
                     marks.append((sent + len(pending), taken))
@@ -291,6 +305,7 @@ class InfluxV1Store:
                     sent += 1
                 settle()
             finally:
+                failed.set()  # after an error here: send nothing more
                 in_flight: list[Future[Any]] = [*pending]
                 for _, _, ahead_lookup in reading:
                     in_flight += [ahead_lookup.sent, ahead_lookup.here]
@@ -304,24 +319,18 @@ class InfluxV1Store:
         return _Lookup(self, pool.submit(self.ledger.known, [r.id for r in window]),
                        pool.submit(self._stored, window, slots=True))  # fmt: skip
 
-    def _send(self, entered: Future[None], body: bytes) -> None:
-        """Write a chunk once its ids are in the ledger."""
-        entered.result()
-        self.client.write(body)
-
-    def _entering(self) -> ThreadPoolExecutor:
-        """One thread that enters chunks in the ledger in order, while the next chunk is
-        placed and encoded (SQLite and its fsync run without the interpreter lock)."""
-        if self._ledger_pool is None:
-            self._ledger_pool = ThreadPoolExecutor(1, thread_name_prefix="tsmeter-ledger")
-        return self._ledger_pool
+    def _writing(self) -> ThreadPoolExecutor:
+        """WRITERS threads that send the encoded chunks in order."""
+        if self._write_pool is None:
+            self._write_pool = ThreadPoolExecutor(self.WRITERS, thread_name_prefix="tsmeter-write")
+        return self._write_pool
 
     def _pool_(self) -> ThreadPoolExecutor:
-        """Threads for the requests of ``append``: WRITERS writes and the two reads of each
-        window being read (the current one and READ_AHEAD more)."""
+        """Threads for the reads of ``append``: two for each window being read (the current
+        one and READ_AHEAD more)."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
-                self.WRITERS + 2 * (self.READ_AHEAD + 1), thread_name_prefix="tsmeter-influx"
+                2 * (self.READ_AHEAD + 1), thread_name_prefix="tsmeter-influx"
             )
         return self._pool
 
