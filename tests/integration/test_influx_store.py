@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import multiprocessing
+import re
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import tsmeter
 from tests.influx_server import InfluxServer
 from tsmeter.adapters.influxdb import placement
 from tsmeter.adapters.influxdb.client import InfluxV1Config, PartialWriteError, series_rows
@@ -256,6 +259,47 @@ def test_a_stream_reports_rows_stored_only_once_the_server_has_them(
     assert [n for n, _ in reported] == sorted({n for n, _ in reported})  # growing
     assert reported[-1][0] == 230 and len(reported) > 3
     assert all(on_server >= min(n, 200) for n, on_server in reported), reported
+
+
+def test_record_batch_says_how_many_were_stored_when_a_write_fails(
+    influx_db: tuple[InfluxServer, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a write request fails mid-batch, ``record_batch`` names how many records are
+    stored (no more than the server holds), nothing is sent after the failure, and the
+    retry of the whole batch adds exactly the rest: 200 records at one timestamp."""
+    server, db = influx_db
+    monkeypatch.setattr(InfluxV1Store, "FIRST_WINDOW", 10)
+    monkeypatch.setattr(InfluxV1Store, "READ_CHUNK", 40)
+    monkeypatch.setattr(InfluxV1Store, "WRITE_CHUNK", 15)
+    at = datetime.fromtimestamp(T / 1e9, UTC)
+    batch = [{"id": f"b-{i:03d}", "metricKey": "api_calls", "subjectType": "org",
+              "subjectId": "o1", "timestamp": at} for i in range(200)]  # fmt: skip
+    location = f"{url(server, db, retries='0')}&state={tmp_path / 'state.db'}"
+    with tsmeter.connect(location) as meter:
+        meter.define_metric("api_calls", aggregation_type="COUNT")
+        client = meter.store.client  # type: ignore[attr-defined]
+        write, calls = client.write, []
+
+        def failing(body: bytes) -> None:
+            calls.append(len(body))
+            if len(calls) == 6:
+                raise StorageUnavailableError("InfluxDB went away")
+            time.sleep(0.02)
+            write(body)
+
+        monkeypatch.setattr(client, "write", failing)
+        with pytest.raises(StorageUnavailableError, match="InfluxDB went away") as raised:
+            meter.record_batch(batch)
+        found = re.search(r"\((\d+) of 200 records were stored before", str(raised.value))
+        assert found is not None, raised.value
+        held = points(server, db)
+        time.sleep(0.3)
+        assert (len(calls), points(server, db)) == (6, held)  # nothing sent after the failure
+        assert 10 <= int(found.group(1)) <= held < 200
+        monkeypatch.setattr(client, "write", write)
+        result = meter.record_batch(batch)
+        assert (result.recorded, result.duplicates) == (200 - held, held)
+    assert points(server, db) == 200
 
 
 def test_a_failed_write_is_redone_on_retry(
