@@ -10,14 +10,28 @@ is written (again) if an earlier write never landed.
 Entries are kept small, since one is written per record: the target database
 and the series are numbered in side tables, so an entry is (target, id,
 series number, time).
+
+Ids beyond every id in the index (tsmeter's own are time-ordered) go straight
+into the index (``influx_ids``), at its end. Others, such as UUIDv4 ids from a
+client, are written in the order they come to a log (``influx_ids_log``), which
+is moved into the index in sorted batches of MERGE_ROWS. Inserted straight into
+the index, random ids touched a page per record at each commit: 1,000,000 of
+them took 16.7 s with a lookup before each commit of 10,000, 5.9 s through the
+log (0.75 s for as many time-ordered ids). A lookup reads the index and the
+log; each ledger keeps the log's entries in memory (at most MERGE_ROWS), its own
+as it adds them and other processes' read from where it last read (``writer``
+tells them apart), and starts over after a merge.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
+from itertools import chain
+from operator import itemgetter
 
 from tsmeter.adapters.embedded.schema import open_wal
 from tsmeter.adapters.embedded.store import insert_many
@@ -48,6 +62,20 @@ CREATE TABLE IF NOT EXISTS influx_ids (
     ts INTEGER NOT NULL,
     PRIMARY KEY (target_no, id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS influx_ids_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    target_no INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    series_no INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    writer INTEGER NOT NULL           -- the IdLedger that added it
+);
+CREATE TABLE IF NOT EXISTS influx_ledger_state (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    merges INTEGER NOT NULL,          -- merges of the log into influx_ids so far
+    merged_upto INTEGER NOT NULL      -- the last log entry merged
+);
+INSERT OR IGNORE INTO influx_ledger_state VALUES (1, 0, 0);
 """
 
 #: rows per INSERT statement: each statement hands the interpreter lock back to the ledger's
@@ -55,7 +83,20 @@ CREATE TABLE IF NOT EXISTS influx_ids (
 #: take 32,766 parameters per statement, older ones 999
 _PER = 1_000 if sqlite3.sqlite_version_info >= (3, 32) else 999 // 5
 _Series = tuple[str, str, str, str | None]  # metric key, subject type, subject id, org
-_INSERT = "INSERT OR REPLACE INTO influx_ids (target_no, id, series_no, ts)"
+_ID = itemgetter(0)  # a row's id
+_INDEX = "INSERT OR REPLACE INTO influx_ids (target_no, id, series_no, ts)"
+_LOG = "INSERT INTO influx_ids_log (target_no, id, series_no, ts, writer)"
+_MERGE = (
+    "INSERT OR REPLACE INTO influx_ids (target_no, id, series_no, ts) SELECT target_no, id,"
+    " series_no, ts FROM influx_ids_log ORDER BY target_no, id, seq"  # the newest last
+)
+# the log's entries of other writers after a point, with their series
+_TAIL = (
+    "SELECT (SELECT coalesce(max(seq), 0) FROM influx_ids_log), json_group_array(json_array("
+    "l.seq, l.id, s.metric_key, s.subject_type, s.subject_id, s.org_key, l.ts))"
+    " FROM influx_ids_log l JOIN influx_series s ON s.series_no = l.series_no"
+    " WHERE l.seq > ? AND l.target_no = ? AND l.writer != ?"
+)
 # results come as one JSON row: each row fetched makes the reading thread wait for the
 # interpreter lock again, milliseconds each while other threads run
 _KNOWN = (
@@ -70,6 +111,8 @@ class IdLedger:
 
     #: lookups that skip the range read after one found its range crowded
     CROWDED_SKIP = 16
+    #: log entries (of every target) that are moved into the index together
+    MERGE_ROWS = 100_000
 
     def __init__(self, path: str, target: str) -> None:
         self._lock = threading.Lock()
@@ -87,6 +130,12 @@ class IdLedger:
             raise StorageUnavailableError(f"cannot open the id ledger {path!r}: {exc}") from exc
         self._series: dict[_Series, int] = {}
         self._crowded = 0  # lookups left that skip the range read
+        # the log's entries of the target, in memory: id -> (log seq, where it was sent)
+        self._writer = secrets.randbits(62)
+        self._tail: dict[str, tuple[int, RecordRow]] = {}
+        self._tail_lock = threading.Lock()
+        self._tail_seq = 0  # the log is read up to here
+        self._merges = -1  # merges seen (-1: read the whole log next time)
         self.target = target
 
     @property
@@ -103,6 +152,9 @@ class IdLedger:
             ).fetchone()
         self._target = target
         self._series.clear()
+        with self._tail_lock:
+            self._tail.clear()
+            self._merges = -1
 
     def close(self) -> None:
         """Close the file."""
@@ -126,64 +178,154 @@ class IdLedger:
         if not wanted:
             return {}
         with self._read_lock:
-            hits: list[str] = list(wanted)
-            if self._crowded:  # the last ranges were crowded: look every id up for a while
-                self._crowded -= 1
+            self._reader.execute("BEGIN")  # the log and the index as of one moment
+            try:
+                self._catch_up()
+                found = self._indexed(wanted)
+            finally:
+                self._reader.execute("COMMIT")
+        with self._tail_lock:  # the log's entries are newer than the index's
+            tail = self._tail
+            for rid in wanted:
+                hit = tail.get(rid)
+                if hit is not None:
+                    found[rid] = hit[1]
+        return found
+
+    def _catch_up(self) -> None:
+        """Read the log's entries that other writers added since the last read (all of them,
+        after a merge), inside the reader's transaction."""
+        (merges,) = self._reader.execute("SELECT merges FROM influx_ledger_state").fetchone()
+        with self._tail_lock:
+            after, seen = (self._tail_seq, self._merges)
+        reset = merges != seen
+        top, found = self._reader.execute(
+            _TAIL, (0 if reset else after, self._target_no, -1 if reset else self._writer)
+        ).fetchone()
+        entries = json.loads(found) if top else []
+        with self._tail_lock:
+            if self._merges != seen:  # an add merged meanwhile: this read is out of date
+                return
+            tail = self._tail
+            if reset:
+                tail.clear()
+                self._merges = merges
+            for seq, rid, mk, st, si, org, ts in entries:
+                held = tail.get(rid)
+                if held is None or held[0] < seq:
+                    tail[rid] = (seq, RecordRow(rid, mk, st, si, org or None, 0.0, ts, None, None))
+            self._tail_seq = max(self._tail_seq if not reset else 0, top)
+
+    def _indexed(self, wanted: set[str]) -> dict[str, RecordRow]:
+        """``known`` in the index (under the reader's lock)."""
+        hits: list[str] = list(wanted)
+        if self._crowded:  # the last ranges were crowded: look every id up for a while
+            self._crowded -= 1
+        else:
+            (near,) = self._reader.execute(
+                "SELECT json_group_array(id) FROM (SELECT id FROM influx_ids"
+                " WHERE target_no = ? AND id BETWEEN ? AND ? LIMIT ?)",
+                (self._target_no, min(wanted), max(wanted), 2 * len(wanted) + 1),
+            ).fetchone()
+            ranged: list[str] = json.loads(near)
+            if len(ranged) > 2 * len(wanted):  # ids in random order
+                self._crowded = self.CROWDED_SKIP
             else:
-                (near,) = self._reader.execute(
-                    "SELECT json_group_array(id) FROM (SELECT id FROM influx_ids"
-                    " WHERE target_no = ? AND id BETWEEN ? AND ? LIMIT ?)",
-                    (self._target_no, min(wanted), max(wanted), 2 * len(wanted) + 1),
-                ).fetchone()
-                ranged: list[str] = json.loads(near)
-                if len(ranged) > 2 * len(wanted):  # ids in random order
-                    self._crowded = self.CROWDED_SKIP
-                else:
-                    hits = [rid for rid in ranged if rid in wanted]
-            if not hits:
-                return {}
-            (found,) = self._reader.execute(_KNOWN, (self._target_no, json.dumps(hits))).fetchone()
+                hits = [rid for rid in ranged if rid in wanted]
+        if not hits:
+            return {}
+        (found,) = self._reader.execute(_KNOWN, (self._target_no, json.dumps(hits))).fetchone()
         return {
             rid: RecordRow(rid, mk, st, si, org or None, 0.0, ts, None, None)
             for rid, mk, st, si, org, ts in json.loads(found)
         }
 
     def add(self, rows: Sequence[RecordRow]) -> None:
-        """Remember that ``rows`` are being sent (their location replaces an older one)."""
+        """Remember that ``rows`` are being sent (their location replaces an older one).
+
+        Ids beyond every id in the index (tsmeter's are time-ordered) go straight into it,
+        at its end, after whatever the log holds; others go to the log, which is merged
+        into the index once it holds MERGE_ROWS entries. So the log's entries are always
+        newer than the index's."""
+        if not rows:
+            return
         with self._lock:
             if len(self._series) > 100_000:  # the series numbers cached
                 self._series.clear()
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-                if native is not None and type(rows) is list:
-                    self._add_fast(rows)
-                else:
-                    numbers, target = self._series, self._target_no
-                    keys = [(r[1], r[2], r[3], r[4]) for r in rows]
-                    missing = list(dict.fromkeys(k for k in keys if k not in numbers))
-                    if missing:
-                        self._number(missing)
-                    entries = [(target, r[0], numbers[k], r[6])
-                               for r, k in zip(rows, keys, strict=True)]  # fmt: skip
-                    insert_many(self._conn, _INSERT, 4, entries, _PER)
+                top, logged, merged_upto, merges = self._conn.execute(
+                    "SELECT (SELECT max(id) FROM influx_ids WHERE target_no = ?), (SELECT"
+                    " coalesce(max(seq), 0) FROM influx_ids_log), merged_upto, merges"
+                    " FROM influx_ledger_state",
+                    (self._target_no,),
+                ).fetchone()
+                ordered = top is None or min(map(_ID, rows)) > top
+                merge = ordered and logged > merged_upto  # the log first: it holds older ones
+                if merge:
+                    self._merge(logged)
+                self._insert(rows, into_log=not ordered)
+                if not ordered:  # this transaction's entries are numbered last - n + 1 to last
+                    (logged,) = self._conn.execute("SELECT last_insert_rowid()").fetchone()
+                    merge = logged - merged_upto >= self.MERGE_ROWS
+                    if merge:
+                        self._merge(logged)
+                with self._tail_lock:  # before the commit: a lookup may follow it at once
+                    if merge:
+                        self._tail.clear()
+                        self._tail_seq, self._merges = logged, merges + 1
+                    elif not ordered:
+                        self._remember(rows, logged - len(rows) + 1)
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._conn.execute("ROLLBACK")
+                with self._tail_lock:
+                    self._merges = -1  # read the log again
                 raise StorageUnavailableError(f"the id ledger failed: {exc}") from exc
 
-    def _add_fast(self, rows: list[RecordRow]) -> None:
-        """``add`` with the entries made by the compiled fast path (inside its transaction)."""
-        assert native is not None
-        groups, rest, missing = native.ledger_params(rows, self._series, self._target_no, _PER)
-        if missing:  # number the new series, then make the entries
-            self._number(missing)
-            groups, rest, missing = native.ledger_params(rows, self._series, self._target_no,
-                                                         _PER)  # fmt: skip
-            assert not missing
+    def _merge(self, upto: int) -> None:
+        """Move the log into the index, sorted by id so the index takes it page by page
+        (inside ``add``'s transaction)."""
+        self._conn.execute(_MERGE)
+        self._conn.execute("DELETE FROM influx_ids_log")
+        self._conn.execute(
+            "UPDATE influx_ledger_state SET merges = merges + 1, merged_upto = ?", (upto,)
+        )
+
+    def _remember(self, rows: Sequence[RecordRow], first: int) -> None:
+        """Keep this ledger's own log entries in memory (under the tail's lock); they are the
+        newest in the log."""
+        seqs = range(first, first + len(rows))
+        self._tail.update(zip(map(_ID, rows), zip(seqs, rows, strict=True), strict=True))
+
+    def _insert(self, rows: Sequence[RecordRow], *, into_log: bool) -> None:
+        """Write the entries of ``rows`` to the log or the index, numbering new series first
+        (inside ``add``'s transaction)."""
+        head, row = (_LOG, f"(?,?,?,?,{self._writer})") if into_log else (_INDEX, "(?,?,?,?)")
+        # (the writer is this ledger's own number, not input)
+        if native is not None and type(rows) is list:
+            target = self._target_no
+            groups, rest, missing = native.ledger_params(rows, self._series, target, _PER)
+            if missing:  # number the new series, then make the entries
+                self._number(missing)
+                groups, rest, missing = native.ledger_params(rows, self._series, target, _PER)
+                assert not missing
+        else:
+            numbers, target = self._series, self._target_no
+            keys = [(r[1], r[2], r[3], r[4]) for r in rows]
+            missing = list(dict.fromkeys(k for k in keys if k not in numbers))
+            if missing:
+                self._number(missing)
+            entries = [(target, r[0], numbers[k], r[6]) for r, k in zip(rows, keys, strict=True)]
+            full = len(entries) // _PER * _PER
+            groups = [
+                tuple(chain.from_iterable(entries[i : i + _PER])) for i in range(0, full, _PER)
+            ]
+            rest = entries[full:]
         if groups:
-            self._conn.executemany(f"{_INSERT} VALUES {','.join(['(?,?,?,?)'] * _PER)}", groups)
+            self._conn.executemany(f"{head} VALUES {','.join([row] * _PER)}", groups)
         if rest:
-            self._conn.execute(f"{_INSERT} VALUES {','.join(['(?,?,?,?)'] * len(rest))}",
+            self._conn.execute(f"{head} VALUES {','.join([row] * len(rest))}",
                                [value for entry in rest for value in entry])  # fmt: skip
 
     def _number(self, keys: list[_Series]) -> None:
@@ -215,8 +357,12 @@ class IdLedger:
         """Drop the entries of a purged metric (series numbers stay: other processes cache
         them)."""
         with self._lock:
-            self._conn.execute(
-                "DELETE FROM influx_ids WHERE target_no = ? AND series_no IN (SELECT series_no"
-                " FROM influx_series WHERE target_no = ? AND metric_key = ? AND org_key = ?)",
-                (self._target_no, self._target_no, metric_key, org_id or ""),
-            )
+            for table in ("influx_ids", "influx_ids_log"):
+                self._conn.execute(
+                    f"DELETE FROM {table} WHERE target_no = ? AND series_no IN (SELECT series_no"
+                    " FROM influx_series WHERE target_no = ? AND metric_key = ? AND org_key = ?)",
+                    (self._target_no, self._target_no, metric_key, org_id or ""),
+                )
+            with self._tail_lock:
+                self._tail.clear()
+                self._merges = -1  # read the log again

@@ -29,17 +29,30 @@ def ledger(tmp_path: Path) -> IdLedger:
     opened.close()
 
 
+class _IndexReads(list[str]):
+    """The statements of the ledger's reader that read the id index."""
+
+    def __call__(self, statement: str) -> None:
+        if "influx_ids " in statement:  # not influx_ids_log
+            self.append(statement)
+
+
 def _statements(ledger: IdLedger) -> list[str]:
-    """Record the statements the ledger's reader runs from now on."""
-    seen: list[str] = []
-    ledger._reader.set_trace_callback(seen.append)
+    """Record the index reads the ledger's reader runs from now on."""
+    seen = _IndexReads()
+    ledger._reader.set_trace_callback(seen)
     return seen
 
 
+@pytest.mark.parametrize("merge_rows", [1, 700, 10**9])
 @pytest.mark.parametrize("kind", ["time-ordered", "random", "hostile"])
-def test_known_answers_exactly_what_was_added(ledger: IdLedger, kind: str) -> None:
+def test_known_answers_exactly_what_was_added(
+    ledger: IdLedger, kind: str, merge_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Whatever the ids look like, known() finds each added id at its series and time, and
-    nothing else: for new ids, for a retried batch, for a mix, and for a scattered sample."""
+    nothing else: for new ids, for a retried batch, for a mix, and for a scattered sample;
+    with the entries in the index, in the log, or some in each."""
+    monkeypatch.setattr(IdLedger, "MERGE_ROWS", merge_rows)
     rng = random.Random(5)
     if kind == "time-ordered":
         ids = new_ids(3_000)
@@ -49,7 +62,8 @@ def test_known_answers_exactly_what_was_added(ledger: IdLedger, kind: str) -> No
         pieces = ["", "a,b", " ", '"', "\\", "é", "🙂", "=", "Z", "\n"]
         ids = [rng.choice(pieces) + str(i) + rng.choice(pieces) for i in range(3_000)]
     rows = _rows(ids)
-    ledger.add(rows[:2_000])
+    for start in range(0, 2_000, 500):
+        ledger.add(rows[start : start + 500])
     expected = {r.id: r for r in rows[:2_000]}
     dense = sorted(ids[:2_000])[100:1_100]  # a range holding a few added ids not asked for
     mixed = [d for j, d in enumerate(dense) if j % 200 != 7] + [d + "~" for d in dense[10:20]]
@@ -65,10 +79,13 @@ def test_known_answers_exactly_what_was_added(ledger: IdLedger, kind: str) -> No
                                   row.ts)  # fmt: skip
 
 
-def test_a_new_batch_of_ordered_ids_is_one_range_read(ledger: IdLedger) -> None:
-    """Time-ordered ids of a new batch lie beyond every stored one: one range read answers;
-    ids in random order fall back to a lookup per id, and the next lookups skip the range
-    read for a while."""
+def test_a_new_batch_of_ordered_ids_is_one_range_read(
+    ledger: IdLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Time-ordered ids of a new batch lie beyond every stored one: one range read of the
+    index answers; ids in random order fall back to a lookup per id, and the next lookups
+    skip the range read for a while."""
+    monkeypatch.setattr(IdLedger, "MERGE_ROWS", 1)  # every add goes on into the index
     ledger.add(_rows(new_ids(5_000)))
     seen = _statements(ledger)
     assert ledger.known(new_ids(2_000)) == {}
@@ -107,7 +124,9 @@ def test_the_ledger_file_is_sqlite(ledger: IdLedger, tmp_path: Path) -> None:
     ids = new_ids(10)
     ledger.add(_rows(ids))
     with sqlite3.connect(tmp_path / "state.db") as other:
-        (count,) = other.execute("SELECT count(*) FROM influx_ids").fetchone()
+        (count,) = other.execute(
+            "SELECT (SELECT count(*) FROM influx_ids) + (SELECT count(*) FROM influx_ids_log)"
+        ).fetchone()
     assert count == 10
 
 
@@ -137,8 +156,9 @@ def test_an_add_of_many_new_series_takes_a_few_statements(
     ledger.add(rows)
     series = len({(r.metric_key, r.subject_id, r.org_id) for r in rows})
     per = ledger_module._PER
-    # BEGIN, the series (per // 2 a statement), their numbers, the entries, COMMIT
-    most = 1 + -(-series // (per // 2)) + 1 + -(-len(rows) // per) + 1
+    # BEGIN, the series (per // 2 a statement), their numbers, the entries, the log's
+    # position, COMMIT
+    most = 1 + -(-series // (per // 2)) + 1 + -(-len(rows) // per) + 1 + 1
     assert series > 1_000 and len(seen) <= most, (len(seen), most)
     found = ledger.known([r.id for r in rows])
     assert len(found) == len(rows)
@@ -151,3 +171,82 @@ def test_an_add_of_many_new_series_takes_a_few_statements(
     again = [row._replace(id=rid) for row, rid in zip(rows, new_ids(10), strict=False)]
     ledger.add(again)  # series numbered before come from the cache
     assert not any("influx_series" in q for q in seen)
+
+
+def _where(found: dict[str, RecordRow]) -> dict[str, tuple[str, int]]:
+    return {rid: (row.subject_id, row.ts) for rid, row in found.items()}
+
+
+def test_ledgers_sharing_a_file_see_each_others_entries_and_the_newest_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two ledgers on one file (two processes): each finds the other's entries in the log, an
+    id sent again elsewhere is found where it went last, whoever sent it, and so it stays
+    after a merge into the index and after entries added since."""
+    path = str(tmp_path / "state.db")
+    a, b = IdLedger(path, "http://x/db"), IdLedger(path, "http://x/db")
+    try:
+        ids = [str(uuid.uuid4()) for _ in range(300)]
+        a.add(_rows(ids, ts=1_000))
+        first = {rid: (f"o{i % 5}", 1_000 + i) for i, rid in enumerate(ids)}
+        assert _where(b.known(ids)) == _where(a.known(ids)) == first
+        b.add(_rows(ids[:100], ts=2_000))  # sent again, elsewhere
+        a.add(_rows(ids[:10], ts=3_000))  # and once more
+        newest = {rid: (f"o{i % 5}", (3_000 if i < 10 else 2_000 if i < 100 else 1_000) + i)
+                  for i, rid in enumerate(ids)}  # fmt: skip
+        for ledger in (a, b, a):
+            assert _where(ledger.known(ids)) == newest
+        monkeypatch.setattr(IdLedger, "MERGE_ROWS", 1)
+        later = [str(uuid.uuid4()) for _ in range(5)]
+        b.add(_rows(later, ts=9_000))  # moves the whole log into the index
+        with sqlite3.connect(path) as other:
+            assert other.execute("SELECT count(*) FROM influx_ids_log").fetchone() == (0,)
+        newest.update({rid: (f"o{i % 5}", 9_000 + i) for i, rid in enumerate(later)})
+        for ledger in (a, b):
+            assert _where(ledger.known([*ids, *later])) == newest
+            assert not ledger._tail  # what was merged is no longer held in memory
+        monkeypatch.setattr(IdLedger, "MERGE_ROWS", 10**9)
+        a.add(_rows(ids[50:55], ts=7_000))  # in the log again, after the merge
+        newest.update({rid: (f"o{i % 5}", 7_000 + i) for i, rid in enumerate(ids[50:55])})
+        for ledger in (b, a):
+            assert _where(ledger.known([*ids, *later])) == newest
+    finally:
+        a.close()
+        b.close()
+
+
+def test_forgotten_series_leave_the_log_the_index_and_memory(
+    ledger: IdLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A purged metric's entries are gone wherever they were; others stay."""
+    monkeypatch.setattr(IdLedger, "MERGE_ROWS", 150)
+    ids = new_ids(400)
+    rows = [row._replace(metric_key="gone" if i % 2 else "kept") for i, row in
+            enumerate(_rows(ids))]  # fmt: skip
+    for start in range(0, 400, 100):  # the first 300 merged, the last 100 in the log
+        ledger.add(rows[start : start + 100])
+    ledger.forget_series("gone", "acme")
+    ledger.forget_series("gone", None)
+    assert set(ledger.known(ids)) == {row.id for row in rows if row.metric_key == "kept"}
+
+
+def test_ids_beyond_the_index_go_straight_in_after_the_log(tmp_path: Path) -> None:
+    """Ids beyond every indexed one are entered in the index directly, and only after the log
+    is merged into it: an id the log holds and that is sent again so is found where it went
+    last, by this ledger and by another on the file."""
+    path = str(tmp_path / "state.db")
+    a, b = IdLedger(path, "http://x/db"), IdLedger(path, "http://x/db")
+    try:
+        a.add(_rows(["m-5"], ts=1))  # a new index: straight in
+        a.add(_rows(["a-1", "z-9"], ts=2))  # "a-1" is not beyond "m-5": the log
+        assert _where(b.known(["a-1", "z-9"])) == {"a-1": ("o0", 2), "z-9": ("o1", 3)}
+        a.add(_rows(["z-9"], ts=40))  # beyond the index: merge the log, then straight in
+        with sqlite3.connect(path) as other:
+            assert other.execute("SELECT count(*) FROM influx_ids_log").fetchone() == (0,)
+            assert other.execute("SELECT ts FROM influx_ids WHERE id = 'z-9'").fetchone() == (40,)
+        for ledger in (a, b):
+            assert _where(ledger.known(["a-1", "z-9", "m-5"])) == {
+                "a-1": ("o0", 2), "z-9": ("o0", 40), "m-5": ("o0", 1)}  # fmt: skip
+    finally:
+        a.close()
+        b.close()
