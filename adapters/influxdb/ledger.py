@@ -11,10 +11,11 @@ Entries are kept small, since one is written per record: the target database
 and the series are numbered in side tables, so an entry is (target, id,
 series number, time).
 
-Ids beyond every id in the index (tsmeter's own are time-ordered) go straight
-into the index (``influx_ids``), at its end. Others, such as UUIDv4 ids from a
-client, are written in the order they come to a log (``influx_ids_log``), which
-is moved into the index in sorted batches of MERGE_ROWS. Inserted straight into
+Ids that lie together in the index (tsmeter's own are time-ordered, a client's
+numbered ids lie near each other) go straight into the index (``influx_ids``).
+Others, such as UUIDv4 ids from a client, are written in the order they come to
+a log (``influx_ids_log``), which is moved into the index in sorted batches of
+MERGE_ROWS. Inserted straight into
 the index, random ids touched a page per record at each commit: 1,000,000 of
 them took 16.7 s with a lookup before each commit of 10,000, 5.9 s through the
 log (0.75 s for as many time-ordered ids). A lookup reads the index and the
@@ -92,7 +93,8 @@ _MERGE = (
 )
 # the log's entries of other writers after a point, with their series
 _TAIL = (
-    "SELECT (SELECT coalesce(max(seq), 0) FROM influx_ids_log), json_group_array(json_array("
+    "SELECT (SELECT merges FROM influx_ledger_state), (SELECT coalesce(max(seq), 0) FROM"
+    " influx_ids_log), json_group_array(json_array("
     "l.seq, l.id, s.metric_key, s.subject_type, s.subject_id, s.org_key, l.ts))"
     " FROM influx_ids_log l JOIN influx_series s ON s.series_no = l.series_no"
     " WHERE l.seq > ? AND l.target_no = ? AND l.writer != ?"
@@ -113,6 +115,9 @@ class IdLedger:
     CROWDED_SKIP = 16
     #: log entries (of every target) that are moved into the index together
     MERGE_ROWS = 100_000
+    #: an add goes straight into the index when the range its ids span there holds at most
+    #: NEAR times as many entries as it has ids (else to the log)
+    NEAR = 2
 
     def __init__(self, path: str, target: str) -> None:
         self._lock = threading.Lock()
@@ -195,13 +200,14 @@ class IdLedger:
     def _catch_up(self) -> None:
         """Read the log's entries that other writers added since the last read (all of them,
         after a merge), inside the reader's transaction."""
-        (merges,) = self._reader.execute("SELECT merges FROM influx_ledger_state").fetchone()
         with self._tail_lock:
             after, seen = (self._tail_seq, self._merges)
-        reset = merges != seen
-        top, found = self._reader.execute(
-            _TAIL, (0 if reset else after, self._target_no, -1 if reset else self._writer)
+        merges, top, found = self._reader.execute(
+            _TAIL, (after, self._target_no, self._writer)
         ).fetchone()
+        reset = merges != seen
+        if reset:  # a merge since the last read (or none yet): the whole log, own entries too
+            merges, top, found = self._reader.execute(_TAIL, (0, self._target_no, -1)).fetchone()
         entries = json.loads(found) if top else []
         with self._tail_lock:
             if self._merges != seen:  # an add merged meanwhile: this read is out of date
@@ -243,10 +249,12 @@ class IdLedger:
     def add(self, rows: Sequence[RecordRow]) -> None:
         """Remember that ``rows`` are being sent (their location replaces an older one).
 
-        Ids beyond every id in the index (tsmeter's are time-ordered) go straight into it,
-        at its end, after whatever the log holds; others go to the log, which is merged
-        into the index once it holds MERGE_ROWS entries. So the log's entries are always
-        newer than the index's."""
+        Ids that lie together in the index (the range they span holds at most twice as
+        many entries: tsmeter's time-ordered ids lie beyond every other, a client's
+        numbered ids near each other) go straight into it, touching few pages, after
+        whatever the log holds; others go to the log, which is merged into the index once
+        it holds MERGE_ROWS entries. So the log's entries are always newer than the
+        index's."""
         if not rows:
             return
         with self._lock:
@@ -254,13 +262,14 @@ class IdLedger:
                 self._series.clear()
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-                top, logged, merged_upto, merges = self._conn.execute(
-                    "SELECT (SELECT max(id) FROM influx_ids WHERE target_no = ?), (SELECT"
-                    " coalesce(max(seq), 0) FROM influx_ids_log), merged_upto, merges"
-                    " FROM influx_ledger_state",
-                    (self._target_no,),
+                ids = list(map(_ID, rows))
+                near, logged, merged_upto, merges = self._conn.execute(
+                    "SELECT (SELECT count(*) FROM (SELECT 1 FROM influx_ids WHERE target_no = ?"
+                    " AND id BETWEEN ? AND ? LIMIT ?)), (SELECT coalesce(max(seq), 0) FROM"
+                    " influx_ids_log), merged_upto, merges FROM influx_ledger_state",
+                    (self._target_no, min(ids), max(ids), self.NEAR * len(ids) + 1),
                 ).fetchone()
-                ordered = top is None or min(map(_ID, rows)) > top
+                ordered = near <= self.NEAR * len(ids)  # few of the index's entries among them
                 merge = ordered and logged > merged_upto  # the log first: it holds older ones
                 if merge:
                     self._merge(logged)

@@ -183,6 +183,7 @@ def test_ledgers_sharing_a_file_see_each_others_entries_and_the_newest_wins(
     """Two ledgers on one file (two processes): each finds the other's entries in the log, an
     id sent again elsewhere is found where it went last, whoever sent it, and so it stays
     after a merge into the index and after entries added since."""
+    monkeypatch.setattr(IdLedger, "NEAR", 0)  # to the log unless beyond the index
     path = str(tmp_path / "state.db")
     a, b = IdLedger(path, "http://x/db"), IdLedger(path, "http://x/db")
     try:
@@ -230,17 +231,23 @@ def test_forgotten_series_leave_the_log_the_index_and_memory(
     assert set(ledger.known(ids)) == {row.id for row in rows if row.metric_key == "kept"}
 
 
-def test_ids_beyond_the_index_go_straight_in_after_the_log(tmp_path: Path) -> None:
-    """Ids beyond every indexed one are entered in the index directly, and only after the log
-    is merged into it: an id the log holds and that is sent again so is found where it went
-    last, by this ledger and by another on the file."""
+def test_ids_that_lie_together_go_straight_in_after_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ids whose range in the index is nearly empty are entered there directly, and only
+    after the log is merged into it: an id the log holds and that is sent again so is found
+    where it went last, by this ledger and by another on the file."""
     path = str(tmp_path / "state.db")
     a, b = IdLedger(path, "http://x/db"), IdLedger(path, "http://x/db")
     try:
         a.add(_rows(["m-5"], ts=1))  # a new index: straight in
-        a.add(_rows(["a-1", "z-9"], ts=2))  # "a-1" is not beyond "m-5": the log
+        monkeypatch.setattr(IdLedger, "NEAR", 0)
+        a.add(_rows(["a-1", "z-9"], ts=2))  # their range holds "m-5": the log
+        with sqlite3.connect(path) as other:
+            assert other.execute("SELECT count(*) FROM influx_ids_log").fetchone() == (2,)
+        monkeypatch.setattr(IdLedger, "NEAR", 2)
         assert _where(b.known(["a-1", "z-9"])) == {"a-1": ("o0", 2), "z-9": ("o1", 3)}
-        a.add(_rows(["z-9"], ts=40))  # beyond the index: merge the log, then straight in
+        a.add(_rows(["z-9"], ts=40))  # an empty range: merge the log, then straight in
         with sqlite3.connect(path) as other:
             assert other.execute("SELECT count(*) FROM influx_ids_log").fetchone() == (0,)
             assert other.execute("SELECT ts FROM influx_ids WHERE id = 'z-9'").fetchone() == (40,)

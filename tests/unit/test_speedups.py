@@ -405,9 +405,12 @@ def test_placement_is_the_same(rows: list[RecordRow], taken: list[int]) -> None:
     assert set(compiled[2]) == before | set(points)
 
 
-def _ledger_rows(rows: list[RecordRow], compiled: bool, path: str) -> Iterator[tuple[Any, ...]]:
+def _ledger_rows(
+    rows: list[RecordRow], compiled: bool, path: str, near: int
+) -> Iterator[tuple[Any, ...]]:
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setattr(ledger_module, "native", native if compiled else None)
+        monkeypatch.setattr(IdLedger, "NEAR", near)
         ledger = IdLedger(path, "http://x/db")
         try:
             for start in range(0, len(rows), 150):
@@ -423,7 +426,10 @@ def _ledger_rows(rows: list[RecordRow], compiled: bool, path: str) -> Iterator[t
 
 
 @needs_native
-def test_ledger_entries_are_the_same(tmp_path: Any) -> None:
+@pytest.mark.parametrize("near", [0, 2])
+def test_ledger_entries_are_the_same(tmp_path: Any, near: int) -> None:
+    """The same entries, in the index and in the log (NEAR 0: every add after the first
+    goes to the log)."""
     rows = [
         RecordRow(
             f"id-{i % 230}",
@@ -438,9 +444,10 @@ def test_ledger_entries_are_the_same(tmp_path: Any) -> None:
         )
         for i in range(420)
     ]
-    compiled = list(_ledger_rows(rows, True, str(tmp_path / "a.db")))
-    python = list(_ledger_rows(rows, False, str(tmp_path / "b.db")))
-    assert len(compiled) == 420  # the first call's 150 in the index, the others in the log
+    compiled = list(_ledger_rows(rows, True, str(tmp_path / "a.db"), near))
+    python = list(_ledger_rows(rows, False, str(tmp_path / "b.db"), near))
+    # the index holds each id once; the log every entry (the first call's 150 in the index)
+    assert len(compiled) == (420 if near == 0 else 230)
     assert compiled == python
 
 
