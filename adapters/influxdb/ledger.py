@@ -15,13 +15,13 @@ Ids that lie together in the index (tsmeter's own are time-ordered, a client's
 numbered ids lie near each other) go straight into the index (``influx_ids``).
 Others, such as UUIDv4 ids from a client, are written in the order they come to
 a log (``influx_ids_log``), which is moved into the index in sorted batches of
-MERGE_ROWS. Inserted straight into
-the index, random ids touched a page per record at each commit: 1,000,000 of
-them took 16.7 s with a lookup before each commit of 10,000, 5.9 s through the
-log (0.75 s for as many time-ordered ids). A lookup reads the index and the
-log; each ledger keeps the log's entries in memory (at most MERGE_ROWS), its own
-as it adds them and other processes' read from where it last read (``writer``
-tells them apart), and starts over after a merge.
+MERGE_ROWS. Inserted straight into the index, random ids touched a page per
+record at each commit: 1,000,000 of them took 16.7 s with a lookup before each
+commit of 10,000, 5.9 s through the log (0.75 s for as many time-ordered ids). A
+lookup reads the index and the log; each ledger keeps the log's entries in
+memory (at most MERGE_ROWS), its own as it adds them and other processes' read
+from where it last read (``writer`` tells them apart), and starts over after a
+merge.
 """
 
 from __future__ import annotations
