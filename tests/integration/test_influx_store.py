@@ -47,6 +47,24 @@ def points(server: InfluxServer, db: str) -> int:
     return int(found[0][1]["count"]) if found else 0
 
 
+def small_windows(monkeypatch: pytest.MonkeyPatch, first: int, read: int, write: int) -> None:
+    """Make the store's first window, read windows and write requests this small."""
+    monkeypatch.setattr(InfluxV1Store, "FIRST_WINDOW", first)
+    monkeypatch.setattr(InfluxV1Store, "READ_CHUNK", read)
+    monkeypatch.setattr(InfluxV1Store, "WRITE_CHUNK", write)
+
+
+def slow_writes(store: InfluxV1Store, monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Make each of the store's write requests take ``seconds`` more."""
+    write = store.client.write
+
+    def slow(body: bytes) -> None:
+        time.sleep(seconds)
+        write(body)
+
+    monkeypatch.setattr(store.client, "write", slow)
+
+
 def _import(location: str, ledger: str, prefix: str, start: Any) -> None:
     """Child process: append 10,000 records with one timestamp in batches of 1,000."""
     store = InfluxV1Store.from_url(location, ledger=ledger)
@@ -154,9 +172,7 @@ def test_read_windows_keep_points_apart_and_forget_only_unreachable_slots(
     of parts (cut across by the windows) does not know its later rows: a window reaching
     back before the slots forgotten waits for the writes in flight and reads again."""
     server, db = influx_db
-    monkeypatch.setattr(InfluxV1Store, "FIRST_WINDOW", 4)
-    monkeypatch.setattr(InfluxV1Store, "READ_CHUNK", 70)
-    monkeypatch.setattr(InfluxV1Store, "WRITE_CHUNK", 30)
+    small_windows(monkeypatch, 4, 70, 30)
     at = [T + (i // 300) * 1_000 + (i % 3) for i in range(1_500)]  # 5 µs, 3 ns each
     batch = [
         RecordRow(f"w{i}", "api_calls", "org", f"o{i % 2}", None, 1.0, ts, None, None)
@@ -198,18 +214,10 @@ def test_a_stream_reaching_back_past_forgotten_slots_reads_again(
     are still in flight (slow writes): its window waits for them and reads again, so its
     rows move off the early points instead of merging with them."""
     server, db = influx_db
-    monkeypatch.setattr(InfluxV1Store, "FIRST_WINDOW", 50)
-    monkeypatch.setattr(InfluxV1Store, "READ_CHUNK", 50)
-    monkeypatch.setattr(InfluxV1Store, "WRITE_CHUNK", 50)
+    small_windows(monkeypatch, 50, 50, 50)
     monkeypatch.setattr(InfluxV1Store, "WRITERS", 8)
     store = InfluxV1Store.from_url(url(server, db))
-    write = store.client.write
-
-    def slow(body: bytes) -> None:
-        time.sleep(0.3)
-        write(body)
-
-    monkeypatch.setattr(store.client, "write", slow)
+    slow_writes(store, monkeypatch, 0.3)
     reads: list[int] = []
     lookup = store._lookup
     monkeypatch.setattr(store, "_lookup", lambda rows: reads.append(len(rows)) or lookup(rows))
@@ -234,17 +242,9 @@ def test_a_stream_reports_rows_stored_only_once_the_server_has_them(
     of the stream are on the server, also with slow writes in flight; it grows to the whole
     stream, duplicates included."""
     server, db = influx_db
-    monkeypatch.setattr(InfluxV1Store, "FIRST_WINDOW", 10)
-    monkeypatch.setattr(InfluxV1Store, "READ_CHUNK", 40)
-    monkeypatch.setattr(InfluxV1Store, "WRITE_CHUNK", 15)
+    small_windows(monkeypatch, 10, 40, 15)
     store = InfluxV1Store.from_url(url(server, db))
-    write = store.client.write
-
-    def slow(body: bytes) -> None:
-        time.sleep(0.05)
-        write(body)
-
-    monkeypatch.setattr(store.client, "write", slow)
+    slow_writes(store, monkeypatch, 0.05)
     batch = rows("s", 200)
     reported: list[tuple[int, int]] = []
 
@@ -268,9 +268,7 @@ def test_record_batch_says_how_many_were_stored_when_a_write_fails(
     stored (no more than the server holds), nothing is sent after the failure, and the
     retry of the whole batch adds exactly the rest: 200 records at one timestamp."""
     server, db = influx_db
-    monkeypatch.setattr(InfluxV1Store, "FIRST_WINDOW", 10)
-    monkeypatch.setattr(InfluxV1Store, "READ_CHUNK", 40)
-    monkeypatch.setattr(InfluxV1Store, "WRITE_CHUNK", 15)
+    small_windows(monkeypatch, 10, 40, 15)
     at = datetime.fromtimestamp(T / 1e9, UTC)
     batch = [{"id": f"b-{i:03d}", "metricKey": "api_calls", "subjectType": "org",
               "subjectId": "o1", "timestamp": at} for i in range(200)]  # fmt: skip
