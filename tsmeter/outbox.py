@@ -106,6 +106,7 @@ class Outbox(OutboxAdmin):
         max_pending: int = 1_000_000,
         commit_interval: float = 0.0,
         batch_rows: int = 200_000,
+        cache_rows: int = 400_000,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
     ) -> None:
@@ -120,14 +121,25 @@ class Outbox(OutboxAdmin):
         self.max_pending = max_pending
         self.commit_interval = commit_interval
         self.batch_rows = batch_rows
+        self.cache_rows = cache_rows
+        # committed batches still held as rows, by number, up to cache_rows records: the
+        # flusher takes them without reading and unpacking them. Only while this process
+        # holds the flush lock and the store took the last delivery (a store that is down
+        # does not make the outbox hold its backlog in memory)
+        self._fresh: dict[int, list[RecordRow]] = {}
+        self._fresh_rows = 0
+        self._caching = False
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self._db = threading.Lock()  # the connection
+        self._read = threading.Lock()  # the reading connection
         try:
             self._conn = open_wal(path)
             self._conn.executescript(_DDL)
             # a new process is a new attempt: what waited for a retry is due now
             self._conn.execute("UPDATE outbox_batches SET next_attempt_at = 0")
+            # the flusher's and drain()'s reads: they never wait for a commit (WAL)
+            self._reader = open_wal(path)
         except sqlite3.Error as exc:
             raise StorageUnavailableError(f"cannot open the outbox {path!r}: {exc}") from exc
         self._cond = threading.Condition()
@@ -223,12 +235,13 @@ class Outbox(OutboxAdmin):
 
     def _insert(self, rows: list[RecordRow]) -> None:
         now = time.time_ns()
+        parts = _parts(rows, self.batch_rows)
+        batches = [(len(part), pack(part), now) for part in parts]  # before taking the lock
         with self._db:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 self._conn.executemany(
-                    "INSERT INTO outbox_batches (n, rows, created_at) VALUES (?, ?, ?)",
-                    [(len(part), pack(part), now) for part in _parts(rows, self.batch_rows)],
+                    "INSERT INTO outbox_batches (n, rows, created_at) VALUES (?, ?, ?)", batches
                 )
                 (last,) = self._conn.execute("SELECT max(seq) FROM outbox_batches").fetchone()
                 self._conn.execute("COMMIT")
@@ -238,6 +251,13 @@ class Outbox(OutboxAdmin):
             with self._cond:  # still under the connection lock: no recount slips in between
                 self._pending += len(rows)
                 self._mine = max(self._mine, int(last))
+        if self._caching and self._lock_file is not None:
+            with self._read:
+                for seq, part in enumerate(parts, int(last) - len(parts) + 1):  # their numbers
+                    if self._fresh_rows + len(part) > self.cache_rows:
+                        break
+                    self._fresh[seq] = part
+                    self._fresh_rows += len(part)
 
     # -- delivering -------------------------------------------------------------------
     def _flush_loop(self) -> None:
@@ -253,9 +273,10 @@ class Outbox(OutboxAdmin):
                 log.exception("outbox flush failed")
                 progressed = False
             if not progressed:
-                self._wake.wait(0.2)
+                woken = self._wake.wait(0.2)
                 self._wake.clear()
-                self._refresh_pending()  # other processes' commits count towards max_pending
+                if not woken:  # other processes' commits count towards max_pending
+                    self._refresh_pending()
 
     def _hold_flush_lock(self) -> bool:
         """One flusher per outbox file, across processes: a lock on ``<path>.flush.lock``."""
@@ -270,28 +291,43 @@ class Outbox(OutboxAdmin):
         self._lock_file = handle
         return True
 
-    def _due(self, after: int = 0) -> list[tuple[int, int, bytes]]:
+    def _due(self, after: int = 0) -> list[tuple[int, int, list[RecordRow]]]:
         """The oldest due batches numbered above ``after`` that fit in one delivery of
         ``batch_rows`` records (at least one): ``(seq, attempts, rows)``. Sizes are read
-        first, so only the batches taken are read and unpacked."""
-        with self._db:
-            found = self._conn.execute(
+        first, so only the batches taken are read and unpacked (or taken from memory: see
+        ``_fresh``)."""
+        with self._read:
+            found = self._reader.execute(
                 "SELECT seq, attempts, n FROM outbox_batches WHERE next_attempt_at <= ?"
                 " AND seq > ? ORDER BY seq LIMIT 64",
                 (time.time_ns(), after),
             ).fetchall()
-            taken: list[tuple[int, int, bytes]] = []
+            taken: list[tuple[int, int, bytes | list[RecordRow]]] = []
             total = 0
             for seq, attempts, n in found:
                 if taken and total + n > self.batch_rows:
                     break
-                blob = self._conn.execute(
-                    "SELECT rows FROM outbox_batches WHERE seq = ?", (seq,)
-                ).fetchone()
-                if blob is not None:
-                    taken.append((seq, attempts, blob[0]))
-                    total += n
-        return taken
+                rows = self._take_fresh(seq)
+                if rows is None:
+                    blob = self._reader.execute(
+                        "SELECT rows FROM outbox_batches WHERE seq = ?", (seq,)
+                    ).fetchone()
+                    if blob is None:
+                        continue
+                    rows = blob[0]
+                taken.append((seq, attempts, rows))
+                total += n
+            if found and after == 0:  # older batches held are gone (purged): forget them
+                for seq in [seq for seq in self._fresh if seq < found[0][0]]:
+                    self._take_fresh(seq)
+        return [(seq, attempts, rows if isinstance(rows, list) else unpack(rows))
+                for seq, attempts, rows in taken]  # fmt: skip
+
+    def _take_fresh(self, seq: int) -> list[RecordRow] | None:
+        rows = self._fresh.pop(seq, None)
+        if rows is not None:
+            self._fresh_rows -= len(rows)
+        return rows
 
     def flush_once(self) -> bool:
         """Deliver the batches that are due (up to ``batch_rows`` records in one call of
@@ -302,7 +338,7 @@ class Outbox(OutboxAdmin):
             return False
         if self._stream is not None:
             return self._flush_stream(due)
-        return self._flush([(seq, attempts, unpack(blob)) for seq, attempts, blob in due])
+        return self._flush(due)
 
     def _flush(self, batches: list[tuple[int, int, list[RecordRow]]]) -> bool:
         """Deliver ``(seq, attempts, rows)`` batches in one call of ``deliver`` and remove
@@ -317,7 +353,7 @@ class Outbox(OutboxAdmin):
         self._remove(taken, len(rows) - quarantined)
         return True
 
-    def _flush_stream(self, due: list[tuple[int, int, bytes]]) -> bool:
+    def _flush_stream(self, due: list[tuple[int, int, list[RecordRow]]]) -> bool:
         """Deliver the due batches, and those that come due meanwhile, as one stream (up to
         ``stream_rows`` records): the store is never left waiting between deliveries, and a
         batch is removed as soon as the store reports its records stored. After a rejection,
@@ -329,8 +365,7 @@ class Outbox(OutboxAdmin):
             nonlocal pulled
             batches = due
             while batches:
-                for seq, attempts, blob in batches:
-                    rows = unpack(blob)
+                for seq, attempts, rows in batches:
                     pulled += len(rows)
                     waiting.append((seq, attempts, pulled, rows))
                     yield rows
@@ -394,6 +429,10 @@ class Outbox(OutboxAdmin):
         delay = min(self.backoff_max, self.backoff_base * 2 ** (attempts - 1))
         delay *= 0.5 + random.random() / 2
         self._last_error = f"{type(exc).__name__}: {exc}"
+        with self._read:  # hold nothing more in memory until a delivery succeeds
+            self._caching = False
+            self._fresh.clear()
+            self._fresh_rows = 0
         log.warning("outbox: %d records wait %.1f s after: %s", n, delay, exc)
         with self._db:
             self._conn.executemany(
@@ -410,6 +449,7 @@ class Outbox(OutboxAdmin):
             )
         with self._cond:
             self._delivered += delivered
+        self._caching = True
         # recounted, not decremented: the batches may have been committed by another process
         self._refresh_pending()
 
@@ -474,8 +514,8 @@ class Outbox(OutboxAdmin):
 
     def _waiting(self, upto: int) -> bool:
         """Whether a batch numbered ``upto`` or lower is still in the file."""
-        with self._db:
-            found = self._conn.execute(
+        with self._read:
+            found = self._reader.execute(
                 "SELECT 1 FROM outbox_batches WHERE seq <= ? LIMIT 1", (upto,)
             ).fetchone()
         return found is not None
@@ -524,8 +564,9 @@ class Outbox(OutboxAdmin):
             log.warning("outbox closed with %d records pending in %r", left, self.path)
         self._final = status
         if not self._flusher.is_alive() and not self._committer.is_alive():
-            with self._db:
+            with self._db, self._read:
                 self._conn.close()
+                self._reader.close()
         if self._lock_file is not None and not self._flusher.is_alive():
             self._lock_file.close()
         return status

@@ -348,3 +348,103 @@ def test_a_rejected_stream_finds_the_records_batch_by_batch(tmp_path: Path) -> N
     assert set(store.ids) == {r.id for k in range(6) for r in rows(f"b{k}", 100)} - {"b3-17"}
     assert [q.row.id for q in box.quarantined()] == ["b3-17"]
     assert box.close().delivered == 599
+
+
+class KeepingStore(Store):
+    """Keeps the row objects it was given; ``gate`` (when cleared) holds each delivery."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.given: list[RecordRow] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.waiting = threading.Event()  # a delivery waits at the gate
+
+    def __call__(self, batch: list[RecordRow]) -> None:
+        if not self.gate.is_set():
+            self.waiting.set()
+        assert self.gate.wait(10)
+        super().__call__(batch)
+        self.given += batch
+
+
+def _same_objects(delivered: list[RecordRow], put: list[RecordRow]) -> bool:
+    """Whether the store got the very row objects that were put (not rows read back)."""
+    by_id = {row.id: row for row in delivered}
+    return all(by_id[row.id] is row for row in put)
+
+
+def test_batches_committed_while_the_store_takes_deliveries_are_not_read_back(
+    tmp_path: Path,
+) -> None:
+    """Once the store took a delivery, committed batches go to it as the rows that were put
+    (up to cache_rows records held); before that, beyond the bound and after a failed
+    delivery they are read back from the file. Either way each record arrives once, equal."""
+    store = KeepingStore()
+    box = Outbox(str(tmp_path / "o.db"), store, cache_rows=250, backoff_base=0.05,
+                 backoff_max=0.1)  # fmt: skip
+    first = rows("first", 100)
+    box.put(first)
+    assert box.drain(10)
+    assert not _same_objects(store.given, first)  # nothing delivered yet: read back
+
+    warm = [rows(f"w{k}", 100) for k in range(2)]
+    for part in warm:
+        box.put(part)
+    assert box.drain(10)
+    assert all(_same_objects(store.given, part) for part in warm)
+
+    store.gate.clear()  # a delivery waits: the next commits pile up beyond the bound
+    held = [rows(f"h{k}", 100) for k in range(4)]
+    box.put(held[0])
+    assert store.waiting.wait(10)
+    for part in held[1:]:
+        box.put(part)
+    assert box._fresh_rows == 200  # the third would pass cache_rows
+    store.gate.set()
+    assert box.drain(10)
+    assert [_same_objects(store.given, part) for part in held] == [True, True, True, False]
+
+    store.down = True  # a failed delivery: nothing is held until one succeeds again
+    failed = rows("down", 100)
+    box.put(failed)
+    wait_until(lambda: box.status().last_error is not None)
+    later = rows("later", 100)
+    box.put(later)
+    assert box._fresh_rows == 0
+    store.down = False
+    assert box.drain(10)
+    assert not _same_objects(store.given, failed) and not _same_objects(store.given, later)
+
+    everything = [first, *warm, *held, failed, later]
+    assert store.ids == {row.id: 1 for part in everything for row in part}
+    assert sorted(store.given) == sorted(row for part in everything for row in part)
+    assert box.close().pending == 0
+
+
+def test_a_stream_takes_held_batches_as_put(tmp_path: Path) -> None:
+    """A store that takes a stream gets held batches as the rows that were put, once a part
+    of an earlier stream was reported stored; a purged batch's rows are not kept held."""
+    store = StreamStore()
+    given: list[RecordRow] = []
+    stream = store.stream
+
+    def keeping(parts: Iterator[list[RecordRow]], stored: Callable[[int], None]) -> None:
+        def seen() -> Iterator[list[RecordRow]]:
+            for part in parts:
+                given.extend(part)
+                yield part
+
+        stream(seen(), stored)
+
+    box = Outbox(str(tmp_path / "o.db"), store, stream=keeping)
+    store.box = box
+    box.put(rows("cold", 50))
+    box.put(rows("cold2", 50), wait=False)
+    assert box.drain(10)
+    warm = rows("warm", 100)
+    box.put(warm)
+    assert box.drain(10)
+    assert _same_objects(given, warm)
+    assert box._fresh_rows == 0  # taken: nothing stays held
+    assert box.close().delivered == 200
