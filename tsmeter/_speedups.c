@@ -413,6 +413,79 @@ error:
     return NULL;
 }
 
+/* span_bounds(rows, span) -> dict | None
+ * {time // span: (smallest time, largest time)} of rows (RecordRows: time at index 6), or
+ * None for rows over more than SPANS_MAX spans (the Python code takes those). */
+enum { SPANS_MAX = 256 };
+
+static PyObject *
+span_bounds(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_Check(args[0]) || !PyLong_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "span_bounds(list, int)");
+        return NULL;
+    }
+    PyObject *rows = args[0];
+    long long span = PyLong_AsLongLong(args[1]);
+    if (span == -1 && PyErr_Occurred())
+        return NULL;
+    if (span <= 0) {
+        PyErr_SetString(PyExc_ValueError, "span_bounds: span must be positive");
+        return NULL;
+    }
+    long long qs[SPANS_MAX], lo[SPANS_MAX], hi[SPANS_MAX];
+    int count = 0, last = -1;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rows); i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) < 7 ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(row, 6))) {
+            PyErr_SetString(PyExc_TypeError, "span_bounds: rows must be RecordRows");
+            return NULL;
+        }
+        long long ts = PyLong_AsLongLong(PyTuple_GET_ITEM(row, 6));
+        if (ts == -1 && PyErr_Occurred())
+            return NULL;
+        long long q = ts / span;
+        if (ts % span != 0 && ts < 0)
+            q -= 1; /* floor, as Python's // */
+        if (last < 0 || qs[last] != q) {
+            last = -1;
+            for (int k = 0; k < count; k++)
+                if (qs[k] == q) {
+                    last = k;
+                    break;
+                }
+            if (last < 0) {
+                if (count == SPANS_MAX)
+                    Py_RETURN_NONE;
+                last = count++;
+                qs[last] = q;
+                lo[last] = hi[last] = ts;
+                continue;
+            }
+        }
+        if (ts < lo[last])
+            lo[last] = ts;
+        if (ts > hi[last])
+            hi[last] = ts;
+    }
+    PyObject *out = PyDict_New();
+    if (out == NULL)
+        return NULL;
+    for (int k = 0; k < count; k++) {
+        PyObject *key = PyLong_FromLongLong(qs[k]);
+        PyObject *value = Py_BuildValue("(LL)", lo[k], hi[k]);
+        int failed = key == NULL || value == NULL || PyDict_SetItem(out, key, value) < 0;
+        Py_XDECREF(key);
+        Py_XDECREF(value);
+        if (failed) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
 /* The outbox's batch format 2 (see tsmeter/outbox.py): byte 2, the row count (uint32
  * little-endian) and width (uint8), then each field of each row as a tag byte and its
  * payload: 0 None; 1 the same object as this field of the row before; 2 str (uint32
@@ -1083,6 +1156,8 @@ static PyMethodDef methods[] = {
      "Validated rows for plain records; returns where it stopped."},
     {"series_spans", (PyCFunction)(void (*)(void))series_spans, METH_FASTCALL,
      "The (metric, org, time // span) triples of rows."},
+    {"span_bounds", (PyCFunction)(void (*)(void))span_bounds, METH_FASTCALL,
+     "The smallest and largest time of rows per time // span (None past 256 spans)."},
     {"pack_rows", (PyCFunction)(void (*)(void))pack_rows, METH_FASTCALL,
      "An outbox batch (format 2) of plain tuples."},
     {"unpack_rows", (PyCFunction)(void (*)(void))unpack_rows, METH_FASTCALL,

@@ -179,22 +179,25 @@ class IdLedger:
         lookups after reading at most twice their number of ids, and the next CROWDED_SKIP
         lookups go straight to them.
         """
-        wanted = set(ids)
-        if not wanted:
+        ids = ids if type(ids) is list else list(ids)
+        if not ids:
             return {}
+        wanted = set(ids)
+        span = (min(ids), max(ids))  # from the list: a set's order makes this 4 times slower
         with self._read_lock:
             self._reader.execute("BEGIN")  # the log and the index as of one moment
             try:
                 self._catch_up()
-                found = self._indexed(wanted)
+                found = self._indexed(wanted, span)
             finally:
                 self._reader.execute("COMMIT")
         with self._tail_lock:  # the log's entries are newer than the index's
             tail = self._tail
-            for rid in wanted:
-                hit = tail.get(rid)
-                if hit is not None:
-                    found[rid] = hit[1]
+            if tail:
+                for rid in wanted & tail.keys() if len(tail) < len(wanted) else wanted:
+                    hit = tail.get(rid)
+                    if hit is not None:
+                        found[rid] = hit[1]
         return found
 
     def _catch_up(self) -> None:
@@ -222,22 +225,25 @@ class IdLedger:
                     tail[rid] = (seq, RecordRow(rid, mk, st, si, org or None, 0.0, ts, None, None))
             self._tail_seq = max(self._tail_seq if not reset else 0, top)
 
-    def _indexed(self, wanted: set[str]) -> dict[str, RecordRow]:
-        """``known`` in the index (under the reader's lock)."""
-        hits: list[str] = list(wanted)
+    def _indexed(self, wanted: set[str], span: tuple[str, str]) -> dict[str, RecordRow]:
+        """``known`` in the index (under the reader's lock); ``span``: the smallest and the
+        largest id wanted."""
+        hits: list[str] | None = None
         if self._crowded:  # the last ranges were crowded: look every id up for a while
             self._crowded -= 1
         else:
             (near,) = self._reader.execute(
                 "SELECT json_group_array(id) FROM (SELECT id FROM influx_ids"
                 " WHERE target_no = ? AND id BETWEEN ? AND ? LIMIT ?)",
-                (self._target_no, min(wanted), max(wanted), 2 * len(wanted) + 1),
+                (self._target_no, *span, 2 * len(wanted) + 1),
             ).fetchone()
             ranged: list[str] = json.loads(near)
             if len(ranged) > 2 * len(wanted):  # ids in random order
                 self._crowded = self.CROWDED_SKIP
             else:
                 hits = [rid for rid in ranged if rid in wanted]
+        if hits is None:
+            hits = list(wanted)
         if not hits:
             return {}
         (found,) = self._reader.execute(_KNOWN, (self._target_no, json.dumps(hits))).fetchone()

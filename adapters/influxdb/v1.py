@@ -65,6 +65,7 @@ from tsmeter.adapters.influxdb.schema import (
 from tsmeter.domain import PeriodType, RecordRow
 from tsmeter.periods import Calendar
 from tsmeter.ports import EventRow, RecordQuery, RollupStats, SummaryQuery, SummaryRow
+from tsmeter.speedups import native
 
 __all__ = ["InfluxV1Store"]
 
@@ -161,23 +162,9 @@ class InfluxV1Store:
         they only add times to other series' slots and ids that are stored anyway. Beyond
         METRICS_PER_QUERY pairs, every point of the span is read.
         """
-        by_day: dict[int, list[RecordRow]] = {}
-        days = set(map(_DAY.__rfloordiv__, map(_TS, rows)))
-        if len(days) == 1:
-            by_day[days.pop()] = list(rows)
-        else:
-            for row in rows:
-                by_day.setdefault(row.ts // _DAY, []).append(row)
         found: _Points = []
-        for group in by_day.values():
-            lo = min(map(_TS, group)) // _US * _US
-            hi = max(map(_TS, group)) // _US * _US + _US
-            pairs = sorted(
-                {
-                    (m, o or "")
-                    for m, o in set(zip(map(_METRIC, group), map(_ORG, group), strict=True))
-                }
-            )
+        for lo, hi, pairs in _days(rows):
+            lo, hi = lo // _US * _US, hi // _US * _US + _US
             params: dict[str, Any] = {"lo": lo, "hi": hi}
             condition = ""
             if len(pairs) <= self.METRICS_PER_QUERY:
@@ -316,7 +303,7 @@ class InfluxV1Store:
         """Start reading the points stored where the rows of ``window`` would go now and, at
         the same time, where the ledger says their ids were sent before."""
         pool = self._pool_()
-        return _Lookup(self, pool.submit(self.ledger.known, [r.id for r in window]),
+        return _Lookup(self, pool.submit(self.ledger.known, list(map(_ID, window))),
                        pool.submit(self._stored, window, slots=True))  # fmt: skip
 
     def _writing(self) -> ThreadPoolExecutor:
@@ -497,6 +484,26 @@ class InfluxV1Store:
     def summaries(self, query: SummaryQuery, calendar: Calendar) -> list[SummaryRow]:
         """Fresh summaries: stored ones, recomputed where records arrived since."""
         return rollups.fresh_summaries(self.client, query, calendar)
+
+
+def _days(rows: Sequence[RecordRow]) -> list[tuple[int, int, list[tuple[str, str]]]]:
+    """Per UTC day of ``rows``: the first and the last time, and the (metric, org) pairs
+    (org "" for none), sorted."""
+    pairs: dict[int, set[tuple[str, str]]] = {}
+    fast = native if native is not None and type(rows) is list else None
+    bounds = fast.span_bounds(rows, _DAY) if fast is not None else None
+    if fast is not None and bounds is not None:
+        for metric, org, day in fast.series_spans(rows, _DAY):
+            pairs.setdefault(day, set()).add((metric, org or ""))
+    else:
+        bounds = {}
+        for row in rows:
+            ts = row.ts
+            day = ts // _DAY
+            held = bounds.get(day)
+            bounds[day] = (ts, ts) if held is None else (min(held[0], ts), max(held[1], ts))
+            pairs.setdefault(day, set()).add((row.metric_key, row.org_id or ""))
+    return [(lo, hi, sorted(pairs[day])) for day, (lo, hi) in bounds.items()]
 
 
 class _Lookup:

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from tsmeter import intake as intake_module
 from tsmeter import outbox_batches, speedups
 from tsmeter.adapters.influxdb import ledger as ledger_module
-from tsmeter.adapters.influxdb import lineprotocol, placement
+from tsmeter.adapters.influxdb import lineprotocol, placement, v1
 from tsmeter.adapters.influxdb.ledger import IdLedger
 from tsmeter.adapters.influxdb.lineprotocol import UsageEncoder
 from tsmeter.domain import AggregationType, MetricDefinition, RecordRow
@@ -33,6 +33,7 @@ from tsmeter.intake import Intake
 
 native = speedups.native
 needs_native = pytest.mark.skipif(native is None, reason="tsmeter._speedups is not built")
+DAY = 86_400_000_000_000
 
 HOSTILE = st.text(
     alphabet=st.sampled_from([*"a Z0,= \"\\\n\t'=⧵é漢🙂\x00\x7f", "\ud800"]),
@@ -261,6 +262,40 @@ def test_change_log_hours_are_the_same(rows: list[RecordRow]) -> None:
         python = placement.hours(rows)
     assert compiled == python
     assert compiled == {(r.metric_key, r.org_id, r.ts // 3_600_000_000_000) for r in rows}
+
+
+@needs_native
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.builds(RecordRow, st.just("r"), st.sampled_from(["a", "b"]), st.just("org"),
+                  st.just("o"), st.sampled_from([None, "acme", ""]), st.just(1.0),
+                  st.one_of(st.integers(min_value=-(2**63), max_value=2**63 - 1),
+                            st.integers(min_value=-3 * DAY, max_value=3 * DAY)),
+                  st.none(), st.none()),
+        max_size=40,
+    ),
+    st.integers(min_value=0, max_value=300),
+)  # fmt: skip
+def test_existence_read_days_are_the_same(rows: list[RecordRow], spread: int) -> None:
+    """Per UTC day: first and last time and (metric, org) pairs, negative times included;
+    rows over more than 256 days are handed to the Python code."""
+    rows = rows + [rows[-1]._replace(ts=k * DAY + 7) for k in range(spread)] if rows else rows
+    compiled = v1._days(rows)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(v1, "native", None)
+        python = v1._days(rows)
+    assert sorted(compiled) == sorted(python)
+    expected: dict[int, list[RecordRow]] = {}
+    for row in rows:
+        expected.setdefault(row.ts // DAY, []).append(row)
+    assert sorted(python) == sorted(
+        (min(r.ts for r in group), max(r.ts for r in group),
+         sorted({(r.metric_key, r.org_id or "") for r in group}))
+        for group in expected.values()
+    )  # fmt: skip
+    assert native is not None
+    assert (native.span_bounds(rows, DAY) is None) == (len(expected) > 256)
 
 
 OUTBOX_VALUES = st.one_of(
