@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import json
 import logging
 import random
 import sqlite3
@@ -434,18 +435,21 @@ class Outbox(OutboxAdmin):
             self._fresh.clear()
             self._fresh_rows = 0
         log.warning("outbox: %d records wait %.1f s after: %s", n, delay, exc)
-        with self._db:
-            self._conn.executemany(
+        with self._db:  # one statement: one transaction
+            self._conn.execute(
                 "UPDATE outbox_batches SET attempts = attempts + 1, next_attempt_at = ?,"
-                " last_error = ? WHERE seq = ?",
-                [(time.time_ns() + int(delay * 1e9), str(exc), seq) for seq, _ in taken],
-            )
+                " last_error = ? WHERE seq IN (SELECT value FROM json_each(?))",
+                (time.time_ns() + int(delay * 1e9), str(exc),
+                 json.dumps([seq for seq, _ in taken])),
+            )  # fmt: skip
 
     def _remove(self, taken: list[tuple[int, int]], delivered: int) -> None:
-        """Remove delivered batches."""
+        """Remove delivered batches (one statement, so one transaction: one sync, and the
+        connection is soon free for the next commit)."""
         with self._db:
-            self._conn.executemany(
-                "DELETE FROM outbox_batches WHERE seq = ?", [(seq,) for seq, _ in taken]
+            self._conn.execute(
+                "DELETE FROM outbox_batches WHERE seq IN (SELECT value FROM json_each(?))",
+                (json.dumps([seq for seq, _ in taken]),),
             )
         with self._cond:
             self._delivered += delivered
