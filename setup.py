@@ -1,5 +1,6 @@
-"""Builds the optional compiled fast paths (tsmeter/_speedups.c); everything else is in
-pyproject.toml. Without a C compiler the package installs and runs on its Python code."""
+"""Builds the optional compiled fast paths (tsmeter/_speedups.c, tsmeter/_ledgerwrite.c);
+everything else is in pyproject.toml. Without a C compiler the package installs and runs on
+its Python code."""
 
 from setuptools import Extension, setup
 
@@ -10,6 +11,12 @@ setup(
             ["tsmeter/_speedups.c"],
             optional=True,
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-        )
+        ),
+        Extension(
+            "tsmeter._ledgerwrite",
+            ["tsmeter/_ledgerwrite.c"],
+            optional=True,
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        ),
     ]
 )

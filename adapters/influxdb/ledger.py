@@ -38,7 +38,7 @@ from tsmeter.adapters.embedded.schema import open_wal
 from tsmeter.adapters.embedded.store import insert_many
 from tsmeter.domain import RecordRow
 from tsmeter.errors import StorageUnavailableError
-from tsmeter.speedups import native
+from tsmeter.speedups import ledger_writes, native
 
 __all__ = ["IdLedger"]
 
@@ -133,6 +133,11 @@ class IdLedger:
             )
         except sqlite3.Error as exc:
             raise StorageUnavailableError(f"cannot open the id ledger {path!r}: {exc}") from exc
+        # the usual add, in one transaction without the interpreter lock (see _add_direct)
+        self._direct: object | None = None
+        if ledger_writes is not None and path != ":memory:":
+            opened = ledger_writes.open(path)
+            self._direct = None if isinstance(opened, str) else opened
         self._series: dict[_Series, int] = {}
         self._crowded = 0  # lookups left that skip the range read
         # the log's entries of the target, in memory: id -> (log seq, where it was sent)
@@ -163,6 +168,10 @@ class IdLedger:
 
     def close(self) -> None:
         """Close the file."""
+        with self._lock:
+            if self._direct is not None and ledger_writes is not None:
+                ledger_writes.close(self._direct)
+                self._direct = None
         self._conn.close()
         self._reader.close()
 
@@ -266,6 +275,8 @@ class IdLedger:
         with self._lock:
             if len(self._series) > 100_000:  # the series numbers cached
                 self._series.clear()
+            if self._direct is not None and type(rows) is list and self._add_direct(rows):
+                return
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 ids = list(map(_ID, rows))
@@ -297,6 +308,28 @@ class IdLedger:
                 with self._tail_lock:
                     self._merges = -1  # read the log again
                 raise StorageUnavailableError(f"the id ledger failed: {exc}") from exc
+
+    def _add_direct(self, rows: list[RecordRow]) -> bool:
+        """``add`` of the usual case, ids that lie together in the index while the log is
+        empty, as one transaction in C (``tsmeter/_ledgerwrite.c``): a Python thread gives up
+        the interpreter lock for each SQLite statement and, while other threads run, waits
+        for it again after each; here it waits once. Returns False, having written nothing,
+        for every other case (under the lock)."""
+        assert ledger_writes is not None
+        done = ledger_writes.add(self._direct, rows, self._series, self._target_no, self.NEAR)
+        if isinstance(done, list):  # new series: numbered first, in their own transaction
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._number(done)
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._conn.execute("ROLLBACK")
+                raise StorageUnavailableError(f"the id ledger failed: {exc}") from exc
+            done = ledger_writes.add(self._direct, rows, self._series, self._target_no,
+                                     self.NEAR)  # fmt: skip
+        if isinstance(done, str):
+            raise StorageUnavailableError(f"the id ledger failed: {done}")
+        return done is True
 
     def _merge(self, upto: int) -> None:
         """Move the log into the index, sorted by id so the index takes it page by page

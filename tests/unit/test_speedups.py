@@ -13,6 +13,7 @@ import itertools
 import marshal
 import math
 import os
+import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -441,15 +442,18 @@ def test_placement_is_the_same(rows: list[RecordRow], taken: list[int]) -> None:
 
 
 def _ledger_rows(
-    rows: list[RecordRow], compiled: bool, path: str, near: int
+    rows: list[RecordRow], compiled: bool, path: str, near: int, per: int = 150
 ) -> Iterator[tuple[Any, ...]]:
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setattr(ledger_module, "native", native if compiled else None)
+        if not compiled:
+            monkeypatch.setattr(ledger_module, "ledger_writes", None)
         monkeypatch.setattr(IdLedger, "NEAR", near)
         ledger = IdLedger(path, "http://x/db")
+        assert (ledger._direct is not None) == (compiled and speedups.ledger_writes is not None)
         try:
-            for start in range(0, len(rows), 150):
-                ledger.add(rows[start : start + 150])
+            for start in range(0, len(rows), per):
+                ledger.add(rows[start : start + per])
             yield from ledger._conn.execute(  # the index's entries, then the log's in order
                 "SELECT 0, i.id, s.metric_key, s.subject_type, s.subject_id, s.org_key, i.ts"
                 " FROM influx_ids i JOIN influx_series s USING (series_no) UNION ALL"
@@ -461,13 +465,14 @@ def _ledger_rows(
 
 
 @needs_native
-@pytest.mark.parametrize("near", [0, 2])
-def test_ledger_entries_are_the_same(tmp_path: Any, near: int) -> None:
+@pytest.mark.parametrize(("near", "per"), [(0, 150), (2, 150), (2, 600)])
+def test_ledger_entries_are_the_same(tmp_path: Any, near: int, per: int) -> None:
     """The same entries, in the index and in the log (NEAR 0: every add after the first
-    goes to the log)."""
+    goes to the log); adds of 600 take the compiled transaction's statements of 250 rows."""
+    n, ids = (420, 230) if per == 150 else (1_300, 530)
     rows = [
         RecordRow(
-            f"id-{i % 230}",
+            f"id-{i % ids:04}",
             "api_calls",
             "org",
             f"o{i % 7}",
@@ -477,13 +482,37 @@ def test_ledger_entries_are_the_same(tmp_path: Any, near: int) -> None:
             None,
             None,
         )
-        for i in range(420)
+        for i in range(n)
     ]
-    compiled = list(_ledger_rows(rows, True, str(tmp_path / "a.db"), near))
-    python = list(_ledger_rows(rows, False, str(tmp_path / "b.db"), near))
-    # the index holds each id once; the log every entry (the first call's 150 in the index)
-    assert len(compiled) == (420 if near == 0 else 230)
+    compiled = list(_ledger_rows(rows, True, str(tmp_path / "a.db"), near, per))
+    python = list(_ledger_rows(rows, False, str(tmp_path / "b.db"), near, per))
+    # the index holds each id once; the log every entry (the first call's in the index)
+    assert len(compiled) == (n if near == 0 else ids)
     assert compiled == python
+
+
+@needs_native
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(st.lists(st.tuples(HOSTILE, st.integers(0, 5), st.integers(-(2**63), 2**63 - 1)),
+                min_size=1, max_size=700),
+       st.sampled_from([1, 249, 250, 600]))  # fmt: skip
+def test_ledger_adds_without_the_interpreter_lock_are_the_same(
+    tmp_path: Any, entries: list[tuple[str, int, int]], per: int
+) -> None:
+    """Adds written by the compiled transaction (``_ledgerwrite``, several statements of 250
+    rows and single rows) leave the index as the Python code does: hostile and repeated ids
+    (the last entry of an id wins), many series, lone surrogates handed back."""
+    rows = [RecordRow(rid, "api_calls", "org", f"o{series}", None if series % 2 else "acme",
+                      1.0, ts, None, None) for rid, series, ts in entries]  # fmt: skip
+    found = []
+    for compiled in (True, False):
+        path = tmp_path / f"{compiled}-{secrets.token_hex(4)}.db"
+        try:
+            found.append(list(_ledger_rows(rows, compiled, str(path), 2, per)))
+        except UnicodeEncodeError as exc:  # a lone surrogate: both paths refuse it
+            found.append([repr(exc)])
+    assert found[0] == found[1]
 
 
 class Sly(str):
@@ -541,3 +570,34 @@ def test_ci_runs_the_compiled_paths() -> None:
     """CI has a compiler: there the tests marked needs_native must not all skip unseen."""
     if os.environ.get("CI") and os.environ.get("TSMETER_PURE_PYTHON", "") in ("", "0"):
         assert native is not None, "tsmeter._speedups is not built"
+        assert speedups.ledger_writes is not None, "tsmeter._ledgerwrite is not in use"
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_failing_ledger_write_raises_and_leaves_nothing(tmp_path: Any, compiled: bool) -> None:
+    """An SQLite error inside an add (a trigger refusing entries here) is a
+    StorageUnavailableError naming SQLite's message, on both paths, and nothing of that add
+    stays; the next add goes in."""
+    if compiled and speedups.ledger_writes is None:
+        pytest.skip("tsmeter._ledgerwrite is not in use")
+    rows = [RecordRow(f"id-{i:04}", "api_calls", "org", "o", None, 1.0, i, None, None)
+            for i in range(600)]  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        if not compiled:
+            patch.setattr(ledger_module, "ledger_writes", None)
+        ledger = IdLedger(str(tmp_path / "l.db"), "http://x/db")
+    try:
+        assert (ledger._direct is not None) == compiled
+        ledger.add(rows[:100])
+        ledger._conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON influx_ids WHEN NEW.id = 'id-0450'"
+            " BEGIN SELECT RAISE(ABORT, 'entry refused'); END"
+        )
+        with pytest.raises(StorageUnavailableError, match="the id ledger failed: entry refused"):
+            ledger.add(rows[100:])
+        assert set(ledger.known([r.id for r in rows])) == {r.id for r in rows[:100]}
+        ledger._conn.execute("DROP TRIGGER refuse")
+        ledger.add(rows[100:])
+        assert set(ledger.known([r.id for r in rows])) == {r.id for r in rows}
+    finally:
+        ledger.close()
