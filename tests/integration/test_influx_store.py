@@ -300,6 +300,46 @@ def test_record_batch_says_how_many_were_stored_when_a_write_fails(
     assert points(server, db) == 200
 
 
+def test_a_chunk_whose_ledger_entry_failed_is_never_sent(
+    influx_db: tuple[InfluxServer, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk is sent only once its ids are in the ledger: when the fourth entry fails,
+    neither that chunk nor a later one is sent, the call raises the ledger's error, and the
+    retry adds the rest."""
+    server, db = influx_db
+    small_windows(monkeypatch, 10, 40, 15)
+    at = datetime.fromtimestamp(T / 1e9, UTC)
+    batch = [{"id": f"l-{i:03d}", "metricKey": "api_calls", "subjectType": "org",
+              "subjectId": "o1", "timestamp": at} for i in range(200)]  # fmt: skip
+    with tsmeter.connect(f"{url(server, db)}&state={tmp_path / 'state.db'}") as meter:
+        meter.define_metric("api_calls", aggregation_type="COUNT")
+        store = meter.store
+        assert isinstance(store, InfluxV1Store)
+        add, write, entered, sent = store.ledger.add, store.client.write, [], []
+
+        def failing_add(rows: list[RecordRow]) -> None:
+            entered.append(len(rows))
+            if len(entered) == 4:
+                raise StorageUnavailableError("the id ledger failed: disk full")
+            add(rows)
+
+        def counted_write(body: bytes) -> None:
+            sent.append(body)
+            write(body)
+
+        monkeypatch.setattr(store.ledger, "add", failing_add)
+        monkeypatch.setattr(store.client, "write", counted_write)
+        with pytest.raises(StorageUnavailableError, match="disk full"):
+            meter.record_batch(batch)
+        time.sleep(0.3)
+        held = points(server, db)
+        assert len(sent) <= 3 and held <= 3 * 15, (len(sent), held)
+        monkeypatch.setattr(store.ledger, "add", add)
+        result = meter.record_batch(batch)
+        assert (result.recorded, result.duplicates) == (200 - held, held)
+    assert points(server, db) == 200
+
+
 def test_a_failed_write_is_redone_on_retry(
     influx_db: tuple[InfluxServer, str], tmp_path: Path
 ) -> None:
