@@ -13,11 +13,13 @@ are committed; ``wait=False`` returns at once (a crash loses at most the last
 commit interval). A flusher thread (one per outbox file, across processes: it
 holds a file lock) takes committed batches oldest first, hands them to the
 ``deliver`` callback (the store's ``append``; ids make a repeat harmless) and
-deletes them once delivered. A store that takes a stream (the ``stream`` callback:
-InfluxDB's ``append_stream``) gets the due batches, and those that come due
-meanwhile, as one stream of up to ``stream_rows`` records, so the server does not
-wait between deliveries; each batch is deleted as soon as the store reports its
-records stored.
+deletes them once delivered. The batches this process committed itself, up to
+``cache_rows`` records, are handed over as the rows that were put, not read back and
+unpacked (once the store has taken a delivery, until one fails). A store that takes a
+stream (the ``stream`` callback: InfluxDB's ``append_stream``) gets the due batches, and
+those that come due meanwhile, as one stream of up to ``stream_rows`` records, so the
+server does not wait between deliveries; each batch is deleted as soon as the store
+reports its records stored.
 
 * a :class:`~tsmeter.errors.RejectedError` (the store refused the data itself)
   splits the batch in halves until the offending records are alone; those are
@@ -451,6 +453,9 @@ class Outbox(OutboxAdmin):
                 "DELETE FROM outbox_batches WHERE seq IN (SELECT value FROM json_each(?))",
                 (json.dumps([seq for seq, _ in taken]),),
             )
+        with self._read:  # a batch read from the file while it was being held in memory
+            for seq, _ in taken:
+                self._take_fresh(seq)
         with self._cond:
             self._delivered += delivered
         self._caching = True

@@ -203,7 +203,7 @@ class IdLedger:
         with self._tail_lock:  # the log's entries are newer than the index's
             tail = self._tail
             if tail:
-                for rid in wanted & tail.keys() if len(tail) < len(wanted) else wanted:
+                for rid in (wanted & tail.keys()) if len(tail) < len(wanted) else wanted:
                     hit = tail.get(rid)
                     if hit is not None:
                         found[rid] = hit[1]
