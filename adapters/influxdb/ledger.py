@@ -111,7 +111,8 @@ _KNOWN = (
 class IdLedger:
     """Record ids sent to one InfluxDB target, kept in a SQLite file."""
 
-    #: lookups that skip the range read after one found its range crowded
+    #: lookups that skip the range read after one found its range crowded (and adds that go
+    #: straight to the Python code after one was its case, see _add_direct)
     CROWDED_SKIP = 16
     #: log entries (of every target) that are moved into the index together
     MERGE_ROWS = 100_000
@@ -140,6 +141,7 @@ class IdLedger:
             self._direct = None if isinstance(opened, str) else opened
         self._series: dict[_Series, int] = {}
         self._crowded = 0  # lookups left that skip the range read
+        self._scattered = 0  # adds left that skip the compiled transaction (_add_direct)
         # the log's entries of the target, in memory: id -> (log seq, where it was sent)
         self._writer = secrets.randbits(62)
         self._tail: dict[str, tuple[int, RecordRow]] = {}
@@ -275,8 +277,13 @@ class IdLedger:
         with self._lock:
             if len(self._series) > 100_000:  # the series numbers cached
                 self._series.clear()
-            if self._direct is not None and type(rows) is list and self._add_direct(rows):
-                return
+            if self._direct is not None and type(rows) is list:
+                if self._scattered:  # the last try was the Python code's case: so is this
+                    self._scattered -= 1
+                elif self._add_direct(rows):
+                    return
+                else:
+                    self._scattered = self.CROWDED_SKIP
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 ids = list(map(_ID, rows))
