@@ -335,6 +335,44 @@ as_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* The arguments of series_spans and span_bounds, ``(list, span > 0)``: 0, or -1 with an
+ * error set. */
+static int
+span_args(PyObject *const *args, Py_ssize_t nargs, const char *name, long long *span)
+{
+    if (nargs != 2 || !PyList_Check(args[0]) || !PyLong_Check(args[1])) {
+        PyErr_Format(PyExc_TypeError, "%s(list, int)", name);
+        return -1;
+    }
+    *span = PyLong_AsLongLong(args[1]);
+    if (*span == -1 && PyErr_Occurred())
+        return -1;
+    if (*span <= 0) {
+        PyErr_Format(PyExc_ValueError, "%s: span must be positive", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* A RecordRow's time (item 6) and time // span, floored as Python's //: 0, or -1 with an
+ * error set. */
+static int
+row_span(PyObject *row, long long span, const char *name, long long *ts, long long *q)
+{
+    if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) < 7 ||
+        !PyLong_CheckExact(PyTuple_GET_ITEM(row, 6))) {
+        PyErr_Format(PyExc_TypeError, "%s: rows must be RecordRows", name);
+        return -1;
+    }
+    *ts = PyLong_AsLongLong(PyTuple_GET_ITEM(row, 6));
+    if (*ts == -1 && PyErr_Occurred())
+        return -1;
+    *q = *ts / span;
+    if (*ts % span != 0 && *ts < 0)
+        *q -= 1;
+    return 0;
+}
+
 /* series_spans(rows, span) -> set
  *
  * The set of (metric key, org, time // span) of the rows (items 1, 4 and 6). Rows of one
@@ -343,18 +381,10 @@ as_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 series_spans(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyList_Check(args[0]) || !PyLong_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "series_spans(list, int)");
+    long long span;
+    if (span_args(args, nargs, "series_spans", &span) < 0)
         return NULL;
-    }
     PyObject *rows = args[0];
-    long long span = PyLong_AsLongLong(args[1]);
-    if (span == -1 && PyErr_Occurred())
-        return NULL;
-    if (span <= 0) {
-        PyErr_SetString(PyExc_ValueError, "series_spans: span must be positive");
-        return NULL;
-    }
     PyObject *out = PySet_New(NULL);
     if (out == NULL)
         return NULL;
@@ -364,20 +394,12 @@ series_spans(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     int next = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rows); i++) {
         PyObject *row = PyList_GET_ITEM(rows, i);
-        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) < 7 ||
-            !PyLong_CheckExact(PyTuple_GET_ITEM(row, 6))) {
-            PyErr_SetString(PyExc_TypeError, "series_spans: rows must be RecordRows");
+        long long ts, q;
+        if (row_span(row, span, "series_spans", &ts, &q) < 0)
             goto error;
-        }
         PyObject *metric = PyTuple_GET_ITEM(row, 1), *org = PyTuple_GET_ITEM(row, 4);
         /* a str subclass may run code when hashed (and free what the cache points at) */
         int plain = PyUnicode_CheckExact(metric) && (org == Py_None || PyUnicode_CheckExact(org));
-        long long ts = PyLong_AsLongLong(PyTuple_GET_ITEM(row, 6));
-        if (ts == -1 && PyErr_Occurred())
-            goto error;
-        long long q = ts / span;
-        if (ts % span != 0 && ts < 0)
-            q -= 1; /* floor, as Python's // */
         int hit = 0;
         for (int k = 0; k < SEEN; k++)
             if (seen_metric[k] == metric && seen_org[k] == org && seen_span[k] == q) {
@@ -421,33 +443,16 @@ enum { SPANS_MAX = 256 };
 static PyObject *
 span_bounds(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyList_Check(args[0]) || !PyLong_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "span_bounds(list, int)");
+    long long span;
+    if (span_args(args, nargs, "span_bounds", &span) < 0)
         return NULL;
-    }
     PyObject *rows = args[0];
-    long long span = PyLong_AsLongLong(args[1]);
-    if (span == -1 && PyErr_Occurred())
-        return NULL;
-    if (span <= 0) {
-        PyErr_SetString(PyExc_ValueError, "span_bounds: span must be positive");
-        return NULL;
-    }
     long long qs[SPANS_MAX], lo[SPANS_MAX], hi[SPANS_MAX];
     int count = 0, last = -1;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rows); i++) {
-        PyObject *row = PyList_GET_ITEM(rows, i);
-        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) < 7 ||
-            !PyLong_CheckExact(PyTuple_GET_ITEM(row, 6))) {
-            PyErr_SetString(PyExc_TypeError, "span_bounds: rows must be RecordRows");
+        long long ts, q;
+        if (row_span(PyList_GET_ITEM(rows, i), span, "span_bounds", &ts, &q) < 0)
             return NULL;
-        }
-        long long ts = PyLong_AsLongLong(PyTuple_GET_ITEM(row, 6));
-        if (ts == -1 && PyErr_Occurred())
-            return NULL;
-        long long q = ts / span;
-        if (ts % span != 0 && ts < 0)
-            q -= 1; /* floor, as Python's // */
         if (last < 0 || qs[last] != q) {
             last = -1;
             for (int k = 0; k < count; k++)
