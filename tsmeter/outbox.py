@@ -61,7 +61,7 @@ from tsmeter.errors import (
     ValidationError,
 )
 from tsmeter.outbox_admin import OutboxAdmin, OutboxStatus, QuarantinedRecord
-from tsmeter.outbox_batches import pack, unpack
+from tsmeter.outbox_batches import HeldBatches, pack, unpack
 
 __all__ = ["Outbox", "OutboxStatus", "QuarantinedRecord"]
 
@@ -124,14 +124,9 @@ class Outbox(OutboxAdmin):
         self.max_pending = max_pending
         self.commit_interval = commit_interval
         self.batch_rows = batch_rows
-        self.cache_rows = cache_rows
-        # committed batches still held as rows, by number, up to cache_rows records: the
-        # flusher takes them without reading and unpacking them. Only while this process
-        # holds the flush lock and the store took the last delivery (a store that is down
-        # does not make the outbox hold its backlog in memory)
-        self._fresh: dict[int, list[RecordRow]] = {}
-        self._fresh_rows = 0
-        self._caching = False
+        # this process's committed batches, handed to the store without being read back
+        # (held only while this process holds the flush lock)
+        self._held = HeldBatches(cache_rows)
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self._db = threading.Lock()  # the connection
@@ -254,13 +249,8 @@ class Outbox(OutboxAdmin):
             with self._cond:  # still under the connection lock: no recount slips in between
                 self._pending += len(rows)
                 self._mine = max(self._mine, int(last))
-        if self._caching and self._lock_file is not None:
-            with self._read:
-                for seq, part in enumerate(parts, int(last) - len(parts) + 1):  # their numbers
-                    if self._fresh_rows + len(part) > self.cache_rows:
-                        break
-                    self._fresh[seq] = part
-                    self._fresh_rows += len(part)
+        if self._lock_file is not None:  # numbered last - len(parts) + 1 to last
+            self._held.hold(int(last) - len(parts) + 1, parts)
 
     # -- delivering -------------------------------------------------------------------
     def _flush_loop(self) -> None:
@@ -297,8 +287,7 @@ class Outbox(OutboxAdmin):
     def _due(self, after: int = 0) -> list[tuple[int, int, list[RecordRow]]]:
         """The oldest due batches numbered above ``after`` that fit in one delivery of
         ``batch_rows`` records (at least one): ``(seq, attempts, rows)``. Sizes are read
-        first, so only the batches taken are read and unpacked (or taken from memory: see
-        ``_fresh``)."""
+        first, so only the batches taken are read and unpacked (unless held: ``_held``)."""
         with self._read:
             found = self._reader.execute(
                 "SELECT seq, attempts, n FROM outbox_batches WHERE next_attempt_at <= ?"
@@ -310,7 +299,7 @@ class Outbox(OutboxAdmin):
             for seq, attempts, n in found:
                 if taken and total + n > self.batch_rows:
                     break
-                rows = self._take_fresh(seq)
+                rows = self._held.take(seq)
                 if rows is None:
                     blob = self._reader.execute(
                         "SELECT rows FROM outbox_batches WHERE seq = ?", (seq,)
@@ -321,16 +310,9 @@ class Outbox(OutboxAdmin):
                 taken.append((seq, attempts, rows))
                 total += n
             if found and after == 0:  # older batches held are gone (purged): forget them
-                for seq in [seq for seq in self._fresh if seq < found[0][0]]:
-                    self._take_fresh(seq)
+                self._held.drop_below(found[0][0])
         return [(seq, attempts, rows if isinstance(rows, list) else unpack(rows))
                 for seq, attempts, rows in taken]  # fmt: skip
-
-    def _take_fresh(self, seq: int) -> list[RecordRow] | None:
-        rows = self._fresh.pop(seq, None)
-        if rows is not None:
-            self._fresh_rows -= len(rows)
-        return rows
 
     def flush_once(self) -> bool:
         """Deliver the batches that are due (up to ``batch_rows`` records in one call of
@@ -432,10 +414,7 @@ class Outbox(OutboxAdmin):
         delay = min(self.backoff_max, self.backoff_base * 2 ** (attempts - 1))
         delay *= 0.5 + random.random() / 2
         self._last_error = f"{type(exc).__name__}: {exc}"
-        with self._read:  # hold nothing more in memory until a delivery succeeds
-            self._caching = False
-            self._fresh.clear()
-            self._fresh_rows = 0
+        self._held.stop()  # hold nothing more in memory until a delivery succeeds
         log.warning("outbox: %d records wait %.1f s after: %s", n, delay, exc)
         with self._db:  # one statement: one transaction
             self._conn.execute(
@@ -453,12 +432,11 @@ class Outbox(OutboxAdmin):
                 "DELETE FROM outbox_batches WHERE seq IN (SELECT value FROM json_each(?))",
                 (json.dumps([seq for seq, _ in taken]),),
             )
-        with self._read:  # a batch read from the file while it was being held in memory
-            for seq, _ in taken:
-                self._take_fresh(seq)
+        for seq, _ in taken:  # a batch read from the file while it was being held
+            self._held.take(seq)
         with self._cond:
             self._delivered += delivered
-        self._caching = True
+        self._held.on = True
         # recounted, not decremented: the batches may have been committed by another process
         self._refresh_pending()
 

@@ -7,12 +7,16 @@
 
 Both are read by either path. A damaged batch raises StorageUnavailableError, never
 gives part of its rows.
+
+:class:`HeldBatches` keeps committed batches as the rows that were put, so the outbox's
+delivering process need not read them back.
 """
 
 from __future__ import annotations
 
 import marshal
 import struct
+import threading
 from collections.abc import Sequence
 from functools import partial
 
@@ -20,7 +24,7 @@ from tsmeter.domain import RecordRow
 from tsmeter.errors import StorageUnavailableError
 from tsmeter.speedups import native
 
-__all__ = ["pack", "unpack"]
+__all__ = ["HeldBatches", "pack", "unpack"]
 
 _FORMAT = 1  # marshal of the row tuples
 _FORMAT_2 = 2  # compact rows (see _unpack_2)
@@ -93,3 +97,48 @@ def _unpack_2(blob: bytes) -> list[RecordRow]:
     if pos != len(blob):
         raise ValueError("bytes after the last row")
     return rows
+
+
+class HeldBatches:
+    """Committed batches still held as the rows that were put, by batch number, up to
+    ``limit`` records, while ``on`` (the outbox turns it on once the store took a delivery
+    and off when one fails: a store that is down does not make it hold its backlog)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.rows = 0  # records held
+        self.on = False
+        self._batches: dict[int, list[RecordRow]] = {}
+        self._lock = threading.Lock()
+
+    def hold(self, first: int, parts: list[list[RecordRow]]) -> None:
+        """Hold the batches numbered ``first``, ``first + 1``, ... while on, up to the limit."""
+        with self._lock:
+            if not self.on:
+                return
+            for seq, part in enumerate(parts, first):
+                if self.rows + len(part) > self.limit:
+                    break
+                self._batches[seq] = part
+                self.rows += len(part)
+
+    def take(self, seq: int) -> list[RecordRow] | None:
+        """The rows of batch ``seq``, no longer held; None if it is not held."""
+        with self._lock:
+            rows = self._batches.pop(seq, None)
+            if rows is not None:
+                self.rows -= len(rows)
+            return rows
+
+    def drop_below(self, seq: int) -> None:
+        """Forget the batches numbered below ``seq`` (gone from the file)."""
+        with self._lock:
+            for old in [old for old in self._batches if old < seq]:
+                self.rows -= len(self._batches.pop(old))
+
+    def stop(self) -> None:
+        """Hold nothing, and nothing more until turned on again."""
+        with self._lock:
+            self.on = False
+            self._batches.clear()
+            self.rows = 0

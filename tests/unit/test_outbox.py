@@ -400,7 +400,7 @@ def test_batches_committed_while_the_store_takes_deliveries_are_not_read_back(
     assert store.waiting.wait(10)
     for part in held[1:]:
         box.put(part)
-    assert box._fresh_rows == 200  # the third would pass cache_rows
+    assert box._held.rows == 200  # the third would pass cache_rows
     store.gate.set()
     assert box.drain(10)
     assert [_same_objects(store.given, part) for part in held] == [True, True, True, False]
@@ -411,7 +411,7 @@ def test_batches_committed_while_the_store_takes_deliveries_are_not_read_back(
     wait_until(lambda: box.status().last_error is not None)
     later = rows("later", 100)
     box.put(later)
-    assert box._fresh_rows == 0
+    assert box._held.rows == 0
     store.down = False
     assert box.drain(10)
     assert not _same_objects(store.given, failed) and not _same_objects(store.given, later)
@@ -446,5 +446,5 @@ def test_a_stream_takes_held_batches_as_put(tmp_path: Path) -> None:
     box.put(warm)
     assert box.drain(10)
     assert _same_objects(given, warm)
-    assert box._fresh_rows == 0  # taken: nothing stays held
+    assert box._held.rows == 0  # taken: nothing stays held
     assert box.close().delivered == 200
