@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tsmeter.adapters.influxdb import ledger as ledger_module
 from tsmeter.adapters.influxdb.ledger import IdLedger
 from tsmeter.domain import RecordRow, new_ids
+from tsmeter.errors import StorageUnavailableError
 
 
 def _rows(ids: list[str], ts: int = 7) -> list[RecordRow]:
@@ -137,8 +139,6 @@ def test_an_add_of_many_new_series_takes_a_few_statements(
     """New series are numbered together and entries go in statements of many rows: each
     statement hands the interpreter lock back to the ledger's thread (milliseconds each while
     other threads run). Hostile names and both kinds of organisation keep their numbers."""
-    from tsmeter.adapters.influxdb import ledger as ledger_module
-
     if not compiled:
         monkeypatch.setattr(ledger_module, "native", None)
     elif ledger_module.native is None:
@@ -257,3 +257,35 @@ def test_ids_that_lie_together_go_straight_in_after_the_log(
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_failing_ledger_write_raises_and_leaves_nothing(tmp_path: Path, compiled: bool) -> None:
+    """An SQLite error inside an add (a trigger refusing entries here) is a
+    StorageUnavailableError naming SQLite's message, on both paths, and nothing of that add
+    stays; the next add goes in."""
+    if compiled and ledger_module.ledger_writes is None:
+        if os.environ.get("CI") and os.environ.get("TSMETER_PURE_PYTHON", "") in ("", "0"):
+            pytest.fail("tsmeter._ledgerwrite is not in use in CI (it has a compiler)")
+        pytest.skip("the compiled ledger write is off (TSMETER_PURE_PYTHON=1, or not built)")
+    rows = [RecordRow(f"id-{i:04}", "api_calls", "org", "o", None, 1.0, i, None, None)
+            for i in range(600)]  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        if not compiled:
+            patch.setattr(ledger_module, "ledger_writes", None)
+        ledger = IdLedger(str(tmp_path / "l.db"), "http://x/db")
+    try:
+        assert (ledger._direct is not None) == compiled
+        ledger.add(rows[:100])
+        ledger._conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON influx_ids WHEN NEW.id = 'id-0450'"
+            " BEGIN SELECT RAISE(ABORT, 'entry refused'); END"
+        )
+        with pytest.raises(StorageUnavailableError, match="the id ledger failed: entry refused"):
+            ledger.add(rows[100:])
+        assert set(ledger.known([r.id for r in rows])) == {r.id for r in rows[:100]}
+        ledger._conn.execute("DROP TRIGGER refuse")
+        ledger.add(rows[100:])
+        assert set(ledger.known([r.id for r in rows])) == {r.id for r in rows}
+    finally:
+        ledger.close()

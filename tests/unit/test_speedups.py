@@ -571,33 +571,3 @@ def test_ci_runs_the_compiled_paths() -> None:
     if os.environ.get("CI") and os.environ.get("TSMETER_PURE_PYTHON", "") in ("", "0"):
         assert native is not None, "tsmeter._speedups is not built"
         assert speedups.ledger_writes is not None, "tsmeter._ledgerwrite is not in use"
-
-
-@pytest.mark.parametrize("compiled", [True, False])
-def test_a_failing_ledger_write_raises_and_leaves_nothing(tmp_path: Any, compiled: bool) -> None:
-    """An SQLite error inside an add (a trigger refusing entries here) is a
-    StorageUnavailableError naming SQLite's message, on both paths, and nothing of that add
-    stays; the next add goes in."""
-    if compiled and speedups.ledger_writes is None:
-        pytest.skip("tsmeter._ledgerwrite is not in use")
-    rows = [RecordRow(f"id-{i:04}", "api_calls", "org", "o", None, 1.0, i, None, None)
-            for i in range(600)]  # fmt: skip
-    with pytest.MonkeyPatch.context() as patch:
-        if not compiled:
-            patch.setattr(ledger_module, "ledger_writes", None)
-        ledger = IdLedger(str(tmp_path / "l.db"), "http://x/db")
-    try:
-        assert (ledger._direct is not None) == compiled
-        ledger.add(rows[:100])
-        ledger._conn.execute(
-            "CREATE TRIGGER refuse BEFORE INSERT ON influx_ids WHEN NEW.id = 'id-0450'"
-            " BEGIN SELECT RAISE(ABORT, 'entry refused'); END"
-        )
-        with pytest.raises(StorageUnavailableError, match="the id ledger failed: entry refused"):
-            ledger.add(rows[100:])
-        assert set(ledger.known([r.id for r in rows])) == {r.id for r in rows[:100]}
-        ledger._conn.execute("DROP TRIGGER refuse")
-        ledger.add(rows[100:])
-        assert set(ledger.known([r.id for r in rows])) == {r.id for r in rows}
-    finally:
-        ledger.close()
