@@ -65,6 +65,7 @@ class MeterBase:
             streams = callable(getattr(store, "append_stream", None))
             self.outbox = Outbox(outbox, self._deliver, after=self._to_sinks,
                                  stream=self._deliver_stream if streams else None,
+                                 reachable=getattr(store, "reachable", None),
                                  **(outbox_options or {}))  # fmt: skip
 
     def _deliver(self, rows: list[RecordRow]) -> None:

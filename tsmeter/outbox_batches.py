@@ -101,8 +101,9 @@ def _unpack_2(blob: bytes) -> list[RecordRow]:
 
 class HeldBatches:
     """Committed batches still held as the rows that were put, by batch number, up to
-    ``limit`` records, while ``on`` (the outbox turns it on once the store took a delivery
-    and off when one fails: a store that is down does not make it hold its backlog)."""
+    ``limit`` records, while ``on`` (the outbox turns it on when the store answers as the
+    flusher starts, or once the store took part of a delivery, and off when one fails: a
+    store that is down does not make it hold its backlog)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit

@@ -146,10 +146,10 @@ class InfluxV1Client:
             delay = min(delay * 2, 5.0)
         raise AssertionError("unreachable")
 
-    def ping(self) -> bool:
-        """Whether the server answers ``/ping``."""
+    def ping(self, timeout: float = 5.0) -> bool:
+        """Whether the server answers ``/ping`` within ``timeout`` seconds."""
         try:
-            response = self._session.get(self.config.base_url + "/ping", timeout=5)
+            response = self._session.get(self.config.base_url + "/ping", timeout=timeout)
         except requests.RequestException:
             return False
         return response.status_code == 204

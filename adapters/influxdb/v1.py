@@ -131,6 +131,11 @@ class InfluxV1Store:
         self.client.close()
         self.ledger.close()
 
+    def reachable(self) -> bool:
+        """Whether the server answers a ping within a second (the outbox asks, to know
+        whether to hold its batches in memory for delivery)."""
+        return self.client.ping(timeout=1.0)
+
     # -- administration ---------------------------------------------------------------
     def init(self) -> None:
         """Create the database if it is missing (``tsmeter influx init``)."""

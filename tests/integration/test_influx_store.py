@@ -390,6 +390,32 @@ def test_unreachable_server_is_storage_unavailable(tmp_path: Path) -> None:
         store.close()
 
 
+def test_reachable_tells_a_server_that_answers_from_a_closed_port(
+    influx_db: tuple[InfluxServer, str], tmp_path: Path
+) -> None:
+    """The outbox's probe: True while influxd answers /ping; False at once for a closed port
+    (no retries: it only decides whether to hold batches in memory). A meter with an outbox
+    on the store is given that probe."""
+    server, db = influx_db
+    up = InfluxV1Store(InfluxV1Config.from_url(url(server, db)))
+    down = InfluxV1Store(InfluxV1Config.from_url("influxdb://127.0.0.1:9/db"))
+    try:
+        assert up.reachable() is True
+        t0 = time.monotonic()
+        assert down.reachable() is False
+        assert time.monotonic() - t0 < 1.5
+    finally:
+        up.close()
+        down.close()
+    meter = tsmeter.connect(url(server, db, state=str(tmp_path / "s.db")),
+                            outbox=str(tmp_path / "o.db"))  # fmt: skip
+    try:
+        assert meter.outbox is not None
+        assert meter.outbox._reachable == meter.store.reachable
+    finally:
+        meter.close()
+
+
 def test_idle_incremental_runs_keep_their_watermark(influx_db: tuple[InfluxServer, str]) -> None:
     """Runs with nothing new leave the change-log watermark where it was, even when the log
     entries it was read from are gone (a purge), and a later record moves it forward."""

@@ -422,6 +422,61 @@ def test_batches_committed_while_the_store_takes_deliveries_are_not_read_back(
     assert box.close().pending == 0
 
 
+@pytest.mark.parametrize("answer", [True, False, "raises"])
+def test_a_store_that_answers_at_start_gets_the_first_batches_as_put(
+    tmp_path: Path, answer: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``reachable`` is asked once, when the flusher starts: a store that answers gets even
+    the first batches as the rows that were put; one that does not answer (or whose probe
+    fails) gets them read back, as before any delivery. Each record arrives once either way."""
+    store = KeepingStore()
+    asked: list[bool] = []
+
+    def reachable() -> bool:
+        asked.append(True)
+        if answer == "raises":
+            raise OSError("probe broke")
+        return bool(answer)
+
+    box = Outbox(str(tmp_path / "o.db"), store, reachable=reachable)
+    wait_until(lambda: box._lock_file is not None)  # the flusher started and asked
+    first, second = rows("first", 100), rows("second", 100)
+    box.put(first)
+    box.put(second)
+    assert box.drain(10)
+    assert asked == [True]
+    assert _same_objects(store.given, first) is (answer is True)
+    assert _same_objects(store.given, second) is (answer is True)
+    assert store.ids == {row.id: 1 for row in first + second}
+    assert ("reachable failed" in caplog.text) is (answer == "raises")
+    assert box.close().pending == 0
+
+
+def test_a_new_outbox_file_has_64k_pages_and_an_older_file_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    """New files get 64 KB pages (a batch's blob spans fewer pages); a file made with
+    SQLite's default 4 KB pages opens and delivers as before, its page size unchanged."""
+    import sqlite3
+
+    new = Outbox(str(tmp_path / "new.db"), Store())
+    new.close()
+    old_path = tmp_path / "old.db"
+    sqlite3.connect(old_path).execute("CREATE TABLE t (x)").connection.close()
+    store = Store()
+    old = Outbox(str(old_path), store)
+    old.put(rows("old", 300))
+    assert old.drain(10)
+    assert old.close().pending == 0
+    assert store.ids == {f"old-{i}": 1 for i in range(300)}
+    sizes = {}
+    for name in ("new.db", "old.db"):
+        conn = sqlite3.connect(tmp_path / name)
+        sizes[name] = conn.execute("PRAGMA page_size").fetchone()[0]
+        conn.close()
+    assert sizes == {"new.db": 65536, "old.db": 4096}
+
+
 def test_a_stream_takes_held_batches_as_put(tmp_path: Path) -> None:
     """A store that takes a stream gets held batches as the rows that were put, once a part
     of an earlier stream was reported stored; a purged batch's rows are not kept held."""
