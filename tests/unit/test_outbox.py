@@ -258,6 +258,30 @@ def test_deliveries_take_whole_batches_oldest_first_up_to_batch_rows(tmp_path: P
     box.close()
 
 
+@pytest.mark.parametrize("returning", [True, False])
+def test_commits_of_one_batch_and_of_several_number_them_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, returning: bool
+) -> None:
+    """A put within batch_rows is one batch (one INSERT ... RETURNING where SQLite has it),
+    a larger one several in one transaction; either way the batches held in memory are
+    the ones committed under those numbers, so each record is delivered once, as put."""
+    monkeypatch.setattr("tsmeter.outbox._RETURNING", returning)
+    store = KeepingStore()
+    box = Outbox(str(tmp_path / "o.db"), store, batch_rows=100, reachable=lambda: True)
+    wait_until(lambda: box._lock_file is not None)
+    store.gate.clear()  # nothing delivered while the commits are made
+    puts = [rows("one", 40), rows("three", 250), rows("again", 100)]
+    for part in puts:
+        box.put(part)
+    sizes = box._conn.execute("SELECT n FROM outbox_batches ORDER BY seq").fetchall()
+    assert [n for (n,) in sizes] == [40, 100, 100, 50, 100]
+    store.gate.set()
+    assert box.drain(10)
+    assert store.ids == {row.id: 1 for part in puts for row in part}
+    assert all(_same_objects(store.given, part) for part in puts)
+    assert box.close().pending == 0
+
+
 class StreamStore(Store):
     """A store taking a stream of parts; it reports each part stored once the next one was
     taken (as a store with writes in flight does), and can fail after ``fail_after`` parts."""
