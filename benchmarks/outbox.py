@@ -1,13 +1,15 @@
 """Recording through the durable outbox into a local influxd, against the bare ceiling.
 
     .venv/bin/python benchmarks/outbox.py [--records 1000000] [--latency-calls 20000]
-                                          [--pending 1000000] [--rounds 3]
+                                          [--pending 1000000] [--rounds 6]
 
 Starts its own influxd 1.x on 127.0.0.1 (Debian's ``influxdb`` package) in a temporary
 directory and measures, in one run (the ceiling and the two outbox modes in each of
 ``--rounds`` rounds, each into a new database, the order changing per round so each
-takes each place once; the ratios are taken between medians, as in
-benchmarks/influx_ingest.py, since this machine's speed drifts from one phase to the next):
+takes each place equally often when the rounds are a multiple of three; the ratios are
+taken between medians, as in benchmarks/influx_ingest.py, since this machine's speed
+drifts from one phase to the next: six rounds by default, as single rounds here spread
+from 0.6 to 0.96 of the ceiling):
 
 * the ceiling: pre-built line protocol for the same points POSTed in batches of 10,000
   over one keep-alive HTTP session (no validation, no checks; as benchmarks/influx_ingest.py);
@@ -178,7 +180,7 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--latency-calls", type=int, default=20_000)
     parser.add_argument("--pending", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--rss-child", nargs=3, metavar=("URL", "OUTBOX", "N"))
     args = parser.parse_args()
     if args.rss_child:
