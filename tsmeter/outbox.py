@@ -141,9 +141,7 @@ class Outbox(OutboxAdmin):
         self._db = threading.Lock()  # the connection
         self._read = threading.Lock()  # the reading connection
         try:
-            # 64 KB pages: a batch's blob spans 16 times fewer pages to write, and to walk
-            # when it is deleted, than with SQLite's default 4 KB (new files only)
-            self._conn = open_wal(path, page_size=65536)
+            self._conn = open_wal(path)
             self._conn.executescript(_DDL)
             # a new process is a new attempt: what waited for a retry is due now
             self._conn.execute("UPDATE outbox_batches SET next_attempt_at = 0")

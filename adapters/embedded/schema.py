@@ -112,9 +112,7 @@ CREATE TABLE IF NOT EXISTS rollup_state (
 """
 
 
-def open_wal(
-    path: str, *, synchronous: str = "FULL", page_size: int | None = None
-) -> sqlite3.Connection:
+def open_wal(path: str, *, synchronous: str = "FULL") -> sqlite3.Connection:
     """A connection to ``path`` (created if missing) in WAL mode, in autocommit mode, usable
     from several threads under the caller's lock.
 
@@ -131,8 +129,6 @@ def open_wal(
         timeout=30.0,
     )
     conn.execute("PRAGMA busy_timeout = 30000")
-    if page_size is not None:  # takes effect only while the file is new (before WAL)
-        conn.execute(f"PRAGMA page_size = {int(page_size)}")
     deadline = time.monotonic() + 30
     while True:
         try:

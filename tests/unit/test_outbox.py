@@ -476,31 +476,6 @@ def test_a_store_that_answers_at_start_gets_the_first_batches_as_put(
     assert box.close().pending == 0
 
 
-def test_a_new_outbox_file_has_64k_pages_and_an_older_file_keeps_its_own(
-    tmp_path: Path,
-) -> None:
-    """New files get 64 KB pages (a batch's blob spans fewer pages); a file made with
-    SQLite's default 4 KB pages opens and delivers as before, its page size unchanged."""
-    import sqlite3
-
-    new = Outbox(str(tmp_path / "new.db"), Store())
-    new.close()
-    old_path = tmp_path / "old.db"
-    sqlite3.connect(old_path).execute("CREATE TABLE t (x)").connection.close()
-    store = Store()
-    old = Outbox(str(old_path), store)
-    old.put(rows("old", 300))
-    assert old.drain(10)
-    assert old.close().pending == 0
-    assert store.ids == {f"old-{i}": 1 for i in range(300)}
-    sizes = {}
-    for name in ("new.db", "old.db"):
-        conn = sqlite3.connect(tmp_path / name)
-        sizes[name] = conn.execute("PRAGMA page_size").fetchone()[0]
-        conn.close()
-    assert sizes == {"new.db": 65536, "old.db": 4096}
-
-
 def test_a_stream_takes_held_batches_as_put(tmp_path: Path) -> None:
     """A store that takes a stream gets held batches as the rows that were put, once a part
     of an earlier stream was reported stored; a purged batch's rows are not kept held."""
