@@ -147,12 +147,13 @@ class InfluxV1Client:
         raise AssertionError("unreachable")
 
     def ping(self, timeout: float = 5.0) -> bool:
-        """Whether the server answers ``/ping`` within ``timeout`` seconds."""
+        """Whether the server answers ``/ping`` with success within ``timeout`` seconds
+        (1.x and 2.x answer 204; 3.x answers with its version in the body)."""
         try:
             response = self._session.get(self.config.base_url + "/ping", timeout=timeout)
         except requests.RequestException:
             return False
-        return response.status_code == 204
+        return 200 <= response.status_code < 300
 
     # -- API --------------------------------------------------------------------------
     def write(self, body: bytes) -> None:
