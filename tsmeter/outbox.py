@@ -62,14 +62,9 @@ from tsmeter.errors import (
     ValidationError,
 )
 from tsmeter.outbox_admin import OutboxAdmin, OutboxStatus, QuarantinedRecord
-from tsmeter.outbox_batches import HeldBatches, pack, unpack
+from tsmeter.outbox_batches import HeldBatches, insert, pack, unpack
 
 __all__ = ["Outbox", "OutboxStatus", "QuarantinedRecord"]
-
-#: SQLite 3.35 and later: a commit of one batch is one statement, ``INSERT ... RETURNING``
-#: (fewer statements: a thread gives up the interpreter lock for each, and waits for it
-#: again while other threads run)
-_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 log = logging.getLogger("tsmeter.outbox")
 
@@ -245,29 +240,12 @@ class Outbox(OutboxAdmin):
         parts = _parts(rows, self.batch_rows)
         batches = [(len(part), pack(part), now) for part in parts]  # before taking the lock
         with self._db:
-            if len(batches) == 1 and _RETURNING:  # one statement: one transaction
-                ((last,),) = self._conn.execute(
-                    "INSERT INTO outbox_batches (n, rows, created_at) VALUES (?, ?, ?)"
-                    " RETURNING seq",
-                    batches[0],
-                ).fetchall()
-            else:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    self._conn.executemany(
-                        "INSERT INTO outbox_batches (n, rows, created_at) VALUES (?, ?, ?)",
-                        batches,
-                    )
-                    (last,) = self._conn.execute("SELECT max(seq) FROM outbox_batches").fetchone()
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
+            last = insert(self._conn, batches)
             with self._cond:  # still under the connection lock: no recount slips in between
                 self._pending += len(rows)
-                self._mine = max(self._mine, int(last))
+                self._mine = max(self._mine, last)
         if self._lock_file is not None:  # numbered last - len(parts) + 1 to last
-            self._held.hold(int(last) - len(parts) + 1, parts)
+            self._held.hold(last - len(parts) + 1, parts)
 
     # -- delivering -------------------------------------------------------------------
     def _flush_loop(self) -> None:
