@@ -5,7 +5,8 @@
  * and waits for it again after it; while other threads run Python code that wait is up to
  * the switch interval, and an add of 10,000 entries made a dozen of them. Here an add is one
  * transaction in C: the entries are taken from the rows while the lock is held, then the
- * range check and the inserts run without it, and the thread waits for it once.
+ * range check and the inserts (into blocks, or into the index) run without it, and the
+ * thread waits for it once.
  *
  * SQLite is not linked: its functions are taken from the library the sqlite3 module has
  * already loaded (one library in the process, so the file locks of its connections and
@@ -37,6 +38,8 @@ static struct {
     int (*prepare_v2)(sqlite3 *, const char *, int, sqlite3_stmt **, const char **);
     int (*bind_text)(sqlite3_stmt *, int, const char *, int, void (*)(void *));
     int (*bind_int64)(sqlite3_stmt *, int, long long);
+    int (*bind_blob)(sqlite3_stmt *, int, const void *, int, void (*)(void *));
+    int (*changes)(sqlite3 *);
     int (*step)(sqlite3_stmt *);
     int (*reset)(sqlite3_stmt *);
     int (*finalize)(sqlite3_stmt *);
@@ -66,6 +69,8 @@ sq_load(void)
     TAKE(prepare_v2, "sqlite3_prepare_v2");
     TAKE(bind_text, "sqlite3_bind_text");
     TAKE(bind_int64, "sqlite3_bind_int64");
+    TAKE(bind_blob, "sqlite3_bind_blob");
+    TAKE(changes, "sqlite3_changes");
     TAKE(step, "sqlite3_step");
     TAKE(reset, "sqlite3_reset");
     TAKE(finalize, "sqlite3_finalize");
@@ -86,7 +91,7 @@ sqlite_version(PyObject *self, PyObject *unused)
     return PyUnicode_FromString(sq.libversion());
 }
 
-enum { S_BEGIN, S_STATE, S_INSERT, S_COMMIT, S_ROLLBACK, S_INSERT_MANY, S_COUNT };
+enum { S_BEGIN, S_STATE, S_INSERT, S_COMMIT, S_ROLLBACK, S_BLOCK, S_INSERT_MANY, S_COUNT };
 
 /* entries per multi-row insert: 1 + 3 * PER parameters stay under the 999 of old SQLites;
  * one statement per row took half as long again as the Python code's statements of
@@ -95,7 +100,7 @@ enum { PER = 250 };
 
 static const char *const statements[S_COUNT] = {
     "BEGIN IMMEDIATE",
-    /* as IdLedger.add: entries of the target in the batch's id range (counted up to a
+    /* as ledger._STATE: entries of the target in the batch's id range (counted up to a
        limit), the log's last entry and the last one merged */
     "SELECT (SELECT count(*) FROM (SELECT 1 FROM influx_ids WHERE target_no = ?1"
     " AND id BETWEEN ?2 AND ?3 LIMIT ?4)), (SELECT coalesce(max(seq), 0) FROM"
@@ -103,6 +108,10 @@ static const char *const statements[S_COUNT] = {
     "INSERT OR REPLACE INTO influx_ids (target_no, id, series_no, ts) VALUES (?1, ?2, ?3, ?4)",
     "COMMIT",
     "ROLLBACK",
+    /* as ledger._BLOCKS_HEAD and _BLOCKS_TAIL, taking nothing into a full block (then no row changes) */
+    "INSERT INTO influx_id_blocks (target_no, block, n, entries) VALUES (?1, ?2, ?3, ?4)"
+    " ON CONFLICT (target_no, block) DO UPDATE SET n = n + excluded.n,"
+    " entries = CAST(entries || excluded.entries AS BLOB) WHERE n < ?5",
     NULL, /* S_INSERT_MANY: PER rows of S_INSERT's values, made by insert_many_sql */
 };
 
@@ -203,9 +212,51 @@ close_writer(PyObject *self, PyObject *capsule)
 
 typedef struct {
     const char *id;
-    Py_ssize_t len;
+    Py_ssize_t len, cut; /* cut: the bytes of the id's block (all but its last TAIL chars) */
     long long series, ts;
 } entry;
+
+/* as ledger._TAIL_CHARS and ledger._ENTRY: an entry of a block is the UTF-8 length of the id's
+ * last TAIL characters, those bytes (8 at most, zero-padded), the series number and the
+ * time, little-endian */
+enum { TAIL = 2, TAIL_BYTES = 8, ENTRY_SIZE = 1 + TAIL_BYTES + 8 + 8 };
+
+static Py_ssize_t
+block_cut(const char *id, Py_ssize_t len)
+{
+    Py_ssize_t at = len;
+    for (int k = 0; k < TAIL && at > 0; k++) {
+        at--;
+        while (at > 0 && ((unsigned char)id[at] & 0xC0) == 0x80) /* a continuation byte */
+            at--;
+    }
+    return at;
+}
+
+static int
+block_cmp(const void *pa, const void *pb)
+{
+    const entry *a = *(const entry *const *)pa, *b = *(const entry *const *)pb;
+    size_t n = (size_t)(a->cut < b->cut ? a->cut : b->cut);
+    int c = memcmp(a->id, b->id, n);
+    if (c == 0)
+        c = (a->cut > b->cut) - (a->cut < b->cut);
+    return c != 0 ? c : (a > b) - (a < b); /* then in the order of the rows */
+}
+
+static int
+same_block(const entry *a, const entry *b)
+{
+    return a->cut == b->cut && memcmp(a->id, b->id, (size_t)a->cut) == 0;
+}
+
+static void
+put_le64(unsigned char *at, long long value)
+{
+    unsigned long long v = (unsigned long long)value;
+    for (int k = 0; k < 8; k++)
+        at[k] = (unsigned char)(v >> (8 * k));
+}
 
 static int
 id_less(const entry *a, const entry *b)
@@ -215,12 +266,55 @@ id_less(const entry *a, const entry *b)
     return c < 0 || (c == 0 && a->len < b->len);
 }
 
+/* Append the entries to their blocks (``by`` the entries sorted by block), inside the
+ * transaction: 1 done, 0 a block is full (nothing to keep: the caller rolls back), -1 an
+ * SQLite error or no memory. */
+static int
+write_blocks(writer *w, long long target, const entry *const *by, Py_ssize_t n,
+             long long cap)
+{
+    sqlite3_stmt *block = w->stmt[S_BLOCK];
+    unsigned char *packed = malloc((size_t)n * ENTRY_SIZE);
+    if (packed == NULL)
+        return -1;
+    int done = 1;
+    sq.bind_int64(block, 1, target);
+    sq.bind_int64(block, 5, cap);
+    for (Py_ssize_t first = 0, end; first < n && done == 1; first = end) {
+        unsigned char *at = packed;
+        for (end = first; end < n && same_block(by[first], by[end]); end++, at += ENTRY_SIZE) {
+            const entry *x = by[end];
+            Py_ssize_t tail = x->len - x->cut;
+            memset(at, 0, 1 + TAIL_BYTES);
+            at[0] = (unsigned char)tail;
+            memcpy(at + 1, x->id + x->cut, (size_t)tail);
+            put_le64(at + 1 + TAIL_BYTES, x->series);
+            put_le64(at + 1 + TAIL_BYTES + 8, x->ts);
+        }
+        sq.bind_text(block, 2, by[first]->id, (int)by[first]->cut, NULL);
+        sq.bind_int64(block, 3, end - first);
+        sq.bind_blob(block, 4, packed, (int)(at - packed), NULL);
+        int rc = sq.step(block);
+        sq.reset(block);
+        done = rc != SQ_DONE ? -1 : sq.changes(w->db) == 1 ? 1 : 0;
+    }
+    free(packed);
+    return done;
+}
+
+static int write_chosen(writer *w, long long target, const entry *e, const entry *const *by,
+                        Py_ssize_t n, const entry *lo, const entry *hi, Py_ssize_t blocks,
+                        long long near, long long clustered, long long cap, char *error,
+                        size_t size);
+
 /* The transaction, without the interpreter lock: 1 stored, 0 the Python code's case (the
  * ids lie among more than ``near`` times their number of entries, or the log holds
- * entries), -1 an SQLite error (its message in ``error``). */
+ * entries, or one of their blocks is full), -1 an SQLite error (its message in
+ * ``error``). Ids that are new to the index and at least ``clustered`` per block go to
+ * blocks (which take entries while they hold fewer than ``cap``), others to the index. */
 static int
 write_entries(writer *w, long long target, const entry *e, Py_ssize_t n, long long near,
-              char *error, size_t size)
+              long long clustered, long long cap, char *error, size_t size)
 {
     const entry *lo = &e[0], *hi = &e[0];
     for (Py_ssize_t i = 1; i < n; i++) {
@@ -229,6 +323,42 @@ write_entries(writer *w, long long target, const entry *e, Py_ssize_t n, long lo
         if (id_less(hi, &e[i]))
             hi = &e[i];
     }
+    /* the entries by block, in the order of the rows within each: ids of a block usually
+       follow each other, so the runs of one block are sorted, not the entries */
+    const entry **by = malloc(sizeof(entry *) * (size_t)n);
+    const entry **runs = malloc(sizeof(entry *) * (size_t)n); /* each run's first entry */
+    if (by == NULL || runs == NULL) {
+        free(by);
+        free(runs);
+        snprintf(error, size, "out of memory");
+        return -1;
+    }
+    Py_ssize_t nruns = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (i == 0 || !same_block(&e[i - 1], &e[i]))
+            runs[nruns++] = &e[i];
+    qsort(runs, (size_t)nruns, sizeof(entry *), block_cmp); /* by block, then position */
+    for (Py_ssize_t r = 0, at = 0; r < nruns; r++) {
+        const entry *x = runs[r];
+        do
+            by[at++] = x++;
+        while (x < e + n && same_block(x - 1, x));
+    }
+    free(runs);
+    Py_ssize_t blocks = 1;
+    for (Py_ssize_t i = 1; i < n; i++)
+        blocks += !same_block(by[i - 1], by[i]);
+    int result = write_chosen(w, target, e, by, n, lo, hi, blocks, near, clustered, cap,
+                              error, size);
+    free(by);
+    return result;
+}
+
+static int
+write_chosen(writer *w, long long target, const entry *e, const entry *const *by, Py_ssize_t n,
+             const entry *lo, const entry *hi, Py_ssize_t blocks, long long near,
+             long long clustered, long long cap, char *error, size_t size)
+{
     sqlite3_stmt *state = w->stmt[S_STATE], *insert = w->stmt[S_INSERT];
     int rc = sq.step(w->stmt[S_BEGIN]);
     sq.reset(w->stmt[S_BEGIN]);
@@ -246,11 +376,18 @@ write_entries(writer *w, long long target, const entry *e, Py_ssize_t n, long lo
     long long inside = sq.column_int64(state, 0), logged = sq.column_int64(state, 1),
               merged = sq.column_int64(state, 2);
     sq.reset(state);
-    if (inside > near * n || logged > merged) {
-        sq.step(w->stmt[S_ROLLBACK]);
-        sq.reset(w->stmt[S_ROLLBACK]);
-        return 0;
+    if (logged > merged)
+        goto python;
+    if (inside == 0 && blocks * clustered <= n) {
+        int done = write_blocks(w, target, by, n, cap);
+        if (done < 0)
+            goto rollback;
+        if (done == 0)
+            goto python;
+        goto commit;
     }
+    if (inside > near * n)
+        goto python;
     sqlite3_stmt *many = w->stmt[S_INSERT_MANY];
     sq.bind_int64(many, 1, target);
     Py_ssize_t i = 0;
@@ -275,10 +412,16 @@ write_entries(writer *w, long long target, const entry *e, Py_ssize_t n, long lo
         if (rc != SQ_DONE)
             goto rollback;
     }
+commit:
     rc = sq.step(w->stmt[S_COMMIT]);
     sq.reset(w->stmt[S_COMMIT]);
     if (rc == SQ_DONE)
         return 1;
+    goto rollback;
+python:
+    sq.step(w->stmt[S_ROLLBACK]);
+    sq.reset(w->stmt[S_ROLLBACK]);
+    return 0;
 rollback:
     snprintf(error, size, "%s", sq.errmsg(w->db));
     sq.step(w->stmt[S_ROLLBACK]);
@@ -289,10 +432,11 @@ failed:
     return -1;
 }
 
-/* add(capsule, rows, numbers, target, near) -> True | False | list | str
+/* add(capsule, rows, numbers, target, near, clustered, cap) -> True | False | list | str
  *
- * Enter the rows (RecordRows: id at 0, series key at 1..4, time at 6) straight into the
- * index in one transaction when their ids lie together there and the log is empty: True.
+ * Enter the rows (RecordRows: id at 0, series key at 1..4, time at 6) into blocks or
+ * straight into the index in one transaction when their ids lie together and the log is
+ * empty (as IdLedger.add, see write_entries): True.
  * False when they do not, or are not plain (nothing written: the Python code adds them,
  * or says what is wrong with them). A list of series
  * keys missing from ``numbers`` (nothing written: number them and call again). A str: the
@@ -300,15 +444,16 @@ failed:
 static PyObject *
 add_entries(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5 || !PyList_CheckExact(args[1]) || !PyDict_CheckExact(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "add(capsule, list, dict, int, int)");
+    if (nargs != 7 || !PyList_CheckExact(args[1]) || !PyDict_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "add(capsule, list, dict, int, int, int, int)");
         return NULL;
     }
     writer *w = PyCapsule_GetPointer(args[0], "tsmeter.ledgerwrite");
     if (w == NULL)
         return NULL;
     PyObject *rows = args[1], *numbers = args[2];
-    long long target = PyLong_AsLongLong(args[3]), near = PyLong_AsLongLong(args[4]);
+    long long target = PyLong_AsLongLong(args[3]), near = PyLong_AsLongLong(args[4]),
+              clustered = PyLong_AsLongLong(args[5]), cap = PyLong_AsLongLong(args[6]);
     if (PyErr_Occurred())
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(rows);
@@ -333,6 +478,7 @@ add_entries(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         e[i].id = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(row, 0), &e[i].len);
         if (e[i].id == NULL || e[i].len > 0x7fffffff)
             goto python; /* a lone surrogate, or too long: as the Python code says */
+        e[i].cut = block_cut(e[i].id, e[i].len);
         e[i].ts = PyLong_AsLongLong(PyTuple_GET_ITEM(row, 6));
         if (e[i].ts == -1 && PyErr_Occurred())
             goto python;
@@ -378,7 +524,7 @@ add_entries(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     char error[512] = "";
     int written;
     Py_BEGIN_ALLOW_THREADS
-    written = write_entries(w, target, e, n, near, error, sizeof error);
+    written = write_entries(w, target, e, n, near, clustered, cap, error, sizeof error);
     Py_END_ALLOW_THREADS
     if (written < 0)
         result = PyUnicode_FromString(error);
@@ -402,7 +548,7 @@ static PyMethodDef methods[] = {
     {"open", open_writer, METH_O, "A connection to a ledger file, or why there is none."},
     {"close", close_writer, METH_O, "Close a connection now."},
     {"add", (PyCFunction)(void (*)(void))add_entries, METH_FASTCALL,
-     "Enter rows straight into the id index in one transaction, where that is the case."},
+     "Enter rows into blocks or the id index in one transaction, where that is the case."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -933,6 +933,53 @@ error_after_seen:
     return NULL;
 }
 
+/* id_blocks(ids, tail) -> set: each id without its last ``tail`` characters (the id
+ * ledger's block names), once each. Ids of one block usually follow each other: an id
+ * whose name is the previous one's is skipped without making the name. */
+static PyObject *
+id_blocks(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "id_blocks(list, int)");
+        return NULL;
+    }
+    Py_ssize_t tail = PyLong_AsSsize_t(args[1]);
+    if (tail == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *ids = args[0], *names = PySet_New(NULL), *last = NULL;
+    if (names == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(ids); i++) {
+        PyObject *id = PyList_GET_ITEM(ids, i);
+        if (!PyUnicode_CheckExact(id)) {
+            PyErr_SetString(PyExc_TypeError, "id_blocks: ids must be str");
+            goto error;
+        }
+        Py_ssize_t cut = PyUnicode_GET_LENGTH(id) - tail;
+        if (cut < 0)
+            cut = 0;
+        if (last != NULL && PyUnicode_GET_LENGTH(last) == cut) {
+            Py_ssize_t same = PyUnicode_Tailmatch(id, last, 0, cut, -1);
+            if (same < 0)
+                goto error;
+            if (same)
+                continue;
+        }
+        PyObject *name = PyUnicode_Substring(id, 0, cut);
+        if (name == NULL || PySet_Add(names, name) < 0) {
+            Py_XDECREF(name);
+            goto error;
+        }
+        Py_XSETREF(last, name);
+    }
+    Py_XDECREF(last);
+    return names;
+error:
+    Py_XDECREF(last);
+    Py_DECREF(names);
+    return NULL;
+}
+
 /* A growing byte buffer. */
 typedef struct {
     char *data;
@@ -1173,6 +1220,8 @@ static PyMethodDef methods[] = {
      "Point times for rows whose exact time is free; returns where it stopped."},
     {"ledger_params", (PyCFunction)(void (*)(void))ledger_params, METH_FASTCALL,
      "Parameters of the id ledger's inserts."},
+    {"id_blocks", (PyCFunction)(void (*)(void))id_blocks, METH_FASTCALL,
+     "The id ledger's block names of some ids."},
     {"encode_usage", (PyCFunction)(void (*)(void))encode_usage, METH_FASTCALL,
      "Line protocol for usage rows."},
     {NULL, NULL, 0, NULL},

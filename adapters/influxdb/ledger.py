@@ -11,14 +11,22 @@ Entries are kept small, since one is written per record: the target database
 and the series are numbered in side tables, so an entry is (target, id,
 series number, time).
 
-Ids that lie together in the index (tsmeter's own are time-ordered, a client's
-numbered ids lie near each other) go straight into the index (``influx_ids``).
-Others, such as UUIDv4 ids from a client, are written in the order they come to
-a log (``influx_ids_log``), which is moved into the index in sorted batches of
-MERGE_ROWS. Inserted straight into the index, random ids touched a page per
+Adds of ids at least CLUSTERED per block (tsmeter's own are time-ordered, a
+client's numbered ids lie near each other) whose range in the index is empty go
+to blocks (``influx_id_blocks``): one row per block of ids that differ only in
+their last two characters, its entries packed in a blob. Entered in the index,
+an entry per id, 1,000,000 numbered ids in adds of 10,000 took 0.69–0.71 s of
+CPU (a B-tree insert each), a quarter of the delivering process's; in blocks,
+0.17–0.18 s. Other adds whose ids lie together in the index go straight into it
+(``influx_ids``); the rest, such as UUIDv4 ids from a client, are written in the
+order they come to a log (``influx_ids_log``), which is moved into the index in
+sorted batches of MERGE_ROWS. Inserted straight into the index, random ids touched a page per
 record at each commit: 1,000,000 of them took 16.7 s with a lookup before each
 commit of 10,000, 5.9 s through the log (0.75 s for as many time-ordered ids). A
-lookup reads the index and the log; each ledger keeps the log's entries in
+lookup reads the blocks, the index and the log, the newest last: an add goes to
+blocks only while none of its ids is in the index or the log, so an id's entry
+there is newer than any in its block, and a block's later entries are newer
+than its earlier ones. Each ledger keeps the log's entries in
 memory (at most MERGE_ROWS), its own as it adds them and other processes' read
 from where it last read (``writer`` tells them apart), and starts over after a
 merge.
@@ -29,6 +37,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+import struct
 import threading
 from collections.abc import Iterable, Sequence
 from itertools import chain
@@ -71,6 +80,13 @@ CREATE TABLE IF NOT EXISTS influx_ids_log (
     ts INTEGER NOT NULL,
     writer INTEGER NOT NULL           -- the IdLedger that added it
 );
+CREATE TABLE IF NOT EXISTS influx_id_blocks (
+    target_no INTEGER NOT NULL,
+    block TEXT NOT NULL,              -- its ids without their last two characters
+    n INTEGER NOT NULL,               -- entries in it (an id sent again has one more)
+    entries BLOB NOT NULL,            -- packed (see _ENTRY), in the order they were added
+    PRIMARY KEY (target_no, block)
+);
 CREATE TABLE IF NOT EXISTS influx_ledger_state (
     one INTEGER PRIMARY KEY CHECK (one = 1),
     merges INTEGER NOT NULL,          -- merges of the log into influx_ids so far
@@ -84,6 +100,28 @@ INSERT OR IGNORE INTO influx_ledger_state VALUES (1, 0, 0);
 #: take 32,766 parameters per statement, older ones 999
 _PER = 1_000 if sqlite3.sqlite_version_info >= (3, 32) else 999 // 5
 _Series = tuple[str, str, str, str | None]  # metric key, subject type, subject id, org
+#: characters of an id in its block's entry (the rest is the block's name)
+_TAIL_CHARS = 2
+#: an entry of a block: the id's last characters (their UTF-8 length, then the bytes), the
+#: series number and the time
+_ENTRY = struct.Struct("<B8sqq")
+_BLOCKS_HEAD = "INSERT INTO influx_id_blocks (target_no, block, n, entries) VALUES "
+_BLOCKS_TAIL = (
+    " ON CONFLICT (target_no, block) DO UPDATE SET n = n + excluded.n,"
+    " entries = CAST(entries || excluded.entries AS BLOB)"
+)
+# the index's entries of the target in an add's id range (counted up to a limit), the
+# log's last entry and the last one merged
+_STATE = (
+    "SELECT (SELECT count(*) FROM (SELECT 1 FROM influx_ids WHERE target_no = ?"
+    " AND id BETWEEN ? AND ? LIMIT ?)), (SELECT coalesce(max(seq), 0) FROM"
+    " influx_ids_log), merged_upto, merges FROM influx_ledger_state"
+)
+# the blocks of some names, as one JSON row
+_BLOCKS = (
+    "SELECT json_group_array(json_array(block, hex(entries))) FROM influx_id_blocks"
+    " WHERE target_no = ? AND block IN (SELECT value FROM json_each(?))"
+)
 _ID = itemgetter(0)  # a row's id
 _INDEX = "INSERT OR REPLACE INTO influx_ids (target_no, id, series_no, ts)"
 _LOG = "INSERT INTO influx_ids_log (target_no, id, series_no, ts, writer)"
@@ -119,6 +157,11 @@ class IdLedger:
     #: an add goes straight into the index when the range its ids span there holds at most
     #: NEAR times as many entries as it has ids (else to the log)
     NEAR = 2
+    #: an add that is new to the index goes to blocks when it has at least CLUSTERED ids
+    #: per block it touches
+    CLUSTERED = 4
+    #: a block holding this many entries takes no more (they go to the index)
+    BLOCK_ENTRIES = 4_096
 
     def __init__(self, path: str, target: str) -> None:
         self._lock = threading.Lock()
@@ -199,7 +242,8 @@ class IdLedger:
             self._reader.execute("BEGIN")  # the log and the index as of one moment
             try:
                 self._catch_up()
-                found = self._indexed(wanted, span)
+                found = self._in_blocks(ids, wanted)
+                found.update(self._indexed(wanted, span))  # newer than the blocks' entries
             finally:
                 self._reader.execute("COMMIT")
         with self._tail_lock:  # the log's entries are newer than the index's
@@ -236,6 +280,32 @@ class IdLedger:
                     tail[rid] = (seq, RecordRow(rid, mk, st, si, org or None, 0.0, ts, None, None))
             self._tail_seq = max(self._tail_seq if not reset else 0, top)
 
+    def _in_blocks(self, ids: list[str], wanted: set[str]) -> dict[str, RecordRow]:
+        """``known`` in the blocks (under the reader's lock): each id's last entry there. New
+        ids usually fall in blocks that do not exist yet, and nothing is unpacked."""
+        names = list(_block_names(ids))
+        (got,) = self._reader.execute(_BLOCKS, (self._target_no, json.dumps(names))).fetchone()
+        hits: dict[str, tuple[int, int]] = {}
+        for name, packed in json.loads(got):
+            for size, tail, number, ts in _ENTRY.iter_unpack(bytes.fromhex(packed)):
+                rid = name + tail[:size].decode()
+                if rid in wanted:
+                    hits[rid] = (number, ts)
+        if not hits:
+            return {}
+        (named,) = self._reader.execute(
+            "SELECT json_group_array(json_array(series_no, metric_key, subject_type, subject_id,"
+            " org_key)) FROM influx_series WHERE series_no IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted({number for number, _ in hits.values()})),),
+        ).fetchone()
+        series = {
+            number: (mk, st, si, org or None) for number, mk, st, si, org in json.loads(named)
+        }
+        return {
+            rid: RecordRow(rid, *series[number], 0.0, ts, None, None)
+            for rid, (number, ts) in hits.items()
+        }
+
     def _indexed(self, wanted: set[str], span: tuple[str, str]) -> dict[str, RecordRow]:
         """``known`` in the index (under the reader's lock); ``span``: the smallest and the
         largest id wanted."""
@@ -266,12 +336,13 @@ class IdLedger:
     def add(self, rows: Sequence[RecordRow]) -> None:
         """Remember that ``rows`` are being sent (their location replaces an older one).
 
-        Ids that lie together in the index (the range they span holds at most twice as
-        many entries: tsmeter's time-ordered ids lie beyond every other, a client's
-        numbered ids near each other) go straight into it, touching few pages, after
-        whatever the log holds; others go to the log, which is merged into the index once
-        it holds MERGE_ROWS entries. So the log's entries are always newer than the
-        index's."""
+        Ids at least CLUSTERED per block (tsmeter's time-ordered ids, a client's numbered
+        ones) go to blocks when the range they span in the index is empty and the log too.
+        Else ids that lie together in the index (the range they span holds at most twice
+        as many entries) go straight into it, touching few pages, after whatever the log
+        holds; others go to the log, which is merged into the index once it holds
+        MERGE_ROWS entries. So the log's entries are always newer than the index's, and
+        the index's than the blocks'."""
         if not rows:
             return
         with self._lock:
@@ -287,13 +358,17 @@ class IdLedger:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 ids = list(map(_ID, rows))
+                blocks = _blocks(rows)
                 near, logged, merged_upto, merges = self._conn.execute(
-                    "SELECT (SELECT count(*) FROM (SELECT 1 FROM influx_ids WHERE target_no = ?"
-                    " AND id BETWEEN ? AND ? LIMIT ?)), (SELECT coalesce(max(seq), 0) FROM"
-                    " influx_ids_log), merged_upto, merges FROM influx_ledger_state",
-                    (self._target_no, min(ids), max(ids), self.NEAR * len(ids) + 1),
+                    _STATE, (self._target_no, min(ids), max(ids), self.NEAR * len(ids) + 1)
                 ).fetchone()
                 ordered = near <= self.NEAR * len(ids)  # few of the index's entries among them
+                if (not near and logged == merged_upto
+                        and len(blocks) * self.CLUSTERED <= len(rows)
+                        and not self._full(blocks)):  # fmt: skip
+                    self._insert_blocks(rows, blocks)
+                    self._conn.execute("COMMIT")
+                    return
                 merge = ordered and logged > merged_upto  # the log first: it holds older ones
                 if merge:
                     self._merge(logged)
@@ -310,11 +385,14 @@ class IdLedger:
                     elif not ordered:
                         self._remember(rows, logged - len(rows) + 1)
                 self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._conn.execute("ROLLBACK")
+            except BaseException as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 with self._tail_lock:
                     self._merges = -1  # read the log again
-                raise StorageUnavailableError(f"the id ledger failed: {exc}") from exc
+                if isinstance(exc, sqlite3.Error):
+                    raise StorageUnavailableError(f"the id ledger failed: {exc}") from exc
+                raise
 
     def _add_direct(self, rows: list[RecordRow]) -> bool:
         """``add`` of the usual case, ids that lie together in the index while the log is
@@ -323,7 +401,8 @@ class IdLedger:
         for it again after each; here it waits once. Returns False, having written nothing,
         for every other case (under the lock)."""
         assert ledger_writes is not None
-        done = ledger_writes.add(self._direct, rows, self._series, self._target_no, self.NEAR)
+        limits = (self.NEAR, self.CLUSTERED, self.BLOCK_ENTRIES)
+        done = ledger_writes.add(self._direct, rows, self._series, self._target_no, *limits)
         if isinstance(done, list):  # new series: numbered first, in their own transaction
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
@@ -332,11 +411,44 @@ class IdLedger:
             except sqlite3.Error as exc:
                 self._conn.execute("ROLLBACK")
                 raise StorageUnavailableError(f"the id ledger failed: {exc}") from exc
-            done = ledger_writes.add(self._direct, rows, self._series, self._target_no,
-                                     self.NEAR)  # fmt: skip
+            done = ledger_writes.add(self._direct, rows, self._series, self._target_no, *limits)
         if isinstance(done, str):
             raise StorageUnavailableError(f"the id ledger failed: {done}")
         return done is True
+
+    def _full(self, blocks: dict[str, list[RecordRow]]) -> bool:
+        """Whether one of these blocks holds BLOCK_ENTRIES entries already (inside ``add``'s
+        transaction)."""
+        (full,) = self._conn.execute(
+            "SELECT count(*) FROM influx_id_blocks WHERE target_no = ? AND n >= ?"
+            " AND block IN (SELECT value FROM json_each(?))",
+            (self._target_no, self.BLOCK_ENTRIES, json.dumps(list(blocks))),
+        ).fetchone()
+        return bool(full)
+
+    def _insert_blocks(self, rows: Sequence[RecordRow], blocks: dict[str, list[RecordRow]]) -> None:
+        """Append the entries of ``rows`` to their blocks, numbering new series first (inside
+        ``add``'s transaction)."""
+        numbers, pack = self._series, _ENTRY.pack
+        missing = list(
+            dict.fromkeys(k for r in rows if (k := (r[1], r[2], r[3], r[4])) not in numbers)
+        )
+        if missing:
+            self._number(missing)
+        params = []
+        for name, members in blocks.items():
+            cut, packed = len(name), []
+            for r in members:
+                tail = r[0][cut:].encode()
+                packed.append(pack(len(tail), tail, numbers[(r[1], r[2], r[3], r[4])], r[6]))
+            params.append((self._target_no, name, len(members), b"".join(packed)))
+        per = _PER // 4  # blocks per statement: each hands the interpreter lock over
+        for i in range(0, len(params), per):
+            some = params[i : i + per]
+            values = ",".join(["(?,?,?,?)"] * len(some))
+            self._conn.execute(
+                _BLOCKS_HEAD + values + _BLOCKS_TAIL, list(chain.from_iterable(some))
+            )
 
     def _merge(self, upto: int) -> None:
         """Move the log into the index, sorted by id so the index takes it page by page
@@ -412,12 +524,67 @@ class IdLedger:
         """Drop the entries of a purged metric (series numbers stay: other processes cache
         them)."""
         with self._lock:
-            for table in ("influx_ids", "influx_ids_log"):
-                self._conn.execute(
-                    f"DELETE FROM {table} WHERE target_no = ? AND series_no IN (SELECT series_no"
-                    " FROM influx_series WHERE target_no = ? AND metric_key = ? AND org_key = ?)",
-                    (self._target_no, self._target_no, metric_key, org_id or ""),
-                )
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                gone = {number for (number,) in self._conn.execute(
+                    "SELECT series_no FROM influx_series WHERE target_no = ? AND metric_key = ?"
+                    " AND org_key = ?", (self._target_no, metric_key, org_id or ""))}  # fmt: skip
+                for table in ("influx_ids", "influx_ids_log"):
+                    self._conn.execute(
+                        f"DELETE FROM {table} WHERE target_no = ? AND series_no IN (SELECT"
+                        " value FROM json_each(?))", (self._target_no, json.dumps(sorted(gone))),
+                    )  # fmt: skip
+                self._forget_in_blocks(gone)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
             with self._tail_lock:
                 self._tail.clear()
                 self._merges = -1  # read the log again
+
+    def _forget_in_blocks(self, gone: set[int]) -> None:
+        """Drop the blocks' entries of the series numbered ``gone`` (inside the caller's
+        transaction): every block of the target is read, and those holding any are
+        written again."""
+        if not gone:
+            return
+        changed: list[tuple[int, bytes, int, str]] = []
+        for name, packed in self._conn.execute(
+            "SELECT block, entries FROM influx_id_blocks WHERE target_no = ?", (self._target_no,)
+        ):
+            entries = list(_ENTRY.iter_unpack(packed))
+            kept = [entry for entry in entries if entry[2] not in gone]
+            if len(kept) < len(entries):
+                changed.append((len(kept), b"".join(_ENTRY.pack(*e) for e in kept),
+                                self._target_no, name))  # fmt: skip
+        self._conn.executemany(
+            "UPDATE influx_id_blocks SET n = ?, entries = ? WHERE target_no = ? AND block = ?",
+            changed,
+        )
+        self._conn.execute("DELETE FROM influx_id_blocks WHERE target_no = ? AND n = 0",
+                           (self._target_no,))  # fmt: skip
+
+
+def _block_names(ids: list[str]) -> set[str]:
+    """The names of the blocks of ``ids``."""
+    if native is not None:
+        try:
+            names: set[str] = native.id_blocks(ids, _TAIL_CHARS)
+            return names
+        except TypeError:  # not plain str
+            pass
+    return {rid[:-_TAIL_CHARS] for rid in ids}
+
+
+def _blocks(rows: Sequence[RecordRow]) -> dict[str, list[RecordRow]]:
+    """The rows by block (their ids without the last _TAIL_CHARS characters), in order."""
+    blocks: dict[str, list[RecordRow]] = {}
+    for row in rows:
+        name = row[0][:-_TAIL_CHARS]
+        members = blocks.get(name)
+        if members is None:
+            blocks[name] = [row]
+        else:
+            members.append(row)
+    return blocks

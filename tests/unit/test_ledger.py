@@ -81,13 +81,31 @@ def test_known_answers_exactly_what_was_added(
                                   row.ts)  # fmt: skip
 
 
+def _blocks_read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the blocks the ledger unpacks from now on."""
+    sizes: list[int] = []
+    entry = ledger_module._ENTRY
+
+    class Counting:
+        def __getattr__(self, name: str) -> object:
+            return getattr(entry, name)
+
+        def iter_unpack(self, packed: bytes) -> object:
+            sizes.append(len(packed) // entry.size)
+            return entry.iter_unpack(packed)
+
+    monkeypatch.setattr(ledger_module, "_ENTRY", Counting())
+    return sizes
+
+
 def test_a_new_batch_of_ordered_ids_is_one_range_read(
     ledger: IdLedger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Time-ordered ids of a new batch lie beyond every stored one: one range read of the
     index answers; ids in random order fall back to a lookup per id, and the next lookups
-    skip the range read for a while."""
+    skip the range read for a while. (Entries in the index: no add goes to blocks here.)"""
     monkeypatch.setattr(IdLedger, "MERGE_ROWS", 1)  # every add goes on into the index
+    monkeypatch.setattr(IdLedger, "CLUSTERED", 10**9)
     ledger.add(_rows(new_ids(5_000)))
     seen = _statements(ledger)
     assert ledger.known(new_ids(2_000)) == {}
@@ -121,15 +139,85 @@ def test_entries_of_another_target_are_not_found(tmp_path: Path) -> None:
         b.close()
 
 
-def test_the_ledger_file_is_sqlite(ledger: IdLedger, tmp_path: Path) -> None:
-    """Entries are committed when add() returns (another connection sees them)."""
-    ids = new_ids(10)
+@pytest.mark.parametrize("ids", [new_ids(10), ["x"], [str(uuid.uuid4()) for _ in range(10)]])
+def test_the_ledger_file_is_sqlite(ledger: IdLedger, tmp_path: Path, ids: list[str]) -> None:
+    """Entries are committed when add() returns (another connection sees them), in blocks,
+    the index or the log."""
     ledger.add(_rows(ids))
     with sqlite3.connect(tmp_path / "state.db") as other:
         (count,) = other.execute(
             "SELECT (SELECT count(*) FROM influx_ids) + (SELECT count(*) FROM influx_ids_log)"
+            " + (SELECT coalesce(sum(n), 0) FROM influx_id_blocks)"
         ).fetchone()
-    assert count == 10
+    assert count == len(ids)
+
+
+def _where_kept(path: str) -> dict[str, int]:
+    """How many entries the blocks, the index and the log of the ledger file hold."""
+    with sqlite3.connect(path) as other:
+        return dict(zip(("blocks", "index", "log"), other.execute(
+            "SELECT (SELECT coalesce(sum(n), 0) FROM influx_id_blocks), (SELECT count(*)"
+            " FROM influx_ids), (SELECT count(*) FROM influx_ids_log)").fetchone(),
+            strict=True))  # fmt: skip
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_ids_that_lie_together_go_to_blocks_and_the_newest_entry_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compiled: bool
+) -> None:
+    """A client's numbered ids and tsmeter's own go to blocks (one row per hundred or so);
+    an id sent again is found where it went last: again in its block, in the index once
+    its block is full or when sent alone; a new batch's lookup unpacks no block, a retried
+    one only its own; another ledger on the file agrees."""
+    if compiled and ledger_module.ledger_writes is None:
+        if os.environ.get("CI") and os.environ.get("TSMETER_PURE_PYTHON", "") in ("", "0"):
+            pytest.fail("tsmeter._ledgerwrite is not in use in CI (it has a compiler)")
+        pytest.skip("the compiled ledger write is off (TSMETER_PURE_PYTHON=1, or not built)")
+    if not compiled:
+        monkeypatch.setattr(ledger_module, "ledger_writes", None)
+    path = str(tmp_path / "state.db")
+    a, b = IdLedger(path, "http://x/db"), IdLedger(path, "http://x/db")
+    try:
+        numbered = [f"r-{i}" for i in range(5_000)]
+        ordered = new_ids(2_000)
+        for start in range(0, 5_000, 1_000):
+            a.add(_rows(numbered[start : start + 1_000], ts=10**6 + start))
+        a.add(_rows(ordered, ts=10**7))
+        assert _where_kept(path) == {"blocks": 7_000, "index": 0, "log": 0}
+        with sqlite3.connect(path) as other:
+            (blocks,) = other.execute("SELECT count(*) FROM influx_id_blocks").fetchone()
+        assert blocks < 7_000 // 20
+        newest = {rid: ("o" + str(i % 5), 10**6 + (i // 1_000) * 1_000 + i % 1_000)
+                  for i, rid in enumerate(numbered)}  # fmt: skip
+        newest.update({rid: (f"o{i % 5}", 10**7 + i) for i, rid in enumerate(ordered)})
+        unpacked = _blocks_read(monkeypatch)
+        assert (
+            b.known(new_ids(3_000)) == {}
+            and b.known([f"r-{i}" for i in range(10**5, 10**5 + 900)]) == {}
+        )
+        assert unpacked == []  # their blocks do not exist
+        assert _where(b.known(numbered[1_200:1_300])) == {
+            rid: newest[rid] for rid in numbered[1_200:1_300]
+        }
+        assert sum(unpacked) <= 300  # "r-12" holds r-1200..r-1299, "r-1" r-100..r-199
+        a.add(_rows(numbered[1_200:1_300], ts=5 * 10**7))  # sent again: appended to its block
+        newest.update(
+            {rid: (f"o{i % 5}", 5 * 10**7 + i) for i, rid in enumerate(numbered[1_200:1_300])}
+        )
+        monkeypatch.setattr(IdLedger, "BLOCK_ENTRIES", 150)  # "r-12" is full now
+        a.add(_rows(numbered[1_200:1_300], ts=6 * 10**7))  # so into the index
+        newest.update(
+            {rid: (f"o{i % 5}", 6 * 10**7 + i) for i, rid in enumerate(numbered[1_200:1_300])}
+        )
+        assert _where_kept(path) == {"blocks": 7_100, "index": 100, "log": 0}
+        a.add(_rows(["r-1250"], ts=7 * 10**7))  # one id: not clustered, into the index
+        newest["r-1250"] = ("o0", 7 * 10**7)
+        assert _where_kept(path) == {"blocks": 7_100, "index": 100, "log": 0}
+        for ledger in (a, b):
+            assert _where(ledger.known([*numbered, *ordered, "r-5000", "r-"])) == newest
+    finally:
+        a.close()
+        b.close()
 
 
 @pytest.mark.parametrize("compiled", [True, False])
@@ -216,19 +304,25 @@ def test_ledgers_sharing_a_file_see_each_others_entries_and_the_newest_wins(
         b.close()
 
 
+@pytest.mark.parametrize("clustered", [4, 10**9])
 def test_forgotten_series_leave_the_log_the_index_and_memory(
-    ledger: IdLedger, monkeypatch: pytest.MonkeyPatch
+    ledger: IdLedger, monkeypatch: pytest.MonkeyPatch, clustered: int, tmp_path: Path
 ) -> None:
-    """A purged metric's entries are gone wherever they were; others stay."""
+    """A purged metric's entries are gone wherever they were (blocks, or the index and the
+    log); others stay."""
     monkeypatch.setattr(IdLedger, "MERGE_ROWS", 150)
+    monkeypatch.setattr(IdLedger, "CLUSTERED", clustered)
     ids = new_ids(400)
     rows = [row._replace(metric_key="gone" if i % 2 else "kept") for i, row in
             enumerate(_rows(ids))]  # fmt: skip
     for start in range(0, 400, 100):  # the first 300 merged, the last 100 in the log
         ledger.add(rows[start : start + 100])
+    kept = _where_kept(str(tmp_path / "state.db"))
+    assert (kept["blocks"] == 400) is (clustered == 4)
     ledger.forget_series("gone", "acme")
     ledger.forget_series("gone", None)
     assert set(ledger.known(ids)) == {row.id for row in rows if row.metric_key == "kept"}
+    assert sum(_where_kept(str(tmp_path / "state.db")).values()) == 200
 
 
 def test_ids_that_lie_together_go_straight_in_after_the_log(
@@ -259,11 +353,16 @@ def test_ids_that_lie_together_go_straight_in_after_the_log(
         b.close()
 
 
+@pytest.mark.parametrize("into", ["blocks", "index"])
 @pytest.mark.parametrize("compiled", [True, False])
-def test_a_failing_ledger_write_raises_and_leaves_nothing(tmp_path: Path, compiled: bool) -> None:
+def test_a_failing_ledger_write_raises_and_leaves_nothing(
+    tmp_path: Path, compiled: bool, into: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An SQLite error inside an add (a trigger refusing entries here) is a
-    StorageUnavailableError naming SQLite's message, on both paths, and nothing of that add
-    stays; the next add goes in."""
+    StorageUnavailableError naming SQLite's message, on both paths and wherever the entries
+    go, and nothing of that add stays; the next add goes in."""
+    if into == "index":
+        monkeypatch.setattr(IdLedger, "CLUSTERED", 10**9)
     if compiled and ledger_module.ledger_writes is None:
         if os.environ.get("CI") and os.environ.get("TSMETER_PURE_PYTHON", "") in ("", "0"):
             pytest.fail("tsmeter._ledgerwrite is not in use in CI (it has a compiler)")
@@ -280,7 +379,11 @@ def test_a_failing_ledger_write_raises_and_leaves_nothing(tmp_path: Path, compil
         ledger._conn.execute(
             "CREATE TRIGGER refuse BEFORE INSERT ON influx_ids WHEN NEW.id = 'id-0450'"
             " BEGIN SELECT RAISE(ABORT, 'entry refused'); END"
+            if into == "index"
+            else "CREATE TRIGGER refuse BEFORE INSERT ON influx_id_blocks WHEN NEW.block ="
+            " 'id-04' BEGIN SELECT RAISE(ABORT, 'entry refused'); END"
         )
+        assert _where_kept(str(tmp_path / "l.db"))[into] == 100
         with pytest.raises(StorageUnavailableError, match="the id ledger failed: entry refused"):
             ledger.add(rows[100:])
         assert set(ledger.known([r.id for r in rows])) == {r.id for r in rows[:100]}

@@ -442,13 +442,19 @@ def test_placement_is_the_same(rows: list[RecordRow], taken: list[int]) -> None:
 
 
 def _ledger_rows(
-    rows: list[RecordRow], compiled: bool, path: str, near: int, per: int = 150
+    rows: list[RecordRow],
+    compiled: bool,
+    path: str,
+    near: int,
+    per: int = 150,
+    clustered: int = IdLedger.CLUSTERED,
 ) -> Iterator[tuple[Any, ...]]:
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setattr(ledger_module, "native", native if compiled else None)
         if not compiled:
             monkeypatch.setattr(ledger_module, "ledger_writes", None)
         monkeypatch.setattr(IdLedger, "NEAR", near)
+        monkeypatch.setattr(IdLedger, "CLUSTERED", clustered)
         ledger = IdLedger(path, "http://x/db")
         assert (ledger._direct is not None) == (compiled and speedups.ledger_writes is not None)
         try:
@@ -460,15 +466,25 @@ def _ledger_rows(
                 " SELECT l.seq, l.id, s.metric_key, s.subject_type, s.subject_id, s.org_key, l.ts"
                 " FROM influx_ids_log l JOIN influx_series s USING (series_no) ORDER BY 1, 2"
             )
+            series = {number: key for number, *key in ledger._conn.execute(
+                "SELECT series_no, metric_key, subject_type, subject_id, org_key"
+                " FROM influx_series")}  # fmt: skip
+            for name, entries in ledger._conn.execute(  # then each block's, in order
+                "SELECT block, entries FROM influx_id_blocks ORDER BY block"
+            ):
+                for size, tail, number, ts in ledger_module._ENTRY.iter_unpack(entries):
+                    yield ("block", name + tail[:size].decode(), *series[number], ts)
         finally:
             ledger.close()
 
 
 @needs_native
+@pytest.mark.parametrize("clustered", [IdLedger.CLUSTERED, 10**9])
 @pytest.mark.parametrize(("near", "per"), [(0, 150), (2, 150), (2, 600)])
-def test_ledger_entries_are_the_same(tmp_path: Any, near: int, per: int) -> None:
-    """The same entries, in the index and in the log (NEAR 0: every add after the first
-    goes to the log); adds of 600 take the compiled transaction's statements of 250 rows."""
+def test_ledger_entries_are_the_same(tmp_path: Any, near: int, per: int, clustered: int) -> None:
+    """The same entries, in blocks, in the index and in the log (CLUSTERED 10**9: none to
+    blocks; NEAR 0: then every add after the first goes to the log); adds of 600 take the
+    compiled transaction's statements of 250 rows."""
     n, ids = (420, 230) if per == 150 else (1_300, 530)
     rows = [
         RecordRow(
@@ -484,10 +500,12 @@ def test_ledger_entries_are_the_same(tmp_path: Any, near: int, per: int) -> None
         )
         for i in range(n)
     ]
-    compiled = list(_ledger_rows(rows, True, str(tmp_path / "a.db"), near, per))
-    python = list(_ledger_rows(rows, False, str(tmp_path / "b.db"), near, per))
-    # the index holds each id once; the log every entry (the first call's in the index)
-    assert len(compiled) == (n if near == 0 else ids)
+    compiled = list(_ledger_rows(rows, True, str(tmp_path / "a.db"), near, per, clustered))
+    python = list(_ledger_rows(rows, False, str(tmp_path / "b.db"), near, per, clustered))
+    # the index holds each id once; the blocks and the log every entry
+    assert len(compiled) == (ids if near and clustered > 4 else n)
+    blocked = sum(entry[0] == "block" for entry in compiled)
+    assert blocked == (n if clustered == 4 else 0)  # ids new to the index, 4+ per block
     assert compiled == python
 
 
@@ -513,6 +531,17 @@ def test_ledger_adds_without_the_interpreter_lock_are_the_same(
         except UnicodeEncodeError as exc:  # a lone surrogate: both paths refuse it
             found.append([repr(exc)])
     assert found[0] == found[1]
+
+
+@needs_native
+@settings(max_examples=200, deadline=None)
+@given(st.lists(HOSTILE.filter(lambda s: "\ud800" not in s), max_size=50),
+       st.integers(0, 3))  # fmt: skip
+def test_id_block_names_are_the_same(ids: list[str], tail: int) -> None:
+    """The compiled block names are the ids without their last characters, as sliced."""
+    ordered = sorted(ids)  # runs of one block, as ids usually come
+    for some in (ids, ordered):
+        assert native.id_blocks(some, tail) == {rid[: max(0, len(rid) - tail)] for rid in some}
 
 
 class Sly(str):
