@@ -108,7 +108,8 @@ static const char *const statements[S_COUNT] = {
     "INSERT OR REPLACE INTO influx_ids (target_no, id, series_no, ts) VALUES (?1, ?2, ?3, ?4)",
     "COMMIT",
     "ROLLBACK",
-    /* as ledger._BLOCKS_HEAD and _BLOCKS_TAIL, taking nothing into a full block (then no row changes) */
+    /* as ledger._BLOCKS_HEAD and _BLOCKS_TAIL, taking nothing into a full block (then no
+       row changes) */
     "INSERT INTO influx_id_blocks (target_no, block, n, entries) VALUES (?1, ?2, ?3, ?4)"
     " ON CONFLICT (target_no, block) DO UPDATE SET n = n + excluded.n,"
     " entries = CAST(entries || excluded.entries AS BLOB) WHERE n < ?5",
@@ -216,9 +217,9 @@ typedef struct {
     long long series, ts;
 } entry;
 
-/* as ledger._TAIL_CHARS and ledger._ENTRY: an entry of a block is the UTF-8 length of the id's
- * last TAIL characters, those bytes (8 at most, zero-padded), the series number and the
- * time, little-endian */
+/* as ledger._TAIL_CHARS and ledger._ENTRY: an entry of a block is the UTF-8 length of the
+ * id's last TAIL characters, those bytes (8 at most, zero-padded), the series number and
+ * the time, little-endian */
 enum { TAIL = 2, TAIL_BYTES = 8, ENTRY_SIZE = 1 + TAIL_BYTES + 8 + 8 };
 
 static Py_ssize_t

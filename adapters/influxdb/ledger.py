@@ -395,8 +395,8 @@ class IdLedger:
                 raise
 
     def _add_direct(self, rows: list[RecordRow]) -> bool:
-        """``add`` of the usual case, ids that lie together in the index while the log is
-        empty, as one transaction in C (``tsmeter/_ledgerwrite.c``): a Python thread gives up
+        """``add`` of the usual cases (into blocks, or straight into the index, while the log
+        is empty), as one transaction in C (``tsmeter/_ledgerwrite.c``): a Python thread gives up
         the interpreter lock for each SQLite statement and, while other threads run, waits
         for it again after each; here it waits once. Returns False, having written nothing,
         for every other case (under the lock)."""
