@@ -46,15 +46,23 @@ def _statements(ledger: IdLedger) -> list[str]:
     return seen
 
 
+@pytest.mark.parametrize("clustered", [1, 4, 10**9])
 @pytest.mark.parametrize("merge_rows", [1, 700, 10**9])
 @pytest.mark.parametrize("kind", ["time-ordered", "random", "hostile"])
 def test_known_answers_exactly_what_was_added(
-    ledger: IdLedger, kind: str, merge_rows: int, monkeypatch: pytest.MonkeyPatch
+    ledger: IdLedger,
+    kind: str,
+    merge_rows: int,
+    clustered: int,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     """Whatever the ids look like, known() finds each added id at its series and time, and
     nothing else: for new ids, for a retried batch, for a mix, and for a scattered sample;
-    with the entries in the index, in the log, or some in each."""
+    with the entries in blocks (CLUSTERED 1: every add new to the index), in the index,
+    in the log, or some in each."""
     monkeypatch.setattr(IdLedger, "MERGE_ROWS", merge_rows)
+    monkeypatch.setattr(IdLedger, "CLUSTERED", clustered)
     rng = random.Random(5)
     if kind == "time-ordered":
         ids = new_ids(3_000)
@@ -66,6 +74,8 @@ def test_known_answers_exactly_what_was_added(
     rows = _rows(ids)
     for start in range(0, 2_000, 500):
         ledger.add(rows[start : start + 500])
+    kept = _where_kept(str(tmp_path / "state.db"))
+    assert (kept["blocks"] > 0) is (clustered == 1 or (clustered == 4 and kind == "time-ordered"))
     expected = {r.id: r for r in rows[:2_000]}
     dense = sorted(ids[:2_000])[100:1_100]  # a range holding a few added ids not asked for
     mixed = [d for j, d in enumerate(dense) if j % 200 != 7] + [d + "~" for d in dense[10:20]]
@@ -218,6 +228,41 @@ def test_ids_that_lie_together_go_to_blocks_and_the_newest_entry_wins(
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_ledger_file_with_an_index_keeps_its_entries_newest_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compiled: bool
+) -> None:
+    """A file written before blocks existed (every entry in the index) still answers, and
+    ids already in its index are not put in blocks when sent again (the index would answer
+    with the older place): they go to the index; new ids beyond them go to blocks."""
+    if compiled and ledger_module.ledger_writes is None:
+        if os.environ.get("CI") and os.environ.get("TSMETER_PURE_PYTHON", "") in ("", "0"):
+            pytest.fail("tsmeter._ledgerwrite is not in use in CI (it has a compiler)")
+        pytest.skip("the compiled ledger write is off (TSMETER_PURE_PYTHON=1, or not built)")
+    if not compiled:
+        monkeypatch.setattr(ledger_module, "ledger_writes", None)
+    path = str(tmp_path / "state.db")
+    numbered = [f"n-{i:05d}" for i in range(3_000)]
+    with pytest.MonkeyPatch.context() as old:
+        old.setattr(IdLedger, "CLUSTERED", 10**9)  # as before blocks: the index only
+        before = IdLedger(path, "http://x/db")
+        before.add(_rows(numbered[:2_000], ts=100))
+        before.close()
+    assert _where_kept(path) == {"blocks": 0, "index": 2_000, "log": 0}
+    ledger = IdLedger(path, "http://x/db")
+    try:
+        ledger.add(_rows(numbered[1_000:2_000], ts=10**6))  # sent again
+        ledger.add(_rows(numbered[2_000:], ts=10**7))  # new, beyond the index's
+        assert _where_kept(path) == {"blocks": 1_000, "index": 2_000, "log": 0}
+        expected = {rid: (f"o{i % 5}", 100 + i) for i, rid in enumerate(numbered[:1_000])}
+        expected.update({rid: (f"o{i % 5}", 10**6 + i)
+                         for i, rid in enumerate(numbered[1_000:2_000])})  # fmt: skip
+        expected.update({rid: (f"o{i % 5}", 10**7 + i) for i, rid in enumerate(numbered[2_000:])})
+        assert _where(ledger.known(numbered)) == expected
+    finally:
+        ledger.close()
 
 
 @pytest.mark.parametrize("compiled", [True, False])
