@@ -267,17 +267,14 @@ id_less(const entry *a, const entry *b)
     return c < 0 || (c == 0 && a->len < b->len);
 }
 
-/* Append the entries to their blocks (``by`` the entries sorted by block), inside the
- * transaction: 1 done, 0 a block is full (nothing to keep: the caller rolls back), -1 an
- * SQLite error or no memory. */
+/* Append the entries to their blocks (``by`` the entries sorted by block; ``packed`` room
+ * for n entries), inside the transaction: 1 done, 0 a block is full (nothing to keep: the
+ * caller rolls back), -1 an SQLite error. */
 static int
 write_blocks(writer *w, long long target, const entry *const *by, Py_ssize_t n,
-             long long cap)
+             long long cap, unsigned char *packed)
 {
     sqlite3_stmt *block = w->stmt[S_BLOCK];
-    unsigned char *packed = malloc((size_t)n * ENTRY_SIZE);
-    if (packed == NULL)
-        return -1;
     int done = 1;
     sq.bind_int64(block, 1, target);
     sq.bind_int64(block, 5, cap);
@@ -299,14 +296,13 @@ write_blocks(writer *w, long long target, const entry *const *by, Py_ssize_t n,
         sq.reset(block);
         done = rc != SQ_DONE ? -1 : sq.changes(w->db) == 1 ? 1 : 0;
     }
-    free(packed);
     return done;
 }
 
 static int write_chosen(writer *w, long long target, const entry *e, const entry *const *by,
-                        Py_ssize_t n, const entry *lo, const entry *hi, Py_ssize_t blocks,
-                        long long near, long long clustered, long long cap, char *error,
-                        size_t size);
+                        unsigned char *packed, Py_ssize_t n, const entry *lo,
+                        const entry *hi, Py_ssize_t blocks, long long near,
+                        long long clustered, long long cap, char *error, size_t size);
 
 /* The transaction, without the interpreter lock: 1 stored, 0 the Python code's case (the
  * ids lie among more than ``near`` times their number of entries, or the log holds
@@ -328,9 +324,11 @@ write_entries(writer *w, long long target, const entry *e, Py_ssize_t n, long lo
        follow each other, so the runs of one block are sorted, not the entries */
     const entry **by = malloc(sizeof(entry *) * (size_t)n);
     const entry **runs = malloc(sizeof(entry *) * (size_t)n); /* each run's first entry */
-    if (by == NULL || runs == NULL) {
+    unsigned char *packed = malloc((size_t)n * ENTRY_SIZE);  /* one block's entries */
+    if (by == NULL || runs == NULL || packed == NULL) {
         free(by);
         free(runs);
+        free(packed);
         snprintf(error, size, "out of memory");
         return -1;
     }
@@ -349,16 +347,20 @@ write_entries(writer *w, long long target, const entry *e, Py_ssize_t n, long lo
     Py_ssize_t blocks = 1;
     for (Py_ssize_t i = 1; i < n; i++)
         blocks += !same_block(by[i - 1], by[i]);
-    int result = write_chosen(w, target, e, by, n, lo, hi, blocks, near, clustered, cap,
-                              error, size);
+    int result = write_chosen(w, target, e, by, packed, n, lo, hi, blocks, near, clustered,
+                              cap, error, size);
     free(by);
+    free(packed);
     return result;
 }
 
+/* write_entries' transaction, the entries given in row order (``e``) and by block
+ * (``by``), their smallest and largest id and the number of their blocks. */
 static int
-write_chosen(writer *w, long long target, const entry *e, const entry *const *by, Py_ssize_t n,
-             const entry *lo, const entry *hi, Py_ssize_t blocks, long long near,
-             long long clustered, long long cap, char *error, size_t size)
+write_chosen(writer *w, long long target, const entry *e, const entry *const *by,
+             unsigned char *packed, Py_ssize_t n, const entry *lo, const entry *hi,
+             Py_ssize_t blocks, long long near, long long clustered, long long cap,
+             char *error, size_t size)
 {
     sqlite3_stmt *state = w->stmt[S_STATE], *insert = w->stmt[S_INSERT];
     int rc = sq.step(w->stmt[S_BEGIN]);
@@ -380,7 +382,7 @@ write_chosen(writer *w, long long target, const entry *e, const entry *const *by
     if (logged > merged)
         goto python;
     if (inside == 0 && blocks * clustered <= n) {
-        int done = write_blocks(w, target, by, n, cap);
+        int done = write_blocks(w, target, by, n, cap, packed);
         if (done < 0)
             goto rollback;
         if (done == 0)
