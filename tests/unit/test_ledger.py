@@ -9,11 +9,22 @@ import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tsmeter.adapters.influxdb import ledger as ledger_module
 from tsmeter.adapters.influxdb.ledger import IdLedger
 from tsmeter.domain import RecordRow, new_ids
 from tsmeter.errors import StorageUnavailableError
+
+
+def _needs(compiled_part: object, name: str) -> None:
+    """Skip a test of a compiled part that is off; under CI, where it is built (there is a
+    compiler) unless TSMETER_PURE_PYTHON is set, fail instead."""
+    if compiled_part is None:
+        if os.environ.get("CI") and os.environ.get("TSMETER_PURE_PYTHON", "") in ("", "0"):
+            pytest.fail(f"{name} is not in use in CI (it has a compiler)")
+        pytest.skip(f"{name} is off (TSMETER_PURE_PYTHON=1, or not built)")
 
 
 def _rows(ids: list[str], ts: int = 7) -> list[RecordRow]:
@@ -179,10 +190,8 @@ def test_ids_that_lie_together_go_to_blocks_and_the_newest_entry_wins(
     an id sent again is found where it went last: again in its block, in the index once
     its block is full or when sent alone; a new batch's lookup unpacks no block, a retried
     one only its own; another ledger on the file agrees."""
-    if compiled and ledger_module.ledger_writes is None:
-        if os.environ.get("CI") and os.environ.get("TSMETER_PURE_PYTHON", "") in ("", "0"):
-            pytest.fail("tsmeter._ledgerwrite is not in use in CI (it has a compiler)")
-        pytest.skip("the compiled ledger write is off (TSMETER_PURE_PYTHON=1, or not built)")
+    if compiled:
+        _needs(ledger_module.ledger_writes, "tsmeter._ledgerwrite")
     if not compiled:
         monkeypatch.setattr(ledger_module, "ledger_writes", None)
     path = str(tmp_path / "state.db")
@@ -230,6 +239,19 @@ def test_ids_that_lie_together_go_to_blocks_and_the_newest_entry_wins(
         b.close()
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(st.sampled_from([*"a Z0,= \"\\\n'é漢🙂\x00"]), max_size=12),
+                max_size=50), st.integers(0, 3))  # fmt: skip
+def test_block_names_are_the_same_compiled(ids: list[str], tail: int) -> None:
+    """The compiled block names are the ids without their last characters, as sliced, for
+    ids in any order and in runs of one block (sorted, as ids usually come)."""
+    _needs(ledger_module.native, "tsmeter._speedups")
+    assert ledger_module.native is not None
+    for some in (ids, sorted(ids)):
+        expected = {rid[: max(0, len(rid) - tail)] for rid in some}
+        assert ledger_module.native.id_blocks(some, tail) == expected
+
+
 @pytest.mark.parametrize("compiled", [True, False])
 def test_a_ledger_file_with_an_index_keeps_its_entries_newest_last(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compiled: bool
@@ -237,10 +259,8 @@ def test_a_ledger_file_with_an_index_keeps_its_entries_newest_last(
     """A file written before blocks existed (every entry in the index) still answers, and
     ids already in its index are not put in blocks when sent again (the index would answer
     with the older place): they go to the index; new ids beyond them go to blocks."""
-    if compiled and ledger_module.ledger_writes is None:
-        if os.environ.get("CI") and os.environ.get("TSMETER_PURE_PYTHON", "") in ("", "0"):
-            pytest.fail("tsmeter._ledgerwrite is not in use in CI (it has a compiler)")
-        pytest.skip("the compiled ledger write is off (TSMETER_PURE_PYTHON=1, or not built)")
+    if compiled:
+        _needs(ledger_module.ledger_writes, "tsmeter._ledgerwrite")
     if not compiled:
         monkeypatch.setattr(ledger_module, "ledger_writes", None)
     path = str(tmp_path / "state.db")
@@ -274,10 +294,8 @@ def test_an_add_of_many_new_series_takes_a_few_statements(
     other threads run). Hostile names and both kinds of organisation keep their numbers."""
     if not compiled:
         monkeypatch.setattr(ledger_module, "native", None)
-    elif ledger_module.native is None:
-        if os.environ.get("CI") and os.environ.get("TSMETER_PURE_PYTHON", "") in ("", "0"):
-            pytest.fail("tsmeter._speedups is not built in CI (it has a compiler)")
-        pytest.skip("the compiled fast path is off (TSMETER_PURE_PYTHON=1, or not built)")
+    else:
+        _needs(ledger_module.native, "tsmeter._speedups")
     pieces = ["", "a,b", " ", '"', "\\", "é", "🙂", "=", "\n", "'"]
     rows = [
         RecordRow(rid, f"m{i % 3}{pieces[i % 10]}", "org", f"s{pieces[i % 7]}{i % 1_234}",
@@ -408,10 +426,8 @@ def test_a_failing_ledger_write_raises_and_leaves_nothing(
     go, and nothing of that add stays; the next add goes in."""
     if into == "index":
         monkeypatch.setattr(IdLedger, "CLUSTERED", 10**9)
-    if compiled and ledger_module.ledger_writes is None:
-        if os.environ.get("CI") and os.environ.get("TSMETER_PURE_PYTHON", "") in ("", "0"):
-            pytest.fail("tsmeter._ledgerwrite is not in use in CI (it has a compiler)")
-        pytest.skip("the compiled ledger write is off (TSMETER_PURE_PYTHON=1, or not built)")
+    if compiled:
+        _needs(ledger_module.ledger_writes, "tsmeter._ledgerwrite")
     rows = [RecordRow(f"id-{i:04}", "api_calls", "org", "o", None, 1.0, i, None, None)
             for i in range(600)]  # fmt: skip
     with pytest.MonkeyPatch.context() as patch:

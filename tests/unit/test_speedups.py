@@ -533,17 +533,6 @@ def test_ledger_adds_without_the_interpreter_lock_are_the_same(
     assert found[0] == found[1]
 
 
-@needs_native
-@settings(max_examples=200, deadline=None)
-@given(st.lists(HOSTILE.filter(lambda s: "\ud800" not in s), max_size=50),
-       st.integers(0, 3))  # fmt: skip
-def test_id_block_names_are_the_same(ids: list[str], tail: int) -> None:
-    """The compiled block names are the ids without their last characters, as sliced."""
-    ordered = sorted(ids)  # runs of one block, as ids usually come
-    for some in (ids, ordered):
-        assert native.id_blocks(some, tail) == {rid[: max(0, len(rid) - tail)] for rid in some}
-
-
 class Sly(str):
     """A string that runs Python code when compared: never cached for the fast path."""
 
