@@ -358,17 +358,16 @@ class IdLedger:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 ids = list(map(_ID, rows))
-                blocks = _blocks(rows)
                 near, logged, merged_upto, merges = self._conn.execute(
                     _STATE, (self._target_no, min(ids), max(ids), self.NEAR * len(ids) + 1)
                 ).fetchone()
                 ordered = near <= self.NEAR * len(ids)  # few of the index's entries among them
-                if (not near and logged == merged_upto
-                        and len(blocks) * self.CLUSTERED <= len(rows)
-                        and not self._full(blocks)):  # fmt: skip
-                    self._insert_blocks(rows, blocks)
-                    self._conn.execute("COMMIT")
-                    return
+                if not near and logged == merged_upto:  # blocks, if they come clustered
+                    blocks = _blocks(rows)
+                    if len(blocks) * self.CLUSTERED <= len(rows) and not self._full(blocks):
+                        self._insert_blocks(rows, blocks)
+                        self._conn.execute("COMMIT")
+                        return
                 merge = ordered and logged > merged_upto  # the log first: it holds older ones
                 if merge:
                     self._merge(logged)
