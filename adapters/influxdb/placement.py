@@ -10,6 +10,7 @@ let the slots stay small: ``prune`` forgets those no later window can reach.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any
@@ -18,7 +19,7 @@ from tsmeter.adapters.influxdb.schema import SeriesKey, series_key_of
 from tsmeter.domain import RecordRow
 from tsmeter.speedups import native
 
-__all__ = ["Slots", "Windows", "hours", "place", "prune", "unstored"]
+__all__ = ["CallIds", "Slots", "Windows", "hours", "place", "prune", "unstored"]
 
 _US = 1_000
 _HOUR = 3_600_000_000_000
@@ -160,18 +161,49 @@ def prune(occupied: Slots, cursor: dict[tuple[SeriesKey, int], int], floor: int)
     return len(occupied.first) + len(occupied.more) < held
 
 
+class CallIds:
+    """The ids one ``append`` call wrote or found stored, which its later windows' rows
+    must not write again.
+
+    Each window's written ids are a set of their own, so a window's ids are checked
+    against a few sets of its neighbours' instead of one that grows with the call, and a
+    window's set is dropped whole (``forget``) once later reads find its ids through the
+    ledger. Ids found stored are ``kept`` for the whole call: the ledger may not know them.
+    """
+
+    __slots__ = ("kept", "windows")
+
+    def __init__(self) -> None:
+        self.windows: deque[tuple[int, set[str]]] = deque()  # (window number, ids written)
+        self.kept: set[str] = set()
+
+    def __contains__(self, rid: object) -> bool:
+        return rid in self.kept or any(rid in ids for _, ids in self.windows)
+
+    def isdisjoint(self, ids: set[str]) -> bool:
+        """Whether none of ``ids`` is held."""
+        return self.kept.isdisjoint(ids) and all(held.isdisjoint(ids) for _, held in self.windows)
+
+    def forget(self, below: int) -> None:
+        """Drop the ids written by the windows numbered below ``below``."""
+        while self.windows and self.windows[0][0] < below:
+            self.windows.popleft()
+
+
 def unstored(
     window: list[RecordRow],
+    number: int,
     found: list[tuple[dict[str, str], dict[str, Any]]],
-    seen: set[str],
+    seen: CallIds,
     occupied: Slots,
     remember: Callable[[dict[str, str], dict[str, Any]], None],
 ) -> list[RecordRow]:
-    """The rows of ``window`` that need a point: not among the stored points ``found`` (the
-    window's own read, which covers where each of its rows goes and where the ledger says
-    its id went before) and not earlier in the call (``seen``: the ids of the call so far,
-    to which the window's are added). Every point time found is ``occupied`` (also of a
-    point whose fields are still landing), and the stored point of a row is remembered."""
+    """The rows of ``window`` (the call's ``number``-th) that need a point: not among the
+    stored points ``found`` (the window's own read, which covers where each of its rows
+    goes and where the ledger says its id went before) and not earlier in the call
+    (``seen``, to which the window's ids are added). Every point time found is
+    ``occupied`` (also of a point whose fields are still landing), and the stored point
+    of a row is remembered."""
     stored: dict[str, tuple[dict[str, str], dict[str, Any]]] = {}
     for tags, values in found:
         key = series_key_of(tags, values)
@@ -181,19 +213,21 @@ def unstored(
             stored[rid] = (tags, values)
     ids = set(map(_ID, window))
     if len(ids) == len(window) and seen.isdisjoint(ids) and stored.keys().isdisjoint(ids):
-        seen |= ids  # the usual case: every id new
+        seen.windows.append((number, ids))  # the usual case: every id new
         return window
-    fresh = []  # one at a time: the first of a repeated id counts
+    fresh, wrote = [], set()  # one at a time: the first of a repeated id counts
     for row in window:
         rid = row[0]
-        if rid in seen:
+        if rid in wrote or rid in seen:
             continue
-        seen.add(rid)
         point = stored.get(rid)
         if point is not None:
+            seen.kept.add(rid)
             remember(*point)
         else:
+            wrote.add(rid)
             fresh.append(row)
+    seen.windows.append((number, wrote))
     return fresh
 
 

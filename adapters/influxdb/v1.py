@@ -221,10 +221,13 @@ class InfluxV1Store:
                                     self.READ_CHUNK)  # fmt: skip
         written = 0
         pending: deque[Future[None]] = deque()
-        reading: deque[tuple[list[RecordRow], int, _Lookup]] = deque()  # window, first µs
+        # window, first µs, its reads, and how many windows were in the ledger as they began
+        reading: deque[tuple[list[RecordRow], int, _Lookup, int]] = deque()
         occupied = placement.Slots()
         cursor: dict[tuple[SeriesKey, int], int] = {}
-        seen: set[str] = set()  # the ids of the call so far
+        seen = placement.CallIds()  # the call's ids that the next windows' reads may miss
+        entered: deque[tuple[int, int]] = deque()  # (window number, requests through it)
+        added = 0  # windows whose rows are all in the ledger
         forgotten: int | None = None  # slots before this microsecond may have been forgotten
         taken = sent = 0  # rows taken from ``parts``; write requests answered, in order
         marks: deque[tuple[int, int]] = deque()  # (requests through a window, rows through it)
@@ -251,27 +254,34 @@ class InfluxV1Store:
                 window = next(windows, None)
                 if window is None:
                     return 0
-                reading.append((window, placement.Windows.low(window), self._lookup(window)))
+                reading.append((window, placement.Windows.low(window), self._lookup(window), 0))
                 later = False  # past the first window
                 while reading:
-                    window, low, lookup = reading.popleft()
+                    window, low, lookup, visible = reading.popleft()
                     # the reads of the next windows overlap this one's work (their ids differ
                     # from this call's earlier ones; what this call wrote is in ``occupied``)
                     while len(reading) < self.READ_AHEAD:
                         ahead = next(windows, None)
                         if ahead is None:
                             break
-                        reading.append((ahead, placement.Windows.low(ahead), self._lookup(ahead)))
+                        reading.append((ahead, placement.Windows.low(ahead), self._lookup(ahead),
+                                        added))  # fmt: skip
+                    # the ids a window wrote leave ``seen`` once this window's reads find them:
+                    # in the ledger when the reads began, and stored before the points at the
+                    # ledger's locations are read (in ``result``)
+                    while entered and entered[0][0] < visible and entered[0][1] <= sent:
+                        seen.forget(entered.popleft()[0] + 1)
                     found = lookup.result()
                     if forgotten is not None and low < forgotten:  # see the docstring
                         while pending:
                             pending.popleft().result()
                             sent += 1
                         found = self._lookup(window).result()
-                    unstored = placement.unstored(window, found, seen, occupied, self._remember)
+                    unstored = placement.unstored(window, added, found, seen, occupied,
+                                                  self._remember)  # fmt: skip
                     if later:  # forget the slots no row from here on reaches
                         rest = windows.rest_low()
-                        floor = min(low, *(ahead_low for _, ahead_low, _ in reading),
+                        floor = min(low, *(ahead_low for _, ahead_low, _, _ in reading),
                                     low if rest is None else rest)  # fmt: skip
                         if placement.prune(occupied, cursor, floor):
                             forgotten = floor if forgotten is None else max(forgotten, floor)
@@ -290,6 +300,8 @@ class InfluxV1Store:
                         written += len(new)
                     taken += len(window)
                     marks.append((sent + len(pending), taken))
+                    entered.append((added, sent + len(pending)))
+                    added += 1
                     settle()
                 while pending:
                     pending[0].result()
@@ -299,7 +311,7 @@ class InfluxV1Store:
             finally:
                 failed.set()  # after an error here: send nothing more
                 in_flight: list[Future[Any]] = [*pending]
-                for _, _, ahead_lookup in reading:
+                for _, _, ahead_lookup, _ in reading:
                     in_flight += [ahead_lookup.sent, ahead_lookup.here]
                 wait(in_flight)  # after an error: let the requests in flight end
         return written

@@ -261,6 +261,44 @@ def test_a_stream_reports_rows_stored_only_once_the_server_has_them(
     assert all(on_server >= min(n, 200) for n, on_server in reported), reported
 
 
+@pytest.mark.parametrize(("delay", "ahead"), [(0.0, 1), (0.04, 1), (0.0, 2), (0.04, 2)])
+def test_ids_repeated_in_later_windows_count_once_whenever_their_writes_land(
+    influx_db: tuple[InfluxServer, str], monkeypatch: pytest.MonkeyPatch, delay: float, ahead: int
+) -> None:
+    """A stream whose windows repeat ids of the windows before them (at other times, so a
+    second point would not merge with the first): each id lands once, whether the first
+    write is still in flight (slow writes) or landed long before. A window's ids leave the
+    call's own set only once later reads find them: in the ledger when the reads began
+    (with two windows read ahead and one request at a time, the window two back has been
+    answered, but it was entered after this window's reads began) and on the server."""
+    server, db = influx_db
+    small_windows(monkeypatch, 10, 10, 5)
+    monkeypatch.setattr(InfluxV1Store, "READ_AHEAD", ahead)
+    if ahead > 1:
+        monkeypatch.setattr(InfluxV1Store, "WRITERS", 1)
+        monkeypatch.setattr(InfluxV1Store, "QUEUED", 0)
+    store = InfluxV1Store.from_url(url(server, db))
+    if delay:
+        slow_writes(store, monkeypatch, delay)
+
+    def row(rid: str, micro: int) -> RecordRow:
+        return RecordRow(rid, "api_calls", "org", "o", None, 1.0, T + micro * 1_000, None, None)
+
+    parts = []
+    for j in range(14):  # 5 new ids per window, then 5 of the windows 1, 2 and j back
+        again = [f"n{max(j - 1, 0)}-0", f"n{max(j - 1, 0)}-1", f"n{max(j - 2, 0)}-2",
+                 f"n{max(j - 2, 0)}-3", "n0-4"]  # fmt: skip
+        parts.append([row(f"n{j}-{i}", j * 100 + i) for i in range(5)]
+                     + [row(rid, j * 100 + 50 + i) for i, rid in enumerate(again)])  # fmt: skip
+    try:
+        assert store.append_stream(iter(parts)) == 70
+    finally:
+        store.close()
+    assert points(server, db) == 70
+    (result,) = server.query('SELECT count(distinct("rid")) FROM "usage"', db=db)["results"]
+    assert series_rows(result)[0][1]["count"] == 70
+
+
 def test_record_batch_says_how_many_were_stored_when_a_write_fails(
     influx_db: tuple[InfluxServer, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
