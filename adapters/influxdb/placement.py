@@ -1,5 +1,6 @@
 """Where the points of one ``append`` call go: its read windows, the slots taken, and the
-rows that still need a point.
+rows that still need a point (``unstored``: not stored, and not earlier in the call:
+``CallIds``).
 
 InfluxDB merges points with equal measurement, tag set and time. ``place`` gives each new
 row a time no point of its series has (its own, else a free nanosecond of the same
