@@ -69,7 +69,9 @@ def test_unstored_counts_the_first_of_a_repeated_id_and_skips_stored_ones() -> N
     # forgetting the windows below 2 keeps what was found stored
     seen.forget(2)
     assert [rid for rid in ("r0", "r1", "r2", "r3", "n0") if rid in seen] == ["r2", "n0"]
-    assert [r.id for r in unstored(_rows([8, 9, 10]), 3, [], seen, occupied, print)] == ["r0", "r1"]
+    assert [
+        r.id for r in unstored(_rows([8, 9, 10]), 3, [], seen, occupied, remembered.append)
+    ] == ["r0", "r1"]
 
 
 def test_unstored_finds_an_id_repeated_within_a_window_of_new_ids() -> None:
