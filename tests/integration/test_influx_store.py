@@ -261,23 +261,31 @@ def test_a_stream_reports_rows_stored_only_once_the_server_has_them(
     assert all(on_server >= min(n, 200) for n, on_server in reported), reported
 
 
+@pytest.mark.parametrize("ledger", ["memory", "file"])
 @pytest.mark.parametrize(("delay", "ahead"), [(0.0, 1), (0.04, 1), (0.0, 2), (0.04, 2)])
 def test_ids_repeated_in_later_windows_count_once_whenever_their_writes_land(
-    influx_db: tuple[InfluxServer, str], monkeypatch: pytest.MonkeyPatch, delay: float, ahead: int
+    influx_db: tuple[InfluxServer, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    delay: float,
+    ahead: int,
+    ledger: str,
 ) -> None:
     """A stream whose windows repeat ids of the windows before them (at other times, so a
     second point would not merge with the first): each id lands once, whether the first
     write is still in flight (slow writes) or landed long before. A window's ids leave the
     call's own set only once later reads find them: in the ledger when the reads began
     (with two windows read ahead and one request at a time, the window two back has been
-    answered, but it was entered after this window's reads began) and on the server."""
+    answered, but it was entered after this window's reads began) and on the server. The
+    ledger in memory (one connection) or in a file (lookups on a connection of their own)."""
     server, db = influx_db
     small_windows(monkeypatch, 10, 10, 5)
     monkeypatch.setattr(InfluxV1Store, "READ_AHEAD", ahead)
     if ahead > 1:
         monkeypatch.setattr(InfluxV1Store, "WRITERS", 1)
         monkeypatch.setattr(InfluxV1Store, "QUEUED", 0)
-    store = InfluxV1Store.from_url(url(server, db))
+    path = str(tmp_path / "ledger.db") if ledger == "file" else ":memory:"
+    store = InfluxV1Store.from_url(url(server, db), ledger=path)
     if delay:
         slow_writes(store, monkeypatch, delay)
 
