@@ -236,21 +236,19 @@ class IdLedger:
         ids = ids if type(ids) is list else list(ids)
         if not ids:
             return {}
-        wanted = _Wanted(ids)
         span = (min(ids), max(ids))  # from the list: a set's order makes this 4 times slower
         with self._read_lock:
             self._reader.execute("BEGIN")  # the log and the index as of one moment
             try:
                 self._catch_up()
-                found = self._in_blocks(ids, wanted)
-                found.update(self._indexed(wanted, span))  # newer than the blocks' entries
+                found = self._in_blocks(ids)
+                found.update(self._indexed(ids, span))  # newer than the blocks' entries
             finally:
                 self._reader.execute("COMMIT")
         with self._tail_lock:  # the log's entries are newer than the index's
             tail = self._tail
             if tail:
-                asked = wanted.set()
-                for rid in (asked & tail.keys()) if len(tail) < len(asked) else asked:
+                for rid in (tail.keys() & ids) if len(tail) < len(ids) else ids:
                     hit = tail.get(rid)
                     if hit is not None:
                         found[rid] = hit[1]
@@ -281,7 +279,7 @@ class IdLedger:
                     tail[rid] = (seq, RecordRow(rid, mk, st, si, org or None, 0.0, ts, None, None))
             self._tail_seq = max(self._tail_seq if not reset else 0, top)
 
-    def _in_blocks(self, ids: list[str], wanted: _Wanted) -> dict[str, RecordRow]:
+    def _in_blocks(self, ids: list[str]) -> dict[str, RecordRow]:
         """``known`` in the blocks (under the reader's lock): each id's last entry there. New
         ids usually fall in blocks that do not exist yet, and nothing is unpacked."""
         names = list(_block_names(ids))
@@ -290,7 +288,7 @@ class IdLedger:
         blocks = json.loads(got)
         if not blocks:  # the usual case for new ids
             return {}
-        asked = wanted.set()
+        asked = set(ids)
         for name, packed in blocks:
             for size, tail, number, ts in _ENTRY.iter_unpack(bytes.fromhex(packed)):
                 rid = name + tail[:size].decode()
@@ -311,9 +309,9 @@ class IdLedger:
             for rid, (number, ts) in hits.items()
         }
 
-    def _indexed(self, wanted: _Wanted, span: tuple[str, str]) -> dict[str, RecordRow]:
+    def _indexed(self, ids: list[str], span: tuple[str, str]) -> dict[str, RecordRow]:
         """``known`` in the index (under the reader's lock); ``span``: the smallest and the
-        largest id wanted."""
+        largest of ``ids``. The set of ``ids`` is built only when an entry was found."""
         hits: list[str] | None = None
         if self._crowded:  # the last ranges were crowded: look every id up for a while
             self._crowded -= 1
@@ -321,18 +319,18 @@ class IdLedger:
             (near,) = self._reader.execute(
                 "SELECT json_group_array(id) FROM (SELECT id FROM influx_ids"
                 " WHERE target_no = ? AND id BETWEEN ? AND ? LIMIT ?)",
-                (self._target_no, *span, 2 * len(wanted.ids) + 1),
+                (self._target_no, *span, 2 * len(ids) + 1),
             ).fetchone()
             ranged: list[str] = json.loads(near)
-            if len(ranged) > 2 * len(wanted.ids):  # ids in random order
+            if len(ranged) > 2 * len(ids):  # ids in random order
                 self._crowded = self.CROWDED_SKIP
             elif ranged:
-                asked = wanted.set()
+                asked = set(ids)
                 hits = [rid for rid in ranged if rid in asked]
             else:  # the usual case for new ids
                 return {}
         if hits is None:
-            hits = list(wanted.set())
+            hits = list(set(ids))
         if not hits:
             return {}
         (found,) = self._reader.execute(_KNOWN, (self._target_no, json.dumps(hits))).fetchone()
@@ -571,22 +569,6 @@ class IdLedger:
         )
         self._conn.execute("DELETE FROM influx_id_blocks WHERE target_no = ? AND n = 0",
                            (self._target_no,))  # fmt: skip
-
-
-class _Wanted:
-    """The ids a ``known`` call asks for, and their set, made only when an entry was found
-    to check against it (a new batch's ids usually find none)."""
-
-    __slots__ = ("_set", "ids")
-
-    def __init__(self, ids: list[str]) -> None:
-        self.ids = ids
-        self._set: set[str] | None = None
-
-    def set(self) -> set[str]:
-        if self._set is None:
-            self._set = set(self.ids)
-        return self._set
 
 
 def _block_names(ids: list[str]) -> set[str]:
