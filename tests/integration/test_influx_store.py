@@ -293,7 +293,8 @@ def test_ids_repeated_in_later_windows_count_once_whenever_their_writes_land(
         return RecordRow(rid, "api_calls", "org", "o", None, 1.0, T + micro * 1_000, None, None)
 
     parts = []
-    for j in range(14):  # 5 new ids per window, then 5 of the windows 1, 2 and j back
+    for j in range(14):  # 5 new ids per window, then 2 of the window before, 2 of the one
+        # before that and 1 of the first, at other times
         again = [f"n{max(j - 1, 0)}-0", f"n{max(j - 1, 0)}-1", f"n{max(j - 2, 0)}-2",
                  f"n{max(j - 2, 0)}-3", "n0-4"]  # fmt: skip
         parts.append([row(f"n{j}-{i}", j * 100 + i) for i in range(5)]
