@@ -13,6 +13,9 @@ Store URLs:
   as for ``influxdb://``.
 * nothing: ``$TSMETER_STORE_URL``, else the default file
   ``$XDG_DATA_HOME/tsmeter/tsmeter.db`` (``~/.local/share/tsmeter/tsmeter.db``).
+
+Files tsmeter creates (stores, state, outbox, logs) are 0600 and the directories it creates
+for them 0700 (see :mod:`tsmeter.files`); existing ones keep their mode.
 """
 
 from __future__ import annotations

@@ -61,6 +61,7 @@ from tsmeter.errors import (
     TsmeterError,
     ValidationError,
 )
+from tsmeter.files import open_private
 from tsmeter.outbox_admin import OutboxAdmin, OutboxStatus, QuarantinedRecord
 from tsmeter.outbox_batches import HeldBatches, insert, pack, unpack
 
@@ -270,7 +271,7 @@ class Outbox(OutboxAdmin):
         """One flusher per outbox file, across processes: a lock on ``<path>.flush.lock``."""
         if self._lock_file is not None:
             return True
-        handle = open(f"{self.path}.flush.lock", "a")  # noqa: SIM115 - held while flushing
+        handle = open_private(f"{self.path}.flush.lock")  # held while flushing
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

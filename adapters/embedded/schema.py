@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tsmeter.errors import StorageUnavailableError
+from tsmeter.files import private_file
 
 SCHEMA_VERSION = 1
 
@@ -116,12 +117,19 @@ def open_wal(path: str, *, synchronous: str = "FULL") -> sqlite3.Connection:
     """A connection to ``path`` (created if missing) in WAL mode, in autocommit mode, usable
     from several threads under the caller's lock.
 
+    A missing file is created with mode 0600 (its missing directories 0700) before SQLite
+    opens it, so the file and its ``-wal``/``-shm`` companions are private (see
+    :mod:`tsmeter.files`); an existing file keeps its mode.
+
     Switching a new file to WAL needs a moment of exclusive access, and SQLite answers
     "database is locked" at once (without waiting) when another process is doing the same:
     that step is retried for up to 30 s.
     """
     if path != ":memory:":
-        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        try:
+            private_file(path)
+        except OSError as exc:
+            raise sqlite3.OperationalError(f"cannot create {path!r}: {exc.strerror}") from exc
     conn = sqlite3.connect(
         str(Path(path).expanduser()) if path != ":memory:" else path,
         isolation_level=None,
@@ -146,9 +154,8 @@ def open_wal(path: str, *, synchronous: str = "FULL") -> sqlite3.Connection:
 
 
 def connect(path: str) -> sqlite3.Connection:
-    """Open (and create if needed) the store file in WAL mode with full durability."""
-    if path != ":memory:":
-        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    """Open (and create if needed, privately) the store file in WAL mode with full
+    durability."""
     try:
         conn = open_wal(path)
         conn.execute("PRAGMA cache_size = -65536")

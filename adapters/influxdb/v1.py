@@ -63,6 +63,7 @@ from tsmeter.adapters.influxdb.schema import (
     series_of,
 )
 from tsmeter.domain import PeriodType, RecordRow
+from tsmeter.files import open_private
 from tsmeter.periods import Calendar
 from tsmeter.ports import EventRow, RecordQuery, RollupStats, SummaryQuery, SummaryRow
 from tsmeter.speedups import native
@@ -144,7 +145,7 @@ class InfluxV1Store:
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
         """Serialise read-then-write among the threads and processes of this host."""
-        with self._lock, open(self._lock_path, "a") as handle:
+        with self._lock, open_private(self._lock_path) as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
