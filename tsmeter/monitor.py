@@ -12,7 +12,9 @@ current window and keeps one alert per (threshold, subject, window, level):
 * a new window starts with no alerts.
 
 Alerts live in the catalog, so a restarted monitor neither repeats nor forgets
-them, and two monitors running at once open each alert once. Each change is
+them, and two monitors running at once open each alert once. An alert's notifications
+(one per notify email and one for the webhook) are queued in the transaction that opens or
+resolves it; a delivery worker sends them (:mod:`tsmeter.notify`). Each change is
 published on the event bus (``ThresholdApproaching``, ``ThresholdExceeded``,
 ``ThresholdResolved``) and written to the store's metering-event log.
 """
@@ -45,6 +47,7 @@ from tsmeter.events import (
 )
 from tsmeter.meter_base import MeterBase
 from tsmeter.modelio import TimeLike, ns
+from tsmeter.notify.plan import deliveries_for
 from tsmeter.ports import EventRow
 from tsmeter.quotas import LIFETIME_END, QuotaDecision, threshold_period, window, window_totals
 
@@ -115,12 +118,16 @@ class MonitorMixin(MeterBase):
             value = usage.get(alert.subject_id, 0.0)
             floor = threshold.threshold if alert.level == EXCEEDED else warn
             if alert.subject_type == threshold.subject_type and value < floor:
+                at = datetime.now(UTC)
+                done = alert.model_copy(update={"status": AlertStatus.RESOLVED, "resolved_at": at})
+                event: ThresholdEvent = ThresholdResolved(alert=done, threshold=threshold)
                 resolved = self.catalog.set_alert_status(
-                    alert.id, AlertStatus.RESOLVED, datetime.now(UTC), automatic=True
-                )
+                    alert.id, AlertStatus.RESOLVED, at, automatic=True,
+                    deliveries=deliveries_for(event),
+                )  # fmt: skip
                 if resolved is not None:
                     counts["resolved"] += 1
-                    events.append(ThresholdResolved(alert=resolved, threshold=threshold))
+                    events.append(event)
         for subject_id, value in sorted(usage.items()):
             counts["subjects"] += 1
             if value >= threshold.threshold:
@@ -138,10 +145,13 @@ class MonitorMixin(MeterBase):
                 percentage=round(value / threshold.threshold * 100, 2),
                 created_at=datetime.now(UTC),
             )  # fmt: skip
-            if self.catalog.open_alert(alert, start):
+            kind = ThresholdExceeded if level == EXCEEDED else ThresholdApproaching
+            event = kind(alert=alert, threshold=threshold)
+            # The alert and its notifications are stored in one transaction: an alert never
+            # exists without its deliveries, whoever opened it and whether a worker runs.
+            if self.catalog.open_alert(alert, start, deliveries_for(event)):
                 counts[level] += 1
-                kind = ThresholdExceeded if level == EXCEEDED else ThresholdApproaching
-                events.append(kind(alert=alert, threshold=threshold))
+                events.append(event)
         self._emit(events, metric)
 
     def _emit(self, events: Sequence[ThresholdEvent], metric: MetricDefinition) -> None:

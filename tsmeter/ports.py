@@ -25,6 +25,7 @@ from tsmeter.periods import Calendar
 
 __all__ = [
     "Catalog",
+    "DeliveryRow",
     "EventRow",
     "RecordQuery",
     "RollupStats",
@@ -88,6 +89,22 @@ class EventRow(NamedTuple):
     subject_id: str
     org_id: str | None
     data: str
+
+
+class DeliveryRow(NamedTuple):
+    """A notification stored with the alert change that causes it, in the same transaction
+    (``channel`` email or webhook; ``error`` set: recorded as failed, never attempted)."""
+
+    id: str
+    alert_id: str
+    event: str
+    channel: str
+    target: str
+    metric_key: str
+    subject_type: str
+    subject_id: str
+    payload: str
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -201,16 +218,26 @@ class Catalog(Protocol):
         """Every threshold."""
         ...
 
-    def open_alert(self, alert: UsageAlert, window_start: int) -> bool:
+    def open_alert(
+        self, alert: UsageAlert, window_start: int, deliveries: Sequence[DeliveryRow] = ()
+    ) -> bool:
         """Store a new PENDING alert unless its (threshold, subject, window, level) has an
-        open alert, or one resolved by hand; return whether it was stored."""
+        open alert, or one resolved by hand; return whether it was stored. ``deliveries``
+        are queued (pending) in the same transaction, only if the alert is stored."""
         ...
 
     def set_alert_status(
-        self, alert_id: str, status: AlertStatus, at: datetime, *, automatic: bool = False
+        self,
+        alert_id: str,
+        status: AlertStatus,
+        at: datetime,
+        *,
+        automatic: bool = False,
+        deliveries: Sequence[DeliveryRow] = (),
     ) -> UsageAlert | None:
         """Acknowledge or resolve an alert (``automatic``: resolved by the monitor); the
-        updated alert, or None if there is none."""
+        updated alert, or None if there is none. ``deliveries`` are queued in the same
+        transaction, only if the alert exists."""
         ...
 
     def open_alerts(self, threshold_id: str, window_start: int) -> list[UsageAlert]:

@@ -112,6 +112,33 @@ CREATE TABLE IF NOT EXISTS rollup_state (
 );
 """
 
+# The notifications of threshold alerts (tsmeter.notify.log), queued in the transaction that
+# opens or resolves the alert: an alert never exists without its deliveries.
+DELIVERIES_DDL = """
+CREATE TABLE IF NOT EXISTS notify_deliveries (
+    id TEXT PRIMARY KEY,            -- the delivery id (X-Tsmeter-Delivery), stable across retries
+    alert_id TEXT NOT NULL,
+    event TEXT NOT NULL,            -- threshold.approaching | threshold.exceeded | ...resolved
+    channel TEXT NOT NULL,          -- email | webhook
+    target TEXT NOT NULL,           -- the address or the URL
+    metric_key TEXT NOT NULL,
+    subject_type TEXT NOT NULL,
+    subject_id TEXT NOT NULL,
+    payload TEXT NOT NULL,          -- what is sent, rendered at enqueue time (JSON)
+    status TEXT NOT NULL,           -- pending | delivered | failed
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    next_attempt_at INTEGER NOT NULL,   -- ns since the epoch
+    claimed_until INTEGER,          -- ns: a worker is attempting it until then
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    delivered_at INTEGER,
+    UNIQUE (alert_id, event, channel, target)
+);
+CREATE INDEX IF NOT EXISTS notify_deliveries_due ON notify_deliveries (status, next_attempt_at);
+"""
+DDL += DELIVERIES_DDL
+
 
 def open_wal(path: str, *, synchronous: str = "FULL") -> sqlite3.Connection:
     """A connection to ``path`` (created if missing) in WAL mode, in autocommit mode, usable

@@ -27,10 +27,11 @@ from tsmeter.domain import (
     UsageAlert,
     UsageThreshold,
 )
+from tsmeter.domain.models import STORED
 from tsmeter.domain.validation import to_ns
 from tsmeter.errors import ConflictError, StorageUnavailableError
 from tsmeter.periods import Calendar
-from tsmeter.ports import EventRow, RecordQuery, RollupStats, SummaryQuery, SummaryRow
+from tsmeter.ports import DeliveryRow, EventRow, RecordQuery, RollupStats, SummaryQuery, SummaryRow
 
 __all__ = ["SQLiteStore"]
 
@@ -391,17 +392,20 @@ class SQLiteStore:
             row = conn.execute(
                 "SELECT doc FROM thresholds WHERE id = ?", (threshold_id,)
             ).fetchone()
-        return None if row is None else UsageThreshold.model_validate_json(row[0])
+        return None if row is None else UsageThreshold.model_validate_json(row[0], context=STORED)
 
     def list_thresholds(self) -> list[UsageThreshold]:
         """Every threshold, oldest first."""
         with self._read() as conn:
             rows = conn.execute("SELECT doc FROM thresholds ORDER BY rowid").fetchall()
-        return [UsageThreshold.model_validate_json(r[0]) for r in rows]
+        return [UsageThreshold.model_validate_json(r[0], context=STORED) for r in rows]
 
     # -- alerts -----------------------------------------------------------------------
-    def open_alert(self, alert: UsageAlert, window_start: int) -> bool:
-        """Store a new alert unless one is open, or was resolved by hand, for its key."""
+    def open_alert(
+        self, alert: UsageAlert, window_start: int, deliveries: Sequence[DeliveryRow] = ()
+    ) -> bool:
+        """Store a new alert unless one is open, or was resolved by hand, for its key; queue
+        its ``deliveries`` in the same transaction."""
         created = to_ns(alert.created_at) if alert.created_at else time.time_ns()
         key = (alert.threshold_id, alert.subject_type, alert.subject_id, window_start, alert.level)
         with self._write() as conn:
@@ -418,12 +422,20 @@ class SQLiteStore:
                 " level, status, created_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (alert.id, *key, alert.status.value, created, alert.model_dump_json()),
             )
+            _queue(conn, deliveries)
         return True
 
     def set_alert_status(
-        self, alert_id: str, status: AlertStatus, at: datetime, *, automatic: bool = False
+        self,
+        alert_id: str,
+        status: AlertStatus,
+        at: datetime,
+        *,
+        automatic: bool = False,
+        deliveries: Sequence[DeliveryRow] = (),
     ) -> UsageAlert | None:
-        """Acknowledge or resolve an alert; the updated alert, or None if there is none."""
+        """Acknowledge or resolve an alert, queueing ``deliveries`` in the same transaction;
+        the updated alert, or None if there is none."""
         field = "acknowledged_at" if status is AlertStatus.ACKNOWLEDGED else "resolved_at"
         with self._write() as conn:
             row = conn.execute("SELECT doc FROM alerts WHERE id = ?", (alert_id,)).fetchone()
@@ -435,6 +447,7 @@ class SQLiteStore:
                 "UPDATE alerts SET status = ?, automatic = ?, doc = ? WHERE id = ?",
                 (status.value, int(automatic), alert.model_dump_json(), alert_id),
             )
+            _queue(conn, deliveries)
         return alert
 
     def open_alerts(self, threshold_id: str, window_start: int) -> list[UsageAlert]:
@@ -505,3 +518,17 @@ class SQLiteStore:
             rows = conn.execute(sql + " ORDER BY ts, seq", args).fetchall()
         return [EventRow(ts, n, mk, st, si, org or None, data) for ts, n, mk, st, si, org, data
                 in rows]  # fmt: skip
+
+
+def _queue(conn: sqlite3.Connection, deliveries: Sequence[DeliveryRow]) -> None:
+    """Queue notifications inside the caller's transaction; one already queued for the same
+    (alert, event, channel, target) stays as it is."""
+    now = time.time_ns()
+    conn.executemany(
+        "INSERT INTO notify_deliveries (id, alert_id, event, channel, target, metric_key,"
+        " subject_type, subject_id, payload, status, last_error, next_attempt_at, created_at,"
+        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        [(d.id, d.alert_id, d.event, d.channel, d.target, d.metric_key, d.subject_type,
+          d.subject_id, d.payload, "failed" if d.error else "pending", d.error, now, now, now)
+         for d in deliveries],
+    )  # fmt: skip

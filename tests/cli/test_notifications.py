@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,10 @@ from tests.notify_servers import webhook_server
 from tsmeter.cli.main import TsmeterGroup, cli
 from tsmeter.cli.notifications import notifications
 from tsmeter.domain import UsageAlert, UsageThreshold
+from tsmeter.domain.models import STORED
 from tsmeter.events import ThresholdExceeded
 from tsmeter.notify import Notifier, NotifySettings
+from tsmeter.notify.log import Channel, DeliveryLog, NewDelivery
 
 # The root command with the group registered, as tsmeter/cli/main.py does it.
 root = TsmeterGroup(
@@ -41,10 +44,12 @@ def ok(run: Cli, *args: str, fmt: str | None = None, **env: str) -> Result:
 
 
 def enqueue(path: Path, url: str) -> None:
-    """Log one webhook delivery for a threshold.exceeded event into the store at ``path``."""
-    threshold = UsageThreshold(
-        metric_key="api_calls", subject_type="org", threshold=10, notify_webhook=url
-    )
+    """Log one webhook delivery for a threshold.exceeded event into the store at ``path`` (the
+    threshold as read back from a state file: any URL an older version stored)."""
+    threshold = UsageThreshold.model_validate(
+        {"metric_key": "api_calls", "subject_type": "org", "threshold": 10,
+         "notify_webhook": url}, context=STORED,
+    )  # fmt: skip
     alert = UsageAlert(
         threshold_id=threshold.id, metric_key="api_calls", subject_type="org",
         subject_id="acme", level="exceeded", period_start=None, period_end=None,
@@ -109,3 +114,89 @@ def test_every_command_has_an_example() -> None:
     """The group and its commands show an example in their help."""
     for command in [notifications, *notifications.commands.values()]:
         assert "Example" in (command.help or ""), command.name
+
+
+SECRET_URL_PARTS = ("pa55-w0rd", "tok-s3cret", "x9Y8z7W6v5U4t3S2r1Q0")
+
+
+def test_targets_are_masked_wherever_shown(run: Cli) -> None:
+    """A webhook URL with a password, a token query value and a token-like path segment is
+    shown masked by ``notifications list`` (table, JSON, CSV) and ``threshold list``; the
+    stored URL is unchanged: ``deliver`` uses it (Basic auth, the full path and query)."""
+    with webhook_server() as hook:
+        url = hook.url.replace("http://", "http://bot:pa55-w0rd@")
+        url += "/x9Y8z7W6v5U4t3S2r1Q0?token=tok-s3cret&team=ops"
+        enqueue(run.path, url)
+        with tsmeter.connect(f"sqlite:///{run.path}") as meter:
+            meter.define_metric("api_calls", aggregation_type="COUNT")
+            meter.create_threshold("api_calls", "org", 10, notify_webhook=url)
+        outputs = [ok(run, "list", fmt=fmt).stdout for fmt in (None, "json", "csv")]
+        shown = CliRunner().invoke(root, ["--store", run.store, "--format", "json", "threshold",
+                                          "list"])  # fmt: skip
+        outputs.append(shown.stdout)
+        for output in outputs:
+            assert not any(secret in output for secret in SECRET_URL_PARTS), output
+        [row] = json.loads(outputs[1])
+        assert row["target"] == hook.url.replace("http://", "http://bot:***@") + (
+            "/***?token=***&team=***"
+        )
+        assert json.loads(shown.stdout)[0]["notifyWebhook"] == row["target"]
+        assert json.loads(ok(run, "deliver", fmt="json").stdout)["delivered"] == 1
+        [hit] = hook.hits
+    assert hit.path == "/hook/x9Y8z7W6v5U4t3S2r1Q0?token=tok-s3cret&team=ops"
+    assert hit.headers["Authorization"] == "Basic Ym90OnBhNTUtdzByZA=="
+
+
+def test_deliver_goes_on_past_a_bad_target(run: Cli) -> None:
+    """A delivery to ``http://127.0.0.1:99999/x`` left in the log by an older version fails
+    alone (attempt counted, reason kept); ``deliver`` exits 0 and the good one is sent."""
+    with webhook_server() as hook:
+        enqueue(run.path, hook.url)
+        log = DeliveryLog(str(run.path))  # pending, as an older version queued it
+        log.enqueue([NewDelivery("d-old", "a-old", "threshold.exceeded", Channel.WEBHOOK,
+                                 "http://127.0.0.1:99999/x", "api_calls", "org", "acme", "{}")],
+                    time.time_ns())  # fmt: skip
+        log.close()
+        result = ok(run, "deliver")
+        assert result.stdout.strip() == "Delivered 1, deferred 0, failed 1."
+        assert "Traceback" not in result.output and len(hook.hits) == 1
+    rows = {r["target"]: r for r in json.loads(ok(run, "list", fmt="json").stdout)}
+    bad = rows["http://127.0.0.1:99999/x"]
+    assert (bad["status"], bad["attempts"]) == ("failed", 1)
+    assert bad["lastError"].startswith("refused target: is not a valid URL")
+    assert rows[hook.url]["status"] == "delivered"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "problem"),
+    [
+        ("--notify-webhook", "http://127.0.0.1:99999/x", "ports are 1 to 65535"),
+        ("--notify-webhook", "http://169.254.169.254/latest/meta-data/", "metadata address"),
+        ("--notify-webhook", "http://metadata.google.internal/x", "metadata host"),
+        ("--notify-webhook", "http://[fd00:ec2::254]/x", "metadata address"),
+        ("--notify-webhook", "http://x.test/a\r\nX-Evil: 1", "control characters"),
+        ("--notify-webhook", "https://x.test/" + "a" * 3000, "at most 2048 characters"),
+        ("--notify-webhook", "https:///no-host", "must name a host"),
+        ("--notify-email", "ops@x.test,cfo@x.test", "one address per entry"),
+        ("--notify-email", "ops@x.test\x00", "control characters"),
+        ("--notify-email", "a" * 300 + "@x.test", "at most 254 characters"),
+    ],
+)
+def test_bad_targets_are_refused_at_create_and_update(
+    run: Cli, option: str, value: str, problem: str
+) -> None:
+    """threshold create and update refuse a bad target with one ``Error:`` line naming the
+    field; the URL itself (it may carry a token) is not echoed."""
+    with tsmeter.connect(f"sqlite:///{run.path}") as meter:
+        meter.define_metric("api_calls", aggregation_type="COUNT")
+        tid = meter.create_threshold("api_calls", "org", 10).id
+    base = ["--store", run.store]
+    field = "notifyWebhook" if option == "--notify-webhook" else "notifyEmails"
+    for args in (["threshold", "create", "api_calls", "org", "10"], ["threshold", "update", tid]):
+        error = one_line_error(CliRunner().invoke(root, [*base, *args, option, value]))
+        assert error.startswith(f"Error: {field}: ") and problem in error, error
+        if option == "--notify-webhook":
+            assert value[:30] not in error
+    with tsmeter.connect(f"sqlite:///{run.path}") as meter:
+        [kept] = meter.list_thresholds()
+        assert (kept.notify_emails, kept.notify_webhook) == ([], None)

@@ -25,6 +25,7 @@ from tests.notify_servers import (
 from tsmeter.domain import UsageAlert, UsageThreshold
 from tsmeter.events import ThresholdEvent, ThresholdExceeded
 from tsmeter.notify import Delivery, Notifier, NotifySettings, delivery_id, verify_signature
+from tsmeter.notify.log import Channel, DeliveryLog, NewDelivery
 
 SECRET = "webhook-s3cret"
 FROM = "tsmeter alerts <alerts@tsmeter.test>"
@@ -443,3 +444,78 @@ def test_meter_threshold_events_reach_email_and_webhook(tmp_path: Path) -> None:
             "[tsmeter] api_calls exceeded for org acme: 11 of 10 (110 %)"
         )
         assert json.loads(hook.hits[0].body)["alert"]["actualValue"] == 11
+
+
+# -- targets that cannot be delivered to --------------------------------------------------
+def plant(path: Path, *targets: str) -> None:
+    """Queue one webhook delivery per target straight into the log, as an older version that
+    checked nothing could have left them."""
+    log = DeliveryLog(str(path))
+    try:
+        log.enqueue([
+            NewDelivery(id=f"d{i}", alert_id=f"a{i}", event="threshold.exceeded",
+                        channel=Channel.WEBHOOK, target=url, metric_key="api_calls",
+                        subject_type="org", subject_id="acme", payload="{}")
+            for i, url in enumerate(targets)
+        ], time.time_ns())  # fmt: skip
+    finally:
+        log.close()
+
+
+def test_one_bad_target_never_stops_the_pass(
+    tmp_path: Path, notifiers: Callable[..., Notifier]
+) -> None:
+    """Targets no delivery can reach (a port out of range, a metadata address, a malformed
+    URL) each fail on their own first attempt with the reason; the good one is delivered and
+    nothing stays claimed or pending."""
+    with webhook_server() as hook:
+        plant(tmp_path / "state.db", "http://127.0.0.1:99999/x", hook.url,
+              "http://169.254.169.254/latest/meta-data/", "http://[::1/x",
+              "http://127.0.0.1:1/\r\nX-Evil: 1")  # fmt: skip
+        notifier = notifiers(settings())
+        counts = notifier.deliver_pending()
+        assert (counts.delivered, counts.failed, counts.deferred) == (1, 4, 0)
+        assert len(hook.hits) == 1
+    items = {d.target: d for d in notifier.deliveries()}
+    assert items[hook.url].status == "delivered"
+    for target, item in items.items():
+        if target != hook.url:
+            assert (item.status, item.attempts) == ("failed", 1), target
+            assert (item.last_error or "").startswith("refused target: "), item.last_error
+    assert "link-local or cloud metadata" in (
+        items["http://169.254.169.254/latest/meta-data/"].last_error or ""
+    )
+
+
+def test_link_local_target_allowed_by_configuration_is_attempted(
+    tmp_path: Path, notifiers: Callable[..., Notifier]
+) -> None:
+    """With allow_link_local a link-local address is no longer refused up front: the attempt
+    is made (and, with nothing there, fails as a connection would)."""
+    plant(tmp_path / "state.db", "http://169.254.0.1:9/x")
+    notifier = notifiers(settings(allow_link_local=True, webhook_timeout=0.2))
+    assert notifier.deliver_pending().delivered == 0
+    [item] = notifier.deliveries()
+    assert item.attempts == 1 and item.last_error
+    assert not item.last_error.startswith("refused target")
+
+
+def test_userinfo_is_sent_as_basic_auth_and_never_logged(
+    tmp_path: Path, notifiers: Callable[..., Notifier], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A URL's ``user:password`` becomes an Authorization header (not part of the request
+    line); the stored target is unchanged and the log shows no secret."""
+    caplog.set_level(logging.DEBUG, logger="tsmeter.notify")
+    with webhook_server([500]) as hook:
+        url = hook.url.replace("http://", "http://bot:pa55%40w0rd@") + "?token=tok-s3cret"
+        notifier = notifiers(settings())
+        notifier.handle(event(emails=(), webhook=url))
+        assert notifier.deliver_pending().deferred == 1
+        later = datetime.now(UTC) + timedelta(seconds=5)
+        assert notifier.deliver_pending(now=later).delivered == 1
+        hits = hook.wait_for(2)
+    assert {h.headers["Authorization"] for h in hits} == {"Basic Ym90OnBhNTVAdzByZA=="}
+    assert hits[0].path == "/hook?token=tok-s3cret"
+    assert notifier.deliveries()[0].target == url
+    assert "pa55" not in caplog.text and "tok-s3cret" not in caplog.text
+    assert "bot:***@" in json.loads(hits[0].body)["threshold"]["notifyWebhook"]

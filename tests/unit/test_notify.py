@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError as PydanticError
 
+import tsmeter
 import tsmeter.notify
 from tsmeter.domain import UsageAlert, UsageThreshold
+from tsmeter.domain.models import STORED
+from tsmeter.domain.targets import mask_url
 from tsmeter.errors import ValidationError
 from tsmeter.events import ThresholdApproaching, ThresholdResolved, UsageRecorded
 from tsmeter.notify import Notifier, NotifySettings, sign, verify_signature
@@ -145,10 +151,11 @@ def test_email_headers_stay_single_lines() -> None:
 
 # -- the notifier and its log -------------------------------------------------------------
 def _event(emails: list[str], webhook: str | None = None) -> ThresholdApproaching:
-    threshold = UsageThreshold(
-        metric_key="storage_gb", subject_type="org", threshold=1000, notify_emails=emails,
-        notify_webhook=webhook,
-    )  # fmt: skip
+    # As read back from a state file: an older version may have stored any target.
+    threshold = UsageThreshold.model_validate({
+        "metric_key": "storage_gb", "subject_type": "org", "threshold": 1000,
+        "notify_emails": emails, "notify_webhook": webhook,
+    }, context=STORED)  # fmt: skip
     return ThresholdApproaching(alert=_alert("approaching", 850, 85), threshold=threshold)
 
 
@@ -170,11 +177,11 @@ def test_handle_logs_one_delivery_per_target(tmp_path: Path) -> None:
 
 
 def test_undeliverable_address_is_failed_at_once(tmp_path: Path) -> None:
-    """An address the model let through but SMTP cannot take is logged as failed."""
+    """An address an older version let through, which SMTP cannot take, is logged as failed."""
     with Notifier(NotifySettings(), str(tmp_path / "s.db"), worker=False) as notifier:
         notifier.handle(_event(["ops@x.test>,evil@y.test"]))
         [item] = notifier.deliveries("failed")
-        assert item.attempts == 0 and "not a deliverable address" in (item.last_error or "")
+        assert item.attempts == 0 and "refused target: one address" in (item.last_error or "")
 
 
 def test_email_waits_while_smtp_is_not_configured(
@@ -219,3 +226,91 @@ def test_public_names() -> None:
     ]  # fmt: skip
     for name in tsmeter.notify.__all__:
         assert (getattr(tsmeter.notify, name).__doc__ or "").strip(), name
+
+
+# -- targets ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("fields", "field", "problem"),
+    [
+        ({"notify_webhook": "http://127.0.0.1:99999/x"}, "notifyWebhook", "1 to 65535"),
+        ({"notify_webhook": "http://127.0.0.1:0/x"}, "notifyWebhook", "1 to 65535"),
+        ({"notify_webhook": "http://[fe80::1]/x"}, "notifyWebhook", "link-local"),
+        ({"notify_webhook": "http://2852039166/x"}, "notifyWebhook", "169.254.169.254"),
+        ({"notify_webhook": "http://METADATA.google.internal./"}, "notifyWebhook", "metadata"),
+        ({"notify_webhook": "http://x.test/\x00"}, "notifyWebhook", "control characters"),
+        ({"notify_emails": ["a@x.test b@x.test"]}, "notifyEmails", "one address per entry"),
+        ({"notify_emails": ["a@x.test;b@x.test"]}, "notifyEmails", "one address per entry"),
+        ({"notify_emails": [f"u{i}@x.test" for i in range(51)]}, "notifyEmails", "at most 50"),
+    ],
+)
+def test_targets_are_checked_on_create_and_update(
+    fields: dict[str, object], field: str, problem: str
+) -> None:
+    """create_threshold and update_threshold refuse a bad target with a ValidationError
+    naming the field; nothing is stored."""
+    with tsmeter.connect("sqlite:///:memory:") as meter:
+        meter.define_metric("api_calls", aggregation_type="COUNT")
+        with pytest.raises(ValidationError) as caught:
+            meter.create_threshold("api_calls", "org", 10, **fields)
+        assert caught.value.field == field and problem in caught.value.problem
+        tid = meter.create_threshold("api_calls", "org", 10).id
+        with pytest.raises(ValidationError) as caught:
+            meter.update_threshold(tid, **fields)
+        assert caught.value.field == field
+        assert meter.get_threshold(tid).notify_webhook is None
+
+
+def test_link_local_targets_need_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loopback and private receivers are fine; a link-local one needs
+    TSMETER_NOTIFY_ALLOW_LINK_LOCAL=true, which the delivery settings read too."""
+    ok = ["http://127.0.0.1:8080/h", "http://10.1.2.3/h", "https://[::1]:8443/h"]
+    for url in ok:
+        assert UsageThreshold(metric_key="m", subject_type="org", threshold=1,
+                              notify_webhook=url).notify_webhook == url  # fmt: skip
+    with pytest.raises(PydanticError, match="link-local"):
+        UsageThreshold(metric_key="m", subject_type="org", threshold=1,
+                       notify_webhook="http://169.254.169.254/")  # fmt: skip
+    monkeypatch.setenv("TSMETER_NOTIFY_ALLOW_LINK_LOCAL", "true")
+    assert UsageThreshold(metric_key="m", subject_type="org", threshold=1,
+                          notify_webhook="http://169.254.169.254/").notify_webhook  # fmt: skip
+    assert NotifySettings.from_env().allow_link_local is True
+
+
+def test_a_stored_old_target_does_not_break_other_thresholds(tmp_path: Path) -> None:
+    """A threshold an older version stored with a now-refused webhook still loads, so the
+    monitor keeps evaluating every threshold; its delivery is refused on its own."""
+    path = tmp_path / "usage.db"
+    with tsmeter.connect(f"sqlite:///{path}") as meter:
+        meter.define_metric("api_calls", aggregation_type="COUNT")
+        meter.create_threshold("api_calls", "org", 1, "acme")
+        meter.record("api_calls", "org", "acme")
+    conn = sqlite3.connect(path)
+    with conn:
+        doc = json.loads(conn.execute("SELECT doc FROM thresholds").fetchone()[0])
+        doc["notifyWebhook"] = "http://127.0.0.1:99999/x"
+        conn.execute("UPDATE thresholds SET doc = ?", (json.dumps(doc),))
+    conn.close()
+    with tsmeter.connect(f"sqlite:///{path}") as meter:
+        assert meter.evaluate_thresholds().exceeded == 1
+        with Notifier.for_meter(meter, NotifySettings(), worker=False) as notifier:
+            [item] = notifier.deliveries()
+            assert (item.status, item.attempts) == ("failed", 0)
+            assert (item.last_error or "").startswith("refused target: is not a valid URL")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://u:p@h.test/x?token=t&a=1#frag", "https://u:***@h.test/x?token=***&a=***#***"),
+        ("https://u@h.test/x", "https://u@h.test/x"),
+        (
+            "https://h.test/services/T0AB12CD/abcdefghij0123456789",
+            "https://h.test/services/T0AB12CD/***",
+        ),
+        ("https://h.test/x?flag&k=", "https://h.test/x?flag&k="),
+        ("http://h.test:99999/\x1b[2J", "http://h.test:99999/\\x1b[2J"),
+    ],
+)
+def test_mask_url(url: str, shown: str) -> None:
+    """Passwords, query values, fragments and token-like path segments are masked."""
+    assert mask_url(url) == shown

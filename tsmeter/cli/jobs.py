@@ -108,16 +108,15 @@ def _registry(
 
 
 def _notifier(meter: Meter) -> Notifier | None:
-    """A Notifier on the meter's state file, attached to its threshold events (deliveries
-    then go out through the ``notifications`` job); None for a store without a state file.
-    Settings come from the TSMETER_SMTP_* / TSMETER_WEBHOOK_* variables."""
+    """The delivery worker on the meter's state file, for the ``notifications`` job (the
+    monitor queues an alert's deliveries in the state file as it opens the alert); None for
+    a store without a state file. Settings come from the TSMETER_SMTP_* / TSMETER_WEBHOOK_*
+    variables."""
     try:
         path = log_path_of(meter)
     except TsmeterError:
         return None
-    notifier = Notifier(NotifySettings.from_env(), path, worker=False)
-    notifier.attach(meter)
-    return notifier
+    return Notifier(NotifySettings.from_env(), path, worker=False)
 
 
 @click.group()

@@ -7,9 +7,10 @@ import click
 from tsmeter.cli.context import CliState, pass_state
 from tsmeter.cli.output import Column, emit_list, emit_one, json_fields
 from tsmeter.cli.params import usage_error
+from tsmeter.domain.targets import mask_target
 from tsmeter.notify import Delivery, DeliveryStatus, Notifier, NotifySettings, log_path_of
 
-__all__ = ["notifications"]
+__all__ = ["notifications", "shown"]
 
 _COLUMNS = [
     Column("ID", "id"),
@@ -35,9 +36,11 @@ def notifications() -> None:
     """Threshold notifications (email, webhook): the delivery log and retries.
 
     Settings come from TSMETER_SMTP_* and TSMETER_WEBHOOK_SECRET (see the README).
+    Targets are shown without their secrets (passwords, query values, tokens).
 
     \b
     Example:
+        tsmeter notifications deliver
         tsmeter notifications list --status failed
         tsmeter notifications retry --failed
     """
@@ -57,10 +60,16 @@ def list_(state: CliState, status: str | None, limit: int | None) -> None:
     """
     notifier = _notifier(state, NotifySettings())
     try:
-        items = notifier.deliveries(status, limit)
+        items = [shown(d) for d in notifier.deliveries(status, limit)]
     finally:
         notifier.close()
     emit_list(state, items, _COLUMNS, fields=json_fields(Delivery), empty="No deliveries.")
+
+
+def shown(delivery: Delivery) -> Delivery:
+    """``delivery`` for display: its target without secrets (a webhook's password, query
+    values, token-like path segments; see :func:`tsmeter.domain.targets.mask_url`)."""
+    return delivery.model_copy(update={"target": mask_target(delivery.target)})
 
 
 @notifications.command()
@@ -81,9 +90,34 @@ def retry(state: CliState, requeue: bool, ids: tuple[str, ...]) -> None:
     """
     if ids and not requeue:
         raise usage_error("--id needs --failed")
+    _pass(state, requeue, list(ids) or None)
+
+
+@notifications.command()
+@pass_state
+def deliver(state: CliState) -> None:
+    """Send every pending delivery that is due, once, and print what happened.
+
+    The delivery worker's pass, for cron or after 'tsmeter alert evaluate': the
+    monitor queues an alert's deliveries when it opens the alert, and this sends
+    them (signed webhooks, SMTP; settings from TSMETER_SMTP_* and
+    TSMETER_WEBHOOK_*). A failed attempt is retried on a later pass, with
+    backoff, up to TSMETER_NOTIFY_RETRIES times; what was delivered is never
+    sent again. One failing target never stops the others.
+
+    \b
+    Example:
+        tsmeter --store usage.db alert evaluate
+        tsmeter --store usage.db notifications deliver
+    """
+    _pass(state, False, None)
+
+
+def _pass(state: CliState, requeue: bool, ids: list[str] | None) -> None:
+    """One delivery pass (after re-queueing failed deliveries if asked); prints the counts."""
     notifier = _notifier(state, NotifySettings.from_env())
     try:
-        requeued = notifier.retry_failed(list(ids) or None) if requeue else 0
+        requeued = notifier.retry_failed(ids) if requeue else 0
         counts = notifier.deliver_pending()
     finally:
         notifier.close()

@@ -11,8 +11,9 @@ from tsmeter.cli.context import CliState, pass_state
 from tsmeter.cli.output import Column, emit_list, emit_one, json_fields
 from tsmeter.cli.params import ACTIONS, PERIODS, org_option, usage_error
 from tsmeter.domain import UsageThreshold
+from tsmeter.domain.targets import mask_url
 
-__all__ = ["threshold"]
+__all__ = ["shown", "threshold"]
 
 _COLUMNS = [
     Column("ID", "id"),
@@ -45,6 +46,14 @@ def warn_level(text: str | None, limit: float) -> float | None:
         raise usage_error(
             f"--warn-at: expected a number or a percentage such as 80%, got {text!r}"
         ) from None
+
+
+def shown(item: UsageThreshold) -> UsageThreshold:
+    """``item`` for display: its webhook URL without secrets (a password, query values,
+    token-like path segments); the stored threshold keeps the full URL to deliver to."""
+    if item.notify_webhook is None:
+        return item
+    return item.model_copy(update={"notify_webhook": mask_url(item.notify_webhook)})
 
 
 def _common(fn: Any) -> Any:
@@ -80,7 +89,8 @@ def _common(fn: Any) -> Any:
                 "--notify-webhook",
                 metavar="URL",
                 default=None,
-                help="http(s) URL to POST crossings to.",
+                help="http(s) URL to POST crossings to (shown with its password and query "
+                "values masked; link-local and metadata addresses are refused).",
             ),
         ]
     ):
@@ -156,7 +166,7 @@ def create(
     if org_id is not None:
         fields["org_id"] = org_id
     item = state.meter().create_threshold(metric_key, subject_type, limit, subject_id, **fields)
-    emit_one(state, item)
+    emit_one(state, shown(item))
 
 
 @threshold.command()
@@ -197,7 +207,7 @@ def update(
         changes["warn_threshold"] = warn_level(warn_at, base)
     if not changes:
         raise usage_error("nothing to change: give at least one option")
-    emit_one(state, meter.update_threshold(threshold_id, **changes))
+    emit_one(state, shown(meter.update_threshold(threshold_id, **changes)))
 
 
 @threshold.command()
@@ -233,7 +243,7 @@ def list_(
     Example:
         tsmeter threshold list api_calls --subject-type org
     """
-    items = state.meter().list_thresholds(metric_key, subject_type, subject_id)
+    items = [shown(t) for t in state.meter().list_thresholds(metric_key, subject_type, subject_id)]
     emit_list(state, items, _COLUMNS, fields=json_fields(UsageThreshold), empty="No thresholds.")
 
 

@@ -4,22 +4,35 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
+import ipaddress
 import smtplib
+import socket
 import ssl
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from typing import IO, Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from tsmeter.errors import TsmeterError
+from tsmeter.domain.targets import address_problem, check_email, check_webhook_url
+from tsmeter.errors import TsmeterError, ValidationError
 from tsmeter.notify.render import one_line
 from tsmeter.notify.settings import NotifySettings
 from tsmeter.notify.signing import sign
 
-__all__ = ["DeliveryError", "build_email", "post_webhook", "send_email"]
+__all__ = [
+    "DeliveryError",
+    "WebhookTarget",
+    "build_email",
+    "check_target",
+    "post_webhook",
+    "send_email",
+]
 
 USER_AGENT = "tsmeter-notify/1"
 _ERROR_BODY_LIMIT = 200
@@ -66,6 +79,10 @@ def send_email(settings: NotifySettings, message: EmailMessage, to: str) -> None
     plain; login when a user is set)."""
     if settings.smtp_host is None:
         raise DeliveryError("email is not configured (set TSMETER_SMTP_HOST)", retryable=False)
+    try:
+        check_email(to)
+    except ValidationError as exc:
+        raise DeliveryError(f"refused target: {exc.problem}", retryable=False) from None
     host, port, timeout = settings.smtp_host, settings.smtp_port or 0, settings.smtp_timeout
     sender = parseaddr(settings.smtp_from or "")[1]
     try:
@@ -100,20 +117,112 @@ def send_email(settings: NotifySettings, message: EmailMessage, to: str) -> None
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Redirects are not followed: a signed POST goes only to the configured URL."""
+    """Redirects are not followed: a signed POST goes only to the configured URL (and never
+    to an address the target check did not see)."""
 
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None
 
 
-_opener = urllib.request.build_opener(_NoRedirect)
+@dataclass(frozen=True)
+class WebhookTarget:
+    """A webhook URL checked for sending: the URL without its userinfo, the host, the
+    addresses it resolved to (the connection goes to one of them, so a DNS answer cannot
+    change between the check and the connection) and the Basic credentials of the userinfo."""
+
+    url: str
+    host: str
+    addresses: tuple[str, ...]
+    authorization: str | None
+
+
+def check_target(url: str, allow_link_local: bool) -> WebhookTarget:
+    """Check ``url`` again at delivery time (it may come from an older version's log) and
+    resolve its host; every address it resolves to must pass :func:`address_problem`.
+    Raises DeliveryError: not retryable for a refused target, retryable when DNS fails."""
+    try:
+        check_webhook_url(url, allow_link_local=allow_link_local)
+    except ValidationError as exc:
+        raise DeliveryError(f"refused target: {exc.problem}", retryable=False) from None
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        failure = f"webhook: cannot resolve {host}: {_describe(exc)}"
+        raise DeliveryError(failure, retryable=True) from exc
+    addresses = [str(info[4][0]) for info in infos]
+    for address in addresses:
+        problem: str | None
+        try:
+            problem = address_problem(ipaddress.ip_address(address), allow_link_local)
+        except ValueError:
+            problem = f"an address tsmeter cannot check ({one_line(address)})"
+        if problem is not None:
+            raise DeliveryError(f"refused target: {host} resolves to {problem}", retryable=False)
+    if not addresses:
+        raise DeliveryError(f"webhook: {host} resolves to no address", retryable=True)
+    authorization = None
+    if parts.username is not None:
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        authorization = "Basic " + base64.b64encode(pair).decode("ascii")
+    netloc = parts.netloc.rpartition("@")[2]
+    plain = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    return WebhookTarget(plain, host, tuple(dict.fromkeys(addresses)), authorization)
+
+
+def _pinned(base: type[http.client.HTTPConnection], target: WebhookTarget) -> Any:
+    """``base`` connecting to the checked address when it talks to the target's host (not
+    when a proxy is in between); TLS still verifies the certificate for the host name."""
+
+    class Pinned(base):  # type: ignore[valid-type, misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if self.host.lower().rstrip(".") == target.host.rstrip("."):
+                self._create_connection = self._to_checked_address
+
+        @staticmethod
+        def _to_checked_address(
+            address: tuple[str, int], timeout: Any = None, source: Any = None
+        ) -> socket.socket:
+            failure: OSError | None = None
+            for checked in target.addresses:  # in the resolver's order, as http.client does
+                try:
+                    return socket.create_connection((checked, address[1]), timeout, source)
+                except OSError as exc:
+                    failure = exc
+            assert failure is not None  # check_target never gives an empty list
+            raise failure
+
+    return Pinned
+
+
+class _PinnedHTTP(urllib.request.HTTPHandler):
+    def __init__(self, target: WebhookTarget) -> None:
+        super().__init__()
+        self._connection = _pinned(http.client.HTTPConnection, target)
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self._connection, req)
+
+
+class _PinnedHTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, target: WebhookTarget) -> None:
+        super().__init__()
+        self._connection = _pinned(http.client.HTTPSConnection, target)
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self._connection, req)  # the default context: certificates verified
 
 
 def post_webhook(
     settings: NotifySettings, url: str, body: str, event_name: str, delivery_id: str
 ) -> int:
-    """POST ``body`` to ``url`` with the tsmeter headers (signed when a secret is set);
-    return the HTTP status of a 2xx answer."""
+    """POST ``body`` to ``url`` with the tsmeter headers (signed when a secret is set) and
+    Basic credentials from the URL's userinfo, after :func:`check_target`; return the HTTP
+    status of a 2xx answer."""
+    target = check_target(url, settings.allow_link_local)
     data = body.encode("utf-8")
     timestamp = int(time.time())
     headers = {
@@ -125,9 +234,12 @@ def post_webhook(
     }
     if settings.webhook_secret:
         headers["X-Tsmeter-Signature"] = sign(settings.webhook_secret, data, timestamp)
-    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    if target.authorization is not None:
+        headers["Authorization"] = target.authorization
+    request = urllib.request.Request(target.url, data=data, headers=headers, method="POST")
+    opener = urllib.request.build_opener(_NoRedirect, _PinnedHTTP(target), _PinnedHTTPS(target))
     try:
-        with _opener.open(request, timeout=settings.webhook_timeout) as response:
+        with opener.open(request, timeout=settings.webhook_timeout) as response:
             status = int(response.status)
             response.read(65536)
     except urllib.error.HTTPError as exc:

@@ -14,36 +14,17 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from tsmeter.adapters.embedded.schema import StateFile
+from tsmeter.adapters.embedded.schema import DELIVERIES_DDL, StateFile
 from tsmeter.domain import Model
 from tsmeter.domain.validation import from_ns
 from tsmeter.errors import ValidationError
+from tsmeter.ports import DeliveryRow
 
 __all__ = ["Channel", "Delivery", "DeliveryCounts", "DeliveryLog", "DeliveryStatus", "NewDelivery"]
 
-DDL = """
-CREATE TABLE IF NOT EXISTS notify_deliveries (
-    id TEXT PRIMARY KEY,            -- the delivery id (X-Tsmeter-Delivery), stable across retries
-    alert_id TEXT NOT NULL,
-    event TEXT NOT NULL,            -- threshold.approaching | threshold.exceeded | ...resolved
-    channel TEXT NOT NULL,          -- email | webhook
-    target TEXT NOT NULL,           -- the address or the URL
-    metric_key TEXT NOT NULL,
-    subject_type TEXT NOT NULL,
-    subject_id TEXT NOT NULL,
-    payload TEXT NOT NULL,          -- what is sent, rendered at enqueue time (JSON)
-    status TEXT NOT NULL,           -- pending | delivered | failed
-    attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    next_attempt_at INTEGER NOT NULL,   -- ns since the epoch
-    claimed_until INTEGER,          -- ns; a worker is attempting it until then
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL,
-    delivered_at INTEGER,
-    UNIQUE (alert_id, event, channel, target)
-);
-CREATE INDEX IF NOT EXISTS notify_deliveries_due ON notify_deliveries (status, next_attempt_at);
-"""
+# The table is part of the store's schema: the monitor queues deliveries in the transaction
+# that opens the alert (see tsmeter.ports.Catalog.open_alert).
+DDL = DELIVERIES_DDL
 
 
 class DeliveryStatus(StrEnum):
@@ -95,20 +76,8 @@ class DeliveryCounts(Model):
     skipped: int = 0
 
 
-@dataclass(frozen=True)
-class NewDelivery:
-    """A delivery to enqueue (``error`` set: recorded as failed at once, never attempted)."""
-
-    id: str
-    alert_id: str
-    event: str
-    channel: Channel
-    target: str
-    metric_key: str
-    subject_type: str
-    subject_id: str
-    payload: str
-    error: str | None = None
+#: A delivery to enqueue (``error`` set: recorded as failed at once, never attempted).
+NewDelivery = DeliveryRow
 
 
 @dataclass(frozen=True)
@@ -151,7 +120,7 @@ class DeliveryLog(StateFile):
                     " metric_key, subject_type, subject_id, payload, status, last_error,"
                     " next_attempt_at, created_at, updated_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (d.id, d.alert_id, d.event, d.channel.value, d.target, d.metric_key,
+                    (d.id, d.alert_id, d.event, Channel(d.channel).value, d.target, d.metric_key,
                      d.subject_type, d.subject_id, d.payload, status.value, d.error, now, now,
                      now),
                 )  # fmt: skip

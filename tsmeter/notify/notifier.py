@@ -1,9 +1,11 @@
-"""The Notifier: turns threshold events into logged deliveries and delivers them.
+"""The Notifier: the delivery worker, and an intake for threshold events from a bus.
 
-``handle`` only writes to the delivery log (it never touches the network), so the
-code that published the event is never held up by a slow mail server or webhook. A
-background thread, or ``deliver_pending`` called by a scheduler job, sends what is
-due, several deliveries at once, so one hanging target does not hold up the others.
+The monitor queues an alert's deliveries in the transaction that opens it (see
+:mod:`tsmeter.monitor`); ``handle`` queues those of events published by other code, and
+adds nothing for a delivery already queued. Neither touches the network. A background
+thread, or ``deliver_pending`` called by a job or ``tsmeter notifications deliver``, sends
+what is due, several deliveries at once, so one hanging target does not hold up the others;
+any failure of one delivery is recorded as that delivery's, and the pass goes on.
 """
 
 from __future__ import annotations
@@ -11,10 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,15 +35,14 @@ from tsmeter.notify.log import (
     DeliveryStatus,
     NewDelivery,
 )
-from tsmeter.notify.render import email_text, one_line, webhook_body
+from tsmeter.notify.plan import deliveries_for, delivery_id
+from tsmeter.notify.render import one_line
 from tsmeter.notify.settings import NotifySettings
 
 __all__ = ["Notifier", "delivery_id", "log_path_of"]
 
 log = logging.getLogger("tsmeter.notify")
 
-_NAMESPACE = uuid.UUID("6f1c2b0e-5d43-4b8e-9a51-0c7e3f2d9b14")
-_ADDRESS = re.compile(r"[^\s@<>()\[\],;:\"\\]+@[^\s@<>()\[\],;:\"\\]+")
 _NS = 1_000_000_000
 
 
@@ -52,17 +51,6 @@ class _HasEvents(Protocol):
 
     @property
     def events(self) -> EventBus: ...
-
-
-def delivery_id(alert_id: str, event_name: str, channel: str, target: str) -> str:
-    """The delivery's id: the same for the same (alert, event, channel, target) everywhere,
-    so a receiver can drop duplicates by ``X-Tsmeter-Delivery``.
-
-    >>> delivery_id("a1", "threshold.exceeded", "webhook", "https://x.test/h") == \\
-    ...     delivery_id("a1", "threshold.exceeded", "webhook", "https://x.test/h")
-    True
-    """
-    return str(uuid.uuid5(_NAMESPACE, "\x1f".join((alert_id, event_name, channel, target))))
 
 
 def log_path_of(meter: object) -> str:
@@ -74,13 +62,17 @@ def log_path_of(meter: object) -> str:
 
 
 def _shown(channel: Channel, target: str) -> str:
-    """The target as logged: a webhook URL without credentials, path or query."""
+    """The target as logged: a webhook URL without credentials, path or query. Never raises:
+    a target that is not a valid URL (an older version's) is still logged."""
     if channel is Channel.EMAIL:
         return one_line(target)
-    parts = urlsplit(target)
-    host = parts.hostname or "?"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}/…"
+    try:
+        parts = urlsplit(target)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(an invalid URL)"
+    return one_line(f"{parts.scheme}://{host}{port}/…")
 
 
 class Notifier:
@@ -144,7 +136,7 @@ class Notifier:
         waits for the network; other events are ignored."""
         if not isinstance(event, ThresholdEvent) or self._stop.is_set():
             return
-        items = self._deliveries_for(event)
+        items = deliveries_for(event)
         if not items:
             return
         try:
@@ -157,34 +149,6 @@ class Notifier:
             added = len(items)
         if added:
             self._wake.set()
-
-    def _deliveries_for(self, event: ThresholdEvent) -> list[NewDelivery]:
-        alert, threshold, name = event.alert, event.threshold, event.name
-        common = {
-            "alert_id": alert.id, "event": name, "metric_key": alert.metric_key,
-            "subject_type": alert.subject_type, "subject_id": alert.subject_id,
-        }  # fmt: skip
-        items: list[NewDelivery] = []
-        emails = list(dict.fromkeys(e.strip() for e in threshold.notify_emails if e.strip()))
-        payload = ""
-        if emails:
-            subject, body = email_text(name, alert, threshold, event.occurred_at)
-            payload = json.dumps({"subject": subject, "body": body}, ensure_ascii=False)
-        for email in emails:
-            valid = _ADDRESS.fullmatch(email) is not None
-            items.append(NewDelivery(
-                id=delivery_id(alert.id, name, Channel.EMAIL, email), channel=Channel.EMAIL,
-                target=email, payload=payload,
-                error=None if valid else f"not a deliverable address: {one_line(email)!r}",
-                **common,
-            ))  # fmt: skip
-        if threshold.notify_webhook:
-            url = threshold.notify_webhook
-            did = delivery_id(alert.id, name, Channel.WEBHOOK, url)
-            body = webhook_body(name, did, alert, threshold, event.occurred_at)
-            items.append(NewDelivery(id=did, channel=Channel.WEBHOOK, target=url,
-                                     payload=body, **common))  # fmt: skip
-        return items
 
     def _flush_backlog(self) -> None:
         with self._backlog_lock:
@@ -224,10 +188,10 @@ class Notifier:
             if not batch:
                 break
             if len(batch) == 1:
-                counts[self._attempt(batch[0], at, started)] += 1
+                counts[self._attempt_safely(batch[0], at, started)] += 1
                 continue
             with ThreadPoolExecutor(min(s.concurrency, len(batch)), "tsmeter-send") as pool:
-                counts.update(pool.map(lambda c: self._attempt(c, at, started), batch))
+                counts.update(pool.map(lambda c: self._attempt_safely(c, at, started), batch))
         return DeliveryCounts(**counts)
 
     def _channels(self) -> list[Channel]:
@@ -250,8 +214,19 @@ class Notifier:
         else:
             post_webhook(self.settings, job.target, job.payload, job.event, job.id)
 
+    def _attempt_safely(self, job: Claimed, at: int, started: int) -> str:
+        """:meth:`_attempt`, and if even recording its outcome fails, a log line: the claim
+        then runs out and the delivery is attempted again. The pass goes on either way."""
+        try:
+            return self._attempt(job, at, started)
+        except Exception:
+            log.exception("delivery %s: its outcome could not be recorded; it is attempted"
+                          " again when its claim runs out", job.id)  # fmt: skip
+            return "deferred"
+
     def _attempt(self, job: Claimed, at: int, started: int) -> str:
-        """One attempt at ``job``; its outcome goes to the log. Returns the counts key."""
+        """One attempt at ``job``; its outcome goes to the log. Returns the counts key. Any
+        exception while sending is this delivery's failure, never the pass's."""
         attempt = job.attempts + 1
         where = f"{job.channel.value} to {_shown(job.channel, job.target)}"
         try:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tsmeter.domain import UsageAlert, UsageThreshold
+from tsmeter.domain.targets import mask_url
 
 __all__ = ["email_text", "one_line", "percent", "quantity", "webhook_body"]
 
@@ -104,12 +105,16 @@ def webhook_body(
     threshold: UsageThreshold,
     occurred_at: datetime,
 ) -> str:
-    """The webhook's JSON body (compact, UTF-8 text; signed and sent byte for byte)."""
+    """The webhook's JSON body (compact, UTF-8 text; signed and sent byte for byte); the
+    threshold's own webhook URL in it is masked (:func:`~tsmeter.domain.targets.mask_url`)."""
+    limit = threshold.to_json_dict()
+    if limit.get("notifyWebhook"):  # the receiver knows its URL; its secrets stay out of logs
+        limit["notifyWebhook"] = mask_url(limit["notifyWebhook"])
     doc: dict[str, Any] = {
         "id": delivery_id,
         "event": event_name,
         "occurredAt": _iso(occurred_at),
         "alert": alert.to_json_dict(),
-        "threshold": threshold.to_json_dict(),
+        "threshold": limit,
     }
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, sort_keys=False)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, fields
 from email.utils import parseaddr
 from typing import Any, Literal, cast
 
+from tsmeter.domain.targets import ALLOW_LINK_LOCAL_ENV
+from tsmeter.envvars import boolean as _bool
 from tsmeter.envvars import integer as _int
 from tsmeter.envvars import seconds as _float
 from tsmeter.envvars import text as _text
@@ -48,6 +50,7 @@ ENV = {
     "backoff_max": "TSMETER_NOTIFY_BACKOFF_MAX",
     "concurrency": "TSMETER_NOTIFY_CONCURRENCY",
     "poll_interval": "TSMETER_NOTIFY_POLL_INTERVAL",
+    "allow_link_local": ALLOW_LINK_LOCAL_ENV,
 }
 
 
@@ -59,8 +62,10 @@ class NotifySettings:
     ``smtp_ca_file`` adds a CA bundle to trust (a private or test CA). Without
     ``webhook_secret`` webhooks are sent unsigned. A failed attempt is retried up to
     ``retries`` times, after ``backoff_base * 2**(n-1)`` seconds (at most ``backoff_max``,
-    less a random jitter of up to half). Example: ``NotifySettings(smtp_host="localhost",
-    smtp_from="alerts@example.com", smtp_security="none")``.
+    less a random jitter of up to half). Webhooks to link-local and cloud metadata addresses
+    are refused unless ``allow_link_local`` (``TSMETER_NOTIFY_ALLOW_LINK_LOCAL``).
+    Example: ``NotifySettings(smtp_host="localhost", smtp_from="alerts@example.com",
+    smtp_security="none")``.
     """
 
     smtp_host: str | None = None
@@ -78,6 +83,7 @@ class NotifySettings:
     backoff_max: float = 600.0
     concurrency: int = 4
     poll_interval: float = 30.0
+    allow_link_local: bool = False
 
     def __post_init__(self) -> None:
         if self.smtp_security not in _SECURITIES:
@@ -126,6 +132,7 @@ class NotifySettings:
             "smtp_port": _int, "retries": _int, "concurrency": _int,
             "smtp_timeout": _float, "webhook_timeout": _float, "backoff_base": _float,
             "backoff_max": _float, "poll_interval": _float, "smtp_security": _security,
+            "allow_link_local": _bool,
         }  # fmt: skip
         values: dict[str, Any] = {}
         for f in fields(cls):
