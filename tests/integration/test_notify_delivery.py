@@ -25,6 +25,7 @@ from tests.notify_servers import (
 from tsmeter.domain import UsageAlert, UsageThreshold
 from tsmeter.events import ThresholdEvent, ThresholdExceeded
 from tsmeter.notify import Delivery, Notifier, NotifySettings, delivery_id, verify_signature
+from tsmeter.notify.channels import DeliveryError, check_target
 from tsmeter.notify.log import Channel, DeliveryLog, NewDelivery
 
 SECRET = "webhook-s3cret"
@@ -487,17 +488,14 @@ def test_one_bad_target_never_stops_the_pass(
     )
 
 
-def test_link_local_target_allowed_by_configuration_is_attempted(
-    tmp_path: Path, notifiers: Callable[..., Notifier]
-) -> None:
-    """With allow_link_local a link-local address is no longer refused up front: the attempt
-    is made (and, with nothing there, fails as a connection would)."""
-    plant(tmp_path / "state.db", "http://169.254.0.1:9/x")
-    notifier = notifiers(settings(allow_link_local=True, webhook_timeout=0.2))
-    assert notifier.deliver_pending().delivered == 0
-    [item] = notifier.deliveries()
-    assert item.attempts == 1 and item.last_error
-    assert not item.last_error.startswith("refused target")
+def test_link_local_target_allowed_by_configuration_passes_the_delivery_check() -> None:
+    """With allow_link_local a link-local address is no longer refused at delivery time; without
+    it, it is. Only the check runs: no traffic goes to an address outside the loopback range."""
+    url = "http://169.254.0.1:9/x"
+    target = check_target(url, allow_link_local=True)
+    assert target.addresses == ("169.254.0.1",)
+    with pytest.raises(DeliveryError, match="refused target"):
+        check_target(url, allow_link_local=False)
 
 
 def test_userinfo_is_sent_as_basic_auth_and_never_logged(
