@@ -157,6 +157,8 @@ def open_wal(path: str, *, synchronous: str = "FULL") -> sqlite3.Connection:
             private_file(path)
         except OSError as exc:
             raise sqlite3.OperationalError(f"cannot create {path!r}: {exc.strerror}") from exc
+        except ValueError as exc:  # a NUL in the path
+            raise sqlite3.OperationalError(f"cannot create {path!r}: {exc}") from exc
     conn = sqlite3.connect(
         str(Path(path).expanduser()) if path != ":memory:" else path,
         isolation_level=None,

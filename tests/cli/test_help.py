@@ -117,3 +117,14 @@ def test_version() -> None:
     result = CliRunner().invoke(cli, ["--version"])
     assert result.exit_code == 0
     assert "0.1.0" in result.stdout
+
+
+def test_no_parameter_takes_numbers_through_float() -> None:
+    """Numbers go through NUMBER, which refuses what float() would reinterpret (1_000, ١٢)."""
+    loose = [
+        f"{path} {param.name}"
+        for path, command in walk(cli)
+        for param in command.params
+        if type(param.type) is click.types.FloatParamType
+    ]
+    assert loose == []

@@ -23,8 +23,8 @@ R = TypeVar("R")
 
 @dataclass
 class CliState:
-    """The root options (``--store``, ``--format``, ``--timezone``, ``--outbox``) and the
-    open Meter.
+    """The root options (``--store``, ``--format``, ``--timezone``, ``--outbox``,
+    ``--csv-neutralise``) and the open Meter.
 
     ``store`` and ``timezone`` are None when not given; :func:`tsmeter.connect` then
     falls back to the environment and the defaults. The Meter is opened lazily,
@@ -36,6 +36,7 @@ class CliState:
     fmt: OutputFormat = "table"
     timezone: str | None = None
     outbox: str | None = None  # a root --outbox PATH; None: $TSMETER_OUTBOX, else no outbox
+    csv_neutralise: bool = True  # --format csv: a ' before text cells a spreadsheet would run
     _meters: list[Meter] = field(default_factory=list)
 
     def meter(self, *, mirror: bool | None = None) -> Meter:

@@ -23,6 +23,7 @@ from tsmeter.cli.jobs import jobs, scheduler
 from tsmeter.cli.metric import metric
 from tsmeter.cli.notifications import notifications
 from tsmeter.cli.outbox import outbox
+from tsmeter.cli.output import visible
 from tsmeter.cli.posthog import posthog
 from tsmeter.cli.reconcile import reconcile
 from tsmeter.cli.threshold import threshold
@@ -37,19 +38,34 @@ class UsageLineError(click.ClickException):
 
     exit_code = 2
 
-    def __init__(self, error: click.UsageError) -> None:
+    def __init__(self, error: click.UsageError | str) -> None:
+        if isinstance(error, str):
+            super().__init__(error)
+            return
         hint = f" (see '{error.ctx.command_path} --help')" if error.ctx is not None else ""
-        super().__init__(error.format_message() + hint)
+        super().__init__(_line(error.format_message()) + hint)
+
+
+def _line(message: str) -> str:
+    """A message as one line a terminal shows as it is: newlines, bidi and other hidden
+    characters (which a message may quote from the input) as visible escapes."""
+    return visible(message, backslash=False)
 
 
 def _one_line(exc: BaseException) -> click.ClickException:
     """The one-line error to show for an exception a user can fix."""
     if isinstance(exc, click.UsageError):
         return UsageLineError(exc)
+    if isinstance(exc, click.ClickException):
+        line = _line(exc.format_message())
+        if line == exc.format_message():
+            return exc
+        # the exit status stays: 2 for bad usage, 1 for the rest
+        return UsageLineError(line) if exc.exit_code == 2 else click.ClickException(line)
     if isinstance(exc, OSError):
         name = exc.filename if exc.filename is not None else ""
-        return click.ClickException(f"{name}: {exc.strerror}" if name else str(exc))
-    return click.ClickException(str(exc))
+        return click.ClickException(_line(f"{name}: {exc.strerror}" if name else str(exc)))
+    return click.ClickException(_line(str(exc)))
 
 
 class TsmeterGroup(click.Group):
@@ -83,7 +99,7 @@ class TsmeterGroup(click.Group):
         except BrokenPipeError:
             _silence_stdout()
             ctx.exit(1)
-        except (TsmeterError, click.UsageError, OSError) as exc:
+        except (TsmeterError, click.ClickException, OSError) as exc:
             raise _one_line(exc) from None
 
 
@@ -131,10 +147,22 @@ def _silence_stdout() -> None:
     help="IANA time zone that periods are computed and shown in [default: "
     "$TSMETER_TIMEZONE, else UTC].",
 )
+@click.option(
+    "--csv-neutralise/--no-csv-neutralise",
+    default=True,
+    show_default=True,
+    help="With --format csv, put ' before text cells starting with = + - @ TAB or CR "
+    "(after any quotes), so spreadsheets show them instead of running them as formulas.",
+)
 @click.version_option(package_name="tsmeter")
 @click.pass_context
 def cli(
-    ctx: click.Context, store: str | None, outbox: str | None, fmt: str, timezone: str | None
+    ctx: click.Context,
+    store: str | None,
+    outbox: str | None,
+    fmt: str,
+    timezone: str | None,
+    csv_neutralise: bool,
 ) -> None:
     """tsmeter: usage metering for SaaS products.
 
@@ -150,7 +178,11 @@ def cli(
         tsmeter --store usage.db --format json usage summary api_calls --period daily
     """
     state = CliState(
-        store=store, fmt=cast(OutputFormat, fmt.lower()), timezone=timezone, outbox=outbox
+        store=store,
+        fmt=cast(OutputFormat, fmt.lower()),
+        timezone=timezone,
+        outbox=outbox,
+        csv_neutralise=csv_neutralise,
     )
     ctx.obj = state
     ctx.call_on_close(state.close)

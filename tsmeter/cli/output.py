@@ -1,10 +1,17 @@
 """Printing results in the format chosen with ``--format``.
 
 * ``table``: aligned columns for lists, ``field  value`` lines for one object;
-  times are shown in the configured time zone.
+  times are shown in the configured time zone. Characters that would reorder or hide
+  text on a terminal (bidi controls, zero-width and other format characters, C0/C1
+  controls, line separators) show as escapes such as ``\\u202e``, and a backslash as
+  ``\\\\``, so a hostile subject id cannot disguise itself or its neighbours.
 * ``json``: one JSON document per command, camelCase keys: an object for one
-  result, an array for a list (times in UTC, ISO-8601).
-* ``csv``: a header row and one row per result; nested values as JSON text.
+  result, an array for a list (times in UTC, ISO-8601). A value JSON cannot hold
+  (infinity, NaN) is an error naming it, never non-JSON output.
+* ``csv``: a header row and one row per result; nested values as JSON text. Text
+  cells that a spreadsheet would run as a formula (matching ``^'*[=+\\-@\\t\\r]``) get
+  one ``'`` in front, unless ``--no-csv-neutralise``; :func:`restore_csv_cell` undoes it.
+  Numbers are never changed.
 """
 
 from __future__ import annotations
@@ -12,7 +19,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import re
 import sys
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,12 +38,16 @@ from tsmeter.domain import Model
 __all__ = [
     "Column",
     "Row",
+    "cell_text",
     "emit_list",
     "emit_one",
     "format_number",
     "json_fields",
+    "neutralise_csv_cell",
     "progress",
+    "restore_csv_cell",
     "table_lines",
+    "visible",
 ]
 
 Row = Model | Mapping[str, Any]
@@ -68,6 +82,162 @@ def format_number(value: float) -> str:
     return str(round(value, 6))
 
 
+# Characters rendered invisibly or that reorder text: every control (Cc), format (Cf: bidi
+# controls, zero-width characters, soft hyphen, BOM, tags), surrogate, private-use and
+# unassigned code point, the line and paragraph separators, and the Hangul fillers.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
+_SHORT_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _hidden(char: str) -> bool:
+    return unicodedata.category(char) in _HIDDEN_CATEGORIES or char in _BLANK_LETTERS
+
+
+def _escape(char: str) -> str:
+    """A character as a visible escape, Python style (``\\t``, ``\\x1b``, ``\\u202e``)."""
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _json_escape(char: str) -> str:
+    """A character as a JSON escape (a surrogate pair beyond the BMP)."""
+    code = ord(char)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def _pieces(text: str, *, backslash: bool = True, json_text: bool = False) -> list[str]:
+    """``text`` cut into displayable pieces: plain runs and one escape per hidden character."""
+    pieces: list[str] = []
+    start = 0
+    for i, char in enumerate(text):
+        if (backslash and char == "\\") or _hidden(char):
+            if start < i:
+                pieces.append(text[start:i])
+            if char == "\\":
+                pieces.append("\\\\")
+            else:
+                pieces.append(_json_escape(char) if json_text else _escape(char))
+            start = i + 1
+    if start < len(text):
+        pieces.append(text[start:])
+    return pieces
+
+
+def visible(text: str, *, backslash: bool = True) -> str:
+    r"""``text`` safe to show on a terminal: hidden and reordering characters as escapes.
+
+    With ``backslash`` (the default) a backslash shows as ``\``, so an escape in the
+    output always stands for a hidden character, never for text that looks like one.
+
+    >>> print(visible("acme\u202eevil\u200b\\x"))
+    acme\u202eevil\u200b\\x
+    >>> print(visible("tab\there\x1b[2J"), visible("a\\b", backslash=False))
+    tab\there\x1b[2J a\b
+    """
+    return "".join(_pieces(text, backslash=backslash))
+
+
+_AN_ESCAPE = re.compile(r"\\(?:[\\tnr]|x[0-9a-f]{2}|u[0-9a-f]{4}(?:\\u[0-9a-f]{4})?|U[0-9a-f]{8})")
+
+
+def _fit(pieces: Sequence[str]) -> str:
+    """Join ``pieces``, cut to the cell width with an ellipsis, never inside an escape."""
+    text = "".join(pieces)
+    if len(text) <= _MAX_CELL:
+        return text
+    kept, size = [], 0
+    for piece in pieces:
+        room = _MAX_CELL - 1 - size
+        if len(piece) > room:
+            if not _AN_ESCAPE.fullmatch(piece):  # a plain run may be cut; an escape may not
+                kept.append(piece[:room])
+            break
+        kept.append(piece)
+        size += len(piece)
+    return "".join(kept) + "…"
+
+
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
+_NEUTRALISED = re.compile(r"'+[=+\-@\t\r]")
+
+
+def neutralise_csv_cell(text: str) -> str:
+    """A CSV text cell a spreadsheet will not run as a formula: one ``'`` before a cell
+    matching ``^'*[=+\\-@\\t\\r]`` (OWASP CSV injection); other text unchanged.
+
+    >>> neutralise_csv_cell("=SUM(A1)"), neutralise_csv_cell("'-5"), neutralise_csv_cell("acme")
+    ("'=SUM(A1)", "''-5", 'acme')
+    """
+    return "'" + text if _FORMULA.match(text) else text
+
+
+def restore_csv_cell(text: str) -> str:
+    """Undo :func:`neutralise_csv_cell`: drop one ``'`` before ``^'+[=+\\-@\\t\\r]``.
+
+    >>> restore_csv_cell("'=SUM(A1)"), restore_csv_cell("''-5"), restore_csv_cell("'abc")
+    ('=SUM(A1)', "'-5", "'abc")
+    """
+    return text[1:] if _NEUTRALISED.match(text) else text
+
+
+class UnprintableError(click.ClickException):
+    """A result the chosen format cannot show: a number JSON cannot represent (infinity,
+    NaN), or metadata nested deeper than the serialiser goes (stored before tsmeter bounded
+    it). Shown as one ``Error:`` line (exit 1) instead of invalid or partial output."""
+
+
+def _finite(value: Any, where: str) -> None:
+    """Raise :class:`UnprintableError` naming the first non-finite number in ``value``
+    (walked without recursion, so any depth is fine)."""
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise UnprintableError(
+                f"{path or 'the result'} is {item}, which JSON cannot represent "
+                "(the store holds a value out of range; --format table or csv shows it)"
+            )
+        if isinstance(item, Mapping):  # pushed last first: found in document order
+            stack.extend(
+                reversed([(v, f"{path}.{k}" if path else str(k)) for k, v in item.items()])
+            )
+        elif isinstance(item, list | tuple):
+            stack.extend(reversed([(v, f"{path}[{i}]") for i, v in enumerate(item)]))
+
+
+def _json(document: Any) -> str:
+    """``document`` as strict JSON text (a non-finite number: :class:`UnprintableError`)."""
+    try:
+        return json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        _finite(document, "")
+        raise
+    except RecursionError:
+        raise _too_deep(None) from None
+
+
+def _too_deep(row: Row | None) -> UnprintableError:
+    """The error for a result nested too deeply to serialise, naming it when it has an id."""
+    ident = _get(row, "id") if isinstance(row, Mapping | Model) and _has_id(row) else None
+    which = f"record {ident!r}" if ident is not None else "a result"
+    return UnprintableError(
+        f"cannot print {which}: its metadata is nested too deeply to serialise "
+        "(stored before tsmeter bounded metadata depth)"
+    )
+
+
+def _has_id(row: Row) -> bool:
+    return "id" in row if isinstance(row, Mapping) else hasattr(row, "id")
+
+
 def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -85,45 +255,74 @@ def _jsonable(value: Any) -> Any:
 
 
 def _doc(row: Row) -> dict[str, Any]:
-    if isinstance(row, Model):
-        return row.to_json_dict()
-    return {str(k): _jsonable(v) for k, v in row.items()}
+    try:
+        if isinstance(row, Model):
+            return row.to_json_dict()
+        return {str(k): _jsonable(v) for k, v in row.items()}
+    except RecursionError:
+        raise _too_deep(row) from None
+    except ValueError as exc:  # pydantic: "Maximum serialization depth exceeded"
+        if "depth" not in str(exc):
+            raise
+        raise _too_deep(row) from None
 
 
 def _get(row: Row, attr: str) -> Any:
     return row.get(attr) if isinstance(row, Mapping) else getattr(row, attr)
 
 
-def _cell(value: Any, zone: tzinfo) -> str:
-    """A value as a table cell."""
+def cell_text(value: Any, zone: tzinfo = UTC) -> str:
+    r"""A value as a table cell: hidden characters escaped (see :func:`visible`), times in
+    ``zone``, cut to 60 characters with an ellipsis (never inside an escape).
+
+    >>> print(cell_text("\u202eacme"), cell_text(2.5), cell_text(["a@x.test", "b@x.test"]))
+    \u202eacme 2.5 a@x.test, b@x.test
+    """
+    return _fit(_cell_pieces(value, zone))
+
+
+_cell = cell_text
+
+
+def _cell_pieces(value: Any, zone: tzinfo) -> list[str]:
+    """A value as displayable pieces (see :func:`_pieces`), before cutting to width."""
     if value is None:
-        return ""
+        return []
     if isinstance(value, datetime):
-        return value.astimezone(zone).isoformat(sep=" ", timespec="seconds")
+        return [value.astimezone(zone).isoformat(sep=" ", timespec="seconds")]
     if isinstance(value, Enum):
-        return str(value.value)
+        return _pieces(str(value.value))
     if isinstance(value, bool):
-        return "yes" if value else "no"
+        return ["yes" if value else "no"]
     if isinstance(value, float):
-        return format_number(value)
+        return [format_number(value)]
     if isinstance(value, int):
-        return str(value)
+        return [str(value)]
     if isinstance(value, list | tuple):
-        text = ", ".join(_cell(v, zone) for v in value)
-    elif isinstance(value, Mapping):
-        text = json.dumps(_jsonable(value), separators=(",", ":"), ensure_ascii=False)
-    else:
-        text = str(value)
-    return text if len(text) <= _MAX_CELL else text[: _MAX_CELL - 1] + "…"
+        pieces: list[str] = []
+        for i, item in enumerate(value):
+            pieces.extend([", "] if i else [])
+            pieces.extend(_cell_pieces(item, zone))
+        return pieces
+    if isinstance(value, Mapping):
+        # JSON text escapes its own backslashes and quotes; hidden characters get JSON escapes
+        try:
+            text = json.dumps(_jsonable(value), separators=(",", ":"), ensure_ascii=False)
+        except RecursionError:
+            raise _too_deep(None) from None
+        return _pieces(text, backslash=False, json_text=True)
+    return _pieces(str(value))
 
 
-def _csv_cell(value: Any) -> str:
+def _csv_cell(value: Any, neutralise: bool) -> str:
     if value is None:
         return ""
     if isinstance(value, dict | list):
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False) if value else ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str):
+        return neutralise_csv_cell(value) if neutralise else value
     return str(value)
 
 
@@ -147,12 +346,13 @@ def table_lines(
     return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
 
 
-def _write_csv(docs: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> None:
+def _write_csv(state: CliState, docs: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(fields)
+    neutralise = state.csv_neutralise
+    writer.writerow([neutralise_csv_cell(f) if neutralise else f for f in fields])
     for doc in docs:
-        writer.writerow([_csv_cell(doc.get(f)) for f in fields])
+        writer.writerow([_csv_cell(doc.get(f), neutralise) for f in fields])
     click.echo(buffer.getvalue(), nl=False)
 
 
@@ -173,17 +373,17 @@ def emit_list(
     """
     items = list(rows)
     if state.fmt == "json":
-        click.echo(json.dumps([_doc(r) for r in items], indent=2, ensure_ascii=False))
+        click.echo(_json([_doc(r) for r in items]))
     elif state.fmt == "csv":
         docs = [_doc(r) for r in items]
-        _write_csv(docs, fields if fields is not None else list(docs[0]) if docs else [])
+        _write_csv(state, docs, fields if fields is not None else list(docs[0]) if docs else [])
     elif not items:
         click.echo(empty, err=True)
     else:
         zone = state.zone()
         cells = [[_cell(_get(r, c.attr), zone) for c in columns] for r in items]
         right = {i for i, c in enumerate(columns) if c.right}
-        for text in table_lines([c.header for c in columns], cells, right):
+        for text in table_lines([visible(c.header) for c in columns], cells, right):
             click.echo(text)
 
 
@@ -193,12 +393,12 @@ def emit_one(state: CliState, row: Row, *, text: str | None = None) -> None:
     Example: ``emit_one(state, metric)`` or ``emit_one(state, {"deleted": key}, text=...)``.
     """
     if state.fmt == "json":
-        click.echo(json.dumps(_doc(row), indent=2, ensure_ascii=False))
+        click.echo(_json(_doc(row)))
     elif state.fmt == "csv":
         doc = _doc(row)
-        _write_csv([doc], list(doc))
+        _write_csv(state, [doc], list(doc))
     elif text is not None:
-        click.echo(text)
+        click.echo("\n".join(visible(line, backslash=False) for line in text.split("\n")))
     else:
         zone = state.zone()
         if isinstance(row, Model):
@@ -208,6 +408,7 @@ def emit_one(state: CliState, row: Row, *, text: str | None = None) -> None:
             ]
         else:
             pairs = list(row.items())
+        pairs = [(visible(str(k)), v) for k, v in pairs]
         width = max(len(k) for k, _ in pairs)
         for key, value in pairs:
             click.echo(f"{key.ljust(width)}  {_cell(value, zone)}".rstrip())

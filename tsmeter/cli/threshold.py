@@ -9,7 +9,7 @@ import click
 
 from tsmeter.cli.context import CliState, pass_state
 from tsmeter.cli.output import Column, emit_list, emit_one, json_fields
-from tsmeter.cli.params import ACTIONS, PERIODS, org_option, usage_error
+from tsmeter.cli.params import ACTIONS, NUMBER, PERIODS, org_option, parse_number, usage_error
 from tsmeter.domain import UsageThreshold
 from tsmeter.domain.targets import mask_url
 
@@ -37,11 +37,11 @@ def warn_level(text: str | None, limit: float) -> float | None:
     """
     if text is None:
         return None
-    value = text.strip()
+    value = text
     try:
         if value.endswith("%"):
-            return limit * float(value[:-1]) / 100
-        return float(value)
+            return limit * parse_number(value[:-1]) / 100
+        return parse_number(value)
     except ValueError:
         raise usage_error(
             f"--warn-at: expected a number or a percentage such as 80%, got {text!r}"
@@ -128,7 +128,7 @@ def threshold() -> None:
 @threshold.command()
 @click.argument("metric_key", metavar="METRIC")
 @click.argument("subject_type")
-@click.argument("limit", type=float)
+@click.argument("limit", type=NUMBER)
 @click.option(
     "--subject-id",
     metavar="ID|*",
@@ -171,7 +171,7 @@ def create(
 
 @threshold.command()
 @click.argument("threshold_id", metavar="ID")
-@click.option("--limit", type=float, default=None, help="The new limit.")
+@click.option("--limit", type=NUMBER, default=None, help="The new limit.")
 @_common
 @click.option("--clear-notify", is_flag=True, help="Remove every notification target.")
 @pass_state
@@ -253,7 +253,7 @@ def list_(
 @click.argument("subject_id")
 @click.option(
     "--quantity",
-    type=float,
+    type=NUMBER,
     default=1.0,
     show_default=True,
     help="How much more to record (for a count metric: that many records).",

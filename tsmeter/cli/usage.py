@@ -13,6 +13,7 @@ from tsmeter.cli.context import CliState, pass_state
 from tsmeter.cli.importer import import_records, parse_csv, parse_jsonl, read_lines
 from tsmeter.cli.output import Column, emit_list, emit_one, json_fields, progress
 from tsmeter.cli.params import (
+    NUMBER,
     PERIODS,
     json_object,
     org_option,
@@ -57,7 +58,7 @@ def usage() -> None:
 @click.argument("metric_key", metavar="METRIC")
 @click.argument("subject_type")
 @click.argument("subject_id")
-@click.argument("quantity", type=float, required=False)
+@click.argument("quantity", type=NUMBER, required=False)
 @click.option(
     "--timestamp", metavar="TIME", help="When it happened (ISO-8601 with offset) [default: now]."
 )
