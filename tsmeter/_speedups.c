@@ -14,6 +14,10 @@
 #include <math.h>
 #include <string.h>
 
+/* tsmeter.domain.validation.MAX_QUANTITY: larger magnitudes go to the Python path, which
+ * refuses them */
+#define MAX_QUANTITY 1e15
+
 static PyObject *k_orgId, *k_org_id, *k_metricKey, *k_metric_key, *k_subjectType,
     *k_subject_type, *k_subjectId, *k_subject_id, *k_id, *k_quantity, *k_timestamp,
     *k_metadata, *k_source, *empty_str;
@@ -188,7 +192,8 @@ rows_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             qvalue = Py_NewRef(fallback);
         }
         else if (PyFloat_CheckExact(quantity)) {
-            if (!isfinite(PyFloat_AS_DOUBLE(quantity)))
+            double v = PyFloat_AS_DOUBLE(quantity);
+            if (!(v >= -MAX_QUANTITY && v <= MAX_QUANTITY)) /* NaN, infinities, out of range */
                 break;
             qvalue = Py_NewRef(quantity);
             present++;
@@ -199,6 +204,8 @@ rows_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 PyErr_Clear();
                 break;
             }
+            if (!(v >= -MAX_QUANTITY && v <= MAX_QUANTITY))
+                break;
             qvalue = PyFloat_FromDouble(v);
             if (qvalue == NULL)
                 return NULL;

@@ -17,6 +17,7 @@ from tsmeter.domain import AggregationType, MetricDefinition, RecordRow, UsageRe
 from tsmeter.domain.validation import (
     EPOCH,
     MAX_NAME_LENGTH,
+    MAX_QUANTITY,
     check_metadata,
     check_name,
     check_quantity,
@@ -149,8 +150,8 @@ class Intake:
                 quantity = quantity_given = get("quantity")
                 if quantity is None:
                     quantity = _default_quantity(metric)
-                elif type(quantity) is not float or quantity - quantity != 0.0:
-                    quantity = check_quantity("quantity", quantity)
+                elif type(quantity) is not float or not -MAX_QUANTITY <= quantity <= MAX_QUANTITY:
+                    quantity = check_quantity("quantity", quantity)  # NaN fails the test too
                 ts = get("timestamp")
                 if ts is None:
                     ns = now
@@ -164,7 +165,8 @@ class Intake:
                 source = get("source")
                 if source is not None and source not in valid:
                     source = self._name("source", source)
-                # every key must be one we read: otherwise a typo ("quantiy") would be ignored
+                # every key must be one we read: otherwise a typo ("quantiy") would be ignored;
+                # a field given in both spellings must say the same in both
                 present = 3 + (rid_given is not None) + (quantity_given is not None) + (
                     ts is not None) + (metadata is not None) + (source is not None) + (
                     org_id is not None)  # fmt: skip
@@ -195,10 +197,38 @@ def _not_a_name(item: object) -> ValidationError | None:
     return None
 
 
-def _check_keys(item: Mapping[str, Any]) -> None:
-    unknown = sorted(set(item) - _ALLOWED)
+def _check_keys(item: Mapping[Any, Any]) -> None:
+    """Refuse keys that are no field, and a field given in both spellings with two values."""
+    unknown = sorted((key for key in item if key not in _ALLOWED), key=repr)
     if unknown:
-        raise ValidationError(str(unknown[0]), "unknown field")
+        key = unknown[0]
+        name = key if isinstance(key, str) else repr(key)
+        raise ValidationError(_shown_key(name), "unknown field")
+    for camel, snake in _PAIRS:
+        first, second = item.get(camel), item.get(snake)
+        if (
+            first is not None
+            and second is not None
+            and (type(first) is not type(second) or first != second)
+        ):
+            raise ValidationError(
+                camel, f"disagrees with {snake} ({_brief(first)} vs {_brief(second)});"
+                " give one spelling, or the same value in both"
+            )  # fmt: skip
+
+
+_PAIRS = tuple((camel, snake) for camel, snake in _FIELDS.items() if camel != snake)
+
+
+def _brief(value: object) -> str:
+    """A value for an error message, at most about 40 characters."""
+    text = repr(value) if isinstance(value, str) else type(value).__name__
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _shown_key(name: str) -> str:
+    """An unknown key as the field of an error, shortened."""
+    return name if len(name) <= 64 else f"{name[:61]}..."
 
 
 def _default_quantity(metric: MetricDefinition) -> float:

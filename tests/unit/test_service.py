@@ -359,6 +359,37 @@ def test_record_batch_accepts_both_spellings_and_models(meter: Meter) -> None:
     assert meter.get_usage_summary("storage", "org", "o1", at=T).total_quantity == 7
 
 
+@pytest.mark.parametrize("key", [1, ("t",), None, "quantiy"])
+def test_record_batch_names_any_unknown_key(meter: Meter, key: Any) -> None:
+    """Unknown keys of any type (not only strings, several at once) are a ValidationError
+    naming one of them."""
+    with pytest.raises(ValidationError) as caught:
+        meter.record_batch([BATCH[0], {**BATCH[0], "id": "x", key: 1, "zz": 2}])
+    named = key if isinstance(key, str) else repr(key)
+    assert caught.value.field in (f"records[1].{named}", "records[1].zz")
+    assert caught.value.problem == "unknown field"
+    assert stored_count(meter) == 0
+
+
+def test_validate_records_reports_each_problem(meter: Meter) -> None:
+    """validate_records names the field of each bad record: bounds, depth, spellings, digits."""
+    deep: dict[str, Any] = {}
+    for _ in range(40):
+        deep = {"k": deep}
+    bad = [
+        {**BATCH[0], "quantity": 2e15},
+        {**BATCH[0], "metadata": deep},
+        {**BATCH[0], "subject_id": "other"},
+        {**BATCH[0], "timestamp": "2026-01-15T10:30:00.0000001Z"},
+    ]
+    problems = meter.validate_records([BATCH[0], *bad])
+    assert problems[0] is None
+    assert [p.field if p else None for p in problems[1:]] == [
+        "quantity", "metadata", "subjectId", "timestamp"
+    ]  # fmt: skip
+    assert stored_count(meter) == 0
+
+
 # -- events ------------------------------------------------------------------------------------
 def test_usage_events(meter: Meter) -> None:
     """record, record_batch and aggregate publish usage.recorded, usage.batch_recorded and

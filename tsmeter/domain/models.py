@@ -99,6 +99,25 @@ class Model(BaseModel):
         """The model as a JSON-ready dict with camelCase keys."""
         return self.model_dump(mode="json")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_spelling(cls, data: Any) -> Any:
+        """A field given as both ``subjectId`` and ``subject_id``: the same value is taken
+        once, different values are refused (never one of them kept silently)."""
+        if not isinstance(data, dict):
+            return data
+        for name in cls.model_fields:
+            camel = to_camel(name)
+            if camel != name and camel in data and name in data:
+                first, second = data[camel], data[name]
+                if type(first) is not type(second) or first != second:
+                    raise ValueError(
+                        f"{camel}: disagrees with {name}; give one spelling, or the same value"
+                        " in both"
+                    )
+                data = {key: value for key, value in data.items() if key != name}
+        return data
+
 
 class MetricDefinition(Model):
     """A trackable metric, e.g. ``api_calls`` counted per organisation per month."""
