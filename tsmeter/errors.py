@@ -8,7 +8,8 @@ know they have handled everything tsmeter itself reports::
     ├── NotFoundError          a metric, threshold or record that does not exist
     ├── ConflictError          a key that exists already, or a change that would lose data
     ├── StorageUnavailableError the store cannot be reached or refused the operation
-    │   └── RejectedError      the store refused the data itself (sending it again fails again)
+    │   ├── RejectedError      the store refused the data itself (sending it again fails again)
+    │   └── SeriesError        some series cannot be read or summed; the others were
     ├── QuotaExceededError     recording would pass a BLOCK threshold (``enforce=True``)
     └── OutboxFullError        the outbox stayed full for the whole timeout: nothing was queued
 
@@ -18,12 +19,16 @@ Adapters translate their SDK's exceptions into these at their boundary
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 __all__ = [
     "ConflictError",
     "NotFoundError",
     "OutboxFullError",
     "QuotaExceededError",
     "RejectedError",
+    "SeriesError",
     "StorageUnavailableError",
     "TsmeterError",
     "ValidationError",
@@ -72,11 +77,44 @@ class ConflictError(TsmeterError):
 class StorageUnavailableError(TsmeterError):
     """The store could not be reached, or failed while doing what was asked."""
 
+    #: after a write failed part-way: how many of the call's records the store holds, as the
+    #: store checked (None: not known)
+    records_stored: int | None = None
+
 
 class RejectedError(StorageUnavailableError):
     """The store refused the data it was sent (a client error such as a malformed or
     out-of-retention point, not authentication, a missing target or rate limiting): sending
     the same data again fails again."""
+
+
+class SeriesError(StorageUnavailableError):
+    """Some series' usage cannot be read or summed (e.g. stored values whose sum overflows);
+    every other series was. ``series`` names the failed ones as (metric, subject type, subject
+    id, org id); ``rows`` holds what was computed for the others (store rows, or empty)."""
+
+    def __init__(
+        self, message: str, series: Sequence[tuple[str, str, str, str | None]], rows: Any = ()
+    ) -> None:
+        super().__init__(message)
+        self.series = list(series)
+        self.rows = list(rows)
+
+    @classmethod
+    def naming(
+        cls, series: Sequence[tuple[str, str, str, str | None]], problem: str, rows: Any = ()
+    ) -> SeriesError:
+        """The error for ``series``, whose usage ``problem`` (a phrase), naming up to five.
+
+        >>> print(SeriesError.naming([("gb", "org", "acme", None)], "cannot be summed"))
+        usage of gb for org 'acme' cannot be summed; other series are unaffected
+        """
+        names = ", ".join(
+            f"{metric} for {subject_type} {subject_id!r}" + (f" (org {org!r})" if org else "")
+            for metric, subject_type, subject_id, org in series[:5]
+        )
+        more = f" and {len(series) - 5} more series" if len(series) > 5 else ""
+        return cls(f"usage of {names}{more} {problem}; other series are unaffected", series, rows)
 
 
 class OutboxFullError(TsmeterError):

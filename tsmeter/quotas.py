@@ -16,6 +16,7 @@ was in flight.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -32,10 +33,13 @@ from tsmeter.domain import (
     UsageThreshold,
 )
 from tsmeter.domain.validation import EPOCH, from_ns, to_ns
+from tsmeter.errors import SeriesError
 from tsmeter.periods import Calendar
 from tsmeter.ports import Catalog, SummaryQuery, SummaryRow, UsageStore
 
 __all__ = ["QuotaDecision", "QuotaView", "Totals", "threshold_period", "window_totals"]
+
+log = logging.getLogger("tsmeter.quotas")
 
 # a lifetime window adds up yearly summaries from 1970 to the last whole year a record may have
 LIFETIME_END = to_ns(EPOCH.replace(year=2261))
@@ -134,12 +138,20 @@ def window_totals(
     subject_id: str | None,
 ) -> dict[str, Totals]:
     """Per subject (one, or every subject of the type): its totals in the window ``bounds``.
-    Lifetime windows add up the yearly summaries."""
+    Lifetime windows add up the yearly summaries. For every subject, a subject whose usage
+    cannot be summed (SeriesError) is logged and left out; for one, the error is raised."""
     query_period = PeriodType.YEARLY if period is None else period
     query = SummaryQuery(metric.key, query_period, bounds[0], bounds[1], metric.org_id,
                          subject_type, subject_id)  # fmt: skip
     out: dict[str, Totals] = {}
-    for row in store.summaries(query, calendar):
+    try:
+        rows = store.summaries(query, calendar)
+    except SeriesError as exc:  # every subject of the type: the others are still evaluated
+        if subject_id is not None:
+            raise
+        log.error("%s (left out of this window's totals)", exc)
+        rows = exc.rows
+    for row in rows:
         totals = out.get(row.subject_id)
         if totals is None:
             totals = out[row.subject_id] = Totals()

@@ -8,6 +8,7 @@ equal-length periods are bucketed with integer arithmetic in SQL, so DST days,
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 from collections import defaultdict
@@ -153,9 +154,11 @@ def recompute(
     period: PeriodType,
     calendar: Calendar,
     touched: dict[tuple[int, int], set[int]],
+    overflowed: set[int] | None = None,
 ) -> tuple[int, int]:
     """Recompute and replace the summaries of ``touched`` periods; return the summaries
-    written and the records they cover."""
+    written and the records they cover. Series with a component that is not finite (a sum
+    of stored quantities that overflowed) are added to ``overflowed``."""
     written = seen = 0
     now = time.time_ns()
     from_raw = ROLLUP_SOURCE[period] is None
@@ -173,7 +176,14 @@ def recompute(
         )
         written += len(rows)
         seen += sum(row[3] for row in rows)
+        if overflowed is not None:
+            overflowed.update(row[0] for row in rows if not finite(row))
     return written, seen
+
+
+def finite(row: Component) -> bool:
+    """Whether a summary's sum, min, max and last value are finite numbers."""
+    return all(map(math.isfinite, (row[4], row[5], row[6], row[8])))
 
 
 def watermark(conn: sqlite3.Connection, period: PeriodType, calendar: Calendar) -> int | None:
@@ -197,15 +207,16 @@ def rollup(
     calendar: Calendar,
     start: int | None,
     end: int | None,
+    overflowed: set[int] | None = None,
 ) -> RollupStats:
     """Bring ``period`` summaries up to date (see ``UsageStore.rollup``); the caller holds a
-    write transaction."""
+    write transaction. Series whose summaries are not finite are added to ``overflowed``."""
     source = ROLLUP_SOURCE[period]
     high = log_position(conn)
     touched: dict[tuple[int, int], set[int]] = {}
     if start is None and end is None:
         if source is not None:
-            rollup(conn, source, calendar, None, None)
+            rollup(conn, source, calendar, None, None, overflowed)
         touched = touched_periods(conn, period, calendar, watermark(conn, period, calendar), high)
         conn.execute(
             "INSERT INTO rollup_state (period_type, tz, watermark) VALUES (?, ?, ?)"
@@ -223,8 +234,8 @@ def rollup(
                 touched.setdefault((a, b), set()).update(sids)
         if source is not None and touched:
             first, last = min(touched)[0], max(touched)[1]
-            rollup(conn, source, calendar, first, last)
-    written, seen = recompute(conn, period, calendar, touched)
+            rollup(conn, source, calendar, first, last, overflowed)
+    written, seen = recompute(conn, period, calendar, touched, overflowed)
     periods = sorted(touched)
     return RollupStats(
         summaries_written=written,

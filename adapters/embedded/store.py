@@ -29,7 +29,7 @@ from tsmeter.domain import (
 )
 from tsmeter.domain.models import STORED
 from tsmeter.domain.validation import to_ns
-from tsmeter.errors import ConflictError, StorageUnavailableError
+from tsmeter.errors import ConflictError, SeriesError, StorageUnavailableError
 from tsmeter.periods import Calendar
 from tsmeter.ports import DeliveryRow, EventRow, RecordQuery, RollupStats, SummaryQuery, SummaryRow
 
@@ -38,6 +38,11 @@ __all__ = ["SQLiteStore"]
 SeriesKey = tuple[str, str, str, str | None]  # (metric_key, subject_type, subject_id, org_id)
 _HOUR = 3_600_000_000_000
 _MIN_TS, _MAX_TS = -(1 << 63) + 1, (1 << 63) - 1
+#: what SeriesError says of a series whose stored quantities cannot be summed
+OVERFLOW = (
+    "cannot be summed: its stored quantities add up beyond the range of a float (they were"
+    " recorded before quantities were bounded to ±1e15; purge or correct them)"
+)
 _INSERT_PLAIN = "INSERT OR IGNORE INTO usage_records (id, series_id, ts, quantity, recorded_at)"
 _INSERT_FULL = (
     "INSERT OR IGNORE INTO usage_records (id, series_id, ts, quantity, recorded_at, metadata,"
@@ -270,12 +275,17 @@ class SQLiteStore:
         end: int | None = None,
     ) -> RollupStats:
         """Bring summaries of ``period`` up to date (see the port)."""
+        overflowed: set[int] = set()
         try:
             with self._write() as conn:
-                stats: RollupStats = rollups.rollup(conn, period, calendar, start, end)
-                return stats
+                stats: RollupStats = rollups.rollup(conn, period, calendar, start, end, overflowed)
         except sqlite3.Error as exc:
             raise StorageUnavailableError(f"aggregation in {self.path!r} failed: {exc}") from exc
+        if overflowed:  # the other series' summaries are written; reads of these fail alone
+            with self._read() as conn:
+                keys = self._series_keys(conn, overflowed)
+            raise SeriesError.naming(keys, f"{OVERFLOW}; the other series' summaries were written")
+        return stats
 
     def summaries(self, query: SummaryQuery, calendar: Calendar) -> list[SummaryRow]:
         """Fresh summaries: stored where nothing arrived since, recomputed from raw where it did."""
@@ -320,11 +330,27 @@ class SQLiteStore:
                         found[(values[0], values[1])] = values
             finally:
                 conn.execute("COMMIT")
-        out = []
+        out, failed = [], []
         for values in sorted(found.values(), key=lambda v: (v[1], series[v[0]])):
             st, si = series[values[0]]
-            out.append(SummaryRow(query.metric_key, st, si, query.org_id, *values[1:]))
+            key = (query.metric_key, st, si, query.org_id)
+            if not rollups.finite(values):
+                failed += [] if key in failed else [key]
+                continue
+            out.append(SummaryRow(*key, *values[1:]))
+        if failed:  # only these series fail; the others' summaries travel with the error
+            out = [row for row in out if row[:4] not in failed]
+            raise SeriesError.naming(failed, OVERFLOW, out)
         return out
+
+    def _series_keys(self, conn: sqlite3.Connection, ids: set[int]) -> list[SeriesKey]:
+        """The (metric, subject type, subject id, org) of series ids."""
+        rows = conn.execute(
+            "SELECT metric_key, subject_type, subject_id, org_key FROM series"
+            " WHERE id IN (SELECT value FROM json_each(?)) ORDER BY metric_key, subject_id",
+            (json.dumps(sorted(ids)),),
+        ).fetchall()
+        return [(m, st, si, org or None) for m, st, si, org in rows]
 
     # -- catalog ----------------------------------------------------------------------
     def add_metric(self, metric: MetricDefinition) -> None:

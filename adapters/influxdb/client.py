@@ -10,7 +10,8 @@ never into the query text. Errors are translated here, once:
   raise :class:`~tsmeter.errors.StorageUnavailableError`;
 * ``400 partial write`` raises :class:`PartialWriteError` with the server's
   message (the other lines of that request were stored);
-* other 4xx answers are not retried.
+* other 4xx answers are not retried;
+* an answer that is not JSON raises :class:`UnreadableAnswerError`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ import requests
 
 from tsmeter.errors import RejectedError, StorageUnavailableError, ValidationError
 
-__all__ = ["InfluxV1Client", "InfluxV1Config", "PartialWriteError", "quote_ident"]
+__all__ = [
+    "InfluxV1Client",
+    "InfluxV1Config",
+    "PartialWriteError",
+    "UnreadableAnswerError",
+    "quote_ident",
+]
 
 
 class PartialWriteError(RejectedError):
@@ -35,6 +42,12 @@ class PartialWriteError(RejectedError):
     def __init__(self, message: str, dropped: int | None) -> None:
         super().__init__(message)
         self.dropped = dropped
+
+
+class UnreadableAnswerError(StorageUnavailableError):
+    """A query's answer was not the JSON document the API promises. InfluxDB 1.x answers
+    this way when a result holds a value JSON cannot carry, such as a sum that overflowed to
+    +Inf: the same query over other series may succeed."""
 
 
 def quote_ident(name: str) -> str:
@@ -204,7 +217,15 @@ class InfluxV1Client:
             raise StorageUnavailableError(
                 f"InfluxDB query failed: HTTP {response.status_code}: {_error_text(response)}"
             )
-        doc = response.json()
+        try:
+            doc = response.json()
+        except ValueError as exc:  # e.g. a sum of +Inf, which the server cannot write as JSON
+            raise UnreadableAnswerError(
+                f"InfluxDB answered a query with something that is not JSON:"
+                f" {response.text.strip()[:300]!r}"
+            ) from exc
+        if not isinstance(doc, dict):
+            raise UnreadableAnswerError(f"InfluxDB answered a query with {type(doc).__name__}")
         if "error" in doc:
             raise StorageUnavailableError(f"InfluxDB query failed: {doc['error']}")
         results: list[dict[str, Any]] = doc.get("results", [])

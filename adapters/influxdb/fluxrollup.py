@@ -9,14 +9,16 @@ settled by (timestamp, id) exactly, collisions or not.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
 from tsmeter.adapters.influxdb import flux
 from tsmeter.adapters.influxdb.lineprotocol import decode_tag
-from tsmeter.adapters.influxdb.rollup import Components, Scope
+from tsmeter.adapters.influxdb.rollup import OVERFLOW, Components, Scope
 from tsmeter.adapters.influxdb.schema import RAW, SeriesKey, series_of
 from tsmeter.adapters.influxdb.v2client import InfluxV2Client
+from tsmeter.errors import SeriesError
 from tsmeter.periods import Run
 from tsmeter.ports import SummaryQuery, SummaryRow
 
@@ -86,11 +88,18 @@ class FluxSource:
                 for row in self.client.stream(query):
                     _add(acc, run, row)
         out: Components = {}
+        failed: list[SeriesKey] = []
         for (key, start), (count, total, low, high, last_ts, _, last) in acc.items():
+            if not math.isfinite(total):  # a sum that overflowed fails its series alone
+                failed += [] if key in failed else [key]
+                continue
             out[(key, start)] = SummaryRow(
                 key[0], key[1], key[2], key[3], start, start + run.step, count, total, low,
                 high, last_ts, last,
             )  # fmt: skip
+        if failed:
+            out = {k: row for k, row in out.items() if k[0] not in failed}
+            raise SeriesError.naming(failed, OVERFLOW, list(out.values()))
         return out
 
     def stored(self, query: SummaryQuery, measurement: str, lo: int, hi: int) -> list[SummaryRow]:

@@ -13,6 +13,10 @@ UTC hour, stamped with the write time) since the last run's watermark, less a
 five-minute margin for clocks that disagree; recomputing a period twice gives
 the same summary.
 
+A series whose points cannot be summed (stored before quantities were bounded, a sum that
+overflows: InfluxDB then cannot write its answer) fails alone: the other series are computed
+and written, and :class:`~tsmeter.errors.SeriesError` names it.
+
 The control flow (:func:`rollup_from`, :func:`fresh_from`) reads the server through a
 :class:`Source`, so the InfluxDB 2.x store shares it with Flux reads
 (:mod:`~tsmeter.adapters.influxdb.fluxrollup`); :class:`InfluxQL` is the v1 one.
@@ -25,7 +29,12 @@ import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from tsmeter.adapters.influxdb.client import InfluxV1Client, quote_ident, series_rows
+from tsmeter.adapters.influxdb.client import (
+    InfluxV1Client,
+    UnreadableAnswerError,
+    quote_ident,
+    series_rows,
+)
 from tsmeter.adapters.influxdb.lineprotocol import (
     decode_tag,
     encode_point,
@@ -44,6 +53,7 @@ from tsmeter.adapters.influxdb.schema import (
     summary_measurement,
 )
 from tsmeter.domain import PeriodType
+from tsmeter.errors import SeriesError
 from tsmeter.periods import ROLLUP_SOURCE, Calendar, Run, runs
 from tsmeter.ports import RollupStats, SummaryQuery, SummaryRow
 
@@ -121,8 +131,13 @@ def _data_range(
 
 def compute(client: InfluxV1Client, run: Run, scopes: Iterable[Scope] | None) -> Components:
     """Components of every period of ``run`` for the metrics in ``scopes`` (None: all),
-    from raw points."""
+    from raw points.
+
+    A query whose answer cannot be read (a series whose sum overflowed) is asked again one
+    series at a time: SeriesError names the series that fail, with the others' components.
+    """
     out: Components = {}
+    failed: list[SeriesKey] = []
     keys = None if scopes is None else sorted(scopes, key=lambda k: (k[0], k[1] or ""))
     chunks: list[list[Scope] | None] = (
         [None] if keys is None else
@@ -131,25 +146,60 @@ def compute(client: InfluxV1Client, run: Run, scopes: Iterable[Scope] | None) ->
     for chunk in chunks:
         params: dict[str, Any] = {"lo": run.base, "hi": run.end}
         condition = "" if chunk is None else " AND " + scope_condition(chunk, params)
-        (result,) = client.query(
-            'SELECT count("quantity") AS "count", sum("quantity") AS "sum",'
-            ' min("quantity") AS "min", max("quantity") AS "max", max("tsn") AS "last_ts",'
-            f' last("quantity") AS "last" FROM {quote_ident(RAW)}'
-            f" WHERE time >= $lo AND time < $hi{condition}"
-            f" GROUP BY time({run.step}ns, {run.base % run.step}ns),"
-            ' "metric", "subject_type", "subject_id", "org" fill(none)',
-            params,
-        )
-        for tags, v in series_rows(result):
-            key = series_of(tags)
-            start = int(v["time"])
-            out[(key, start)] = SummaryRow(
-                key[0], key[1], key[2], key[3], start, start + run.step, int(v["count"]),
-                float(v["sum"]), float(v["min"]), float(v["max"]), int(v["last_ts"]),
-                float(v["last"]),
-            )  # fmt: skip
+        try:
+            _components(client, run, condition, params, out)
+        except UnreadableAnswerError:
+            for key in _series_in(client, condition, params):
+                one = dict(params)
+                try:
+                    _components(client, run, " AND " + series_condition([key], one), one, out)
+                except UnreadableAnswerError:
+                    failed.append(key)
     _settle_ties(client, run, out)
+    if failed:
+        raise SeriesError.naming(failed, OVERFLOW, list(out.values()))
     return out
+
+
+#: what SeriesError says of a series whose stored quantities cannot be summed
+OVERFLOW = (
+    "cannot be summed: its stored quantities add up beyond the range of a float (they were"
+    " recorded before quantities were bounded to ±1e15; purge or correct them)"
+)
+
+
+def _components(
+    client: InfluxV1Client, run: Run, condition: str, params: dict[str, Any], out: Components
+) -> None:
+    """Add the components of ``run``'s periods of the points matching ``condition``."""
+    (result,) = client.query(
+        'SELECT count("quantity") AS "count", sum("quantity") AS "sum",'
+        ' min("quantity") AS "min", max("quantity") AS "max", max("tsn") AS "last_ts",'
+        f' last("quantity") AS "last" FROM {quote_ident(RAW)}'
+        f" WHERE time >= $lo AND time < $hi{condition}"
+        f" GROUP BY time({run.step}ns, {run.base % run.step}ns),"
+        ' "metric", "subject_type", "subject_id", "org" fill(none)',
+        params,
+    )
+    for tags, v in series_rows(result):
+        key = series_of(tags)
+        start = int(v["time"])
+        out[(key, start)] = SummaryRow(
+            key[0], key[1], key[2], key[3], start, start + run.step, int(v["count"]),
+            float(v["sum"]), float(v["min"]), float(v["max"]), int(v["last_ts"]),
+            float(v["last"]),
+        )  # fmt: skip
+
+
+def _series_in(client: InfluxV1Client, condition: str, params: dict[str, Any]) -> list[SeriesKey]:
+    """The series with points matching ``condition`` in ``[$lo, $hi)`` (a count never
+    overflows, so this answer can always be read)."""
+    (result,) = client.query(
+        f'SELECT count("quantity") FROM {quote_ident(RAW)} WHERE time >= $lo AND time < $hi'
+        f'{condition} GROUP BY "metric", "subject_type", "subject_id", "org"',
+        params,
+    )
+    return sorted({series_of(tags) for tags, _ in series_rows(result)}, key=repr)
 
 
 def _settle_ties(client: InfluxV1Client, run: Run, rows: Components) -> None:
@@ -270,7 +320,10 @@ class InfluxQL:
 def _compute_touched(
     source: Source, period: PeriodType, calendar: Calendar, touched: Touched
 ) -> Components:
+    """Components of the ``touched`` periods; SeriesError (with every other series'
+    components) if some series cannot be computed."""
     out: Components = {}
+    failed: list[SeriesKey] = []
     spans: list[tuple[int, int, set[Scope] | None]] = []
     for (start, end), keys in sorted(touched.items(), key=lambda item: item[0]):
         if spans and spans[-1][1] == start:
@@ -281,8 +334,20 @@ def _compute_touched(
     for start, end, keys in spans:
         for run in runs(calendar.boundaries(period, start, end)):
             if run.base < end:
-                out.update(source.compute(run, keys))
+                try:
+                    out.update(source.compute(run, keys))
+                except SeriesError as exc:
+                    failed += [key for key in exc.series if key not in failed]
+                    out.update(_by_key(exc.rows))
+    if failed:
+        raise SeriesError.naming(failed, OVERFLOW, list(out.values()))
     return out
+
+
+def _by_key(rows: Iterable[SummaryRow]) -> Components:
+    """Summary rows keyed by (series, period start), as in Components."""
+    return {((r.metric_key, r.subject_type, r.subject_id, r.org_id), r.period_start): r
+            for r in rows}  # fmt: skip
 
 
 def rollup(
@@ -309,8 +374,12 @@ def rollup_from(
     first (each is computed from the raw points, not from the level below).
     """
     below = ROLLUP_SOURCE[period]
+    failed: list[SeriesKey] = []
     if below is not None:
-        rollup_from(source, below, calendar, start, end)
+        try:
+            rollup_from(source, below, calendar, start, end)
+        except SeriesError as exc:  # those series fail at this level too; the others go on
+            failed += exc.series
     mark = source.watermark(_state_key(period, calendar))
     newest = None
     touched: Touched = {}
@@ -328,17 +397,24 @@ def rollup_from(
             if lo < hi:
                 edges = calendar.boundaries(period, lo, hi)
                 touched = {(a, b): None for a, b in itertools.pairwise(edges)}
-    rows = _compute_touched(source, period, calendar, touched)
+    failure: SeriesError | None = None
+    try:
+        rows = _compute_touched(source, period, calendar, touched)
+    except SeriesError as exc:  # write the others; the watermark stays, so the failed
+        failure, rows = exc, _by_key(exc.rows)  # series stays due for recomputation
+        failed += [key for key in exc.series if key not in failed]
     measurement = summary_measurement(period, calendar.timezone)
     now = time.time_ns()
     lines = summary_lines(measurement, rows.values(), now)
-    if newest is not None:
+    if newest is not None and failure is None:
         lines.append(
             # stamped now, not at a fixed time, so a finite retention policy keeps it
             encode_point(STATE, {"key": _state_key(period, calendar)}, {"watermark": newest}, now)
         )
     for i in range(0, len(lines), 10_000):
         source.write("".join(f"{line}\n" for line in lines[i : i + 10_000]).encode())
+    if failed:
+        raise SeriesError.naming(failed, f"{OVERFLOW}; the other series' summaries were written")
     periods = sorted(touched)
     return RollupStats(
         summaries_written=len(rows),
@@ -392,10 +468,14 @@ def fresh_from(source: Source, query: SummaryQuery, calendar: Calendar) -> list[
         for bounds, keys in calendar.periods_of_hours(query.period_type, by_hour).items():
             if bounds[0] < query.end and bounds[1] > query.start:
                 touched[bounds] = keys
+    failed: list[SeriesKey] = []
     if touched:
         scope = {(query.metric_key, query.org_id)}
         touched = {bounds: scope for bounds in touched}
-        fresh = _compute_touched(source, query.period_type, calendar, touched)
+        try:
+            fresh = _compute_touched(source, query.period_type, calendar, touched)
+        except SeriesError as exc:  # only an error where the query asks for such a series
+            fresh, failed = _by_key(exc.rows), exc.series
         for key, start in list(found):  # recomputed periods: only what the records give
             if any(a <= start < b for a, b in touched) and (key, start) not in fresh:
                 del found[(key, start)]
@@ -407,4 +487,17 @@ def fresh_from(source: Source, query: SummaryQuery, calendar: Calendar) -> list[
         and (query.subject_type is None or key[1] == query.subject_type)
         and (query.subject_id is None or key[2] == query.subject_id)
     ]  # fmt: skip
-    return sorted(wanted, key=lambda r: (r.period_start, r.subject_type, r.subject_id))
+    wanted.sort(key=lambda r: (r.period_start, r.subject_type, r.subject_id))
+    failed = [key for key in failed if _asked(query, key)]
+    if failed:
+        raise SeriesError.naming(failed, OVERFLOW, wanted)
+    return wanted
+
+
+def _asked(query: SummaryQuery, key: SeriesKey) -> bool:
+    """Whether the series ``key`` is one ``query`` asks for."""
+    return (
+        key[0] == query.metric_key and key[3] == query.org_id
+        and (query.subject_type is None or key[1] == query.subject_type)
+        and (query.subject_id is None or key[2] == query.subject_id)
+    )  # fmt: skip
