@@ -48,6 +48,7 @@ bind-address = "127.0.0.1:{rpc_port}"
   dir = "{root}/data"
   wal-dir = "{root}/wal"
   query-log-enabled = false
+  max-values-per-tag = {max_values_per_tag}
 
 [http]
   enabled = true
@@ -149,8 +150,11 @@ class InfluxServer:
         *,
         startup_timeout: float = 30.0,
         stop_timeout: float = 15.0,
+        max_values_per_tag: int = 100_000,
     ) -> None:
         self.binary = binary or find_influxd()
+        #: influxd's ``max-values-per-tag`` (its default; tests of the limit set it small)
+        self.max_values_per_tag = max_values_per_tag
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.root: Path | None = None
@@ -210,7 +214,12 @@ class InfluxServer:
         assert self.root is not None and self.binary is not None
         config = self.root / "influxdb.conf"
         config.write_text(
-            _CONFIG.format(root=self.root, http_port=self.port, rpc_port=self.rpc_port)
+            _CONFIG.format(
+                root=self.root,
+                http_port=self.port,
+                rpc_port=self.rpc_port,
+                max_values_per_tag=self.max_values_per_tag,
+            )
         )
         with open(self.root / "influxd.log", "ab") as log:
             self._process = subprocess.Popen(

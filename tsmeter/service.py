@@ -254,10 +254,16 @@ class Meter(ThresholdsMixin, MonitorMixin, ReadingMixin):
                     done = min(len(rows), i + self.chunk_size)
         except TsmeterError as exc:
             self._quotas.forget(rows)
-            raise StorageUnavailableError(
-                f"{exc} ({done} of {len(rows)} records were stored before the failure;"
-                " retry with the same ids to record the rest exactly once)"
-            ) from exc
+            held = exc.records_stored if isinstance(exc, StorageUnavailableError) else None
+            if held is not None:  # the store checked which records it holds
+                stored_text = f"{held} of {len(rows)} records are stored"
+            else:
+                stored_text = f"{done} of {len(rows)} records were stored before the failure"
+            error = StorageUnavailableError(
+                f"{exc} ({stored_text}; retry with the same ids to record the rest exactly once)"
+            )
+            error.records_stored = held if held is not None else done
+            raise error from exc
         return recorded
 
     def _queue_batch(self, rows: list[RecordRow], enforce: bool) -> BatchResult:

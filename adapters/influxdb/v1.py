@@ -63,6 +63,7 @@ from tsmeter.adapters.influxdb.schema import (
     series_of,
 )
 from tsmeter.domain import PeriodType, RecordRow
+from tsmeter.errors import StorageUnavailableError, TsmeterError
 from tsmeter.files import open_private
 from tsmeter.periods import Calendar
 from tsmeter.ports import EventRow, RecordQuery, RollupStats, SummaryQuery, SummaryRow
@@ -234,6 +235,17 @@ class InfluxV1Store:
         marks: deque[tuple[int, int]] = deque()  # (requests through a window, rows through it)
 
         failed = threading.Event()
+        # the rows of each request in ``pending``; rows known stored: found stored before, or
+        # in a request that was answered with success
+        unconfirmed: deque[list[RecordRow]] = deque()
+        known = 0
+
+        def confirm() -> None:  # wait for the oldest request; its rows stay unconfirmed if it fails
+            nonlocal sent, known
+            pending[0].result()
+            pending.popleft()
+            known += len(unconfirmed.popleft())
+            sent += 1
 
         def send(body: bytes) -> None:  # on a writer: nothing more once a request failed
             if not failed.is_set():
@@ -250,6 +262,7 @@ class InfluxV1Store:
             if upto is not None and stored is not None:
                 stored(upto)
 
+        error: StorageUnavailableError | None = None
         with self._exclusive():
             try:
                 window = next(windows, None)
@@ -275,11 +288,11 @@ class InfluxV1Store:
                     found = lookup.result()
                     if forgotten is not None and low < forgotten:  # see the docstring
                         while pending:
-                            pending.popleft().result()
-                            sent += 1
+                            confirm()
                         found = self._lookup(window).result()
                     unstored = placement.unstored(window, added, found, seen, occupied,
                                                   self._remember)  # fmt: skip
+                    known += len(window) - len(unstored)
                     if later:  # forget the slots no row from here on reaches
                         rest = windows.rest_low()
                         floor = min(low, *(ahead_low for _, ahead_low, _, _ in reading),
@@ -294,10 +307,10 @@ class InfluxV1Store:
                         body = self._bookkeeping(new, moved)
                         body += self.encoder.encode(new, times, overflow)
                         if len(pending) >= self.WRITERS + self.QUEUED:
-                            pending.popleft().result()
-                            sent += 1
+                            confirm()
                             settle()
                         pending.append(self._writing().submit(send, body))
+                        unconfirmed.append(new)
                         written += len(new)
                     taken += len(window)
                     marks.append((sent + len(pending), taken))
@@ -305,17 +318,32 @@ class InfluxV1Store:
                     added += 1
                     settle()
                 while pending:
-                    pending[0].result()
-                    pending.popleft()
-                    sent += 1
+                    confirm()
                 settle()
+            except StorageUnavailableError as exc:
+                error = exc
+                raise
             finally:
                 failed.set()  # after an error here: send nothing more
                 in_flight: list[Future[Any]] = [*pending]
                 for _, _, ahead_lookup, _ in reading:
                     in_flight += [ahead_lookup.sent, ahead_lookup.here]
                 wait(in_flight)  # after an error: let the requests in flight end
+                if error is not None:  # say how many of the call's rows the server holds
+                    error.records_stored = self._count_stored(known, unconfirmed)
         return written
+
+    def _count_stored(self, known: int, unconfirmed: Iterable[list[RecordRow]]) -> int | None:
+        """``known`` plus the rows of ``unconfirmed`` requests that the server holds (a partial
+        write stores some lines of a request); None if the server cannot tell."""
+        rows = [row for chunk in unconfirmed for row in chunk]
+        if not rows:
+            return known
+        try:
+            found = {values.get("rid") for _, values in self._stored(rows, slots=True)}
+        except TsmeterError:
+            return None
+        return known + sum(1 for row in rows if row.id in found)
 
     def _lookup(self, window: list[RecordRow]) -> _Lookup:
         """Start reading the points stored where the rows of ``window`` would go now and, at

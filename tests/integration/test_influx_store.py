@@ -312,8 +312,9 @@ def test_record_batch_says_how_many_were_stored_when_a_write_fails(
     influx_db: tuple[InfluxServer, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When a write request fails mid-batch, ``record_batch`` names how many records are
-    stored (no more than the server holds), nothing is sent after the failure, and the
-    retry of the whole batch adds exactly the rest: 200 records at one timestamp."""
+    stored (exactly what the server holds: the store reads it back), nothing is sent after
+    the failure, and the retry of the whole batch adds exactly the rest: 200 records at one
+    timestamp."""
     server, db = influx_db
     small_windows(monkeypatch, 10, 40, 15)
     at = datetime.fromtimestamp(T / 1e9, UTC)
@@ -335,12 +336,13 @@ def test_record_batch_says_how_many_were_stored_when_a_write_fails(
         monkeypatch.setattr(client, "write", failing)
         with pytest.raises(StorageUnavailableError, match="InfluxDB went away") as raised:
             meter.record_batch(batch)
-        found = re.search(r"\((\d+) of 200 records were stored before", str(raised.value))
+        found = re.search(r"\((\d+) of 200 records are stored;", str(raised.value))
         assert found is not None, raised.value
         held = points(server, db)
         time.sleep(0.3)
         assert (len(calls), points(server, db)) == (6, held)  # nothing sent after the failure
-        assert 10 <= int(found.group(1)) <= held < 200
+        assert 10 <= int(found.group(1)) == held < 200
+        assert raised.value.records_stored == held
         monkeypatch.setattr(client, "write", write)
         result = meter.record_batch(batch)
         assert (result.recorded, result.duplicates) == (200 - held, held)
