@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import time
 from collections.abc import Iterator
 from typing import IO, Literal
@@ -24,12 +25,44 @@ from tsmeter.modelio import TimeLike, ns
 from tsmeter.modelio import period_type as parse_period
 from tsmeter.ports import RecordQuery, SummaryQuery, SummaryRow
 
-__all__ = ["ReadingMixin"]
+__all__ = ["ReadingMixin", "neutralise_cell", "restore_cell"]
 
 _EXPORT_COLUMNS = (
     "id", "metricKey", "subjectType", "subjectId", "quantity", "timestamp", "metadata",
     "source", "orgId",
 )  # fmt: skip
+_NUMERIC_COLUMNS = frozenset({"quantity", "timestamp"})  # never neutralised
+_RISKY = re.compile(r"'*[=+\-@\t\r]")
+_NEUTRALISED = re.compile(r"'+[=+\-@\t\r]")
+
+
+def neutralise_cell(text: str) -> str:
+    """A CSV text cell made safe to open in a spreadsheet (OWASP CSV injection): ``'`` put
+    before a cell that starts, after any ``'``, with ``= + - @``, TAB or CR. Reversible:
+    :func:`restore_cell` gives the value back, so a re-import gets the original.
+
+    >>> neutralise_cell("=HYPERLINK(1)"), neutralise_cell("'=x"), neutralise_cell("'abc")
+    ("'=HYPERLINK(1)", "''=x", "'abc")
+    """
+    return "'" + text if _RISKY.match(text) else text
+
+
+def restore_cell(text: str) -> str:
+    """The value a cell had before :func:`neutralise_cell`: one leading ``'`` removed where
+    it is followed by any more ``'`` and then ``= + - @``, TAB or CR.
+
+    >>> restore_cell("'=HYPERLINK(1)"), restore_cell("''=x"), restore_cell("'abc")
+    ('=HYPERLINK(1)', "'=x", "'abc")
+    """
+    return text[1:] if _NEUTRALISED.match(text) else text
+
+
+def _csv_cell(column: str, value: object, neutralise: bool) -> object:
+    if value is None:
+        return ""
+    if neutralise and column not in _NUMERIC_COLUMNS and isinstance(value, str):
+        return neutralise_cell(value)
+    return value
 
 
 class ReadingMixin(MeterBase):
@@ -86,10 +119,13 @@ class ReadingMixin(MeterBase):
         subject_type: str | None = None,
         subject_id: str | None = None,
         org_id: str | None = None,
+        neutralise: bool = True,
     ) -> int:
         """Stream records (one metric, or every metric) to ``out`` as JSON Lines or CSV; return
         the count. ``org_id`` picks an org's own metric (with ``metric_key``) or limits the
-        export to that org's metrics. Example: ``meter.export_usage(sys.stdout, "api_calls")``.
+        export to that org's metrics. In CSV, ``neutralise`` (on by default) passes the text
+        cells (not quantities or timestamps) through :func:`neutralise_cell`, so a spreadsheet
+        never runs them as formulas. Example: ``meter.export_usage(sys.stdout, "api_calls")``.
         """
         if metric_key:
             metrics = [self.get_metric(metric_key, org_id)]
@@ -109,7 +145,7 @@ class ReadingMixin(MeterBase):
                     out.write(json.dumps(doc, ensure_ascii=False) + "\n")
                 else:
                     doc["metadata"] = json.dumps(doc["metadata"]) if doc["metadata"] else ""
-                    writer.writerow(["" if doc[c] is None else doc[c] for c in _EXPORT_COLUMNS])
+                    writer.writerow([_csv_cell(c, doc[c], neutralise) for c in _EXPORT_COLUMNS])
                 count += 1
         return count
 

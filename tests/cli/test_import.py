@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -68,14 +70,23 @@ def test_bad_lines_are_reported_and_good_ones_recorded_once(metered: Cli, tmp_pa
         f"Error: 7 of 10 lines in {path} were bad and skipped (listed above); "
         "the other 3 are recorded"
     )
-    assert result.stdout.strip() == f"{path}: 10 lines: 3 new, 0 already recorded, 7 bad"
+    key = "sha256:" + hashlib.sha256(MIXED.encode()).hexdigest()[:32]
+    assert result.stdout.strip() == (
+        f"{path}: 11 lines = 10 records (3 new, 0 already recorded, 7 bad) + 1 blank; "
+        f"delivery {key}"
+    )
     assert len(metered.json("usage", "get", "api_calls")) == 2
     assert [d["id"] for d in metered.json("usage", "get", "storage_gb")] == ["given-1"]
     again = metered("--format", "json", "usage", "import", path)
     assert again.exit_code == 1
     assert json.loads(again.stdout) == {
         "file": path,
-        "lines": 10,
+        "delivery": key,
+        "lines": 11,
+        "header": 0,
+        "blank": 1,
+        "continued": 0,
+        "rows": 10,
         "recorded": 0,
         "duplicates": 3,
         "queued": 0,
@@ -109,7 +120,11 @@ def test_clean_file_in_batches(metered: Cli, tmp_path: Path) -> None:
     first = metered.json("usage", "import", path, "--batch-size", "1000")
     assert (first["lines"], first["recorded"], first["duplicates"]) == (3000, 3000, 0)
     second = metered.ok("usage", "import", path).stdout
-    assert second.strip() == f"{path}: 3000 lines: 0 new, 3000 already recorded, 0 bad"
+    assert second.startswith(
+        f"{path}: 3000 lines = 3000 records (0 new, 3000 already recorded, 0 bad); delivery "
+    )
+    assert second.strip().endswith("(this content was imported before: if it is a new "
+                                   "delivery, use --batch-id)")  # fmt: skip
     monthly = metered.json(
         "usage",
         "summary",
@@ -143,7 +158,8 @@ def test_csv_import(metered: Cli, tmp_path: Path) -> None:
     result = metered("usage", "import", path)
     assert result.exit_code == 1
     assert bad_lines(result.stderr) == [
-        "line 5: quantity: must be a number, got 'twelve'",
+        "line 5: quantity: expected a finite number in plain decimal notation (12, -3.5, 1e6), "
+        "got 'twelve'",
         "line 6: metadata: not valid JSON: Expecting property name enclosed in double quotes: "
         "line 1 column 2 (char 1)",
         "line 7: has 5 cells, the header has 9",
@@ -174,12 +190,12 @@ def test_csv_header_problems_stop_the_import(metered: Cli, tmp_path: Path) -> No
     assert metered.json("usage", "get", "api_calls") == []
 
 
-def test_stdin_with_a_name_matches_the_file(metered: Cli, tmp_path: Path) -> None:
-    """Lines read from stdin under --name get the ids the same file would get."""
+def test_stdin_with_the_same_content_matches_the_file(metered: Cli, tmp_path: Path) -> None:
+    """Lines read from stdin get the ids the same bytes got from a file: the key is the content."""
     path = write(tmp_path / "day.jsonl", jsonl(GOOD, {**GOOD, "subjectId": "o2"}))
-    metered.ok("usage", "import", path)
-    doc = metered.json("usage", "import", "-", "--name", "day.jsonl", input=Path(path).read_text())
-    assert (doc["recorded"], doc["duplicates"]) == (0, 2)
+    first = metered.json("usage", "import", path)
+    doc = metered.json("usage", "import", "-", input=Path(path).read_text())
+    assert (doc["recorded"], doc["duplicates"], doc["delivery"]) == (0, 2, first["delivery"])
     csv_doc = metered.json(
         "usage",
         "import",
@@ -189,6 +205,21 @@ def test_stdin_with_a_name_matches_the_file(metered: Cli, tmp_path: Path) -> Non
         input="metricKey,subjectType,subjectId\napi_calls,org,o9\n",
     )
     assert csv_doc["recorded"] == 1
+
+
+def test_batch_id_equal_to_a_file_name_gives_the_former_ids(metered: Cli, tmp_path: Path) -> None:
+    """--batch-id NAME (or its former spelling --name) derives ids as earlier versions did from
+    a file called NAME, so imports made by them are recognised as retries."""
+    from tsmeter.cli.importer import ID_NAMESPACE
+
+    text = jsonl(GOOD)
+    doc = metered.json("usage", "import", "-", "--batch-id", "march.jsonl", input=text)
+    assert doc["delivery"] == "march.jsonl"
+    (record,) = metered.json("usage", "get", "api_calls")
+    former = uuid.uuid5(ID_NAMESPACE, f"march.jsonl\n1\n{text.rstrip()}")
+    assert record["id"] == str(former)
+    again = metered.json("usage", "import", "-", "--name", "march.jsonl", input=text)
+    assert (again["recorded"], again["duplicates"]) == (0, 1)
 
 
 def test_input_format_must_be_known(metered: Cli, tmp_path: Path) -> None:
@@ -214,13 +245,12 @@ def test_utf8_bom_and_bad_bytes(metered: Cli, tmp_path: Path) -> None:
     assert len(metered.json("usage", "get", "api_calls")) == 1
 
 
-def test_derived_ids_are_uuid5_of_name_line_and_text() -> None:
-    """A line without an id gets uuid5(namespace, name, line number, text): stable, distinct."""
-    import uuid
-
+def test_derived_ids_are_uuid5_of_delivery_line_and_text() -> None:
+    """A line without an id gets uuid5(namespace, delivery, line number, text): stable,
+    distinct."""
     from tsmeter.cli.importer import ID_NAMESPACE, line_id
 
-    for name, line, text in (("a.csv", 2, "x,y"), ("b.jsonl", 10, '{"é": 1}'), ("-", 1, "")):
+    for name, line, text in (("sha256:00ff", 2, "x,y"), ("b", 10, '{"é": 1}'), ("-", 1, "")):
         expected = uuid.uuid5(ID_NAMESPACE, f"{name}\n{line}\n{text}")
         assert line_id(name, line, text) == str(expected)
     assert line_id("a.csv", 2, "x") != line_id("a.csv", 3, "x") != line_id("b.csv", 2, "x")
@@ -229,5 +259,5 @@ def test_derived_ids_are_uuid5_of_name_line_and_text() -> None:
 def test_stdin_is_named_in_messages(metered: Cli) -> None:
     """Messages about an import from stdin call it stdin."""
     result = metered("usage", "import", "-", input=jsonl(GOOD, "oops"))
-    assert result.stdout.startswith("stdin: 2 lines: 1 new")
+    assert result.stdout.startswith("stdin: 2 lines = 2 records (1 new")
     assert "lines in stdin were bad" in result.stderr

@@ -325,8 +325,9 @@ def test_cli_import_reports_each_bad_line_and_queues_the_rest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tsmeter_cli: Callable[..., Result]
 ) -> None:
     """``tsmeter usage import`` through the outbox: NaN, ±Infinity, a naive timestamp, an
-    unknown metric, empty and oversized ids, non-object metadata and a 10 MB line are each
-    reported with their line and field; the good lines are queued and delivered once."""
+    unknown metric, empty and oversized ids and non-object metadata are each reported with
+    their line and field, a 10 MB line by its size; the good lines are queued and delivered
+    once."""
     store, box = f"sqlite:///{tmp_path / 'u.db'}", str(tmp_path / "o.db")
     assert tsmeter_cli("--store", store, "metric", "define", "storage_gb",
                        "--aggregation-type", "sum").exit_code == 0  # fmt: skip
@@ -358,9 +359,9 @@ def test_cli_import_reports_each_bad_line_and_queues_the_rest(
         ["line 2", " quantity"], ["line 3", " quantity"], ["line 4", " quantity"],
         ["line 5", " timestamp"], ["line 6", " metricKey"], ["line 7", " id"],
         ["line 8", " id"], ["line 9", " metadata"], ["line 10", " metadata"],
-        ["line 11", " metadata"],
+        ["line 11", " longer than 1048576 bytes"],
     ]  # fmt: skip
-    assert f"{path}: 12 lines: 2 queued for the store" in result.stdout
+    assert f"{path}: 12 lines = 12 records (2 queued for the store" in result.stdout
     assert result.stderr.strip().endswith("the other 2 are queued for the store")
     got = tsmeter_cli("--store", store, "--format", "json", "usage", "get", "storage_gb")
     assert sorted((r["id"], r["quantity"]) for r in json.loads(got.stdout)) == [

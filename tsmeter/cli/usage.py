@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import stat
+import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -10,7 +12,7 @@ from typing import IO, Any, Literal
 import click
 
 from tsmeter.cli.context import CliState, pass_state
-from tsmeter.cli.importer import import_records, parse_csv, parse_jsonl, read_lines
+from tsmeter.cli.importer import ImportResult, import_stream
 from tsmeter.cli.output import Column, emit_list, emit_one, json_fields, progress
 from tsmeter.cli.params import (
     NUMBER,
@@ -139,28 +141,52 @@ def _input_format(path: str, given: str | None) -> Literal["jsonl", "csv"]:
     help="Records per record_batch call (bounds memory).",
 )
 @click.option(
+    "--batch-id",
     "--name",
-    metavar="NAME",
-    help="Name used in place of FILE's base name to derive "
-    "ids for lines without one [default: the base name; '-' for stdin].",
+    "batch_id",
+    metavar="TEXT",
+    help="Name this delivery (1-256 printable characters): lines without an id get ids "
+    "derived from it instead of from FILE's content. For the same content delivered twice, "
+    "or a file that grows between imports. --name is its former spelling.",
+)
+@click.option(
+    "--csv-neutralised/--no-csv-neutralised",
+    default=True,
+    show_default=True,
+    help="Undo the neutralising of CSV text cells done by 'usage export' (one leading ' "
+    "before ', =, +, -, @, TAB or CR is removed); turn off for hand-written files whose "
+    "cells really start that way.",
 )
 @pass_state
 def import_(
-    state: CliState, file: str, input_format: str | None, batch_size: int, name: str | None
+    state: CliState,
+    file: str,
+    input_format: str | None,
+    batch_size: int,
+    batch_id: str | None,
+    csv_neutralised: bool,
 ) -> None:
     """Record usage from FILE (JSON Lines or CSV; - for stdin), skipping bad lines.
 
-    Each bad line is reported as "line N: field: problem"; every good line is
-    recorded exactly once, so running the same import again changes nothing
-    (lines without an id get one derived from the file name, line number and
-    text). Exits with status 1 if any line was bad. CSV columns: id,
-    metricKey, subjectType, subjectId, quantity, timestamp, metadata (JSON),
-    source, orgId; empty cells mean absent.
+    Each bad line is reported as "line N: field: problem" and every other line
+    is accounted for in the summary: LINES = header + blank lines + lines
+    inside quoted CSV cells + ROWS, and ROWS = new + already recorded + bad.
+    A CSV quote left open is one bad row; the lines after it are read again.
+    Exits with status 1 if any line was bad. CSV columns: id, metricKey,
+    subjectType, subjectId, quantity, timestamp, metadata (JSON), source,
+    orgId; empty cells mean absent. Numbers must be plain ASCII decimals.
+
+    Lines without an id get one derived from the delivery key, the line number
+    and the text. The key is the SHA-256 of FILE's content (stdin is copied to
+    a private temporary file to hash it): importing the same content again
+    records nothing new, and any other content is a new delivery. The summary
+    shows the key; --batch-id KEY imports a grown or re-sent file as the same
+    delivery.
 
     \b
     Example:
         tsmeter usage import usage.jsonl
-        tsmeter usage import - --input-format csv --name march.csv < march.csv
+        tsmeter usage import - --input-format csv --batch-id march-2026 < march.csv
     """
     fmt = _input_format(file, input_format)
     meter = state.meter()
@@ -168,35 +194,61 @@ def import_(
         stream: IO[bytes] = stack.enter_context(click.open_file(file, "rb"))
         size = None if file == "-" else os.path.getsize(file)
         advance, say = stack.enter_context(progress(size, "Importing", step=1 << 18))
-        label = name or ("-" if file == "-" else os.path.basename(file))
-        lines = read_lines(stream, advance)
-        parsed = parse_csv(lines, label) if fmt == "csv" else parse_jsonl(lines, label)
-        result = import_records(meter, parsed, batch_size=batch_size, report=lambda b: say(str(b)))
+        result = import_stream(
+            meter,
+            stream,
+            fmt,
+            batch_id=batch_id,
+            neutralised=csv_neutralised,
+            batch_size=batch_size,
+            report=lambda b: say(str(b)),
+            progress=advance,
+        )
     shown = "stdin" if file == "-" else file
     doc = {
         "file": file,
+        "delivery": result.delivery,
         "lines": result.lines,
+        "header": result.header,
+        "blank": result.blank,
+        "continued": result.continued,
+        "rows": result.rows,
         "recorded": result.recorded,
         "duplicates": result.duplicates,
         "queued": result.queued,
         "bad": result.bad,
     }
-    text = (
-        f"{shown}: {result.lines} lines: {result.recorded} new, "
-        f"{result.duplicates} already recorded, {result.bad} bad"
-    )
-    if result.queued:  # through an outbox: ids already stored are dropped on delivery
-        text = (
-            f"{shown}: {result.lines} lines: {result.queued} queued for the store (ids it has"
-            f" already are dropped on delivery), {result.bad} bad"
-        )
-    emit_one(state, doc, text=text)
+    emit_one(state, doc, text=_import_summary(shown, fmt, result, batch_id is not None))
+    unit = "rows" if fmt == "csv" else "lines"
     if result.bad:
         raise click.ClickException(
-            f"{result.bad} of {result.lines} lines in {shown} were bad and skipped (listed "
-            f"above); the other {result.lines - result.bad} are "
+            f"{result.bad} of {result.rows} {unit} in {shown} were bad and skipped (listed "
+            f"above); the other {result.rows - result.bad} are "
             + ("queued for the store" if result.queued else "recorded")
         )
+
+
+def _import_summary(shown: str, fmt: str, result: ImportResult, named: bool) -> str:
+    """One line saying how every line of the input was accounted for."""
+    unit = "rows" if fmt == "csv" else "records"
+    if result.queued:  # through an outbox: ids already stored are dropped on delivery
+        outcome = (
+            f"{result.queued} queued for the store (ids it has already are dropped on "
+            f"delivery), {result.bad} bad"
+        )
+    else:
+        outcome = f"{result.recorded} new, {result.duplicates} already recorded, {result.bad} bad"
+    parts = [f"{result.rows} {unit} ({outcome})"]
+    if result.header:
+        parts.insert(0, f"{result.header} header")
+    if result.blank:
+        parts.append(f"{result.blank} blank")
+    if result.continued:
+        parts.append(f"{result.continued} inside quoted cells")
+    text = f"{shown}: {result.lines} lines = {' + '.join(parts)}; delivery {result.delivery}"
+    if not named and result.duplicates and not result.recorded and not result.queued:
+        text += " (this content was imported before: if it is a new delivery, use --batch-id)"
+    return text
 
 
 @usage.command()
@@ -305,6 +357,13 @@ def summary(
     type=click.Choice(["jsonl", "csv"], case_sensitive=False),
     help="[default: csv if FILE ends in .csv, else jsonl]",
 )
+@click.option(
+    "--csv-neutralise/--no-csv-neutralise",
+    default=None,
+    help="In CSV, put ' before text cells (ids, names, metadata; never numbers or "
+    "timestamps) that start with =, +, -, @, TAB or CR, so spreadsheets do not run them as "
+    "formulas; 'usage import' removes it again [default: the root option's, on].",
+)
 @range_options("default: unbounded")
 @subject_options
 @org_option("The org's own METRIC, or without METRIC every metric of that org.")
@@ -314,6 +373,7 @@ def export(
     metric_key: str | None,
     output: str,
     export_format: str | None,
+    csv_neutralise: bool | None,
     start: str | None,
     end: str | None,
     subject_type: str | None,
@@ -324,6 +384,8 @@ def export(
 
     The output can be imported again with "tsmeter usage import": ids are kept,
     so importing an export into a store that has the records changes nothing.
+    A new FILE is created readable by its owner only (0600); an existing FILE
+    is replaced whole and keeps its permissions.
 
     \b
     Example:
@@ -343,20 +405,33 @@ def export(
         "subject_type": subject_type,
         "subject_id": subject_id,
         "org_id": org_id,
+        "neutralise": state.csv_neutralise if csv_neutralise is None else csv_neutralise,
     }
     if output == "-":
         with click.open_file("-", "w", encoding="utf-8") as stdout:
             count = meter.export_usage(stdout, metric_key, **options)
         click.echo(f"Exported {count} records.", err=True)
         return
-    partial = Path(output + ".partial")
+    partial: str | None = None
     try:
-        with partial.open("w", encoding="utf-8", newline="") as out:
+        target = Path(output)
+        fd, partial = tempfile.mkstemp(  # mode 0600, beside the target so replace is atomic
+            prefix=f".{target.name}.", suffix=".partial", dir=target.parent
+        )
+        try:
+            mode = stat.S_IMODE(os.stat(output).st_mode)
+        except FileNotFoundError:
+            pass
+        else:
+            os.fchmod(fd, mode)  # overwriting: the file keeps the mode its owner gave it
+        with open(fd, "w", encoding="utf-8", newline="") as out:
             count = meter.export_usage(out, metric_key, **options)
-        partial.replace(output)
+        os.replace(partial, output)
+        partial = None
     except OSError as exc:
         raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
     finally:
-        partial.unlink(missing_ok=True)
+        if partial is not None:
+            Path(partial).unlink(missing_ok=True)
     doc = {"output": output, "format": fmt, "records": count}
     emit_one(state, doc, text=f"Exported {count} records to {output}.")
