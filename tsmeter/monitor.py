@@ -38,7 +38,7 @@ from tsmeter.domain import (
     UsageThreshold,
 )
 from tsmeter.domain.validation import from_ns, to_ns
-from tsmeter.errors import NotFoundError, TsmeterError, ValidationError
+from tsmeter.errors import NotFoundError, SeriesError, TsmeterError, ValidationError
 from tsmeter.events import (
     ThresholdApproaching,
     ThresholdEvent,
@@ -92,23 +92,31 @@ class MonitorMixin(MeterBase):
         instant = ns("now", now) if now is not None else time.time_ns()
         assert instant is not None
         counts = {"thresholds": 0, "subjects": 0, APPROACHING: 0, EXCEEDED: 0, "resolved": 0}
+        errors: list[str] = []
         for threshold in self.catalog.list_thresholds():
             metric = self.catalog.find_metric(threshold.metric_key, threshold.org_id)
             if metric is None:
                 continue  # the metric was deleted; the threshold is inert
             counts["thresholds"] += 1
-            self._evaluate(threshold, metric, instant, counts)
-        return EvaluationResult(**counts)
+            failures: list[SeriesError] = []
+            try:
+                self._evaluate(threshold, metric, instant, counts, failures)
+            except SeriesError as exc:  # one subject's usage cannot be read: its error only
+                failures.append(exc)
+            errors.extend(f"threshold {threshold.id}: {exc}" for exc in failures)
+        for error in errors:
+            log.error("%s", error)
+        return EvaluationResult(**counts, failed=len(errors), errors=errors)
 
     def _evaluate(
         self, threshold: UsageThreshold, metric: MetricDefinition, now: int,
-        counts: dict[str, int],
+        counts: dict[str, int], failures: list[SeriesError],
     ) -> None:  # fmt: skip
         period = threshold_period(metric, threshold)
         start, end = window(self.calendar, period, now)
         one = None if threshold.subject_id == "*" else threshold.subject_id
         totals = window_totals(self.store, self.calendar, metric, period, (start, end),
-                               threshold.subject_type, one)  # fmt: skip
+                               threshold.subject_type, one, failures)  # fmt: skip
         usage = {s: t.value(metric.aggregation_type) for s, t in totals.items()}
         if one is not None:
             usage.setdefault(one, 0.0)

@@ -136,10 +136,12 @@ def window_totals(
     bounds: tuple[int, int],
     subject_type: str,
     subject_id: str | None,
+    failures: list[SeriesError] | None = None,
 ) -> dict[str, Totals]:
     """Per subject (one, or every subject of the type): its totals in the window ``bounds``.
     Lifetime windows add up the yearly summaries. For every subject, a subject whose usage
-    cannot be summed (SeriesError) is logged and left out; for one, the error is raised."""
+    cannot be summed (SeriesError) is left out and its error appended to ``failures`` (logged
+    when no list is given); for one subject, the error is raised."""
     query_period = PeriodType.YEARLY if period is None else period
     query = SummaryQuery(metric.key, query_period, bounds[0], bounds[1], metric.org_id,
                          subject_type, subject_id)  # fmt: skip
@@ -149,7 +151,10 @@ def window_totals(
     except SeriesError as exc:  # every subject of the type: the others are still evaluated
         if subject_id is not None:
             raise
-        log.error("%s (left out of this window's totals)", exc)
+        if failures is None:
+            log.error("%s (left out of this window's totals)", exc)
+        else:
+            failures.append(exc)
         rows = exc.rows
     for row in rows:
         totals = out.get(row.subject_id)

@@ -50,7 +50,15 @@ def alerted(metered: Cli) -> Cli:
 def test_evaluate_opens_one_alert_per_crossing(alerted: Cli) -> None:
     """evaluate prints the counts; a second run opens nothing new."""
     doc = alerted.json("alert", "evaluate")
-    assert doc == {"thresholds": 1, "subjects": 3, "approaching": 1, "exceeded": 1, "resolved": 0}
+    assert doc == {
+        "thresholds": 1,
+        "subjects": 3,
+        "approaching": 1,
+        "exceeded": 1,
+        "resolved": 0,
+        "failed": 0,
+        "errors": [],
+    }
     text = alerted.ok("alert", "evaluate").stdout
     assert text == (
         "Evaluated 1 threshold for 3 subjects: opened 0 exceeded and 0 approaching alerts,"

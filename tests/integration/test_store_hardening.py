@@ -18,6 +18,7 @@ from tests.cli.conftest import Cli
 from tests.influx_server import InfluxServer
 from tsmeter import Meter
 from tsmeter.adapters.influxdb.client import UnreadableAnswerError
+from tsmeter.cli.main import cli
 from tsmeter.domain import RecordRow, UsageRecord
 from tsmeter.errors import SeriesError, StorageUnavailableError, ValidationError
 from tsmeter.modelio import build
@@ -108,15 +109,36 @@ def test_an_overflowing_series_fails_alone(meter: Meter) -> None:
 
 def test_thresholds_of_every_subject_still_evaluate_the_others(meter: Meter) -> None:
     """A ``*`` threshold on a metric with an overflowing series still opens the alerts of the
-    other subjects; a threshold on the failing subject alone raises the error naming it."""
+    other subjects; a threshold on the failing subject alone is reported as failed, naming it,
+    and never stops the evaluation of the other thresholds."""
     poison(meter)
-    meter.create_threshold("gb", "org", 3, period_type="DAILY")
+    every = meter.create_threshold("gb", "org", 3, period_type="DAILY")
     result = meter.evaluate_thresholds(now=DAY)
-    assert result.exceeded == 1
+    assert (result.exceeded, result.failed) == (1, 1)
     assert [(a.subject_id, a.actual_value) for a in meter.list_alerts()] == [("good", 5.0)]
-    meter.create_threshold("gb", "org", 3, "bad", period_type="DAILY")
-    with pytest.raises(SeriesError, match="'bad'"):
-        meter.evaluate_thresholds(now=DAY)
+    assert result.errors[0].startswith(f"threshold {every.id}: ") and "'bad'" in result.errors[0]
+    only_bad = meter.create_threshold("gb", "org", 3, "bad", period_type="DAILY")
+    good = meter.create_threshold("gb", "org", 4, "good", period_type="DAILY")
+    result = meter.evaluate_thresholds(now=DAY)
+    assert (result.thresholds, result.exceeded, result.failed) == (3, 1, 2)
+    assert any(e.startswith(f"threshold {only_bad.id}: ") for e in result.errors)
+    assert [a.threshold_id for a in meter.list_alerts()].count(good.id) == 1
+
+
+def test_alert_evaluate_reports_the_failed_series_and_exits_1(tmp_path: Path) -> None:
+    """``alert evaluate`` prints what it did for the other series, then one ``Error:`` line per
+    failed threshold naming the series, and exits 1 (no traceback)."""
+    url = f"sqlite:///{tmp_path}/usage.db"
+    with tsmeter.connect(url) as opened:
+        opened.define_metric("gb", aggregation_type="SUM")
+        poison(opened)
+        opened.create_threshold("gb", "org", 3, period_type="DAILY")
+    result = CliRunner().invoke(cli, ["--store", url, "alert", "evaluate", "--at", DAY])
+    assert result.exit_code == 1, result.output
+    assert "opened 1 exceeded" in result.stdout
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("Error: threshold ") and "'bad'" in line
+    assert "Traceback" not in result.output
 
 
 def test_the_cli_never_prints_infinity(tmp_path: Path) -> None:

@@ -151,7 +151,14 @@ def test_run_job_evaluates_thresholds(meter: Meter) -> None:
     meter.create_threshold("api_calls", "org", 1000, "*")
     meter.record("api_calls", "org", "o1")
     counts = run_job(meter, "evaluate-thresholds")
-    assert set(counts) == {"thresholds", "subjects", "approaching", "exceeded", "resolved"}
+    assert set(counts) == {
+        "thresholds",
+        "subjects",
+        "approaching",
+        "exceeded",
+        "resolved",
+        "failed",
+    }
     assert counts["thresholds"] == 1
 
 

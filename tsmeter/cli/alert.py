@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from tsmeter.cli.context import CliState, pass_state
-from tsmeter.cli.output import Column, emit_list, emit_one, json_fields
+from tsmeter.cli.output import Column, emit_list, emit_one, json_fields, visible
 from tsmeter.cli.params import subject_options
 from tsmeter.domain import AlertStatus, UsageAlert
 
@@ -131,6 +131,10 @@ def evaluate(state: CliState, at: str | None) -> None:
         f"{result.approaching} approaching alerts, resolved {result.resolved}."
     )
     emit_one(state, result, text=text)
+    if result.errors:  # every other series was evaluated; say which were not, and fail
+        for error in result.errors:
+            click.echo(f"Error: {visible(error, backslash=False)}", err=True)
+        raise SystemExit(1)
 
 
 def _count(n: int, noun: str) -> str:

@@ -374,13 +374,16 @@ class AggregationResult(Model):
 
 class EvaluationResult(Model):
     """What one threshold evaluation did: thresholds and (threshold, subject) pairs looked
-    at, alerts opened per level and alerts resolved."""
+    at, alerts opened per level and alerts resolved; ``failed`` counts the series whose usage
+    could not be read (``errors`` says which), every other series was evaluated."""
 
     thresholds: int = 0
     subjects: int = 0
     approaching: int = 0
     exceeded: int = 0
     resolved: int = 0
+    failed: int = 0
+    errors: list[str] = Field(default_factory=list)
 
 
 class MeteringEvent(Model):
