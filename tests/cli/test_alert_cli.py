@@ -11,7 +11,8 @@ import pytest
 
 from tests.cli.conftest import Cli, one_line_error
 from tests.hostile import NASTY_NAMES
-from tsmeter.cli.output import cell_text, restore_csv_cell
+from tsmeter.cli.output import cell_text
+from tsmeter.reading import restore_cell
 
 HOSTILE_IDS = (
     *NASTY_NAMES,
@@ -204,7 +205,7 @@ def test_hostile_subject_ids_in_output(metered: Cli) -> None:
     alerts = metered.json("alert", "list")
     assert sorted(a["subjectId"] for a in alerts) == sorted(HOSTILE_IDS)
     rows = list(csv.DictReader(io.StringIO(metered.ok("alert", "list", fmt="csv").stdout)))
-    assert sorted(restore_csv_cell(r["subjectId"]) for r in rows) == sorted(HOSTILE_IDS)
+    assert sorted(restore_cell(r["subjectId"]) for r in rows) == sorted(HOSTILE_IDS)
     table = metered.ok("alert", "list").stdout
     for subject_id in HOSTILE_IDS:
         assert table_cell(subject_id) in table, subject_id

@@ -15,8 +15,9 @@ from click.testing import CliRunner
 from tests.cli.conftest import Cli, one_line_error
 from tsmeter.cli.context import CliState, pass_state
 from tsmeter.cli.main import TsmeterGroup, cli
-from tsmeter.cli.output import Column, cell_text, emit_list, emit_one, restore_csv_cell, visible
+from tsmeter.cli.output import Column, cell_text, emit_list, emit_one, visible
 from tsmeter.errors import ValidationError
+from tsmeter.reading import restore_cell
 
 BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
 ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff\u00ad"
@@ -116,7 +117,7 @@ def test_csv_output_neutralises_formulas_in_text_cells_only(metered: Cli) -> Non
     cells = {r["subjectId"] for r in rows}
     assert cells == {"'=HYPERLINK(\"http://x.test\",\"hi\")", "'+1", "'-5", "'@SUM(A1)", "''=x",
                      "'abc", "ok"}  # fmt: skip
-    assert {restore_csv_cell(c) for c in cells} == set(FORMULAS)
+    assert {restore_cell(c) for c in cells} == set(FORMULAS)
     assert {r["quantity"] for r in rows} == {"-5.0"}
     raw = metered.ok("--no-csv-neutralise", "usage", "get", "storage_gb", *window, fmt="csv")
     assert {r["subjectId"] for r in csv.DictReader(io.StringIO(raw.stdout))} == set(FORMULAS)

@@ -10,8 +10,8 @@
   (infinity, NaN) is an error naming it, never non-JSON output.
 * ``csv``: a header row and one row per result; nested values as JSON text. Text
   cells that a spreadsheet would run as a formula (matching ``^'*[=+\\-@\\t\\r]``) get
-  one ``'`` in front, unless ``--no-csv-neutralise``; :func:`restore_csv_cell` undoes it.
-  Numbers are never changed.
+  one ``'`` in front, unless ``--no-csv-neutralise``
+  (:func:`tsmeter.reading.restore_cell` undoes it). Numbers are never changed.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import click
 
 from tsmeter.cli.context import CliState
 from tsmeter.domain import Model
+from tsmeter.reading import neutralise_cell
 
 __all__ = [
     "Column",
@@ -43,9 +44,7 @@ __all__ = [
     "emit_one",
     "format_number",
     "json_fields",
-    "neutralise_csv_cell",
     "progress",
-    "restore_csv_cell",
     "table_lines",
     "visible",
 ]
@@ -163,29 +162,6 @@ def _fit(pieces: Sequence[str]) -> str:
         kept.append(piece)
         size += len(piece)
     return "".join(kept) + "…"
-
-
-_FORMULA = re.compile(r"'*[=+\-@\t\r]")
-_NEUTRALISED = re.compile(r"'+[=+\-@\t\r]")
-
-
-def neutralise_csv_cell(text: str) -> str:
-    """A CSV text cell a spreadsheet will not run as a formula: one ``'`` before a cell
-    matching ``^'*[=+\\-@\\t\\r]`` (OWASP CSV injection); other text unchanged.
-
-    >>> neutralise_csv_cell("=SUM(A1)"), neutralise_csv_cell("'-5"), neutralise_csv_cell("acme")
-    ("'=SUM(A1)", "''-5", 'acme')
-    """
-    return "'" + text if _FORMULA.match(text) else text
-
-
-def restore_csv_cell(text: str) -> str:
-    """Undo :func:`neutralise_csv_cell`: drop one ``'`` before ``^'+[=+\\-@\\t\\r]``.
-
-    >>> restore_csv_cell("'=SUM(A1)"), restore_csv_cell("''-5"), restore_csv_cell("'abc")
-    ('=SUM(A1)', "'-5", "'abc")
-    """
-    return text[1:] if _NEUTRALISED.match(text) else text
 
 
 class UnprintableError(click.ClickException):
@@ -322,7 +298,7 @@ def _csv_cell(value: Any, neutralise: bool) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return neutralise_csv_cell(value) if neutralise else value
+        return neutralise_cell(value) if neutralise else value
     return str(value)
 
 
@@ -350,7 +326,7 @@ def _write_csv(state: CliState, docs: Sequence[Mapping[str, Any]], fields: Seque
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     neutralise = state.csv_neutralise
-    writer.writerow([neutralise_csv_cell(f) if neutralise else f for f in fields])
+    writer.writerow([neutralise_cell(f) if neutralise else f for f in fields])
     for doc in docs:
         writer.writerow([_csv_cell(doc.get(f), neutralise) for f in fields])
     click.echo(buffer.getvalue(), nl=False)
