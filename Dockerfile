@@ -6,8 +6,7 @@ WORKDIR /src
 # setup.py builds the compiled fast paths when a C compiler is present; the slim image has
 # none, so the scheduler runs on tsmeter's Python code (it records little).
 COPY pyproject.toml setup.py README.md ./
-COPY tsmeter ./tsmeter
-COPY adapters ./adapters
+COPY src ./src
 RUN pip install ".[influxdb,scheduler]" && useradd --create-home --uid 10001 tsmeter \
     && mkdir /data && chown tsmeter /data
 USER tsmeter

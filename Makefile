@@ -10,7 +10,7 @@ NODE_STAMP := node_modules/.installed
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml setup.py tsmeter/_speedups.c tsmeter/_ledgerwrite.c Makefile | $(BIN)/python
+$(STAMP): pyproject.toml setup.py src/tsmeter/_speedups.c src/tsmeter/_ledgerwrite.c Makefile | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,influxdb,scheduler,posthog]'
 	touch $(STAMP)
@@ -24,14 +24,11 @@ demo: $(STAMP)
 	$(BIN)/tsmeter demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check tsmeter adapters tests benchmarks
-	$(BIN)/ruff format --check tsmeter adapters tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
 
-# adapters/ is installed as tsmeter.adapters; mypy checks the package as it is installed.
 typecheck: $(STAMP)
-	rm -rf build/typecheck && mkdir -p build/typecheck
-	cp -r tsmeter build/typecheck/tsmeter && cp -r adapters build/typecheck/tsmeter/adapters
-	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p tsmeter
+	$(BIN)/mypy -p tsmeter
 
 # Flux's parser (npm @influxdata/flux, pinned in package-lock.json) for the Flux syntax tests;
 # without npm, a one-line note (those tests then skip, and fail in CI).
@@ -56,4 +53,4 @@ bench: $(STAMP) influxdb
 	$(BIN)/python benchmarks/outbox.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache tsmeter-demo.db* node_modules
+	rm -rf $(VENV) build src/*.egg-info *.egg-info .pytest_cache .mypy_cache .ruff_cache tsmeter-demo.db* node_modules

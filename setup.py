@@ -1,4 +1,4 @@
-"""Builds the optional compiled fast paths (tsmeter/_speedups.c, tsmeter/_ledgerwrite.c);
+"""Builds the optional compiled fast paths (src/tsmeter/_speedups.c, src/tsmeter/_ledgerwrite.c);
 everything else is in pyproject.toml. Without a C compiler the package installs and runs on
 its Python code."""
 
@@ -8,13 +8,13 @@ setup(
     ext_modules=[
         Extension(
             "tsmeter._speedups",
-            ["tsmeter/_speedups.c"],
+            ["src/tsmeter/_speedups.c"],
             optional=True,
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),
         Extension(
             "tsmeter._ledgerwrite",
-            ["tsmeter/_ledgerwrite.c"],
+            ["src/tsmeter/_ledgerwrite.c"],
             optional=True,
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),

@@ -52,8 +52,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import tsmeter
 from benchmarks.influx_ingest import Ceiling, ceiling
 from tests.influx_server import InfluxServer, free_port
-from tsmeter import outbox_batches, speedups
+from tsmeter import speedups
 from tsmeter.domain import RecordRow, new_ids
+from tsmeter.outbox import batches as outbox_batches
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 CALL = 1_000  # records per record_batch call

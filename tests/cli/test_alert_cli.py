@@ -12,7 +12,7 @@ import pytest
 from tests.cli.conftest import Cli, one_line_error
 from tests.hostile import NASTY_NAMES
 from tsmeter.cli.output import cell_text
-from tsmeter.reading import restore_cell
+from tsmeter.metering.reading import restore_cell
 
 HOSTILE_IDS = (
     *NASTY_NAMES,

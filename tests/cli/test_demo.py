@@ -13,7 +13,7 @@ from tests.cli.conftest import Cli
 from tests.influx_server import InfluxServer
 from tsmeter.cli.demo_data import ORGS, allocate, generate, month_bounds
 from tsmeter.cli.main import cli
-from tsmeter.periods import Calendar
+from tsmeter.domain.periods import Calendar
 
 TIMING = re.compile(r"\d s\b|records/s|\d\.\d+ s")
 

@@ -15,10 +15,10 @@ from tests.notify_servers import webhook_server
 from tsmeter.cli.main import TsmeterGroup, cli
 from tsmeter.cli.notifications import notifications
 from tsmeter.domain import UsageAlert, UsageThreshold
+from tsmeter.domain.events import ThresholdExceeded
 from tsmeter.domain.models import STORED
-from tsmeter.events import ThresholdExceeded
-from tsmeter.notify import Notifier, NotifySettings
-from tsmeter.notify.log import Channel, DeliveryLog, NewDelivery
+from tsmeter.integrations.notify import Notifier, NotifySettings
+from tsmeter.integrations.notify.log import Channel, DeliveryLog, NewDelivery
 
 # The root command with the group registered, as tsmeter/cli/main.py does it.
 root = TsmeterGroup(

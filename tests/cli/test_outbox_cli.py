@@ -16,7 +16,7 @@ from tsmeter.cli.main import cli
 from tsmeter.cli.outbox import outbox
 from tsmeter.domain import RecordRow
 from tsmeter.errors import RejectedError, StorageUnavailableError
-from tsmeter.outbox import Outbox
+from tsmeter.outbox.durable import Outbox
 
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 

@@ -17,7 +17,7 @@ from tsmeter.cli.context import CliState, pass_state
 from tsmeter.cli.main import TsmeterGroup, cli
 from tsmeter.cli.output import Column, cell_text, emit_list, emit_one, visible
 from tsmeter.errors import ValidationError
-from tsmeter.reading import restore_cell
+from tsmeter.metering.reading import restore_cell
 
 BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
 ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff\u00ad"

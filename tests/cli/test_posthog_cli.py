@@ -16,7 +16,7 @@ from tests.cli.conftest import one_line_error
 from tests.posthog_capture import CaptureServer, capture_server
 from tsmeter.cli.main import TsmeterGroup, cli
 from tsmeter.cli.posthog import posthog
-from tsmeter.posthog import PostHogMirror
+from tsmeter.integrations.posthog import PostHogMirror
 
 pytest.importorskip("posthog")
 

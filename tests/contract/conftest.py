@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.contract.stores import ADAPTERS, Store, open_store
-from tsmeter.service import Meter
+from tsmeter.metering.meter import Meter
 
 
 @pytest.fixture(params=ADAPTERS)

@@ -31,7 +31,7 @@ class SQLiteStoreLike(Catalog, Protocol):
 def open_store(adapter: str, location: str) -> Store:
     """A new store object of ``adapter`` on the backing store at ``location`` (a directory for
     SQLite); two calls with the same arguments give two connections to the same data."""
-    from tsmeter.adapters.embedded import SQLiteStore
+    from tsmeter.adapters.sqlite import SQLiteStore
 
     if adapter == "sqlite":
         return SQLiteStore(str(Path(location) / "c.db"))

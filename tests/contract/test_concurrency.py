@@ -8,7 +8,7 @@ import signal
 
 from tests.contract.stores import Store, append_ids, append_until_killed, open_store
 from tsmeter.domain import PeriodType
-from tsmeter.periods import Calendar
+from tsmeter.domain.periods import Calendar
 from tsmeter.ports import RecordQuery, SummaryQuery
 
 START = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z, the first timestamp append_ids uses

@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from tests.contract.test_usage_store import HOSTILE
-from tsmeter.service import Meter
+from tsmeter.metering.meter import Meter
 
 T = datetime(2026, 3, 28, 23, tzinfo=UTC)  # midnight in Paris, starting a 23-hour day
 

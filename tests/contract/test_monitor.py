@@ -11,11 +11,11 @@ import pytest
 from tests.contract.stores import Store
 from tests.hostile import NASTY_NAMES as HOSTILE
 from tsmeter.domain import AlertStatus
+from tsmeter.domain.events import ThresholdEvent
 from tsmeter.domain.validation import to_ns
 from tsmeter.errors import NotFoundError, QuotaExceededError
-from tsmeter.events import ThresholdEvent
+from tsmeter.metering.meter import Meter
 from tsmeter.ports import EventRow
-from tsmeter.service import Meter
 
 NOV = datetime(2026, 11, 10, 12, tzinfo=UTC)
 DEC = datetime(2026, 12, 3, 12, tzinfo=UTC)

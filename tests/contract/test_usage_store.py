@@ -10,8 +10,8 @@ import pytest
 
 from tests.contract.stores import Store
 from tsmeter.domain import PeriodType, RecordRow
+from tsmeter.domain.periods import Calendar
 from tsmeter.domain.validation import check_metadata, to_ns
-from tsmeter.periods import Calendar
 from tsmeter.ports import RecordQuery, SummaryQuery, SummaryRow
 
 H = 3_600_000_000_000

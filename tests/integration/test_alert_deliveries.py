@@ -17,10 +17,10 @@ from click.testing import CliRunner
 
 import tsmeter
 from tests.notify_servers import free_port, smtp_server, webhook_server
-from tsmeter.adapters.embedded import SQLiteStore
+from tsmeter.adapters.sqlite import SQLiteStore
 from tsmeter.cli.main import cli
 from tsmeter.domain import UsageAlert
-from tsmeter.notify import verify_signature
+from tsmeter.integrations.notify import verify_signature
 
 SECRET = "worker-secret"
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from tests import grafana_macros
 from tests.influx2_server import Influx2Server
 from tests.influx_server import InfluxServer
-from tsmeter import grafana
+from tools import grafana
 from tsmeter.cli.main import cli
 
 DEMO = ["demo", "--records", "3000", "--month", "2026-03"]

@@ -20,8 +20,8 @@ from tsmeter.adapters.influxdb.tasks import task_name
 from tsmeter.adapters.influxdb.v2 import InfluxV2Store
 from tsmeter.cli.main import cli
 from tsmeter.domain import PeriodType, RecordRow
+from tsmeter.domain.periods import Calendar
 from tsmeter.errors import StorageUnavailableError
-from tsmeter.periods import Calendar
 from tsmeter.ports import RecordQuery, SummaryQuery
 
 H = 3_600_000_000_000

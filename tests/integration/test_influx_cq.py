@@ -16,8 +16,8 @@ from tsmeter.adapters.influxdb.schema import summary_measurement
 from tsmeter.adapters.influxdb.v1 import InfluxV1Store
 from tsmeter.cli.main import cli
 from tsmeter.domain import PeriodType, RecordRow
+from tsmeter.domain.periods import Calendar
 from tsmeter.errors import ValidationError
-from tsmeter.periods import Calendar
 
 H = 3_600_000_000_000
 

@@ -18,8 +18,8 @@ from tsmeter.adapters.influxdb.client import InfluxV1Config, PartialWriteError, 
 from tsmeter.adapters.influxdb.rollup import watermark
 from tsmeter.adapters.influxdb.v1 import InfluxV1Store
 from tsmeter.domain import PeriodType, RecordRow
+from tsmeter.domain.periods import Calendar
 from tsmeter.errors import StorageUnavailableError
-from tsmeter.periods import Calendar
 from tsmeter.ports import SummaryQuery
 
 T = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z, a whole second

@@ -23,10 +23,16 @@ from tests.notify_servers import (
     webhook_server,
 )
 from tsmeter.domain import UsageAlert, UsageThreshold
-from tsmeter.events import ThresholdEvent, ThresholdExceeded
-from tsmeter.notify import Delivery, Notifier, NotifySettings, delivery_id, verify_signature
-from tsmeter.notify.channels import DeliveryError, check_target
-from tsmeter.notify.log import Channel, DeliveryLog, NewDelivery
+from tsmeter.domain.events import ThresholdEvent, ThresholdExceeded
+from tsmeter.integrations.notify import (
+    Delivery,
+    Notifier,
+    NotifySettings,
+    delivery_id,
+    verify_signature,
+)
+from tsmeter.integrations.notify.channels import DeliveryError, check_target
+from tsmeter.integrations.notify.log import Channel, DeliveryLog, NewDelivery
 
 SECRET = "webhook-s3cret"
 FROM = "tsmeter alerts <alerts@tsmeter.test>"

@@ -20,9 +20,9 @@ import pytest
 import tsmeter
 from tests.hostile import NASTY_NAMES
 from tsmeter.domain import PeriodType
-from tsmeter.posthog import PostHogMirror, PostHogSettings
-from tsmeter.posthog.reader import PostHogReader
-from tsmeter.posthog.reconcile import reconcile
+from tsmeter.integrations.posthog import PostHogMirror, PostHogSettings
+from tsmeter.integrations.posthog.reader import PostHogReader
+from tsmeter.integrations.posthog.reconcile import reconcile
 
 NEEDED = ("TSMETER_POSTHOG_PERSONAL_API_KEY", "TSMETER_POSTHOG_HOST", "TSMETER_POSTHOG_PROJECT_ID")
 _missing = [name for name in NEEDED if not os.environ.get(name, "").strip()]

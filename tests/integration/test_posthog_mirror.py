@@ -18,9 +18,9 @@ import pytest
 import tsmeter
 from tests.posthog_capture import CaptureServer, capture_server
 from tsmeter import Meter
-from tsmeter.posthog import Journal, PostHogMirror, PostHogSettings, mirror_job
-from tsmeter.posthog.events import NAMESPACE
-from tsmeter.posthog.sdk import SdkClient
+from tsmeter.integrations.posthog import Journal, PostHogMirror, PostHogSettings, mirror_job
+from tsmeter.integrations.posthog.events import NAMESPACE
+from tsmeter.integrations.posthog.sdk import SdkClient
 
 pytest.importorskip("posthog")
 

@@ -16,16 +16,16 @@ from tests.posthog_query_server import QueryServer, query_server
 from tsmeter.domain import AggregationType, PeriodType, RecordRow
 from tsmeter.domain.validation import to_ns
 from tsmeter.errors import StorageUnavailableError, ValidationError
-from tsmeter.posthog.events import record_event
-from tsmeter.posthog.query_api import (
+from tsmeter.integrations.posthog.events import record_event
+from tsmeter.integrations.posthog.query_api import (
     PostHogAuthError,
     PostHogError,
     PostHogQueryError,
     PostHogQuotaError,
     PostHogRateLimitError,
 )
-from tsmeter.posthog.reader import PostHogReader
-from tsmeter.posthog.settings import PostHogSettings
+from tsmeter.integrations.posthog.reader import PostHogReader
+from tsmeter.integrations.posthog.settings import PostHogSettings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 FAR = datetime(2040, 1, 1, tzinfo=UTC)

@@ -23,9 +23,9 @@ from tsmeter.cli.reconcile import DIFFERENCES_FOUND
 from tsmeter.cli.reconcile import reconcile as reconcile_command
 from tsmeter.domain import PeriodType
 from tsmeter.errors import ValidationError
-from tsmeter.posthog import PostHogMirror, PostHogSettings
-from tsmeter.posthog.reader import PostHogReader
-from tsmeter.posthog.reconcile import DifferenceKind, Tolerance, reconcile
+from tsmeter.integrations.posthog import PostHogMirror, PostHogSettings
+from tsmeter.integrations.posthog.reader import PostHogReader
+from tsmeter.integrations.posthog.reconcile import DifferenceKind, Tolerance, reconcile
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 HOSTILE = 'org "9", \\x=1 \U0001f600'

@@ -20,8 +20,8 @@ from tsmeter import Meter
 from tsmeter.adapters.influxdb.client import UnreadableAnswerError
 from tsmeter.cli.main import cli
 from tsmeter.domain import RecordRow, UsageRecord
+from tsmeter.domain.modelio import build
 from tsmeter.errors import SeriesError, StorageUnavailableError, ValidationError
-from tsmeter.modelio import build
 
 T = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 DAY = "2026-01-01T05:00:00Z"

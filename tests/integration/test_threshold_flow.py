@@ -12,9 +12,9 @@ import pytest
 
 import tsmeter
 from tests.notify_servers import smtp_server, webhook_server
+from tsmeter.domain.events import ThresholdEvent
 from tsmeter.errors import QuotaExceededError
-from tsmeter.events import ThresholdEvent
-from tsmeter.notify import Notifier, NotifySettings, verify_signature
+from tsmeter.integrations.notify import Notifier, NotifySettings, verify_signature
 
 SECRET = "flow-secret"
 

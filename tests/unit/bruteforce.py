@@ -1,5 +1,5 @@
 """The independent brute force the aggregation tests compare with: periods computed per record
-with zoneinfo wall-clock arithmetic, never with :mod:`tsmeter.periods`."""
+with zoneinfo wall-clock arithmetic, never with :mod:`tsmeter.domain.periods`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tsmeter.adapters.influxdb.client import quote_ident, series_rows
 from tsmeter.adapters.influxdb.schema import summary_measurement
 from tsmeter.adapters.influxdb.v1 import InfluxV1Store
 from tsmeter.adapters.influxdb.v2 import InfluxV2Store
-from tsmeter.periods import Calendar
+from tsmeter.domain.periods import Calendar
 
 AGGS = tuple(AggregationType)
 PERIODS = tuple(PeriodType)

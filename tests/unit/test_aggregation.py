@@ -1,7 +1,7 @@
 """Summaries checked against a brute-force computation written here.
 
 The brute force groups records by the period each one falls in, computed per record with
-zoneinfo wall-clock arithmetic; :mod:`tsmeter.periods` is deliberately not used, so a mistake
+zoneinfo wall-clock arithmetic; :mod:`tsmeter.domain.periods` is deliberately not used, so a mistake
 in the calendar or in the roll-ups cannot hide behind the same mistake in the expectation.
 """
 

@@ -12,7 +12,7 @@ import yaml
 
 from tests import fluxcheck, grafana_macros
 from tests.grafana_macros import DASHBOARDS, ROOT
-from tsmeter import grafana
+from tools import grafana
 
 DASHBOARD_UIDS = {
     "influxql/usage-overview.json": "tsmeter-usage-overview-influxql",
@@ -57,13 +57,13 @@ def datasource_uids(node: Any) -> set[str]:
 
 # -- dashboards -----------------------------------------------------------------------------
 def test_committed_dashboards_are_the_generators_output(dashboards: dict[str, Any]) -> None:
-    """The generator is the source of truth: regenerate with `python -m tsmeter.grafana
+    """The generator is the source of truth: regenerate with `python -m tools.grafana
     dashboards` when this fails. No stray JSON either."""
     expected = grafana.dashboards()
     assert set(dashboards) == set(expected)
     for name, dashboard in expected.items():
         text = (DASHBOARDS / name).read_text(encoding="utf-8")
-        assert text == grafana.render(dashboard), f"{name} is stale: run python -m tsmeter.grafana"
+        assert text == grafana.render(dashboard), f"{name} is stale: run python -m tools.grafana"
 
 
 def test_dashboards_have_stable_uids_and_titles(dashboards: dict[str, Any]) -> None:

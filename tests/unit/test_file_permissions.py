@@ -15,8 +15,8 @@ import tsmeter
 from tests.influx_server import InfluxServer
 from tsmeter.cli.main import cli
 from tsmeter.files import open_private, private_dir, private_file
-from tsmeter.notify.log import DeliveryLog
-from tsmeter.posthog import Journal
+from tsmeter.integrations.notify.log import DeliveryLog
+from tsmeter.integrations.posthog import Journal
 
 WEBHOOK = "https://ops:s3cret@hooks.example.com/usage?token=t0ken"
 

@@ -28,7 +28,7 @@ from tsmeter import Meter
 from tsmeter.cli.importer import BadLine, ImportResult, import_stream
 from tsmeter.cli.main import cli
 from tsmeter.errors import ValidationError
-from tsmeter.reading import neutralise_cell
+from tsmeter.metering.reading import neutralise_cell
 
 FUZZ = settings(
     max_examples=60,

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 import tsmeter
 from tests.hostile import names
-from tsmeter import intake as intake_module
 from tsmeter.errors import ValidationError
+from tsmeter.metering import intake as intake_module
 from tsmeter.speedups import native
 
 BUDGET = settings(

@@ -22,13 +22,13 @@ import tsmeter
 from tests.cli.conftest import one_line_error
 from tsmeter.cli.main import cli
 from tsmeter.domain import UsageThreshold
+from tsmeter.domain.modelio import build
 from tsmeter.domain.models import STORED
 from tsmeter.domain.targets import check_email, check_webhook_url, mask_url
 from tsmeter.errors import ValidationError
-from tsmeter.modelio import build
-from tsmeter.notify import channels
-from tsmeter.notify.channels import DeliveryError, check_target
-from tsmeter.service import Meter
+from tsmeter.integrations.notify import channels
+from tsmeter.integrations.notify.channels import DeliveryError, check_target
+from tsmeter.metering.meter import Meter
 
 BUDGET = settings(
     max_examples=150, deadline=None, derandomize=True,

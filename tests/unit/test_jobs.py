@@ -9,8 +9,9 @@ import pytest
 
 from tsmeter import Meter
 from tsmeter.domain import PeriodType
+from tsmeter.domain.periods import Calendar
 from tsmeter.errors import ConflictError, ValidationError
-from tsmeter.jobs import (
+from tsmeter.jobs.registry import (
     AfterEachPeriod,
     Every,
     Job,
@@ -21,8 +22,7 @@ from tsmeter.jobs import (
     format_run,
     run_job,
 )
-from tsmeter.periods import Calendar
-from tsmeter.scheduler import PeriodTrigger
+from tsmeter.jobs.scheduler import PeriodTrigger
 
 PARIS = ZoneInfo("Europe/Paris")
 AGGREGATION_JOBS = [

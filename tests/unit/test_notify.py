@@ -13,15 +13,15 @@ import pytest
 from pydantic import ValidationError as PydanticError
 
 import tsmeter
-import tsmeter.notify
+import tsmeter.integrations.notify
 from tsmeter.domain import UsageAlert, UsageThreshold
+from tsmeter.domain.events import ThresholdApproaching, ThresholdResolved, UsageRecorded
 from tsmeter.domain.models import STORED
 from tsmeter.domain.targets import mask_url
 from tsmeter.errors import ValidationError
-from tsmeter.events import ThresholdApproaching, ThresholdResolved, UsageRecorded
-from tsmeter.notify import Notifier, NotifySettings, sign, verify_signature
-from tsmeter.notify.channels import build_email
-from tsmeter.notify.render import email_text
+from tsmeter.integrations.notify import Notifier, NotifySettings, sign, verify_signature
+from tsmeter.integrations.notify.channels import build_email
+from tsmeter.integrations.notify.render import email_text
 
 BASE_ENV = {"TSMETER_SMTP_HOST": "mail.example.com", "TSMETER_SMTP_FROM": "a@example.com"}
 
@@ -219,13 +219,13 @@ def test_resolved_events_are_notified(tmp_path: Path) -> None:
 
 
 def test_public_names() -> None:
-    """tsmeter.notify exports a small, documented API."""
-    assert sorted(tsmeter.notify.__all__) == [
+    """tsmeter.integrations.notify exports a small, documented API."""
+    assert sorted(tsmeter.integrations.notify.__all__) == [
         "Channel", "Delivery", "DeliveryCounts", "DeliveryError", "DeliveryStatus",
         "Notifier", "NotifySettings", "delivery_id", "log_path_of", "sign", "verify_signature",
     ]  # fmt: skip
-    for name in tsmeter.notify.__all__:
-        assert (getattr(tsmeter.notify, name).__doc__ or "").strip(), name
+    for name in tsmeter.integrations.notify.__all__:
+        assert (getattr(tsmeter.integrations.notify, name).__doc__ or "").strip(), name
 
 
 # -- targets ------------------------------------------------------------------------------

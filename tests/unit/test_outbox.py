@@ -17,8 +17,8 @@ import pytest
 import tsmeter
 from tsmeter.domain import RecordRow
 from tsmeter.errors import OutboxFullError, RejectedError, StorageUnavailableError
-from tsmeter.outbox import Outbox
-from tsmeter.outbox_batches import pack
+from tsmeter.outbox.batches import pack
+from tsmeter.outbox.durable import Outbox
 
 
 def rows(prefix: str, n: int) -> list[RecordRow]:
@@ -265,7 +265,7 @@ def test_commits_of_one_batch_and_of_several_number_them_in_order(
     """A put within batch_rows is one batch (one INSERT ... RETURNING where SQLite has it),
     a larger one several in one transaction; either way the batches held in memory are
     the ones committed under those numbers, so each record is delivered once, as put."""
-    monkeypatch.setattr("tsmeter.outbox_batches._RETURNING", returning)
+    monkeypatch.setattr("tsmeter.outbox.batches._RETURNING", returning)
     store = KeepingStore()
     box = Outbox(str(tmp_path / "o.db"), store, batch_rows=100, reachable=lambda: True)
     wait_until(lambda: box._lock_file is not None)

@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tsmeter.domain import PeriodType
+from tsmeter.domain.periods import Calendar, Run, runs
 from tsmeter.domain.validation import from_ns, to_ns
 from tsmeter.errors import ValidationError
-from tsmeter.periods import Calendar, Run, runs
 
 H = 3_600_000_000_000
 

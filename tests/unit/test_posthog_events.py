@@ -16,7 +16,7 @@ from tsmeter.domain import (
     UsageThreshold,
 )
 from tsmeter.errors import ValidationError
-from tsmeter.posthog.events import (
+from tsmeter.integrations.posthog.events import (
     NAMESPACE,
     CaptureEvent,
     record_event,
@@ -24,7 +24,7 @@ from tsmeter.posthog.events import (
     summary_id,
     threshold_event,
 )
-from tsmeter.posthog.settings import PostHogSettings, parse_groups
+from tsmeter.integrations.posthog.settings import PostHogSettings, parse_groups
 
 T0 = 1_767_607_200_000_000_000  # 2026-01-05T10:00:00Z
 

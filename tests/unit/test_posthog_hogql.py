@@ -13,7 +13,7 @@ from tests.hostile import NASTY_NAMES, names
 from tests.posthog_query_server import ALLOWED_LITERALS, parse, placeholders, string_literals
 from tsmeter.domain import PeriodType
 from tsmeter.errors import ValidationError
-from tsmeter.posthog.hogql import (
+from tsmeter.integrations.posthog.hogql import (
     MAX_ROWS,
     EventFilter,
     HogQLQuery,

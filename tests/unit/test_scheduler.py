@@ -15,9 +15,9 @@ import pytest
 from apscheduler.triggers.base import BaseTrigger
 
 from tsmeter import Meter, StorageUnavailableError
-from tsmeter.jobs import Counts, Every, Job, default_jobs
-from tsmeter.periods import Calendar
-from tsmeter.scheduler import JobScheduler
+from tsmeter.domain.periods import Calendar
+from tsmeter.jobs.registry import Counts, Every, Job, default_jobs
+from tsmeter.jobs.scheduler import JobScheduler
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:

@@ -1,4 +1,4 @@
-"""The compiled fast paths (tsmeter/_speedups.c) give what the Python code gives.
+"""The compiled fast paths (src/tsmeter/_speedups.c) give what the Python code gives.
 
 Each test runs the same input through the Python reference (``native`` set to None in the
 module that uses it) and through the compiled path, and compares rows, bytes, errors and
@@ -22,15 +22,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tsmeter import intake as intake_module
-from tsmeter import outbox_batches, speedups
+from tsmeter import speedups
 from tsmeter.adapters.influxdb import ledger as ledger_module
 from tsmeter.adapters.influxdb import lineprotocol, placement, v1
 from tsmeter.adapters.influxdb.ledger import IdLedger
 from tsmeter.adapters.influxdb.lineprotocol import UsageEncoder
 from tsmeter.domain import AggregationType, MetricDefinition, RecordRow
 from tsmeter.errors import NotFoundError, StorageUnavailableError, ValidationError
-from tsmeter.intake import Intake
+from tsmeter.metering import intake as intake_module
+from tsmeter.metering.intake import Intake
+from tsmeter.outbox import batches as outbox_batches
 
 native = speedups.native
 needs_native = pytest.mark.skipif(native is None, reason="tsmeter._speedups is not built")

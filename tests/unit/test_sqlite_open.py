@@ -6,8 +6,8 @@ import multiprocessing
 from pathlib import Path
 from typing import Any
 
-from tsmeter.adapters.embedded import SQLiteStore
 from tsmeter.adapters.influxdb.ledger import IdLedger
+from tsmeter.adapters.sqlite import SQLiteStore
 
 
 def _open(kind: str, path: str, start: Any, results: Any) -> None:

@@ -1,5 +1,0 @@
-"""The embedded store: one SQLite file holding records, summaries, metrics and thresholds."""
-
-from tsmeter.adapters.embedded.store import SQLiteStore
-
-__all__ = ["SQLiteStore"]

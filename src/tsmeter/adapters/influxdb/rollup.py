@@ -1,0 +1,503 @@
+"""Aggregation on InfluxDB, pushed down to InfluxQL.
+
+Each run of equal-length periods (see :func:`tsmeter.domain.periods.runs`) is one
+``GROUP BY time(<length>ns, <offset>ns)`` query whose buckets coincide with the
+calendar periods, so DST days, +05:45 zones and calendar months are exact.
+count, sum, min and max are exact as InfluxDB computes them; ``last`` is the
+point with the greatest time, which is the record with the greatest timestamp
+except in a microsecond where a point had to move (``usage_collisions``): there
+the records of that microsecond are read and the tie is broken by record id.
+
+Incremental runs read ``usage_dirty`` (which metrics received records in which
+UTC hour, stamped with the write time) since the last run's watermark, less a
+five-minute margin for clocks that disagree; recomputing a period twice gives
+the same summary.
+
+A series whose points cannot be summed (stored before quantities were bounded, a sum that
+overflows: InfluxDB then cannot write its answer) fails alone: the other series are computed
+and written, and :class:`~tsmeter.errors.SeriesError` names it.
+
+The control flow (:func:`rollup_from`, :func:`fresh_from`) reads the server through a
+:class:`Source`, so the InfluxDB 2.x store shares it with Flux reads
+(:mod:`~tsmeter.adapters.influxdb.fluxrollup`); :class:`InfluxQL` is the v1 one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from tsmeter.adapters.influxdb.client import (
+    InfluxV1Client,
+    UnreadableAnswerError,
+    quote_ident,
+    series_rows,
+)
+from tsmeter.adapters.influxdb.lineprotocol import (
+    decode_tag,
+    encode_point,
+    series_prefix,
+    tag_value,
+)
+from tsmeter.adapters.influxdb.schema import (
+    COLLISIONS,
+    DIRTY,
+    RAW,
+    STATE,
+    SeriesKey,
+    metric_condition,
+    series_condition,
+    series_of,
+    summary_measurement,
+)
+from tsmeter.domain import PeriodType
+from tsmeter.domain.periods import ROLLUP_SOURCE, Calendar, Run, runs
+from tsmeter.errors import SeriesError
+from tsmeter.ports import RollupStats, SummaryQuery, SummaryRow
+
+_US = 1_000
+CLOCK_MARGIN = 300_000_000_000  # five minutes
+_SERIES_PER_QUERY = 100
+Scope = tuple[str, str | None]  # (metric_key, org_id): what the change log tracks
+Touched = dict[tuple[int, int], set[Scope] | None]  # None: every metric
+Components = dict[tuple[SeriesKey, int], SummaryRow]
+
+
+def _state_key(period: PeriodType, calendar: Calendar) -> str:
+    return f"rollup/{period.value}/{calendar.timezone}"
+
+
+def watermark(client: InfluxV1Client, period: PeriodType, calendar: Calendar) -> int | None:
+    """The dirty-log time up to which ``period`` summaries are complete (None: never run)."""
+    return InfluxQL(client).watermark(_state_key(period, calendar))
+
+
+def _dirty(
+    client: InfluxV1Client, since: int, scope: Scope | None = None
+) -> tuple[dict[int, set[Scope]], int]:
+    """(metrics touched per UTC hour since ``since``, the newest log time seen)."""
+    params: dict[str, Any] = {"since": since}
+    extra = ""
+    if scope is not None:
+        params.update(metric=tag_value(scope[0]), org=tag_value(scope[1]) if scope[1] else "")
+        extra = ' AND "metric" = $metric AND "org" = $org'
+    (result,) = client.query(
+        f'SELECT "hour", "metric", "org" FROM {quote_ident(DIRTY)} WHERE time > $since{extra}',
+        params,
+    )
+    by_hour: dict[int, set[Scope]] = {}
+    newest = since
+    for _, values in series_rows(result):
+        org = values.get("org") or ""
+        key = (decode_tag(values["metric"]), decode_tag(org) if org else None)
+        by_hour.setdefault(int(values["hour"]), set()).add(key)
+        newest = max(newest, int(values["time"]))
+    return by_hour, newest
+
+
+def _log_end(client: InfluxV1Client) -> int:
+    """The time of the newest change-log entry (0 when there is none)."""
+    (result,) = client.query(f'SELECT last("hour") FROM {quote_ident(DIRTY)}')
+    rows = series_rows(result)
+    return int(rows[0][1]["time"]) if rows else 0
+
+
+def scope_condition(scopes: list[Scope], params: dict[str, Any]) -> str:
+    """An InfluxQL condition matching any of the (metric, org) scopes."""
+    terms = []
+    for i, (metric, org) in enumerate(scopes):
+        params[f"m{i}"] = tag_value(metric)
+        params[f"o{i}"] = tag_value(org) if org else ""
+        terms.append(f'("metric" = $m{i} AND "org" = $o{i})')
+    return "(" + " OR ".join(terms) + ")"
+
+
+def _data_range(
+    client: InfluxV1Client, condition: str = "", params: dict[str, Any] | None = None
+) -> tuple[int, int] | None:
+    where = f" WHERE {condition}" if condition else ""
+    results = client.query(
+        f'SELECT first("quantity") FROM {quote_ident(RAW)}{where};'
+        f' SELECT last("quantity") FROM {quote_ident(RAW)}{where}',
+        params or {},
+    )
+    first, last = (series_rows(r) for r in results)
+    if not first or not last:
+        return None
+    return int(first[0][1]["time"]), int(last[0][1]["time"]) + 1
+
+
+def compute(client: InfluxV1Client, run: Run, scopes: Iterable[Scope] | None) -> Components:
+    """Components of every period of ``run`` for the metrics in ``scopes`` (None: all),
+    from raw points.
+
+    A query whose answer cannot be read (a series whose sum overflowed) is asked again one
+    series at a time: SeriesError names the series that fail, with the others' components.
+    """
+    out: Components = {}
+    failed: list[SeriesKey] = []
+    keys = None if scopes is None else sorted(scopes, key=lambda k: (k[0], k[1] or ""))
+    chunks: list[list[Scope] | None] = (
+        [None] if keys is None else
+        [keys[i : i + _SERIES_PER_QUERY] for i in range(0, len(keys), _SERIES_PER_QUERY)]
+    )  # fmt: skip
+    for chunk in chunks:
+        params: dict[str, Any] = {"lo": run.base, "hi": run.end}
+        condition = "" if chunk is None else " AND " + scope_condition(chunk, params)
+        try:
+            _components(client, run, condition, params, out)
+        except UnreadableAnswerError:
+            for key in _series_in(client, condition, params):
+                one = dict(params)
+                try:
+                    _components(client, run, " AND " + series_condition([key], one), one, out)
+                except UnreadableAnswerError:
+                    failed.append(key)
+    _settle_ties(client, run, out)
+    if failed:
+        raise SeriesError.naming(failed, OVERFLOW, list(out.values()))
+    return out
+
+
+#: what SeriesError says of a series whose stored quantities cannot be summed
+OVERFLOW = (
+    "cannot be summed: its stored quantities add up beyond the range of a float (they were"
+    " recorded before quantities were bounded to ±1e15; purge or correct them)"
+)
+
+
+def _components(
+    client: InfluxV1Client, run: Run, condition: str, params: dict[str, Any], out: Components
+) -> None:
+    """Add the components of ``run``'s periods of the points matching ``condition``."""
+    (result,) = client.query(
+        'SELECT count("quantity") AS "count", sum("quantity") AS "sum",'
+        ' min("quantity") AS "min", max("quantity") AS "max", max("tsn") AS "last_ts",'
+        f' last("quantity") AS "last" FROM {quote_ident(RAW)}'
+        f" WHERE time >= $lo AND time < $hi{condition}"
+        f" GROUP BY time({run.step}ns, {run.base % run.step}ns),"
+        ' "metric", "subject_type", "subject_id", "org" fill(none)',
+        params,
+    )
+    for tags, v in series_rows(result):
+        key = series_of(tags)
+        start = int(v["time"])
+        out[(key, start)] = SummaryRow(
+            key[0], key[1], key[2], key[3], start, start + run.step, int(v["count"]),
+            float(v["sum"]), float(v["min"]), float(v["max"]), int(v["last_ts"]),
+            float(v["last"]),
+        )  # fmt: skip
+
+
+def _series_in(client: InfluxV1Client, condition: str, params: dict[str, Any]) -> list[SeriesKey]:
+    """The series with points matching ``condition`` in ``[$lo, $hi)`` (a count never
+    overflows, so this answer can always be read)."""
+    (result,) = client.query(
+        f'SELECT count("quantity") FROM {quote_ident(RAW)} WHERE time >= $lo AND time < $hi'
+        f'{condition} GROUP BY "metric", "subject_type", "subject_id", "org"',
+        params,
+    )
+    return sorted({series_of(tags) for tags, _ in series_rows(result)}, key=repr)
+
+
+def _settle_ties(client: InfluxV1Client, run: Run, rows: Components) -> None:
+    """Where a summary's last microsecond holds moved points, pick LAST by (time, id)."""
+    if not rows:
+        return
+    (result,) = client.query(
+        f'SELECT "n" FROM {quote_ident(COLLISIONS)} WHERE time >= $lo AND time < $hi'
+        ' GROUP BY "metric", "subject_type", "subject_id", "org"',
+        {"lo": run.base, "hi": run.end},
+    )
+    marked = {(series_of(tags), int(v["time"])) for tags, v in series_rows(result)}
+    for (key, start), row in list(rows.items()):
+        micro = row.last_ts // _US * _US
+        if (key, micro) not in marked:
+            continue
+        params: dict[str, Any] = {"lo": micro, "hi": micro + _US}
+        condition = series_condition([key], params)
+        (points,) = client.query(
+            f'SELECT "quantity", "rid", "tsn" FROM {quote_ident(RAW)}'
+            f" WHERE time >= $lo AND time < $hi AND {condition}",
+            params,
+        )
+        best = max((int(v["tsn"]), str(v["rid"]), float(v["quantity"]))
+                   for _, v in series_rows(points))  # fmt: skip
+        rows[(key, start)] = row._replace(last_ts=best[0], last_value=best[2])
+
+
+class Source(Protocol):
+    """What the roll-up logic reads from and writes to a server."""
+
+    def watermark(self, key: str) -> int | None:
+        """The watermark stored under ``key`` (None: never stored)."""
+        ...
+
+    def dirty(self, since: int, scope: Scope | None) -> tuple[dict[int, set[Scope]], int]:
+        """(scopes touched per UTC hour by change-log entries after ``since``, newest entry)."""
+        ...
+
+    def log_end(self) -> int:
+        """The time of the newest change-log entry (0 when there is none)."""
+        ...
+
+    def data_range(self) -> tuple[int, int] | None:
+        """[first, last + 1) of the raw point times, or None without records."""
+        ...
+
+    def compute(self, run: Run, scopes: Iterable[Scope] | None) -> Components:
+        """Components of every period of ``run`` for ``scopes`` (None: all), from raw points."""
+        ...
+
+    def stored(self, query: SummaryQuery, measurement: str, lo: int, hi: int) -> list[SummaryRow]:
+        """Summary points of the query's metric (and subject) starting in ``[lo, hi)``, with
+        ``period_end`` left 0."""
+        ...
+
+    def write(self, body: bytes) -> None:
+        """Write line protocol."""
+        ...
+
+
+class InfluxQL:
+    """The :class:`Source` of the v1 API (InfluxQL)."""
+
+    def __init__(self, client: InfluxV1Client) -> None:
+        self.client = client
+
+    def watermark(self, key: str) -> int | None:
+        """See :class:`Source`."""
+        (result,) = self.client.query(
+            f'SELECT last("watermark") FROM {quote_ident(STATE)} WHERE "key" = $key', {"key": key}
+        )
+        rows = series_rows(result)
+        return int(rows[0][1]["last"]) if rows else None
+
+    def dirty(self, since: int, scope: Scope | None) -> tuple[dict[int, set[Scope]], int]:
+        """See :class:`Source`."""
+        return _dirty(self.client, since, scope)
+
+    def log_end(self) -> int:
+        """See :class:`Source`."""
+        return _log_end(self.client)
+
+    def data_range(self) -> tuple[int, int] | None:
+        """See :class:`Source`."""
+        return _data_range(self.client)
+
+    def compute(self, run: Run, scopes: Iterable[Scope] | None) -> Components:
+        """See :class:`Source`."""
+        return compute(self.client, run, scopes)
+
+    def stored(self, query: SummaryQuery, measurement: str, lo: int, hi: int) -> list[SummaryRow]:
+        """See :class:`Source`."""
+        params: dict[str, Any] = {}
+        condition = metric_condition(
+            query.metric_key, query.org_id, query.subject_type, query.subject_id, params
+        )
+        (result,) = self.client.query(
+            f"SELECT * FROM {quote_ident(measurement)} WHERE {condition}"
+            " AND time >= $lo AND time < $hi",
+            {**params, "lo": lo, "hi": hi},
+        )
+        out = []
+        for _, v in series_rows(result):
+            key = series_of(v)
+            out.append(SummaryRow(
+                key[0], key[1], key[2], key[3], int(v["time"]), 0, int(v["count"]),
+                float(v["sum"]), float(v["min"]), float(v["max"]), int(v["last_ts"]),
+                float(v["last"]),
+            ))  # fmt: skip
+        return out
+
+    def write(self, body: bytes) -> None:
+        """See :class:`Source`."""
+        self.client.write(body)
+
+
+def _compute_touched(
+    source: Source, period: PeriodType, calendar: Calendar, touched: Touched
+) -> Components:
+    """Components of the ``touched`` periods; SeriesError (with every other series'
+    components) if some series cannot be computed."""
+    out: Components = {}
+    failed: list[SeriesKey] = []
+    spans: list[tuple[int, int, set[Scope] | None]] = []
+    for (start, end), keys in sorted(touched.items(), key=lambda item: item[0]):
+        if spans and spans[-1][1] == start:
+            merged = None if keys is None or spans[-1][2] is None else spans[-1][2] | keys
+            spans[-1] = (spans[-1][0], end, merged)
+        else:
+            spans.append((start, end, None if keys is None else set(keys)))
+    for start, end, keys in spans:
+        for run in runs(calendar.boundaries(period, start, end)):
+            if run.base < end:
+                try:
+                    out.update(source.compute(run, keys))
+                except SeriesError as exc:
+                    failed += [key for key in exc.series if key not in failed]
+                    out.update(_by_key(exc.rows))
+    if failed:
+        raise SeriesError.naming(failed, OVERFLOW, list(out.values()))
+    return out
+
+
+def _by_key(rows: Iterable[SummaryRow]) -> Components:
+    """Summary rows keyed by (series, period start), as in Components."""
+    return {((r.metric_key, r.subject_type, r.subject_id, r.org_id), r.period_start): r
+            for r in rows}  # fmt: skip
+
+
+def rollup(
+    client: InfluxV1Client,
+    period: PeriodType,
+    calendar: Calendar,
+    start: int | None,
+    end: int | None,
+) -> RollupStats:
+    """:func:`rollup_from` on the v1 API."""
+    return rollup_from(InfluxQL(client), period, calendar, start, end)
+
+
+def rollup_from(
+    source: Source,
+    period: PeriodType,
+    calendar: Calendar,
+    start: int | None,
+    end: int | None,
+) -> RollupStats:
+    """Recompute the touched (or the requested) periods and overwrite their summaries.
+
+    Like the embedded store, the period types below ``period`` are brought up to date
+    first (each is computed from the raw points, not from the level below).
+    """
+    below = ROLLUP_SOURCE[period]
+    failed: list[SeriesKey] = []
+    if below is not None:
+        try:
+            rollup_from(source, below, calendar, start, end)
+        except SeriesError as exc:  # those series fail at this level too; the others go on
+            failed += exc.series
+    mark = source.watermark(_state_key(period, calendar))
+    newest = None
+    touched: Touched = {}
+    if start is None and end is None and mark is not None:
+        by_hour, newest = source.dirty(mark - CLOCK_MARGIN, None)
+        newest = max(mark, newest)  # an idle run must not move the watermark back
+        touched = dict(calendar.periods_of_hours(period, by_hour))
+    else:
+        if start is None and end is None:  # the first run: everything, then follow the log
+            newest = source.log_end()
+        bounds = source.data_range()
+        if bounds is not None:
+            lo = max(bounds[0], start) if start is not None else bounds[0]
+            hi = min(bounds[1], end) if end is not None else bounds[1]
+            if lo < hi:
+                edges = calendar.boundaries(period, lo, hi)
+                touched = {(a, b): None for a, b in itertools.pairwise(edges)}
+    failure: SeriesError | None = None
+    try:
+        rows = _compute_touched(source, period, calendar, touched)
+    except SeriesError as exc:  # write the others; the watermark stays, so the failed
+        failure, rows = exc, _by_key(exc.rows)  # series stays due for recomputation
+        failed += [key for key in exc.series if key not in failed]
+    measurement = summary_measurement(period, calendar.timezone)
+    now = time.time_ns()
+    lines = summary_lines(measurement, rows.values(), now)
+    if newest is not None and failure is None:
+        lines.append(
+            # stamped now, not at a fixed time, so a finite retention policy keeps it
+            encode_point(STATE, {"key": _state_key(period, calendar)}, {"watermark": newest}, now)
+        )
+    for i in range(0, len(lines), 10_000):
+        source.write("".join(f"{line}\n" for line in lines[i : i + 10_000]).encode())
+    if failed:
+        raise SeriesError.naming(failed, f"{OVERFLOW}; the other series' summaries were written")
+    periods = sorted(touched)
+    return RollupStats(
+        summaries_written=len(rows),
+        periods_recomputed=len(periods),
+        records_seen=sum(r.record_count for r in rows.values()),
+        range_start=periods[0][0] if periods else None,
+        range_end=periods[-1][1] if periods else None,
+    )
+
+
+def summary_lines(measurement: str, rows: Iterable[SummaryRow], now: int) -> list[str]:
+    """Summary points as line protocol (the series prefix escaped once per series)."""
+    prefixes: dict[SeriesKey, str] = {}
+    lines = []
+    for r in rows:
+        key = (r.metric_key, r.subject_type, r.subject_id, r.org_id)
+        prefix = prefixes.get(key)
+        if prefix is None:
+            tags = [("metric", r.metric_key), ("subject_type", r.subject_type),
+                    ("subject_id", r.subject_id), ("org", r.org_id or "")]  # fmt: skip
+            prefix = prefixes[key] = series_prefix(measurement, tags)
+        lines.append(
+            f"{prefix} count={r.record_count}i,sum={r.sum!r},min={r.min!r},max={r.max!r},"
+            f"last={r.last_value!r},last_ts={r.last_ts}i,computed_at={now}i {r.period_start}"
+        )
+    return lines
+
+
+def fresh_summaries(
+    client: InfluxV1Client, query: SummaryQuery, calendar: Calendar
+) -> list[SummaryRow]:
+    """:func:`fresh_from` on the v1 API."""
+    return fresh_from(InfluxQL(client), query, calendar)
+
+
+def fresh_from(source: Source, query: SummaryQuery, calendar: Calendar) -> list[SummaryRow]:
+    """Stored summaries over the query's range, recomputed where records arrived since."""
+    mark = source.watermark(_state_key(query.period_type, calendar))
+    found: Components = {}
+    touched: Touched = {}
+    edges = calendar.boundaries(query.period_type, query.start, query.end)
+    if mark is None:
+        touched = {(a, b): None for a, b in itertools.pairwise(edges)}
+    else:
+        measurement = summary_measurement(query.period_type, calendar.timezone)
+        for row in source.stored(query, measurement, edges[0], edges[-1]):
+            end = calendar.next_start(query.period_type, row.period_start)
+            key = (row.metric_key, row.subject_type, row.subject_id, row.org_id)
+            found[(key, row.period_start)] = row._replace(period_end=end)
+        by_hour, _ = source.dirty(mark - CLOCK_MARGIN, (query.metric_key, query.org_id))
+        for bounds, keys in calendar.periods_of_hours(query.period_type, by_hour).items():
+            if bounds[0] < query.end and bounds[1] > query.start:
+                touched[bounds] = keys
+    failed: list[SeriesKey] = []
+    if touched:
+        scope = {(query.metric_key, query.org_id)}
+        touched = {bounds: scope for bounds in touched}
+        try:
+            fresh = _compute_touched(source, query.period_type, calendar, touched)
+        except SeriesError as exc:  # only an error where the query asks for such a series
+            fresh, failed = _by_key(exc.rows), exc.series
+        for key, start in list(found):  # recomputed periods: only what the records give
+            if any(a <= start < b for a, b in touched) and (key, start) not in fresh:
+                del found[(key, start)]
+        found.update(fresh)
+    wanted = [
+        row for (key, start), row in found.items()
+        if start < query.end and row.period_end > query.start
+        and key[0] == query.metric_key and key[3] == query.org_id
+        and (query.subject_type is None or key[1] == query.subject_type)
+        and (query.subject_id is None or key[2] == query.subject_id)
+    ]  # fmt: skip
+    wanted.sort(key=lambda r: (r.period_start, r.subject_type, r.subject_id))
+    failed = [key for key in failed if _asked(query, key)]
+    if failed:
+        raise SeriesError.naming(failed, OVERFLOW, wanted)
+    return wanted
+
+
+def _asked(query: SummaryQuery, key: SeriesKey) -> bool:
+    """Whether the series ``key`` is one ``query`` asks for."""
+    return (
+        key[0] == query.metric_key and key[3] == query.org_id
+        and (query.subject_type is None or key[1] == query.subject_type)
+        and (query.subject_id is None or key[2] == query.subject_id)
+    )  # fmt: skip

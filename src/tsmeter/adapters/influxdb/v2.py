@@ -1,0 +1,257 @@
+"""InfluxV2Store: the UsageStore port on InfluxDB 2.x, through influxdb-client and Flux.
+
+It is the v1 store (:class:`~tsmeter.adapters.influxdb.v1.InfluxV1Store`) with another
+client and other reads: the same point schema, and the same exactly-once write path —
+placement off taken nanoseconds, the id ledger, collision marks and the change log — with
+its writes sent by :class:`~tsmeter.adapters.influxdb.v2client.InfluxV2Client`
+(``write_api(SYNCHRONOUS)``, the encoder's bytes). Every read is Flux with the user's
+values bound as parameters; roll-ups share the v1 control flow
+(:mod:`~tsmeter.adapters.influxdb.fluxrollup`); purging uses the delete API.
+
+InfluxDB 2.x's delete predicate cannot say "tag ``org`` is absent", so purging a global
+metric whose key an organisation also uses reads that organisation's points of the key,
+deletes every point of the key, and writes those points back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from tsmeter.adapters.influxdb import flux
+from tsmeter.adapters.influxdb import rollup as rollups
+from tsmeter.adapters.influxdb.fluxrollup import FluxSource
+from tsmeter.adapters.influxdb.lineprotocol import decode_tag, encode_point, tag_value
+from tsmeter.adapters.influxdb.schema import (
+    RAW,
+    SeriesKey,
+    complete,
+    event_matches,
+    row_of,
+    series_of,
+    summary_measurement,
+)
+from tsmeter.adapters.influxdb.v1 import InfluxV1Store
+from tsmeter.adapters.influxdb.v2client import InfluxV2Client, InfluxV2Config
+from tsmeter.domain import PeriodType, RecordRow
+from tsmeter.domain.periods import Calendar
+from tsmeter.ports import EventRow, RecordQuery, RollupStats, SummaryQuery, SummaryRow
+
+__all__ = ["InfluxV2Store"]
+
+_US = 1_000
+_HOUR = 3_600_000_000_000
+_DAY = 24 * _HOUR
+_SERIES_PER_QUERY = 100
+_NOT_TAGS = frozenset({"_start", "_stop", "_measurement", "_field", "_value", "_time"})
+
+
+def _key(row: RecordRow) -> SeriesKey:
+    return (row.metric_key, row.subject_type, row.subject_id, row.org_id)
+
+
+def _point(values: dict[str, Any]) -> dict[str, Any]:
+    """A pivoted raw point in the shape the v1 code reads (``time`` = the point time)."""
+    return {**values, "time": int(values["t"])}
+
+
+class InfluxV2Store(InfluxV1Store):
+    """Usage records and summaries in one InfluxDB 2.x bucket (see the module docstring)."""
+
+    def __init__(self, config: InfluxV2Config, *, ledger: str = ":memory:") -> None:
+        super().__init__(config.as_v1(), ledger=ledger)
+        self.client.close()  # the v1 session is never used: writes go through influxdb-client
+        self.settings = config
+        self.api = InfluxV2Client(config)
+        # The shared write path only calls ``client.write(bytes)``, which this client has.
+        self.client = self.api  # type: ignore[assignment]
+        self.ledger.target = f"{config.base_url}/{config.org}/{config.bucket}"
+        self.source = FluxSource(self.api)
+        self.bucket = config.bucket
+
+    @classmethod
+    def from_url(cls, url: str, *, ledger: str = ":memory:") -> InfluxV2Store:
+        """A store for an ``influxdb2://host:port/BUCKET?org=ORG&token=...`` URL (see
+        InfluxV2Config), keeping its id ledger in the SQLite file ``ledger``."""
+        return cls(InfluxV2Config.from_url(url), ledger=ledger)
+
+    def init(self) -> None:
+        """Create the bucket if it is missing (``tsmeter influx init``)."""
+        self.api.ensure_bucket()
+
+    # -- the existence read of the write path -------------------------------------------
+    def _stored(
+        self, rows: Sequence[RecordRow], *, slots: bool = False
+    ) -> list[tuple[dict[str, str], dict[str, Any]]]:
+        """Points already stored in the series and microseconds spanned by ``rows``, read one
+        UTC day at a time (over 100 series: every series of that span); whole points, also
+        with ``slots``."""
+        by_day: dict[int, list[RecordRow]] = {}
+        for row in rows:
+            by_day.setdefault(row.ts // _DAY, []).append(row)
+        found: list[tuple[dict[str, str], dict[str, Any]]] = []
+        for group in by_day.values():
+            lo = min(r.ts for r in group) // _US * _US
+            hi = max(r.ts for r in group) // _US * _US + _US
+            keys = sorted({_key(r) for r in group}, key=lambda k: (k[0], k[1], k[2], k[3] or ""))
+            q = flux.Flux()
+            predicate = flux.series_predicate(q, keys) if len(keys) <= _SERIES_PER_QUERY else None
+            query = flux.points(self.bucket, RAW, lo, hi, predicate, q)
+            found += [({}, _point(values)) for values in self.api.stream(query)]
+        return found
+
+    # -- reading ----------------------------------------------------------------------
+    def get_record(self, record_id: str) -> RecordRow | None:
+        """The stored record with this id (recent ones from memory, else where the ledger
+        says, else a scan of every record id, which is slow on large buckets)."""
+        if record_id in self._recent:
+            return self._recent[record_id]
+        found = self._sent_to(record_id)
+        if found is not None:
+            return found
+        hits = self.api.rows(flux.rid_lookup(self.bucket, record_id))
+        if not hits:
+            return None
+        at = int(hits[0]["t"])
+        q = flux.Flux()
+        query = flux.points(
+            self.bucket, RAW, at, at + 1, flux.series_predicate(q, [series_of(hits[0])]), q
+        )
+        for values in self.api.rows(query):
+            if values.get("rid") == record_id and complete(_point(values)):
+                return row_of({}, _point(values))
+        return None
+
+    def _bounds(self, query: RecordQuery) -> tuple[int, int] | None:
+        q = flux.Flux()
+        predicate = flux.metric_predicate(
+            q, query.metric_key, query.org_id, query.subject_type, query.subject_id
+        )
+        rows = self.api.rows(flux.edges(self.bucket, RAW, "quantity", predicate, q))
+        first = [int(r["t"]) for r in rows if r["edge"] == "first"]
+        last = [int(r["t"]) for r in rows if r["edge"] == "last"]
+        return (min(first), max(last)) if first and last else None
+
+    def iter_records(self, query: RecordQuery) -> Iterator[RecordRow]:
+        """Records matching ``query`` ordered by (time, id), read one time window at a time."""
+        lo, hi = query.start, query.end
+        if lo is None or hi is None:
+            edges = self._bounds(query)
+            if edges is None:
+                return
+            lo = edges[0] if lo is None else lo
+            hi = edges[1] + 1 if hi is None else hi
+        remaining = query.limit if query.limit is not None else -1
+        window = _DAY
+        cursor = lo // _US * _US
+        while cursor < hi and remaining != 0:
+            stop = min(cursor + window, (hi + _US - 1) // _US * _US)
+            q = flux.Flux()
+            predicate = flux.metric_predicate(
+                q, query.metric_key, query.org_id, query.subject_type, query.subject_id
+            )
+            found = flux.points(self.bucket, RAW, cursor, stop, predicate, q)
+            rows = sorted(
+                (r for r in (row_of({}, p) for p in map(_point, self.api.stream(found))
+                             if complete(p))
+                 if lo <= r.ts < hi),
+                key=lambda r: (r.ts, r.id),
+            )  # fmt: skip
+            for row in rows:
+                if remaining == 0:
+                    return
+                yield row
+                remaining -= 1
+            cursor = stop
+            window = window * 4 if len(rows) < 10_000 else max(_HOUR, window // 2)
+
+    # -- purging ----------------------------------------------------------------------
+    def purge_metric(self, metric_key: str, org_id: str | None) -> int:
+        """Delete every point of a metric (records, summaries, marks, change log) in one org
+        scope; return how many records were deleted."""
+        q = flux.Flux()
+        count = sum(
+            int(r["_value"])
+            for r in self.api.rows(flux.counts(self.bucket, flux.metric_predicate(
+                q, metric_key, org_id), q))
+        )  # fmt: skip
+        metric = tag_value(metric_key)
+        if org_id is not None:
+            self.api.delete(flux.delete_predicate({"metric": metric, "org": tag_value(org_id)}))
+        else:
+            keep = self._scoped_points(metric)
+            self.api.delete(flux.delete_predicate({"metric": metric}))
+            for i in range(0, len(keep), 10_000):
+                self.api.write("".join(f"{line}\n" for line in keep[i : i + 10_000]).encode())
+        self.ledger.forget_series(metric_key, org_id)
+        self._recent.clear()
+        self._seen.clear()
+        return count
+
+    def _scoped_points(self, metric: str) -> list[str]:
+        """Every point (any measurement) of the organisations' metrics stored as ``metric``,
+        as line protocol, to be written back after deleting every point of that key."""
+        q = flux.Flux()
+        predicate = f"r.metric == {q.bind('metric', metric)} and exists r.org"
+        lines = []
+        for table in self.api.tables(flux.everything(self.bucket, predicate, q)):
+            tags = [c.label for c in table.columns if c.group and c.label not in _NOT_TAGS]
+            for record in table.records:
+                values = record.values
+                fields = {
+                    k: v for k, v in values.items()
+                    if k not in tags and k not in _NOT_TAGS
+                    and k not in ("result", "table", "t") and v is not None
+                }  # fmt: skip
+                lines.append(encode_point(
+                    values["_measurement"],
+                    {k: decode_tag(str(values[k])) for k in tags if values.get(k)},
+                    fields,
+                    int(values["t"]),
+                ))  # fmt: skip
+        return lines
+
+    # -- metering events -----------------------------------------------------------------
+    def list_events(
+        self, start: int | None = None, end: int | None = None, name: str | None = None
+    ) -> list[EventRow]:
+        """Events in ``[start, end)``, optionally of one name or name family, oldest first."""
+        lo = max(0, start) if start is not None else 0
+        hi = min(flux.END, end) if end is not None else flux.END
+        if lo >= hi:
+            return []
+        out = []
+        for values in self.api.stream(flux.events(self.bucket, lo, hi)):
+            event = decode_tag(str(values.get("event") or ""))
+            if not event_matches(event, name):
+                continue
+            tags = {"metric": "", "subject_type": "", "subject_id": "", **values}
+            metric, subject_type, subject_id, org = series_of(tags)  # empty tags are not stored
+            out.append(EventRow(int(values["t"]), event, metric, subject_type, subject_id, org,
+                                str(values["_value"])))  # fmt: skip
+        return sorted(out, key=lambda e: e.ts)
+
+    # -- summaries --------------------------------------------------------------------
+    def rollup(
+        self,
+        period: PeriodType,
+        calendar: Calendar,
+        start: int | None = None,
+        end: int | None = None,
+    ) -> RollupStats:
+        """Bring summaries of ``period`` up to date (see the port)."""
+        return rollups.rollup_from(self.source, period, calendar, start, end)
+
+    def summaries(self, query: SummaryQuery, calendar: Calendar) -> list[SummaryRow]:
+        """Fresh summaries: stored ones, recomputed where records arrived since."""
+        return rollups.fresh_from(self.source, query, calendar)
+
+    def stored_summaries(
+        self, metric_key: str, period: PeriodType, timezone: str, org_id: str | None = None
+    ) -> list[SummaryRow]:
+        """The summary points stored for a metric, as written (no freshness; ``period_end``
+        left 0): what the aggregator or the Flux tasks wrote."""
+        query = SummaryQuery(metric_key, period, 0, flux.END, org_id=org_id)
+        measurement = summary_measurement(period, timezone)
+        rows = self.source.stored(query, measurement, 0, flux.END)
+        return sorted(rows, key=lambda r: (r.period_start, r.subject_type, r.subject_id))

@@ -1,0 +1,560 @@
+"""SQLiteStore: the embedded implementation of the UsageStore and Catalog ports.
+
+One file in WAL mode; safe to share between processes (the CLI, a scheduler,
+an application). Every write is one ``BEGIN IMMEDIATE`` transaction with
+``synchronous = FULL``: once a call returns, its records survive a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from itertools import chain, pairwise
+from typing import Any
+
+from tsmeter.adapters.sqlite import rollup as rollups
+from tsmeter.adapters.sqlite.schema import connect
+from tsmeter.domain import (
+    AlertStatus,
+    MetricDefinition,
+    PeriodType,
+    RecordRow,
+    UsageAlert,
+    UsageThreshold,
+)
+from tsmeter.domain.models import STORED
+from tsmeter.domain.periods import Calendar
+from tsmeter.domain.validation import to_ns
+from tsmeter.errors import ConflictError, SeriesError, StorageUnavailableError
+from tsmeter.ports import DeliveryRow, EventRow, RecordQuery, RollupStats, SummaryQuery, SummaryRow
+
+__all__ = ["SQLiteStore"]
+
+SeriesKey = tuple[str, str, str, str | None]  # (metric_key, subject_type, subject_id, org_id)
+_HOUR = 3_600_000_000_000
+_MIN_TS, _MAX_TS = -(1 << 63) + 1, (1 << 63) - 1
+#: what SeriesError says of a series whose stored quantities cannot be summed
+OVERFLOW = (
+    "cannot be summed: its stored quantities add up beyond the range of a float (they were"
+    " recorded before quantities were bounded to ±1e15; purge or correct them)"
+)
+_INSERT_PLAIN = "INSERT OR IGNORE INTO usage_records (id, series_id, ts, quantity, recorded_at)"
+_INSERT_FULL = (
+    "INSERT OR IGNORE INTO usage_records (id, series_id, ts, quantity, recorded_at, metadata,"
+    " source)"
+)
+ROWS_PER_STATEMENT = 100  # rows per INSERT statement in insert_many
+
+
+def insert_many(
+    conn: sqlite3.Connection,
+    head: str,
+    width: int,
+    values: Sequence[tuple[Any, ...]],
+    per: int = ROWS_PER_STATEMENT,
+) -> None:
+    """``head VALUES (...), (...), ...`` with ``per`` rows per statement (the rest in one
+    more): several times faster than one statement per row, since most of the cost is per
+    statement."""
+    full = len(values) // per * per
+    if full:
+        sql = f"{head} VALUES " + ",".join([f"({','.join('?' * width)})"] * per)
+        conn.executemany(
+            sql, [tuple(chain.from_iterable(values[i : i + per])) for i in range(0, full, per)]
+        )
+    if full < len(values):
+        rest = values[full:]
+        sql = f"{head} VALUES " + ",".join([f"({','.join('?' * width)})"] * len(rest))
+        conn.execute(sql, tuple(chain.from_iterable(rest)))
+
+
+class SQLiteStore:
+    """Records, summaries, metrics and thresholds in one SQLite file.
+
+    >>> store = SQLiteStore(":memory:")
+    >>> store.append([RecordRow("r1", "api_calls", "org", "o1", None, 1.0, 0, None, None)], 0)
+    1
+    >>> store.append([RecordRow("r1", "api_calls", "org", "o1", None, 1.0, 0, None, None)], 0)
+    0
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn = connect(path)
+        self._lock = threading.RLock()
+        self._series: dict[SeriesKey, int] = {}
+        self._series_purges = 0  # the purge count the cache was built under
+
+    # -- plumbing ---------------------------------------------------------------------
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StorageUnavailableError(f"store {self.path!r} is unavailable: {exc}") from exc
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._conn.execute("ROLLBACK")
+                raise StorageUnavailableError(f"commit to {self.path!r} failed: {exc}") from exc
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise StorageUnavailableError(f"reading {self.path!r} failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the connection (every acknowledged write is already on disk)."""
+        with self._lock:
+            self._conn.close()
+
+    # -- series -----------------------------------------------------------------------
+    def _series_ids(self, conn: sqlite3.Connection, keys: set[SeriesKey]) -> dict[SeriesKey, int]:
+        """Ids for ``keys``, creating missing series (inside the caller's transaction)."""
+        # a purge through any connection deletes series and frees their ids for reuse, so
+        # cached ids are only trusted while the purge count is the one they were read under
+        row = conn.execute("SELECT value FROM meta WHERE key = 'series_purges'").fetchone()
+        purges = 0 if row is None else int(row[0])
+        if purges != self._series_purges:
+            self._series.clear()
+            self._series_purges = purges
+        found = {k: self._series[k] for k in keys if k in self._series}
+        missing = [(*k[:3], k[3] or "") for k in keys if k not in found]
+        if missing:
+            conn.executemany(
+                "INSERT OR IGNORE INTO series (metric_key, subject_type, subject_id, org_key)"
+                " VALUES (?, ?, ?, ?)",
+                missing,
+            )
+            for key in missing:
+                found[(*key[:3], key[3] or None)] = conn.execute(
+                    "SELECT id FROM series WHERE metric_key = ? AND subject_type = ?"
+                    " AND subject_id = ? AND org_key = ?",
+                    key,
+                ).fetchone()[0]
+        return found
+
+    def _matching_series(
+        self,
+        conn: sqlite3.Connection,
+        metric_key: str,
+        org_id: str | None,
+        subject_type: str | None,
+        subject_id: str | None,
+    ) -> dict[int, tuple[str, str]]:
+        sql = "SELECT id, subject_type, subject_id FROM series WHERE org_key = ? AND metric_key = ?"
+        params: list[Any] = [org_id or "", metric_key]
+        if subject_type is not None:
+            sql += " AND subject_type = ?"
+            params.append(subject_type)
+        if subject_id is not None:
+            sql += " AND subject_id = ?"
+            params.append(subject_id)
+        return {sid: (st, si) for sid, st, si in conn.execute(sql, params)}
+
+    # -- records ----------------------------------------------------------------------
+    def append(self, rows: Sequence[RecordRow], recorded_at: int) -> int:
+        """Store rows whose id is new, in one transaction; return how many were new."""
+        if not rows:
+            return 0
+        keys = {r[1:5] for r in rows}
+        plain = all(r.metadata is None and r.source is None for r in rows)
+        with self._write() as conn:
+            ids = self._series_ids(conn, keys)
+            values: list[tuple[Any, ...]]
+            if plain:
+                values = [(r[0], ids[r[1:5]], r[6], r[5], recorded_at) for r in rows]
+            else:
+                values = [(r[0], ids[r[1:5]], r[6], r[5], recorded_at, r[7], r[8]) for r in rows]
+            before = conn.total_changes
+            if plain:
+                insert_many(conn, _INSERT_PLAIN, 5, values)
+            else:
+                insert_many(conn, _INSERT_FULL, 7, values)
+            inserted = conn.total_changes - before
+            conn.executemany(
+                "INSERT INTO dirty (series_id, hour) VALUES (?, ?)",
+                {(v[1], v[2] // _HOUR) for v in values},
+            )
+        self._series.update(ids)  # only after the commit: a rollback must not leave ids behind
+        return inserted
+
+    _RECORD_COLUMNS = (
+        "u.id, s.metric_key, s.subject_type, s.subject_id, s.org_key, u.quantity, u.ts,"
+        " u.metadata, u.source"
+    )
+
+    @staticmethod
+    def _row(values: tuple[Any, ...]) -> RecordRow:
+        rid, mk, st, si, org, q, ts, md, src = values
+        return RecordRow(rid, mk, st, si, org or None, q, ts, md, src)
+
+    def get_record(self, record_id: str) -> RecordRow | None:
+        """The stored record with this id, or None."""
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {self._RECORD_COLUMNS} FROM usage_records u"
+                " JOIN series s ON s.id = u.series_id WHERE u.id = ?",
+                (record_id,),
+            ).fetchone()
+        return None if row is None else self._row(row)
+
+    def iter_records(self, query: RecordQuery) -> Iterator[RecordRow]:
+        """Records matching ``query`` ordered by (time, id), fetched in pages."""
+        with self._read() as conn:
+            series = self._matching_series(
+                conn, query.metric_key, query.org_id, query.subject_type, query.subject_id
+            )
+        if not series:
+            return
+        sql = (
+            f"SELECT {self._RECORD_COLUMNS} FROM usage_records u"
+            " JOIN series s ON s.id = u.series_id"
+            " WHERE u.series_id IN (SELECT value FROM json_each(?)) AND u.ts >= ? AND u.ts < ?"
+            " AND (u.ts > ? OR (u.ts = ? AND u.id > ?)) ORDER BY u.ts, u.id LIMIT ?"
+        )
+        # the first page looks for ts > lo - 1, which must fit SQLite's signed 64-bit integer
+        lo = max(_MIN_TS, query.start) if query.start is not None else _MIN_TS
+        hi = min(_MAX_TS, query.end) if query.end is not None else _MAX_TS
+        remaining = query.limit if query.limit is not None else -1
+        after_ts, after_id, page = lo - 1, "", 5000
+        sjson = json.dumps(sorted(series))
+        while remaining != 0:
+            size = page if remaining < 0 else min(page, remaining)
+            with self._read() as conn:
+                batch = conn.execute(
+                    sql, (sjson, lo, hi, after_ts, after_ts, after_id, size)
+                ).fetchall()
+            for values in batch:
+                yield self._row(values)
+            if len(batch) < size:
+                return
+            after_ts, after_id = batch[-1][6], batch[-1][0]
+            if remaining > 0:
+                remaining -= len(batch)
+
+    def purge_metric(self, metric_key: str, org_id: str | None) -> int:
+        """Delete every record and summary of a metric; return the records deleted."""
+        with self._write() as conn:
+            series = self._matching_series(conn, metric_key, org_id, None, None)
+            sjson = json.dumps(sorted(series))
+            where = "series_id IN (SELECT value FROM json_each(?))"
+            deleted = conn.execute(f"DELETE FROM usage_records WHERE {where}", (sjson,)).rowcount
+            conn.execute(f"DELETE FROM summaries WHERE {where}", (sjson,))
+            conn.execute(f"DELETE FROM dirty WHERE {where}", (sjson,))
+            conn.execute(
+                "DELETE FROM series WHERE id IN (SELECT value FROM json_each(?))", (sjson,)
+            )
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('series_purges', '1') ON CONFLICT (key)"
+                " DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+            )
+        self._series = {k: v for k, v in self._series.items() if v not in series}
+        return int(deleted)
+
+    # -- summaries --------------------------------------------------------------------
+    def rollup(
+        self,
+        period: PeriodType,
+        calendar: Calendar,
+        start: int | None = None,
+        end: int | None = None,
+    ) -> RollupStats:
+        """Bring summaries of ``period`` up to date (see the port)."""
+        overflowed: set[int] = set()
+        try:
+            with self._write() as conn:
+                stats: RollupStats = rollups.rollup(conn, period, calendar, start, end, overflowed)
+        except sqlite3.Error as exc:
+            raise StorageUnavailableError(f"aggregation in {self.path!r} failed: {exc}") from exc
+        if overflowed:  # the other series' summaries are written; reads of these fail alone
+            with self._read() as conn:
+                keys = self._series_keys(conn, overflowed)
+            raise SeriesError.naming(keys, f"{OVERFLOW}; the other series' summaries were written")
+        return stats
+
+    def summaries(self, query: SummaryQuery, calendar: Calendar) -> list[SummaryRow]:
+        """Fresh summaries: stored where nothing arrived since, recomputed from raw where it did."""
+        period, tz = query.period_type, calendar.timezone
+        with self._read() as conn:
+            conn.execute("BEGIN")  # one consistent snapshot for every read below
+            try:
+                series = self._matching_series(
+                    conn, query.metric_key, query.org_id, query.subject_type, query.subject_id
+                )
+                if not series:
+                    return []
+                sjson = json.dumps(sorted(series))
+                mark = rollups.watermark(conn, period, calendar)
+                if mark is None:  # never aggregated in this zone: everything is fresh from raw
+                    edges = calendar.boundaries(period, query.start, query.end)
+                    touched = {(a, b): set(series) for a, b in pairwise(edges)}
+                else:
+                    touched = rollups.touched_periods(
+                        conn, period, calendar, mark, rollups.log_position(conn), series
+                    )
+                found: dict[tuple[int, int], tuple[Any, ...]] = {}
+                for values in conn.execute(
+                    "SELECT series_id, period_start, period_end, cnt, total, min, max, last_ts,"
+                    " last_value FROM summaries WHERE period_type = ? AND tz = ?"
+                    " AND series_id IN (SELECT value FROM json_each(?))"
+                    " AND period_start < ? AND period_end > ?",
+                    (period.value, tz, sjson, query.end, query.start),
+                ):
+                    found[(values[0], values[1])] = values
+                touched = {
+                    (a, b): sids for (a, b), sids in touched.items()
+                    if a < query.end and b > query.start
+                }  # fmt: skip
+                for (start, _end), sids in touched.items():
+                    for sid in sids:
+                        found.pop((sid, start), None)
+                for _span, _series, rows in rollups.compute_touched(
+                    conn, period, calendar, touched, from_raw=True
+                ):
+                    for values in rows:
+                        found[(values[0], values[1])] = values
+            finally:
+                conn.execute("COMMIT")
+        out, failed = [], []
+        for values in sorted(found.values(), key=lambda v: (v[1], series[v[0]])):
+            st, si = series[values[0]]
+            key = (query.metric_key, st, si, query.org_id)
+            if not rollups.finite(values):
+                failed += [] if key in failed else [key]
+                continue
+            out.append(SummaryRow(*key, *values[1:]))
+        if failed:  # only these series fail; the others' summaries travel with the error
+            out = [row for row in out if row[:4] not in failed]
+            raise SeriesError.naming(failed, OVERFLOW, out)
+        return out
+
+    def _series_keys(self, conn: sqlite3.Connection, ids: set[int]) -> list[SeriesKey]:
+        """The (metric, subject type, subject id, org) of series ids."""
+        rows = conn.execute(
+            "SELECT metric_key, subject_type, subject_id, org_key FROM series"
+            " WHERE id IN (SELECT value FROM json_each(?)) ORDER BY metric_key, subject_id",
+            (json.dumps(sorted(ids)),),
+        ).fetchall()
+        return [(m, st, si, org or None) for m, st, si, org in rows]
+
+    # -- catalog ----------------------------------------------------------------------
+    def add_metric(self, metric: MetricDefinition) -> None:
+        """Store a new metric; ConflictError if its key exists in its org scope."""
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT INTO metrics (id, org_key, key, doc) VALUES (?, ?, ?, ?)",
+                    (metric.id, metric.org_id or "", metric.key, metric.model_dump_json()),
+                )
+        except sqlite3.IntegrityError:
+            scope = f"org {metric.org_id!r}" if metric.org_id else "the global scope"
+            raise ConflictError(f"metric {metric.key!r} already exists in {scope}") from None
+
+    def replace_metric(self, metric: MetricDefinition) -> None:
+        """Overwrite a stored metric (same id)."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE metrics SET doc = ? WHERE id = ?", (metric.model_dump_json(), metric.id)
+            )
+
+    def remove_metric(self, metric_id: str) -> None:
+        """Delete a metric definition by id."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM metrics WHERE id = ?", (metric_id,))
+
+    def find_metric(self, key: str, org_id: str | None) -> MetricDefinition | None:
+        """The metric with this key in exactly this org scope."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT doc FROM metrics WHERE org_key = ? AND key = ?", (org_id or "", key)
+            ).fetchone()
+        return None if row is None else MetricDefinition.model_validate_json(row[0])
+
+    def list_metrics(self) -> list[MetricDefinition]:
+        """Every metric, ordered by org then key."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT doc FROM metrics ORDER BY org_key, key").fetchall()
+        return [MetricDefinition.model_validate_json(r[0]) for r in rows]
+
+    def add_threshold(self, threshold: UsageThreshold) -> None:
+        """Store a new threshold."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO thresholds (id, doc) VALUES (?, ?)",
+                (threshold.id, threshold.model_dump_json()),
+            )
+
+    def replace_threshold(self, threshold: UsageThreshold) -> None:
+        """Overwrite a stored threshold (same id)."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE thresholds SET doc = ? WHERE id = ?",
+                (threshold.model_dump_json(), threshold.id),
+            )
+
+    def remove_threshold(self, threshold_id: str) -> bool:
+        """Delete a threshold; False if there was none."""
+        with self._write() as conn:
+            return conn.execute("DELETE FROM thresholds WHERE id = ?", (threshold_id,)).rowcount > 0
+
+    def get_threshold(self, threshold_id: str) -> UsageThreshold | None:
+        """The threshold with this id, or None."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT doc FROM thresholds WHERE id = ?", (threshold_id,)
+            ).fetchone()
+        return None if row is None else UsageThreshold.model_validate_json(row[0], context=STORED)
+
+    def list_thresholds(self) -> list[UsageThreshold]:
+        """Every threshold, oldest first."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT doc FROM thresholds ORDER BY rowid").fetchall()
+        return [UsageThreshold.model_validate_json(r[0], context=STORED) for r in rows]
+
+    # -- alerts -----------------------------------------------------------------------
+    def open_alert(
+        self, alert: UsageAlert, window_start: int, deliveries: Sequence[DeliveryRow] = ()
+    ) -> bool:
+        """Store a new alert unless one is open, or was resolved by hand, for its key; queue
+        its ``deliveries`` in the same transaction."""
+        created = to_ns(alert.created_at) if alert.created_at else time.time_ns()
+        key = (alert.threshold_id, alert.subject_type, alert.subject_id, window_start, alert.level)
+        with self._write() as conn:
+            blocked = conn.execute(
+                "SELECT 1 FROM alerts WHERE threshold_id = ? AND subject_type = ?"
+                " AND subject_id = ? AND window_start = ? AND level = ?"
+                " AND (status != 'RESOLVED' OR automatic = 0) LIMIT 1",
+                key,
+            ).fetchone()
+            if blocked:
+                return False
+            conn.execute(
+                "INSERT INTO alerts (id, threshold_id, subject_type, subject_id, window_start,"
+                " level, status, created_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (alert.id, *key, alert.status.value, created, alert.model_dump_json()),
+            )
+            _queue(conn, deliveries)
+        return True
+
+    def set_alert_status(
+        self,
+        alert_id: str,
+        status: AlertStatus,
+        at: datetime,
+        *,
+        automatic: bool = False,
+        deliveries: Sequence[DeliveryRow] = (),
+    ) -> UsageAlert | None:
+        """Acknowledge or resolve an alert, queueing ``deliveries`` in the same transaction;
+        the updated alert, or None if there is none."""
+        field = "acknowledged_at" if status is AlertStatus.ACKNOWLEDGED else "resolved_at"
+        with self._write() as conn:
+            row = conn.execute("SELECT doc FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+            if row is None:
+                return None
+            alert = UsageAlert.model_validate_json(row[0])
+            alert = alert.model_copy(update={"status": status, field: at})
+            conn.execute(
+                "UPDATE alerts SET status = ?, automatic = ?, doc = ? WHERE id = ?",
+                (status.value, int(automatic), alert.model_dump_json(), alert_id),
+            )
+            _queue(conn, deliveries)
+        return alert
+
+    def open_alerts(self, threshold_id: str, window_start: int) -> list[UsageAlert]:
+        """The alerts of a threshold and window that are not resolved."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT doc FROM alerts WHERE threshold_id = ? AND window_start = ?"
+                " AND status != 'RESOLVED' ORDER BY created_at",
+                (threshold_id, window_start),
+            ).fetchall()
+        return [UsageAlert.model_validate_json(r[0]) for r in rows]
+
+    def get_alert(self, alert_id: str) -> UsageAlert | None:
+        """The alert with this id, or None."""
+        with self._read() as conn:
+            row = conn.execute("SELECT doc FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        return None if row is None else UsageAlert.model_validate_json(row[0])
+
+    def list_alerts(self, status: AlertStatus | None = None) -> list[UsageAlert]:
+        """Alerts (optionally of one status), newest first."""
+        with self._read() as conn:
+            if status is None:
+                rows = conn.execute("SELECT doc FROM alerts ORDER BY created_at DESC, id DESC")
+            else:
+                rows = conn.execute(
+                    "SELECT doc FROM alerts WHERE status = ? ORDER BY created_at DESC, id DESC",
+                    (status.value,),
+                )
+            return [UsageAlert.model_validate_json(r[0]) for r in rows.fetchall()]
+
+    # -- metering events --------------------------------------------------------------
+    def append_events(self, events: Sequence[EventRow]) -> None:
+        """Store metering events."""
+        if not events:
+            return
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO metering_events (ts, name, metric_key, subject_type, subject_id,"
+                " org_key, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        e.ts,
+                        e.name,
+                        e.metric_key,
+                        e.subject_type,
+                        e.subject_id,
+                        e.org_id or "",
+                        e.data,
+                    )
+                    for e in events
+                ],
+            )
+
+    def list_events(
+        self, start: int | None = None, end: int | None = None, name: str | None = None
+    ) -> list[EventRow]:
+        """Events in ``[start, end)``, optionally of one name or name family, oldest first."""
+        sql = (
+            "SELECT ts, name, metric_key, subject_type, subject_id, org_key, data"
+            " FROM metering_events WHERE ts >= ? AND ts < ?"
+        )
+        args: list[Any] = [start if start is not None else -(2**63), end if end is not None
+                           else 2**63 - 1]  # fmt: skip
+        if name is not None:
+            sql += " AND (name = ? OR substr(name, 1, ?) = ?)"
+            args += [name, len(name) + 1, name + "."]
+        with self._read() as conn:
+            rows = conn.execute(sql + " ORDER BY ts, seq", args).fetchall()
+        return [EventRow(ts, n, mk, st, si, org or None, data) for ts, n, mk, st, si, org, data
+                in rows]  # fmt: skip
+
+
+def _queue(conn: sqlite3.Connection, deliveries: Sequence[DeliveryRow]) -> None:
+    """Queue notifications inside the caller's transaction; one already queued for the same
+    (alert, event, channel, target) stays as it is."""
+    now = time.time_ns()
+    conn.executemany(
+        "INSERT INTO notify_deliveries (id, alert_id, event, channel, target, metric_key,"
+        " subject_type, subject_id, payload, status, last_error, next_attempt_at, created_at,"
+        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        [(d.id, d.alert_id, d.event, d.channel, d.target, d.metric_key, d.subject_type,
+          d.subject_id, d.payload, "failed" if d.error else "pending", d.error, now, now, now)
+         for d in deliveries],
+    )  # fmt: skip

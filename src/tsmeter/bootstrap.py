@@ -1,0 +1,148 @@
+"""Choosing adapters from configuration: the only place that does.
+
+Store URLs:
+
+* ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, a bare
+  filesystem path, or ``sqlite:///:memory:`` — the embedded store.
+* ``influxdb://[user:password@]host:port/DATABASE?writer=&token=&rp=&state=`` (and
+  ``influxdbs://`` for HTTPS) — InfluxDB through its v1 API: 1.x, 2.x (compatibility
+  API, ``token=``) or 3.x. Metric definitions and thresholds then live in a local
+  state store: the SQLite file named by ``state=``, else the default file below.
+* ``influxdb2://host:port/BUCKET?org=ORG&token=&https=&writer=&state=`` — InfluxDB 2.x
+  through influxdb-client and Flux (token also from ``$TSMETER_INFLUXDB_TOKEN``); state
+  as for ``influxdb://``.
+* nothing: ``$TSMETER_STORE_URL``, else the default file
+  ``$XDG_DATA_HOME/tsmeter/tsmeter.db`` (``~/.local/share/tsmeter/tsmeter.db``).
+
+Files tsmeter creates (stores, state, outbox, logs) are 0600 and the directories it creates
+for them 0700 (see :mod:`tsmeter.files`); existing ones keep their mode.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from tsmeter.errors import ValidationError
+from tsmeter.metering.meter import Meter
+from tsmeter.ports import UsageStore
+
+__all__ = ["connect", "default_store_path", "resolve_store_url"]
+
+ENV_STORE_URL = "TSMETER_STORE_URL"
+ENV_TIMEZONE = "TSMETER_TIMEZONE"
+ENV_OUTBOX = "TSMETER_OUTBOX"
+ENV_DURABILITY = "TSMETER_DURABILITY"
+
+
+def default_store_path() -> Path:
+    """Where the embedded store lives when nothing else is configured."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "tsmeter" / "tsmeter.db"
+
+
+def resolve_store_url(url: str | None = None) -> str:
+    """The URL to use: the argument, else ``$TSMETER_STORE_URL``, else the default file."""
+    return url or os.environ.get(ENV_STORE_URL) or f"sqlite:///{default_store_path()}"
+
+
+def _sqlite_path(url: str) -> str | None:
+    if url.startswith("sqlite:///"):
+        return url[len("sqlite:///") :] or None
+    if "://" not in url:
+        return url
+    return None
+
+
+def connect(
+    url: str | None = None,
+    *,
+    timezone: str | None = None,
+    mirror: bool | None = None,
+    **options: Any,
+) -> Meter:
+    """Open a :class:`~tsmeter.metering.meter.Meter` on the store named by ``url``.
+
+    ``timezone`` (default ``$TSMETER_TIMEZONE`` or UTC) is the IANA zone that
+    periods are computed in. ``outbox=PATH`` (default ``$TSMETER_OUTBOX``) puts a durable
+    outbox in front of the store (see :mod:`tsmeter.outbox.durable`), with ``durability`` "outbox"
+    (``record`` returns once the record is committed to the outbox file; the default) or
+    "memory" (at once; default ``$TSMETER_DURABILITY``). ``mirror`` (default: when
+    ``$TSMETER_POSTHOG_API_KEY`` is set) attaches the PostHog mirror as ``meter.mirror``.
+    Other options go to the Meter (``chunk_size``, ``outbox_options``).
+
+    Example::
+
+        with tsmeter.connect("sqlite:///usage.db", timezone="Europe/Paris") as meter:
+            meter.record("api_calls", "org", "org-1")
+    """
+    resolved = resolve_store_url(url)
+    tz = timezone or os.environ.get(ENV_TIMEZONE) or "UTC"
+    if options.get("outbox") is None and os.environ.get(ENV_OUTBOX):
+        options["outbox"] = os.environ[ENV_OUTBOX]
+    if "durability" not in options and os.environ.get(ENV_DURABILITY):
+        options["durability"] = os.environ[ENV_DURABILITY]
+    from tsmeter.adapters.sqlite import SQLiteStore
+
+    if resolved.startswith(("influxdb://", "influxdbs://", "influxdb2://")):
+        usage: UsageStore
+        if resolved.startswith("influxdb2://"):
+            from tsmeter.adapters.influxdb.v2 import InfluxV2Store
+            from tsmeter.adapters.influxdb.v2client import InfluxV2Config
+
+            state = InfluxV2Config.from_url(resolved).state or str(default_store_path())
+            usage = InfluxV2Store.from_url(resolved, ledger=state)
+        else:
+            from tsmeter.adapters.influxdb.client import InfluxV1Config
+            from tsmeter.adapters.influxdb.v1 import InfluxV1Store
+
+            state = InfluxV1Config.from_url(resolved).state or str(default_store_path())
+            usage = InfluxV1Store.from_url(resolved, ledger=state)
+        catalog = SQLiteStore(state)
+        try:
+            return _integrate(Meter(usage, catalog, timezone=tz, **options), mirror)
+        except BaseException:
+            usage.close()
+            catalog.close()
+            raise
+    path = _sqlite_path(resolved)
+    if path is None:
+        scheme = resolved.split("://", 1)[0]
+        raise ValidationError(
+            "url",
+            f"unsupported store scheme {scheme!r} (supported: sqlite:///PATH, a path,"
+            " influxdb://HOST:PORT/DATABASE, influxdb2://HOST:PORT/BUCKET?org=ORG)",
+        )
+    store = SQLiteStore(path)
+    try:
+        return _integrate(Meter(store, store, timezone=tz, **options), mirror)
+    except BaseException:
+        store.close()
+        raise
+
+
+def _integrate(meter: Meter, mirror: bool | None) -> Meter:
+    """Attach what the environment configures: the PostHog mirror when
+    ``$TSMETER_POSTHOG_API_KEY`` is set (see :mod:`tsmeter.integrations.posthog`), shut down on
+    close;
+    ``mirror=False`` never, ``mirror=True`` or an error naming the missing setting."""
+    if mirror is False:
+        return meter
+    from tsmeter.integrations.posthog.settings import PostHogSettings
+
+    settings = PostHogSettings.from_env()
+    if mirror and not settings.enabled:
+        meter.close()
+        raise ValidationError("TSMETER_POSTHOG_API_KEY", "is required for the PostHog mirror")
+    if settings.enabled:
+        from tsmeter.integrations.posthog.mirror import PostHogMirror
+
+        try:
+            attached = PostHogMirror(settings, meter)
+        except BaseException:
+            meter.close()
+            raise
+        meter.mirror = attached
+        meter.on_close(lambda: attached.shutdown(timeout=10.0))
+    return meter

@@ -1,0 +1,164 @@
+"""``tsmeter reconcile``: the store's totals against PostHog's, per subject and UTC period.
+
+Exit status: 0 when the copies agree within the tolerance, 3 when some subject-period
+differs beyond it (the table lists them), 1 when the comparison could not be made
+(PostHog unreachable or refusing the key, an unknown metric, ...), 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from tsmeter.cli.context import CliState, pass_state
+from tsmeter.cli.output import Column, emit_list, format_number
+from tsmeter.cli.params import org_option, subject_options
+from tsmeter.domain import PeriodType
+from tsmeter.domain.validation import parse_timestamp
+from tsmeter.errors import ValidationError
+
+__all__ = ["DIFFERENCES_FOUND", "reconcile"]
+
+#: The exit status when some subject-period differs beyond the tolerance.
+DIFFERENCES_FOUND = 3
+
+_PERIOD_NAMES = {
+    "hour": PeriodType.HOURLY, "day": PeriodType.DAILY, "week": PeriodType.WEEKLY,
+    "month": PeriodType.MONTHLY, "year": PeriodType.YEARLY,
+    **{p.value.lower(): p for p in PeriodType},
+}  # fmt: skip
+
+_COLUMNS = [
+    Column("SUBJECT TYPE", "subjectType"),
+    Column("SUBJECT ID", "subjectId"),
+    Column("PERIOD START", "periodStart"),
+    Column("STORE", "primary", right=True),
+    Column("POSTHOG", "posthog", right=True),
+    Column("DIFFERENCE", "difference", right=True),
+    Column("RECORDS", "records", right=True),
+    Column("KIND", "kind"),
+]
+
+
+def _utc_time(option: str, text: str) -> datetime:
+    """An ISO-8601 time with an offset, or a date (midnight UTC)."""
+    try:
+        day = datetime.strptime(text.strip(), "%Y-%m-%d")
+    except ValueError:
+        return parse_timestamp(option, text)
+    return day.replace(tzinfo=UTC)
+
+
+@click.command()
+@click.argument("metric_key", metavar="METRIC")
+@click.option(
+    "--from", "start", metavar="TIME", required=True,
+    help="Start, inclusive (ISO-8601 with offset, or a date: midnight UTC).",
+)  # fmt: skip
+@click.option(
+    "--to", "end", metavar="TIME", required=True,
+    help="End, exclusive (ISO-8601 with offset, or a date: midnight UTC).",
+)  # fmt: skip
+@click.option(
+    "--period",
+    type=click.Choice(list(_PERIOD_NAMES), case_sensitive=False),
+    default="day",
+    show_default=True,
+    help="UTC periods to compare (hour, day, week, month, year).",
+)
+@click.option(
+    "--tolerance",
+    metavar="X|P%",
+    default="0",
+    show_default=True,
+    help="Largest accepted |PostHog - store| per subject and period: an amount, or a "
+    "percentage of the store's total.",
+)
+@subject_options
+@org_option()
+@pass_state
+def reconcile(
+    state: CliState,
+    metric_key: str,
+    start: str,
+    end: str,
+    period: str,
+    tolerance: str,
+    subject_type: str | None,
+    subject_id: str | None,
+    org_id: str | None,
+) -> None:
+    """Compare METRIC's totals per subject and UTC period between the store and PostHog.
+
+    Every UTC period overlapping [--from, --to) is compared in full. Listed: subject-periods
+    with fewer events in PostHog ("missing in PostHog"), more ("extra in PostHog") or the
+    same number but totals apart by more than --tolerance ("value drift"). PostHog's events
+    are counted once per event uuid. Needs TSMETER_POSTHOG_PERSONAL_API_KEY (query:read),
+    TSMETER_POSTHOG_PROJECT_ID and TSMETER_POSTHOG_HOST (unless PostHog Cloud US).
+
+    Exit status: 0 the copies agree within the tolerance; 3 differences beyond it (listed);
+    1 the comparison could not be made; 2 bad usage.
+
+    \b
+    Example:
+        tsmeter reconcile api_calls --from 2026-01-01 --to 2026-02-01 --period day
+        tsmeter reconcile storage_gb --from 2026-01-01 --to 2026-01-08 --tolerance 0.5%
+    """
+    from tsmeter.integrations.posthog.reader import PostHogReader
+    from tsmeter.integrations.posthog.reconcile import Tolerance
+    from tsmeter.integrations.posthog.reconcile import reconcile as compare
+    from tsmeter.integrations.posthog.settings import PostHogSettings
+
+    lo, hi = _utc_time("--from", start), _utc_time("--to", end)
+    if hi <= lo:
+        raise ValidationError("--to", "must be after --from")
+    allowed = Tolerance.parse(tolerance)
+    meter = state.meter(mirror=False)
+    with PostHogReader(PostHogSettings.from_env()) as reader:
+        result = compare(
+            meter, reader, metric_key, _PERIOD_NAMES[period.lower()], start=lo, end=hi,
+            subject_type=subject_type, subject_id=subject_id, org_id=org_id, tolerance=allowed,
+        )  # fmt: skip
+    rows: list[dict[str, Any]] = [
+        {
+            "subjectType": d.subject_type,
+            "subjectId": d.subject_id,
+            "periodStart": d.period_start,
+            "periodEnd": d.period_end,
+            "primary": d.primary,
+            "posthog": d.posthog,
+            "difference": d.difference,
+            "primaryRecords": d.primary_records,
+            "posthogRecords": d.posthog_records,
+            "kind": d.kind.value,
+            "beyondTolerance": d.beyond_tolerance,
+        }
+        for d in result.differences
+    ]
+    if state.fmt != "table":
+        emit_list(state, rows, _COLUMNS)
+    elif rows:
+        for row in rows:
+            sign = "+" if row["difference"] > 0 else ""
+            row["difference"] = sign + format_number(row["difference"])
+            row["records"] = f"{row['primaryRecords']}/{row['posthogRecords']}"
+            if not row["beyondTolerance"]:
+                row["kind"] += " (within tolerance)"
+        emit_list(state, rows, _COLUMNS)
+    beyond = sum(d.beyond_tolerance for d in result.differences)
+    span = f"{result.start:%Y-%m-%d %H:%M} to {result.end:%Y-%m-%d %H:%M} UTC"
+    click.echo(
+        f"{result.metric_key}: compared {result.compared} subject-periods "
+        f"({result.period_type.value.lower()}, {span}, {result.aggregation.value}): "
+        + (
+            f"{beyond} beyond tolerance {result.tolerance}"
+            if beyond
+            else f"the copies agree (tolerance {result.tolerance})"
+        )
+        + (f", {len(rows) - beyond} within it" if len(rows) > beyond else ""),
+        err=True,
+    )
+    if not result.ok:
+        click.get_current_context().exit(DIFFERENCES_FOUND)

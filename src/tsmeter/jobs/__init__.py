@@ -1,0 +1,2 @@
+"""Scheduled jobs (aggregation, threshold evaluation, deliveries) and the scheduler that runs
+them."""

@@ -1,0 +1,1 @@
+"""Limits on usage: thresholds, the monitor that opens and resolves alerts, and quotas."""

@@ -1,0 +1,349 @@
+"""Usage in a threshold's window, and the in-memory quota view behind ``Meter.check``.
+
+A threshold's window is the period containing "now" of the threshold's period
+type, else of its metric's reset period; a metric that never resets has one
+lifetime window. :class:`Totals` holds the roll-up components of a window, so
+the usage of any aggregation type can be read off it and a new record added.
+
+:class:`QuotaView` keeps the totals of BLOCK thresholds in memory: read from
+the store on first use and every ``refresh_seconds``, and advanced by the
+records this process stores in between. Within one process, a check and the
+reservation of what it allowed happen under one lock, so concurrent threads
+never pass a limit together; records in flight from other processes (or when a
+refresh lands between a reservation and its write) can pass it by at most what
+was in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import NamedTuple
+
+from tsmeter.domain import (
+    AggregationType,
+    MetricDefinition,
+    PeriodType,
+    RecordRow,
+    ResetPeriod,
+    ThresholdAction,
+    UsageThreshold,
+)
+from tsmeter.domain.periods import Calendar
+from tsmeter.domain.validation import EPOCH, from_ns, to_ns
+from tsmeter.errors import SeriesError
+from tsmeter.ports import Catalog, SummaryQuery, SummaryRow, UsageStore
+
+__all__ = ["QuotaDecision", "QuotaView", "Totals", "threshold_period", "window_totals"]
+
+log = logging.getLogger("tsmeter.quotas")
+
+# a lifetime window adds up yearly summaries from 1970 to the last whole year a record may have
+LIFETIME_END = to_ns(EPOCH.replace(year=2261))
+
+
+def threshold_period(metric: MetricDefinition, threshold: UsageThreshold) -> PeriodType | None:
+    """The threshold's period type, else the metric's reset period; None for a lifetime."""
+    if threshold.period_type is not None:
+        return threshold.period_type
+    if metric.reset_period is ResetPeriod.NEVER:
+        return None
+    return PeriodType(metric.reset_period.value)
+
+
+def window(calendar: Calendar, period: PeriodType | None, now: int) -> tuple[int, int]:
+    """``[start, end)`` of the window containing ``now`` (0 .. the end of time: lifetime)."""
+    return (0, LIFETIME_END) if period is None else calendar.bounds(period, now)
+
+
+class Totals:
+    """Roll-up components of one subject's usage in one window."""
+
+    __slots__ = ("count", "last_ts", "last_value", "max", "min", "sum")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.sum = 0.0
+        self.min = 0.0
+        self.max = 0.0
+        self.last_ts = -1
+        self.last_value = 0.0
+
+    def merge(self, row: SummaryRow) -> None:
+        """Add a summary's components."""
+        if row.record_count == 0:
+            return
+        first = self.count == 0
+        self.count += row.record_count
+        self.sum += row.sum
+        self.min = row.min if first else min(self.min, row.min)
+        self.max = row.max if first else max(self.max, row.max)
+        if row.last_ts >= self.last_ts:
+            self.last_ts, self.last_value = row.last_ts, row.last_value
+
+    def add(self, quantity: float, ts: int) -> None:
+        """Add one record."""
+        first = self.count == 0
+        self.count += 1
+        self.sum += quantity
+        self.min = quantity if first else min(self.min, quantity)
+        self.max = quantity if first else max(self.max, quantity)
+        if ts >= self.last_ts:
+            self.last_ts, self.last_value = ts, quantity
+
+    def value(self, aggregation: AggregationType) -> float:
+        """The usage as the metric measures it (0 with no records)."""
+        if self.count == 0:
+            return 0.0
+        if aggregation is AggregationType.COUNT:
+            return float(self.count)
+        if aggregation is AggregationType.SUM:
+            return self.sum
+        if aggregation is AggregationType.AVG:
+            return self.sum / self.count
+        if aggregation is AggregationType.MAX:
+            return self.max
+        if aggregation is AggregationType.MIN:
+            return self.min
+        return self.last_value
+
+    def projected(self, aggregation: AggregationType, records: int, quantity: float) -> float:
+        """The usage after ``records`` more records adding up to ``quantity``."""
+        if records <= 0:
+            return self.value(aggregation)
+        if aggregation is AggregationType.COUNT:
+            return float(self.count + records)
+        if aggregation is AggregationType.SUM:
+            return self.sum + quantity
+        if aggregation is AggregationType.AVG:
+            return (self.sum + quantity) / (self.count + records)
+        each = quantity / records
+        if aggregation is AggregationType.MAX:
+            return max(self.max, each) if self.count else each
+        if aggregation is AggregationType.MIN:
+            return min(self.min, each) if self.count else each
+        return each
+
+
+def window_totals(
+    store: UsageStore,
+    calendar: Calendar,
+    metric: MetricDefinition,
+    period: PeriodType | None,
+    bounds: tuple[int, int],
+    subject_type: str,
+    subject_id: str | None,
+    failures: list[SeriesError] | None = None,
+) -> dict[str, Totals]:
+    """Per subject (one, or every subject of the type): its totals in the window ``bounds``.
+    Lifetime windows add up the yearly summaries. For every subject, a subject whose usage
+    cannot be summed (SeriesError) is left out and its error appended to ``failures`` (logged
+    when no list is given); for one subject, the error is raised."""
+    query_period = PeriodType.YEARLY if period is None else period
+    query = SummaryQuery(metric.key, query_period, bounds[0], bounds[1], metric.org_id,
+                         subject_type, subject_id)  # fmt: skip
+    out: dict[str, Totals] = {}
+    try:
+        rows = store.summaries(query, calendar)
+    except SeriesError as exc:  # every subject of the type: the others are still evaluated
+        if subject_id is not None:
+            raise
+        if failures is None:
+            log.error("%s (left out of this window's totals)", exc)
+        else:
+            failures.append(exc)
+        rows = exc.rows
+    for row in rows:
+        totals = out.get(row.subject_id)
+        if totals is None:
+            totals = out[row.subject_id] = Totals()
+        totals.merge(row)
+    return out
+
+
+class QuotaDecision(NamedTuple):
+    """Whether recording more is allowed, and against which limit.
+
+    Without a BLOCK threshold for the subject, ``allowed`` is True and the rest is None.
+    """
+
+    allowed: bool
+    limit: float | None = None
+    used: float | None = None
+    remaining: float | None = None
+    window_end: datetime | None = None
+    threshold_id: str | None = None
+
+
+UNLIMITED = QuotaDecision(True)
+
+
+class _Window:
+    """The totals of one (BLOCK threshold, subject) in its current window."""
+
+    __slots__ = ("end", "end_dt", "fresh_until", "start", "totals")
+
+    def __init__(self, totals: Totals, start: int, end: int, fresh_until: int) -> None:
+        self.totals = totals
+        self.start = start
+        self.end = end
+        self.end_dt = from_ns(end) if end < LIFETIME_END else None
+        self.fresh_until = fresh_until
+
+
+_Rule = tuple[UsageThreshold, MetricDefinition, PeriodType | None]
+_RuleKey = tuple[str, str | None, str, str]  # metric key, metric org, subject type, subject id
+
+
+class QuotaView:
+    """BLOCK-threshold usage kept in memory for fast checks (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: UsageStore,
+        catalog: Catalog,
+        calendar: Calendar,
+        resolve_metric: Callable[[str, str | None], MetricDefinition],
+        *,
+        refresh_seconds: float = 5.0,
+    ) -> None:
+        self.lock = threading.RLock()
+        self._store = store
+        self._catalog = catalog
+        self._calendar = calendar
+        self._resolve = resolve_metric
+        self._refresh_ns = int(refresh_seconds * 1e9)
+        self._blocking: dict[tuple[str, str | None], list[_Rule]] | None = None
+        self._blocking_until = 0
+        self._rules: dict[_RuleKey, list[_Rule]] = {}
+        self._windows: dict[tuple[str, str], _Window] = {}
+
+    def invalidate(self) -> None:
+        """Forget thresholds and totals (after a threshold changed in this process)."""
+        with self.lock:
+            self._blocking = None
+            self._rules.clear()
+            self._windows.clear()
+
+    # -- rules ------------------------------------------------------------------------
+    def _rules_for(self, key: _RuleKey, now: int) -> list[_Rule]:
+        if self._blocking is None or now >= self._blocking_until:
+            self._load_blocking(now)
+        found = self._rules.get(key)
+        if found is None:
+            candidates = (self._blocking or {}).get((key[0], key[1]), [])
+            found = [
+                r for r in candidates
+                if r[0].subject_type == key[2] and r[0].subject_id in (key[3], "*")
+            ]  # fmt: skip
+            if len(self._rules) > 100_000:
+                self._rules.clear()
+            self._rules[key] = found
+        return found
+
+    def _load_blocking(self, now: int) -> None:
+        blocking: dict[tuple[str, str | None], list[_Rule]] = {}
+        for t in self._catalog.list_thresholds():
+            if t.action is not ThresholdAction.BLOCK:
+                continue
+            metric = self._catalog.find_metric(t.metric_key, t.org_id)
+            if metric is None:
+                continue
+            rule = (t, metric, threshold_period(metric, t))
+            blocking.setdefault((metric.key, metric.org_id), []).append(rule)
+        self._blocking = blocking
+        self._blocking_until = now + 6 * self._refresh_ns
+        self._rules.clear()
+
+    def _window(self, rule: _Rule, subject_type: str, subject_id: str, now: int) -> _Window:
+        threshold, metric, period = rule
+        found = self._windows.get((threshold.id, subject_id))
+        if found is not None and now < found.fresh_until and found.start <= now < found.end:
+            return found
+        start, end = window(self._calendar, period, now)
+        totals = window_totals(self._store, self._calendar, metric, period, (start, end),
+                               subject_type, subject_id).get(subject_id, Totals())  # fmt: skip
+        fresh = _Window(totals, start, end, now + self._refresh_ns)
+        self._windows[(threshold.id, subject_id)] = fresh
+        return fresh
+
+    # -- decisions --------------------------------------------------------------------
+    def decide(
+        self,
+        metric: MetricDefinition,
+        subject_type: str,
+        subject_id: str,
+        quantity: float,
+        *,
+        records: int = 1,
+        at: int | None = None,
+    ) -> QuotaDecision:
+        """May ``records`` more records of ``metric`` adding up to ``quantity`` (at ``at``,
+        default now) be recorded? The most restrictive BLOCK threshold decides."""
+        now = time.time_ns()
+        with self.lock:
+            rules = self._rules.get((metric.key, metric.org_id, subject_type, subject_id))
+            if rules is None or now >= self._blocking_until:
+                rules = self._rules_for((metric.key, metric.org_id, subject_type, subject_id), now)
+            if not rules:
+                return UNLIMITED
+            best: QuotaDecision | None = None
+            for rule in rules:
+                w = self._windows.get((rule[0].id, subject_id))
+                if w is None or now >= w.fresh_until or now >= w.end:
+                    w = self._window(rule, subject_type, subject_id, now)
+                if at is not None and not w.start <= at < w.end:
+                    continue  # a record for another window does not count against this one
+                threshold, limit = rule[0], rule[0].threshold
+                aggregation = metric.aggregation_type
+                used = w.totals.value(aggregation)
+                allowed = w.totals.projected(aggregation, records, quantity) <= limit
+                remaining = limit - used if used < limit else 0.0
+                tighter = (
+                    best is not None
+                    and best.allowed == allowed
+                    and remaining < (best.remaining or 0.0)
+                )
+                if best is None or (best.allowed and not allowed) or tighter:
+                    best = QuotaDecision(allowed, limit, used, remaining, w.end_dt, threshold.id)
+            return best or UNLIMITED
+
+    def reserve(self, rows: Sequence[RecordRow]) -> tuple[int, QuotaDecision] | None:
+        """Under the lock: check ``rows`` one by one against the BLOCK thresholds, counting
+        each; return the index and decision of the first refused (nothing stays counted
+        then), else None."""
+        with self.lock:
+            for index, row in enumerate(rows):
+                metric = self._resolve(row.metric_key, row.org_id)
+                decision = self.decide(metric, row.subject_type, row.subject_id, row.quantity,
+                                       at=row.ts)  # fmt: skip
+                if not decision.allowed:
+                    self.forget(rows[:index])
+                    return index, decision
+                self.add([row])
+            return None
+
+    def add(self, rows: Iterable[RecordRow]) -> None:
+        """Count rows this process stored (in windows already read; others read them)."""
+        if not self._windows:
+            return
+        with self.lock:
+            for row in rows:
+                for threshold, _, _ in self._rules.get(
+                    (row.metric_key, row.org_id, row.subject_type, row.subject_id), ()
+                ):
+                    w = self._windows.get((threshold.id, row.subject_id))
+                    if w is not None and w.start <= row.ts < w.end:
+                        w.totals.add(row.quantity, row.ts)
+
+    def forget(self, rows: Iterable[RecordRow]) -> None:
+        """Drop the windows ``rows`` count in (read again from the store on next use)."""
+        with self.lock:
+            for row in rows:
+                for threshold, _, _ in self._rules.get(
+                    (row.metric_key, row.org_id, row.subject_type, row.subject_id), ()
+                ):
+                    self._windows.pop((threshold.id, row.subject_id), None)

@@ -1,0 +1,1 @@
+"""Recording and reading usage: the Meter facade, intake (validation of records) and queries."""

@@ -1,0 +1,586 @@
+"""The durable outbox: validated records wait in a local SQLite file until the store has them.
+
+Why SQLite in WAL mode rather than an append-only log of our own: a committed
+transaction survives a killed process (and, with ``synchronous=FULL``, a power
+cut), several processes can share one file safely, and removing delivered
+batches, deferring failed ones and quarantining rejected records are single
+statements instead of a log format, compaction and recovery code.
+
+Records enter through :meth:`Outbox.put`. A committer thread writes what
+arrived since its last commit as one transaction (group commit), so many
+callers share one fsync. ``put(wait=True)`` returns once the caller's records
+are committed; ``wait=False`` returns at once (a crash loses at most the last
+commit interval). A flusher thread (one per outbox file, across processes: it
+holds a file lock) takes committed batches oldest first, hands them to the
+``deliver`` callback (the store's ``append``; ids make a repeat harmless) and
+deletes them once delivered. The batches this process committed itself, up to
+``cache_rows`` records, are handed over as the rows that were put, not read back and
+unpacked: from the start if the store answers the ``reachable`` probe when the flusher
+starts, otherwise once the store has taken part of a delivery; until one fails. A store
+that takes a stream (the ``stream`` callback: InfluxDB's ``append_stream``) gets the due
+batches, and those that come due meanwhile, as one stream of up to ``stream_rows``
+records, so the server does not wait between deliveries; each batch is deleted as soon as
+the store reports its records stored.
+
+* a :class:`~tsmeter.errors.RejectedError` (the store refused the data itself)
+  splits the batch in halves until the offending records are alone; those are
+  moved to the quarantine with the server's message, the rest is delivered;
+* any other :class:`~tsmeter.errors.TsmeterError` (server down, timeout, 5xx)
+  defers the batch with exponential backoff and jitter; nothing is dropped.
+
+The outbox holds at most ``max_pending`` records (in memory and committed, counting
+what every process sharing the file committed); ``put`` blocks while it is full, up to
+``timeout``, then raises :class:`~tsmeter.errors.OutboxFullError`. ``drain`` waits for this
+process's own records and for what was in the file when it was opened, not for records
+other processes add later. An outbox still open at interpreter exit is closed then
+(delivering for up to ``exit_timeout`` seconds).
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import json
+import logging
+import random
+import sqlite3
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import TextIO
+
+from tsmeter.adapters.sqlite.schema import open_wal
+from tsmeter.domain import RecordRow
+from tsmeter.errors import (
+    OutboxFullError,
+    RejectedError,
+    StorageUnavailableError,
+    TsmeterError,
+    ValidationError,
+)
+from tsmeter.files import open_private
+from tsmeter.outbox.admin import OutboxAdmin, OutboxStatus, QuarantinedRecord
+from tsmeter.outbox.batches import HeldBatches, insert, pack, unpack
+
+__all__ = ["Outbox", "OutboxStatus", "QuarantinedRecord"]
+
+log = logging.getLogger("tsmeter.outbox")
+
+#: delivers a stream of parts, calling its second argument with how many of the rows taken
+#: from the stream are stored so far (see ``InfluxV1Store.append_stream``)
+Stream = Callable[[Iterator[list[RecordRow]], Callable[[int], None]], object]
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS outbox_batches (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    n INTEGER NOT NULL,                 -- records in the batch
+    rows BLOB NOT NULL,                 -- see tsmeter.outbox.batches
+    created_at INTEGER NOT NULL,        -- ns
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE TABLE IF NOT EXISTS outbox_quarantine (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    record_id TEXT NOT NULL,
+    row BLOB NOT NULL,
+    error TEXT NOT NULL,
+    quarantined_at INTEGER NOT NULL
+);
+"""
+
+
+class Outbox(OutboxAdmin):
+    """Records waiting for the store, in the SQLite file ``path`` (see the module docstring).
+
+    ``deliver`` stores rows and returns normally once they are stored (raising a
+    TsmeterError otherwise); ``after`` is called with rows once delivered; ``reachable``
+    (optional) tells whether the store answers at all, asked once when the flusher starts.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        deliver: Callable[[list[RecordRow]], object],
+        *,
+        after: Callable[[list[RecordRow]], None] | None = None,
+        stream: Stream | None = None,
+        reachable: Callable[[], bool] | None = None,
+        stream_rows: int = 1_000_000,
+        max_pending: int = 1_000_000,
+        commit_interval: float = 0.0,
+        batch_rows: int = 200_000,
+        cache_rows: int = 1_000_000,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+    ) -> None:
+        if path == ":memory:":
+            raise ValidationError("outbox", "must be a file: a memory database is not durable")
+        self.path = path
+        self._deliver = deliver
+        self._after = after
+        self._stream = stream
+        self._reachable = reachable
+        self.stream_rows = stream_rows
+        self._acks: ThreadPoolExecutor | None = None  # removes what a stream stored
+        self.max_pending = max_pending
+        self.commit_interval = commit_interval
+        self.batch_rows = batch_rows
+        # this process's committed batches, handed to the store without being read back
+        # (held only while this process holds the flush lock)
+        self._held = HeldBatches(cache_rows)
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self._db = threading.Lock()  # the connection
+        self._read = threading.Lock()  # the reading connection
+        try:
+            self._conn = open_wal(path)
+            self._conn.executescript(_DDL)
+            # a new process is a new attempt: what waited for a retry is due now
+            self._conn.execute("UPDATE outbox_batches SET next_attempt_at = 0")
+            # the flusher's and drain()'s reads: they never wait for a commit (WAL)
+            self._reader = open_wal(path)
+        except sqlite3.Error as exc:
+            raise StorageUnavailableError(f"cannot open the outbox {path!r}: {exc}") from exc
+        self._cond = threading.Condition()
+        self._memory: list[RecordRow] = []
+        self._generation = 0  # number of the next commit; put() waits for its own
+        self._committed = 0  # commits done
+        self._commit_error: BaseException | None = None
+        self._pending = self._count_pending()
+        # the newest batch drain() waits for: what the file held at open, then our own commits
+        self._mine = self._max_seq()
+        self._delivered = 0
+        self._last_error: str | None = None
+        self._closing = False
+        self._stop = False
+        self._wake = threading.Event()
+        self._lock_file: TextIO | None = None
+        self._final: OutboxStatus | None = None  # what close() returned
+        self._committer = threading.Thread(target=self._commit_loop, name="tsmeter-outbox-commit",
+                                           daemon=True)  # fmt: skip
+        self._flusher = threading.Thread(target=self._flush_loop, name="tsmeter-outbox-flush",
+                                         daemon=True)  # fmt: skip
+        self._committer.start()
+        self._flusher.start()
+        _OPEN.add(self)
+        _register_exit_hook()
+
+    #: how long the interpreter's exit lets an outbox that was not closed deliver
+    exit_timeout = 10.0
+
+    # -- accepting records ------------------------------------------------------------
+    def put(self, rows: Sequence[RecordRow], *, wait: bool = True, timeout: float = 30.0) -> None:
+        """Queue ``rows``; with ``wait``, return once they are committed to the file.
+
+        Blocks while the outbox is full, then raises OutboxFullError after ``timeout``.
+        """
+        if not rows:
+            return
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            if self._closing:
+                raise StorageUnavailableError("the outbox is closed")
+            while self._pending + len(self._memory) + len(rows) > self.max_pending and (
+                self._pending + len(self._memory) > 0
+            ):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise OutboxFullError(
+                        f"the outbox {self.path!r} held {self._pending + len(self._memory):,}"
+                        f" records (max_pending {self.max_pending:,}) for {timeout:g} s;"
+                        f" {len(rows):,} records were not queued"
+                    )
+                self._cond.wait(min(left, 0.5))
+            self._memory.extend(rows)
+            generation = self._generation
+            self._cond.notify_all()
+            if not wait:
+                return
+            while self._committed <= generation:
+                if self._commit_error is not None and self._committed <= generation:
+                    raise StorageUnavailableError(
+                        f"the outbox {self.path!r} could not commit: {self._commit_error}"
+                    )
+                self._cond.wait(1.0)
+
+    def _commit_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._memory and not self._closing:
+                    self._cond.wait()
+                if not self._memory and self._closing:
+                    return
+            if self.commit_interval:  # let more records join this commit
+                time.sleep(self.commit_interval)
+            with self._cond:
+                group, self._memory = self._memory, []
+                self._generation += 1
+            try:
+                self._insert(group)
+            except (sqlite3.Error, StorageUnavailableError) as exc:
+                log.error("outbox commit failed, retrying: %s", exc)
+                with self._cond:
+                    self._memory[:0] = group
+                    self._commit_error = exc
+                    self._generation -= 1
+                    self._cond.notify_all()
+                time.sleep(0.5)
+                continue
+            with self._cond:
+                self._committed += 1
+                self._commit_error = None
+                self._cond.notify_all()
+            self._wake.set()
+
+    def _insert(self, rows: list[RecordRow]) -> None:
+        now = time.time_ns()
+        parts = _parts(rows, self.batch_rows)
+        batches = [(len(part), pack(part), now) for part in parts]  # before taking the lock
+        with self._db:
+            last = insert(self._conn, batches)
+            with self._cond:  # still under the connection lock: no recount slips in between
+                self._pending += len(rows)
+                self._mine = max(self._mine, last)
+        if self._lock_file is not None:  # numbered last - len(parts) + 1 to last
+            self._held.hold(last - len(parts) + 1, parts)
+
+    # -- delivering -------------------------------------------------------------------
+    def _flush_loop(self) -> None:
+        while not self._stop:
+            if not self._hold_flush_lock():
+                self._wake.wait(0.25)
+                self._wake.clear()
+                self._refresh_pending()
+                continue
+            try:
+                progressed = self.flush_once()
+            except Exception:  # never let the flusher die; the next pass tries again
+                log.exception("outbox flush failed")
+                progressed = False
+            if not progressed:
+                woken = self._wake.wait(0.2)
+                self._wake.clear()
+                if not woken:  # other processes' commits count towards max_pending
+                    self._refresh_pending()
+
+    def _hold_flush_lock(self) -> bool:
+        """One flusher per outbox file, across processes: a lock on ``<path>.flush.lock``."""
+        if self._lock_file is not None:
+            return True
+        handle = open_private(f"{self.path}.flush.lock")  # held while flushing
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        try:  # a store that answers: hold this process's batches from the first one
+            self._held.on = self._reachable is not None and bool(self._reachable())
+        except Exception:
+            log.exception("outbox: asking whether the store is reachable failed")
+        self._lock_file = handle
+        return True
+
+    def _due(self, after: int = 0) -> list[tuple[int, int, list[RecordRow]]]:
+        """The oldest due batches numbered above ``after`` that fit in one delivery of
+        ``batch_rows`` records (at least one): ``(seq, attempts, rows)``. Sizes are read
+        first, so only the batches taken are read and unpacked (unless held: ``_held``)."""
+        with self._read:
+            found = self._reader.execute(
+                "SELECT seq, attempts, n FROM outbox_batches WHERE next_attempt_at <= ?"
+                " AND seq > ? ORDER BY seq LIMIT 64",
+                (time.time_ns(), after),
+            ).fetchall()
+            taken: list[tuple[int, int, bytes | list[RecordRow]]] = []
+            total = 0
+            for seq, attempts, n in found:
+                if taken and total + n > self.batch_rows:
+                    break
+                rows = self._held.take(seq)
+                if rows is None:
+                    blob = self._reader.execute(
+                        "SELECT rows FROM outbox_batches WHERE seq = ?", (seq,)
+                    ).fetchone()
+                    if blob is None:
+                        continue
+                    rows = blob[0]
+                taken.append((seq, attempts, rows))
+                total += n
+            if found and after == 0:  # older batches held are gone (purged): forget them
+                self._held.drop_below(found[0][0])
+        return [(seq, attempts, rows if isinstance(rows, list) else unpack(rows))
+                for seq, attempts, rows in taken]  # fmt: skip
+
+    def flush_once(self) -> bool:
+        """Deliver the batches that are due (up to ``batch_rows`` records in one call of
+        ``deliver``, or a stream of them); return whether anything was delivered or
+        quarantined."""
+        due = self._due()
+        if not due:
+            return False
+        if self._stream is not None:
+            return self._flush_stream(due)
+        return self._flush(due)
+
+    def _flush(self, batches: list[tuple[int, int, list[RecordRow]]]) -> bool:
+        """Deliver ``(seq, attempts, rows)`` batches in one call of ``deliver`` and remove
+        them, or defer them after a failure; return whether they were delivered."""
+        taken = [(seq, attempts) for seq, attempts, _ in batches]
+        rows = [row for _, _, part in batches for row in part]
+        try:
+            quarantined = self._deliver_all(rows)
+        except Exception as exc:  # a store error, or a bug: either way wait and try again
+            self._defer(taken, len(rows), exc)
+            return False
+        self._remove(taken, len(rows) - quarantined)
+        return True
+
+    def _flush_stream(self, due: list[tuple[int, int, list[RecordRow]]]) -> bool:
+        """Deliver the due batches, and those that come due meanwhile, as one stream (up to
+        ``stream_rows`` records): the store is never left waiting between deliveries, and a
+        batch is removed as soon as the store reports its records stored. After a rejection,
+        the batches not reported stored are delivered one by one to find the records."""
+        waiting: deque[tuple[int, int, int, list[RecordRow]]] = deque()  # and rows through it
+        pulled, progressed = 0, False
+
+        def parts() -> Iterator[list[RecordRow]]:
+            nonlocal pulled
+            batches = due
+            while batches:
+                for seq, attempts, rows in batches:
+                    pulled += len(rows)
+                    waiting.append((seq, attempts, pulled, rows))
+                    yield rows
+                if pulled >= self.stream_rows or self._stop:
+                    return
+                batches = self._due(after=waiting[-1][0])
+
+        acks: list[Future[None]] = []
+
+        def stored(upto: int) -> None:
+            nonlocal progressed
+            self._held.on = True  # the store is taking this stream: hold what is committed
+            done = []
+            while waiting and waiting[0][2] <= upto:
+                done.append(waiting.popleft())
+            if done:  # removed on the outbox's own thread: the stream goes on meanwhile
+                progressed = True
+                acks.append(self._acker().submit(self._acknowledge, done))
+
+        assert self._stream is not None
+        try:
+            try:
+                self._stream(parts(), stored)
+                stored(pulled)  # returned: everything taken is stored
+            finally:
+                wait(acks)
+                for ack in acks:
+                    if ack.exception() is not None:  # those batches are delivered again later
+                        log.error("outbox: removing delivered batches failed: %s",
+                                  ack.exception())  # fmt: skip
+        except RejectedError:
+            left = list(waiting)
+            waiting.clear()
+            for seq, attempts, _, rows in left:
+                if not self._flush([(seq, attempts, rows)]):
+                    break  # deferred; the rest is due again at the next pass
+            return True
+        except Exception as exc:
+            if waiting:
+                self._defer([(seq, attempts) for seq, attempts, _, _ in waiting],
+                            sum(len(rows) for *_, rows in waiting), exc)  # fmt: skip
+            return progressed
+        return True
+
+    def _acknowledge(self, done: list[tuple[int, int, int, list[RecordRow]]]) -> None:
+        """Remove batches a stream stored, then hand their records to ``after``."""
+        self._remove([(seq, attempts) for seq, attempts, _, _ in done],
+                     sum(len(rows) for *_, rows in done))  # fmt: skip
+        for *_, rows in done:
+            self._delivered_hook(rows)
+
+    def _acker(self) -> ThreadPoolExecutor:
+        if self._acks is None:
+            self._acks = ThreadPoolExecutor(1, thread_name_prefix="tsmeter-outbox-ack")
+        return self._acks
+
+    def _defer(self, taken: list[tuple[int, int]], n: int, exc: Exception) -> None:
+        """After a failed delivery of ``n`` records: try the batches again after a backoff."""
+        if not isinstance(exc, TsmeterError):
+            log.error("outbox: delivering %d records failed unexpectedly", n, exc_info=exc)
+        attempts = max(a for _, a in taken) + 1
+        delay = min(self.backoff_max, self.backoff_base * 2 ** (attempts - 1))
+        delay *= 0.5 + random.random() / 2
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        self._held.stop()  # hold nothing more in memory until a delivery succeeds
+        log.warning("outbox: %d records wait %.1f s after: %s", n, delay, exc)
+        with self._db:  # one statement: one transaction
+            self._conn.execute(
+                "UPDATE outbox_batches SET attempts = attempts + 1, next_attempt_at = ?,"
+                " last_error = ? WHERE seq IN (SELECT value FROM json_each(?))",
+                (time.time_ns() + int(delay * 1e9), str(exc),
+                 json.dumps([seq for seq, _ in taken])),
+            )  # fmt: skip
+
+    def _remove(self, taken: list[tuple[int, int]], delivered: int) -> None:
+        """Remove delivered batches (one statement, so one transaction: one sync, and the
+        connection is soon free for the next commit)."""
+        with self._db:
+            self._conn.execute(
+                "DELETE FROM outbox_batches WHERE seq IN (SELECT value FROM json_each(?))",
+                (json.dumps([seq for seq, _ in taken]),),
+            )
+        for seq, _ in taken:  # a batch read from the file while it was being held
+            self._held.take(seq)
+        with self._cond:
+            self._delivered += delivered
+        self._held.on = True
+        # recounted, not decremented: the batches may have been committed by another process
+        self._refresh_pending()
+
+    def _delivered_hook(self, rows: list[RecordRow]) -> None:
+        if self._after is not None:
+            try:
+                self._after(rows)
+            except Exception:
+                log.exception("outbox: the after-delivery hook failed on %d records", len(rows))
+
+    def _deliver_all(self, rows: list[RecordRow]) -> int:
+        """Deliver ``rows``; records the store rejects are found by halving and quarantined.
+        Returns how many were quarantined."""
+        try:
+            self._deliver(rows)
+        except RejectedError as exc:
+            if len(rows) == 1:
+                self._quarantine(rows[0], str(exc))
+                return 1
+            half = len(rows) // 2
+            return self._deliver_all(rows[:half]) + self._deliver_all(rows[half:])
+        self._delivered_hook(rows)
+        return 0
+
+    def _quarantine(self, row: RecordRow, error: str) -> None:
+        log.error("outbox: record %r quarantined: %s", row.id, error)
+        with self._db:  # a batch delivered again (after a crash or outage) replaces its entry
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("DELETE FROM outbox_quarantine WHERE record_id = ?", (row.id,))
+                self._conn.execute(
+                    "INSERT INTO outbox_quarantine (record_id, row, error, quarantined_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (row.id, pack([row]), error, time.time_ns()),
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    # -- administration ---------------------------------------------------------------
+    def _count_pending(self) -> int:
+        with self._db:
+            (n,) = self._conn.execute("SELECT coalesce(sum(n), 0) FROM outbox_batches").fetchone()
+        return int(n)
+
+    def _max_seq(self) -> int:
+        with self._db:
+            (seq,) = self._conn.execute(
+                "SELECT coalesce(max(seq), 0) FROM outbox_batches"
+            ).fetchone()
+        return int(seq)
+
+    def _refresh_pending(self) -> None:
+        """Recount the records in the file (all processes'), under the connection lock so that
+        a commit's own increment cannot be counted twice."""
+        with self._db:
+            (n,) = self._conn.execute("SELECT coalesce(sum(n), 0) FROM outbox_batches").fetchone()
+            with self._cond:
+                self._pending = int(n)
+                self._cond.notify_all()
+
+    def _waiting(self, upto: int) -> bool:
+        """Whether a batch numbered ``upto`` or lower is still in the file."""
+        with self._read:
+            found = self._reader.execute(
+                "SELECT 1 FROM outbox_batches WHERE seq <= ? LIMIT 1", (upto,)
+            ).fetchone()
+        return found is not None
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until everything this process accepted so far, and what the file held when it
+        was opened, was delivered (or quarantined), by whichever process holds the flush lock;
+        at most ``timeout`` seconds. Return whether it was."""
+        if self._final is not None:  # closed: what close() left is in the file
+            return self._final.pending == 0 and self._final.in_memory == 0
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        while True:
+            with self._cond:  # nothing in memory and no commit half done: _mine is final
+                busy = bool(self._memory) or self._generation != self._committed
+                mine = self._mine
+            if not busy and not self._waiting(mine):
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            with self._cond:
+                self._cond.wait(min(left, 0.05))
+
+    def close(self, timeout: float = 30.0) -> OutboxStatus:
+        """Stop accepting records, commit what is in memory, deliver for up to ``timeout``
+        seconds, and return what remains (it stays in the file for the next process).
+        Closing again returns the same status."""
+        if self._final is not None:
+            return self._final
+        _OPEN.discard(self)
+        started = time.monotonic()
+        self.drain(timeout)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._committer.join(timeout=max(1.0, timeout - (time.monotonic() - started)))
+        self._stop = True
+        self._wake.set()
+        self._flusher.join(timeout=max(1.0, timeout - (time.monotonic() - started)))
+        if self._acks is not None and not self._flusher.is_alive():
+            self._acks.shutdown()
+        status = self.status()
+        if status.pending or status.in_memory:
+            left = status.pending + status.in_memory
+            log.warning("outbox closed with %d records pending in %r", left, self.path)
+        self._final = status
+        if not self._flusher.is_alive() and not self._committer.is_alive():
+            with self._db, self._read:
+                self._conn.close()
+                self._reader.close()
+        if self._lock_file is not None and not self._flusher.is_alive():
+            self._lock_file.close()
+        return status
+
+
+#: outboxes not closed yet; the interpreter's exit closes them (see Outbox.exit_timeout)
+_OPEN: weakref.WeakSet[Outbox] = weakref.WeakSet()
+_hooked = False
+
+
+def _register_exit_hook() -> None:
+    global _hooked
+    if not _hooked:
+        _hooked = True
+        atexit.register(_close_at_exit)
+
+
+def _close_at_exit() -> None:
+    """Close every outbox left open: records in memory are committed, and delivery gets up
+    to ``exit_timeout`` seconds (what remains stays in the file, with a warning)."""
+    for box in list(_OPEN):
+        try:
+            box.close(box.exit_timeout)
+        except Exception:
+            log.exception("outbox %r: closing at exit failed", box.path)
+
+
+def _parts(rows: list[RecordRow], size: int) -> list[list[RecordRow]]:
+    return [rows[i : i + size] for i in range(0, len(rows), size)]

@@ -1,0 +1,43 @@
+"""The compiled fast paths (``src/tsmeter/_speedups.c``, ``_ledgerwrite.c``), or ``None`` where
+they are not built.
+
+``pip install`` compiles them when a C compiler is at hand; without one tsmeter runs on its
+Python code, which stays the reference: every compiled function only takes the cases it
+can decide without doubt and hands the rest back. Set ``TSMETER_PURE_PYTHON=1`` to run on
+the Python code alone (the benchmarks print which one ran).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sqlite3
+from types import ModuleType
+
+__all__ = ["describe", "ledger_writes", "native"]
+
+
+def _load(name: str) -> ModuleType | None:
+    if os.environ.get("TSMETER_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        return importlib.import_module(f"tsmeter.{name}")
+    except ImportError:
+        return None
+
+
+native = _load("_speedups")
+#: the id ledger's usual write without the interpreter lock (``src/tsmeter/_ledgerwrite.c``),
+#: when built and when SQLite is the shared library the sqlite3 module uses
+ledger_writes = _load("_ledgerwrite")
+if ledger_writes is not None and ledger_writes.sqlite_version() != sqlite3.sqlite_version:
+    ledger_writes = None
+
+
+def describe() -> str:
+    """``compiled`` or ``pure Python`` (and why), for benchmark and status output."""
+    if native is not None:
+        return "compiled fast paths"
+    if os.environ.get("TSMETER_PURE_PYTHON", "") not in ("", "0"):
+        return "pure Python (TSMETER_PURE_PYTHON is set)"
+    return "pure Python (tsmeter._speedups is not built)"
