@@ -21,12 +21,12 @@ for them 0700 (see :mod:`tsmeter.files`); existing ones keep their mode.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from tsmeter.errors import ValidationError
 from tsmeter.metering.meter import Meter
-from tsmeter.ports import UsageStore
 
 __all__ = ["connect", "default_store_path", "resolve_store_url"]
 
@@ -86,22 +86,26 @@ def connect(
     from tsmeter.adapters.sqlite import SQLiteStore
 
     if resolved.startswith(("influxdb://", "influxdbs://", "influxdb2://")):
-        usage: UsageStore
-        if resolved.startswith("influxdb2://"):
-            from tsmeter.adapters.influxdb.v2 import InfluxV2Store
-            from tsmeter.adapters.influxdb.v2client import InfluxV2Config
+        from tsmeter.adapters.influxdb.client import InfluxV1Config
+        from tsmeter.adapters.influxdb.store import InfluxStore
+        from tsmeter.adapters.influxdb.v2client import InfluxV2Config
 
-            state = InfluxV2Config.from_url(resolved).state or str(default_store_path())
-            usage = InfluxV2Store.from_url(resolved, ledger=state)
-        else:
-            from tsmeter.adapters.influxdb.client import InfluxV1Config
-            from tsmeter.adapters.influxdb.v1 import InfluxV1Store
-
-            state = InfluxV1Config.from_url(resolved).state or str(default_store_path())
-            usage = InfluxV1Store.from_url(resolved, ledger=state)
-        catalog = SQLiteStore(state)
+        named = (
+            InfluxV2Config.from_url(resolved).state
+            if resolved.startswith("influxdb2://")
+            else InfluxV1Config.from_url(resolved).state
+        )
+        state = named or str(default_store_path())
+        usage = InfluxStore.from_url(resolved, ledger=state)
         try:
-            return _integrate(Meter(usage, catalog, timezone=tz, **options), mirror)
+            catalog = SQLiteStore(state)
+        except BaseException:
+            usage.close()
+            raise
+        wired = replace(usage.capabilities(), state_path=catalog.path)
+        try:
+            meter = Meter(usage, catalog, timezone=tz, capabilities=wired, **options)
+            return _integrate(meter, mirror)
         except BaseException:
             usage.close()
             catalog.close()
@@ -116,7 +120,8 @@ def connect(
         )
     store = SQLiteStore(path)
     try:
-        return _integrate(Meter(store, store, timezone=tz, **options), mirror)
+        meter = Meter(store, store, timezone=tz, capabilities=store.capabilities(), **options)
+        return _integrate(meter, mirror)
     except BaseException:
         store.close()
         raise

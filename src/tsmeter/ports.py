@@ -1,14 +1,17 @@
-"""The ports: what the service layer needs from a store, as Protocols.
+"""The ports: every capability the services use, as Protocols.
 
 One port per concern. Adapters in ``tsmeter.adapters`` implement them; the
-service layer (:mod:`tsmeter.metering.meter`) is the only place that strings them
-together, and :mod:`tsmeter.bootstrap` the only place that picks adapters.
+services (:mod:`tsmeter.metering`, :mod:`tsmeter.limits`) use nothing of an adapter that
+is not declared here, and :mod:`tsmeter.bootstrap` is the only place that picks adapters.
+What a store can do beyond :class:`UsageStore` (take a stream, answer a probe, be
+administered, keep a state file) is not found by probing the object: bootstrap knows what it
+built and hands the Meter a :class:`Capabilities` bundle.
 Times are nanoseconds since the Unix epoch (UTC) throughout.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple, Protocol, runtime_checkable
@@ -24,11 +27,16 @@ from tsmeter.domain import (
 from tsmeter.domain.periods import Calendar
 
 __all__ = [
+    "Capabilities",
     "Catalog",
+    "Dedupe",
     "DeliveryRow",
     "EventRow",
+    "Probe",
     "RecordQuery",
     "RollupStats",
+    "StoreAdmin",
+    "StreamingStore",
     "SummaryQuery",
     "SummaryRow",
     "UsageStore",
@@ -173,6 +181,12 @@ class UsageStore(Protocol):
         """Release connections; everything acknowledged stays stored."""
         ...
 
+    @property
+    def recheck_window(self) -> int:
+        """How far back (ns) an incremental roll-up re-reads what changed: 0 where every
+        writer shares the store's clock, more where writers' clocks may differ."""
+        ...
+
 
 @runtime_checkable
 class Catalog(Protocol):
@@ -251,3 +265,95 @@ class Catalog(Protocol):
     def list_alerts(self, status: AlertStatus | None = None) -> list[UsageAlert]:
         """Alerts (optionally of one status), newest first."""
         ...
+
+    def close(self) -> None:
+        """Release the state store (the Meter calls it once, unless it is the usage store)."""
+        ...
+
+
+class StreamingStore(Protocol):
+    """A store that takes many parts in one call, so its writes do not pause between them
+    (the outbox hands it every due batch as one stream; ``record_batch`` its rows)."""
+
+    def append_stream(
+        self,
+        parts: Iterable[Sequence[RecordRow]],
+        stored: Callable[[int], None] | None = None,
+    ) -> int:
+        """Store the rows of ``parts`` whose id is new (taken as needed); return how many were
+        new. ``stored(n)`` is called, with ``n`` growing, once the first ``n`` rows taken
+        are known to be stored."""
+        ...
+
+
+class Probe(Protocol):
+    """A store on the other side of a network, which can say whether it answers at all."""
+
+    def reachable(self) -> bool:
+        """Whether the server answers now (within about a second); never raises."""
+        ...
+
+
+class StoreAdmin(Protocol):
+    """A store that can be set up from the CLI (``tsmeter influx``)."""
+
+    def init(self) -> str:
+        """Create the database (or bucket) if it is missing; return what is ready, as
+        ``"Database 'metering'"``. Safe to run again."""
+        ...
+
+    def install_rollups(
+        self,
+        timezone: str,
+        metrics: Sequence[MetricDefinition],
+        *,
+        every: str,
+        lateness: str,
+        offset: str,
+    ) -> list[str]:
+        """Keep summaries up to date inside the server (continuous queries or tasks, created
+        or replaced by name); one line per thing installed, as ``"task 'x' installed"``."""
+        ...
+
+
+class Dedupe(Protocol):
+    """Which record ids were sent to a store, and where: the InfluxDB store asks it before a
+    write, since the server cannot look an id up cheaply.
+
+    ``add`` comes before the write it describes (a write that never landed is found and
+    redone by a retry); a later ``add`` of an id replaces its location. Implementations:
+    :class:`tsmeter.adapters.sqlite.dedupe.SQLiteDedupe` (one host's processes); the suite in
+    ``tests/contract/test_dedupe.py`` runs against each.
+    """
+
+    def known(self, ids: Iterable[str]) -> dict[str, RecordRow]:
+        """Where each known id of ``ids`` was sent: a row with its id, series and time (the
+        quantity, metadata and source are not kept); unknown ids are left out."""
+        ...
+
+    def add(self, rows: Sequence[RecordRow]) -> None:
+        """Remember that ``rows`` are being sent, each id at its series and time."""
+        ...
+
+    def forget_series(self, metric_key: str, org_id: str | None) -> None:
+        """Forget every id sent to a metric of one org scope (the metric was purged)."""
+        ...
+
+    def close(self) -> None:
+        """Release it; what was added stays known to the next one opened on the same place."""
+        ...
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the store behind a Meter can do beyond :class:`UsageStore`, as bootstrap wired it;
+    None where it cannot. ``state_path`` is the SQLite file of the state store (the catalog),
+    beside which the notification log and the PostHog journal live.
+
+    Example: ``Meter(store, store, capabilities=Capabilities(state_path="usage.db"))``.
+    """
+
+    stream: StreamingStore | None = None
+    probe: Probe | None = None
+    admin: StoreAdmin | None = None
+    state_path: str | None = None

@@ -55,5 +55,5 @@ def store(open_same: Callable[[], Store]) -> Store:
 @pytest.fixture
 def meter(store: Store) -> Iterator[Meter]:
     """A Meter on the store under test, computing periods in Europe/Paris."""
-    with Meter(store, store, timezone="Europe/Paris") as meter:
+    with Meter(store, store, timezone="Europe/Paris", capabilities=store.capabilities()) as meter:
         yield meter

@@ -12,13 +12,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tsmeter.domain import RecordRow
-from tsmeter.ports import Catalog, UsageStore
+from tsmeter.ports import Capabilities, Catalog, UsageStore
 
 ADAPTERS = ("sqlite", "influxdb", "influxdb2")
 
 
 class Store(UsageStore, Catalog, Protocol):
     """A store adapter implementing both ports, as the contract suite expects."""
+
+    def capabilities(self) -> Capabilities:
+        """What the adapter offers beyond the ports, as bootstrap would wire it."""
+        ...
 
 
 class SQLiteStoreLike(Catalog, Protocol):
@@ -36,17 +40,17 @@ def open_store(adapter: str, location: str) -> Store:
     if adapter == "sqlite":
         return SQLiteStore(str(Path(location) / "c.db"))
     if adapter == "influxdb":  # location: "<influxdb:// URL> <state directory>"
-        from tsmeter.adapters.influxdb.v1 import InfluxV1Store
+        from tsmeter.adapters.influxdb.store import InfluxStore
 
         url, state = location.split(" ", 1)
         path = str(Path(state) / "state.db")
-        return Combined(InfluxV1Store.from_url(url, ledger=path), SQLiteStore(path))
+        return Combined(InfluxStore.from_url(url, ledger=path), SQLiteStore(path))
     if adapter == "influxdb2":  # location: "<influxdb2:// URL> <state directory>"
-        from tsmeter.adapters.influxdb.v2 import InfluxV2Store
+        from tsmeter.adapters.influxdb.store import InfluxStore
 
         url, state = location.split(" ", 1)
         path = str(Path(state) / "state.db")
-        return Combined(InfluxV2Store.from_url(url, ledger=path), SQLiteStore(path))
+        return Combined(InfluxStore.from_url(url, ledger=path), SQLiteStore(path))
     raise ValueError(f"no contract set-up for adapter {adapter!r}")
 
 

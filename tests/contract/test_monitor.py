@@ -24,7 +24,7 @@ DEC = datetime(2026, 12, 3, 12, tzinfo=UTC)
 def open_meter(open_same: Callable[[], Store], seen: list[ThresholdEvent]) -> Meter:
     """A new Meter (a restarted monitor) on the test's backing store, collecting events."""
     store = open_same()
-    meter = Meter(store, store, timezone="UTC")
+    meter = Meter(store, store, timezone="UTC", capabilities=store.capabilities())
     meter.subscribe(ThresholdEvent, seen.append)
     return meter
 

@@ -305,7 +305,7 @@ def test_rollup_incremental(store: Store) -> None:
     before = daily(store)
     again = store.rollup(PeriodType.DAILY, UTC_CAL)
     # a store whose change log is stamped by clocks re-checks a recent window: same result
-    rechecks = getattr(store, "recheck_window", 0) > 0
+    rechecks = store.recheck_window > 0
     assert again.periods_recomputed == (2 if rechecks else 0)
     assert daily(store) == before
     store.append([row("i3", T0 + 2 * H, 5.0)], 0)  # late, into the first day

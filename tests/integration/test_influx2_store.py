@@ -16,8 +16,8 @@ from tests.influx2_server import Influx2Server
 from tsmeter.adapters.influxdb import flux
 from tsmeter.adapters.influxdb.client import PartialWriteError
 from tsmeter.adapters.influxdb.schema import summary_measurement
+from tsmeter.adapters.influxdb.store import InfluxStore
 from tsmeter.adapters.influxdb.tasks import task_name
-from tsmeter.adapters.influxdb.v2 import InfluxV2Store
 from tsmeter.cli.main import cli
 from tsmeter.domain import PeriodType, RecordRow
 from tsmeter.domain.periods import Calendar
@@ -29,10 +29,10 @@ T = 1_767_225_600_000_000_000
 
 
 @pytest.fixture
-def store(influx2_bucket: tuple[Influx2Server, str], tmp_path: Path) -> Iterator[InfluxV2Store]:
+def store(influx2_bucket: tuple[Influx2Server, str], tmp_path: Path) -> Iterator[InfluxStore]:
     """A 2.x store on a fresh bucket."""
     server, bucket = influx2_bucket
-    opened = InfluxV2Store.from_url(
+    opened = InfluxStore.from_url(
         server.store_url(bucket, writer="w1"), ledger=str(tmp_path / "s.db")
     )
     yield opened
@@ -54,7 +54,7 @@ def test_init_creates_the_bucket(influxdb2: Influx2Server, tmp_path: Path) -> No
         influxdb2.drop_bucket(bucket)
 
 
-def test_hostile_values_round_trip(store: InfluxV2Store) -> None:
+def test_hostile_values_round_trip(store: InfluxStore) -> None:
     """Names with separators, quotes, backslashes, ``${`` and non-BMP text are stored, read,
     summarised and purged exactly; purging the global metric keeps an org's metric of the
     same key."""
@@ -87,7 +87,7 @@ def test_hostile_values_round_trip(store: InfluxV2Store) -> None:
 def test_wrong_token_is_one_clear_error(influx2_bucket: tuple[Influx2Server, str]) -> None:
     """A token the server refuses is StorageUnavailableError saying so."""
     server, bucket = influx2_bucket
-    bad = InfluxV2Store.from_url(server.store_url(bucket, token="not-a-token"))
+    bad = InfluxStore.from_url(server.store_url(bucket, token="not-a-token"))
     try:
         with pytest.raises(StorageUnavailableError, match="check the token"):
             bad.append([RecordRow("r", "m", "org", "o", None, 1.0, T, None, None)], 0)
@@ -103,7 +103,7 @@ def test_points_beyond_the_retention_raise_a_partial_write(influxdb2: Influx2Ser
     with influxdb2.client() as client:
         rules = BucketRetentionRules(type="expire", every_seconds=3600)
         client.buckets_api().create_bucket(bucket_name=bucket, retention_rules=rules)
-    store = InfluxV2Store.from_url(influxdb2.store_url(bucket))
+    store = InfluxStore.from_url(influxdb2.store_url(bucket))
     now = time.time_ns() // 1_000_000_000 * 1_000_000_000
     try:
         with pytest.raises(PartialWriteError):
@@ -132,8 +132,8 @@ def _run_tasks(server: Influx2Server, names: list[str]) -> None:
             assert status == "success", (name, logs)
 
 
-def _stored(store: InfluxV2Store, zone: str) -> dict[PeriodType, Any]:
-    return {p: store.stored_summaries("api_calls", p, zone) for p in PeriodType}
+def _stored(store: InfluxStore, zone: str) -> dict[PeriodType, Any]:
+    return {p: store.transport.stored_summaries("api_calls", p, zone) for p in PeriodType}
 
 
 @pytest.mark.parametrize("zone", ["UTC", "Asia/Kathmandu"])
@@ -157,7 +157,7 @@ def test_tasks_write_the_aggregators_summaries(
         for i in range(150)
     ]  # fmt: skip
     rows.append(rows[0]._replace(id="r0-tie", quantity=99.0))  # same instant, larger id: LAST
-    store = InfluxV2Store.from_url(url, ledger=str(tmp_path / "state.db"))
+    store = InfluxStore.from_url(url, ledger=str(tmp_path / "state.db"))
     try:
         assert store.append(rows, 0) == len(rows)
         result = runner.invoke(cli, ["--store", url, "--timezone", zone, "influx",
@@ -171,7 +171,7 @@ def test_tasks_write_the_aggregators_summaries(
         assert _stored(store, zone) == from_tasks
         for period in PeriodType:
             measurement = summary_measurement(period, zone)
-            store.api.delete(flux.delete_predicate({"_measurement": measurement}))
+            store.transport.api.delete(flux.delete_predicate({"_measurement": measurement}))
             store.rollup(period, Calendar(zone), now - 400 * 24 * H, now + H)
         assert _stored(store, zone) == from_tasks
     finally:

@@ -13,7 +13,7 @@ from tests.influx_server import InfluxServer
 from tsmeter.adapters.influxdb.client import quote_ident, series_rows
 from tsmeter.adapters.influxdb.cq import continuous_queries
 from tsmeter.adapters.influxdb.schema import summary_measurement
-from tsmeter.adapters.influxdb.v1 import InfluxV1Store
+from tsmeter.adapters.influxdb.store import InfluxStore
 from tsmeter.cli.main import cli
 from tsmeter.domain import PeriodType, RecordRow
 from tsmeter.domain.periods import Calendar
@@ -22,9 +22,9 @@ from tsmeter.errors import ValidationError
 H = 3_600_000_000_000
 
 
-def summaries(store: InfluxV1Store, period: PeriodType, zone: str) -> dict[Any, tuple[Any, ...]]:
+def summaries(store: InfluxStore, period: PeriodType, zone: str) -> dict[Any, tuple[Any, ...]]:
     """The summary points of ``period`` as {(subject, start): (count, sum, min, max, last, ts)}."""
-    (result,) = store.client.query(
+    (result,) = store.transport.client.query(
         f"SELECT * FROM {quote_ident(summary_measurement(period, zone))}"
     )
     return {
@@ -51,7 +51,7 @@ def test_continuous_queries_equal_the_aggregator(
                   now - i * 37_000_000_000, None, None)
         for i in range(150)
     ]  # fmt: skip
-    store = InfluxV1Store.from_url(url, ledger=str(tmp_path / "state.db"))
+    store = InfluxStore.from_url(url, ledger=str(tmp_path / "state.db"))
     try:
         assert store.append(rows, 0) == 150
         result = CliRunner().invoke(
@@ -71,11 +71,13 @@ def test_continuous_queries_equal_the_aggregator(
             previous = current
             time.sleep(1.0)
         for name in continuous_queries(db, zone, lateness=dict.fromkeys(PeriodType, "1h")):
-            store.client.query(f"DROP CONTINUOUS QUERY {quote_ident(name)} ON {quote_ident(db)}")
+            drop = f"DROP CONTINUOUS QUERY {quote_ident(name)} ON {quote_ident(db)}"
+            store.transport.client.query(drop)
         time.sleep(1.0)  # a pass that was already running finishes
         from_cq = {p: summaries(store, p, zone) for p in periods}
         for period in (PeriodType.HOURLY, PeriodType.DAILY):
-            store.client.query(f"DROP MEASUREMENT {quote_ident(summary_measurement(period, zone))}")
+            measurement = quote_ident(summary_measurement(period, zone))
+            store.transport.client.query(f"DROP MEASUREMENT {measurement}")
             store.rollup(period, Calendar(zone), now - 3 * 24 * H, now + H)
             assert summaries(store, period, zone) == from_cq[period], period
     finally:

@@ -16,7 +16,9 @@ from tests.influx_server import InfluxServer
 from tsmeter.adapters.influxdb import placement
 from tsmeter.adapters.influxdb.client import InfluxV1Config, PartialWriteError, series_rows
 from tsmeter.adapters.influxdb.rollup import watermark
-from tsmeter.adapters.influxdb.v1 import InfluxV1Store
+from tsmeter.adapters.influxdb.store import InfluxStore
+from tsmeter.adapters.influxdb.v1 import V1Transport
+from tsmeter.adapters.sqlite.dedupe import SQLiteDedupe
 from tsmeter.domain import PeriodType, RecordRow
 from tsmeter.domain.periods import Calendar
 from tsmeter.errors import StorageUnavailableError
@@ -49,25 +51,25 @@ def points(server: InfluxServer, db: str) -> int:
 
 def small_windows(monkeypatch: pytest.MonkeyPatch, first: int, read: int, write: int) -> None:
     """Make the store's first window, read windows and write requests this small."""
-    monkeypatch.setattr(InfluxV1Store, "FIRST_WINDOW", first)
-    monkeypatch.setattr(InfluxV1Store, "READ_CHUNK", read)
-    monkeypatch.setattr(InfluxV1Store, "WRITE_CHUNK", write)
+    monkeypatch.setattr(InfluxStore, "FIRST_WINDOW", first)
+    monkeypatch.setattr(InfluxStore, "READ_CHUNK", read)
+    monkeypatch.setattr(InfluxStore, "WRITE_CHUNK", write)
 
 
-def slow_writes(store: InfluxV1Store, monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+def slow_writes(store: InfluxStore, monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """Make each of the store's write requests take ``seconds`` more."""
-    write = store.client.write
+    write = store.transport.client.write
 
     def slow(body: bytes) -> None:
         time.sleep(seconds)
         write(body)
 
-    monkeypatch.setattr(store.client, "write", slow)
+    monkeypatch.setattr(store.transport.client, "write", slow)
 
 
 def _import(location: str, ledger: str, prefix: str, start: Any) -> None:
     """Child process: append 10,000 records with one timestamp in batches of 1,000."""
-    store = InfluxV1Store.from_url(location, ledger=ledger)
+    store = InfluxStore.from_url(location, ledger=ledger)
     try:
         start.wait(timeout=60)
         batch = rows(prefix, 10_000)
@@ -98,7 +100,7 @@ def test_identical_timestamps_from_two_processes_never_collapse(
             w.kill()
     assert [w.exitcode for w in workers] == [0, 0]
     assert points(server, db) == 20_000
-    store = InfluxV1Store.from_url(url(server, db))
+    store = InfluxStore.from_url(url(server, db))
     try:
         (summary,) = store.summaries(
             SummaryQuery("api_calls", PeriodType.MONTHLY, T, T + DAY), Calendar()
@@ -115,8 +117,8 @@ def test_a_retried_batch_lands_on_its_own_points(
     """Re-sending records, from this host or from another with no ledger, adds no point."""
     server, db = influx_db
     batch = rows("r", 500) + rows("s", 500, ts=T + 1_000)
-    first = InfluxV1Store.from_url(url(server, db), ledger=str(tmp_path / "a.db"))
-    other = InfluxV1Store.from_url(url(server, db, writer="w2"), ledger=str(tmp_path / "b.db"))
+    first = InfluxStore.from_url(url(server, db), ledger=str(tmp_path / "a.db"))
+    other = InfluxStore.from_url(url(server, db, writer="w2"), ledger=str(tmp_path / "b.db"))
     try:
         assert first.append(batch, 0) == 1_000
         assert first.append(batch, 0) == 0
@@ -124,8 +126,8 @@ def test_a_retried_batch_lands_on_its_own_points(
         # the write path read only ids and slots; the record is read where it was found
         # (not by a scan of every record id, which is slow on a large database)
         queries: list[str] = []
-        query = other.client.query
-        other.client.query = lambda q, *a, **k: queries.append(q) or query(q, *a, **k)  # type: ignore[method-assign]
+        query = other.transport.client.query
+        other.transport.client.query = lambda q, *a, **k: queries.append(q) or query(q, *a, **k)  # type: ignore[method-assign]
         assert other.get_record(batch[3].id) == batch[3]
         assert len(queries) == 1 and '"rid" =' not in queries[0]
         assert other.get_record("never-sent") is None
@@ -143,8 +145,8 @@ def test_a_batch_written_in_several_requests_is_exactly_once(
     """A batch larger than one write request keeps every point apart across the requests, and
     a retry spanning old and new ids adds only the new ones."""
     server, db = influx_db
-    monkeypatch.setattr(InfluxV1Store, "WRITE_CHUNK", 700)
-    store = InfluxV1Store.from_url(url(server, db))
+    monkeypatch.setattr(InfluxStore, "WRITE_CHUNK", 700)
+    store = InfluxStore.from_url(url(server, db))
     try:
         batch = rows("p", 5_000)  # one timestamp: every chunk collides with the ones before
         assert store.append(batch[:3_000], 0) == 3_000
@@ -186,7 +188,7 @@ def test_read_windows_keep_points_apart_and_forget_only_unreachable_slots(
         batch = [batch[1], *batch]
     elif order == "ascending":  # ids repeated later in the call
         batch = [*batch, batch[0], batch[700]]
-    store = InfluxV1Store.from_url(url(server, db))
+    store = InfluxStore.from_url(url(server, db))
     reads: list[int] = []
     lookup = store._lookup
     monkeypatch.setattr(store, "_lookup", lambda rows: reads.append(len(rows)) or lookup(rows))
@@ -215,8 +217,8 @@ def test_a_stream_reaching_back_past_forgotten_slots_reads_again(
     rows move off the early points instead of merging with them."""
     server, db = influx_db
     small_windows(monkeypatch, 50, 50, 50)
-    monkeypatch.setattr(InfluxV1Store, "WRITERS", 8)
-    store = InfluxV1Store.from_url(url(server, db))
+    monkeypatch.setattr(InfluxStore, "WRITERS", 8)
+    store = InfluxStore.from_url(url(server, db))
     slow_writes(store, monkeypatch, 0.3)
     reads: list[int] = []
     lookup = store._lookup
@@ -243,7 +245,7 @@ def test_a_stream_reports_rows_stored_only_once_the_server_has_them(
     stream, duplicates included."""
     server, db = influx_db
     small_windows(monkeypatch, 10, 40, 15)
-    store = InfluxV1Store.from_url(url(server, db))
+    store = InfluxStore.from_url(url(server, db))
     slow_writes(store, monkeypatch, 0.05)
     batch = rows("s", 200)
     reported: list[tuple[int, int]] = []
@@ -280,12 +282,12 @@ def test_ids_repeated_in_later_windows_count_once_whenever_their_writes_land(
     ledger in memory (one connection) or in a file (lookups on a connection of their own)."""
     server, db = influx_db
     small_windows(monkeypatch, 10, 10, 5)
-    monkeypatch.setattr(InfluxV1Store, "READ_AHEAD", ahead)
+    monkeypatch.setattr(InfluxStore, "READ_AHEAD", ahead)
     if ahead > 1:
-        monkeypatch.setattr(InfluxV1Store, "WRITERS", 1)
-        monkeypatch.setattr(InfluxV1Store, "QUEUED", 0)
+        monkeypatch.setattr(InfluxStore, "WRITERS", 1)
+        monkeypatch.setattr(InfluxStore, "QUEUED", 0)
     path = str(tmp_path / "ledger.db") if ledger == "file" else ":memory:"
-    store = InfluxV1Store.from_url(url(server, db), ledger=path)
+    store = InfluxStore.from_url(url(server, db), ledger=path)
     if delay:
         slow_writes(store, monkeypatch, delay)
 
@@ -323,7 +325,7 @@ def test_record_batch_says_how_many_were_stored_when_a_write_fails(
     location = f"{url(server, db, retries='0')}&state={tmp_path / 'state.db'}"
     with tsmeter.connect(location) as meter:
         meter.define_metric("api_calls", aggregation_type="COUNT")
-        client = meter.store.client  # type: ignore[attr-defined]
+        client = meter.store.transport.client  # type: ignore[attr-defined]
         write, calls = client.write, []
 
         def failing(body: bytes) -> None:
@@ -363,8 +365,8 @@ def test_a_chunk_whose_ledger_entry_failed_is_never_sent(
     with tsmeter.connect(f"{url(server, db)}&state={tmp_path / 'state.db'}") as meter:
         meter.define_metric("api_calls", aggregation_type="COUNT")
         store = meter.store
-        assert isinstance(store, InfluxV1Store)
-        add, write, entered, sent = store.ledger.add, store.client.write, [], []
+        assert isinstance(store, InfluxStore)
+        add, write, entered, sent = store.dedupe.add, store.transport.client.write, [], []
 
         def failing_add(rows: list[RecordRow]) -> None:
             entered.append(len(rows))
@@ -376,14 +378,14 @@ def test_a_chunk_whose_ledger_entry_failed_is_never_sent(
             sent.append(body)
             write(body)
 
-        monkeypatch.setattr(store.ledger, "add", failing_add)
-        monkeypatch.setattr(store.client, "write", counted_write)
+        monkeypatch.setattr(store.dedupe, "add", failing_add)
+        monkeypatch.setattr(store.transport.client, "write", counted_write)
         with pytest.raises(StorageUnavailableError, match="disk full"):
             meter.record_batch(batch)
         time.sleep(0.3)
         held = points(server, db)
         assert len(sent) <= 3 and held <= 3 * 15, (len(sent), held)
-        monkeypatch.setattr(store.ledger, "add", add)
+        monkeypatch.setattr(store.dedupe, "add", add)
         result = meter.record_batch(batch)
         assert (result.recorded, result.duplicates) == (200 - held, held)
     assert points(server, db) == 200
@@ -395,13 +397,13 @@ def test_a_failed_write_is_redone_on_retry(
     """Ids the ledger saw but the server never stored are written by the next attempt."""
     server, db = influx_db
     ledger = str(tmp_path / "state.db")
-    broken = InfluxV1Store.from_url(url(server, "missing_db", retries="0"), ledger=ledger)
-    store = InfluxV1Store.from_url(url(server, db), ledger=ledger)
+    broken = InfluxStore.from_url(url(server, "missing_db", retries="0"), ledger=ledger)
+    store = InfluxStore.from_url(url(server, db), ledger=ledger)
     try:
         batch = rows("f", 10)
         with pytest.raises(StorageUnavailableError, match="database not found"):
             broken.append(batch, 0)
-        store.ledger.add(batch)  # as if the failed write had gone to this database
+        store.dedupe.add(batch)  # as if the failed write had gone to this database
         assert store.append(batch, 0) == 10
     finally:
         broken.close()
@@ -416,7 +418,7 @@ def test_points_beyond_the_retention_policy_raise_a_partial_write(
     and the points inside the policy are stored."""
     server, db = influx_db
     server.query(f'CREATE RETENTION POLICY "short" ON "{db}" DURATION 1h REPLICATION 1')
-    store = InfluxV1Store.from_url(url(server, db, rp="short"))
+    store = InfluxStore.from_url(url(server, db, rp="short"))
     now = time.time_ns() // 1_000_000_000 * 1_000_000_000
     try:
         with pytest.raises(PartialWriteError, match="partial write") as raised:
@@ -431,7 +433,7 @@ def test_points_beyond_the_retention_policy_raise_a_partial_write(
 def test_unreachable_server_is_storage_unavailable(tmp_path: Path) -> None:
     """A closed port gives StorageUnavailableError naming the server, after the retries."""
     config = InfluxV1Config.from_url("influxdb://127.0.0.1:9/db?retries=1&timeout=2")
-    store = InfluxV1Store(config)
+    store = InfluxStore(V1Transport(config), SQLiteDedupe(":memory:", "http://127.0.0.1:9/db"))
     try:
         with pytest.raises(StorageUnavailableError, match=r"127\.0\.0\.1:9 failed after 2"):
             store.append(rows("x", 1), 0)
@@ -446,8 +448,8 @@ def test_reachable_tells_a_server_that_answers_from_a_closed_port(
     (no retries: it only decides whether to hold batches in memory). A meter with an outbox
     on the store is given that probe."""
     server, db = influx_db
-    up = InfluxV1Store(InfluxV1Config.from_url(url(server, db)))
-    down = InfluxV1Store(InfluxV1Config.from_url("influxdb://127.0.0.1:9/db"))
+    up = InfluxStore.from_url(url(server, db))
+    down = InfluxStore.from_url("influxdb://127.0.0.1:9/db")
     try:
         assert up.reachable() is True
         t0 = time.monotonic()
@@ -469,19 +471,19 @@ def test_idle_incremental_runs_keep_their_watermark(influx_db: tuple[InfluxServe
     """Runs with nothing new leave the change-log watermark where it was, even when the log
     entries it was read from are gone (a purge), and a later record moves it forward."""
     server, db = influx_db
-    store = InfluxV1Store.from_url(url(server, db))
+    store = InfluxStore.from_url(url(server, db))
     cal = Calendar()
     try:
         store.append(rows("w", 3), 0)
         store.rollup(PeriodType.DAILY, cal)
-        first = watermark(store.client, PeriodType.DAILY, cal)
+        first = watermark(store.transport.client, PeriodType.DAILY, cal)
         store.purge_metric("api_calls", None)  # takes the metric's change-log entries along
         for _ in range(3):
             store.rollup(PeriodType.DAILY, cal)
-            assert watermark(store.client, PeriodType.DAILY, cal) == first
+            assert watermark(store.transport.client, PeriodType.DAILY, cal) == first
         store.append(rows("x", 1), 0)
         store.rollup(PeriodType.DAILY, cal)
-        later = watermark(store.client, PeriodType.DAILY, cal)
+        later = watermark(store.transport.client, PeriodType.DAILY, cal)
         assert first is not None and later is not None and later > first
     finally:
         store.close()

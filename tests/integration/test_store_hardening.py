@@ -167,7 +167,7 @@ def test_an_answer_that_is_not_json_is_a_storage_error(
     with tsmeter.connect(url) as opened:
         opened.define_metric("gb", aggregation_type="SUM")
         poison(opened)
-        client = opened.store.client  # type: ignore[attr-defined]
+        client = opened.store.transport.client  # type: ignore[attr-defined]
         with pytest.raises(UnreadableAnswerError) as caught:
             client.query('SELECT sum("quantity") FROM "usage"')
     assert isinstance(caught.value, StorageUnavailableError)

@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 from tsmeter import AggregationType, Meter, PeriodType, UsageSummary
 from tsmeter.adapters.influxdb.client import quote_ident, series_rows
 from tsmeter.adapters.influxdb.schema import summary_measurement
-from tsmeter.adapters.influxdb.v1 import InfluxV1Store
-from tsmeter.adapters.influxdb.v2 import InfluxV2Store
+from tsmeter.adapters.influxdb.store import InfluxStore
+from tsmeter.adapters.influxdb.v2 import V2Transport
 from tsmeter.domain.periods import Calendar
 
 AGGS = tuple(AggregationType)
@@ -143,14 +143,14 @@ def stored(
     meter: Meter, agg: AggregationType, period: PeriodType, zone: str
 ) -> list[tuple[Any, ...]]:
     """The summaries the store has persisted, read behind the API (no freshness)."""
-    if isinstance(meter.store, InfluxV2Store):  # before v1: it is a subclass
+    if isinstance(meter.store, InfluxStore) and isinstance(meter.store.transport, V2Transport):
         cal = Calendar(zone)
         rows = [
             (r.period_start, cal.next_start(period, r.period_start), r.subject_type,
              r.subject_id, r.record_count, r.sum, r.min, r.max, r.last_value, r.last_ts)
-            for r in meter.store.stored_summaries(key(agg), period, zone)
+            for r in meter.store.transport.stored_summaries(key(agg), period, zone)
         ]  # fmt: skip
-    elif isinstance(meter.store, InfluxV1Store):
+    elif isinstance(meter.store, InfluxStore):
         rows = _stored_in_influxdb(meter.store, agg, period, zone)
     else:
         with closing(sqlite3.connect(getattr(meter.store, "path", ""))) as conn:
@@ -170,11 +170,11 @@ def stored(
 
 
 def _stored_in_influxdb(
-    store: InfluxV1Store, agg: AggregationType, period: PeriodType, zone: str
+    store: InfluxStore, agg: AggregationType, period: PeriodType, zone: str
 ) -> list[tuple[Any, ...]]:
     """Summary points of one metric as (start, end, type, id, count, sum, min, max, last, ts)."""
     cal = Calendar(zone)
-    (result,) = store.client.query(
+    (result,) = store.transport.client.query(
         f'SELECT * FROM {quote_ident(summary_measurement(period, zone))} WHERE "metric" = $m',
         {"m": key(agg)},
     )

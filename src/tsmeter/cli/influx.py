@@ -34,13 +34,10 @@ def init(state: CliState) -> None:
         tsmeter --store "influxdb://127.0.0.1:8086/metering?state=state.db" influx init
         tsmeter --store "influxdb2://127.0.0.1:8086/metering?org=acme" influx init
     """
-    store = state.meter().store
-    create = getattr(store, "init", None)
-    if create is None:
+    admin = state.meter().capabilities.admin
+    if admin is None:
         raise ValidationError("store", _NOT_INFLUX)
-    create()
-    kind = "Bucket" if getattr(store, "api", None) is not None else "Database"  # 2.x: a bucket
-    click.echo(f"{kind} {store.config.database!r} is ready.")  # type: ignore[attr-defined]
+    click.echo(f"{admin.init()} is ready.")
 
 
 @influx.command("install-rollups")
@@ -70,26 +67,11 @@ def install_rollups(state: CliState, every: str, lateness: str, offset: str) -> 
         tsmeter --store influxdb://127.0.0.1:8086/metering --timezone Europe/Paris \\
             influx install-rollups --every 1m --lateness 6h
     """
-    from tsmeter.domain import PeriodType
-
     meter = state.meter()
-    api = getattr(meter.store, "api", None)  # the InfluxDB 2.x store's influxdb-client
-    if api is not None:
-        from tsmeter.adapters.influxdb.tasks import install as install_tasks
-        from tsmeter.adapters.influxdb.tasks import periods_for
-
-        periods = periods_for(meter.list_metrics(all_orgs=True))
-        for name in install_tasks(api, meter.timezone, periods, every=every, offset=offset,
-                                  lateness=lateness):  # fmt: skip
-            click.echo(f"task {name!r} installed")
-        return
-    from tsmeter.adapters.influxdb.cq import install
-
-    client = getattr(meter.store, "client", None)
-    if client is None:
+    admin = meter.capabilities.admin
+    if admin is None:
         raise ValidationError("store", _NOT_INFLUX)
-    lateness_by_period = {
-        PeriodType.HOURLY: lateness, PeriodType.DAILY: "2d", PeriodType.WEEKLY: "8d"
-    }  # fmt: skip
-    for name in install(client, meter.timezone, every=every, lateness=lateness_by_period):
-        click.echo(f"continuous query {name} installed")
+    metrics = meter.list_metrics(all_orgs=True)
+    for line in admin.install_rollups(meter.timezone, metrics, every=every, lateness=lateness,
+                                      offset=offset):  # fmt: skip
+        click.echo(line)

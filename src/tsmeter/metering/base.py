@@ -15,7 +15,7 @@ from tsmeter.errors import NotFoundError, ValidationError
 from tsmeter.limits.quotas import QuotaView
 from tsmeter.metering.intake import Intake
 from tsmeter.outbox.durable import Outbox
-from tsmeter.ports import Catalog, UsageStore
+from tsmeter.ports import Capabilities, Catalog, UsageStore
 
 __all__ = ["MeterBase"]
 
@@ -41,9 +41,12 @@ class MeterBase:
         outbox: str | None = None,
         durability: str = "outbox",
         outbox_options: dict[str, Any] | None = None,
+        capabilities: Capabilities | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
+        #: what the store can do beyond the UsageStore port, as bootstrap wired it
+        self.capabilities = capabilities or Capabilities()
         self.calendar = Calendar(timezone)
         self.timezone = timezone
         self.chunk_size = chunk_size
@@ -63,10 +66,11 @@ class MeterBase:
         self.outbox: Outbox | None = None
         if outbox is not None:
             # a store that takes a stream of parts gets the outbox's batches as one
-            streams = callable(getattr(store, "append_stream", None))
+            streams = self.capabilities.stream is not None
+            probe = self.capabilities.probe
             self.outbox = Outbox(outbox, self._deliver, after=self._to_sinks,
                                  stream=self._deliver_stream if streams else None,
-                                 reachable=getattr(store, "reachable", None),
+                                 reachable=probe.reachable if probe is not None else None,
                                  **(outbox_options or {}))  # fmt: skip
 
     def _deliver(self, rows: list[RecordRow]) -> None:
@@ -77,7 +81,8 @@ class MeterBase:
         self, parts: Iterator[list[RecordRow]], stored: Callable[[int], None]
     ) -> None:
         """The outbox's way into a store that takes a stream of parts."""
-        self.store.append_stream(parts, stored)  # type: ignore[attr-defined]
+        assert self.capabilities.stream is not None  # only handed to the outbox then
+        self.capabilities.stream.append_stream(parts, stored)
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every record accepted so far is in the store (with an outbox; at once
@@ -115,9 +120,9 @@ class MeterBase:
                 except Exception:
                     log.exception("a close hook of the meter failed")
             self.store.close()
-            close = getattr(self.catalog, "close", None)
-            if close is not None and close != self.store.close:
-                close()
+            store: object = self.store
+            if self.catalog is not store:  # one object for both ports: closed once
+                self.catalog.close()
 
     def on_close(self, hook: Callable[[], object]) -> None:
         """Call ``hook`` when the meter closes: after the outbox delivered, before the store

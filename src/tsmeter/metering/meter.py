@@ -243,11 +243,11 @@ class Meter(ThresholdsMixin, MonitorMixin, ReadingMixin):
             nonlocal done
             done = n
 
-        stream = getattr(self.store, "append_stream", None)
+        stream = self.capabilities.stream
         recorded = 0
         try:
-            if callable(stream):
-                recorded = int(stream([rows], stored))
+            if stream is not None:
+                recorded = int(stream.append_stream([rows], stored))
             else:
                 for i in range(0, len(rows), self.chunk_size):
                     recorded += self.store.append(rows[i : i + self.chunk_size], now)

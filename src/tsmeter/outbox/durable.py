@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TextIO
 
-from tsmeter.adapters.sqlite.schema import open_wal
+from tsmeter._sqlite import open_wal
 from tsmeter.domain import RecordRow
 from tsmeter.errors import (
     OutboxFullError,
@@ -70,7 +70,7 @@ __all__ = ["Outbox", "OutboxStatus", "QuarantinedRecord"]
 log = logging.getLogger("tsmeter.outbox")
 
 #: delivers a stream of parts, calling its second argument with how many of the rows taken
-#: from the stream are stored so far (see ``InfluxV1Store.append_stream``)
+#: from the stream are stored so far (see ``InfluxStore.append_stream``)
 Stream = Callable[[Iterator[list[RecordRow]], Callable[[int], None]], object]
 
 _DDL = """

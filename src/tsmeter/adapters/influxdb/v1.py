@@ -1,40 +1,16 @@
-"""InfluxV1Store: the UsageStore port on InfluxDB's v1 API (1.x, 2.x compat, 3.x).
+"""The v1 transport: InfluxDB's v1 HTTP API (1.x, 2.x compat, 3.x) with InfluxQL reads.
 
-Exactly once, without a local database:
-
-* **No collapse.** InfluxDB merges points with equal measurement, tag set and
-  time. Before a batch is written, the store reads the points already stored
-  in the batch's metrics and time range; a record whose exact time is taken in
-  its series moves to a free nanosecond of the same microsecond (then to an
-  extra tag ``c``), keeps its exact time in field ``tsn``, and its microsecond
-  is marked in ``usage_collisions`` (:mod:`~tsmeter.adapters.influxdb.placement`).
-  Writers on one host take a file lock around
-  read-and-write; writers on different hosts differ in tag ``w``. So 10,000
-  records with one timestamp, from two processes at once, are 10,000 points.
-* **Idempotent.** The same read finds record ids that are stored already, so a
-  retried record (same series and time) never adds a second point, whichever host
-  sends it. A record id re-sent with another time or subject is found through the
-  host's id ledger (:mod:`~tsmeter.adapters.influxdb.ledger`): exact for everything
-  sent from one host; across hosts only the same-series, same-time retry is caught.
+:class:`V1Transport` sends the store's line protocol through
+:class:`~tsmeter.adapters.influxdb.client.InfluxV1Client` and answers its reads in InfluxQL
+with the user's values bound as parameters; roll-ups are
+:mod:`~tsmeter.adapters.influxdb.rollup`, continuous queries :mod:`~tsmeter.adapters.influxdb.cq`.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import os
-import socket
-import tempfile
-import threading
-import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
-from operator import itemgetter
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from tsmeter.adapters.influxdb import placement
 from tsmeter.adapters.influxdb import rollup as rollups
 from tsmeter.adapters.influxdb.client import (
     InfluxV1Client,
@@ -42,119 +18,91 @@ from tsmeter.adapters.influxdb.client import (
     quote_ident,
     series_rows,
 )
-from tsmeter.adapters.influxdb.ledger import IdLedger
-from tsmeter.adapters.influxdb.lineprotocol import (
-    UsageEncoder,
-    decode_tag,
-    encode_point,
-    tag_value,
-)
+from tsmeter.adapters.influxdb.lineprotocol import decode_tag, tag_value
 from tsmeter.adapters.influxdb.schema import (
-    COLLISIONS,
-    DIRTY,
     EVENTS,
     RAW,
-    SeriesKey,
     complete,
     event_matches,
     metric_condition,
     row_of,
-    series_key_of,
     series_of,
 )
-from tsmeter.domain import PeriodType, RecordRow
+from tsmeter.adapters.influxdb.transport import Points
+from tsmeter.domain import MetricDefinition, PeriodType, RecordRow
 from tsmeter.domain.periods import Calendar
-from tsmeter.errors import StorageUnavailableError, TsmeterError
-from tsmeter.files import open_private
 from tsmeter.ports import EventRow, RecordQuery, RollupStats, SummaryQuery, SummaryRow
 from tsmeter.speedups import native
 
-__all__ = ["InfluxV1Store"]
+__all__ = ["V1Transport"]
 
 _US = 1_000
-# a RecordRow's id, metric, organisation and time, for loops that run in C
-_ID, _METRIC, _ORG, _TS = itemgetter(0), itemgetter(1), itemgetter(4), itemgetter(6)
 _HOUR = 3_600_000_000_000
 _DAY = 24 * _HOUR
-_Points = list[tuple[dict[str, str], dict[str, Any]]]
 #: what the write path reads of a stored point: its id and the tags that make its slot
 _SLOT_COLUMNS = '"rid", "metric", "subject_type", "subject_id", "org", "c"'
 
 
-class InfluxV1Store:
-    """Usage records and summaries in one InfluxDB database (see the module docstring)."""
+class V1Transport:
+    """One database through the v1 API (see the module docstring).
 
-    #: points per write request; the next request is encoded while the server takes one
-    WRITE_CHUNK = 10_000
-    #: write requests in flight at once (the server takes two faster than one)
-    WRITERS = 2
-    #: encoded chunks waiting for a writer, so that the next request starts the moment one
-    #: is answered, whatever the calling thread is busy with
-    QUEUED = 2
-    #: records per existence read (the server's cost is mostly per query, not per point;
-    #: a call of a few windows still overlaps reading with writing)
-    READ_CHUNK = 50_000
-    #: records in a call's first window (the next ones grow fourfold up to READ_CHUNK): the
-    #: first write waits only for this many to be checked, placed, entered and encoded
-    FIRST_WINDOW = 2_000
-    #: windows of READ_CHUNK whose existence read runs ahead of the one being written
-    READ_AHEAD = 1
+    Example: ``InfluxStore(V1Transport.from_url("influxdb://127.0.0.1:8086/metering"), dedupe)``.
+    """
+
     #: (metric, org) pairs an existence read names; beyond, it reads every point of the span
     METRICS_PER_QUERY = 20
-    #: incremental roll-ups re-check the change log this far back (writers' clocks differ)
-    recheck_window = rollups.CLOCK_MARGIN
+    can_ping = True
 
-    def __init__(self, config: InfluxV1Config, *, ledger: str = ":memory:") -> None:
+    def __init__(self, config: InfluxV1Config) -> None:
         self.config = config
         self.client = InfluxV1Client(config)
-        self.ledger = IdLedger(ledger, f"{config.base_url}/{config.database}")
-        self.writer = config.writer or socket.gethostname() or "tsmeter"
-        self.encoder = UsageEncoder(RAW, writer=self.writer)
-        self._lock = threading.Lock()
-        ident = hashlib.sha1(f"{config.base_url}/{config.database}".encode()).hexdigest()[:16]
-        self._lock_path = os.path.join(tempfile.gettempdir(), f"tsmeter-influx-{ident}.lock")
-        self._recent: dict[str, RecordRow] = {}  # ids found stored: the record
-        self._seen: dict[str, RecordRow] = {}  # ids found stored by the write path: the slot
-        self._pool: ThreadPoolExecutor | None = None
-        self._write_pool: ThreadPoolExecutor | None = None
-        self._log_clock = 0
+        self.target = self.lock_name = f"{config.base_url}/{config.database}"
+        self.writer = config.writer
 
     @classmethod
-    def from_url(cls, url: str, *, ledger: str = ":memory:") -> InfluxV1Store:
-        """A store for an ``influxdb://host:port/database?...`` URL (see InfluxV1Config),
-        keeping its id ledger in the SQLite file ``ledger``."""
-        return cls(InfluxV1Config.from_url(url), ledger=ledger)
+    def from_url(cls, url: str) -> V1Transport:
+        """A transport for an ``influxdb://host:port/database?...`` URL (see InfluxV1Config)."""
+        return cls(InfluxV1Config.from_url(url))
+
+    def write(self, body: bytes) -> None:
+        """Send line protocol to ``/write``."""
+        self.client.write(body)
+
+    def ping(self, timeout: float) -> bool:
+        """Whether ``/ping`` answers within ``timeout`` seconds."""
+        return self.client.ping(timeout=timeout)
 
     def close(self) -> None:
-        """Close the HTTP session and the ledger (every acknowledged write is on the server)."""
-        for pool in (self._pool, self._write_pool):
-            if pool is not None:
-                pool.shutdown()
+        """Close the HTTP session."""
         self.client.close()
-        self.ledger.close()
-
-    def reachable(self) -> bool:
-        """Whether the server answers a ping within a second (the outbox asks, to know
-        whether to hold its batches in memory for delivery)."""
-        return self.client.ping(timeout=1.0)
 
     # -- administration ---------------------------------------------------------------
-    def init(self) -> None:
-        """Create the database if it is missing (``tsmeter influx init``)."""
+    def init(self) -> str:
+        """Create the database if it is missing."""
         self.client.query(f"CREATE DATABASE {quote_ident(self.config.database)}", database=False)
+        return f"Database {self.config.database!r}"
 
-    @contextmanager
-    def _exclusive(self) -> Iterator[None]:
-        """Serialise read-then-write among the threads and processes of this host."""
-        with self._lock, open_private(self._lock_path) as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def install_rollups(
+        self,
+        timezone: str,
+        metrics: Sequence[MetricDefinition],
+        *,
+        every: str,
+        lateness: str,
+        offset: str,
+    ) -> list[str]:
+        """Continuous queries for hourly, daily and weekly summaries (``offset`` is for 2.x
+        tasks; monthly and yearly stay with ``tsmeter aggregate``)."""
+        from tsmeter.adapters.influxdb.cq import install
 
-    # -- writing ----------------------------------------------------------------------
-    def _stored(self, rows: Sequence[RecordRow], *, slots: bool = False) -> _Points:
+        lateness_by_period = {
+            PeriodType.HOURLY: lateness, PeriodType.DAILY: "2d", PeriodType.WEEKLY: "8d"
+        }  # fmt: skip
+        names = install(self.client, timezone, every=every, lateness=lateness_by_period)
+        return [f"continuous query {name} installed" for name in names]
+
+    # -- reading ----------------------------------------------------------------------
+    def stored(self, rows: Sequence[RecordRow], *, slots: bool = False) -> Points:
         """Points already stored in the metrics and microseconds spanned by ``rows``, read one
         UTC day at a time; with ``slots``, only what the write path needs of them (record id,
         series tags and time).
@@ -169,7 +117,7 @@ class InfluxV1Store:
         they only add times to other series' slots and ids that are stored anyway. Beyond
         METRICS_PER_QUERY pairs, every point of the span is read.
         """
-        found: _Points = []
+        found: Points = []
         for lo, hi, pairs in _days(rows):
             lo, hi = lo // _US * _US, hi // _US * _US + _US
             params: dict[str, Any] = {"lo": lo, "hi": hi}
@@ -189,234 +137,9 @@ class InfluxV1Store:
             found += [({}, values) for _, values in series_rows(result)]
         return found
 
-    def append(self, rows: Sequence[RecordRow], recorded_at: int) -> int:
-        """Write rows whose id is not stored yet; return how many were new (see
-        ``append_stream``)."""
-        return self.append_stream([rows if type(rows) is list else list(rows)])
-
-    def append_stream(
-        self,
-        parts: Iterable[Sequence[RecordRow]],
-        stored: Callable[[int], None] | None = None,
-    ) -> int:
-        """Write the rows of ``parts`` (taken from the iterable as they are needed) whose id
-        is not stored yet and did not come earlier in the call; return how many were new.
-        ``stored(n)`` is called each time the first ``n`` rows taken from ``parts`` are
-        known to be stored (or found stored before), with ``n`` growing.
-
-        Rows are checked against the server in windows (``placement.Windows``: from
-        FIRST_WINDOW records, growing to READ_CHUNK; the next window's read runs ahead) and go
-        in chunks of WRITE_CHUNK, up to WRITERS write requests in flight and QUEUED more
-        encoded and waiting: while the server takes a chunk, the next ones are placed and
-        encoded. Each chunk enters the id ledger before it is queued (a failed write is found
-        and redone by a retry), with the change log and collision marks in front of its
-        points (a mark without points only costs a recomputation). Returns once every chunk
-        is stored; on a failure, sends nothing more and raises after the requests in flight
-        were answered.
-
-        Slots no later row can reach are forgotten as the call goes (``placement.prune``).
-        When the rows are one list, the first microsecond of the rest is known; a stream
-        may bring a window whose rows reach back before slots already forgotten: that
-        window waits for the writes in flight and is read again, so the read finds them.
-        """
-        windows = placement.Windows(parts, min(self.FIRST_WINDOW, self.READ_CHUNK),
-                                    self.READ_CHUNK)  # fmt: skip
-        written = 0
-        pending: deque[Future[None]] = deque()
-        # window, first µs, its reads, and how many windows were in the ledger as they began
-        reading: deque[tuple[list[RecordRow], int, _Lookup, int]] = deque()
-        occupied = placement.Slots()
-        cursor: dict[tuple[SeriesKey, int], int] = {}
-        seen = placement.CallIds()  # the call's ids that the next windows' reads may miss
-        entered: deque[tuple[int, int]] = deque()  # (window number, requests through it)
-        added = 0  # windows whose rows are all in the ledger
-        forgotten: int | None = None  # slots before this microsecond may have been forgotten
-        taken = sent = 0  # rows taken from ``parts``; write requests answered, in order
-        marks: deque[tuple[int, int]] = deque()  # (requests through a window, rows through it)
-
-        failed = threading.Event()
-        # the rows of each request in ``pending``; rows known stored: found stored before, or
-        # in a request that was answered with success
-        unconfirmed: deque[list[RecordRow]] = deque()
-        known = 0
-
-        def confirm() -> None:  # wait for the oldest request; its rows stay unconfirmed if it fails
-            nonlocal sent, known
-            pending[0].result()
-            pending.popleft()
-            known += len(unconfirmed.popleft())
-            sent += 1
-
-        def send(body: bytes) -> None:  # on a writer: nothing more once a request failed
-            if not failed.is_set():
-                try:
-                    self.client.write(body)
-                except BaseException:
-                    failed.set()
-                    raise
-
-        def settle() -> None:  # tell ``stored`` about the windows whose requests all answered
-            upto = None
-            while marks and marks[0][0] <= sent:
-                upto = marks.popleft()[1]
-            if upto is not None and stored is not None:
-                stored(upto)
-
-        error: StorageUnavailableError | None = None
-        with self._exclusive():
-            try:
-                window = next(windows, None)
-                if window is None:
-                    return 0
-                reading.append((window, placement.Windows.low(window), self._lookup(window), 0))
-                later = False  # past the first window
-                while reading:
-                    window, low, lookup, visible = reading.popleft()
-                    # the reads of the next windows overlap this one's work (their ids differ
-                    # from this call's earlier ones; what this call wrote is in ``occupied``)
-                    while len(reading) < self.READ_AHEAD:
-                        ahead = next(windows, None)
-                        if ahead is None:
-                            break
-                        reading.append((ahead, placement.Windows.low(ahead), self._lookup(ahead),
-                                        added))  # fmt: skip
-                    # the ids a window wrote leave ``seen`` once this window's reads find them:
-                    # in the ledger when the reads began, and stored before the points at the
-                    # ledger's locations are read (in ``result``)
-                    while entered and entered[0][0] < visible and entered[0][1] <= sent:
-                        seen.forget(entered.popleft()[0] + 1)
-                    found = lookup.result()
-                    if forgotten is not None and low < forgotten:  # see the docstring
-                        while pending:
-                            confirm()
-                        found = self._lookup(window).result()
-                    unstored = placement.unstored(window, added, found, seen, occupied,
-                                                  self._remember)  # fmt: skip
-                    known += len(window) - len(unstored)
-                    if later:  # forget the slots no row from here on reaches
-                        rest = windows.rest_low()
-                        floor = min(low, *(ahead_low for _, ahead_low, _, _ in reading),
-                                    low if rest is None else rest)  # fmt: skip
-                        if placement.prune(occupied, cursor, floor):
-                            forgotten = floor if forgotten is None else max(forgotten, floor)
-                    later = True
-                    for i in range(0, len(unstored), self.WRITE_CHUNK):
-                        new = unstored[i : i + self.WRITE_CHUNK]
-                        times, overflow, moved = placement.place(new, occupied, cursor)
-                        self.ledger.add(new)
-                        body = self._bookkeeping(new, moved)
-                        body += self.encoder.encode(new, times, overflow)
-                        if len(pending) >= self.WRITERS + self.QUEUED:
-                            confirm()
-                            settle()
-                        pending.append(self._writing().submit(send, body))
-                        unconfirmed.append(new)
-                        written += len(new)
-                    taken += len(window)
-                    marks.append((sent + len(pending), taken))
-                    entered.append((added, sent + len(pending)))
-                    added += 1
-                    settle()
-                while pending:
-                    confirm()
-                settle()
-            except StorageUnavailableError as exc:
-                error = exc
-                raise
-            finally:
-                failed.set()  # after an error here: send nothing more
-                in_flight: list[Future[Any]] = [*pending]
-                for _, _, ahead_lookup, _ in reading:
-                    in_flight += [ahead_lookup.sent, ahead_lookup.here]
-                wait(in_flight)  # after an error: let the requests in flight end
-                if error is not None:  # say how many of the call's rows the server holds
-                    error.records_stored = self._count_stored(known, unconfirmed)
-        return written
-
-    def _count_stored(self, known: int, unconfirmed: Iterable[list[RecordRow]]) -> int | None:
-        """``known`` plus the rows of ``unconfirmed`` requests that the server holds (a partial
-        write stores some lines of a request); None if the server cannot tell."""
-        rows = [row for chunk in unconfirmed for row in chunk]
-        if not rows:
-            return known
-        try:
-            found = {values.get("rid") for _, values in self._stored(rows, slots=True)}
-        except TsmeterError:
-            return None
-        return known + sum(1 for row in rows if row.id in found)
-
-    def _lookup(self, window: list[RecordRow]) -> _Lookup:
-        """Start reading the points stored where the rows of ``window`` would go now and, at
-        the same time, where the ledger says their ids were sent before."""
-        pool = self._pool_()
-        return _Lookup(self, pool.submit(self.ledger.known, list(map(_ID, window))),
-                       pool.submit(self._stored, window, slots=True))  # fmt: skip
-
-    def _writing(self) -> ThreadPoolExecutor:
-        """WRITERS threads that send the encoded chunks in order."""
-        if self._write_pool is None:
-            self._write_pool = ThreadPoolExecutor(self.WRITERS, thread_name_prefix="tsmeter-write")
-        return self._write_pool
-
-    def _pool_(self) -> ThreadPoolExecutor:
-        """Threads for the reads of ``append``: two for each window being read (the current
-        one and READ_AHEAD more)."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(
-                2 * (self.READ_AHEAD + 1), thread_name_prefix="tsmeter-influx"
-            )
-        return self._pool
-
-    def _bookkeeping(self, rows: list[RecordRow], moved: set[tuple[SeriesKey, int]]) -> bytes:
-        """Collision marks and the change log (which metrics received records in which UTC
-        hour)."""
-        lines = []
-        for (metric, subject_type, subject_id, org), micro in sorted(moved, key=repr):
-            tags = {"metric": metric, "subject_type": subject_type, "subject_id": subject_id,
-                    "org": org or ""}  # fmt: skip
-            lines.append(encode_point(COLLISIONS, tags, {"n": 1}, micro))
-        now = max(time.time_ns(), self._log_clock)  # no two log points of a writer coincide
-        hours = sorted({(metric, org or "", hour) for metric, org, hour in placement.hours(rows)})
-        self._log_clock = now + len(hours)
-        for i, (metric, org, hour) in enumerate(hours):
-            tags = {"metric": metric, "org": org, "w": self.writer}
-            lines.append(encode_point(DIRTY, tags, {"hour": hour}, now + i))
-        return "".join(f"{line}\n" for line in lines).encode()
-
-    def _remember(self, tags: dict[str, str], values: dict[str, Any]) -> None:
-        """Keep a stored point of an id being written again: the record when the read had all
-        its fields, else where it is (``get_record`` reads it there)."""
-        if len(self._recent) + len(self._seen) > 10_000:
-            self._recent.clear()
-            self._seen.clear()
-        if complete(values):
-            self._recent[values["rid"]] = row_of(tags, values)
-        else:
-            at = int(values["time"])
-            self._seen[values["rid"]] = RecordRow(
-                values["rid"], *series_key_of(tags, values), 0.0, at, None, None
-            )
-
-    def _sent_to(self, record_id: str) -> RecordRow | None:
-        """The record with this id, read where a write found it or the ledger says it went."""
-        places = list(self.ledger.known([record_id]).values())
-        if record_id in self._seen:
-            places.append(self._seen[record_id])
-        if places:
-            for tags, values in self._stored(places):
-                if values.get("rid") == record_id and complete(values):
-                    return row_of(tags, values)
-        return None
-
-    # -- reading ----------------------------------------------------------------------
-    def get_record(self, record_id: str) -> RecordRow | None:
-        """The stored record with this id (recently seen ones from memory; otherwise a scan
-        of the raw measurement, which is slow on large databases)."""
-        if record_id in self._recent:
-            return self._recent[record_id]
-        found = self._sent_to(record_id)
-        if found is not None:
-            return found
+    def find_record(self, record_id: str) -> RecordRow | None:
+        """The stored record with this id, by a scan of the raw measurement (slow on large
+        databases)."""
         (result,) = self.client.query(
             f'SELECT * FROM {quote_ident(RAW)} WHERE "rid" = $rid LIMIT 1', {"rid": record_id}
         )
@@ -462,7 +185,7 @@ class InfluxV1Store:
             cursor = stop
             window = window * 4 if len(rows) < 10_000 else max(_HOUR, window // 2)
 
-    def purge_metric(self, metric_key: str, org_id: str | None) -> int:
+    def purge(self, metric_key: str, org_id: str | None) -> int:
         """Delete every point of a metric (records, summaries, marks); return records deleted."""
         params: dict[str, Any] = {}
         condition = metric_condition(metric_key, org_id, None, None, params)
@@ -472,32 +195,9 @@ class InfluxV1Store:
         rows = series_rows(result)
         count = int(rows[0][1]["count"]) if rows else 0
         self.client.query(f"DROP SERIES WHERE {condition}", params)
-        self.ledger.forget_series(metric_key, org_id)
-        self._recent.clear()
-        self._seen.clear()
         return count
 
-    # -- metering events ---------------------------------------------------------------
-    def append_events(self, events: Sequence[EventRow]) -> None:
-        """Write events as points of ``metering_events`` (tag ``event`` = name; the details
-        in field ``data``). Events of one series at one time are spread 1 ns apart."""
-        taken: set[tuple[str, SeriesKey, int]] = set()
-        lines = []
-        for e in events:
-            key: SeriesKey = (e.metric_key, e.subject_type, e.subject_id, e.org_id)
-            ts = e.ts
-            while (e.name, key, ts) in taken:
-                ts += 1
-            taken.add((e.name, key, ts))
-            tags = {"event": e.name, "metric": e.metric_key, "subject_type": e.subject_type,
-                    "subject_id": e.subject_id, "org": e.org_id or ""}  # fmt: skip
-            lines.append(encode_point(EVENTS, tags, {"data": e.data}, ts))
-        if lines:
-            self.client.write("".join(f"{line}\n" for line in lines).encode())
-
-    def list_events(
-        self, start: int | None = None, end: int | None = None, name: str | None = None
-    ) -> list[EventRow]:
+    def list_events(self, start: int | None, end: int | None, name: str | None) -> list[EventRow]:
         """Events in ``[start, end)``, optionally of one name or name family, oldest first."""
         lo = start if start is not None else 0
         hi = end if end is not None else 2**63 - 1
@@ -518,11 +218,7 @@ class InfluxV1Store:
 
     # -- summaries --------------------------------------------------------------------
     def rollup(
-        self,
-        period: PeriodType,
-        calendar: Calendar,
-        start: int | None = None,
-        end: int | None = None,
+        self, period: PeriodType, calendar: Calendar, start: int | None, end: int | None
     ) -> RollupStats:
         """Bring summaries of ``period`` up to date (see the port)."""
         return rollups.rollup(self.client, period, calendar, start, end)
@@ -550,21 +246,3 @@ def _days(rows: Sequence[RecordRow]) -> list[tuple[int, int, list[tuple[str, str
             bounds[day] = (ts, ts) if held is None else (min(held[0], ts), max(held[1], ts))
             pairs.setdefault(day, set()).add((row.metric_key, row.org_id or ""))
     return [(lo, hi, sorted(pairs[day])) for day, (lo, hi) in bounds.items()]
-
-
-class _Lookup:
-    """The two reads of a window: the ledger's earlier locations of its ids (``sent``) and
-    the points where its rows go now (``here``)."""
-
-    def __init__(
-        self, store: InfluxV1Store, sent: Future[dict[str, RecordRow]], here: Future[_Points]
-    ) -> None:
-        self.store, self.sent, self.here = store, sent, here
-
-    def result(self) -> _Points:
-        """Every point found; ids sent elsewhere before are read there too (rare: a retry)."""
-        found = self.here.result()
-        sent = self.sent.result()
-        if sent:
-            found = found + self.store._stored(list(sent.values()), slots=True)
-        return found

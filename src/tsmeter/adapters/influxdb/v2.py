@@ -1,12 +1,11 @@
-"""InfluxV2Store: the UsageStore port on InfluxDB 2.x, through influxdb-client and Flux.
+"""The v2 transport: InfluxDB 2.x through influxdb-client and Flux.
 
-It is the v1 store (:class:`~tsmeter.adapters.influxdb.v1.InfluxV1Store`) with another
-client and other reads: the same point schema, and the same exactly-once write path —
-placement off taken nanoseconds, the id ledger, collision marks and the change log — with
-its writes sent by :class:`~tsmeter.adapters.influxdb.v2client.InfluxV2Client`
-(``write_api(SYNCHRONOUS)``, the encoder's bytes). Every read is Flux with the user's
-values bound as parameters; roll-ups share the v1 control flow
-(:mod:`~tsmeter.adapters.influxdb.fluxrollup`); purging uses the delete API.
+Under :class:`~tsmeter.adapters.influxdb.store.InfluxStore` it gives the same point schema
+and the same exactly-once write path as the v1 transport, with writes sent by
+:class:`~tsmeter.adapters.influxdb.v2client.InfluxV2Client` (``write_api(SYNCHRONOUS)``, the
+encoder's bytes). Every read is Flux with the user's values bound as parameters; roll-ups
+share the v1 control flow (:mod:`~tsmeter.adapters.influxdb.fluxrollup`); purging uses the
+delete API.
 
 InfluxDB 2.x's delete predicate cannot say "tag ``org`` is absent", so purging a global
 metric whose key an organisation also uses reads that organisation's points of the key,
@@ -31,13 +30,13 @@ from tsmeter.adapters.influxdb.schema import (
     series_of,
     summary_measurement,
 )
-from tsmeter.adapters.influxdb.v1 import InfluxV1Store
+from tsmeter.adapters.influxdb.transport import Points
 from tsmeter.adapters.influxdb.v2client import InfluxV2Client, InfluxV2Config
-from tsmeter.domain import PeriodType, RecordRow
+from tsmeter.domain import MetricDefinition, PeriodType, RecordRow
 from tsmeter.domain.periods import Calendar
 from tsmeter.ports import EventRow, RecordQuery, RollupStats, SummaryQuery, SummaryRow
 
-__all__ = ["InfluxV2Store"]
+__all__ = ["V2Transport"]
 
 _US = 1_000
 _HOUR = 3_600_000_000_000
@@ -55,41 +54,74 @@ def _point(values: dict[str, Any]) -> dict[str, Any]:
     return {**values, "time": int(values["t"])}
 
 
-class InfluxV2Store(InfluxV1Store):
-    """Usage records and summaries in one InfluxDB 2.x bucket (see the module docstring)."""
+class V2Transport:
+    """One InfluxDB 2.x bucket through influxdb-client (see the module docstring).
 
-    def __init__(self, config: InfluxV2Config, *, ledger: str = ":memory:") -> None:
-        super().__init__(config.as_v1(), ledger=ledger)
-        self.client.close()  # the v1 session is never used: writes go through influxdb-client
+    Example: ``InfluxStore(V2Transport.from_url("influxdb2://127.0.0.1:8086/b?org=o"), dedupe)``.
+    """
+
+    #: influxdb-client's ping is not asked: the outbox treats the store as not known to answer
+    can_ping = False
+
+    def __init__(self, config: InfluxV2Config) -> None:
         self.settings = config
         self.api = InfluxV2Client(config)
-        # The shared write path only calls ``client.write(bytes)``, which this client has.
-        self.client = self.api  # type: ignore[assignment]
-        self.ledger.target = f"{config.base_url}/{config.org}/{config.bucket}"
         self.source = FluxSource(self.api)
         self.bucket = config.bucket
+        self.target = f"{config.base_url}/{config.org}/{config.bucket}"
+        self.lock_name = f"{config.base_url}/{config.bucket}"
+        self.writer = config.writer
 
     @classmethod
-    def from_url(cls, url: str, *, ledger: str = ":memory:") -> InfluxV2Store:
-        """A store for an ``influxdb2://host:port/BUCKET?org=ORG&token=...`` URL (see
-        InfluxV2Config), keeping its id ledger in the SQLite file ``ledger``."""
-        return cls(InfluxV2Config.from_url(url), ledger=ledger)
+    def from_url(cls, url: str) -> V2Transport:
+        """A transport for an ``influxdb2://host:port/BUCKET?org=ORG&token=...`` URL (see
+        InfluxV2Config)."""
+        return cls(InfluxV2Config.from_url(url))
 
-    def init(self) -> None:
-        """Create the bucket if it is missing (``tsmeter influx init``)."""
+    def write(self, body: bytes) -> None:
+        """Send line protocol through the synchronous write API."""
+        self.api.write(body)
+
+    def ping(self, timeout: float) -> bool:
+        """Not asked (``can_ping`` is False): always False."""
+        return False
+
+    def close(self) -> None:
+        """Close influxdb-client."""
+        self.api.close()
+
+    # -- administration ---------------------------------------------------------------
+    def init(self) -> str:
+        """Create the bucket if it is missing."""
         self.api.ensure_bucket()
+        return f"Bucket {self.bucket!r}"
+
+    def install_rollups(
+        self,
+        timezone: str,
+        metrics: Sequence[MetricDefinition],
+        *,
+        every: str,
+        lateness: str,
+        offset: str,
+    ) -> list[str]:
+        """One Flux task per period type (hourly, daily, and each period a metric resets on),
+        created or updated by name."""
+        from tsmeter.adapters.influxdb.tasks import install, periods_for
+
+        names = install(self.api, timezone, periods_for(metrics), every=every, offset=offset,
+                        lateness=lateness)  # fmt: skip
+        return [f"task {name!r} installed" for name in names]
 
     # -- the existence read of the write path -------------------------------------------
-    def _stored(
-        self, rows: Sequence[RecordRow], *, slots: bool = False
-    ) -> list[tuple[dict[str, str], dict[str, Any]]]:
+    def stored(self, rows: Sequence[RecordRow], *, slots: bool = False) -> Points:
         """Points already stored in the series and microseconds spanned by ``rows``, read one
         UTC day at a time (over 100 series: every series of that span); whole points, also
         with ``slots``."""
         by_day: dict[int, list[RecordRow]] = {}
         for row in rows:
             by_day.setdefault(row.ts // _DAY, []).append(row)
-        found: list[tuple[dict[str, str], dict[str, Any]]] = []
+        found: Points = []
         for group in by_day.values():
             lo = min(r.ts for r in group) // _US * _US
             hi = max(r.ts for r in group) // _US * _US + _US
@@ -101,14 +133,9 @@ class InfluxV2Store(InfluxV1Store):
         return found
 
     # -- reading ----------------------------------------------------------------------
-    def get_record(self, record_id: str) -> RecordRow | None:
-        """The stored record with this id (recent ones from memory, else where the ledger
-        says, else a scan of every record id, which is slow on large buckets)."""
-        if record_id in self._recent:
-            return self._recent[record_id]
-        found = self._sent_to(record_id)
-        if found is not None:
-            return found
+    def find_record(self, record_id: str) -> RecordRow | None:
+        """The stored record with this id, by a scan of every record id (slow on large
+        buckets)."""
         hits = self.api.rows(flux.rid_lookup(self.bucket, record_id))
         if not hits:
             return None
@@ -166,7 +193,7 @@ class InfluxV2Store(InfluxV1Store):
             window = window * 4 if len(rows) < 10_000 else max(_HOUR, window // 2)
 
     # -- purging ----------------------------------------------------------------------
-    def purge_metric(self, metric_key: str, org_id: str | None) -> int:
+    def purge(self, metric_key: str, org_id: str | None) -> int:
         """Delete every point of a metric (records, summaries, marks, change log) in one org
         scope; return how many records were deleted."""
         q = flux.Flux()
@@ -183,9 +210,6 @@ class InfluxV2Store(InfluxV1Store):
             self.api.delete(flux.delete_predicate({"metric": metric}))
             for i in range(0, len(keep), 10_000):
                 self.api.write("".join(f"{line}\n" for line in keep[i : i + 10_000]).encode())
-        self.ledger.forget_series(metric_key, org_id)
-        self._recent.clear()
-        self._seen.clear()
         return count
 
     def _scoped_points(self, metric: str) -> list[str]:
@@ -212,9 +236,7 @@ class InfluxV2Store(InfluxV1Store):
         return lines
 
     # -- metering events -----------------------------------------------------------------
-    def list_events(
-        self, start: int | None = None, end: int | None = None, name: str | None = None
-    ) -> list[EventRow]:
+    def list_events(self, start: int | None, end: int | None, name: str | None) -> list[EventRow]:
         """Events in ``[start, end)``, optionally of one name or name family, oldest first."""
         lo = max(0, start) if start is not None else 0
         hi = min(flux.END, end) if end is not None else flux.END
@@ -233,11 +255,7 @@ class InfluxV2Store(InfluxV1Store):
 
     # -- summaries --------------------------------------------------------------------
     def rollup(
-        self,
-        period: PeriodType,
-        calendar: Calendar,
-        start: int | None = None,
-        end: int | None = None,
+        self, period: PeriodType, calendar: Calendar, start: int | None, end: int | None
     ) -> RollupStats:
         """Bring summaries of ``period`` up to date (see the port)."""
         return rollups.rollup_from(self.source, period, calendar, start, end)

@@ -31,7 +31,15 @@ from tsmeter.domain.models import STORED
 from tsmeter.domain.periods import Calendar
 from tsmeter.domain.validation import to_ns
 from tsmeter.errors import ConflictError, SeriesError, StorageUnavailableError
-from tsmeter.ports import DeliveryRow, EventRow, RecordQuery, RollupStats, SummaryQuery, SummaryRow
+from tsmeter.ports import (
+    Capabilities,
+    DeliveryRow,
+    EventRow,
+    RecordQuery,
+    RollupStats,
+    SummaryQuery,
+    SummaryRow,
+)
 
 __all__ = ["SQLiteStore"]
 
@@ -83,6 +91,9 @@ class SQLiteStore:
     0
     """
 
+    #: one file, one clock: incremental roll-ups need not look back
+    recheck_window = 0
+
     def __init__(self, path: str) -> None:
         self.path = path
         self._conn = connect(path)
@@ -121,6 +132,11 @@ class SQLiteStore:
         """Close the connection (every acknowledged write is already on disk)."""
         with self._lock:
             self._conn.close()
+
+    def capabilities(self) -> Capabilities:
+        """What this store offers beyond the ports it implements: its file is the state
+        file. Example: ``Meter(store, store, capabilities=store.capabilities())``."""
+        return Capabilities(state_path=self.path)
 
     # -- series -----------------------------------------------------------------------
     def _series_ids(self, conn: sqlite3.Connection, keys: set[SeriesKey]) -> dict[SeriesKey, int]:

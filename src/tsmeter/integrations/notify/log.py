@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from tsmeter.adapters.sqlite.schema import DELIVERIES_DDL, StateFile
+from tsmeter._sqlite import DELIVERIES_DDL, StateFile
 from tsmeter.domain import Model
 from tsmeter.domain.validation import from_ns
 from tsmeter.errors import ValidationError

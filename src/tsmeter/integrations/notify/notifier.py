@@ -43,6 +43,7 @@ from tsmeter.integrations.notify.log import (
 from tsmeter.integrations.notify.plan import deliveries_for, delivery_id
 from tsmeter.integrations.notify.render import one_line
 from tsmeter.integrations.notify.settings import NotifySettings
+from tsmeter.ports import Capabilities
 
 __all__ = ["Notifier", "delivery_id", "log_path_of"]
 
@@ -58,10 +59,17 @@ class _HasEvents(Protocol):
     def events(self) -> EventBus: ...
 
 
-def log_path_of(meter: object) -> str:
+class _HasState(_HasEvents, Protocol):
+    """An event source that knows its state file, such as a Meter."""
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+
+def log_path_of(meter: _HasState) -> str:
     """The file that holds a Meter's state (its catalog), where the delivery log goes."""
-    path = getattr(getattr(meter, "catalog", None), "path", None)
-    if not isinstance(path, str):
+    path = meter.capabilities.state_path
+    if path is None:
         raise ValidationError("log_path", "this store keeps no state file; give log_path")
     return path
 
@@ -113,7 +121,7 @@ class Notifier:
 
     @classmethod
     def for_meter(
-        cls, meter: _HasEvents, settings: NotifySettings | None = None, *, worker: bool = True
+        cls, meter: _HasState, settings: NotifySettings | None = None, *, worker: bool = True
     ) -> Notifier:
         """A Notifier logging into ``meter``'s state file and attached to its events."""
         notifier = cls(settings, log_path_of(meter), worker=worker)

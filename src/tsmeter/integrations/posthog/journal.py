@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from tsmeter.adapters.sqlite.schema import StateFile
+from tsmeter._sqlite import StateFile
 from tsmeter.domain import Model
 from tsmeter.domain.validation import from_ns
 from tsmeter.integrations.posthog.events import CaptureEvent

@@ -76,10 +76,10 @@ class MirrorStatus(Model):
     last_sent_at: datetime | None = None
 
 
-def journal_path_of(meter: object) -> str | None:
+def journal_path_of(meter: Meter | None) -> str | None:
     """The file of a Meter's state (its catalog), where the journal goes; None without one."""
-    path = getattr(getattr(meter, "catalog", None), "path", None)
-    return path if isinstance(path, str) and path != ":memory:" else None
+    path = meter.capabilities.state_path if meter is not None else None
+    return path if path is not None and path != ":memory:" else None
 
 
 class PostHogMirror(Sender):

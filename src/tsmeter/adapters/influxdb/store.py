@@ -1,0 +1,493 @@
+"""InfluxStore: the UsageStore port on InfluxDB, over a v1 or a v2 transport.
+
+One store, two transports (:class:`~tsmeter.adapters.influxdb.transport.Transport`): the v1
+API (:mod:`~tsmeter.adapters.influxdb.v1`: 1.x, 2.x compat, 3.x, InfluxQL) and InfluxDB 2.x
+through influxdb-client and Flux (:mod:`~tsmeter.adapters.influxdb.v2`). The store holds what
+they share: the point schema, the exactly-once write path and the metering events; a
+transport sends bytes and answers the reads, each in its own query language.
+
+Exactly once, without a local database:
+
+* **No collapse.** InfluxDB merges points with equal measurement, tag set and
+  time. Before a batch is written, the store reads the points already stored
+  in the batch's metrics and time range; a record whose exact time is taken in
+  its series moves to a free nanosecond of the same microsecond (then to an
+  extra tag ``c``), keeps its exact time in field ``tsn``, and its microsecond
+  is marked in ``usage_collisions`` (:mod:`~tsmeter.adapters.influxdb.placement`).
+  Writers on one host take a file lock around
+  read-and-write; writers on different hosts differ in tag ``w``. So 10,000
+  records with one timestamp, from two processes at once, are 10,000 points.
+* **Idempotent.** The same read finds record ids that are stored already, so a
+  retried record (same series and time) never adds a second point, whichever host
+  sends it. A record id re-sent with another time or subject is found through the
+  dedupe port (:class:`~tsmeter.ports.Dedupe`; on one host the SQLite id ledger):
+  exact for everything its implementation has seen; beyond it only the same-series,
+  same-time retry is caught.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from operator import itemgetter
+from typing import Any
+
+from tsmeter.adapters.influxdb import placement
+from tsmeter.adapters.influxdb import rollup as rollups
+from tsmeter.adapters.influxdb.lineprotocol import UsageEncoder, encode_point
+from tsmeter.adapters.influxdb.schema import (
+    COLLISIONS,
+    DIRTY,
+    EVENTS,
+    RAW,
+    SeriesKey,
+    complete,
+    row_of,
+    series_key_of,
+)
+from tsmeter.adapters.influxdb.transport import Points, Transport
+from tsmeter.domain import MetricDefinition, PeriodType, RecordRow
+from tsmeter.domain.periods import Calendar
+from tsmeter.errors import StorageUnavailableError, TsmeterError
+from tsmeter.files import open_private
+from tsmeter.ports import (
+    Capabilities,
+    Dedupe,
+    EventRow,
+    RecordQuery,
+    RollupStats,
+    SummaryQuery,
+    SummaryRow,
+)
+
+__all__ = ["InfluxStore"]
+
+# a RecordRow's id
+_ID = itemgetter(0)
+_Points = Points
+
+
+class InfluxStore:
+    """Usage records and summaries in one InfluxDB database or bucket, over a transport (see
+    the module docstring).
+
+    Example: ``InfluxStore.from_url("influxdb://127.0.0.1:8086/metering", ledger="state.db")``.
+    """
+
+    #: points per write request; the next request is encoded while the server takes one
+    WRITE_CHUNK = 10_000
+    #: write requests in flight at once (the server takes two faster than one)
+    WRITERS = 2
+    #: encoded chunks waiting for a writer, so that the next request starts the moment one
+    #: is answered, whatever the calling thread is busy with
+    QUEUED = 2
+    #: records per existence read (the server's cost is mostly per query, not per point;
+    #: a call of a few windows still overlaps reading with writing)
+    READ_CHUNK = 50_000
+    #: records in a call's first window (the next ones grow fourfold up to READ_CHUNK): the
+    #: first write waits only for this many to be checked, placed, entered and encoded
+    FIRST_WINDOW = 2_000
+    #: windows of READ_CHUNK whose existence read runs ahead of the one being written
+    READ_AHEAD = 1
+    #: (metric, org) pairs an existence read names; beyond, it reads every point of the span
+    METRICS_PER_QUERY = 20
+    #: incremental roll-ups re-check the change log this far back (writers' clocks differ)
+    recheck_window = rollups.CLOCK_MARGIN
+
+    def __init__(self, transport: Transport, dedupe: Dedupe) -> None:
+        self.transport = transport
+        self.dedupe = dedupe
+        self.writer = transport.writer or socket.gethostname() or "tsmeter"
+        self.encoder = UsageEncoder(RAW, writer=self.writer)
+        self._lock = threading.Lock()
+        ident = hashlib.sha1(transport.lock_name.encode()).hexdigest()[:16]
+        self._lock_path = os.path.join(tempfile.gettempdir(), f"tsmeter-influx-{ident}.lock")
+        self._recent: dict[str, RecordRow] = {}  # ids found stored: the record
+        self._seen: dict[str, RecordRow] = {}  # ids found stored by the write path: the slot
+        self._pool: ThreadPoolExecutor | None = None
+        self._write_pool: ThreadPoolExecutor | None = None
+        self._log_clock = 0
+
+    @classmethod
+    def from_url(cls, url: str, *, ledger: str = ":memory:") -> InfluxStore:
+        """A store for an ``influxdb://`` (the v1 API) or ``influxdb2://`` (InfluxDB 2.x) URL
+        (see InfluxV1Config and InfluxV2Config), keeping its id ledger in the SQLite file
+        ``ledger``. Example: ``InfluxStore.from_url("influxdb://127.0.0.1:8086/metering")``."""
+        from tsmeter.adapters.sqlite.dedupe import SQLiteDedupe
+
+        transport: Transport
+        if url.startswith("influxdb2://"):
+            from tsmeter.adapters.influxdb.v2 import V2Transport
+
+            transport = V2Transport.from_url(url)
+        else:
+            from tsmeter.adapters.influxdb.v1 import V1Transport
+
+            transport = V1Transport.from_url(url)
+        try:
+            return cls(transport, SQLiteDedupe(ledger, transport.target))
+        except BaseException:
+            transport.close()
+            raise
+
+    def close(self) -> None:
+        """Close the transport and the dedupe port (every acknowledged write is on the
+        server)."""
+        for pool in (self._pool, self._write_pool):
+            if pool is not None:
+                pool.shutdown()
+        self.transport.close()
+        self.dedupe.close()
+
+    def reachable(self) -> bool:
+        """Whether the server answers a ping within a second (the outbox asks, to know
+        whether to hold its batches in memory for delivery)."""
+        return self.transport.ping(timeout=1.0)
+
+    def capabilities(self) -> Capabilities:
+        """What this store offers beyond the UsageStore port: a stream of parts, a probe where
+        its transport can ping, and administration. Example:
+        ``Meter(store, catalog, capabilities=store.capabilities())``."""
+        return Capabilities(
+            stream=self, probe=self if self.transport.can_ping else None, admin=self
+        )
+
+    # -- administration ---------------------------------------------------------------
+    def init(self) -> str:
+        """Create the database (2.x: the bucket) if it is missing (``tsmeter influx init``)."""
+        return self.transport.init()
+
+    def install_rollups(
+        self,
+        timezone: str,
+        metrics: Sequence[MetricDefinition],
+        *,
+        every: str,
+        lateness: str,
+        offset: str,
+    ) -> list[str]:
+        """Continuous queries (1.x) or Flux tasks (2.x) that keep summaries up to date
+        (``tsmeter influx install-rollups``)."""
+        return self.transport.install_rollups(
+            timezone, metrics, every=every, lateness=lateness, offset=offset
+        )
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Serialise read-then-write among the threads and processes of this host."""
+        with self._lock, open_private(self._lock_path) as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # -- writing ----------------------------------------------------------------------
+    def append(self, rows: Sequence[RecordRow], recorded_at: int) -> int:
+        """Write rows whose id is not stored yet; return how many were new (see
+        ``append_stream``)."""
+        return self.append_stream([rows if type(rows) is list else list(rows)])
+
+    def append_stream(
+        self,
+        parts: Iterable[Sequence[RecordRow]],
+        stored: Callable[[int], None] | None = None,
+    ) -> int:
+        """Write the rows of ``parts`` (taken from the iterable as they are needed) whose id
+        is not stored yet and did not come earlier in the call; return how many were new.
+        ``stored(n)`` is called each time the first ``n`` rows taken from ``parts`` are
+        known to be stored (or found stored before), with ``n`` growing.
+
+        Rows are checked against the server in windows (``placement.Windows``: from
+        FIRST_WINDOW records, growing to READ_CHUNK; the next window's read runs ahead) and go
+        in chunks of WRITE_CHUNK, up to WRITERS write requests in flight and QUEUED more
+        encoded and waiting: while the server takes a chunk, the next ones are placed and
+        encoded. Each chunk enters the id ledger before it is queued (a failed write is found
+        and redone by a retry), with the change log and collision marks in front of its
+        points (a mark without points only costs a recomputation). Returns once every chunk
+        is stored; on a failure, sends nothing more and raises after the requests in flight
+        were answered.
+
+        Slots no later row can reach are forgotten as the call goes (``placement.prune``).
+        When the rows are one list, the first microsecond of the rest is known; a stream
+        may bring a window whose rows reach back before slots already forgotten: that
+        window waits for the writes in flight and is read again, so the read finds them.
+        """
+        windows = placement.Windows(parts, min(self.FIRST_WINDOW, self.READ_CHUNK),
+                                    self.READ_CHUNK)  # fmt: skip
+        written = 0
+        pending: deque[Future[None]] = deque()
+        # window, first µs, its reads, and how many windows were in the ledger as they began
+        reading: deque[tuple[list[RecordRow], int, _Lookup, int]] = deque()
+        occupied = placement.Slots()
+        cursor: dict[tuple[SeriesKey, int], int] = {}
+        seen = placement.CallIds()  # the call's ids that the next windows' reads may miss
+        entered: deque[tuple[int, int]] = deque()  # (window number, requests through it)
+        added = 0  # windows whose rows are all in the ledger
+        forgotten: int | None = None  # slots before this microsecond may have been forgotten
+        taken = sent = 0  # rows taken from ``parts``; write requests answered, in order
+        marks: deque[tuple[int, int]] = deque()  # (requests through a window, rows through it)
+
+        failed = threading.Event()
+        # the rows of each request in ``pending``; rows known stored: found stored before, or
+        # in a request that was answered with success
+        unconfirmed: deque[list[RecordRow]] = deque()
+        known = 0
+
+        def confirm() -> None:  # wait for the oldest request; its rows stay unconfirmed if it fails
+            nonlocal sent, known
+            pending[0].result()
+            pending.popleft()
+            known += len(unconfirmed.popleft())
+            sent += 1
+
+        def send(body: bytes) -> None:  # on a writer: nothing more once a request failed
+            if not failed.is_set():
+                try:
+                    self.transport.write(body)
+                except BaseException:
+                    failed.set()
+                    raise
+
+        def settle() -> None:  # tell ``stored`` about the windows whose requests all answered
+            upto = None
+            while marks and marks[0][0] <= sent:
+                upto = marks.popleft()[1]
+            if upto is not None and stored is not None:
+                stored(upto)
+
+        error: StorageUnavailableError | None = None
+        with self._exclusive():
+            try:
+                window = next(windows, None)
+                if window is None:
+                    return 0
+                reading.append((window, placement.Windows.low(window), self._lookup(window), 0))
+                later = False  # past the first window
+                while reading:
+                    window, low, lookup, visible = reading.popleft()
+                    # the reads of the next windows overlap this one's work (their ids differ
+                    # from this call's earlier ones; what this call wrote is in ``occupied``)
+                    while len(reading) < self.READ_AHEAD:
+                        ahead = next(windows, None)
+                        if ahead is None:
+                            break
+                        reading.append((ahead, placement.Windows.low(ahead), self._lookup(ahead),
+                                        added))  # fmt: skip
+                    # the ids a window wrote leave ``seen`` once this window's reads find them:
+                    # in the ledger when the reads began, and stored before the points at the
+                    # ledger's locations are read (in ``result``)
+                    while entered and entered[0][0] < visible and entered[0][1] <= sent:
+                        seen.forget(entered.popleft()[0] + 1)
+                    found = lookup.result()
+                    if forgotten is not None and low < forgotten:  # see the docstring
+                        while pending:
+                            confirm()
+                        found = self._lookup(window).result()
+                    unstored = placement.unstored(window, added, found, seen, occupied,
+                                                  self._remember)  # fmt: skip
+                    known += len(window) - len(unstored)
+                    if later:  # forget the slots no row from here on reaches
+                        rest = windows.rest_low()
+                        floor = min(low, *(ahead_low for _, ahead_low, _, _ in reading),
+                                    low if rest is None else rest)  # fmt: skip
+                        if placement.prune(occupied, cursor, floor):
+                            forgotten = floor if forgotten is None else max(forgotten, floor)
+                    later = True
+                    for i in range(0, len(unstored), self.WRITE_CHUNK):
+                        new = unstored[i : i + self.WRITE_CHUNK]
+                        times, overflow, moved = placement.place(new, occupied, cursor)
+                        self.dedupe.add(new)
+                        body = self._bookkeeping(new, moved)
+                        body += self.encoder.encode(new, times, overflow)
+                        if len(pending) >= self.WRITERS + self.QUEUED:
+                            confirm()
+                            settle()
+                        pending.append(self._writing().submit(send, body))
+                        unconfirmed.append(new)
+                        written += len(new)
+                    taken += len(window)
+                    marks.append((sent + len(pending), taken))
+                    entered.append((added, sent + len(pending)))
+                    added += 1
+                    settle()
+                while pending:
+                    confirm()
+                settle()
+            except StorageUnavailableError as exc:
+                error = exc
+                raise
+            finally:
+                failed.set()  # after an error here: send nothing more
+                in_flight: list[Future[Any]] = [*pending]
+                for _, _, ahead_lookup, _ in reading:
+                    in_flight += [ahead_lookup.sent, ahead_lookup.here]
+                wait(in_flight)  # after an error: let the requests in flight end
+                if error is not None:  # say how many of the call's rows the server holds
+                    error.records_stored = self._count_stored(known, unconfirmed)
+        return written
+
+    def _count_stored(self, known: int, unconfirmed: Iterable[list[RecordRow]]) -> int | None:
+        """``known`` plus the rows of ``unconfirmed`` requests that the server holds (a partial
+        write stores some lines of a request); None if the server cannot tell."""
+        rows = [row for chunk in unconfirmed for row in chunk]
+        if not rows:
+            return known
+        try:
+            found = {values.get("rid") for _, values in self.transport.stored(rows, slots=True)}
+        except TsmeterError:
+            return None
+        return known + sum(1 for row in rows if row.id in found)
+
+    def _lookup(self, window: list[RecordRow]) -> _Lookup:
+        """Start reading the points stored where the rows of ``window`` would go now and, at
+        the same time, where the ledger says their ids were sent before."""
+        pool = self._pool_()
+        return _Lookup(self, pool.submit(self.dedupe.known, list(map(_ID, window))),
+                       pool.submit(self.transport.stored, window, slots=True))  # fmt: skip
+
+    def _writing(self) -> ThreadPoolExecutor:
+        """WRITERS threads that send the encoded chunks in order."""
+        if self._write_pool is None:
+            self._write_pool = ThreadPoolExecutor(self.WRITERS, thread_name_prefix="tsmeter-write")
+        return self._write_pool
+
+    def _pool_(self) -> ThreadPoolExecutor:
+        """Threads for the reads of ``append``: two for each window being read (the current
+        one and READ_AHEAD more)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                2 * (self.READ_AHEAD + 1), thread_name_prefix="tsmeter-influx"
+            )
+        return self._pool
+
+    def _bookkeeping(self, rows: list[RecordRow], moved: set[tuple[SeriesKey, int]]) -> bytes:
+        """Collision marks and the change log (which metrics received records in which UTC
+        hour)."""
+        lines = []
+        for (metric, subject_type, subject_id, org), micro in sorted(moved, key=repr):
+            tags = {"metric": metric, "subject_type": subject_type, "subject_id": subject_id,
+                    "org": org or ""}  # fmt: skip
+            lines.append(encode_point(COLLISIONS, tags, {"n": 1}, micro))
+        now = max(time.time_ns(), self._log_clock)  # no two log points of a writer coincide
+        hours = sorted({(metric, org or "", hour) for metric, org, hour in placement.hours(rows)})
+        self._log_clock = now + len(hours)
+        for i, (metric, org, hour) in enumerate(hours):
+            tags = {"metric": metric, "org": org, "w": self.writer}
+            lines.append(encode_point(DIRTY, tags, {"hour": hour}, now + i))
+        return "".join(f"{line}\n" for line in lines).encode()
+
+    def _remember(self, tags: dict[str, str], values: dict[str, Any]) -> None:
+        """Keep a stored point of an id being written again: the record when the read had all
+        its fields, else where it is (``get_record`` reads it there)."""
+        if len(self._recent) + len(self._seen) > 10_000:
+            self._recent.clear()
+            self._seen.clear()
+        if complete(values):
+            self._recent[values["rid"]] = row_of(tags, values)
+        else:
+            at = int(values["time"])
+            self._seen[values["rid"]] = RecordRow(
+                values["rid"], *series_key_of(tags, values), 0.0, at, None, None
+            )
+
+    def _sent_to(self, record_id: str) -> RecordRow | None:
+        """The record with this id, read where a write found it or the ledger says it went."""
+        places = list(self.dedupe.known([record_id]).values())
+        if record_id in self._seen:
+            places.append(self._seen[record_id])
+        if places:
+            for tags, values in self.transport.stored(places):
+                if values.get("rid") == record_id and complete(values):
+                    return row_of(tags, values)
+        return None
+
+    # -- reading ----------------------------------------------------------------------
+    def get_record(self, record_id: str) -> RecordRow | None:
+        """The stored record with this id (recently seen ones from memory, else where the
+        dedupe port says, else a scan of every record id, which is slow on large databases)."""
+        if record_id in self._recent:
+            return self._recent[record_id]
+        found = self._sent_to(record_id)
+        if found is not None:
+            return found
+        return self.transport.find_record(record_id)
+
+    def iter_records(self, query: RecordQuery) -> Iterator[RecordRow]:
+        """Records matching ``query`` ordered by (time, id), read one time window at a time."""
+        return self.transport.iter_records(query)
+
+    def purge_metric(self, metric_key: str, org_id: str | None) -> int:
+        """Delete every point of a metric (records, summaries, marks, change log) in one org
+        scope; return how many records were deleted."""
+        count = self.transport.purge(metric_key, org_id)
+        self.dedupe.forget_series(metric_key, org_id)
+        self._recent.clear()
+        self._seen.clear()
+        return count
+
+    # -- metering events ---------------------------------------------------------------
+    def append_events(self, events: Sequence[EventRow]) -> None:
+        """Write events as points of ``metering_events`` (tag ``event`` = name; the details
+        in field ``data``). Events of one series at one time are spread 1 ns apart."""
+        taken: set[tuple[str, SeriesKey, int]] = set()
+        lines = []
+        for e in events:
+            key: SeriesKey = (e.metric_key, e.subject_type, e.subject_id, e.org_id)
+            ts = e.ts
+            while (e.name, key, ts) in taken:
+                ts += 1
+            taken.add((e.name, key, ts))
+            tags = {"event": e.name, "metric": e.metric_key, "subject_type": e.subject_type,
+                    "subject_id": e.subject_id, "org": e.org_id or ""}  # fmt: skip
+            lines.append(encode_point(EVENTS, tags, {"data": e.data}, ts))
+        if lines:
+            self.transport.write("".join(f"{line}\n" for line in lines).encode())
+
+    def list_events(
+        self, start: int | None = None, end: int | None = None, name: str | None = None
+    ) -> list[EventRow]:
+        """Events in ``[start, end)``, optionally of one name or name family, oldest first."""
+        return self.transport.list_events(start, end, name)
+
+    # -- summaries --------------------------------------------------------------------
+    def rollup(
+        self,
+        period: PeriodType,
+        calendar: Calendar,
+        start: int | None = None,
+        end: int | None = None,
+    ) -> RollupStats:
+        """Bring summaries of ``period`` up to date (see the port)."""
+        return self.transport.rollup(period, calendar, start, end)
+
+    def summaries(self, query: SummaryQuery, calendar: Calendar) -> list[SummaryRow]:
+        """Fresh summaries: stored ones, recomputed where records arrived since."""
+        return self.transport.summaries(query, calendar)
+
+
+class _Lookup:
+    """The two reads of a window: the ledger's earlier locations of its ids (``sent``) and
+    the points where its rows go now (``here``)."""
+
+    def __init__(
+        self, store: InfluxStore, sent: Future[dict[str, RecordRow]], here: Future[_Points]
+    ) -> None:
+        self.store, self.sent, self.here = store, sent, here
+
+    def result(self) -> _Points:
+        """Every point found; ids sent elsewhere before are read there too (rare: a retry)."""
+        found = self.here.result()
+        sent = self.sent.result()
+        if sent:
+            found = found + self.store.transport.stored(list(sent.values()), slots=True)
+        return found

@@ -1,0 +1,94 @@
+"""The transport under the InfluxDB store: how bytes reach the server and reads come back.
+
+:class:`~tsmeter.adapters.influxdb.store.InfluxStore` holds the write path and the point
+schema; a transport is what differs between the v1 API (InfluxQL over HTTP,
+:class:`~tsmeter.adapters.influxdb.v1.V1Transport`) and InfluxDB 2.x (Flux through
+influxdb-client, :class:`~tsmeter.adapters.influxdb.v2.V2Transport`). Sibling transports under
+one interface, so the store never swaps a client or subclasses another store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+from tsmeter.domain import MetricDefinition, PeriodType, RecordRow
+from tsmeter.domain.periods import Calendar
+from tsmeter.ports import EventRow, RecordQuery, RollupStats, SummaryQuery, SummaryRow
+
+__all__ = ["Points", "Transport"]
+
+#: stored points as read: (series tags, column -> value, with ``time`` the point's time)
+Points = list[tuple[dict[str, str], dict[str, Any]]]
+
+
+class Transport(Protocol):
+    """One InfluxDB database (or bucket) as the store sees it (see the module docstring)."""
+
+    #: where record ids are sent, for the dedupe port: base URL and database (or org/bucket)
+    target: str
+    #: names the host-wide lock that serialises read-then-write on this database
+    lock_name: str
+    #: tag ``w`` of this process's points (None: the host name)
+    writer: str | None
+    #: whether :meth:`ping` says anything (else the store offers no probe)
+    can_ping: bool
+
+    def write(self, body: bytes) -> None:
+        """Send line protocol; return once the server stored it (raise a TsmeterError else)."""
+        ...
+
+    def ping(self, timeout: float) -> bool:
+        """Whether the server answers within ``timeout`` seconds; never raises."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection."""
+        ...
+
+    def stored(self, rows: Sequence[RecordRow], *, slots: bool = False) -> Points:
+        """Points already stored in the metrics and microseconds spanned by ``rows`` (with
+        ``slots``, at least the record id, series tags and time of each)."""
+        ...
+
+    def find_record(self, record_id: str) -> RecordRow | None:
+        """The stored record with this id, by a scan of every record id (the slow way)."""
+        ...
+
+    def iter_records(self, query: RecordQuery) -> Iterator[RecordRow]:
+        """Records matching ``query`` ordered by (time, id)."""
+        ...
+
+    def purge(self, metric_key: str, org_id: str | None) -> int:
+        """Delete every point of a metric in one org scope; return the records deleted."""
+        ...
+
+    def list_events(self, start: int | None, end: int | None, name: str | None) -> list[EventRow]:
+        """Metering events in ``[start, end)``, optionally of one name or family, oldest first."""
+        ...
+
+    def rollup(
+        self, period: PeriodType, calendar: Calendar, start: int | None, end: int | None
+    ) -> RollupStats:
+        """Bring summaries of ``period`` up to date (see the UsageStore port)."""
+        ...
+
+    def summaries(self, query: SummaryQuery, calendar: Calendar) -> list[SummaryRow]:
+        """Fresh summaries: stored ones, recomputed where records arrived since."""
+        ...
+
+    def init(self) -> str:
+        """Create the database or bucket if missing; say which, as ``"Database 'x'"``."""
+        ...
+
+    def install_rollups(
+        self,
+        timezone: str,
+        metrics: Sequence[MetricDefinition],
+        *,
+        every: str,
+        lateness: str,
+        offset: str,
+    ) -> list[str]:
+        """Install what keeps summaries up to date inside the server; one line per item."""
+        ...

@@ -1,0 +1,80 @@
+"""The import rule and the no-probing rule, checked on the source with ``ast``."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "tsmeter"
+MODULES = sorted(SRC.rglob("*.py"))
+PROBED = re.compile(r"store|catalog|meter", re.IGNORECASE)
+
+
+def _name(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """Every module ``path`` imports (absolute names), with its line."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def _text(node: ast.expr) -> str:
+    """The source name of an expression such as ``self.store`` or ``meter``."""
+    return ast.unparse(node)
+
+
+def test_the_checks_see_every_layer() -> None:
+    """The walk finds the package's layers (a moved tree would make the checks vacuous)."""
+    names = {_name(p) for p in MODULES}
+    assert {"tsmeter.domain", "tsmeter.bootstrap", "tsmeter.adapters.sqlite"} <= names
+
+
+@pytest.mark.parametrize("path", MODULES, ids=_name)
+def test_only_adapters_and_bootstrap_import_adapters(path: Path) -> None:
+    """Core, the CLI and jobs never import an adapter: only bootstrap chooses adapters."""
+    module = _name(path)
+    if module.startswith("tsmeter.adapters") or module == "tsmeter.bootstrap":
+        return
+    bad = [(line, m) for line, m in _imports(path) if m.startswith("tsmeter.adapters")]
+    assert not bad, f"{module} imports adapters: {bad}"
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in MODULES if _name(p).startswith("tsmeter.domain")], ids=_name
+)
+def test_domain_imports_only_domain_and_errors(path: Path) -> None:
+    """The domain imports nothing else of tsmeter."""
+    bad = [
+        (line, m)
+        for line, m in _imports(path)
+        if m.startswith("tsmeter") and not (m.startswith("tsmeter.domain") or m == "tsmeter.errors")
+    ]
+    assert not bad, f"{_name(path)} imports {bad}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=_name)
+def test_no_probing_of_stores_catalogs_or_meters(path: Path) -> None:
+    """No ``getattr``/``hasattr`` on a store, catalog or meter: a capability is used only
+    where a port declares it."""
+    bad = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr")
+            and node.args
+            and PROBED.search(_text(node.args[0]))
+        ):
+            bad.append((node.lineno, ast.unparse(node)))
+    assert not bad, f"{_name(path)} probes: {bad}"
