@@ -1,0 +1,1 @@
+"""Fakes that implement tsmeter's ports in memory, for tests through the services."""
