@@ -1,18 +1,5 @@
 from typing import Any
 
-def rows_fast(
-    items: list[Any],
-    start: int,
-    out: list[Any],
-    valid: set[str],
-    metrics: dict[tuple[str, str | None], tuple[str | None, float | None]],
-    ids: list[str],
-    now: int,
-    utc: Any,
-    max_id: int,
-    row_type: type,
-    /,
-) -> int: ...
 def series_spans(rows: list[Any], span: int, /) -> set[tuple[str, str | None, int]]: ...
 def span_bounds(rows: list[Any], span: int, /) -> dict[int, tuple[int, int]] | None: ...
 def pack_rows(rows: list[Any], width: int, /) -> bytes: ...

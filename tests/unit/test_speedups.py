@@ -9,13 +9,10 @@ the Python code alone and the compiled code would go untested.
 from __future__ import annotations
 
 import gc
-import itertools
 import marshal
-import math
 import os
 import secrets
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -27,10 +24,8 @@ from tsmeter.adapters.influxdb import ledger as ledger_module
 from tsmeter.adapters.influxdb import lineprotocol, placement, v1
 from tsmeter.adapters.influxdb.ledger import IdLedger
 from tsmeter.adapters.influxdb.lineprotocol import UsageEncoder
-from tsmeter.domain import AggregationType, MetricDefinition, RecordRow
-from tsmeter.errors import NotFoundError, StorageUnavailableError, ValidationError
-from tsmeter.metering import intake as intake_module
-from tsmeter.metering.intake import Intake
+from tsmeter.domain import RecordRow
+from tsmeter.errors import StorageUnavailableError
 from tsmeter.outbox import batches as outbox_batches
 
 native = speedups.native
@@ -42,210 +37,11 @@ HOSTILE = st.text(
     min_size=0,
     max_size=12,
 )
-NAMES = st.one_of(
-    st.sampled_from(["api_calls", "tokens", "org", "org-1", "o 1,=\\", "é"]),
-    HOSTILE,
-    st.none(),
-    st.integers(),
-    st.lists(st.integers(), max_size=1),
-)
-QUANTITIES = st.one_of(
-    st.none(),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.integers(min_value=-(2**1100), max_value=2**1100),
-    st.booleans(),
-    st.sampled_from(["1", -0.0, 1e16, 9999999999999998.0]),
-)
-TIMESTAMPS = st.one_of(
-    st.none(),
-    st.datetimes(
-        min_value=datetime(1969, 1, 1), max_value=datetime(2300, 1, 1), timezones=st.just(UTC)
-    ),
-    st.datetimes(timezones=st.sampled_from([timezone(timedelta(hours=5, minutes=45))])),
-    st.datetimes(),
-    st.sampled_from(["2026-03-01T00:00:00Z", "2026-03-01", 5]),
-)
 
 
 def test_the_extension_is_built_under_ci() -> None:
     if os.environ.get("CI") == "true":
         assert native is not None, speedups.describe()
-
-
-def _resolver(key: str, org: str | None) -> MetricDefinition:
-    if key not in ("api_calls", "tokens", "é"):
-        raise NotFoundError(f"unknown metric {key!r}")
-    kind = AggregationType.COUNT if key == "api_calls" else AggregationType.SUM
-    return MetricDefinition(key=key, name=key, aggregation_type=kind, org_id=org)
-
-
-def _ids(count: int) -> list[str]:
-    return [f"gen-{next(_COUNTER)}" for _ in range(count)]
-
-
-_COUNTER = itertools.count()
-
-
-def _run_intake(
-    monkeypatch: pytest.MonkeyPatch, items: list[Any], compiled: bool
-) -> list[RecordRow] | tuple[str, str]:
-    global _COUNTER
-    _COUNTER = itertools.count()
-    monkeypatch.setattr(intake_module, "native", native if compiled else None)
-    monkeypatch.setattr(intake_module, "new_ids", _ids)
-    try:
-        # names seen by an earlier call are taken from the cache: warm it the same way
-        intake = Intake(_resolver)
-        intake.rows([{"metricKey": "api_calls", "subjectType": "org", "subjectId": "org-1"}])
-        return intake.rows(items, now_ns=1_000)
-    except (ValidationError, NotFoundError, TypeError) as exc:
-        return (type(exc).__name__, str(exc))
-
-
-RECORDS = st.fixed_dictionaries(
-    {"metricKey": NAMES, "subjectType": NAMES, "subjectId": NAMES},
-    optional={
-        "id": NAMES,
-        "quantity": QUANTITIES,
-        "timestamp": TIMESTAMPS,
-        "metadata": st.one_of(st.none(), st.dictionaries(st.text(max_size=3), st.integers())),
-        "source": NAMES,
-        "orgId": NAMES,
-        "org_id": NAMES,
-        "metric_key": NAMES,
-        "quantiy": st.integers(),
-    },
-)
-PLAIN = st.fixed_dictionaries(
-    {
-        "metricKey": st.sampled_from(["api_calls", "tokens"]),
-        "subjectType": st.just("org"),
-        "subjectId": st.sampled_from(["org-1", "o 1,=\\", "é"]),
-    },
-    optional={
-        "id": st.one_of(
-            st.text(
-                alphabet=st.sampled_from(["a", " ", "~", "\x1f", "\x7f", "\x80", "é"]), max_size=4
-            ),
-            st.sampled_from(["", "x" * 256, "x" * 257]),
-        ),
-        "quantity": st.one_of(st.floats(), st.integers(min_value=-(2**70), max_value=2**70)),
-        "timestamp": st.datetimes(
-            min_value=datetime(1969, 12, 1), max_value=datetime(2300, 1, 1), timezones=st.just(UTC)
-        ),
-        "source": st.sampled_from(["org-1", "api"]),
-        "orgId": st.sampled_from(["org-1", "acme"]),
-        "metadata": st.none(),  # a key with None counts as absent
-        "quantiy": st.integers(),  # a typo is an error
-    },
-)
-
-
-@needs_native
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.one_of(
-        st.lists(st.one_of(RECORDS, PLAIN, st.integers(), st.just([])), max_size=8),
-        st.lists(PLAIN, max_size=20),  # mostly good records: the fast path's own decisions
-    )
-)
-def test_intake_rows_are_the_same(items: list[Any]) -> None:
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        compiled = _run_intake(monkeypatch, items, True)
-        python = _run_intake(monkeypatch, items, False)
-    assert _comparable(compiled) == _comparable(python)
-
-
-@needs_native
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(PLAIN, RECORDS))
-def test_each_record_after_a_good_one_gives_the_same(item: dict[str, Any]) -> None:
-    """A record after a good one of its metric and subject (whose names are then known, so
-    the fast path decides it) gives the same row or error."""
-    warm = {k: v for k, v in item.items() if k in ("metricKey", "subjectType", "subjectId",
-                                                   "orgId", "org_id", "metric_key")}  # fmt: skip
-    items = [{**warm, "quantity": 1.0}, item]
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        compiled = _run_intake(monkeypatch, items, True)
-        python = _run_intake(monkeypatch, items, False)
-    assert _comparable(compiled) == _comparable(python)
-
-
-EDGES: dict[str, list[Any]] = {
-    "id": ["", "x" * 256, "x" * 257, "a\x1f", "a\x7f", "a\x80", "é", " ", "~", 5, None],
-    "quantity": [math.nan, math.inf, -math.inf, 2**1100, -(2**1100), True, -0.0, 5, 2**53 + 1,
-                 1e308, "1", None],
-    "timestamp": [
-        datetime(1970, 1, 1, tzinfo=UTC),
-        datetime(1971, 1, 1, tzinfo=UTC),
-        datetime(2260, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
-        datetime(2261, 1, 1, tzinfo=UTC),
-        datetime(2262, 5, 1, tzinfo=UTC),
-        datetime(2026, 3, 1, 12),
-        datetime(2026, 3, 1, 12, tzinfo=timezone(timedelta(hours=5, minutes=45))),
-        datetime(2024, 2, 29, 23, 59, 59, 1, tzinfo=UTC),
-        "2026-03-01T00:00:00Z",
-        None,
-    ],
-    "metadata": [None, {}, {"a": 1}, "text", [1]],
-    "source": ["api", "", "a\n", 5, None],
-    "quantiy": [1],
-    "metric_key": ["tokens", None],
-    "orgId": ["acme", None, ""],
-}  # fmt: skip
-
-
-@needs_native
-@pytest.mark.parametrize(
-    ("field", "value"), [(field, value) for field, values in EDGES.items() for value in values]
-)
-@pytest.mark.parametrize("metric", ["api_calls", "tokens"])
-def test_edge_values_after_a_good_record_give_the_same(
-    field: str, value: Any, metric: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    base = {"metricKey": metric, "subjectType": "org", "subjectId": "org-1"}
-    items = [{**base, "quantity": 1.0}, {**base, field: value}]
-    compiled = _run_intake(monkeypatch, items, True)
-    python = _run_intake(monkeypatch, items, False)
-    assert _comparable(compiled) == _comparable(python)
-
-
-def _comparable(result: list[RecordRow] | tuple[str, str]) -> Any:
-    if isinstance(result, tuple):
-        return result
-    # a quantity compares by its bits (nan != nan, -0.0 == 0.0); every row is a RecordRow
-    assert all(type(row) is RecordRow for row in result)
-    return [
-        (*row[:5], math.copysign(1, row[5]), repr(row[5]), type(row[5]), *row[6:]) for row in result
-    ]
-
-
-@needs_native
-def test_intake_takes_the_fast_path_for_plain_records(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Plain records do not reach the Python loop, but for the first of each metric, which
-    resolves the metric there (once per call)."""
-    intake = Intake(_resolver)
-    base = {"metricKey": "api_calls", "subjectType": "org", "subjectId": "org-1"}
-    intake.rows([base])
-    calls: list[str] = []
-    monkeypatch.setattr(intake, "_name", lambda field, value: calls.append(field) or value)
-    at = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
-    rows = intake.rows([{**base, "id": f"r{i}", "quantity": i, "timestamp": at} for i in range(5)])
-    assert calls == ["metricKey"]
-    assert rows[3] == RecordRow("r3", "api_calls", "org", "org-1", None, 3.0, 1772368215123456000,
-                                None, None)  # fmt: skip
-
-
-@needs_native
-def test_rows_of_plain_values_are_left_to_reference_counting() -> None:
-    """Rows the fast path makes hold only strings, numbers and None: they cannot be part of
-    a cycle, so the cyclic collector never walks them (otherwise every collection would
-    walk every row a large batch keeps alive)."""
-    intake = Intake(_resolver)
-    base = {"metricKey": "api_calls", "subjectType": "org", "subjectId": "org-1"}
-    rows = intake.rows([{**base, "id": f"r{i}", "quantity": i, "source": "s"} for i in range(50)])
-    assert len(rows) == 50 and rows[7].quantity == 7.0
-    assert not any(gc.is_tracked(row) for row in rows[1:])  # the first took the Python path
 
 
 @needs_native
@@ -547,22 +343,6 @@ class Sly(str):
 
 
 @needs_native
-def test_str_subclasses_take_the_python_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Names that are str subclasses are validated each time and never enter the caches the
-    compiled path compares against (their comparisons could run arbitrary code)."""
-    items: list[Any] = [
-        {"metricKey": Sly("tokens"), "subjectType": Sly("org"), "subjectId": Sly("o1"),
-         "quantity": 2.0, "orgId": Sly("acme")},
-        {"metricKey": "tokens", "subjectType": "org", "subjectId": "o1", "quantity": 3.0,
-         "orgId": "acme"},
-    ]  # fmt: skip
-    compiled = _run_intake(monkeypatch, items, True)
-    python = _run_intake(monkeypatch, items, False)
-    assert _comparable(compiled) == _comparable(python)
-    assert [type(v) for v in compiled[0][1:4]] == [Sly, Sly, Sly]  # type: ignore[index]
-
-
-@needs_native
 def test_placement_compares_str_subclasses_in_python() -> None:
     """A row whose series strings are str subclasses is placed by the Python code (their
     comparison could run arbitrary code): equal series still never share a time."""
@@ -573,16 +353,6 @@ def test_placement_compares_str_subclasses_in_python() -> None:
     times, overflow, moved = placement.place(rows, occupied, {})
     assert times == [5_000, 5_001, 5_000, 5_000] and overflow == [0, 0, 0, 0]
     assert moved == {(("m", "org", "x", None), 5_000)}
-
-
-@needs_native
-def test_a_row_type_with_fields_of_its_own_is_refused() -> None:
-    class Wide(tuple):  # type: ignore[type-arg]
-        pass  # instances have a __dict__
-
-    for row_type in (Wide, dict):
-        with pytest.raises(TypeError, match="plain tuple subclass"):
-            native.rows_fast([], 0, [], set(), {}, [], 0, UTC, 256, row_type)  # type: ignore[union-attr]
 
 
 def test_ci_runs_the_compiled_paths() -> None:

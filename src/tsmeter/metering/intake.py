@@ -1,8 +1,10 @@
 """Turning what callers pass to ``record``/``record_batch`` into validated rows, fast.
 
 The rules are those of :class:`~tsmeter.domain.UsageRecord` (the same checker
-functions), applied without building a pydantic model per record so that a
-batch of 100,000 records validates in well under a second.
+functions), applied without building a pydantic model per record. Plain records go through
+msgspec a chunk at a time (types, unknown keys and ranges checked in its C code, the rest
+column by column); a chunk it cannot decide without doubt goes through the Python loop, which
+is the reference and names the first bad record.
 """
 
 from __future__ import annotations
@@ -10,14 +12,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from functools import partial
-from typing import Any
+from functools import lru_cache, partial
+from itertools import repeat
+from operator import attrgetter, floordiv, mul, sub
+from typing import Annotated, Any
+
+import msgspec
 
 from tsmeter.domain import AggregationType, MetricDefinition, RecordRow, UsageRecord, new_ids
 from tsmeter.domain.validation import (
     EPOCH,
     MAX_NAME_LENGTH,
     MAX_QUANTITY,
+    MAX_TIMESTAMP,
     check_metadata,
     check_name,
     check_quantity,
@@ -25,7 +32,6 @@ from tsmeter.domain.validation import (
     to_ns,
 )
 from tsmeter.errors import ValidationError
-from tsmeter.speedups import native
 
 # field name in JSON -> attribute name; both spellings are accepted
 _FIELDS = {
@@ -44,6 +50,64 @@ _ALLOWED = frozenset(_FIELDS) | frozenset(_FIELDS.values())
 _US = timedelta(microseconds=1)
 MetricResolver = Callable[[str, str | None], MetricDefinition]
 
+#: records per msgspec conversion: one record it cannot decide sends only its chunk to the loop
+CHUNK = 2048
+#: the msgspec path on (tests turn it off to compare it with the Python loop)
+fast_path = True
+
+# The msgspec type of each field. Names are checked afterwards, once per distinct value;
+# metadata is taken as given and checked by check_metadata; a timestamp must be a datetime
+# (strings are parsed by the Python loop, whose rules are stricter than RFC 3339's).
+_TYPES: dict[str, Any] = {
+    "id": Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_LENGTH)] | None,
+    "metric_key": str,
+    "subject_type": str,
+    "subject_id": str,
+    "org_id": str | None,
+    "quantity": Annotated[float, msgspec.Meta(ge=-MAX_QUANTITY, le=MAX_QUANTITY)] | None,
+    "timestamp": Annotated[datetime, msgspec.Meta(tz=True)] | None,
+    "metadata": Any,
+    "source": str | None,
+}
+_REQUIRED = ("metric_key", "subject_type", "subject_id")
+_ATTRIBUTE = {**_FIELDS, **{snake: snake for snake in _FIELDS.values()}}
+_OPTIONS: dict[str, Any] = {"forbid_unknown_fields": True, "gc": False}
+_Shape = tuple[Any, frozenset[str]]  # the msgspec type of a chunk, and the fields it holds
+
+
+@lru_cache(maxsize=2)
+def _general(spelling: str) -> _Shape:
+    """Records in one spelling (``camel`` or ``snake``), any optional field given or not."""
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [
+        (name, _TYPES[name]) for name in _REQUIRED
+    ]
+    fields += [(name, kind, None) for name, kind in _TYPES.items() if name not in _REQUIRED]
+    rename: Any = "camel" if spelling == "camel" else None
+    struct = msgspec.defstruct("Record", fields, rename=rename, **_OPTIONS)
+    return list[struct], frozenset(_TYPES)  # type: ignore[valid-type]
+
+
+@lru_cache(maxsize=64)
+def _shape(keys: frozenset[Any]) -> _Shape | None:
+    """Records with exactly these keys (the usual batch: every record alike): only the fields
+    given are read. None where the keys are not those of a plain record."""
+    names = {key: _ATTRIBUTE.get(key, "") for key in keys}
+    fields = frozenset(names.values())
+    if "" in fields or len(fields) < len(names) or not fields.issuperset(_REQUIRED):
+        return None  # an unknown key, or a field in both spellings: the loop says which
+    struct = msgspec.defstruct(
+        "Record", [(names[key], _TYPES[names[key]]) for key in sorted(keys)],
+        rename={names[key]: key for key in keys}, **_OPTIONS
+    )  # fmt: skip
+    return list[struct], fields  # type: ignore[valid-type]
+
+
+_getter = {name: attrgetter(name) for name in _TYPES}
+
+
+class _Undecided(Exception):
+    """The msgspec path cannot decide a chunk: the Python loop takes it."""
+
 
 class Intake:
     """Validates records against the catalog; remembers names already found valid."""
@@ -58,8 +122,8 @@ class Intake:
         name = check_name(field, value)
         if len(self._valid_names) > 100_000:
             self._valid_names.clear()
-        if type(name) is str:  # only plain strings: comparing them runs no Python code, so
-            self._valid_names.add(name)  # the compiled fast path can hold borrowed references
+        if type(name) is str:  # a subclass may compare equal to names it does not hold
+            self._valid_names.add(name)
         return name
 
     def check(
@@ -82,24 +146,137 @@ class Intake:
 
         Raises ValidationError naming ``records[i].field`` for the first bad one.
         """
+        now = time.time_ns() if now_ns is None else now_ns
+        items = items if type(items) is list else list(items)
+        metrics: dict[tuple[str, str | None], MetricDefinition] = {}
+        ids: list[str] = []  # fresh record ids, popped from the end
+        out: list[RecordRow] = []
+        for start in range(0, len(items), CHUNK):
+            chunk = items[start : start + CHUNK] if len(items) > CHUNK else items
+            rows = self._plain(chunk, now, metrics, ids) if fast_path else None
+            out += self._loop(chunk, start, now, metrics, ids) if rows is None else rows
+        return out
+
+    def _plain(
+        self,
+        items: list[Any],
+        now: int,
+        metrics: dict[tuple[str, str | None], MetricDefinition],
+        ids: list[str],
+    ) -> list[RecordRow] | None:
+        """The rows of plain records through msgspec, or None where the Python loop must
+        decide (any record it cannot take without doubt, including every bad one)."""
+        first = items[0]
+        shape = _shape(frozenset(first)) if type(first) is dict else None
+        general = (_general("camel"), _general("snake"))
+        for kind, fields in general if shape is None else (shape, *general):
+            try:
+                plain = msgspec.convert(items, kind, builtin_types=(datetime,))
+            except Exception:  # msgspec's ValidationError, or a ValueError (a Decimal sNaN)
+                continue
+            try:
+                return self._columns(items, plain, fields, now, metrics, ids)
+            except Exception:  # any doubt (a bad record, a tzinfo without an offset...)
+                return None
+        return None
+
+    def _columns(
+        self,
+        items: list[Any],
+        plain: list[Any],
+        fields: frozenset[str],
+        now: int,
+        metrics: dict[tuple[str, str | None], MetricDefinition],
+        ids: list[str],
+    ) -> list[RecordRow]:
+        """Rows from converted records, checked a column at a time (C-level maps, and the
+        Python checkers once per distinct name); raises where a record needs the loop."""
+        count = len(plain)
+        nothing: list[Any] = [None] * count
+
+        def column(name: str) -> list[Any]:
+            return list(map(_getter[name], plain)) if name in fields else nothing
+
+        valid = self._valid_names
+        keys, orgs = column("metric_key"), column("org_id")
+        scopes: dict[tuple[str, str | None], str | None] = {}
+        for pair in set(zip(keys, orgs, strict=True)):
+            metric = metrics.get(pair)
+            if metric is None:
+                key, org = pair
+                if org is not None and org not in valid:
+                    self._name("orgId", org)
+                try:
+                    metric = self._resolve(self._name("metricKey", key), org)
+                except Exception:  # an unknown metric: the loop raises it at its record
+                    raise _Undecided from None
+                metrics[pair] = metric
+            scopes[pair] = metric.org_id
+        scoped = nothing
+        if any(scopes.values()):
+            scoped = [scopes[pair] for pair in zip(keys, orgs, strict=True)]
+        subject_types, subject_ids = column("subject_type"), column("subject_id")
+        sources = column("source")
+        for field, values in (("subjectType", subject_types), ("subjectId", subject_ids),
+                              ("source", sources)):  # fmt: skip
+            for name in set(values).difference(valid):
+                if name is not None:
+                    self._name(field, name)
+        quantities = column("quantity")
+        if None in quantities:
+            quantities = [
+                _default_quantity(metrics[key, org]) if quantity is None else quantity
+                for key, org, quantity in zip(keys, orgs, quantities, strict=True)
+            ]
+        if 0.0 in quantities:  # msgspec makes a tiny Decimal 0.0, which the rules refuse
+            for item, quantity in zip(items, quantities, strict=True):
+                if quantity == 0.0 and type(item.get("quantity")) not in (int, float, type(None)):
+                    raise _Undecided
+        times = column("timestamp")
+        given = [ts for ts in times if ts is not None] if None in times else times
+        # aware datetimes (msgspec checked it) in any zone: subtracting EPOCH converts them
+        if given and (min(given) < EPOCH or max(given) >= MAX_TIMESTAMP):
+            raise _Undecided
+        ns = list(map(mul, map(floordiv, map(sub, given, repeat(EPOCH)), repeat(_US)),
+                      repeat(1000)))  # fmt: skip
+        if given is not times:
+            stamps = iter(ns)
+            ns = [now if ts is None else next(stamps) for ts in times]
+        metadata = column("metadata")
+        if metadata is not nothing and metadata.count(None) < count:
+            metadata = [check_metadata("metadata", value) for value in metadata]
+        record_ids = column("id")
+        named = [rid for rid in record_ids if rid is not None]
+        text = "".join(named)
+        if not (text.isascii() and text.isprintable()):
+            for rid in named:  # other ids may still be good names (non-ASCII ones are)
+                check_name("id", rid)
+        if len(named) < count:  # drawn last: a chunk given back to the loop has taken no ids
+            if named:
+                fresh = iter(_take(ids, count - len(named)))
+                record_ids = [next(fresh) if rid is None else rid for rid in record_ids]
+            else:
+                record_ids = _take(ids, count)
+        return list(map(tuple.__new__, repeat(RecordRow), zip(
+            record_ids, keys, subject_types, subject_ids, scoped, quantities, ns, metadata,
+            sources, strict=True)))  # fmt: skip
+
+    def _loop(
+        self,
+        items: list[Any],
+        offset: int,
+        now: int,
+        metrics: dict[tuple[str, str | None], MetricDefinition],
+        ids: list[str],
+    ) -> list[RecordRow]:
+        """The reference: one record at a time, raising for the first bad one as
+        ``records[offset + i]``."""
         out: list[RecordRow] = []
         append = out.append
         new_row = partial(tuple.__new__, RecordRow)  # skips NamedTuple's Python-level __new__
         valid = self._valid_names
-        metrics: dict[tuple[str, str | None], MetricDefinition] = {}
-        # for the compiled fast path: (metric key, org id) -> (scope, default quantity)
-        scopes: dict[tuple[str, str | None], tuple[str | None, float | None]] = {}
-        ids: list[str] = []
-        now = time.time_ns() if now_ns is None else now_ns
-        items = items if type(items) is list else list(items)
-        fast = native.rows_fast if native is not None else None
         count, index = len(items), 0
         while index < count:
-            if fast is not None:  # takes plain records up to the first it cannot decide
-                index = fast(items, index, out, valid, scopes, ids, now, UTC, MAX_NAME_LENGTH,
-                             RecordRow)  # fmt: skip
-                if index == count:
-                    break
             item = items[index]
             index += 1
             try:
@@ -125,9 +302,6 @@ class Intake:
                     metric = metrics[(metric_key, org_id)] = self._resolve(
                         self._name("metricKey", metric_key), org_id
                     )
-                    counted = metric.aggregation_type is AggregationType.COUNT
-                    if type(metric_key) is str and type(org_id) in (str, type(None)):
-                        scopes[(metric_key, org_id)] = (metric.org_id, 1.0 if counted else None)
                 subject_type = get("subjectType")
                 if subject_type is None:
                     subject_type = _required(get, "subjectType")
@@ -140,10 +314,7 @@ class Intake:
                     subject_id = self._name("subjectId", subject_id)
                 rid = rid_given = get("id")
                 if rid is None:
-                    if not ids:
-                        ids = new_ids(4096)
-                        ids.reverse()
-                    rid = ids.pop()
+                    rid = ids.pop() if ids else _take(ids, 1)[0]
                 elif not (type(rid) is str and rid.isascii() and rid.isprintable()
                           and 0 < len(rid) <= MAX_NAME_LENGTH):  # fmt: skip
                     rid = check_name("id", rid)
@@ -175,13 +346,25 @@ class Intake:
                 append(new_row((rid, metric_key, subject_type, subject_id, metric.org_id,
                                 quantity, ns, metadata, source)))  # fmt: skip
             except ValidationError as exc:
-                raise exc.at(f"records[{index - 1}]") from None
+                raise exc.at(f"records[{offset + index - 1}]") from None
             except TypeError:  # a list or dict where a name belongs is not hashable
                 error = _not_a_name(item)
                 if error is None:
                     raise
-                raise error.at(f"records[{index - 1}]") from None
+                raise error.at(f"records[{offset + index - 1}]") from None
         return out
+
+
+def _take(ids: list[str], count: int) -> list[str]:
+    """``count`` fresh record ids in order, from the stack ``ids`` (refilled 4,096 at a time)."""
+    taken: list[str] = []
+    while len(taken) < count:
+        if not ids:
+            ids += reversed(new_ids(4096))
+        part = min(count - len(taken), len(ids))
+        taken += reversed(ids[-part:])
+        del ids[-part:]
+    return taken
 
 
 def _not_a_name(item: object) -> ValidationError | None:

@@ -1,0 +1,296 @@
+"""The intake's two paths give the same rows and errors: msgspec (plain records a chunk at a
+time, src/tsmeter/metering/intake.py) and the Python loop, which is the reference.
+
+Each test runs the same input through both (``fast_path`` off for the loop) and compares rows
+and errors, including records after a good one, whose names are then cached.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tsmeter.domain import AggregationType, MetricDefinition, RecordRow
+from tsmeter.errors import NotFoundError, ValidationError
+from tsmeter.metering import intake as intake_module
+from tsmeter.metering.intake import Intake
+
+HOSTILE = st.text(
+    alphabet=st.sampled_from([*"a Z0,= \"\\\n\t'=⧵é漢🙂\x00\x7f", "\ud800"]),
+    min_size=0,
+    max_size=12,
+)
+NAMES = st.one_of(
+    st.sampled_from(["api_calls", "tokens", "org", "org-1", "o 1,=\\", "é"]),
+    HOSTILE,
+    st.none(),
+    st.integers(),
+    st.lists(st.integers(), max_size=1),
+)
+QUANTITIES = st.one_of(
+    st.none(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(2**1100), max_value=2**1100),
+    st.booleans(),
+    st.sampled_from(["1", -0.0, 1e16, 9999999999999998.0]),
+)
+TIMESTAMPS = st.one_of(
+    st.none(),
+    st.datetimes(
+        min_value=datetime(1969, 1, 1), max_value=datetime(2300, 1, 1), timezones=st.just(UTC)
+    ),
+    st.datetimes(timezones=st.sampled_from([timezone(timedelta(hours=5, minutes=45))])),
+    st.datetimes(),
+    st.sampled_from(["2026-03-01T00:00:00Z", "2026-03-01", 5]),
+)
+
+
+def _resolver(key: str, org: str | None) -> MetricDefinition:
+    if key not in ("api_calls", "tokens", "é"):
+        raise NotFoundError(f"unknown metric {key!r}")
+    kind = AggregationType.COUNT if key == "api_calls" else AggregationType.SUM
+    return MetricDefinition(key=key, name=key, aggregation_type=kind, org_id=org)
+
+
+def _ids(count: int) -> list[str]:
+    return [f"gen-{next(_COUNTER)}" for _ in range(count)]
+
+
+_COUNTER = itertools.count()
+
+
+def _run_intake(
+    monkeypatch: pytest.MonkeyPatch, items: list[Any], fast: bool
+) -> list[RecordRow] | tuple[str, str]:
+    global _COUNTER
+    _COUNTER = itertools.count()
+    monkeypatch.setattr(intake_module, "fast_path", fast)
+    monkeypatch.setattr(intake_module, "new_ids", _ids)
+    try:
+        # names seen by an earlier call are taken from the cache: warm it the same way
+        intake = Intake(_resolver)
+        intake.rows([{"metricKey": "api_calls", "subjectType": "org", "subjectId": "org-1"}])
+        return intake.rows(items, now_ns=1_000)
+    except (ValidationError, NotFoundError, TypeError) as exc:
+        return (type(exc).__name__, str(exc))
+
+
+RECORDS = st.fixed_dictionaries(
+    {"metricKey": NAMES, "subjectType": NAMES, "subjectId": NAMES},
+    optional={
+        "id": NAMES,
+        "quantity": QUANTITIES,
+        "timestamp": TIMESTAMPS,
+        "metadata": st.one_of(st.none(), st.dictionaries(st.text(max_size=3), st.integers())),
+        "source": NAMES,
+        "orgId": NAMES,
+        "org_id": NAMES,
+        "metric_key": NAMES,
+        "quantiy": st.integers(),
+    },
+)
+PLAIN = st.fixed_dictionaries(
+    {
+        "metricKey": st.sampled_from(["api_calls", "tokens"]),
+        "subjectType": st.just("org"),
+        "subjectId": st.sampled_from(["org-1", "o 1,=\\", "é"]),
+    },
+    optional={
+        "id": st.one_of(
+            st.text(
+                alphabet=st.sampled_from(["a", " ", "~", "\x1f", "\x7f", "\x80", "é"]), max_size=4
+            ),
+            st.sampled_from(["", "x" * 256, "x" * 257]),
+        ),
+        "quantity": st.one_of(st.floats(), st.integers(min_value=-(2**70), max_value=2**70)),
+        "timestamp": st.datetimes(
+            min_value=datetime(1969, 12, 1), max_value=datetime(2300, 1, 1), timezones=st.just(UTC)
+        ),
+        "source": st.sampled_from(["org-1", "api"]),
+        "orgId": st.sampled_from(["org-1", "acme"]),
+        "metadata": st.none(),  # a key with None counts as absent
+        "quantiy": st.integers(),  # a typo is an error
+    },
+)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(
+        st.lists(st.one_of(RECORDS, PLAIN, st.integers(), st.just([])), max_size=8),
+        st.lists(PLAIN, max_size=20),  # mostly good records: the fast path's own decisions
+    )
+)
+def test_intake_rows_are_the_same(items: list[Any]) -> None:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        fast = _run_intake(monkeypatch, items, True)
+        python = _run_intake(monkeypatch, items, False)
+    assert _comparable(fast) == _comparable(python)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(PLAIN, RECORDS))
+def test_each_record_after_a_good_one_gives_the_same(item: dict[str, Any]) -> None:
+    """A record after a good one of its metric and subject (whose names are then known, so
+    the fast path decides it) gives the same row or error."""
+    warm = {k: v for k, v in item.items() if k in ("metricKey", "subjectType", "subjectId",
+                                                   "orgId", "org_id", "metric_key")}  # fmt: skip
+    items = [{**warm, "quantity": 1.0}, item]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        fast = _run_intake(monkeypatch, items, True)
+        python = _run_intake(monkeypatch, items, False)
+    assert _comparable(fast) == _comparable(python)
+
+
+class _NoOffset(tzinfo):
+    """A time zone that knows no offset: its datetimes are naive."""
+
+    def utcoffset(self, dt: datetime | None) -> None:
+        return None
+
+
+EDGES: dict[str, list[Any]] = {
+    "id": ["", "x" * 256, "x" * 257, "a\x1f", "a\x7f", "a\x80", "é", " ", "~", 5, None],
+    "quantity": [math.nan, math.inf, -math.inf, 2**1100, -(2**1100), True, -0.0, 5, 2**53 + 1,
+                 1e308, "1", None, Decimal("1e-400"), Decimal("-0"), Decimal("0.1"),
+                 Decimal("1e15"), Decimal("1.0000000000000001e15"), Decimal("sNaN"),
+                 Decimal("-Infinity"), 0, 0.0],
+    "timestamp": [
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(1971, 1, 1, tzinfo=UTC),
+        datetime(2260, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2261, 1, 1, tzinfo=UTC),
+        datetime(2262, 5, 1, tzinfo=UTC),
+        datetime(2026, 3, 1, 12),
+        datetime(2026, 3, 1, 12, tzinfo=timezone(timedelta(hours=5, minutes=45))),
+        datetime(2024, 2, 29, 23, 59, 59, 1, tzinfo=UTC),
+        datetime(1970, 1, 1, 5, 44, tzinfo=timezone(timedelta(hours=5, minutes=45))),
+        datetime(2262, 1, 1, 5, 44, tzinfo=timezone(timedelta(hours=5, minutes=45))),
+        datetime(2026, 3, 1, 12, tzinfo=_NoOffset()),
+        "2026-03-01T00:00:00Z",
+        None,
+    ],
+    "metadata": [None, {}, {"a": 1}, "text", [1]],
+    "source": ["api", "", "a\n", 5, None],
+    "quantiy": [1],
+    "metric_key": ["tokens", None],
+    "orgId": ["acme", None, ""],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [(field, value) for field, values in EDGES.items() for value in values]
+)
+@pytest.mark.parametrize("metric", ["api_calls", "tokens"])
+def test_edge_values_after_a_good_record_give_the_same(
+    field: str, value: Any, metric: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = {"metricKey": metric, "subjectType": "org", "subjectId": "org-1"}
+    items = [{**base, "quantity": 1.0}, {**base, field: value}]
+    fast = _run_intake(monkeypatch, items, True)
+    python = _run_intake(monkeypatch, items, False)
+    assert _comparable(fast) == _comparable(python)
+
+
+def _comparable(result: list[RecordRow] | tuple[str, str]) -> Any:
+    if isinstance(result, tuple):
+        return result
+    # a quantity compares by its bits (nan != nan, -0.0 == 0.0); every row is a RecordRow
+    assert all(type(row) is RecordRow for row in result)
+    return [
+        (*row[:5], math.copysign(1, row[5]), repr(row[5]), type(row[5]), *row[6:]) for row in result
+    ]
+
+
+def test_intake_takes_the_fast_path_for_plain_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain records do not reach the Python loop: the one name checked again is the metric
+    key, once per call where its metric is resolved."""
+    intake = Intake(_resolver)
+    base = {"metricKey": "api_calls", "subjectType": "org", "subjectId": "org-1"}
+    intake.rows([base])
+    calls: list[str] = []
+    monkeypatch.setattr(intake, "_name", lambda field, value: calls.append(field) or value)
+    at = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    monkeypatch.setattr(intake, "_loop", None)  # calling it would fail the test
+    rows = intake.rows([{**base, "id": f"r{i}", "quantity": i, "timestamp": at} for i in range(5)])
+    assert calls == ["metricKey"]
+    assert rows[3] == RecordRow("r3", "api_calls", "org", "org-1", None, 3.0, 1772368215123456000,
+                                None, None)  # fmt: skip
+
+
+class Sly(str):
+    """A string that runs Python code when compared: never cached for the fast path."""
+
+    calls = 0
+
+    def __eq__(self, other: object) -> bool:
+        Sly.calls += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+def test_str_subclasses_give_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names that are str subclasses are validated each time and never enter the name cache
+    (their comparisons could run arbitrary code); both paths keep them as given."""
+    items: list[Any] = [
+        {"metricKey": Sly("tokens"), "subjectType": Sly("org"), "subjectId": Sly("o1"),
+         "quantity": 2.0, "orgId": Sly("acme")},
+        {"metricKey": "tokens", "subjectType": "org", "subjectId": "o1", "quantity": 3.0,
+         "orgId": "acme"},
+    ]  # fmt: skip
+    fast = _run_intake(monkeypatch, items, True)
+    python = _run_intake(monkeypatch, items, False)
+    assert _comparable(fast) == _comparable(python)
+    assert [type(v) for v in fast[0][1:4]] == [Sly, Sly, Sly]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("bad_at", [0, 5, intake_module.CHUNK - 1, intake_module.CHUNK,
+                                    2 * intake_module.CHUNK + 7])  # fmt: skip
+def test_a_bad_record_in_a_later_chunk_is_named_by_its_index(
+    bad_at: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = {"metricKey": "tokens", "subjectType": "org", "subjectId": "org-1", "quantity": 1.0}
+    items: list[Any] = [dict(base) for _ in range(3 * intake_module.CHUNK)]
+    items[bad_at] = {**base, "quantity": "1"}
+    assert _run_intake(monkeypatch, items, True) == (
+        "ValidationError",
+        f"records[{bad_at}].quantity: must be a number, got str",
+    )
+    assert _run_intake(monkeypatch, items, False) == _run_intake(monkeypatch, items, True)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(PLAIN, RECORDS), min_size=1, max_size=6), st.integers(1, 4))
+def test_chunks_of_any_size_give_the_same(items: list[Any], chunk: int) -> None:
+    """Records alike and records that differ (one spelling or the other, fields given or not)
+    split across chunks: the same rows, the same fresh ids, the same first error."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        python = _run_intake(monkeypatch, items, False)
+        monkeypatch.setattr(intake_module, "CHUNK", chunk)
+        fast = _run_intake(monkeypatch, items, True)
+    assert _comparable(fast) == _comparable(python)
+
+
+def test_snake_case_and_mixed_batches_give_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    camel = {"metricKey": "tokens", "subjectType": "org", "subjectId": "o1", "quantity": 2,
+             "orgId": "acme", "source": "api"}  # fmt: skip
+    snake = {"metric_key": "tokens", "subject_type": "org", "subject_id": "o1", "quantity": 2,
+             "org_id": "acme", "source": "api"}  # fmt: skip
+    for items in (
+        [snake, snake],
+        [camel, snake],
+        [snake, camel],
+        [{**camel, **snake}],
+        [{**camel, "org_id": "other"}],
+        [camel, {**camel, "metadata": {"a": 1}}],
+    ):
+        fast = _run_intake(monkeypatch, items, True)
+        assert _comparable(fast) == _comparable(_run_intake(monkeypatch, items, False)), items
