@@ -41,6 +41,7 @@ from tsmeter.limits.monitor import MonitorMixin
 from tsmeter.limits.quotas import QuotaDecision
 from tsmeter.limits.thresholds import ThresholdsMixin
 from tsmeter.metering.reading import ReadingMixin
+from tsmeter.metering.recording import RecordingUnit
 
 __all__ = ["Meter"]
 
@@ -150,40 +151,28 @@ class Meter(ThresholdsMixin, MonitorMixin, ReadingMixin):
             row = self._intake.rows([item])[0]
         except ValidationError as exc:  # one record, not a batch: name the bare field
             raise exc.unprefixed("records[0]") from None
-        quotas = self._quotas
-        if enforce:
-            refused = quotas.reserve([row])
+        with self._unit([row], enforce) as unit:
+            refused = unit.reserve()
             if refused is not None:
                 stored = self.store.get_record(row.id) if id is not None else None
                 if stored is not None:  # a retry of a record stored before: not new usage
                     return UsageRecord.from_row(stored)
                 raise QuotaExceededError(_refusal(row, refused[1]), refused[1])
-        if self.outbox is not None:  # queued: a duplicate id is dropped on delivery
-            try:
+            if self.outbox is not None:  # queued: a duplicate id is dropped on delivery
                 self.outbox.put([row], wait=self.durability == "outbox")
-            except BaseException:
-                quotas.forget([row])
-                raise
-            if not enforce:
-                quotas.add([row])
-            return self._recorded(row)
-        try:
+                unit.queued()
+                return self._recorded(row)
             new = self.store.append([row], time.time_ns())
-        except BaseException:
-            if enforce:
-                quotas.forget([row])
-            raise
-        if new == 0:
-            if enforce:
-                quotas.forget([row])
-            stored = self.store.get_record(row.id)
-            if stored is not None:
-                return UsageRecord.from_row(stored)
-        elif not enforce:
-            quotas.add([row])
-        if self._sinks:
-            self._to_sinks([row])
+            before = self.store.get_record(row.id) if new == 0 else None
+            unit.stored(new, to_sinks=before is None)
+            if before is not None:
+                return UsageRecord.from_row(before)
         return self._recorded(row)
+
+    def _unit(self, rows: list[RecordRow], enforce: bool) -> RecordingUnit:
+        """The unit of work of one recording (see :mod:`tsmeter.metering.recording`)."""
+        return RecordingUnit(self._quotas, rows, enforce=enforce,
+                             sinks=self._to_sinks if self._sinks else None)  # fmt: skip
 
     def _recorded(self, row: RecordRow) -> UsageRecord:
         record = UsageRecord.from_row(row)
@@ -211,24 +200,22 @@ class Meter(ThresholdsMixin, MonitorMixin, ReadingMixin):
         now = time.time_ns()
         with _gc_paused():
             rows = self._intake.rows(records, now)
-            if enforce:
-                refused = self._quotas.reserve(rows)
+            with self._unit(rows, enforce) as unit:
+                refused = unit.reserve()
                 if refused is not None:
                     index, decision = refused
                     raise QuotaExceededError(
                         f"records[{index}]: {_refusal(rows[index], decision)}; nothing recorded",
                         decision,
                     )
-            if self.outbox is not None:
-                return self._queue_batch(rows, enforce)
-            recorded = self._append_all(rows, now)
-        if recorded == len(rows):
-            if not enforce:
-                self._quotas.add(rows)
-        else:  # some were stored before: which ones is unknown, so read the totals again
-            self._quotas.forget(rows)
-        if self._sinks and rows:
-            self._to_sinks(rows)
+                if self.outbox is not None:
+                    self.outbox.put(rows, wait=self.durability == "outbox")
+                    unit.queued()
+                    result = BatchResult(recorded=0, duplicates=0, queued=len(rows))
+                    self._batch_recorded(result, rows)
+                    return result
+                recorded = self._append_all(rows, now)
+                unit.stored(recorded)
         result = BatchResult(recorded=recorded, duplicates=len(rows) - recorded)
         self._batch_recorded(result, rows)
         return result
@@ -253,7 +240,6 @@ class Meter(ThresholdsMixin, MonitorMixin, ReadingMixin):
                     recorded += self.store.append(rows[i : i + self.chunk_size], now)
                     done = min(len(rows), i + self.chunk_size)
         except TsmeterError as exc:
-            self._quotas.forget(rows)
             held = exc.records_stored if isinstance(exc, StorageUnavailableError) else None
             if held is not None:  # the store checked which records it holds
                 stored_text = f"{held} of {len(rows)} records are stored"
@@ -265,21 +251,6 @@ class Meter(ThresholdsMixin, MonitorMixin, ReadingMixin):
             error.records_stored = held if held is not None else done
             raise error from exc
         return recorded
-
-    def _queue_batch(self, rows: list[RecordRow], enforce: bool) -> BatchResult:
-        """record_batch with an outbox: queue the validated rows (committed to the outbox file
-        before returning unless durability is "memory")."""
-        assert self.outbox is not None
-        try:
-            self.outbox.put(rows, wait=self.durability == "outbox")
-        except BaseException:
-            self._quotas.forget(rows)
-            raise
-        if not enforce:
-            self._quotas.add(rows)
-        result = BatchResult(recorded=0, duplicates=0, queued=len(rows))
-        self._batch_recorded(result, rows)
-        return result
 
     def _batch_recorded(self, result: BatchResult, rows: list[RecordRow]) -> None:
         if self.events.wants(UsageBatchRecorded):
