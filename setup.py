@@ -1,4 +1,4 @@
-"""Builds the optional compiled fast paths (src/tsmeter/_speedups.c, src/tsmeter/_ledgerwrite.c);
+"""Builds the optional compiled fast paths (src/tsmeter/_speedups.c);
 everything else is in pyproject.toml. Without a C compiler the package installs and runs on
 its Python code."""
 
@@ -9,12 +9,6 @@ setup(
         Extension(
             "tsmeter._speedups",
             ["src/tsmeter/_speedups.c"],
-            optional=True,
-            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-        ),
-        Extension(
-            "tsmeter._ledgerwrite",
-            ["src/tsmeter/_ledgerwrite.c"],
             optional=True,
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),

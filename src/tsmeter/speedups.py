@@ -1,5 +1,4 @@
-"""The compiled fast paths (``src/tsmeter/_speedups.c``, ``_ledgerwrite.c``), or ``None`` where
-they are not built.
+"""The compiled fast paths (``src/tsmeter/_speedups.c``), or ``None`` where they are not built.
 
 ``pip install`` compiles them when a C compiler is at hand; without one tsmeter runs on its
 Python code, which stays the reference: every compiled function only takes the cases it
@@ -11,10 +10,9 @@ from __future__ import annotations
 
 import importlib
 import os
-import sqlite3
 from types import ModuleType
 
-__all__ = ["describe", "ledger_writes", "native"]
+__all__ = ["describe", "native"]
 
 
 def _load(name: str) -> ModuleType | None:
@@ -27,11 +25,6 @@ def _load(name: str) -> ModuleType | None:
 
 
 native = _load("_speedups")
-#: the id ledger's usual write without the interpreter lock (``src/tsmeter/_ledgerwrite.c``),
-#: when built and when SQLite is the shared library the sqlite3 module uses
-ledger_writes = _load("_ledgerwrite")
-if ledger_writes is not None and ledger_writes.sqlite_version() != sqlite3.sqlite_version:
-    ledger_writes = None
 
 
 def describe() -> str:

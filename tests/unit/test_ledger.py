@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import random
+import secrets
 import sqlite3
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tsmeter.adapters.influxdb import ledger as ledger_module
 from tsmeter.adapters.influxdb.ledger import IdLedger
 from tsmeter.domain import RecordRow, new_ids
 from tsmeter.errors import StorageUnavailableError
-
-
-def _needs(compiled_part: object, name: str) -> None:
-    """Skip a test of a compiled part that is off; under CI, where it is built (there is a
-    compiler) unless TSMETER_PURE_PYTHON is set, fail instead."""
-    if compiled_part is None:
-        if os.environ.get("CI") and os.environ.get("TSMETER_PURE_PYTHON", "") in ("", "0"):
-            pytest.fail(f"{name} is not in use in CI (it has a compiler)")
-        pytest.skip(f"{name} is off (TSMETER_PURE_PYTHON=1, or not built)")
 
 
 def _rows(ids: list[str], ts: int = 7) -> list[RecordRow]:
@@ -182,18 +175,13 @@ def _where_kept(path: str) -> dict[str, int]:
             strict=True))  # fmt: skip
 
 
-@pytest.mark.parametrize("compiled", [True, False])
 def test_ids_that_lie_together_go_to_blocks_and_the_newest_entry_wins(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compiled: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A client's numbered ids and tsmeter's own go to blocks (one row per hundred or so);
     an id sent again is found where it went last: again in its block, in the index once
     its block is full or when sent alone; a new batch's lookup unpacks no block, a retried
     one only its own; another ledger on the file agrees."""
-    if compiled:
-        _needs(ledger_module.ledger_writes, "tsmeter._ledgerwrite")
-    if not compiled:
-        monkeypatch.setattr(ledger_module, "ledger_writes", None)
     path = str(tmp_path / "state.db")
     a, b = IdLedger(path, "http://x/db"), IdLedger(path, "http://x/db")
     try:
@@ -239,30 +227,10 @@ def test_ids_that_lie_together_go_to_blocks_and_the_newest_entry_wins(
         b.close()
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.text(st.sampled_from([*"a Z0,= \"\\\n'é漢🙂\x00"]), max_size=12),
-                max_size=50), st.integers(0, 3))  # fmt: skip
-def test_block_names_are_the_same_compiled(ids: list[str], tail: int) -> None:
-    """The compiled block names are the ids without their last characters, as sliced, for
-    ids in any order and in runs of one block (sorted, as ids usually come)."""
-    _needs(ledger_module.native, "tsmeter._speedups")
-    assert ledger_module.native is not None
-    for some in (ids, sorted(ids)):
-        expected = {rid[: max(0, len(rid) - tail)] for rid in some}
-        assert ledger_module.native.id_blocks(some, tail) == expected
-
-
-@pytest.mark.parametrize("compiled", [True, False])
-def test_a_ledger_file_with_an_index_keeps_its_entries_newest_last(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compiled: bool
-) -> None:
+def test_a_ledger_file_with_an_index_keeps_its_entries_newest_last(tmp_path: Path) -> None:
     """A file written before blocks existed (every entry in the index) still answers, and
     ids already in its index are not put in blocks when sent again (the index would answer
     with the older place): they go to the index; new ids beyond them go to blocks."""
-    if compiled:
-        _needs(ledger_module.ledger_writes, "tsmeter._ledgerwrite")
-    if not compiled:
-        monkeypatch.setattr(ledger_module, "ledger_writes", None)
     path = str(tmp_path / "state.db")
     numbered = [f"n-{i:05d}" for i in range(3_000)]
     with pytest.MonkeyPatch.context() as old:
@@ -285,17 +253,10 @@ def test_a_ledger_file_with_an_index_keeps_its_entries_newest_last(
         ledger.close()
 
 
-@pytest.mark.parametrize("compiled", [True, False])
-def test_an_add_of_many_new_series_takes_a_few_statements(
-    ledger: IdLedger, monkeypatch: pytest.MonkeyPatch, compiled: bool
-) -> None:
+def test_an_add_of_many_new_series_takes_a_few_statements(ledger: IdLedger) -> None:
     """New series are numbered together and entries go in statements of many rows: each
     statement hands the interpreter lock back to the ledger's thread (milliseconds each while
     other threads run). Hostile names and both kinds of organisation keep their numbers."""
-    if not compiled:
-        monkeypatch.setattr(ledger_module, "native", None)
-    else:
-        _needs(ledger_module.native, "tsmeter._speedups")
     pieces = ["", "a,b", " ", '"', "\\", "é", "🙂", "=", "\n", "'"]
     rows = [
         RecordRow(rid, f"m{i % 3}{pieces[i % 10]}", "org", f"s{pieces[i % 7]}{i % 1_234}",
@@ -417,25 +378,18 @@ def test_ids_that_lie_together_go_straight_in_after_the_log(
 
 
 @pytest.mark.parametrize("into", ["blocks", "index"])
-@pytest.mark.parametrize("compiled", [True, False])
 def test_a_failing_ledger_write_raises_and_leaves_nothing(
-    tmp_path: Path, compiled: bool, into: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, into: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An SQLite error inside an add (a trigger refusing entries here) is a
-    StorageUnavailableError naming SQLite's message, on both paths and wherever the entries
-    go, and nothing of that add stays; the next add goes in."""
+    StorageUnavailableError naming SQLite's message, wherever the entries go, and nothing
+    of that add stays; the next add goes in."""
     if into == "index":
         monkeypatch.setattr(IdLedger, "CLUSTERED", 10**9)
-    if compiled:
-        _needs(ledger_module.ledger_writes, "tsmeter._ledgerwrite")
     rows = [RecordRow(f"id-{i:04}", "api_calls", "org", "o", None, 1.0, i, None, None)
             for i in range(600)]  # fmt: skip
-    with pytest.MonkeyPatch.context() as patch:
-        if not compiled:
-            patch.setattr(ledger_module, "ledger_writes", None)
-        ledger = IdLedger(str(tmp_path / "l.db"), "http://x/db")
+    ledger = IdLedger(str(tmp_path / "l.db"), "http://x/db")
     try:
-        assert (ledger._direct is not None) == compiled
         ledger.add(rows[:100])
         ledger._conn.execute(
             "CREATE TRIGGER refuse BEFORE INSERT ON influx_ids WHEN NEW.id = 'id-0450'"
@@ -453,3 +407,98 @@ def test_a_failing_ledger_write_raises_and_leaves_nothing(
         assert set(ledger.known([r.id for r in rows])) == {r.id for r in rows}
     finally:
         ledger.close()
+
+
+def _ledger_rows(
+    rows: list[RecordRow], path: str, near: int, per: int, clustered: int
+) -> Iterator[tuple[Any, ...]]:
+    """The entries of ``rows`` added ``per`` at a time: the index's, the log's in order, then
+    each block's in order."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(IdLedger, "NEAR", near)
+        monkeypatch.setattr(IdLedger, "CLUSTERED", clustered)
+        ledger = IdLedger(path, "http://x/db")
+        try:
+            for start in range(0, len(rows), per):
+                ledger.add(rows[start : start + per])
+            yield from ledger._conn.execute(
+                "SELECT 0, i.id, s.metric_key, s.subject_type, s.subject_id, s.org_key, i.ts"
+                " FROM influx_ids i JOIN influx_series s USING (series_no) UNION ALL"
+                " SELECT l.seq, l.id, s.metric_key, s.subject_type, s.subject_id, s.org_key, l.ts"
+                " FROM influx_ids_log l JOIN influx_series s USING (series_no) ORDER BY 1, 2"
+            )
+            series = {number: key for number, *key in ledger._conn.execute(
+                "SELECT series_no, metric_key, subject_type, subject_id, org_key"
+                " FROM influx_series")}  # fmt: skip
+            for name, entries in ledger._conn.execute(
+                "SELECT block, entries FROM influx_id_blocks ORDER BY block"
+            ):
+                for size, tail, number, ts in ledger_module._ENTRY.iter_unpack(entries):
+                    yield ("block", name + tail[:size].decode(), *series[number], ts)
+        finally:
+            ledger.close()
+
+
+@pytest.mark.parametrize("clustered", [IdLedger.CLUSTERED, 10**9])
+@pytest.mark.parametrize(("near", "per"), [(0, 150), (2, 150), (2, 600)])
+def test_ledger_entries_go_where_the_rules_say(
+    tmp_path: Path, near: int, per: int, clustered: int
+) -> None:
+    """Repeated ids in adds of 150 and 600: the index holds each id once, the blocks and the
+    log every entry (CLUSTERED 10**9: none to blocks; NEAR 0: every add after the first goes
+    to the log); ids new to the index, 4 or more per block, go to blocks."""
+    n, ids = (420, 230) if per == 150 else (1_300, 530)
+    rows = [RecordRow(f"id-{i % ids:04}", "api_calls", "org", f"o{i % 7}",
+                      None if i % 3 else "acme", 1.0, i, None, None)
+            for i in range(n)]  # fmt: skip
+    entries = list(_ledger_rows(rows, str(tmp_path / "a.db"), near, per, clustered))
+    assert len(entries) == (ids if near and clustered > 4 else n)
+    blocked = sum(entry[0] == "block" for entry in entries)
+    assert blocked == (n if clustered == 4 else 0)
+
+
+HOSTILE = st.text(
+    alphabet=st.sampled_from([*"a Z0,= \"\\\n\t'=⧵é漢🙂\x00\x7f", "\ud800"]),
+    min_size=0,
+    max_size=12,
+)
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(st.lists(st.tuples(HOSTILE, st.integers(0, 5), st.integers(-(2**63), 2**63 - 1)),
+                min_size=1, max_size=700),
+       st.sampled_from([1, 249, 250, 600]))  # fmt: skip
+def test_hostile_and_repeated_ids_are_found_where_they_went_last(
+    tmp_path: Path, entries: list[tuple[str, int, int]], per: int
+) -> None:
+    """Hostile and repeated ids, many series, adds of one to 600 rows (blocks, index and log):
+    each id is found with its last entry; an id with a lone surrogate is refused (it has no
+    UTF-8 form)."""
+    rows = [RecordRow(rid, "api_calls", "org", f"o{series}", None if series % 2 else "acme",
+                      1.0, ts, None, None) for rid, series, ts in entries]  # fmt: skip
+    ledger = IdLedger(str(tmp_path / f"{secrets.token_hex(4)}.db"), "http://x/db")
+    try:
+        try:
+            for start in range(0, len(rows), per):
+                ledger.add(rows[start : start + per])
+        except UnicodeEncodeError:
+            assert any(not _encodable(row.id) for row in rows)
+            return
+        # (an id with NUL is not looked up: intake refuses control characters, and SQLite's
+        # JSON functions end a string at NUL)
+        last = {
+            row.id: (row.subject_id, row.org_id, row.ts) for row in rows if "\x00" not in row.id
+        }
+        found = ledger.known(list(last))
+        assert {rid: (r.subject_id, r.org_id, r.ts) for rid, r in found.items()} == last
+    finally:
+        ledger.close()
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -11,18 +11,14 @@ from __future__ import annotations
 import gc
 import marshal
 import os
-import secrets
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tsmeter import speedups
-from tsmeter.adapters.influxdb import ledger as ledger_module
 from tsmeter.adapters.influxdb import lineprotocol, placement, v1
-from tsmeter.adapters.influxdb.ledger import IdLedger
 from tsmeter.adapters.influxdb.lineprotocol import UsageEncoder
 from tsmeter.domain import RecordRow
 from tsmeter.errors import StorageUnavailableError
@@ -238,98 +234,6 @@ def test_placement_is_the_same(rows: list[RecordRow], taken: list[int]) -> None:
     assert set(compiled[2]) == before | set(points)
 
 
-def _ledger_rows(
-    rows: list[RecordRow],
-    compiled: bool,
-    path: str,
-    near: int,
-    per: int = 150,
-    clustered: int = IdLedger.CLUSTERED,
-) -> Iterator[tuple[Any, ...]]:
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        monkeypatch.setattr(ledger_module, "native", native if compiled else None)
-        if not compiled:
-            monkeypatch.setattr(ledger_module, "ledger_writes", None)
-        monkeypatch.setattr(IdLedger, "NEAR", near)
-        monkeypatch.setattr(IdLedger, "CLUSTERED", clustered)
-        ledger = IdLedger(path, "http://x/db")
-        assert (ledger._direct is not None) == (compiled and speedups.ledger_writes is not None)
-        try:
-            for start in range(0, len(rows), per):
-                ledger.add(rows[start : start + per])
-            yield from ledger._conn.execute(  # the index's entries, then the log's in order
-                "SELECT 0, i.id, s.metric_key, s.subject_type, s.subject_id, s.org_key, i.ts"
-                " FROM influx_ids i JOIN influx_series s USING (series_no) UNION ALL"
-                " SELECT l.seq, l.id, s.metric_key, s.subject_type, s.subject_id, s.org_key, l.ts"
-                " FROM influx_ids_log l JOIN influx_series s USING (series_no) ORDER BY 1, 2"
-            )
-            series = {number: key for number, *key in ledger._conn.execute(
-                "SELECT series_no, metric_key, subject_type, subject_id, org_key"
-                " FROM influx_series")}  # fmt: skip
-            for name, entries in ledger._conn.execute(  # then each block's, in order
-                "SELECT block, entries FROM influx_id_blocks ORDER BY block"
-            ):
-                for size, tail, number, ts in ledger_module._ENTRY.iter_unpack(entries):
-                    yield ("block", name + tail[:size].decode(), *series[number], ts)
-        finally:
-            ledger.close()
-
-
-@needs_native
-@pytest.mark.parametrize("clustered", [IdLedger.CLUSTERED, 10**9])
-@pytest.mark.parametrize(("near", "per"), [(0, 150), (2, 150), (2, 600)])
-def test_ledger_entries_are_the_same(tmp_path: Any, near: int, per: int, clustered: int) -> None:
-    """The same entries, in blocks, in the index and in the log (CLUSTERED 10**9: none to
-    blocks; NEAR 0: then every add after the first goes to the log); adds of 600 take the
-    compiled transaction's statements of 250 rows."""
-    n, ids = (420, 230) if per == 150 else (1_300, 530)
-    rows = [
-        RecordRow(
-            f"id-{i % ids:04}",
-            "api_calls",
-            "org",
-            f"o{i % 7}",
-            None if i % 3 else "acme",
-            1.0,
-            i,
-            None,
-            None,
-        )
-        for i in range(n)
-    ]
-    compiled = list(_ledger_rows(rows, True, str(tmp_path / "a.db"), near, per, clustered))
-    python = list(_ledger_rows(rows, False, str(tmp_path / "b.db"), near, per, clustered))
-    # the index holds each id once; the blocks and the log every entry
-    assert len(compiled) == (ids if near and clustered > 4 else n)
-    blocked = sum(entry[0] == "block" for entry in compiled)
-    assert blocked == (n if clustered == 4 else 0)  # ids new to the index, 4+ per block
-    assert compiled == python
-
-
-@needs_native
-@settings(max_examples=30, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
-@given(st.lists(st.tuples(HOSTILE, st.integers(0, 5), st.integers(-(2**63), 2**63 - 1)),
-                min_size=1, max_size=700),
-       st.sampled_from([1, 249, 250, 600]))  # fmt: skip
-def test_ledger_adds_without_the_interpreter_lock_are_the_same(
-    tmp_path: Any, entries: list[tuple[str, int, int]], per: int
-) -> None:
-    """Adds written by the compiled transaction (``_ledgerwrite``, several statements of 250
-    rows and single rows) leave the index as the Python code does: hostile and repeated ids
-    (the last entry of an id wins), many series, lone surrogates handed back."""
-    rows = [RecordRow(rid, "api_calls", "org", f"o{series}", None if series % 2 else "acme",
-                      1.0, ts, None, None) for rid, series, ts in entries]  # fmt: skip
-    found = []
-    for compiled in (True, False):
-        path = tmp_path / f"{compiled}-{secrets.token_hex(4)}.db"
-        try:
-            found.append(list(_ledger_rows(rows, compiled, str(path), 2, per)))
-        except UnicodeEncodeError as exc:  # a lone surrogate: both paths refuse it
-            found.append([repr(exc)])
-    assert found[0] == found[1]
-
-
 class Sly(str):
     """A string that runs Python code when compared: never cached for the fast path."""
 
@@ -359,4 +263,3 @@ def test_ci_runs_the_compiled_paths() -> None:
     """CI has a compiler: there the tests marked needs_native must not all skip unseen."""
     if os.environ.get("CI") and os.environ.get("TSMETER_PURE_PYTHON", "") in ("", "0"):
         assert native is not None, "tsmeter._speedups is not built"
-        assert speedups.ledger_writes is not None, "tsmeter._ledgerwrite is not in use"

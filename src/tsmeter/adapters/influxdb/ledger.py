@@ -40,14 +40,13 @@ import sqlite3
 import struct
 import threading
 from collections.abc import Iterable, Sequence
-from itertools import chain
+from itertools import chain, groupby, repeat
 from operator import itemgetter
 
 from tsmeter.adapters.sqlite.schema import open_wal
 from tsmeter.adapters.sqlite.store import insert_many
 from tsmeter.domain import RecordRow
 from tsmeter.errors import StorageUnavailableError
-from tsmeter.speedups import ledger_writes, native
 
 __all__ = ["IdLedger"]
 
@@ -123,6 +122,10 @@ _BLOCKS = (
     " WHERE target_no = ? AND block IN (SELECT value FROM json_each(?))"
 )
 _ID = itemgetter(0)  # a row's id
+_SERIES = itemgetter(1, 2, 3, 4)  # a row's series: metric key, subject type, subject id, org
+_TS = itemgetter(6)  # a row's time
+_BLOCK = itemgetter(slice(None, -_TAIL_CHARS))  # an id's block name
+_TAIL_OF = itemgetter(slice(-_TAIL_CHARS, None))  # the rest of the id (all of a short one)
 _INDEX = "INSERT OR REPLACE INTO influx_ids (target_no, id, series_no, ts)"
 _LOG = "INSERT INTO influx_ids_log (target_no, id, series_no, ts, writer)"
 _MERGE = (
@@ -149,8 +152,7 @@ _KNOWN = (
 class IdLedger:
     """Record ids sent to one InfluxDB target, kept in a SQLite file."""
 
-    #: lookups that skip the range read after one found its range crowded (and adds that go
-    #: straight to the Python code after one was its case, see _add_direct)
+    #: lookups that skip the range read after one found its range crowded
     CROWDED_SKIP = 16
     #: log entries (of every target) that are moved into the index together
     MERGE_ROWS = 100_000
@@ -177,14 +179,8 @@ class IdLedger:
             )
         except sqlite3.Error as exc:
             raise StorageUnavailableError(f"cannot open the id ledger {path!r}: {exc}") from exc
-        # the usual add, in one transaction without the interpreter lock (see _add_direct)
-        self._direct: object | None = None
-        if ledger_writes is not None and path != ":memory:":
-            opened = ledger_writes.open(path)
-            self._direct = None if isinstance(opened, str) else opened
         self._series: dict[_Series, int] = {}
         self._crowded = 0  # lookups left that skip the range read
-        self._scattered = 0  # adds left that skip the compiled transaction (_add_direct)
         # the log's entries of the target, in memory: id -> (log seq, where it was sent)
         self._writer = secrets.randbits(62)
         self._tail: dict[str, tuple[int, RecordRow]] = {}
@@ -214,10 +210,7 @@ class IdLedger:
     def close(self) -> None:
         """Close the file."""
         with self._lock:
-            if self._direct is not None and ledger_writes is not None:
-                ledger_writes.close(self._direct)
-                self._direct = None
-        self._conn.close()
+            self._conn.close()
         self._reader.close()
 
     def known(self, ids: Iterable[str]) -> dict[str, RecordRow]:
@@ -282,7 +275,7 @@ class IdLedger:
     def _in_blocks(self, ids: list[str]) -> dict[str, RecordRow]:
         """``known`` in the blocks (under the reader's lock): each id's last entry there. New
         ids usually fall in blocks that do not exist yet, and nothing is unpacked."""
-        names = list(_block_names(ids))
+        names = list(set(map(_BLOCK, ids)))
         (got,) = self._reader.execute(_BLOCKS, (self._target_no, json.dumps(names))).fetchone()
         hits: dict[str, tuple[int, int]] = {}
         blocks = json.loads(got)
@@ -354,13 +347,6 @@ class IdLedger:
         with self._lock:
             if len(self._series) > 100_000:  # the series numbers cached
                 self._series.clear()
-            if self._direct is not None and type(rows) is list:
-                if self._scattered:  # the last try was the Python code's case: so is this
-                    self._scattered -= 1
-                elif self._add_direct(rows):
-                    return
-                else:
-                    self._scattered = self.CROWDED_SKIP
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 ids = list(map(_ID, rows))
@@ -369,9 +355,10 @@ class IdLedger:
                 ).fetchone()
                 ordered = near <= self.NEAR * len(ids)  # few of the index's entries among them
                 if not near and logged == merged_upto:  # blocks, if they come clustered
-                    blocks = _blocks(rows)
+                    names = list(map(_BLOCK, ids))
+                    blocks = set(names)
                     if len(blocks) * self.CLUSTERED <= len(rows) and not self._full(blocks):
-                        self._insert_blocks(rows, blocks)
+                        self._insert_blocks(rows, ids, names)
                         self._conn.execute("COMMIT")
                         return
                 merge = ordered and logged > merged_upto  # the log first: it holds older ones
@@ -399,29 +386,7 @@ class IdLedger:
                     raise StorageUnavailableError(f"the id ledger failed: {exc}") from exc
                 raise
 
-    def _add_direct(self, rows: list[RecordRow]) -> bool:
-        """``add`` of the usual cases (into blocks, or straight into the index, while the log
-        is empty), as one transaction in C (``_ledgerwrite.c``): a Python thread gives up
-        the interpreter lock for each SQLite statement and, while other threads run, waits
-        for it again after each; here it waits once. Returns False, having written nothing,
-        for every other case (under the lock)."""
-        assert ledger_writes is not None
-        limits = (self.NEAR, self.CLUSTERED, self.BLOCK_ENTRIES)
-        done = ledger_writes.add(self._direct, rows, self._series, self._target_no, *limits)
-        if isinstance(done, list):  # new series: numbered first, in their own transaction
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                self._number(done)
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._conn.execute("ROLLBACK")
-                raise StorageUnavailableError(f"the id ledger failed: {exc}") from exc
-            done = ledger_writes.add(self._direct, rows, self._series, self._target_no, *limits)
-        if isinstance(done, str):
-            raise StorageUnavailableError(f"the id ledger failed: {done}")
-        return done is True
-
-    def _full(self, blocks: dict[str, list[RecordRow]]) -> bool:
+    def _full(self, blocks: set[str]) -> bool:
         """Whether one of these blocks holds BLOCK_ENTRIES entries already (inside ``add``'s
         transaction)."""
         (full,) = self._conn.execute(
@@ -431,22 +396,18 @@ class IdLedger:
         ).fetchone()
         return bool(full)
 
-    def _insert_blocks(self, rows: Sequence[RecordRow], blocks: dict[str, list[RecordRow]]) -> None:
-        """Append the entries of ``rows`` to their blocks, numbering new series first (inside
-        ``add``'s transaction)."""
-        numbers, pack = self._series, _ENTRY.pack
-        missing = list(
-            dict.fromkeys(k for r in rows if (k := (r[1], r[2], r[3], r[4])) not in numbers)
-        )
-        if missing:
-            self._number(missing)
+    def _insert_blocks(self, rows: Sequence[RecordRow], ids: list[str], names: list[str]) -> None:
+        """Append the entries of ``rows`` (their ``ids`` and block ``names``) to their blocks,
+        numbering new series first (inside ``add``'s transaction). Entries are made a column
+        at a time; a block's keep the order of ``rows``."""
+        numbers = self._numbers(rows)
+        tails = list(map(str.encode, map(_TAIL_OF, ids)))
+        entries = list(map(_ENTRY.pack, map(len, tails), tails, numbers, map(_TS, rows)))
+        order = sorted(range(len(names)), key=names.__getitem__)  # stable: rows' order kept
         params = []
-        for name, members in blocks.items():
-            cut, packed = len(name), []
-            for r in members:
-                tail = r[0][cut:].encode()
-                packed.append(pack(len(tail), tail, numbers[(r[1], r[2], r[3], r[4])], r[6]))
-            params.append((self._target_no, name, len(members), b"".join(packed)))
+        for name, members in groupby(order, key=names.__getitem__):
+            packed = list(map(entries.__getitem__, members))
+            params.append((self._target_no, name, len(packed), b"".join(packed)))
         per = _PER // 4  # blocks per statement: each hands the interpreter lock over
         for i in range(0, len(params), per):
             some = params[i : i + per]
@@ -454,6 +415,17 @@ class IdLedger:
             self._conn.execute(
                 _BLOCKS_HEAD + values + _BLOCKS_TAIL, list(chain.from_iterable(some))
             )
+
+    def _numbers(self, rows: Sequence[RecordRow]) -> list[int]:
+        """The series number of each row, numbering new series first (inside ``add``'s
+        transaction, in the order they first come)."""
+        numbers = self._series
+        try:  # usually every series is numbered already: one pass
+            return list(map(numbers.__getitem__, map(_SERIES, rows)))
+        except KeyError:
+            keys = list(map(_SERIES, rows))
+            self._number([key for key in dict.fromkeys(keys) if key not in numbers])
+            return list(map(numbers.__getitem__, keys))
 
     def _merge(self, upto: int) -> None:
         """Move the log into the index, sorted by id so the index takes it page by page
@@ -475,30 +447,18 @@ class IdLedger:
         (inside ``add``'s transaction)."""
         head, row = (_LOG, f"(?,?,?,?,{self._writer})") if into_log else (_INDEX, "(?,?,?,?)")
         # (the writer is this ledger's own number, not input)
-        if native is not None and type(rows) is list:
-            target = self._target_no
-            groups, rest, missing = native.ledger_params(rows, self._series, target, _PER)
-            if missing:  # number the new series, then make the entries
-                self._number(missing)
-                groups, rest, missing = native.ledger_params(rows, self._series, target, _PER)
-                assert not missing
-        else:
-            numbers, target = self._series, self._target_no
-            keys = [(r[1], r[2], r[3], r[4]) for r in rows]
-            missing = list(dict.fromkeys(k for k in keys if k not in numbers))
-            if missing:
-                self._number(missing)
-            entries = [(target, r[0], numbers[k], r[6]) for r, k in zip(rows, keys, strict=True)]
-            full = len(entries) // _PER * _PER
-            groups = [
-                tuple(chain.from_iterable(entries[i : i + _PER])) for i in range(0, full, _PER)
-            ]
-            rest = entries[full:]
+        numbers = self._numbers(rows)
+        values = list(chain.from_iterable(
+            zip(repeat(self._target_no), map(_ID, rows), numbers, map(_TS, rows))
+        ))  # fmt: skip
+        step = 4 * _PER
+        full = len(values) // step * step
+        groups = [tuple(values[i : i + step]) for i in range(0, full, step)]
+        rest = values[full:]
         if groups:
             self._conn.executemany(f"{head} VALUES {','.join([row] * _PER)}", groups)
         if rest:
-            self._conn.execute(f"{head} VALUES {','.join([row] * len(rest))}",
-                               [value for entry in rest for value in entry])  # fmt: skip
+            self._conn.execute(f"{head} VALUES {','.join([row] * (len(rest) // 4))}", rest)
 
     def _number(self, keys: list[_Series]) -> None:
         """Number new series (inside the caller's transaction) and cache their numbers, which
@@ -569,27 +529,3 @@ class IdLedger:
         )
         self._conn.execute("DELETE FROM influx_id_blocks WHERE target_no = ? AND n = 0",
                            (self._target_no,))  # fmt: skip
-
-
-def _block_names(ids: list[str]) -> set[str]:
-    """The names of the blocks of ``ids``."""
-    if native is not None:
-        try:
-            names: set[str] = native.id_blocks(ids, _TAIL_CHARS)
-            return names
-        except TypeError:  # not plain str
-            pass
-    return {rid[:-_TAIL_CHARS] for rid in ids}
-
-
-def _blocks(rows: Sequence[RecordRow]) -> dict[str, list[RecordRow]]:
-    """The rows by block (their ids without the last _TAIL_CHARS characters), in order."""
-    blocks: dict[str, list[RecordRow]] = {}
-    for row in rows:
-        name = row[0][:-_TAIL_CHARS]
-        members = blocks.get(name)
-        if members is None:
-            blocks[name] = [row]
-        else:
-            members.append(row)
-    return blocks
