@@ -108,14 +108,13 @@ class V1Transport:
         series tags and time).
 
         The write path's reads select one field: InfluxDB 1.x copies every cached value of
-        each field it reads (whatever the time range); reading 20,000 stored points cost
-        influxd 144 ms of CPU with ``SELECT *`` and 78 ms with one field.
+        each field it reads (whatever the time range), so fewer fields cost it less CPU.
 
         The condition names the rows' (metric, org) pairs, not their series: InfluxDB 1.x
-        spends about 15 ms planning a query that names 100 series even when the range is
-        empty, and under 1 ms for a few metrics. Points of other subjects come back too;
-        they only add times to other series' slots and ids that are stored anyway. Beyond
-        METRICS_PER_QUERY pairs, every point of the span is read.
+        plans a query that names many series slowly even when the range is empty, and a few
+        metrics quickly (figures in docs/benchmarks/RESULTS.md). Points of other subjects
+        come back too; they only add times to other series' slots and ids that are stored
+        anyway. Beyond METRICS_PER_QUERY pairs, every point of the span is read.
         """
         found: Points = []
         for lo, hi, pairs in _days(rows):

@@ -67,8 +67,7 @@ def insert_many(
     per: int = ROWS_PER_STATEMENT,
 ) -> None:
     """``head VALUES (...), (...), ...`` with ``per`` rows per statement (the rest in one
-    more): several times faster than one statement per row, since most of the cost is per
-    statement."""
+    more), since most of the cost of an insert is per statement, not per row."""
     full = len(values) // per * per
     if full:
         sql = f"{head} VALUES " + ",".join([f"({','.join('?' * width)})"] * per)
