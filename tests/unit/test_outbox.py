@@ -4,6 +4,8 @@ live in tests/integration."""
 
 from __future__ import annotations
 
+import marshal
+import struct
 import subprocess
 import sys
 import threading
@@ -12,11 +14,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tsmeter
 from tsmeter.domain import RecordRow
 from tsmeter.errors import OutboxFullError, RejectedError, StorageUnavailableError
+from tsmeter.outbox import batches as outbox_batches
 from tsmeter.outbox.batches import pack
 from tsmeter.outbox.durable import Outbox
 
@@ -504,3 +510,97 @@ def test_a_stream_takes_held_batches_as_put(tmp_path: Path) -> None:
     assert _same_objects(given, warm)
     assert box._held.rows == 0  # taken: nothing stays held
     assert box.close().delivered == 200
+
+
+# -- the stored batch format --------------------------------------------------------------
+
+OUTBOX_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(),
+    st.text(max_size=3),
+    st.sampled_from(["\ud800", "api_calls", "é🙂\x00", -0.0]),
+)
+
+
+def _exactly(rows: list[Any]) -> list[tuple[Any, ...]]:
+    """Rows compared value, type and sign (NaN is not equal to itself, -0.0 is to 0.0)."""
+    return [tuple((repr(v), type(v)) for v in row) for row in rows]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(*[OUTBOX_VALUES] * 9), max_size=20))
+def test_outbox_batches_unpack_to_the_rows_they_were_made_of(values: list[tuple[Any, ...]]) -> None:
+    """A stored batch becomes the rows it was made of, value, type and sign: msgpack (format
+    3) when every quantity is a float and every value has a msgpack form, also when a
+    field holds a value of another type than the row declares; marshal (format 1) for an
+    int quantity, ints beyond 64 bits and strings without a UTF-8 form."""
+    rows = [RecordRow(*v) for v in values]
+    rows += rows[-1:] * 2
+    blob = outbox_batches.pack(rows)
+    unpacked = outbox_batches.unpack(blob)
+    assert _exactly(unpacked) == _exactly(rows)
+    assert [type(r) for r in unpacked] == [RecordRow] * len(rows)
+    msgpack = (
+        all(type(row[5]) is float for row in values)
+        and all(not isinstance(v, int) or -(2**63) <= v < 2**64 for row in values for v in row)
+        and not any(isinstance(v, str) and "\ud800" in v for row in values for v in row)
+    )
+    assert blob[0] == (3 if msgpack else 1)
+
+
+def _format_2(rows: list[RecordRow]) -> bytes:
+    """A batch as earlier versions' compiled path wrote it (format 2, see ``_unpack_2``)."""
+    out = bytearray(struct.pack("<BIB", 2, len(rows), len(RecordRow._fields)))
+    before: RecordRow | None = None
+    for row in rows:
+        for k, value in enumerate(row):
+            if value is None:
+                out += b"\x00"
+            elif before is not None and type(before[k]) is type(value) and before[k] == value:
+                out += b"\x01"
+            elif isinstance(value, str):
+                data = value.encode()
+                out += b"\x02" + struct.pack("<I", len(data)) + data
+            elif isinstance(value, float):
+                out += b"\x03" + struct.pack("<d", value)
+            else:
+                out += b"\x04" + struct.pack("<q", value)
+        before = row
+    return bytes(out)
+
+
+def test_batches_written_by_earlier_versions_are_read() -> None:
+    """Files on disk hold format 2 (the earlier compiled path) and format 1 batches."""
+    row = RecordRow("r1", "api_calls", "org", "é", None, 1.5, -7, '{"a": 1}', None)
+    rows = [row, row._replace(id="r2"), row._replace(id="r3", quantity=2.0, source="api")]
+    assert outbox_batches.unpack(_format_2(rows)) == rows
+    assert outbox_batches.unpack(bytes([1]) + marshal.dumps([tuple(r) for r in rows])) == rows
+
+
+def test_damaged_outbox_batches_are_refused() -> None:
+    """Every cut-short copy of a batch, in each format, an unknown tag, a first row that
+    says "the same", rows of another width and bytes after the last row are refused with
+    a clear error."""
+    row = RecordRow("r1", "api_calls", "org", "é", None, 1.5, -7, '{"a": 1}', None)
+    rows = [row, row._replace(id="r2")]
+    new = outbox_batches.pack(rows)
+    assert new[0] == 3 and outbox_batches.unpack(new) == rows
+    old = _format_2(rows)
+    width_at, first_tag = 5, 6
+    damaged = [blob[:n] for blob in (new, old) for n in range(1, len(blob))]
+    damaged += [
+        old[:first_tag] + b"\x09" + old[first_tag + 1 :],
+        old[:first_tag] + b"\x01" + old[first_tag + 1 :],
+        old[:width_at] + b"\x08" + old[width_at + 1 :],
+        old + b"\x00",
+        new + b"\x00",
+        bytes([3]) + msgspec.msgpack.encode([[1] * 10]),
+        bytes([3]) + msgspec.msgpack.encode([1]),
+        bytes([1]) + marshal.dumps([(1,) * 10]),
+        bytes([9]) + new[1:],
+    ]
+    for bad in damaged:
+        with pytest.raises(StorageUnavailableError):
+            outbox_batches.unpack(bad)

@@ -8,8 +8,6 @@ the Python code alone and the compiled code would go untested.
 
 from __future__ import annotations
 
-import gc
-import marshal
 import os
 from typing import Any
 
@@ -21,8 +19,6 @@ from tsmeter import speedups
 from tsmeter.adapters.influxdb import lineprotocol, placement, v1
 from tsmeter.adapters.influxdb.lineprotocol import UsageEncoder
 from tsmeter.domain import RecordRow
-from tsmeter.errors import StorageUnavailableError
-from tsmeter.outbox import batches as outbox_batches
 
 native = speedups.native
 needs_native = pytest.mark.skipif(native is None, reason="tsmeter._speedups is not built")
@@ -90,82 +86,6 @@ def test_existence_read_days_are_the_same(rows: list[RecordRow], spread: int) ->
     )  # fmt: skip
     assert native is not None
     assert (native.span_bounds(rows, DAY) is None) == (len(expected) > 256)
-
-
-OUTBOX_VALUES = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(),
-    st.text(max_size=3),
-    st.sampled_from(["\ud800", "api_calls", "é🙂\x00", -0.0]),
-)
-
-
-def _both_unpack(blob: bytes) -> tuple[list[RecordRow], list[RecordRow]]:
-    compiled = outbox_batches.unpack(blob)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(outbox_batches, "native", None)
-        python = outbox_batches.unpack(blob)
-    return compiled, python
-
-
-def _exactly(rows: list[Any]) -> list[tuple[Any, ...]]:
-    """Rows compared value, type and sign (NaN is not equal to itself, -0.0 is to 0.0)."""
-    return [tuple((repr(v), type(v)) for v in row) for row in rows]
-
-
-@needs_native
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(*[OUTBOX_VALUES] * 9), max_size=20))
-def test_outbox_batches_unpack_the_same(values: list[tuple[Any, ...]]) -> None:
-    """A stored outbox batch becomes the rows it was made of, on both paths: the compact
-    format the compiled path writes (also repeating the row before, which it stores as
-    "the same"), and the general one it falls back to for booleans, ints beyond 64 bits
-    and unencodable strings; the compiled rows are left to reference counting."""
-    rows = [RecordRow(*v) for v in values]
-    rows += rows[-1:] * 2
-    for path in (native, None):
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(outbox_batches, "native", path)
-            blob = outbox_batches.pack(rows)
-        compiled, python = _both_unpack(blob)
-        assert _exactly(compiled) == _exactly(python) == _exactly(rows)
-        assert [type(r) for r in compiled] == [RecordRow] * len(rows)
-        assert not any(gc.is_tracked(r) for r in compiled)
-    plain = all(
-        v is None or type(v) in (str, float) or (type(v) is int and -(2**63) <= v < 2**63)
-        for row in values
-        for v in row
-    ) and not any(isinstance(v, str) and "\ud800" in v for row in values for v in row)
-    assert (outbox_batches.pack(rows)[0] == 2) == plain
-
-
-@needs_native
-def test_damaged_outbox_batches_are_refused_on_both_paths() -> None:
-    """Every cut-short copy of a batch, an unknown tag, a first row that says "the same",
-    rows of another width and bytes after the last row are refused with a clear error."""
-    row = RecordRow("r1", "api_calls", "org", "é", None, 1.5, -7, '{"a": 1}', None)
-    blob = outbox_batches.pack([row, row._replace(id="r2")])
-    assert blob[0] == 2 and _both_unpack(blob) == ([row, row._replace(id="r2")],) * 2
-    width_at, first_tag = 5, 6
-    damaged = [blob[:n] for n in range(1, len(blob))]
-    damaged += [
-        blob[:first_tag] + b"\x09" + blob[first_tag + 1 :],
-        blob[:first_tag] + b"\x01" + blob[first_tag + 1 :],
-        blob[:width_at] + b"\x08" + blob[width_at + 1 :],
-        blob + b"\x00",
-    ]
-    for bad in damaged:
-        for path in (native, None):
-            with pytest.MonkeyPatch.context() as patch, pytest.raises(StorageUnavailableError):
-                patch.setattr(outbox_batches, "native", path)
-                outbox_batches.unpack(bad)
-    wide = bytes([1]) + marshal.dumps([(1,) * 10])
-    for path in (native, None):
-        with pytest.MonkeyPatch.context() as patch, pytest.raises(StorageUnavailableError):
-            patch.setattr(outbox_batches, "native", path)
-            outbox_batches.unpack(wide)
 
 
 ROWS = st.lists(

@@ -1,12 +1,13 @@
 """How the outbox stores a batch of rows: one value, its first byte naming the format.
 
-* Format 2, written by the compiled path (``pack_rows`` in ``_speedups.c``) when every
-  value is None, a str, a float or a 64-bit int (the usual case): per field a tag and its
-  payload, a field equal to the row before's stored as such (see ``_unpack_2``).
-* Format 1, written otherwise (and by the Python code alone): ``marshal`` of the tuples.
+* Format 3, written when every quantity is a float (the usual case): the rows as msgpack
+  arrays, encoded and decoded by msgspec (a row's types are checked as it is read).
+* Format 1, written otherwise: ``marshal`` of the tuples (it keeps an int quantity an int).
+* Format 2, written by earlier versions' compiled path: per field a tag and its payload, a
+  field equal to the row before's stored as such (see ``_unpack_2``). Still read, so files
+  written before stay deliverable.
 
-Both are read by either path. A damaged batch raises StorageUnavailableError, never
-gives part of its rows.
+A damaged batch raises StorageUnavailableError, never gives part of its rows.
 
 :func:`insert` commits batches to the outbox's table; :class:`HeldBatches` keeps
 committed batches as the rows that were put, so the outbox's delivering process need not
@@ -21,10 +22,13 @@ import struct
 import threading
 from collections.abc import Sequence
 from functools import partial
+from itertools import repeat
+from operator import itemgetter
+
+import msgspec
 
 from tsmeter.domain import RecordRow
 from tsmeter.errors import StorageUnavailableError
-from tsmeter.speedups import native
 
 __all__ = ["HeldBatches", "insert", "pack", "unpack"]
 
@@ -35,28 +39,47 @@ _RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 _FORMAT = 1  # marshal of the row tuples
 _FORMAT_2 = 2  # compact rows (see _unpack_2)
+_FORMAT_3 = 3  # msgpack arrays
 _WIDTH = len(RecordRow._fields)
 _new_row = partial(tuple.__new__, RecordRow)
+_QUANTITY = itemgetter(RecordRow._fields.index("quantity"))
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(list[RecordRow])  # checks each field's type
+_any_decoder = msgspec.msgpack.Decoder()
 
 
 def pack(rows: Sequence[RecordRow]) -> bytes:
-    """A stored batch: format 2 from the compiled path when every value is None, a str, a
-    float or a 64-bit int (the usual case), else format 1 (marshal)."""
-    if native is not None and type(rows) is list:
+    """A stored batch: format 3 (msgpack) when every quantity is a float (the usual case;
+    a row's other values of another type are kept as msgpack has them), else format 1
+    (marshal, which keeps an int quantity an int where msgpack's reader would make it a
+    float).
+
+    >>> row = RecordRow("r1", "api_calls", "org", "o1", None, 1.0, 5, None, None)
+    >>> unpack(pack([row])) == [row]
+    True
+    """
+    if set(map(type, map(_QUANTITY, rows))) <= {float}:
         try:
-            return native.pack_rows(rows, _WIDTH)  # type: ignore[no-any-return]
+            return bytes([_FORMAT_3]) + _encoder.encode(rows)
         except (TypeError, OverflowError, UnicodeEncodeError):
-            pass  # an unusual value: the general format takes it
+            pass  # a str subclass, an int beyond 64 bits, a lone surrogate: marshal takes it
     return bytes([_FORMAT]) + marshal.dumps(list(map(tuple, rows)))
 
 
 def unpack(blob: bytes) -> list[RecordRow]:
-    if blob[:1] == bytes([_FORMAT_2]):
+    """The rows of a stored batch, in any format this or an earlier version wrote."""
+    kind = blob[:1]
+    if kind == bytes([_FORMAT_3]):
+        try:
+            return _decoder.decode(blob[1:])
+        except msgspec.ValidationError:  # values of other types: read as they are
+            return _any_rows(blob)
+        except msgspec.DecodeError as exc:
+            raise StorageUnavailableError(f"outbox batch damaged: {exc}") from None
+    if kind == bytes([_FORMAT_2]):
         try:
             if len(blob) < 6 or blob[5] != _WIDTH:
                 raise ValueError("rows of another width")
-            if native is not None:
-                return native.unpack_rows(blob, RecordRow)  # type: ignore[no-any-return]
             return _unpack_2(blob)
         except (ValueError, struct.error, IndexError) as exc:
             raise StorageUnavailableError(f"outbox batch damaged: {exc}") from None
@@ -65,13 +88,24 @@ def unpack(blob: bytes) -> list[RecordRow]:
     rows = marshal.loads(blob[1:])
     if not all(len(values) == _WIDTH for values in rows):
         raise StorageUnavailableError("outbox batch with rows of another width (newer tsmeter?)")
-    if native is not None and type(rows) is list:  # rows the cyclic collector never walks
-        return native.as_rows(rows, RecordRow, _WIDTH)  # type: ignore[no-any-return]
-    return list(map(_new_row, rows))  # NamedTuple's own __new__ is Python code: 5 times slower
+    return list(map(tuple.__new__, repeat(RecordRow), rows))
+
+
+def _any_rows(blob: bytes) -> list[RecordRow]:
+    """Format 3 rows read without the field types."""
+    try:
+        rows = _any_decoder.decode(blob[1:])
+    except msgspec.DecodeError as exc:
+        raise StorageUnavailableError(f"outbox batch damaged: {exc}") from None
+    if type(rows) is not list or not all(
+        type(values) is list and len(values) == _WIDTH for values in rows
+    ):
+        raise StorageUnavailableError("outbox batch with rows of another width (newer tsmeter?)")
+    return list(map(tuple.__new__, repeat(RecordRow), rows))
 
 
 def _unpack_2(blob: bytes) -> list[RecordRow]:
-    """Format 2 (written by the compiled path, see ``pack_rows`` in ``_speedups.c``): byte 2,
+    """Format 2 (written by earlier versions' compiled path): byte 2,
     the row count (uint32 little-endian) and width (uint8), then per field a tag and its
     payload: 0 None, 1 the same value as the row before, 2 str (uint32 length, UTF-8),
     3 float (IEEE 754 little-endian), 4 int (int64 little-endian)."""
