@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tsmeter import speedups
+from tsmeter.adapters.influxdb import speedups
 from tsmeter.adapters.influxdb.lineprotocol import UsageEncoder, decode_tag
 from tsmeter.domain import RecordRow
 

@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tsmeter
 from tests.influx_server import InfluxServer
-from tsmeter import speedups
+from tsmeter.adapters.influxdb import speedups
 from tsmeter.adapters.influxdb.lineprotocol import UsageEncoder
 from tsmeter.domain import RecordRow, new_ids
 from tsmeter.domain.validation import to_ns

@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import tsmeter
 from benchmarks.influx_ingest import Ceiling, ceiling
 from tests.influx_server import InfluxServer, free_port
-from tsmeter import speedups
+from tsmeter.adapters.influxdb import speedups
 from tsmeter.domain import RecordRow, new_ids
 from tsmeter.outbox import batches as outbox_batches
 

@@ -1,9 +1,11 @@
-"""The compiled fast paths (src/tsmeter/_speedups.c) give what the Python code gives.
+"""The InfluxDB adapter's compiled fast paths (src/tsmeter/adapters/influxdb/_speedups.c)
+give what the Python code gives.
 
 Each test runs the same input through the Python reference (``native`` set to None in the
-module that uses it) and through the compiled path, and compares rows, bytes, errors and
-ledger contents. Under CI the extension must be built: otherwise the suite would pass on
-the Python code alone and the compiled code would go untested.
+module that uses it) and through the compiled path, and compares change-log hours, the
+existence read's days, point placement and line-protocol bytes. Under CI the extension must
+be built: otherwise the suite would pass on the Python code alone and the compiled code
+would go untested.
 """
 
 from __future__ import annotations
@@ -15,13 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tsmeter import speedups
-from tsmeter.adapters.influxdb import lineprotocol, placement, v1
+from tsmeter.adapters.influxdb import lineprotocol, placement, speedups, v1
 from tsmeter.adapters.influxdb.lineprotocol import UsageEncoder
 from tsmeter.domain import RecordRow
 
 native = speedups.native
-needs_native = pytest.mark.skipif(native is None, reason="tsmeter._speedups is not built")
+needs_native = pytest.mark.skipif(native is None, reason=speedups.describe())
 DAY = 86_400_000_000_000
 
 HOSTILE = st.text(
@@ -182,4 +183,4 @@ def test_placement_compares_str_subclasses_in_python() -> None:
 def test_ci_runs_the_compiled_paths() -> None:
     """CI has a compiler: there the tests marked needs_native must not all skip unseen."""
     if os.environ.get("CI") and os.environ.get("TSMETER_PURE_PYTHON", "") in ("", "0"):
-        assert native is not None, "tsmeter._speedups is not built"
+        assert native is not None, speedups.describe()

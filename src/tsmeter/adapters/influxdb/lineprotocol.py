@@ -26,8 +26,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
 
+from tsmeter.adapters.influxdb.speedups import native
 from tsmeter.domain import RecordRow
-from tsmeter.speedups import native
 
 __all__ = [
     "UsageEncoder",

@@ -17,8 +17,8 @@ from operator import itemgetter
 from typing import Any
 
 from tsmeter.adapters.influxdb.schema import SeriesKey, series_key_of
+from tsmeter.adapters.influxdb.speedups import native
 from tsmeter.domain import RecordRow
-from tsmeter.speedups import native
 
 __all__ = ["CallIds", "Slots", "Windows", "hours", "place", "prune", "unstored"]
 

@@ -28,11 +28,11 @@ from tsmeter.adapters.influxdb.schema import (
     row_of,
     series_of,
 )
+from tsmeter.adapters.influxdb.speedups import native
 from tsmeter.adapters.influxdb.transport import Points
 from tsmeter.domain import MetricDefinition, PeriodType, RecordRow
 from tsmeter.domain.periods import Calendar
 from tsmeter.ports import EventRow, RecordQuery, RollupStats, SummaryQuery, SummaryRow
-from tsmeter.speedups import native
 
 __all__ = ["V1Transport"]
 

@@ -1,4 +1,5 @@
-/* Compiled fast paths for recording: point placement and line protocol encoding.
+/* The InfluxDB adapter's compiled fast paths: point placement and line protocol encoding
+ * (benchmarks/compiled_paths.py measures each against its Python code).
  *
  * Every function here is a fast path of a Python function that stays the reference
  * (tsmeter/adapters/influxdb/v1.py, .../placement.py, .../lineprotocol.py). A fast path
@@ -9,7 +10,6 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <math.h>
 #include <string.h>
 
 static PyObject *empty_str;
@@ -522,8 +522,8 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "tsmeter._speedups",
-    "Compiled fast paths for recording (the Python code is the reference).", -1, methods,
+    PyModuleDef_HEAD_INIT, "tsmeter.adapters.influxdb._speedups",
+    "The InfluxDB adapter's compiled fast paths (the Python code is the reference).", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 
