@@ -271,6 +271,25 @@ class QuotaView:
         return fresh
 
     # -- decisions --------------------------------------------------------------------
+    def check(
+        self,
+        metric_key: str,
+        subject_type: str,
+        subject_id: str,
+        quantity: float = 1,
+        *,
+        org_id: str | None = None,
+    ) -> QuotaDecision:
+        """Whether recording ``quantity`` more of a metric (for a COUNT metric: that many
+        records) stays within the subject's BLOCK thresholds; the metric is resolved as a
+        record's is (the org's own, else the global one).
+
+        Example: ``view.check("api_calls", "org", "acme").allowed``.
+        """
+        metric = self._resolve(metric_key, org_id)
+        records = max(1, int(quantity)) if metric.aggregation_type is AggregationType.COUNT else 1
+        return self.decide(metric, subject_type, subject_id, quantity, records=records)
+
     def decide(
         self,
         metric: MetricDefinition,

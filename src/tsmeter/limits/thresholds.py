@@ -1,49 +1,64 @@
-"""Threshold administration: threshold.create/update/delete and threshold.list."""
+"""Threshold administration: threshold.create/update/delete and threshold.list.
+
+Thresholds live in the catalog; a change drops what the quota view holds in memory, so the
+next ``check`` in this process reads the BLOCK thresholds again.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from tsmeter.domain import UsageThreshold
+from tsmeter.domain import MetricDefinition, UsageThreshold
 from tsmeter.domain.modelio import build, changed
 from tsmeter.errors import NotFoundError, ValidationError
-from tsmeter.metering.base import MeterBase
+from tsmeter.limits.quotas import QuotaView
+from tsmeter.ports import Catalog
 
-__all__ = ["ThresholdsMixin"]
+__all__ = ["Thresholds"]
 
 
-class ThresholdsMixin(MeterBase):
-    """The Meter's threshold commands and queries."""
+class Thresholds:
+    """Creates, changes and lists thresholds. ``get_metric(key, org_id)`` is the metric a new
+    threshold is for (NotFoundError if there is none).
+
+    Example: ``Thresholds(catalog, metrics.get_metric, quotas).list_thresholds("api_calls")``.
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        get_metric: Callable[[str, str | None], MetricDefinition],
+        quotas: QuotaView,
+    ) -> None:
+        self._catalog = catalog
+        self._get_metric = get_metric
+        self._quotas = quotas
 
     def create_threshold(self, metric_key: str, subject_type: str, threshold: float,
                          subject_id: str = "*", **fields: Any) -> UsageThreshold:  # fmt: skip
-        """Create a limit for one subject (or ``*``: every subject of the type).
-
-        Example: ``meter.create_threshold("api_calls", "org", 10_000, action="BLOCK")``.
-        """
-        metric = self.get_metric(metric_key, fields.get("org_id", fields.get("orgId")))
+        """Create a limit for one subject (or ``*``: every subject of the type)."""
+        metric = self._get_metric(metric_key, fields.get("org_id", fields.get("orgId")))
         now = datetime.now(UTC)
         item = build(UsageThreshold, {
             **fields, "metric_key": metric.key, "subject_type": subject_type,
             "subject_id": subject_id, "threshold": threshold, "created_at": now, "updated_at": now,
         })  # fmt: skip
-        self.catalog.add_threshold(item)
+        self._catalog.add_threshold(item)
         self._quotas.invalidate()
         return item
 
     def get_threshold(self, threshold_id: str) -> UsageThreshold:
         """The threshold with this id; NotFoundError if none."""
-        item = self.catalog.get_threshold(threshold_id)
+        item = self._catalog.get_threshold(threshold_id)
         if item is None:
             raise NotFoundError(f"threshold {threshold_id!r} not found")
         return item
 
     def update_threshold(self, threshold_id: str, **changes: Any) -> UsageThreshold:
-        """Change a threshold's limit, warn level, action or notification targets.
-
-        Example: ``meter.update_threshold(t.id, threshold=20_000)``.
-        """
+        """Change a threshold's limit, warn level, action or notification targets; a new
+        limit without a new warn level brings the warn level back to its default."""
         current = self.get_threshold(threshold_id)
         frozen = {"id", "metric_key", "metricKey", "created_at", "createdAt"} & changes.keys()
         if frozen:
@@ -52,24 +67,22 @@ class ThresholdsMixin(MeterBase):
         if "threshold" in changes and not {"warn_threshold", "warnThreshold"} & changes.keys():
             data["warn_threshold"] = None  # keep the default 80 % of the new limit
         updated = build(UsageThreshold, {**data, "updated_at": datetime.now(UTC)})
-        self.catalog.replace_threshold(updated)
+        self._catalog.replace_threshold(updated)
         self._quotas.invalidate()
         return updated
 
     def delete_threshold(self, threshold_id: str) -> None:
-        """Delete a threshold; NotFoundError if none. Example: ``meter.delete_threshold(t.id)``."""
-        if not self.catalog.remove_threshold(threshold_id):
+        """Delete a threshold; NotFoundError if none."""
+        if not self._catalog.remove_threshold(threshold_id):
             raise NotFoundError(f"threshold {threshold_id!r} not found")
         self._quotas.invalidate()
 
     def list_thresholds(self, metric_key: str | None = None, subject_type: str | None = None,
                         subject_id: str | None = None) -> list[UsageThreshold]:  # fmt: skip
-        """Thresholds, optionally for one metric / subject type / subject.
-
-        Example: ``meter.list_thresholds("api_calls")``.
-        """
+        """Thresholds, optionally for one metric / subject type / subject (``*`` ones match
+        every subject)."""
         return [
-            t for t in self.catalog.list_thresholds()
+            t for t in self._catalog.list_thresholds()
             if (metric_key is None or t.metric_key == metric_key)
             and (subject_type is None or t.subject_type == subject_type)
             and (subject_id is None or t.subject_id in (subject_id, "*"))

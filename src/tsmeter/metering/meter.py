@@ -1,8 +1,16 @@
 """The Meter: tsmeter's service API, named after the metering contracts.
 
-The Meter is assembled from parts: :mod:`tsmeter.metering.base` (ports, lookup),
-:mod:`tsmeter.metering.reading` (queries, export, aggregation), :mod:`tsmeter.limits.thresholds`
-and, here, metric definitions and recording.
+The Meter is a facade over services that each own their dependencies and nothing else:
+
+* metric definitions and their resolution: :mod:`tsmeter.metering.catalog`
+* recording, one unit of work per call: :mod:`tsmeter.metering.recording`
+* queries and exports: :mod:`tsmeter.metering.reading`; aggregation runs:
+  :mod:`tsmeter.metering.aggregation`
+* thresholds, the monitor, alerts, quotas and the event log: :mod:`tsmeter.limits`
+
+It builds them in its constructor over the ports it is given and owns their lifecycle
+(the outbox, the close hooks, closing the stores); each public method hands its call to one
+service.
 
 >>> import tsmeter
 >>> with tsmeter.connect("sqlite:///:memory:") as meter:
@@ -15,60 +23,109 @@ and, here, metric definitions and recording.
 
 from __future__ import annotations
 
-import gc
+import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import IO, Any, Literal, TypeVar
 
-from tsmeter.domain import BatchResult, MetricDefinition, RecordRow, UsageRecord
-from tsmeter.domain.events import (
-    MetricDefined,
-    MetricDeleted,
-    MetricUpdated,
-    UsageBatchRecorded,
-    UsageRecorded,
+from tsmeter.domain import (
+    AggregationResult,
+    AlertStatus,
+    BatchResult,
+    EvaluationResult,
+    MeteringEvent,
+    MetricDefinition,
+    PeriodType,
+    RecordRow,
+    UsageAlert,
+    UsageRecord,
+    UsageSummary,
+    UsageThreshold,
 )
-from tsmeter.domain.modelio import TimeLike, build, changed
-from tsmeter.errors import (
-    QuotaExceededError,
-    StorageUnavailableError,
-    TsmeterError,
-    ValidationError,
-)
-from tsmeter.limits.monitor import MonitorMixin
-from tsmeter.limits.quotas import QuotaDecision
-from tsmeter.limits.thresholds import ThresholdsMixin
-from tsmeter.metering.reading import ReadingMixin
-from tsmeter.metering.recording import RecordingUnit
+from tsmeter.domain.events import Event, EventBus
+from tsmeter.domain.modelio import TimeLike
+from tsmeter.domain.periods import Calendar
+from tsmeter.errors import ValidationError
+from tsmeter.limits.alerts import Alerts
+from tsmeter.limits.event_log import EventLog
+from tsmeter.limits.monitor import Monitor
+from tsmeter.limits.quotas import QuotaDecision, QuotaView
+from tsmeter.limits.thresholds import Thresholds
+from tsmeter.metering.aggregation import Aggregation
+from tsmeter.metering.catalog import MetricCatalog
+from tsmeter.metering.intake import Intake
+from tsmeter.metering.reading import Queries
+from tsmeter.metering.recording import Recorder, RecordSinks
+from tsmeter.outbox.durable import Outbox
+from tsmeter.ports import Capabilities, Catalog, UsageStore
 
 __all__ = ["Meter"]
 
+log = logging.getLogger("tsmeter.meter")
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a batch is turned into rows.
-
-    A batch allocates millions of small tuples that hold no cycles; with the
-    collector on, its young-generation passes cost about 40 % of the batch.
-    Reference counting still frees everything; the collector resumes after.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+E = TypeVar("E", bound=Event)
+M = TypeVar("M", bound="Meter")
 
 
-class Meter(ThresholdsMixin, MonitorMixin, ReadingMixin):
+class Meter:
     """Records usage, defines metrics and thresholds, aggregates and answers queries.
 
     Build one with :func:`tsmeter.connect`; it is a context manager and
     thread-safe. ``timezone`` is the IANA zone periods are computed in.
     """
+
+    #: how long ``close`` lets the outbox deliver before it leaves the rest for a later process
+    close_timeout = 30.0
+
+    def __init__(
+        self,
+        store: UsageStore,
+        catalog: Catalog,
+        *,
+        timezone: str = "UTC",
+        chunk_size: int = 200_000,
+        bus: EventBus | None = None,
+        metric_cache_seconds: float = 30.0,
+        outbox: str | None = None,
+        durability: str = "outbox",
+        outbox_options: dict[str, Any] | None = None,
+        capabilities: Capabilities | None = None,
+    ) -> None:
+        if durability not in ("outbox", "memory"):
+            raise ValidationError("durability", f"must be 'outbox' or 'memory', got {durability!r}")
+        self.store = store
+        self.catalog = catalog
+        #: what the store can do beyond the UsageStore port, as bootstrap wired it
+        self.capabilities = capabilities or Capabilities()
+        self.calendar = Calendar(timezone)
+        self.timezone = timezone
+        self.events = bus or EventBus()
+        self.durability = durability
+        #: the PostHog mirror attached by :func:`tsmeter.connect`, if one is configured
+        self.mirror: Any = None
+        self._closed = False
+        self._close_hooks: list[Callable[[], object]] = []
+        self._sinks = RecordSinks()
+        self.outbox: Outbox | None = None
+        if outbox is not None:
+            self.outbox = _open_outbox(outbox, store, self.capabilities, self._sinks,
+                                       outbox_options or {})  # fmt: skip
+
+        self._metrics = MetricCatalog(catalog, store, self.events,
+                                      cache_seconds=metric_cache_seconds)  # fmt: skip
+        self._quotas = QuotaView(store, catalog, self.calendar, self._metrics.resolve)
+        self._recorder = Recorder(
+            store, Intake(self._metrics.resolve), self._quotas, self.events, self._sinks,
+            outbox=self.outbox, durable=durability == "outbox",
+            stream=self.capabilities.stream, chunk_size=chunk_size,
+        )  # fmt: skip
+        self._queries = Queries(store, self._metrics, self.calendar, settle=self._settle)
+        self._aggregation = Aggregation(store, self.calendar, self.events, settle=self._settle)
+        self._thresholds = Thresholds(catalog, self._metrics.get_metric, self._quotas)
+        self._event_log = EventLog(store)
+        self._monitor = Monitor(store, catalog, self.calendar, self._event_log, self.events,
+                                settle=self._settle)  # fmt: skip
+        self._alerts = Alerts(catalog)
 
     # -- metrics ----------------------------------------------------------------------
     def define_metric(self, key: str, **fields: Any) -> MetricDefinition:
@@ -76,14 +133,7 @@ class Meter(ThresholdsMixin, MonitorMixin, ReadingMixin):
 
         Example: ``meter.define_metric("storage_gb", aggregation_type="MAX", unit="GB")``.
         """
-        now = datetime.now(UTC)
-        metric = build(
-            MetricDefinition, {**fields, "key": key, "created_at": now, "updated_at": now}
-        )
-        self.catalog.add_metric(metric)
-        self._metrics.clear()  # an org's new definition replaces a cached global fallback
-        self.events.publish(MetricDefined(metric=metric))
-        return metric
+        return self._metrics.define_metric(key, **fields)
 
     def update_metric(
         self, key: str, org_id: str | None = None, **changes: Any
@@ -93,16 +143,7 @@ class Meter(ThresholdsMixin, MonitorMixin, ReadingMixin):
         Summaries keep their components, so a new aggregation type applies to
         past periods too. Example: ``meter.update_metric("api_calls", unit="calls")``.
         """
-        metric = self.get_metric(key, org_id)
-        frozen = {"id", "key", "org_id", "orgId", "created_at", "createdAt"} & changes.keys()
-        if frozen:
-            raise ValidationError(sorted(frozen)[0], "cannot be changed")
-        data = {**changed(metric, changes), "updated_at": datetime.now(UTC)}
-        updated = build(MetricDefinition, data)
-        self.catalog.replace_metric(updated)
-        self._metrics.clear()
-        self.events.publish(MetricUpdated(metric=updated))
-        return updated
+        return self._metrics.update_metric(key, org_id, **changes)
 
     def delete_metric(self, key: str, org_id: str | None = None, *, purge: bool = False) -> int:
         """Delete a metric; with ``purge=True`` its records and summaries go too.
@@ -111,12 +152,23 @@ class Meter(ThresholdsMixin, MonitorMixin, ReadingMixin):
         definition can be re-created and the history is still there). Returns
         the number of records purged. Example: ``meter.delete_metric("old", purge=True)``.
         """
-        metric = self.get_metric(key, org_id)
-        purged = self.store.purge_metric(key, metric.org_id) if purge else 0
-        self.catalog.remove_metric(metric.id)
-        self._metrics.clear()
-        self.events.publish(MetricDeleted(metric=metric, purged_records=purged))
-        return purged
+        return self._metrics.delete_metric(key, org_id, purge=purge)
+
+    def get_metric(self, key: str, org_id: str | None = None) -> MetricDefinition:
+        """The metric ``key`` in ``org_id``'s scope (None: global); NotFoundError if none.
+
+        Example: ``meter.get_metric("api_calls").aggregation_type``.
+        """
+        return self._metrics.get_metric(key, org_id)
+
+    def list_metrics(
+        self, org_id: str | None = None, *, all_orgs: bool = False
+    ) -> list[MetricDefinition]:
+        """Metrics of one scope (global by default), or of every scope with ``all_orgs``.
+
+        Example: ``[m.key for m in meter.list_metrics()]``.
+        """
+        return self._metrics.list_metrics(org_id, all_orgs=all_orgs)
 
     # -- recording --------------------------------------------------------------------
     def record(
@@ -142,43 +194,10 @@ class Meter(ThresholdsMixin, MonitorMixin, ReadingMixin):
         threshold (see :meth:`check`).
         Example: ``meter.record("api_calls", "org", "org-123", id="req-42")``.
         """
-        item: dict[str, Any] = {
-            "metric_key": metric_key, "subject_type": subject_type, "subject_id": subject_id,
-            "quantity": quantity, "timestamp": timestamp, "id": id, "metadata": metadata,
-            "source": source, "org_id": org_id,
-        }  # fmt: skip
-        try:
-            row = self._intake.rows([item])[0]
-        except ValidationError as exc:  # one record, not a batch: name the bare field
-            raise exc.unprefixed("records[0]") from None
-        with self._unit([row], enforce) as unit:
-            refused = unit.reserve()
-            if refused is not None:
-                stored = self.store.get_record(row.id) if id is not None else None
-                if stored is not None:  # a retry of a record stored before: not new usage
-                    return UsageRecord.from_row(stored)
-                raise QuotaExceededError(_refusal(row, refused[1]), refused[1])
-            if self.outbox is not None:  # queued: a duplicate id is dropped on delivery
-                self.outbox.put([row], wait=self.durability == "outbox")
-                unit.queued()
-                return self._recorded(row)
-            new = self.store.append([row], time.time_ns())
-            before = self.store.get_record(row.id) if new == 0 else None
-            unit.stored(new, to_sinks=before is None)
-            if before is not None:
-                return UsageRecord.from_row(before)
-        return self._recorded(row)
-
-    def _unit(self, rows: list[RecordRow], enforce: bool) -> RecordingUnit:
-        """The unit of work of one recording (see :mod:`tsmeter.metering.recording`)."""
-        return RecordingUnit(self._quotas, rows, enforce=enforce,
-                             sinks=self._to_sinks if self._sinks else None)  # fmt: skip
-
-    def _recorded(self, row: RecordRow) -> UsageRecord:
-        record = UsageRecord.from_row(row)
-        if self.events.wants(UsageRecorded):
-            self.events.publish(UsageRecorded(record=record))
-        return record
+        return self._recorder.record(
+            metric_key, subject_type, subject_id, quantity, timestamp=timestamp, id=id,
+            metadata=metadata, source=source, org_id=org_id, enforce=enforce,
+        )  # fmt: skip
 
     def record_batch(
         self, records: Iterable[Mapping[str, Any] | UsageRecord], *, enforce: bool = False
@@ -197,65 +216,7 @@ class Meter(ThresholdsMixin, MonitorMixin, ReadingMixin):
             meter.record_batch([{"metricKey": "api_calls", "subjectType": "org",
                                  "subjectId": "org-1", "id": "req-1"}])
         """
-        now = time.time_ns()
-        with _gc_paused():
-            rows = self._intake.rows(records, now)
-            with self._unit(rows, enforce) as unit:
-                refused = unit.reserve()
-                if refused is not None:
-                    index, decision = refused
-                    raise QuotaExceededError(
-                        f"records[{index}]: {_refusal(rows[index], decision)}; nothing recorded",
-                        decision,
-                    )
-                if self.outbox is not None:
-                    self.outbox.put(rows, wait=self.durability == "outbox")
-                    unit.queued()
-                    result = BatchResult(recorded=0, duplicates=0, queued=len(rows))
-                    self._batch_recorded(result, rows)
-                    return result
-                recorded = self._append_all(rows, now)
-                unit.stored(recorded)
-        result = BatchResult(recorded=recorded, duplicates=len(rows) - recorded)
-        self._batch_recorded(result, rows)
-        return result
-
-    def _append_all(self, rows: list[RecordRow], now: int) -> int:
-        """Write validated rows to the store; return how many were new. A store that takes a
-        stream gets them in one call (its writes do not pause between chunks); others get
-        one ``append`` per ``chunk_size`` rows. A failure says how many are known stored."""
-        done = 0
-
-        def stored(n: int) -> None:
-            nonlocal done
-            done = n
-
-        stream = self.capabilities.stream
-        recorded = 0
-        try:
-            if stream is not None:
-                recorded = int(stream.append_stream([rows], stored))
-            else:
-                for i in range(0, len(rows), self.chunk_size):
-                    recorded += self.store.append(rows[i : i + self.chunk_size], now)
-                    done = min(len(rows), i + self.chunk_size)
-        except TsmeterError as exc:
-            held = exc.records_stored if isinstance(exc, StorageUnavailableError) else None
-            if held is not None:  # the store checked which records it holds
-                stored_text = f"{held} of {len(rows)} records are stored"
-            else:
-                stored_text = f"{done} of {len(rows)} records were stored before the failure"
-            error = StorageUnavailableError(
-                f"{exc} ({stored_text}; retry with the same ids to record the rest exactly once)"
-            )
-            error.records_stored = held if held is not None else done
-            raise error from exc
-        return recorded
-
-    def _batch_recorded(self, result: BatchResult, rows: list[RecordRow]) -> None:
-        if self.events.wants(UsageBatchRecorded):
-            keys = frozenset(r.metric_key for r in rows)
-            self.events.publish(UsageBatchRecorded(result=result, metric_keys=keys))
+        return self._recorder.record_batch(records, enforce=enforce)
 
     def validate_records(
         self, records: Iterable[Mapping[str, Any] | UsageRecord]
@@ -263,14 +224,294 @@ class Meter(ThresholdsMixin, MonitorMixin, ReadingMixin):
         """Check records one by one without storing anything: ``None`` for each good record,
         else the error naming its field. Example: ``meter.validate_records([{"metricKey": "x"}])``.
         """
-        return self._intake.check(records)
+        return self._recorder.validate_records(records)
+
+    def add_record_sink(self, sink: Callable[[Sequence[RecordRow]], None]) -> Callable[[], None]:
+        """Call ``sink`` with the rows of every ``record``/``record_batch`` call once they are
+        stored (a batch may include ids that were stored before: sinks must be idempotent
+        by record id). A failing sink is logged, never raised: it cannot fail recording.
+        Returns a function that removes it. Example: ``meter.add_record_sink(mirror.rows)``.
+        """
+        return self._sinks.add(sink)
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every record accepted so far is in the store (with an outbox; at once
+        without); return whether that happened within ``timeout`` seconds.
+        Example: ``meter.flush()``."""
+        return self.outbox is None or self.outbox.drain(timeout)
+
+    def _settle(self) -> None:
+        """Before a read: let the outbox deliver what this process accepted (bounded), so a
+        read after a write sees it while the store is up."""
+        if self.outbox is not None:
+            self.outbox.drain(10.0)
+
+    # -- reading ----------------------------------------------------------------------
+    def get_usage(
+        self,
+        metric_key: str,
+        subject_type: str | None = None,
+        subject_id: str | None = None,
+        *,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
+        org_id: str | None = None,
+        limit: int | None = 1000,
+    ) -> list[UsageRecord]:
+        """Raw records of a metric (optionally one subject) in ``[start, end)``, oldest first.
+
+        Example: ``meter.get_usage("api_calls", "org", "org-1", start="2026-01-01T00:00:00Z")``.
+        """
+        return self._queries.get_usage(metric_key, subject_type, subject_id, start=start,
+                                       end=end, org_id=org_id, limit=limit)  # fmt: skip
+
+    def iter_usage(
+        self,
+        metric_key: str,
+        subject_type: str | None = None,
+        subject_id: str | None = None,
+        *,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
+        org_id: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[UsageRecord]:
+        """Like :meth:`get_usage` but streamed and unlimited by default."""
+        return self._queries.iter_usage(metric_key, subject_type, subject_id, start=start,
+                                        end=end, org_id=org_id, limit=limit)  # fmt: skip
+
+    def export_usage(
+        self,
+        out: IO[str],
+        metric_key: str | None = None,
+        *,
+        fmt: Literal["jsonl", "csv"] = "jsonl",
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
+        subject_type: str | None = None,
+        subject_id: str | None = None,
+        org_id: str | None = None,
+        neutralise: bool = True,
+    ) -> int:
+        """Stream records (one metric, or every metric) to ``out`` as JSON Lines or CSV; return
+        the count. ``org_id`` picks an org's own metric (with ``metric_key``) or limits the
+        export to that org's metrics. In CSV, ``neutralise`` (on by default) passes the text
+        cells (not quantities or timestamps) through
+        :func:`~tsmeter.metering.reading.neutralise_cell`, so a spreadsheet never runs them as
+        formulas. Example: ``meter.export_usage(sys.stdout, "api_calls")``.
+        """
+        return self._queries.export_usage(
+            out, metric_key, fmt=fmt, start=start, end=end, subject_type=subject_type,
+            subject_id=subject_id, org_id=org_id, neutralise=neutralise,
+        )  # fmt: skip
+
+    def get_usage_summaries(
+        self,
+        metric_key: str,
+        period_type: PeriodType | str | None = None,
+        *,
+        start: TimeLike,
+        end: TimeLike,
+        subject_type: str | None = None,
+        subject_id: str | None = None,
+        org_id: str | None = None,
+    ) -> list[UsageSummary]:
+        """Summaries of every period overlapping ``[start, end)`` that has records, always fresh
+        (records that arrived since the last aggregation are included).
+
+        Example: ``meter.get_usage_summaries("api_calls", "DAILY", start=s, end=e)``.
+        """
+        return self._queries.get_usage_summaries(
+            metric_key, period_type, start=start, end=end, subject_type=subject_type,
+            subject_id=subject_id, org_id=org_id,
+        )  # fmt: skip
+
+    def get_usage_summary(
+        self,
+        metric_key: str,
+        subject_type: str,
+        subject_id: str,
+        period_type: PeriodType | str | None = None,
+        *,
+        at: TimeLike | None = None,
+        org_id: str | None = None,
+    ) -> UsageSummary:
+        """The summary of one subject for the period containing ``at`` (default: now);
+        zero usage if nothing was recorded. ``period_type`` defaults to the metric's reset
+        period. Example: ``meter.get_usage_summary("api_calls", "org", "org-1", "MONTHLY")``.
+        """
+        return self._queries.get_usage_summary(metric_key, subject_type, subject_id,
+                                               period_type, at=at, org_id=org_id)  # fmt: skip
+
+    def aggregate(
+        self,
+        period_type: PeriodType | str,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
+    ) -> AggregationResult:
+        """Roll records up into summaries of ``period_type`` in the meter's time zone.
+
+        Without a range it is incremental: every period touched since the last
+        run, late records included. With a range, every period overlapping it
+        is recomputed. Running it again gives identical summaries.
+        Example: ``meter.aggregate("DAILY")``.
+        """
+        return self._aggregation.aggregate(period_type, start, end)
+
+    # -- thresholds -------------------------------------------------------------------
+    def create_threshold(self, metric_key: str, subject_type: str, threshold: float,
+                         subject_id: str = "*", **fields: Any) -> UsageThreshold:  # fmt: skip
+        """Create a limit for one subject (or ``*``: every subject of the type).
+
+        Example: ``meter.create_threshold("api_calls", "org", 10_000, action="BLOCK")``.
+        """
+        return self._thresholds.create_threshold(metric_key, subject_type, threshold,
+                                                 subject_id, **fields)  # fmt: skip
+
+    def get_threshold(self, threshold_id: str) -> UsageThreshold:
+        """The threshold with this id; NotFoundError if none.
+
+        Example: ``meter.get_threshold(t.id).threshold``.
+        """
+        return self._thresholds.get_threshold(threshold_id)
+
+    def update_threshold(self, threshold_id: str, **changes: Any) -> UsageThreshold:
+        """Change a threshold's limit, warn level, action or notification targets.
+
+        Example: ``meter.update_threshold(t.id, threshold=20_000)``.
+        """
+        return self._thresholds.update_threshold(threshold_id, **changes)
+
+    def delete_threshold(self, threshold_id: str) -> None:
+        """Delete a threshold; NotFoundError if none. Example: ``meter.delete_threshold(t.id)``."""
+        self._thresholds.delete_threshold(threshold_id)
+
+    def list_thresholds(self, metric_key: str | None = None, subject_type: str | None = None,
+                        subject_id: str | None = None) -> list[UsageThreshold]:  # fmt: skip
+        """Thresholds, optionally for one metric / subject type / subject.
+
+        Example: ``meter.list_thresholds("api_calls")``.
+        """
+        return self._thresholds.list_thresholds(metric_key, subject_type, subject_id)
+
+    # -- quotas, the monitor, alerts, events ------------------------------------------
+    def check(
+        self,
+        metric_key: str,
+        subject_type: str,
+        subject_id: str,
+        quantity: float = 1,
+        *,
+        org_id: str | None = None,
+    ) -> QuotaDecision:
+        """Whether recording ``quantity`` more (for a COUNT metric: that many records) stays
+        within the subject's BLOCK thresholds, from memory (see :mod:`tsmeter.limits.quotas`).
+
+        Example: ``if not meter.check("api_calls", "org", "acme").allowed: ...``.
+        """
+        return self._quotas.check(metric_key, subject_type, subject_id, quantity, org_id=org_id)
+
+    def evaluate_thresholds(self, now: TimeLike | None = None) -> EvaluationResult:
+        """Compare every threshold with usage in its current window; open and resolve alerts
+        (see :mod:`tsmeter.limits.monitor`). ``now`` defaults to the current time.
+
+        Example: ``meter.evaluate_thresholds().exceeded``.
+        """
+        return self._monitor.evaluate_thresholds(now)
+
+    def list_alerts(
+        self,
+        status: AlertStatus | str | None = None,
+        *,
+        metric_key: str | None = None,
+        subject_type: str | None = None,
+        subject_id: str | None = None,
+    ) -> list[UsageAlert]:
+        """Alerts, newest first, optionally filtered. Example: ``meter.list_alerts("PENDING")``."""
+        return self._alerts.list_alerts(
+            status, metric_key=metric_key, subject_type=subject_type, subject_id=subject_id
+        )
+
+    def acknowledge_alert(self, alert_id: str) -> UsageAlert:
+        """Mark an alert as seen (it stays open). Example: ``meter.acknowledge_alert(a.id)``."""
+        return self._alerts.acknowledge_alert(alert_id)
+
+    def resolve_alert(self, alert_id: str) -> UsageAlert:
+        """Close an alert by hand: its level does not fire again in its window.
+
+        Example: ``meter.resolve_alert(a.id)``.
+        """
+        return self._alerts.resolve_alert(alert_id)
+
+    def list_events(
+        self,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
+        *,
+        name: str | None = None,
+    ) -> list[MeteringEvent]:
+        """Stored metering events in ``[start, end)``, oldest first; ``name`` keeps one kind
+        (``threshold.exceeded``) or a family (``threshold``).
+
+        Example: ``meter.list_events(name="threshold")``.
+        """
+        return self._event_log.list_events(start, end, name=name)
+
+    # -- events and lifecycle ---------------------------------------------------------
+    def subscribe(self, event_type: type[E], handler: Callable[[E], None]) -> Callable[[], None]:
+        """Call ``handler`` for each event of ``event_type`` (``Event`` for all).
+
+        Example: ``meter.subscribe(UsageRecorded, lambda e: print(e.record.id))``.
+        Returns a function that unsubscribes.
+        """
+        return self.events.subscribe(event_type, handler)
+
+    def on_close(self, hook: Callable[[], object]) -> None:
+        """Call ``hook`` when the meter closes: after the outbox delivered, before the store
+        closes (hooks run last-added first). Example: ``meter.on_close(mirror.shutdown)``."""
+        self._close_hooks.append(hook)
+
+    def __enter__(self: M) -> M:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the store. Without an outbox every record acknowledged so far is stored;
+        with one, ``close`` delivers for up to ``close_timeout`` seconds and what remains
+        stays in the outbox file for the next process on it."""
+        if not self._closed:
+            self._closed = True
+            if self.outbox is not None:
+                self.outbox.close(self.close_timeout)
+            for hook in reversed(self._close_hooks):
+                try:
+                    hook()
+                except Exception:
+                    log.exception("a close hook of the meter failed")
+            self.store.close()
+            store: object = self.store
+            if self.catalog is not store:  # one object for both ports: closed once
+                self.catalog.close()
 
 
-def _refusal(row: RecordRow, decision: QuotaDecision) -> str:
-    """Why a record was refused, for QuotaExceededError."""
-    end = decision.window_end.isoformat() if decision.window_end else "never"
-    return (
-        f"quota exceeded: {row.metric_key} for {row.subject_type} {row.subject_id!r} has used"
-        f" {decision.used:g} of {decision.limit:g} in the window ending {end}"
-        f" (BLOCK threshold {decision.threshold_id})"
-    )
+def _open_outbox(
+    path: str,
+    store: UsageStore,
+    capabilities: Capabilities,
+    sinks: RecordSinks,
+    options: dict[str, Any],
+) -> Outbox:
+    """The durable outbox in front of ``store``: a store that takes a stream of parts gets the
+    outbox's batches as one; one that answers a probe is asked before batches are unpacked."""
+
+    def deliver(rows: list[RecordRow]) -> None:
+        store.append(rows, time.time_ns())
+
+    stream = capabilities.stream
+    probe = capabilities.probe
+    return Outbox(path, deliver, after=sinks,
+                  stream=stream.append_stream if stream is not None else None,
+                  reachable=probe.reachable if probe is not None else None,
+                  **options)  # fmt: skip

@@ -1,4 +1,9 @@
-"""Reading usage back: raw records, exports, summaries, and running aggregation."""
+"""Reading usage back: usage.get (raw records), usage.export, usage.getSummary.
+
+Every read first lets the outbox deliver what this process accepted (``settle``), so a read
+after a write sees it while the store is up. Running aggregation is
+:mod:`tsmeter.metering.aggregation`.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +11,26 @@ import csv
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Literal
 
 from tsmeter.domain import (
-    AggregationResult,
     AggregationType,
     MetricDefinition,
     PeriodType,
+    ResetPeriod,
     UsageRecord,
     UsageSummary,
 )
-from tsmeter.domain.events import UsageAggregated
 from tsmeter.domain.modelio import TimeLike, ns
 from tsmeter.domain.modelio import period_type as parse_period
+from tsmeter.domain.periods import Calendar
 from tsmeter.domain.validation import from_ns
 from tsmeter.errors import ValidationError
-from tsmeter.metering.base import MeterBase
-from tsmeter.ports import RecordQuery, SummaryQuery, SummaryRow
+from tsmeter.metering.catalog import MetricCatalog
+from tsmeter.ports import RecordQuery, SummaryQuery, SummaryRow, UsageStore
 
-__all__ = ["ReadingMixin", "neutralise_cell", "restore_cell"]
+__all__ = ["Queries", "neutralise_cell", "restore_cell", "summary_period"]
 
 _EXPORT_COLUMNS = (
     "id", "metricKey", "subjectType", "subjectId", "quantity", "timestamp", "metadata",
@@ -65,10 +70,40 @@ def _csv_cell(column: str, value: object, neutralise: bool) -> object:
     return value
 
 
-class ReadingMixin(MeterBase):
-    """The Meter's queries: usage.get, usage.export, usage.getSummary, and aggregation."""
+def summary_period(metric: MetricDefinition, period_type: PeriodType | str | None) -> PeriodType:
+    """The period type asked for, else the metric's reset period (MONTHLY for NEVER).
 
-    # -- reading ----------------------------------------------------------------------
+    >>> from tsmeter.domain import MetricDefinition
+    >>> summary_period(MetricDefinition(key="x", reset_period="NEVER"), None).value
+    'MONTHLY'
+    """
+    if period_type is not None:
+        return parse_period(period_type)
+    if metric.reset_period is ResetPeriod.NEVER:
+        return PeriodType.MONTHLY
+    return PeriodType(metric.reset_period.value)
+
+
+class Queries:
+    """Reads records and summaries of the metrics in ``metrics`` from ``store``, periods in
+    ``calendar``'s zone; ``settle`` runs before each read.
+
+    Example: ``Queries(store, metrics, Calendar("UTC")).get_usage("api_calls", "org", "org-1")``.
+    """
+
+    def __init__(
+        self,
+        store: UsageStore,
+        metrics: MetricCatalog,
+        calendar: Calendar,
+        *,
+        settle: Callable[[], object] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._calendar = calendar
+        self._settle = settle
+
     def get_usage(
         self,
         metric_key: str,
@@ -80,10 +115,7 @@ class ReadingMixin(MeterBase):
         org_id: str | None = None,
         limit: int | None = 1000,
     ) -> list[UsageRecord]:
-        """Raw records of a metric (optionally one subject) in ``[start, end)``, oldest first.
-
-        Example: ``meter.get_usage("api_calls", "org", "org-1", start="2026-01-01T00:00:00Z")``.
-        """
+        """Raw records of a metric (optionally one subject) in ``[start, end)``, oldest first."""
         return list(self.iter_usage(metric_key, subject_type, subject_id, start=start, end=end,
                                     org_id=org_id, limit=limit))  # fmt: skip
 
@@ -100,12 +132,12 @@ class ReadingMixin(MeterBase):
     ) -> Iterator[UsageRecord]:
         """Like :meth:`get_usage` but streamed and unlimited by default."""
         self._settle()
-        metric = self.get_metric(metric_key, org_id)
+        metric = self._metrics.get_metric(metric_key, org_id)
         query = RecordQuery(
             metric.key, metric.org_id, subject_type, subject_id,
             ns("start", start), ns("end", end), limit,
         )  # fmt: skip
-        for row in self.store.iter_records(query):
+        for row in self._store.iter_records(query):
             yield UsageRecord.from_row(row)
 
     def export_usage(
@@ -125,12 +157,11 @@ class ReadingMixin(MeterBase):
         the count. ``org_id`` picks an org's own metric (with ``metric_key``) or limits the
         export to that org's metrics. In CSV, ``neutralise`` (on by default) passes the text
         cells (not quantities or timestamps) through :func:`neutralise_cell`, so a spreadsheet
-        never runs them as formulas. Example: ``meter.export_usage(sys.stdout, "api_calls")``.
-        """
+        never runs them as formulas."""
         if metric_key:
-            metrics = [self.get_metric(metric_key, org_id)]
+            metrics = [self._metrics.get_metric(metric_key, org_id)]
         else:
-            metrics = self.list_metrics(all_orgs=True)
+            metrics = self._metrics.list_metrics(all_orgs=True)
             if org_id is not None:
                 metrics = [m for m in metrics if m.org_id == org_id]
         writer = csv.writer(out) if fmt == "csv" else None
@@ -164,9 +195,9 @@ class ReadingMixin(MeterBase):
         return UsageSummary.model_construct(
             metric_key=row.metric_key, subject_type=row.subject_type, subject_id=row.subject_id,
             org_id=row.org_id, period_type=period, period_start=from_ns(row.period_start),
-            period_end=from_ns(row.period_end), timezone=self.timezone, aggregation_type=agg,
-            total_quantity=total, record_count=row.record_count, sum=row.sum, min=row.min,
-            max=row.max,
+            period_end=from_ns(row.period_end), timezone=self._calendar.timezone,
+            aggregation_type=agg, total_quantity=total, record_count=row.record_count,
+            sum=row.sum, min=row.min, max=row.max,
             last_value=row.last_value, last_timestamp=from_ns(row.last_ts),
         )  # fmt: skip
 
@@ -182,20 +213,17 @@ class ReadingMixin(MeterBase):
         org_id: str | None = None,
     ) -> list[UsageSummary]:
         """Summaries of every period overlapping ``[start, end)`` that has records, always fresh
-        (records that arrived since the last aggregation are included).
-
-        Example: ``meter.get_usage_summaries("api_calls", "DAILY", start=s, end=e)``.
-        """
+        (records that arrived since the last aggregation are included)."""
         self._settle()
-        metric = self.get_metric(metric_key, org_id)
-        period = self._period(metric, period_type)
+        metric = self._metrics.get_metric(metric_key, org_id)
+        period = summary_period(metric, period_type)
         lo, hi = ns("start", start), ns("end", end)
         assert lo is not None and hi is not None
         if hi <= lo:
             raise ValidationError("end", "must be after start")
         query = SummaryQuery(metric.key, period, lo, hi, metric.org_id, subject_type, subject_id)
         return [
-            self._summary(metric, period, r) for r in self.store.summaries(query, self.calendar)
+            self._summary(metric, period, r) for r in self._store.summaries(query, self._calendar)
         ]
 
     def get_usage_summary(
@@ -210,18 +238,17 @@ class ReadingMixin(MeterBase):
     ) -> UsageSummary:
         """The summary of one subject for the period containing ``at`` (default: now);
         zero usage if nothing was recorded. ``period_type`` defaults to the metric's reset
-        period. Example: ``meter.get_usage_summary("api_calls", "org", "org-1", "MONTHLY")``.
-        """
+        period."""
         self._settle()
-        metric = self.get_metric(metric_key, org_id)
-        period = self._period(metric, period_type)
+        metric = self._metrics.get_metric(metric_key, org_id)
+        period = summary_period(metric, period_type)
         instant = ns("at", at) if at is not None else time.time_ns()
         assert instant is not None
-        start, end = self.calendar.bounds(period, instant)
+        start, end = self._calendar.bounds(period, instant)
         query = SummaryQuery(
             metric.key, period, start, end, metric.org_id, subject_type, subject_id
         )
-        rows = self.store.summaries(query, self.calendar)
+        rows = self._store.summaries(query, self._calendar)
         if rows:
             return self._summary(metric, period, rows[0])
         empty = SummaryRow(metric.key, subject_type, subject_id, metric.org_id, start, end, 0,
@@ -229,31 +256,3 @@ class ReadingMixin(MeterBase):
         summary = self._summary(metric, period, empty)
         none = {"min": None, "max": None, "last_value": None, "last_timestamp": None}
         return summary.model_copy(update=none)
-
-    # -- aggregation ------------------------------------------------------------------
-    def aggregate(
-        self,
-        period_type: PeriodType | str,
-        start: TimeLike | None = None,
-        end: TimeLike | None = None,
-    ) -> AggregationResult:
-        """Roll records up into summaries of ``period_type`` in the meter's time zone.
-
-        Without a range it is incremental: every period touched since the last
-        run, late records included. With a range, every period overlapping it
-        is recomputed. Running it again gives identical summaries.
-        Example: ``meter.aggregate("DAILY")``.
-        """
-        self._settle()
-        period = parse_period(period_type)
-        stats = self.store.rollup(period, self.calendar, ns("start", start), ns("end", end))
-        result = AggregationResult(
-            period_type=period,
-            summaries_written=stats.summaries_written,
-            periods_recomputed=stats.periods_recomputed,
-            records_seen=stats.records_seen,
-            range_start=None if stats.range_start is None else from_ns(stats.range_start),
-            range_end=None if stats.range_end is None else from_ns(stats.range_end),
-        )
-        self.events.publish(UsageAggregated(result=result))
-        return result

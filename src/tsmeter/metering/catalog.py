@@ -1,0 +1,116 @@
+"""Metric definitions: metric.define/update/delete, metric.get/list, and how a record's metric
+is resolved (the org's own definition, else the global one).
+
+Recording resolves a metric per record, so resolutions are cached for ``cache_seconds``; a
+change made through this service clears the cache at once, one made by another process is
+seen once the entry expires.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from tsmeter.domain import MetricDefinition
+from tsmeter.domain.events import EventBus, MetricDefined, MetricDeleted, MetricUpdated
+from tsmeter.domain.modelio import build, changed
+from tsmeter.errors import NotFoundError, ValidationError
+from tsmeter.ports import Catalog, UsageStore
+
+__all__ = ["MetricCatalog"]
+
+
+class MetricCatalog:
+    """The metric definitions of a catalog, with a cache for resolving records' metrics.
+    ``store`` is where ``delete_metric(purge=True)`` removes a metric's records.
+
+    Example::
+
+        metrics = MetricCatalog(catalog, store, EventBus())
+        metrics.define_metric("api_calls", aggregation_type="COUNT")
+        metrics.resolve("api_calls", "org-1").key  # no definition of org-1's own: the global one
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: UsageStore,
+        bus: EventBus,
+        *,
+        cache_seconds: float = 30.0,
+    ) -> None:
+        self._catalog = catalog
+        self._store = store
+        self._bus = bus
+        self._ttl = cache_seconds
+        self._cache: dict[tuple[str, str | None], tuple[float, MetricDefinition]] = {}
+
+    def define_metric(self, key: str, **fields: Any) -> MetricDefinition:
+        """Define a metric; ConflictError if the key exists in that org scope."""
+        now = datetime.now(UTC)
+        metric = build(
+            MetricDefinition, {**fields, "key": key, "created_at": now, "updated_at": now}
+        )
+        self._catalog.add_metric(metric)
+        self._cache.clear()  # an org's new definition replaces a cached global fallback
+        self._bus.publish(MetricDefined(metric=metric))
+        return metric
+
+    def update_metric(
+        self, key: str, org_id: str | None = None, **changes: Any
+    ) -> MetricDefinition:
+        """Change a metric's name, description, unit, aggregation type or reset period (its
+        id, key, org and creation time are fixed)."""
+        metric = self.get_metric(key, org_id)
+        frozen = {"id", "key", "org_id", "orgId", "created_at", "createdAt"} & changes.keys()
+        if frozen:
+            raise ValidationError(sorted(frozen)[0], "cannot be changed")
+        data = {**changed(metric, changes), "updated_at": datetime.now(UTC)}
+        updated = build(MetricDefinition, data)
+        self._catalog.replace_metric(updated)
+        self._cache.clear()
+        self._bus.publish(MetricUpdated(metric=updated))
+        return updated
+
+    def delete_metric(self, key: str, org_id: str | None = None, *, purge: bool = False) -> int:
+        """Delete a metric, with ``purge`` its records and summaries too; return the number
+        of records purged."""
+        metric = self.get_metric(key, org_id)
+        purged = self._store.purge_metric(key, metric.org_id) if purge else 0
+        self._catalog.remove_metric(metric.id)
+        self._cache.clear()
+        self._bus.publish(MetricDeleted(metric=metric, purged_records=purged))
+        return purged
+
+    def get_metric(self, key: str, org_id: str | None = None) -> MetricDefinition:
+        """The metric ``key`` in exactly ``org_id``'s scope (None: global); NotFoundError if
+        none."""
+        metric = self._catalog.find_metric(key, org_id)
+        if metric is None:
+            scope = f" in org {org_id!r}" if org_id else ""
+            raise NotFoundError(f"metric {key!r} not found{scope}")
+        return metric
+
+    def list_metrics(
+        self, org_id: str | None = None, *, all_orgs: bool = False
+    ) -> list[MetricDefinition]:
+        """Metrics of one scope (global by default), or of every scope with ``all_orgs``."""
+        metrics = self._catalog.list_metrics()
+        return metrics if all_orgs else [m for m in metrics if m.org_id == org_id]
+
+    def resolve(self, key: str, org_id: str | None) -> MetricDefinition:
+        """The metric a record refers to: the org's own definition, else the global one;
+        ValidationError (on ``metricKey``) if neither exists."""
+        now = time.monotonic()
+        hit = self._cache.get((key, org_id))
+        if hit is not None and now - hit[0] < self._ttl:
+            return hit[1]
+        metric = self._catalog.find_metric(key, org_id)
+        if metric is None and org_id is not None:
+            metric = self._catalog.find_metric(key, None)
+        if metric is None:
+            where = f" (org {org_id!r} or global)" if org_id else ""
+            raise ValidationError("metricKey", f"unknown metric {key!r}{where}")
+        self._cache[(key, org_id)] = (now, metric)
+        return metric
