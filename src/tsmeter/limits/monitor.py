@@ -47,7 +47,7 @@ from tsmeter.domain.validation import from_ns
 from tsmeter.errors import SeriesError
 from tsmeter.integrations.notify.plan import deliveries_for
 from tsmeter.limits.event_log import EventLog
-from tsmeter.limits.quotas import LIFETIME_END, threshold_period, window, window_totals
+from tsmeter.limits.windows import LIFETIME_END, threshold_period, window, window_totals
 from tsmeter.ports import Catalog, UsageStore
 
 __all__ = ["Monitor"]

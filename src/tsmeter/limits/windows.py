@@ -1,0 +1,149 @@
+"""A threshold's window and the usage in it, shared by the monitor and the quota view.
+
+A threshold's window is the period containing "now" of the threshold's period
+type, else of its metric's reset period; a metric that never resets has one
+lifetime window. :class:`Totals` holds the roll-up components of a window, so
+the usage of any aggregation type can be read off it and a new record added.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tsmeter.domain import (
+    AggregationType,
+    MetricDefinition,
+    PeriodType,
+    ResetPeriod,
+    UsageThreshold,
+)
+from tsmeter.domain.periods import Calendar
+from tsmeter.domain.validation import EPOCH, to_ns
+from tsmeter.errors import SeriesError
+from tsmeter.ports import SummaryQuery, SummaryRow, UsageStore
+
+__all__ = ["LIFETIME_END", "Totals", "threshold_period", "window", "window_totals"]
+
+log = logging.getLogger("tsmeter.quotas")
+
+# a lifetime window adds up yearly summaries from 1970 to the last whole year a record may have
+LIFETIME_END = to_ns(EPOCH.replace(year=2261))
+
+
+def threshold_period(metric: MetricDefinition, threshold: UsageThreshold) -> PeriodType | None:
+    """The threshold's period type, else the metric's reset period; None for a lifetime."""
+    if threshold.period_type is not None:
+        return threshold.period_type
+    if metric.reset_period is ResetPeriod.NEVER:
+        return None
+    return PeriodType(metric.reset_period.value)
+
+
+def window(calendar: Calendar, period: PeriodType | None, now: int) -> tuple[int, int]:
+    """``[start, end)`` of the window containing ``now`` (0 .. the end of time: lifetime)."""
+    return (0, LIFETIME_END) if period is None else calendar.bounds(period, now)
+
+
+class Totals:
+    """Roll-up components of one subject's usage in one window."""
+
+    __slots__ = ("count", "last_ts", "last_value", "max", "min", "sum")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.sum = 0.0
+        self.min = 0.0
+        self.max = 0.0
+        self.last_ts = -1
+        self.last_value = 0.0
+
+    def merge(self, row: SummaryRow) -> None:
+        """Add a summary's components."""
+        if row.record_count == 0:
+            return
+        first = self.count == 0
+        self.count += row.record_count
+        self.sum += row.sum
+        self.min = row.min if first else min(self.min, row.min)
+        self.max = row.max if first else max(self.max, row.max)
+        if row.last_ts >= self.last_ts:
+            self.last_ts, self.last_value = row.last_ts, row.last_value
+
+    def add(self, quantity: float, ts: int) -> None:
+        """Add one record."""
+        first = self.count == 0
+        self.count += 1
+        self.sum += quantity
+        self.min = quantity if first else min(self.min, quantity)
+        self.max = quantity if first else max(self.max, quantity)
+        if ts >= self.last_ts:
+            self.last_ts, self.last_value = ts, quantity
+
+    def value(self, aggregation: AggregationType) -> float:
+        """The usage as the metric measures it (0 with no records)."""
+        if self.count == 0:
+            return 0.0
+        if aggregation is AggregationType.COUNT:
+            return float(self.count)
+        if aggregation is AggregationType.SUM:
+            return self.sum
+        if aggregation is AggregationType.AVG:
+            return self.sum / self.count
+        if aggregation is AggregationType.MAX:
+            return self.max
+        if aggregation is AggregationType.MIN:
+            return self.min
+        return self.last_value
+
+    def projected(self, aggregation: AggregationType, records: int, quantity: float) -> float:
+        """The usage after ``records`` more records adding up to ``quantity``."""
+        if records <= 0:
+            return self.value(aggregation)
+        if aggregation is AggregationType.COUNT:
+            return float(self.count + records)
+        if aggregation is AggregationType.SUM:
+            return self.sum + quantity
+        if aggregation is AggregationType.AVG:
+            return (self.sum + quantity) / (self.count + records)
+        each = quantity / records
+        if aggregation is AggregationType.MAX:
+            return max(self.max, each) if self.count else each
+        if aggregation is AggregationType.MIN:
+            return min(self.min, each) if self.count else each
+        return each
+
+
+def window_totals(
+    store: UsageStore,
+    calendar: Calendar,
+    metric: MetricDefinition,
+    period: PeriodType | None,
+    bounds: tuple[int, int],
+    subject_type: str,
+    subject_id: str | None,
+    failures: list[SeriesError] | None = None,
+) -> dict[str, Totals]:
+    """Per subject (one, or every subject of the type): its totals in the window ``bounds``.
+    Lifetime windows add up the yearly summaries. For every subject, a subject whose usage
+    cannot be summed (SeriesError) is left out and its error appended to ``failures`` (logged
+    when no list is given); for one subject, the error is raised."""
+    query_period = PeriodType.YEARLY if period is None else period
+    query = SummaryQuery(metric.key, query_period, bounds[0], bounds[1], metric.org_id,
+                         subject_type, subject_id)  # fmt: skip
+    out: dict[str, Totals] = {}
+    try:
+        rows = store.summaries(query, calendar)
+    except SeriesError as exc:  # every subject of the type: the others are still evaluated
+        if subject_id is not None:
+            raise
+        if failures is None:
+            log.error("%s (left out of this window's totals)", exc)
+        else:
+            failures.append(exc)
+        rows = exc.rows
+    for row in rows:
+        totals = out.get(row.subject_id)
+        if totals is None:
+            totals = out[row.subject_id] = Totals()
+        totals.merge(row)
+    return out
