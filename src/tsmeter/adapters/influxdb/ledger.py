@@ -14,15 +14,13 @@ series number, time).
 Adds of ids at least CLUSTERED per block (tsmeter's own are time-ordered, a
 client's numbered ids lie near each other) whose range in the index is empty go
 to blocks (``influx_id_blocks``): one row per block of ids that differ only in
-their last two characters, its entries packed in a blob. Entered in the index,
-an entry per id, 1,000,000 numbered ids in adds of 10,000 took 0.69–0.71 s of
-CPU (a B-tree insert each), a quarter of the delivering process's; in blocks,
-0.17–0.18 s. Other adds whose ids lie together in the index go straight into it
-(``influx_ids``); the rest, such as UUIDv4 ids from a client, are written in the
-order they come to a log (``influx_ids_log``), which is moved into the index in
-sorted batches of MERGE_ROWS. Inserted straight into the index, random ids touched a page per
-record at each commit: 1,000,000 of them took 16.7 s with a lookup before each
-commit of 10,000, 5.9 s through the log (0.75 s for as many time-ordered ids). A
+their last two characters, its entries packed in a blob, since a B-tree insert
+per id was a large share of the delivering process's CPU. Other adds whose ids
+lie together in the index go straight into it (``influx_ids``); the rest, such
+as UUIDv4 ids from a client, are written in the order they come to a log
+(``influx_ids_log``), which is moved into the index in sorted batches of
+MERGE_ROWS, since random ids inserted straight into the index touch a page per
+record at each commit (figures in docs/benchmarks/RESULTS.md). A
 lookup reads the blocks, the index and the log, the newest last: an add goes to
 blocks only while none of its ids is in the index or the log, so an id's entry
 there is newer than any in its block, and a block's later entries are newer
@@ -229,7 +227,7 @@ class IdLedger:
         ids = ids if type(ids) is list else list(ids)
         if not ids:
             return {}
-        span = (min(ids), max(ids))  # from the list: a set's order makes this 4 times slower
+        span = (min(ids), max(ids))  # from the list: a set's order makes this much slower
         with self._read_lock:
             self._reader.execute("BEGIN")  # the log and the index as of one moment
             try:
