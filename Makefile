@@ -10,7 +10,7 @@ NODE_STAMP := node_modules/.installed
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml setup.py src/tsmeter/adapters/influxdb/_speedups.c Makefile | $(BIN)/python
+$(STAMP): pyproject.toml setup.py src/tsmeter/adapters/influxdb/_speedups.c src/tsmeter/metering/_intake.c Makefile | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,influxdb,scheduler,posthog]'
 	touch $(STAMP)

@@ -1,10 +1,11 @@
 """Intake: validating record dicts into rows, from Python objects and from JSON Lines.
 
-    .venv/bin/python benchmarks/intake.py [--records 200000] [--repeat 5]
+    .venv/bin/python benchmarks/intake.py [--records 200000] [--repeat 5] [--call 1000]
 
 Prints the best of ``--repeat`` runs of ``Intake.rows`` for ``--records`` records (two
-metrics, 50 subjects, float quantities, no ids given), with the intake's msgspec path and
-with its Python loop alone:
+metrics, 50 subjects, float quantities, no ids given), with the intake's compiled path (where
+built; ``-`` otherwise), its msgspec path and its Python loop alone, whole and in calls of
+``--call`` records:
 
 * dicts whose ``timestamp`` is an aware datetime (what an application passes to
   ``record_batch``);
@@ -57,6 +58,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--call", type=int, default=1000, help="records per call, second table")
     args = parser.parse_args()
     records = make_records(args.records)
     timed = [json.dumps({**r, "timestamp": r["timestamp"].isoformat()}).encode() for r in records]
@@ -71,16 +73,27 @@ def main() -> int:
         ("JSON Lines, no time, json", lambda: check.rows([json.loads(x) for x in untimed])),
         ("JSON Lines, no time, msgspec", lambda: check.rows([decode(x) for x in untimed])),
     ]
-    print(f"records: {args.records:,}, best of {args.repeat} (ms)")
-    print(f"{'input':<32}{'msgspec path':>14}{'Python loop':>14}")
+    calls = [records[i : i + args.call] for i in range(0, len(records), args.call)]
+    with_metadata = [{**r, "metadata": {"plan": "pro"}} for r in records]
+    cases += [
+        (f"dicts, datetime, calls of {args.call:,}", lambda: [check.rows(c) for c in calls]),
+        ("dicts, datetime, metadata", lambda: check.rows(with_metadata)),
+    ]
+    paths = {"compiled": (True, True), "msgspec": (False, True), "Python loop": (False, False)}
+    print(f"records: {args.records:,}, best of {args.repeat} (ms); {intake.describe()}")
+    print(f"{'input':<36}" + "".join(f"{name:>14}" for name in paths))
     for label, run in cases:
-        fast = best(run, args.repeat)
-        intake.fast_path = False
-        try:
-            loop = best(run, args.repeat)
-        finally:
-            intake.fast_path = True
-        print(f"{label:<32}{fast * 1000:>14.0f}{loop * 1000:>14.0f}")
+        cells = []
+        for compiled, fast in paths.values():
+            if compiled and intake.compiled is None:
+                cells.append(f"{'-':>14}")
+                continue
+            intake.compiled_path, intake.fast_path = compiled, fast
+            try:
+                cells.append(f"{best(run, args.repeat) * 1000:>14.0f}")
+            finally:
+                intake.compiled_path, intake.fast_path = True, True
+        print(f"{label:<36}" + "".join(cells))
     return 0
 
 

@@ -1,6 +1,6 @@
 """Fuzzing the intake: generated records through ``record_batch`` and ``record`` on the embedded
-store, on the intake's msgspec path and on its Python loop, checked against an oracle written
-here.
+store, on the intake's compiled path (where built), its msgspec path and its Python loop,
+checked against an oracle written here.
 
 Only ValidationError may escape; a rejected batch stores nothing and names the first bad
 record's bad field; an accepted batch is stored exactly as the oracle expects; both intake
@@ -31,7 +31,7 @@ BUDGET = settings(
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-PATHS = ("msgspec", "python")
+PATHS = (("compiled",) if intake_module.compiled is not None else ()) + ("msgspec", "python")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ABSENT = object()  # a field left out of the record
 PAIRS = {"metricKey": "metric_key", "subjectType": "subject_type", "subjectId": "subject_id",
@@ -40,14 +40,15 @@ PAIRS = {"metricKey": "metric_key", "subjectType": "subject_type", "subjectId": 
 
 @contextmanager
 def intake_path(path: str) -> Iterator[None]:
-    """Run the intake on its msgspec path (which hands what it cannot decide to the loop) or
-    on the Python loop alone."""
-    saved = intake_module.fast_path
+    """Run the intake on its compiled path, on its msgspec path (each hands what it cannot
+    decide to the loop) or on the Python loop alone."""
+    saved = intake_module.compiled_path, intake_module.fast_path
+    intake_module.compiled_path = path == "compiled"
     intake_module.fast_path = path == "msgspec"
     try:
         yield
     finally:
-        intake_module.fast_path = saved
+        intake_module.compiled_path, intake_module.fast_path = saved
 
 
 @contextmanager
@@ -366,7 +367,7 @@ _UTC2000 = datetime(2000, 1, 1, tzinfo=UTC)
 )  # fmt: skip
 def test_batches_are_stored_exactly_or_refused_whole(batch: list[dict[Any, Any]]) -> None:
     """A batch is refused whole with the first bad record's field, or stored exactly as the
-    oracle expects; the msgspec path and the Python loop agree."""
+    oracle expects; the intake's paths agree."""
     expected = [Expected(item) for item in batch]
     first_bad = next((i for i, e in enumerate(expected) if e.bad), None)
     results = [outcome(batch, path) for path in PATHS]

@@ -1,12 +1,15 @@
-"""The intake's two paths give the same rows and errors: msgspec (plain records a chunk at a
-time, src/tsmeter/metering/intake.py) and the Python loop, which is the reference.
+"""The intake's paths give the same rows and errors: the compiled one (``_intake.c``, plain
+records up to the first it cannot decide, where it is built), msgspec (plain records a chunk at
+a time, src/tsmeter/metering/intake.py) and the Python loop, which is the reference.
 
-Each test runs the same input through both (``fast_path`` off for the loop) and compares rows
-and errors, including records after a good one, whose names are then cached.
+Each test runs the same input through each (``compiled_path`` and ``fast_path`` off as
+needed) and compares rows and errors, including records after a good one, whose names are then
+cached.
 """
 
 from __future__ import annotations
 
+import gc
 import itertools
 import math
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
@@ -21,6 +24,12 @@ from tsmeter.domain import AggregationType, MetricDefinition, RecordRow
 from tsmeter.errors import NotFoundError, ValidationError
 from tsmeter.metering import intake as intake_module
 from tsmeter.metering.intake import Intake
+
+#: the intake's paths, the reference last
+PATHS = (("compiled",) if intake_module.compiled is not None else ()) + ("msgspec", "python")
+needs_compiled = pytest.mark.skipif(
+    intake_module.compiled is None, reason="tsmeter.metering._intake is not built"
+)
 
 HOSTILE = st.text(
     alphabet=st.sampled_from([*"a Z0,= \"\\\n\t'=⧵é漢🙂\x00\x7f", "\ud800"]),
@@ -67,11 +76,12 @@ _COUNTER = itertools.count()
 
 
 def _run_intake(
-    monkeypatch: pytest.MonkeyPatch, items: list[Any], fast: bool
+    monkeypatch: pytest.MonkeyPatch, items: list[Any], path: str
 ) -> list[RecordRow] | tuple[str, str]:
     global _COUNTER
     _COUNTER = itertools.count()
-    monkeypatch.setattr(intake_module, "fast_path", fast)
+    monkeypatch.setattr(intake_module, "compiled_path", path == "compiled")
+    monkeypatch.setattr(intake_module, "fast_path", path == "msgspec")
     monkeypatch.setattr(intake_module, "new_ids", _ids)
     try:
         # names seen by an earlier call are taken from the cache: warm it the same way
@@ -80,6 +90,17 @@ def _run_intake(
         return intake.rows(items, now_ns=1_000)
     except (ValidationError, NotFoundError, TypeError) as exc:
         return (type(exc).__name__, str(exc))
+
+
+def _same_on_all_paths(
+    monkeypatch: pytest.MonkeyPatch, items: list[Any]
+) -> list[RecordRow] | tuple[str, str]:
+    """The result of each path, checked equal to the Python loop's; returns that one."""
+    results = {path: _run_intake(monkeypatch, items, path) for path in PATHS}
+    python = results["python"]
+    for path, result in results.items():
+        assert _comparable(result) == _comparable(python), path
+    return python
 
 
 RECORDS = st.fixed_dictionaries(
@@ -130,9 +151,7 @@ PLAIN = st.fixed_dictionaries(
 )
 def test_intake_rows_are_the_same(items: list[Any]) -> None:
     with pytest.MonkeyPatch.context() as monkeypatch:
-        fast = _run_intake(monkeypatch, items, True)
-        python = _run_intake(monkeypatch, items, False)
-    assert _comparable(fast) == _comparable(python)
+        _same_on_all_paths(monkeypatch, items)
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -144,9 +163,7 @@ def test_each_record_after_a_good_one_gives_the_same(item: dict[str, Any]) -> No
                                                    "orgId", "org_id", "metric_key")}  # fmt: skip
     items = [{**warm, "quantity": 1.0}, item]
     with pytest.MonkeyPatch.context() as monkeypatch:
-        fast = _run_intake(monkeypatch, items, True)
-        python = _run_intake(monkeypatch, items, False)
-    assert _comparable(fast) == _comparable(python)
+        _same_on_all_paths(monkeypatch, items)
 
 
 class _NoOffset(tzinfo):
@@ -194,9 +211,7 @@ def test_edge_values_after_a_good_record_give_the_same(
 ) -> None:
     base = {"metricKey": metric, "subjectType": "org", "subjectId": "org-1"}
     items = [{**base, "quantity": 1.0}, {**base, field: value}]
-    fast = _run_intake(monkeypatch, items, True)
-    python = _run_intake(monkeypatch, items, False)
-    assert _comparable(fast) == _comparable(python)
+    _same_on_all_paths(monkeypatch, items)
 
 
 def _comparable(result: list[RecordRow] | tuple[str, str]) -> Any:
@@ -210,8 +225,9 @@ def _comparable(result: list[RecordRow] | tuple[str, str]) -> Any:
 
 
 def test_intake_takes_the_fast_path_for_plain_records(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Plain records do not reach the Python loop: the one name checked again is the metric
-    key, once per call where its metric is resolved."""
+    """Plain records do not reach the Python loop on the msgspec path: the one name checked
+    again is the metric key, once per call where its metric is resolved."""
+    monkeypatch.setattr(intake_module, "compiled_path", False)
     intake = Intake(_resolver)
     base = {"metricKey": "api_calls", "subjectType": "org", "subjectId": "org-1"}
     intake.rows([base])
@@ -223,6 +239,57 @@ def test_intake_takes_the_fast_path_for_plain_records(monkeypatch: pytest.Monkey
     assert calls == ["metricKey"]
     assert rows[3] == RecordRow("r3", "api_calls", "org", "org-1", None, 3.0, 1772368215123456000,
                                 None, None)  # fmt: skip
+
+
+@needs_compiled
+def test_intake_takes_the_compiled_path_for_plain_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain records do not reach the Python loop on the compiled path, but for the first of
+    each metric, which resolves the metric there (once per call)."""
+    intake = Intake(_resolver)
+    base = {"metricKey": "api_calls", "subjectType": "org", "subjectId": "org-1"}
+    intake.rows([base])
+    calls: list[str] = []
+    monkeypatch.setattr(intake, "_name", lambda field, value: calls.append(field) or value)
+    native = intake_module.compiled
+    assert native is not None
+    stops: list[tuple[int, int]] = []
+
+    def rows_fast(items: list[Any], start: int, *rest: Any) -> int:
+        stops.append((start, native.rows_fast(items, start, *rest)))
+        return stops[-1][1]
+
+    monkeypatch.setattr(intake_module, "compiled", type("C", (), {"rows_fast": rows_fast}))
+    monkeypatch.setattr(intake, "_plain", None)  # calling the msgspec path would fail the test
+    at = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    rows = intake.rows([{**base, "id": f"r{i}", "quantity": i, "timestamp": at} for i in range(5)])
+    assert calls == ["metricKey"]
+    assert stops == [(0, 0), (1, 5)]  # the first record resolves its metric in the loop
+    assert rows[3] == RecordRow("r3", "api_calls", "org", "org-1", None, 3.0, 1772368215123456000,
+                                None, None)  # fmt: skip
+
+
+@needs_compiled
+def test_rows_of_plain_values_are_left_to_reference_counting() -> None:
+    """Rows the compiled path makes hold only strings, numbers and None: they cannot be part
+    of a cycle, so the cyclic collector never walks them (otherwise every collection would
+    walk every row a large batch keeps alive)."""
+    intake = Intake(_resolver)
+    base = {"metricKey": "api_calls", "subjectType": "org", "subjectId": "org-1"}
+    rows = intake.rows([{**base, "id": f"r{i}", "quantity": i, "source": "s"} for i in range(50)])
+    assert len(rows) == 50 and rows[7].quantity == 7.0
+    assert not any(gc.is_tracked(row) for row in rows[1:])  # the first took the Python path
+
+
+@needs_compiled
+def test_a_row_type_with_fields_of_its_own_is_refused() -> None:
+    class Wide(tuple):  # type: ignore[type-arg]
+        pass  # instances have a __dict__
+
+    native = intake_module.compiled
+    assert native is not None
+    for row_type in (Wide, dict):
+        with pytest.raises(TypeError, match="plain tuple subclass"):
+            native.rows_fast([], 0, [], set(), {}, [], 0, UTC, 256, row_type)
 
 
 class Sly(str):
@@ -239,17 +306,17 @@ class Sly(str):
 
 def test_str_subclasses_give_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     """Names that are str subclasses are validated each time and never enter the name cache
-    (their comparisons could run arbitrary code); both paths keep them as given."""
+    (their comparisons could run arbitrary code); every path keeps them as given."""
     items: list[Any] = [
         {"metricKey": Sly("tokens"), "subjectType": Sly("org"), "subjectId": Sly("o1"),
          "quantity": 2.0, "orgId": Sly("acme")},
         {"metricKey": "tokens", "subjectType": "org", "subjectId": "o1", "quantity": 3.0,
          "orgId": "acme"},
     ]  # fmt: skip
-    fast = _run_intake(monkeypatch, items, True)
-    python = _run_intake(monkeypatch, items, False)
-    assert _comparable(fast) == _comparable(python)
-    assert [type(v) for v in fast[0][1:4]] == [Sly, Sly, Sly]  # type: ignore[index]
+    for path in PATHS:
+        rows = _run_intake(monkeypatch, items, path)
+        assert [type(v) for v in rows[0][1:4]] == [Sly, Sly, Sly], path  # type: ignore[index]
+    _same_on_all_paths(monkeypatch, items)
 
 
 @pytest.mark.parametrize("bad_at", [0, 5, intake_module.CHUNK - 1, intake_module.CHUNK,
@@ -260,11 +327,10 @@ def test_a_bad_record_in_a_later_chunk_is_named_by_its_index(
     base = {"metricKey": "tokens", "subjectType": "org", "subjectId": "org-1", "quantity": 1.0}
     items: list[Any] = [dict(base) for _ in range(3 * intake_module.CHUNK)]
     items[bad_at] = {**base, "quantity": "1"}
-    assert _run_intake(monkeypatch, items, True) == (
+    assert _same_on_all_paths(monkeypatch, items) == (
         "ValidationError",
         f"records[{bad_at}].quantity: must be a number, got str",
     )
-    assert _run_intake(monkeypatch, items, False) == _run_intake(monkeypatch, items, True)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -273,10 +339,10 @@ def test_chunks_of_any_size_give_the_same(items: list[Any], chunk: int) -> None:
     """Records alike and records that differ (one spelling or the other, fields given or not)
     split across chunks: the same rows, the same fresh ids, the same first error."""
     with pytest.MonkeyPatch.context() as monkeypatch:
-        python = _run_intake(monkeypatch, items, False)
+        python = _run_intake(monkeypatch, items, "python")
         monkeypatch.setattr(intake_module, "CHUNK", chunk)
-        fast = _run_intake(monkeypatch, items, True)
-    assert _comparable(fast) == _comparable(python)
+        for path in PATHS:
+            assert _comparable(_run_intake(monkeypatch, items, path)) == _comparable(python)
 
 
 def test_snake_case_and_mixed_batches_give_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -292,5 +358,4 @@ def test_snake_case_and_mixed_batches_give_the_same(monkeypatch: pytest.MonkeyPa
         [{**camel, "org_id": "other"}],
         [camel, {**camel, "metadata": {"a": 1}}],
     ):
-        fast = _run_intake(monkeypatch, items, True)
-        assert _comparable(fast) == _comparable(_run_intake(monkeypatch, items, False)), items
+        _same_on_all_paths(monkeypatch, items)

@@ -1,20 +1,27 @@
 """Turning what callers pass to ``record``/``record_batch`` into validated rows, fast.
 
 The rules are those of :class:`~tsmeter.domain.UsageRecord` (the same checker
-functions), applied without building a pydantic model per record. Plain records go through
-msgspec a chunk at a time (types, unknown keys and ranges checked in its C code, the rest
-column by column); a chunk it cannot decide without doubt goes through the Python loop, which
-is the reference and names the first bad record.
+functions), applied without building a pydantic model per record. Where the compiled fast
+path (``_intake.c`` here) is built, it takes plain records up to the first it cannot decide,
+and the Python loop takes that one (resolving its metric, or raising its error) before handing
+back; ``benchmarks/intake.py`` measures it well above the paths below. Without it (no C
+compiler, or ``TSMETER_PURE_PYTHON=1``), plain records go through msgspec a chunk at a time
+(types, unknown keys and ranges checked in its C code, the rest column by column); a chunk it
+cannot decide without doubt goes through the Python loop, which is the reference and names the
+first bad record.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache, partial
 from itertools import repeat
 from operator import attrgetter, floordiv, mul, sub
+from types import ModuleType
 from typing import Annotated, Any
 
 import msgspec
@@ -54,6 +61,33 @@ MetricResolver = Callable[[str, str | None], MetricDefinition]
 CHUNK = 2048
 #: the msgspec path on (tests turn it off to compare it with the Python loop)
 fast_path = True
+#: the compiled path on where it is built (tests turn it off to compare the other paths)
+compiled_path = True
+
+
+def _load_compiled() -> ModuleType | None:
+    """``tsmeter.metering._intake``, or None where it is not built or TSMETER_PURE_PYTHON
+    is set (as the InfluxDB adapter's speedups are loaded)."""
+    if os.environ.get("TSMETER_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        return importlib.import_module("tsmeter.metering._intake")
+    except ImportError:
+        return None
+
+
+compiled = _load_compiled()
+
+
+def describe() -> str:
+    """Which intake path runs first (and why), for benchmark output."""
+    if compiled is not None and compiled_path:
+        return "compiled (tsmeter.metering._intake)"
+    path = "msgspec" if fast_path else "Python loop"
+    if compiled is None and os.environ.get("TSMETER_PURE_PYTHON", "") not in ("", "0"):
+        return f"{path} (TSMETER_PURE_PYTHON is set)"
+    return path if compiled is not None else f"{path} (tsmeter.metering._intake is not built)"
+
 
 # The msgspec type of each field. Names are checked afterwards, once per distinct value;
 # metadata is taken as given and checked by check_metadata; a timestamp must be a datetime
@@ -150,6 +184,8 @@ class Intake:
         items = items if type(items) is list else list(items)
         metrics: dict[tuple[str, str | None], MetricDefinition] = {}
         ids: list[str] = []  # fresh record ids, popped from the end
+        if compiled is not None and compiled_path:
+            return self._loop(items, 0, now, metrics, ids, compiled.rows_fast)
         out: list[RecordRow] = []
         for start in range(0, len(items), CHUNK):
             chunk = items[start : start + CHUNK] if len(items) > CHUNK else items
@@ -268,15 +304,24 @@ class Intake:
         now: int,
         metrics: dict[tuple[str, str | None], MetricDefinition],
         ids: list[str],
+        fast: Callable[..., int] | None = None,
     ) -> list[RecordRow]:
         """The reference: one record at a time, raising for the first bad one as
-        ``records[offset + i]``."""
+        ``records[offset + i]``. With ``fast`` (the compiled rows_fast), that takes plain
+        records up to the first it cannot decide before each record of the loop."""
         out: list[RecordRow] = []
         append = out.append
         new_row = partial(tuple.__new__, RecordRow)  # skips NamedTuple's Python-level __new__
         valid = self._valid_names
+        # for the compiled path: (metric key, org id) -> (scope, default quantity or None)
+        scopes: dict[tuple[str, str | None], tuple[str | None, float | None]] = {}
         count, index = len(items), 0
         while index < count:
+            if fast is not None:  # takes plain records up to the first it cannot decide
+                index = fast(items, index, out, valid, scopes, ids, now, UTC, MAX_NAME_LENGTH,
+                             RecordRow)  # fmt: skip
+                if index == count:
+                    break
             item = items[index]
             index += 1
             try:
@@ -302,6 +347,10 @@ class Intake:
                     metric = metrics[(metric_key, org_id)] = self._resolve(
                         self._name("metricKey", metric_key), org_id
                     )
+                if fast is not None and (metric_key, org_id) not in scopes:
+                    counted = metric.aggregation_type is AggregationType.COUNT
+                    if type(metric_key) is str and type(org_id) in (str, type(None)):
+                        scopes[(metric_key, org_id)] = (metric.org_id, 1.0 if counted else None)
                 subject_type = get("subjectType")
                 if subject_type is None:
                     subject_type = _required(get, "subjectType")
