@@ -44,7 +44,7 @@ def intake_path(path: str) -> Iterator[None]:
     decide to the loop) or on the Python loop alone."""
     saved = intake_module.compiled_path, intake_module.fast_path
     intake_module.compiled_path = path == "compiled"
-    intake_module.fast_path = path == "msgspec"
+    intake_module.fast_path = path != "python"
     try:
         yield
     finally:

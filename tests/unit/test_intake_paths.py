@@ -81,7 +81,7 @@ def _run_intake(
     global _COUNTER
     _COUNTER = itertools.count()
     monkeypatch.setattr(intake_module, "compiled_path", path == "compiled")
-    monkeypatch.setattr(intake_module, "fast_path", path == "msgspec")
+    monkeypatch.setattr(intake_module, "fast_path", path != "python")
     monkeypatch.setattr(intake_module, "new_ids", _ids)
     try:
         # names seen by an earlier call are taken from the cache: warm it the same way
@@ -334,15 +334,54 @@ def test_a_bad_record_in_a_later_chunk_is_named_by_its_index(
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.one_of(PLAIN, RECORDS), min_size=1, max_size=6), st.integers(1, 4))
-def test_chunks_of_any_size_give_the_same(items: list[Any], chunk: int) -> None:
+@given(
+    st.lists(st.one_of(PLAIN, RECORDS), min_size=1, max_size=6), st.integers(1, 4),
+    st.integers(0, 3),
+)  # fmt: skip
+def test_chunks_of_any_size_give_the_same(items: list[Any], chunk: int, stuck: int) -> None:
     """Records alike and records that differ (one spelling or the other, fields given or not)
-    split across chunks: the same rows, the same fresh ids, the same first error."""
+    split across chunks, and handed from the compiled path to the others after any number of
+    records it gives back: the same rows, the same fresh ids, the same first error."""
     with pytest.MonkeyPatch.context() as monkeypatch:
         python = _run_intake(monkeypatch, items, "python")
         monkeypatch.setattr(intake_module, "CHUNK", chunk)
+        monkeypatch.setattr(intake_module, "STUCK", stuck)
         for path in PATHS:
             assert _comparable(_run_intake(monkeypatch, items, path)) == _comparable(python)
+
+
+@pytest.mark.parametrize("bad_at", [None, 3, 20, 40, 2 * intake_module.CHUNK + 30])
+def test_records_the_compiled_path_gives_back_go_a_chunk_at_a_time(
+    bad_at: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records with metadata, which the compiled path never takes, after plain ones: the
+    same rows or error on every path, and msgspec takes them once the compiled path has
+    given back STUCK records in a row."""
+    base = {"metricKey": "tokens", "subjectType": "org", "subjectId": "org-1", "quantity": 1.0}
+    items: list[Any] = [dict(base) for _ in range(10)]
+    items += [{**base, "metadata": {"i": i}} for i in range(3 * intake_module.CHUNK)]
+    items += [dict(base) for _ in range(10)]
+    if bad_at is not None:
+        items[bad_at] = {**base, "quantity": "1"}
+    result = _same_on_all_paths(monkeypatch, items)
+    if bad_at is None:
+        assert len(result) == len(items) and result[-11].metadata == '{"i":6143}'  # type: ignore[union-attr]
+    else:
+        assert result == (
+            "ValidationError",
+            f"records[{bad_at}].quantity: must be a number, got str",
+        )
+    if intake_module.compiled is not None and bad_at is None:
+        plain = Intake._plain
+        chunks: list[int] = []
+
+        def counted(self: Intake, chunk: list[Any], *rest: Any) -> Any:
+            chunks.append(len(chunk))
+            return plain(self, chunk, *rest)
+
+        monkeypatch.setattr(Intake, "_plain", counted)
+        _run_intake(monkeypatch, items, "compiled")
+        assert sum(chunks) > 2 * intake_module.CHUNK  # all but STUCK or so after each chunk
 
 
 def test_snake_case_and_mixed_batches_give_the_same(monkeypatch: pytest.MonkeyPatch) -> None:

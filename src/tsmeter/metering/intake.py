@@ -4,8 +4,9 @@ The rules are those of :class:`~tsmeter.domain.UsageRecord` (the same checker
 functions), applied without building a pydantic model per record. Where the compiled fast
 path (``_intake.c`` here) is built, it takes plain records up to the first it cannot decide,
 and the Python loop takes that one (resolving its metric, or raising its error) before handing
-back; ``benchmarks/intake.py`` measures it well above the paths below. Without it (no C
-compiler, or ``TSMETER_PURE_PYTHON=1``), plain records go through msgspec a chunk at a time
+back; ``benchmarks/intake.py`` measures it well above the paths below. Records it cannot take
+one after another go a chunk at a time the way they go without it (no C compiler, or
+``TSMETER_PURE_PYTHON=1``): plain records through msgspec a chunk at a time
 (types, unknown keys and ranges checked in its C code, the rest column by column); a chunk it
 cannot decide without doubt goes through the Python loop, which is the reference and names the
 first bad record.
@@ -59,6 +60,8 @@ MetricResolver = Callable[[str, str | None], MetricDefinition]
 
 #: records per msgspec conversion: one record it cannot decide sends only its chunk to the loop
 CHUNK = 2048
+#: records in a row the compiled path gives back to the loop before a chunk goes the other way
+STUCK = 16
 #: the msgspec path on (tests turn it off to compare it with the Python loop)
 fast_path = True
 #: the compiled path on where it is built (tests turn it off to compare the other paths)
@@ -185,12 +188,46 @@ class Intake:
         metrics: dict[tuple[str, str | None], MetricDefinition] = {}
         ids: list[str] = []  # fresh record ids, popped from the end
         if compiled is not None and compiled_path:
-            return self._loop(items, 0, now, metrics, ids, compiled.rows_fast)
+            return self._compiled(items, now, metrics, ids, compiled.rows_fast)
         out: list[RecordRow] = []
         for start in range(0, len(items), CHUNK):
             chunk = items[start : start + CHUNK] if len(items) > CHUNK else items
             rows = self._plain(chunk, now, metrics, ids) if fast_path else None
             out += self._loop(chunk, start, now, metrics, ids) if rows is None else rows
+        return out
+
+    def _compiled(
+        self,
+        items: list[Any],
+        now: int,
+        metrics: dict[tuple[str, str | None], MetricDefinition],
+        ids: list[str],
+        fast: Callable[..., int],
+    ) -> list[RecordRow]:
+        """The compiled path takes plain records up to the first it cannot decide; the loop
+        takes that one (resolving its metric for the compiled path, or raising its error).
+        Where it stops again at the next record ``STUCK`` times in a row (metadata, times as
+        strings, a mixed spelling...), a chunk from there goes through msgspec or the loop."""
+        out: list[RecordRow] = []
+        valid = self._valid_names
+        # (metric key, org id) -> (scope, default quantity or None), filled by the loop
+        scopes: dict[tuple[str, str | None], tuple[str | None, float | None]] = {}
+        count, index, after_loop, misses = len(items), 0, -1, 0
+        while index < count:
+            index = fast(items, index, out, valid, scopes, ids, now, UTC, MAX_NAME_LENGTH,
+                         RecordRow)  # fmt: skip
+            if index == count:
+                break
+            misses = misses + 1 if index == after_loop else 0
+            if misses < STUCK:  # the first record of each metric stops it once per call
+                out += self._loop(items[index : index + 1], index, now, metrics, ids, scopes)
+                index = after_loop = index + 1
+                continue
+            misses = 0
+            chunk = items[index : index + CHUNK]
+            rows = self._plain(chunk, now, metrics, ids) if fast_path else None
+            out += self._loop(chunk, index, now, metrics, ids, scopes) if rows is None else rows
+            index += len(chunk)
         return out
 
     def _plain(
@@ -304,24 +341,16 @@ class Intake:
         now: int,
         metrics: dict[tuple[str, str | None], MetricDefinition],
         ids: list[str],
-        fast: Callable[..., int] | None = None,
+        scopes: dict[tuple[str, str | None], tuple[str | None, float | None]] | None = None,
     ) -> list[RecordRow]:
         """The reference: one record at a time, raising for the first bad one as
-        ``records[offset + i]``. With ``fast`` (the compiled rows_fast), that takes plain
-        records up to the first it cannot decide before each record of the loop."""
+        ``records[offset + i]``; fills ``scopes`` for the compiled path where given."""
         out: list[RecordRow] = []
         append = out.append
         new_row = partial(tuple.__new__, RecordRow)  # skips NamedTuple's Python-level __new__
         valid = self._valid_names
-        # for the compiled path: (metric key, org id) -> (scope, default quantity or None)
-        scopes: dict[tuple[str, str | None], tuple[str | None, float | None]] = {}
         count, index = len(items), 0
         while index < count:
-            if fast is not None:  # takes plain records up to the first it cannot decide
-                index = fast(items, index, out, valid, scopes, ids, now, UTC, MAX_NAME_LENGTH,
-                             RecordRow)  # fmt: skip
-                if index == count:
-                    break
             item = items[index]
             index += 1
             try:
@@ -347,7 +376,7 @@ class Intake:
                     metric = metrics[(metric_key, org_id)] = self._resolve(
                         self._name("metricKey", metric_key), org_id
                     )
-                if fast is not None and (metric_key, org_id) not in scopes:
+                if scopes is not None and (metric_key, org_id) not in scopes:
                     counted = metric.aggregation_type is AggregationType.COUNT
                     if type(metric_key) is str and type(org_id) in (str, type(None)):
                         scopes[(metric_key, org_id)] = (metric.org_id, 1.0 if counted else None)
