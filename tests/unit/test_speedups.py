@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from tsmeter.adapters.influxdb import lineprotocol, placement, speedups, v1
 from tsmeter.adapters.influxdb.lineprotocol import UsageEncoder
 from tsmeter.domain import RecordRow
+from tsmeter.metering import intake
 
 native = speedups.native
 needs_native = pytest.mark.skipif(native is None, reason=speedups.describe())
@@ -184,3 +185,4 @@ def test_ci_runs_the_compiled_paths() -> None:
     """CI has a compiler: there the tests marked needs_native must not all skip unseen."""
     if os.environ.get("CI") and os.environ.get("TSMETER_PURE_PYTHON", "") in ("", "0"):
         assert native is not None, speedups.describe()
+        assert intake.compiled is not None, intake.describe()
