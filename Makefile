@@ -5,20 +5,25 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test lint typecheck unit bench clean influxdb
+.PHONY: demo test lint typecheck unit bench clean influxdb postgresql
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml setup.py src/tsmeter/adapters/influxdb/_speedups.c src/tsmeter/metering/_intake.c Makefile | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,influxdb,scheduler,posthog]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,influxdb,scheduler,posthog,postgres]'
 	touch $(STAMP)
 
 # influxd 1.x for the InfluxDB server tests: installed from Debian when running as root and
 # missing (no service left running); otherwise a one-line note. Not needed by `make demo`.
 influxdb:
 	@sh .ci/install-influxdb
+
+# PostgreSQL's server binaries for the shared state-store tests, likewise (the tests make and
+# start their own cluster on 127.0.0.1). Not needed by `make demo`.
+postgresql:
+	@sh .ci/install-postgresql
 
 demo: $(STAMP)
 	$(BIN)/tsmeter demo
@@ -39,7 +44,7 @@ $(NODE_STAMP): package.json package-lock.json
 
 # The store suites once more on the Python code alone (the compiled fast paths off), since a
 # machine without a C compiler runs that.
-unit: $(STAMP) $(NODE_STAMP) influxdb
+unit: $(STAMP) $(NODE_STAMP) influxdb postgresql
 	$(BIN)/pytest -q
 	TSMETER_PURE_PYTHON=1 $(BIN)/pytest -q tests/contract \
 		tests/integration/test_influx_store.py tests/unit/test_lineprotocol.py tests/unit/test_service.py

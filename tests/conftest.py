@@ -1,7 +1,8 @@
-"""Session-wide fixtures: one real influxd for every test that needs InfluxDB.
+"""Session-wide fixtures: one real influxd for every test that needs InfluxDB, and one real
+PostgreSQL for every test that needs the shared state store.
 
-Without a usable ``influxd`` the tests that need it skip with a one-line reason, except in CI
-(``CI=true`` or ``CI=1``), where they fail: there the server tests must run.
+Without a usable ``influxd`` or PostgreSQL the tests that need it skip with a one-line reason,
+except in CI (``CI=true`` or ``CI=1``), where they fail: there the server tests must run.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 
 from tests.influx2_server import Influx2Server, Unavailable, influxdb2_server
 from tests.influx_server import InfluxServer, InfluxServerError, find_influxd
+from tests.pg_server import PostgresServer, PostgresServerError, find_pg_bin
 
 _SERVER_FIXTURES = {"influxd", "influx_db", "influxdb2", "influx2_bucket"}
 _SERVER_ADAPTERS = {"influxdb", "influxdb2"}
@@ -25,10 +27,10 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"true", "1"}
 
 
-def _unavailable(reason: str, log_tail: str = "") -> None:
+def _unavailable(reason: str, log_tail: str = "", server: str = "influxd") -> None:
     if in_ci():
-        detail = f"\n--- influxd log (tail) ---\n{log_tail}" if log_tail else ""
-        pytest.fail(f"CI needs a real influxd: {reason}{detail}", pytrace=False)
+        detail = f"\n--- {server} log (tail) ---\n{log_tail}" if log_tail else ""
+        pytest.fail(f"CI needs a real {server}: {reason}{detail}", pytrace=False)
     pytest.skip(reason=reason)
 
 
@@ -41,6 +43,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         adapter = callspec.params.get("adapter") if callspec is not None else None
         if uses_server or adapter in _SERVER_ADAPTERS:
             item.add_marker(pytest.mark.influxdb)
+        if {"postgres", "pg_url"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)
 
 
 @pytest.fixture(scope="session")
@@ -101,3 +105,45 @@ def influx2_bucket(influxdb2: Influx2Server) -> Iterator[tuple[Influx2Server, st
         yield influxdb2, name
     finally:
         influxdb2.drop_bucket(name)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL on 127.0.0.1 for the whole session (skips, or fails in CI, if absent)."""
+    if find_pg_bin() is None:
+        _unavailable(
+            "PostgreSQL's initdb not found (Debian: apt-get install postgresql, or run"
+            " `make test` as root; or set TSMETER_PG_BIN)",
+            server="PostgreSQL",
+        )
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _unavailable("psycopg is not installed (pip install 'tsmeter[postgres]')",
+                     server="PostgreSQL")  # fmt: skip
+    server = PostgresServer()
+    failure: tuple[str, str] | None = None
+    try:
+        server.start()
+    except PostgresServerError as exc:
+        failure = (exc.reason, exc.log_tail)
+    except OSError as exc:
+        failure = (str(exc), "")
+    if failure is not None:
+        server.stop()
+        _unavailable(f"PostgreSQL did not start: {failure[0]}", failure[1], server="PostgreSQL")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> Iterator[str]:
+    """The URL of a fresh, empty database on the session's PostgreSQL, dropped afterwards."""
+    name = f"t{os.getpid()}_{next(_db_numbers)}"
+    url = postgres.create_database(name)
+    try:
+        yield url
+    finally:
+        postgres.drop_database(name)

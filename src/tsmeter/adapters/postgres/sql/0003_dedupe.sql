@@ -1,0 +1,22 @@
+-- The id ledger shared by the fleet: which record ids were sent to which InfluxDB target,
+-- and where (series and time), so a retry through any host counts once.
+CREATE TABLE dedupe_targets (
+    target_no serial PRIMARY KEY,
+    target text NOT NULL UNIQUE         -- base URL and database
+);
+CREATE TABLE dedupe_series (
+    series_no bigserial PRIMARY KEY,
+    target_no integer NOT NULL REFERENCES dedupe_targets,
+    metric_key text NOT NULL,
+    subject_type text NOT NULL,
+    subject_id text NOT NULL,
+    org_key text NOT NULL,              -- '' for global metrics
+    UNIQUE (target_no, metric_key, subject_type, subject_id, org_key)
+);
+CREATE TABLE dedupe_ids (
+    target_no integer NOT NULL,
+    id text NOT NULL,
+    series_no bigint NOT NULL,
+    ts bigint NOT NULL,                 -- ns since the epoch
+    PRIMARY KEY (target_no, id)
+);
