@@ -28,12 +28,19 @@ from typing import Any
 from tsmeter.errors import ValidationError
 from tsmeter.metering.meter import Meter
 
-__all__ = ["connect", "default_store_path", "resolve_store_url"]
+__all__ = [
+    "connect",
+    "default_store_path",
+    "migrate_state",
+    "resolve_state_url",
+    "resolve_store_url",
+]
 
 ENV_STORE_URL = "TSMETER_STORE_URL"
 ENV_TIMEZONE = "TSMETER_TIMEZONE"
 ENV_OUTBOX = "TSMETER_OUTBOX"
 ENV_DURABILITY = "TSMETER_DURABILITY"
+ENV_STATE_URL = "TSMETER_STATE_URL"
 
 
 def default_store_path() -> Path:
@@ -151,3 +158,43 @@ def _integrate(meter: Meter, mirror: bool | None) -> Meter:
         meter.mirror = attached
         meter.on_close(lambda: attached.shutdown(timeout=10.0))
     return meter
+
+
+def resolve_state_url(url: str | None = None) -> str | None:
+    """The PostgreSQL state store a store URL names: its ``state=`` when that is a
+    ``postgresql://`` URL, else ``$TSMETER_STATE_URL``; None for a local (SQLite) state."""
+    resolved = resolve_store_url(url)
+    named: str | None = None
+    if resolved.startswith(("influxdb://", "influxdbs://")):
+        from tsmeter.adapters.influxdb.client import InfluxV1Config
+
+        named = InfluxV1Config.from_url(resolved).state
+    elif resolved.startswith("influxdb2://"):
+        from tsmeter.adapters.influxdb.v2client import InfluxV2Config
+
+        named = InfluxV2Config.from_url(resolved).state
+    if named and named.startswith(("postgresql://", "postgres://")):
+        return named
+    return os.environ.get(ENV_STATE_URL) or None
+
+
+def migrate_state(url: str, *, dry_run: bool = False) -> tuple[list[str], list[str]]:
+    """Bring the PostgreSQL state store at ``url`` up to this version's schema (``tsmeter
+    state migrate``): (migrations applied now, migrations already applied), each as
+    ``"NNNN name"``; with ``dry_run``, what would be applied, applying nothing."""
+    from tsmeter.adapters.postgres.database import StateDatabase
+    from tsmeter.adapters.postgres.migrations import MIGRATIONS
+
+    db = StateDatabase(url, migrate=False, max_size=1)
+    try:
+        with db.transaction() as conn:
+            from tsmeter.adapters.postgres.migrations import applied, check, migrate
+
+            before = applied(conn)
+            pending = check(conn, db.where)
+            done = pending if dry_run else migrate(conn, db.where)
+    finally:
+        db.close()
+    names = {m.version: f"{m.version:04d} {m.name}" for m in MIGRATIONS}
+    return [names[m.version] for m in done], [names.get(v, f"{v:04d} {n}")
+                                              for v, n in sorted(before.items())]  # fmt: skip

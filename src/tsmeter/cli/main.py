@@ -26,6 +26,7 @@ from tsmeter.cli.outbox import outbox
 from tsmeter.cli.output import visible
 from tsmeter.cli.posthog import posthog
 from tsmeter.cli.reconcile import reconcile
+from tsmeter.cli.state import state
 from tsmeter.cli.threshold import threshold
 from tsmeter.cli.usage import usage
 from tsmeter.errors import TsmeterError
@@ -189,7 +190,7 @@ def cli(
 
 
 for _command in (metric, usage, threshold, alert, aggregate, demo, influx, scheduler, jobs,
-                 notifications, posthog, reconcile, outbox):  # fmt: skip
+                 notifications, posthog, reconcile, outbox, state):  # fmt: skip
     cli.add_command(_command)
 
 
