@@ -32,6 +32,7 @@ __all__ = [
     "Dedupe",
     "DeliveryRow",
     "EventRow",
+    "JobLeases",
     "Probe",
     "RecordQuery",
     "RollupStats",
@@ -344,6 +345,40 @@ class Dedupe(Protocol):
         ...
 
 
+class JobLeases(Protocol):
+    """A fleet-wide leader lease for the scheduler, and once-per-period run claims.
+
+    Times are the lease store's own clock (the database's for PostgreSQL), never a host's.
+    The guarantee: at most one holder holds the lease at a time; a holder that stops renewing
+    loses it ``ttl_s`` after its last successful :meth:`acquire`. :meth:`claim_run` succeeds for
+    exactly one holder per (job, period), except that a claim whose holder lost its lease
+    before :meth:`finish_run` may be claimed again (the run may then happen twice: jobs must
+    be idempotent, as aggregation is).
+
+    Example: ``if leases.acquire("host-a:412", 30.0): ...``.
+    """
+
+    def acquire(self, holder: str, ttl_s: float) -> bool:
+        """Take the lease if it is free or expired, or renew it if ``holder`` holds it, until
+        ``ttl_s`` seconds from now; True while ``holder`` holds it."""
+        ...
+
+    def release(self, holder: str) -> None:
+        """Give the lease up now if ``holder`` holds it (another may take it at once)."""
+        ...
+
+    def claim_run(self, job: str, period_start_ns: int, holder: str) -> bool:
+        """Claim the run of ``job`` for the period starting at ``period_start_ns``; True only
+        if ``holder`` holds the lease and no other holder claimed the period (unless that
+        holder lost its lease without finishing)."""
+        ...
+
+    def finish_run(self, job: str, period_start_ns: int, holder: str, *, ok: bool) -> None:
+        """Mark ``holder``'s claimed run finished (``ok``: it succeeded); a finished period is
+        never claimed again."""
+        ...
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What the store behind a Meter can do beyond :class:`UsageStore`, as bootstrap wired it;
@@ -357,3 +392,4 @@ class Capabilities:
     probe: Probe | None = None
     admin: StoreAdmin | None = None
     state_path: str | None = None
+    leases: JobLeases | None = None
