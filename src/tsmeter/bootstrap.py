@@ -6,8 +6,10 @@ Store URLs:
   filesystem path, or ``sqlite:///:memory:`` — the embedded store.
 * ``influxdb://[user:password@]host:port/DATABASE?writer=&token=&rp=&state=`` (and
   ``influxdbs://`` for HTTPS) — InfluxDB through its v1 API: 1.x, 2.x (compatibility
-  API, ``token=``) or 3.x. Metric definitions and thresholds then live in a local
-  state store: the SQLite file named by ``state=``, else the default file below.
+  API, ``token=``) or 3.x. Metric definitions and thresholds then live in a state
+  store: ``state=postgresql://...`` (or ``$TSMETER_STATE_URL``) for one a fleet shares, a
+  SQLite file named by ``state=``, else a file of this server and database beside the
+  default file below (:func:`default_state_path`).
 * ``influxdb2://host:port/BUCKET?org=ORG&token=&https=&writer=&state=`` — InfluxDB 2.x
   through influxdb-client and Flux (token also from ``$TSMETER_INFLUXDB_TOKEN``); state
   as for ``influxdb://``.
@@ -20,7 +22,10 @@ for them 0700 (see :mod:`tsmeter.files`); existing ones keep their mode.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,7 @@ from tsmeter.metering.meter import Meter
 
 __all__ = [
     "connect",
+    "default_state_path",
     "default_store_path",
     "migrate_state",
     "resolve_state_url",
@@ -47,6 +53,42 @@ def default_store_path() -> Path:
     """Where the embedded store lives when nothing else is configured."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "tsmeter" / "tsmeter.db"
+
+
+def default_state_path(target: str) -> str:
+    """The local state file of a server store without ``state=``: one per server and database
+    (``target``: the base URL and database, without credentials), so two databases never
+    share metric definitions or ids. A store that an earlier version served from the single
+    default file (its ids are there) keeps that file.
+
+    >>> Path(default_state_path("http://127.0.0.1:8086/metering")).name[:30]
+    'state-127.0.0.1-8086-metering-'
+    """
+    legacy = default_store_path()
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", target.split("://", 1)[-1]).strip("-")[:60]
+    digest = hashlib.sha256(target.encode()).hexdigest()[:12]
+    path = legacy.parent / "state" / f"state-{readable}-{digest}.db"
+    if not path.exists() and _served_by(legacy, target):
+        return str(legacy)
+    return str(path)
+
+
+def _served_by(legacy: Path, target: str) -> bool:
+    """Whether the single default state file of earlier versions holds ids sent to
+    ``target`` (read only; any doubt is a no)."""
+    if not legacy.is_file():
+        return False
+    try:
+        conn = sqlite3.connect(f"file:{legacy}?mode=ro", uri=True, timeout=5)
+        try:
+            found = conn.execute(
+                "SELECT 1 FROM influx_targets WHERE target = ?", (target,)
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+    return found is not None
 
 
 def resolve_store_url(url: str | None = None) -> str:
@@ -73,9 +115,12 @@ def connect(
 
     ``timezone`` (default ``$TSMETER_TIMEZONE`` or UTC) is the IANA zone that
     periods are computed in. ``outbox=PATH`` (default ``$TSMETER_OUTBOX``) puts a durable
-    outbox in front of the store (see :mod:`tsmeter.outbox.durable`), with ``durability`` "outbox"
-    (``record`` returns once the record is committed to the outbox file; the default) or
-    "memory" (at once; default ``$TSMETER_DURABILITY``). ``mirror`` (default: when
+    outbox in front of the store (see :mod:`tsmeter.outbox.durable`); a network store
+    (InfluxDB) has one by default, in its own file (see
+    :func:`tsmeter.outbox.location.default_outbox_path`), unless ``outbox=False`` (or
+    ``$TSMETER_OUTBOX=off``); the embedded store has none unless given a path. ``durability``
+    is "outbox" (``record`` returns once the record is committed to the outbox file; the
+    default) or "memory" (at once; default ``$TSMETER_DURABILITY``). ``mirror`` (default: when
     ``$TSMETER_POSTHOG_API_KEY`` is set) attaches the PostHog mirror as ``meter.mirror``.
     Other options go to the Meter (``chunk_size``, ``outbox_options``).
 
@@ -86,8 +131,7 @@ def connect(
     """
     resolved = resolve_store_url(url)
     tz = timezone or os.environ.get(ENV_TIMEZONE) or "UTC"
-    if options.get("outbox") is None and os.environ.get(ENV_OUTBOX):
-        options["outbox"] = os.environ[ENV_OUTBOX]
+    options["outbox"] = _outbox_option(resolved, options.get("outbox"))
     if "durability" not in options and os.environ.get(ENV_DURABILITY):
         options["durability"] = os.environ[ENV_DURABILITY]
     from tsmeter.adapters.sqlite import SQLiteStore
@@ -97,12 +141,13 @@ def connect(
         from tsmeter.adapters.influxdb.store import InfluxStore
         from tsmeter.adapters.influxdb.v2client import InfluxV2Config
 
-        named = (
-            InfluxV2Config.from_url(resolved).state
-            if resolved.startswith("influxdb2://")
-            else InfluxV1Config.from_url(resolved).state
-        )
-        state = named or str(default_store_path())
+        if resolved.startswith("influxdb2://"):
+            config2 = InfluxV2Config.from_url(resolved)
+            named, target = config2.state, f"{config2.base_url}/{config2.org}/{config2.bucket}"
+        else:
+            config1 = InfluxV1Config.from_url(resolved)
+            named, target = config1.state, f"{config1.base_url}/{config1.database}"
+        state = named or default_state_path(target)
         usage = InfluxStore.from_url(resolved, ledger=state)
         try:
             catalog = SQLiteStore(state)
@@ -132,6 +177,26 @@ def connect(
     except BaseException:
         store.close()
         raise
+
+
+def _outbox_option(url: str, outbox: object) -> str | None:
+    """The outbox file for the store at ``url``: the ``outbox`` option, else ``$TSMETER_OUTBOX``,
+    else the store's default (a network store's own file; none for the embedded store);
+    ``False`` or "off" there means none."""
+    from tsmeter.outbox.location import default_outbox_path, outbox_disabled
+
+    if outbox is None:
+        outbox = os.environ.get(ENV_OUTBOX) or None
+    if outbox_disabled(outbox):
+        return None
+    if outbox is None or outbox is True:
+        default = default_outbox_path(url)
+        if default is None and outbox is True:
+            raise ValidationError("outbox", "the embedded store has no default outbox: give a path")
+        return str(default) if default is not None else None
+    if not isinstance(outbox, str | os.PathLike):
+        raise ValidationError("outbox", f"must be a path, True or False, got {outbox!r}")
+    return os.fspath(outbox)
 
 
 def _integrate(meter: Meter, mirror: bool | None) -> Meter:
