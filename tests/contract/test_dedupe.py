@@ -9,6 +9,7 @@ import random
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from tsmeter.adapters.sqlite.dedupe import SQLiteDedupe
 from tsmeter.domain import RecordRow
 from tsmeter.ports import Dedupe
 
-KINDS = ("memory", "sqlite-memory", "sqlite-file")
+KINDS = ("memory", "sqlite-memory", "sqlite-file", "postgres")
 TARGET = "http://127.0.0.1:8086/metering"
 
 Opener = Callable[[], Dedupe]
@@ -31,6 +32,7 @@ def open_same(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener
     entries: dict[str, RecordRow] = {}
     opened: list[Dedupe] = []
     shared: list[Dedupe] = []
+    databases: list[Any] = []  # postgres: a StateDatabase per "host", closed after the ports
 
     def open_one() -> Dedupe:
         made: Dedupe
@@ -41,6 +43,12 @@ def open_same(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener
                 return shared[0]
             made = SQLiteDedupe(":memory:", TARGET)
             shared.append(made)
+        elif kind == "postgres":  # another host: its own StateDatabase on the same server
+            from tsmeter.adapters.postgres.database import StateDatabase
+            from tsmeter.adapters.postgres.dedupe import PostgresDedupe
+
+            databases.append(StateDatabase(request.getfixturevalue("pg_url"), max_size=4))
+            made = PostgresDedupe(databases[-1], TARGET)
         else:
             made = SQLiteDedupe(str(tmp_path / "state.db"), TARGET)
         opened.append(made)
@@ -49,6 +57,8 @@ def open_same(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener
     yield open_one
     for made in opened:
         made.close()
+    for db in databases:
+        db.close()
 
 
 @pytest.fixture
@@ -132,3 +142,29 @@ def test_another_instance_on_the_same_place_knows_the_ids(open_same: Opener) -> 
     assert where(second.known(["a"])["a"])[-1] == 10
     second.add([row("b", 20)])
     assert set(first.known(["a", "b"])) == {"a", "b"}
+
+
+def test_the_last_row_of_an_id_in_one_add_wins(dedupe: Dedupe) -> None:
+    """An id twice in one add is kept once, at its later row's location."""
+    dedupe.add([row("a", 10), row("b", 20), row("a", 30, subject="o3")])
+    found = dedupe.known(["a", "b"])
+    assert where(found["a"]) == ("a", "api_calls", "org", "o3", None, 30)
+    assert found["b"].ts == 20
+
+
+HOSTILE_IDS = (
+    "it's", 'say "hi"', "back\\slash\\", "new\nline", "tab\tx", "a,b=c d",
+    "\u00e9t\u00e9 \U0001f600", "\\N", "'; DROP TABLE dedupe_ids; --", "%s %b {}",
+)  # fmt: skip
+
+
+def test_hostile_ids_and_series_are_data(dedupe: Dedupe) -> None:
+    """Quotes, backslashes, newlines, commas, unicode and SQL in ids and series names come
+    back exactly, each id apart from the others."""
+    rows = [row(rid, ts=i, metric=f"m{rid}", org=rid, subject=rid)
+            for i, rid in enumerate(HOSTILE_IDS)]  # fmt: skip
+    dedupe.add(rows)
+    found = dedupe.known([*HOSTILE_IDS, "it", "\\"])
+    assert {rid: where(hit) for rid, hit in found.items()} == {r.id: where(r) for r in rows}
+    dedupe.forget_series(f"m{HOSTILE_IDS[0]}", HOSTILE_IDS[0])
+    assert set(dedupe.known(HOSTILE_IDS)) == set(HOSTILE_IDS[1:])

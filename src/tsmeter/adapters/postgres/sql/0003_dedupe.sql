@@ -13,9 +13,13 @@ CREATE TABLE dedupe_series (
     org_key text NOT NULL,              -- '' for global metrics
     UNIQUE (target_no, metric_key, subject_type, subject_id, org_key)
 );
+-- One row per id. Ids compare bytewise (COLLATE "C"): an index on a locale's collation
+-- costs more per comparison, and every host then sorts an add the same way as Python does
+-- (code points), which keeps concurrent adds' row locks in one order. No index on
+-- series_no: one per add would cost each insert; forgetting a purged metric scans instead.
 CREATE TABLE dedupe_ids (
     target_no integer NOT NULL,
-    id text NOT NULL,
+    id text COLLATE "C" NOT NULL,
     series_no bigint NOT NULL,
     ts bigint NOT NULL,                 -- ns since the epoch
     PRIMARY KEY (target_no, id)

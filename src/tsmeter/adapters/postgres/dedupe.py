@@ -1,0 +1,286 @@
+"""PostgresDedupe: the dedupe port on the fleet's PostgreSQL, so an id sent through any host
+counts once.
+
+The tables are those of ``sql/0003_dedupe.sql``: one row per (target, id) with its series
+number and time; targets and series are numbered in side tables, and series numbers, which
+never change, are cached in memory by each instance.
+
+The store adds a chunk of up to 10,000 ids before writing its points and asks for 2,000 to
+50,000 ids before each window, so both go in one round trip of bulk data:
+
+* ``add`` COPYs the chunk (sorted by id, the last row of an id kept) straight into
+  ``dedupe_ids``, inside a savepoint. New ids are the usual case (the store asked first), and
+  a plain COPY costs about half of an upsert. When an id is there already (a retry whose
+  point never landed, or another host adding the same id), the savepoint is rolled back and
+  the chunk goes through a temporary staging table and one ``INSERT ... ON CONFLICT DO
+  UPDATE``, so the newest add of an id wins; the next few adds go that way directly.
+* ``known`` binds the ids as one ``text[]`` (``id = ANY(...)``) and reads the answer in
+  binary.
+
+Two hosts adding overlapping ids take their row locks in the same (id) order, so they wait
+for each other rather than deadlock; a deadlock or serialization failure that happens anyway
+(a purge running beside an add) is retried a few times.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pgerrors
+
+from tsmeter.adapters.postgres.database import StateDatabase
+from tsmeter.domain import RecordRow
+from tsmeter.errors import StorageUnavailableError, ValidationError
+
+__all__ = ["PostgresDedupe"]
+
+_T = TypeVar("_T")
+_Series = tuple[str, str, str, str]  # metric key, subject type, subject id, org key ('')
+_Conn = psycopg.Connection[tuple[Any, ...]]
+
+_COPY_IDS = "COPY dedupe_ids (target_no, id, series_no, ts) FROM STDIN (FORMAT BINARY)"
+_ID_TYPES = ("int4", "text", "int8", "int8")
+# the staging table lives as long as the pooled connection; its rows go at each commit
+_STAGE = (
+    'CREATE TEMP TABLE IF NOT EXISTS tsmeter_dedupe_stage (id text COLLATE "C" NOT NULL,'
+    " series_no bigint NOT NULL, ts bigint NOT NULL) ON COMMIT DELETE ROWS"
+)
+_COPY_STAGE = "COPY tsmeter_dedupe_stage (id, series_no, ts) FROM STDIN (FORMAT BINARY)"
+_UPSERT = (
+    "INSERT INTO dedupe_ids (target_no, id, series_no, ts) SELECT %s, id, series_no, ts"
+    " FROM tsmeter_dedupe_stage ORDER BY id"
+    " ON CONFLICT (target_no, id) DO UPDATE SET series_no = excluded.series_no, ts = excluded.ts"
+)
+_KNOWN = "SELECT id, series_no, ts FROM dedupe_ids WHERE target_no = %s AND id = ANY(%b)"
+_NUMBER = (
+    "INSERT INTO dedupe_series (target_no, metric_key, subject_type, subject_id, org_key)"
+    " SELECT %s, m, t, s, o FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[])"
+    " WITH ORDINALITY AS k(m, t, s, o, n) ORDER BY n ON CONFLICT DO NOTHING"
+)
+_NUMBERED = (
+    "SELECT s.series_no, s.metric_key, s.subject_type, s.subject_id, s.org_key"
+    " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[]) AS k(m, t, s, o)"
+    " JOIN dedupe_series s ON s.target_no = %s AND s.metric_key = k.m"
+    " AND s.subject_type = k.t AND s.subject_id = k.s AND s.org_key = k.o"
+)
+_SERIES_OF = (
+    "SELECT series_no, metric_key, subject_type, subject_id, org_key FROM dedupe_series"
+    " WHERE series_no = ANY(%b::bigint[])"
+)
+_FORGET = (
+    "DELETE FROM dedupe_ids WHERE target_no = %s AND series_no IN (SELECT series_no FROM"
+    " dedupe_series WHERE target_no = %s AND metric_key = %s AND org_key = %s)"
+)
+#: errors after which a transaction may simply be run again
+_TRANSIENT = (pgerrors.DeadlockDetected, pgerrors.SerializationFailure)
+
+
+class PostgresDedupe:
+    """Record ids sent to ``target`` (a base URL and database), kept in the state database
+    ``db``, which the caller opened and closes (it is shared by the PostgreSQL adapters).
+
+    Example: ``PostgresDedupe(StateDatabase(url), transport.target)``.
+    """
+
+    #: times a transaction is tried when it ends in a deadlock or serialization failure
+    ATTEMPTS = 5
+    #: adds that skip the plain COPY after one found an id there already (retries come in runs)
+    UPSERT_RUN = 4
+    #: series cached before the cache starts over
+    SERIES_CACHED = 200_000
+
+    def __init__(self, db: StateDatabase, target: str) -> None:
+        self._db = db
+        self.target = target
+        self._closed = False
+        self._lock = threading.Lock()  # the series cache
+        self._numbers: dict[_Series, int] = {}
+        self._keys: dict[int, _Series] = {}
+        self._upserts = 0  # adds left that go straight to the upsert
+        _check_text("target", [target])
+
+        def number_target(conn: _Conn) -> int:
+            conn.execute(
+                "INSERT INTO dedupe_targets (target) VALUES (%s) ON CONFLICT (target) DO NOTHING",
+                (target,),
+            )
+            found = conn.execute(
+                "SELECT target_no FROM dedupe_targets WHERE target = %s", (target,)
+            ).fetchone()
+            if found is None:
+                raise StorageUnavailableError(f"state store {db.where}: target not numbered")
+            number: int = found[0]
+            return number
+
+        self._target_no = self._retrying("cannot number the target", number_target)
+
+    def known(self, ids: Iterable[str]) -> dict[str, RecordRow]:
+        """Where each known id was sent (see the port); the quantity is not kept."""
+        self._open()
+        asked = [rid for rid in ids if "\x00" not in rid]  # no text holds NUL: never stored
+        if not asked:
+            return {}
+        with self._db.transaction() as conn, conn.cursor(binary=True) as cur:
+            cur.execute(_KNOWN, (self._target_no, asked))
+            found: list[tuple[str, int, int]] = cur.fetchall()
+        if not found:
+            return {}
+        keys = self._keys
+        missing = {number for _, number, _ in found if number not in keys}
+        learned = self._learn(missing) if missing else {}
+        result = {}
+        for rid, number, ts in found:
+            metric, subject_type, subject_id, org = keys.get(number) or learned[number]
+            result[rid] = RecordRow(
+                rid, metric, subject_type, subject_id, org or None, 0.0, ts, None, None
+            )
+        return result
+
+    def add(self, rows: Sequence[RecordRow]) -> None:
+        """Remember that ``rows`` are being sent, each id at its series and time; the last row
+        of an id in ``rows`` wins, and so does this add over an earlier one (see the port)."""
+        self._open()
+        if not rows:
+            return
+        latest = {row.id: row for row in rows}
+        _check_text("id", latest)
+        numbers = self._series_numbers(latest.values())
+        target_no = self._target_no
+        entries = [(target_no, rid, numbers[rid], latest[rid].ts) for rid in sorted(latest)]
+
+        def write(conn: _Conn) -> None:
+            if self._upserts == 0:
+                try:
+                    with conn.transaction(), conn.cursor() as cur:  # a savepoint
+                        _copy(cur, _COPY_IDS, _ID_TYPES, entries)
+                    return
+                except pgerrors.UniqueViolation:  # some id is there already: upsert
+                    self._upserts = self.UPSERT_RUN
+            else:
+                self._upserts -= 1
+            with conn.cursor() as cur:
+                cur.execute(_STAGE)
+                _copy(cur, _COPY_STAGE, _ID_TYPES[1:], [entry[1:] for entry in entries])
+                cur.execute(_UPSERT, (target_no,))
+
+        self._retrying("cannot add ids", write)
+
+    def forget_series(self, metric_key: str, org_id: str | None) -> None:
+        """Forget every id sent to a metric of one org scope (series numbers stay: other
+        instances cache them)."""
+        self._open()
+        _check_text("metric_key", [metric_key, org_id or ""])
+
+        def forget(conn: _Conn) -> None:
+            conn.execute(_FORGET, (self._target_no, self._target_no, metric_key, org_id or ""))
+
+        self._retrying("cannot forget ids", forget)
+
+    def close(self) -> None:
+        """Stop using the state database (which stays open for the other adapters)."""
+        self._closed = True
+
+    # -- helpers ----------------------------------------------------------------------
+    def _open(self) -> None:
+        if self._closed:
+            raise StorageUnavailableError(f"state store {self._db.where}: the dedupe is closed")
+
+    def _retrying(self, doing: str, work: Callable[[_Conn], _T]) -> _T:
+        """``work`` in a transaction of its own, run again after a deadlock or serialization
+        failure (up to ATTEMPTS times, after a short random pause)."""
+        for attempt in range(1, self.ATTEMPTS + 1):
+            try:
+                with self._db.transaction() as conn:
+                    return work(conn)
+            except StorageUnavailableError as exc:
+                cause = exc.__cause__
+                if not isinstance(cause, _TRANSIENT):
+                    raise
+                if attempt == self.ATTEMPTS:
+                    raise self._db.unavailable(
+                        f"{doing} after {attempt} attempts", cause
+                    ) from cause
+                time.sleep(random.uniform(0.005, 0.02) * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _series_numbers(self, rows: Iterable[RecordRow]) -> dict[str, int]:
+        """Each row's id -> its series number, numbering new series first."""
+        numbers = self._numbers
+        keyed = {row.id: (row.metric_key, row.subject_type, row.subject_id, row.org_id or "")
+                 for row in rows}  # fmt: skip
+        new = sorted({key for key in keyed.values() if key not in numbers})
+        if new:  # (the cache may start over meanwhile: the new numbers are kept apart too)
+            numbered = self._number(new)
+            return {rid: numbered.get(key) or numbers[key] for rid, key in keyed.items()}
+        return {rid: numbers[key] for rid, key in keyed.items()}
+
+    def _number(self, keys: list[_Series]) -> dict[_Series, int]:
+        """Number new series (sorted, so two hosts numbering the same ones lock them in one
+        order) in a transaction of their own, and cache their numbers."""
+        _check_text("series", [part for key in keys for part in key])
+        columns = [list(column) for column in zip(*keys, strict=True)]
+
+        def number(conn: _Conn) -> list[tuple[int, str, str, str, str]]:
+            with conn.cursor(binary=True) as cur:
+                cur.execute(_NUMBER, (self._target_no, *columns))
+                cur.execute(_NUMBERED, (*columns, self._target_no))
+                got: list[tuple[int, str, str, str, str]] = cur.fetchall()
+                return got
+
+        found = self._retrying("cannot number series", number)
+        if len(found) != len(keys):
+            raise StorageUnavailableError(
+                f"state store {self._db.where}: {len(keys) - len(found)} series were not numbered"
+            )
+        return {key: number for number, key in self._cache(found).items()}
+
+    def _learn(self, numbers: set[int]) -> dict[int, _Series]:
+        """Read and cache the series of ``numbers`` (numbered by another instance)."""
+        with self._db.transaction() as conn, conn.cursor(binary=True) as cur:
+            cur.execute(_SERIES_OF, (sorted(numbers),))
+            found: list[tuple[int, str, str, str, str]] = cur.fetchall()
+        if len(found) != len(numbers):
+            raise StorageUnavailableError(
+                f"state store {self._db.where}: {len(numbers) - len(found)} series are missing"
+            )
+        return self._cache(found)
+
+    def _cache(self, found: Iterable[tuple[int, str, str, str, str]]) -> dict[int, _Series]:
+        """Remember series numbers both ways (readers only index the dicts; a full cache is
+        replaced, not cleared); return the series of ``found`` by number."""
+        got: dict[int, _Series] = {
+            number: (metric, subject_type, subject_id, org)
+            for number, metric, subject_type, subject_id, org in found
+        }
+        with self._lock:
+            if len(self._keys) + len(got) > self.SERIES_CACHED:
+                self._numbers, self._keys = {}, {}
+            numbers, keys = self._numbers, self._keys
+            for number, key in got.items():
+                numbers[key] = number
+                keys[number] = key
+        return got
+
+
+def _copy(
+    cur: psycopg.Cursor[tuple[Any, ...]],
+    statement: str,
+    types: Sequence[str],
+    rows: Iterable[Sequence[object]],
+) -> None:
+    """COPY ``rows`` in binary with the given column types."""
+    with cur.copy(statement) as copy:
+        copy.set_types(list(types))
+        for entry in rows:
+            copy.write_row(entry)
+
+
+def _check_text(field: str, values: Iterable[str]) -> None:
+    """PostgreSQL's text cannot hold NUL: say so rather than fail in the driver."""
+    if any("\x00" in value for value in values):
+        raise ValidationError(field, "must not contain NUL characters")
