@@ -147,6 +147,9 @@ def connect(
         else:
             config1 = InfluxV1Config.from_url(resolved)
             named, target = config1.state, f"{config1.base_url}/{config1.database}"
+        shared = named if is_state_url(named) else None if named else os.environ.get(ENV_STATE_URL)
+        if shared:
+            return _connect_fleet(resolved, shared, target, tz, mirror, options)
         state = named or default_state_path(target)
         usage = InfluxStore.from_url(resolved, ledger=state)
         try:
@@ -199,6 +202,44 @@ def _outbox_option(url: str, outbox: object) -> str | None:
     return os.fspath(outbox)
 
 
+def is_state_url(url: str | None) -> bool:
+    """Whether ``url`` names a PostgreSQL state store (else a SQLite file)."""
+    return bool(url) and str(url).startswith(("postgresql://", "postgres://"))
+
+
+def _connect_fleet(
+    url: str, state_url: str, target: str, tz: str, mirror: bool | None, options: dict[str, Any]
+) -> Meter:
+    """A Meter on a server store whose state a fleet shares on PostgreSQL: the catalog, the
+    id ledger, the notification deliveries and the job leases; what stays per host (the
+    outbox, the PostHog journal) in the local state file of the store."""
+    from tsmeter.adapters.influxdb.store import InfluxStore
+    from tsmeter.adapters.postgres.catalog import PostgresCatalog
+    from tsmeter.adapters.postgres.database import StateDatabase
+    from tsmeter.adapters.postgres.dedupe import PostgresDedupe
+    from tsmeter.adapters.postgres.deliveries import PostgresDeliveryLog
+    from tsmeter.adapters.postgres.leases import PostgresLeases
+
+    db = StateDatabase(state_url)
+    try:
+        usage = InfluxStore.from_url(url, dedupe=lambda named: PostgresDedupe(db, named))
+    except BaseException:
+        db.close()
+        raise
+    catalog = PostgresCatalog(db)
+    wired = replace(usage.capabilities(), state_path=default_state_path(target),
+                    deliveries=PostgresDeliveryLog(db), leases=PostgresLeases(db))  # fmt: skip
+    try:
+        meter = Meter(usage, catalog, timezone=tz, capabilities=wired, **options)
+    except BaseException:
+        usage.close()
+        catalog.close()
+        db.close()
+        raise
+    meter.on_close(db.close)  # after the outbox delivered, before the store closes
+    return _integrate(meter, mirror)
+
+
 def _integrate(meter: Meter, mirror: bool | None) -> Meter:
     """Attach what the environment configures: the PostHog mirror when
     ``$TSMETER_POSTHOG_API_KEY`` is set (see :mod:`tsmeter.integrations.posthog`), shut down on
@@ -238,8 +279,8 @@ def resolve_state_url(url: str | None = None) -> str | None:
         from tsmeter.adapters.influxdb.v2client import InfluxV2Config
 
         named = InfluxV2Config.from_url(resolved).state
-    if named and named.startswith(("postgresql://", "postgres://")):
-        return named
+    if named:  # an explicit state: shared, or a local file
+        return named if is_state_url(named) else None
     return os.environ.get(ENV_STATE_URL) or None
 
 

@@ -118,10 +118,17 @@ class InfluxStore:
         self._log_clock = 0
 
     @classmethod
-    def from_url(cls, url: str, *, ledger: str = ":memory:") -> InfluxStore:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        ledger: str = ":memory:",
+        dedupe: Callable[[str], Dedupe] | None = None,
+    ) -> InfluxStore:
         """A store for an ``influxdb://`` (the v1 API) or ``influxdb2://`` (InfluxDB 2.x) URL
         (see InfluxV1Config and InfluxV2Config), keeping its id ledger in the SQLite file
-        ``ledger``. Example: ``InfluxStore.from_url("influxdb://127.0.0.1:8086/metering")``."""
+        ``ledger``, or in what ``dedupe`` makes for the store's target (a fleet's shared
+        ledger). Example: ``InfluxStore.from_url("influxdb://127.0.0.1:8086/metering")``."""
         from tsmeter.adapters.sqlite.dedupe import SQLiteDedupe
 
         transport: Transport
@@ -134,7 +141,8 @@ class InfluxStore:
 
             transport = V1Transport.from_url(url)
         try:
-            return cls(transport, SQLiteDedupe(ledger, transport.target))
+            made = dedupe(transport.target) if dedupe else SQLiteDedupe(ledger, transport.target)
+            return cls(transport, made)
         except BaseException:
             transport.close()
             raise
