@@ -135,7 +135,18 @@ class PostgresServer:
         if made.returncode != 0:
             raise PostgresServerError("initdb failed", made.stderr.decode(errors="replace"))
         self.port = free_port()
-        log = open(self.root / "server.log", "wb")  # noqa: SIM115 - the child keeps it
+        return self._run()
+
+    def resume(self) -> PostgresServer:
+        """Start the server again after ``halt``, on the same cluster and port."""
+        if self.root is None or self._process is not None:
+            raise PostgresServerError("resume needs a halted server")
+        return self._run()
+
+    def _run(self) -> PostgresServer:
+        assert self.root is not None
+        data = self.root / "data"
+        log = open(self.root / "server.log", "ab")  # noqa: SIM115 - the child keeps it
         try:
             self._process = subprocess.Popen(
                 [f"{self.bin_dir}/postgres", "-D", str(data), "-p", str(self.port),
