@@ -45,7 +45,7 @@ class OutboxAdmin:
     _db: threading.Lock
     _conn: sqlite3.Connection
     _cond: threading.Condition
-    _memory: list[RecordRow]
+    _queued: int
     _last_error: str | None
     _delivered: int
     _mine: int
@@ -69,7 +69,7 @@ class OutboxAdmin:
                 " ORDER BY seq LIMIT 1"
             ).fetchone()
         with self._cond:
-            in_memory = len(self._memory)
+            in_memory = self._queued
         last = row[0] if row else self._last_error
         return OutboxStatus(in_memory, int(n), int(batches), int(deferred), oldest,
                             int(quarantined), last, self._delivered)  # fmt: skip

@@ -7,11 +7,14 @@ batches, deferring failed ones and quarantining rejected records are single
 statements instead of a log format, compaction and recovery code.
 
 Records enter through :meth:`Outbox.put`. A committer thread writes what
-arrived since its last commit as one transaction (group commit), so many
-callers share one fsync. ``put(wait=True)`` returns once the caller's records
-are committed; ``wait=False`` returns at once (a crash loses at most the last
-commit interval). A flusher thread (one per outbox file, across processes: it
-holds a file lock) takes committed batches oldest first, hands them to the
+arrived while its previous commit was on its way to disk as one transaction
+(group commit), so concurrent callers share one fsync and a lone caller waits
+for one. ``put(wait=True)`` returns once the caller's records are committed; when
+that commit fails, every caller in it gets the error and nothing of their calls is
+in the file (a retry cannot double them). ``wait=False`` returns at once (a crash
+loses at most the last commit interval); such records are committed again after a
+failed commit, since nobody is left to tell. A flusher thread (one per outbox file,
+across processes: it holds a file lock) takes committed batches oldest first, hands them to the
 ``deliver`` callback (the store's ``append``; ids make a repeat harmless) and
 deletes them once delivered. The batches this process committed itself, up to
 ``cache_rows`` records, are handed over as the rows that were put, not read back and
@@ -93,6 +96,28 @@ CREATE TABLE IF NOT EXISTS outbox_quarantine (
 """
 
 
+class _Commit:
+    """The records of one transaction, by caller, and how the transaction went: the callers
+    that wait block on ``settled`` and read ``error``."""
+
+    __slots__ = ("error", "n", "parts", "settled")
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[Sequence[RecordRow], bool]] = []  # (rows, a caller waits)
+        self.n = 0
+        self.error: BaseException | None = None
+        self.settled = threading.Event()
+
+    def add(self, rows: Sequence[RecordRow], waited: bool) -> None:
+        self.parts.append((rows, waited))
+        self.n += len(rows)
+
+    def rows(self) -> list[RecordRow]:
+        if len(self.parts) == 1:
+            return list(self.parts[0][0])
+        return [row for part, _ in self.parts for row in part]
+
+
 class Outbox(OutboxAdmin):
     """Records waiting for the store, in the SQLite file ``path`` (see the module docstring).
 
@@ -145,11 +170,13 @@ class Outbox(OutboxAdmin):
             self._reader = open_wal(path)
         except sqlite3.Error as exc:
             raise StorageUnavailableError(f"cannot open the outbox {path!r}: {exc}") from exc
-        self._cond = threading.Condition()
-        self._memory: list[RecordRow] = []
-        self._generation = 0  # number of the next commit; put() waits for its own
-        self._committed = 0  # commits done
-        self._commit_error: BaseException | None = None
+        mutex = threading.Lock()
+        self._cond = threading.Condition(mutex)  # state below; room in the outbox; drain
+        self._work = threading.Condition(mutex)  # records for the committer
+        self._open = _Commit()  # the next transaction: callers join it until it begins
+        self._queued = 0  # records accepted, not committed yet (in _open or being committed)
+        #: transactions this process committed (each holds every caller that joined it)
+        self.commits = 0
         self._pending = self._count_pending()
         # the newest batch drain() waits for: what the file held at open, then our own commits
         self._mine = self._max_seq()
@@ -174,9 +201,12 @@ class Outbox(OutboxAdmin):
 
     # -- accepting records ------------------------------------------------------------
     def put(self, rows: Sequence[RecordRow], *, wait: bool = True, timeout: float = 30.0) -> None:
-        """Queue ``rows``; with ``wait``, return once they are committed to the file.
+        """Queue ``rows``; with ``wait``, return once they are committed to the file (together
+        with whatever other callers queued meanwhile: one transaction, one fsync).
 
         Blocks while the outbox is full, then raises OutboxFullError after ``timeout``.
+        Raises StorageUnavailableError when the commit fails; nothing of ``rows`` is then
+        queued.
         """
         if not rows:
             return
@@ -184,59 +214,73 @@ class Outbox(OutboxAdmin):
         with self._cond:
             if self._closing:
                 raise StorageUnavailableError("the outbox is closed")
-            while self._pending + len(self._memory) + len(rows) > self.max_pending and (
-                self._pending + len(self._memory) > 0
+            while self._pending + self._queued + len(rows) > self.max_pending and (
+                self._pending + self._queued > 0
             ):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise OutboxFullError(
-                        f"the outbox {self.path!r} held {self._pending + len(self._memory):,}"
+                        f"the outbox {self.path!r} held {self._pending + self._queued:,}"
                         f" records (max_pending {self.max_pending:,}) for {timeout:g} s;"
                         f" {len(rows):,} records were not queued"
                     )
                 self._cond.wait(min(left, 0.5))
-            self._memory.extend(rows)
-            generation = self._generation
-            self._cond.notify_all()
-            if not wait:
-                return
-            while self._committed <= generation:
-                if self._commit_error is not None and self._committed <= generation:
-                    raise StorageUnavailableError(
-                        f"the outbox {self.path!r} could not commit: {self._commit_error}"
-                    )
-                self._cond.wait(1.0)
+            commit = self._open
+            commit.add(rows, wait)
+            self._queued += len(rows)
+            self._work.notify()
+        if not wait:
+            return
+        while not commit.settled.wait(1.0):
+            if not self._committer.is_alive():  # never wait for a commit that cannot come
+                raise StorageUnavailableError(f"the outbox {self.path!r} stopped committing")
+        if commit.error is not None:
+            raise StorageUnavailableError(
+                f"the outbox {self.path!r} could not commit: {commit.error}; nothing of this"
+                " call was queued"
+            ) from commit.error
 
     def _commit_loop(self) -> None:
         while True:
             with self._cond:
-                while not self._memory and not self._closing:
-                    self._cond.wait()
-                if not self._memory and self._closing:
-                    return
+                while not self._open.parts and not self._closing:
+                    self._work.wait()
+                if not self._open.parts:
+                    return  # closing, and everything accepted is committed
             if self.commit_interval:  # let more records join this commit
                 time.sleep(self.commit_interval)
             with self._cond:
-                group, self._memory = self._memory, []
-                self._generation += 1
+                commit, self._open = self._open, _Commit()
             try:
-                self._insert(group)
-            except (sqlite3.Error, StorageUnavailableError) as exc:
-                log.error("outbox commit failed, retrying: %s", exc)
-                with self._cond:
-                    self._memory[:0] = group
-                    self._commit_error = exc
-                    self._generation -= 1
-                    self._cond.notify_all()
-                time.sleep(0.5)
+                last, parts = self._insert(commit.rows())
+            except Exception as exc:
+                self._failed(commit, exc)
                 continue
-            with self._cond:
-                self._committed += 1
-                self._commit_error = None
-                self._cond.notify_all()
+            commit.settled.set()
+            if self._lock_file is not None:  # numbered last - len(parts) + 1 to last
+                self._held.hold(last - len(parts) + 1, parts)
             self._wake.set()
 
-    def _insert(self, rows: list[RecordRow]) -> None:
+    def _failed(self, commit: _Commit, exc: Exception) -> None:
+        """A commit failed (the transaction rolled back): its waiting callers get ``exc`` and
+        their records are dropped (they may retry); records nobody waits for go first into
+        the next commit, after a pause."""
+        log.error("outbox commit of %d records failed: %s", commit.n, exc)
+        loose = [row for part, waited in commit.parts if not waited for row in part]
+        with self._cond:
+            self._queued -= commit.n - len(loose)
+            if loose:
+                self._open.parts.insert(0, (loose, False))
+                self._open.n += len(loose)
+            self._cond.notify_all()  # room for blocked callers, news for drain()
+        commit.error = exc
+        commit.settled.set()
+        if loose:
+            time.sleep(0.5)
+
+    def _insert(self, rows: list[RecordRow]) -> tuple[int, list[list[RecordRow]]]:
+        """Commit ``rows`` as one transaction; return the number of its last batch, and its
+        batches. Raises whatever failed: then nothing of ``rows`` is in the file."""
         now = time.time_ns()
         parts = _parts(rows, self.batch_rows)
         batches = [(len(part), pack(part), now) for part in parts]  # before taking the lock
@@ -244,9 +288,11 @@ class Outbox(OutboxAdmin):
             last = insert(self._conn, batches)
             with self._cond:  # still under the connection lock: no recount slips in between
                 self._pending += len(rows)
+                self._queued -= len(rows)
                 self._mine = max(self._mine, last)
-        if self._lock_file is not None:  # numbered last - len(parts) + 1 to last
-            self._held.hold(last - len(parts) + 1, parts)
+                self.commits += 1
+                self._cond.notify_all()
+        return last, parts
 
     # -- delivering -------------------------------------------------------------------
     def _flush_loop(self) -> None:
@@ -518,7 +564,7 @@ class Outbox(OutboxAdmin):
         self._wake.set()
         while True:
             with self._cond:  # nothing in memory and no commit half done: _mine is final
-                busy = bool(self._memory) or self._generation != self._committed
+                busy = self._queued > 0
                 mine = self._mine
             if not busy and not self._waiting(mine):
                 return True
@@ -539,7 +585,7 @@ class Outbox(OutboxAdmin):
         self.drain(timeout)
         with self._cond:
             self._closing = True
-            self._cond.notify_all()
+            self._work.notify_all()
         self._committer.join(timeout=max(1.0, timeout - (time.monotonic() - started)))
         self._stop = True
         self._wake.set()
