@@ -24,12 +24,14 @@ from tsmeter.domain import (
     UsageAlert,
     UsageThreshold,
 )
+from tsmeter.domain.deliveries import Channel, Claimed, Delivery, DeliveryStatus
 from tsmeter.domain.periods import Calendar
 
 __all__ = [
     "Capabilities",
     "Catalog",
     "Dedupe",
+    "DeliveryQueue",
     "DeliveryRow",
     "EventRow",
     "JobLeases",
@@ -379,11 +381,77 @@ class JobLeases(Protocol):
         ...
 
 
+class DeliveryQueue(Protocol):
+    """The queue of notification deliveries the monitor fills (with the alert change, see
+    :meth:`Catalog.open_alert`) and the notifier's workers drain: one row per (alert, event,
+    channel, target). A delivery is *claimed* for a lease before it is attempted, so two
+    workers never send it at once, and one whose worker died is attempted again once the
+    lease has run out.
+
+    Implementations: :class:`tsmeter.integrations.notify.log.DeliveryLog` (the SQLite state
+    file, one host), ``tsmeter.adapters.postgres.deliveries.PostgresDeliveryLog`` (a fleet);
+    the suite in ``tests/contract/test_delivery_queue.py`` runs against each. Times are ns.
+    """
+
+    def enqueue(self, items: Sequence[DeliveryRow], now: int) -> int:
+        """Add the deliveries not queued yet (by alert, event, channel, target; one with
+        ``error`` is recorded as failed); return how many were new."""
+        ...
+
+    def claim_due(
+        self, now: int, clock: int, lease: int, limit: int, channels: Sequence[Channel]
+    ) -> list[Claimed]:
+        """Claim up to ``limit`` pending deliveries on ``channels`` due at ``now`` and not
+        claimed by a live lease, for ``lease`` ns, oldest due first. ``clock`` is the caller's
+        real time; a queue shared by hosts may measure leases on its own clock instead."""
+        ...
+
+    def count_due(self, now: int, channel: Channel) -> int:
+        """How many pending deliveries on ``channel`` are due at ``now``."""
+        ...
+
+    def finish(
+        self,
+        delivery_id: str,
+        status: DeliveryStatus,
+        now: int,
+        *,
+        error: str | None = None,
+        next_attempt_at: int | None = None,
+    ) -> None:
+        """Record one attempt's outcome (``next_attempt_at``: when a pending one is due
+        again) and release the claim."""
+        ...
+
+    def requeue_failed(self, now: int, ids: Sequence[str] | None = None) -> int:
+        """Make failed deliveries (all, or those in ``ids``) pending again, due at ``now``,
+        with a fresh attempt count; return how many."""
+        ...
+
+    def next_due(self, channels: Sequence[Channel]) -> int | None:
+        """When the earliest pending delivery on ``channels`` can be attempted (its due time,
+        or the end of its claim if later), or None."""
+        ...
+
+    def entries(
+        self, status: DeliveryStatus | str | None = None, limit: int | None = None
+    ) -> list[Delivery]:
+        """Deliveries, oldest first; only those with ``status`` if given (ValidationError
+        naming ``status`` for an unknown one)."""
+        ...
+
+    def close(self) -> None:
+        """Release it (idempotent); what was queued stays queued."""
+        ...
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What the store behind a Meter can do beyond :class:`UsageStore`, as bootstrap wired it;
     None where it cannot. ``state_path`` is the SQLite file of the state store (the catalog),
-    beside which the notification log and the PostHog journal live.
+    beside which the notification log and the PostHog journal live. ``deliveries``: the queue
+    the catalog's alerts put their notifications in, where it is not a table of the
+    ``state_path`` file (a fleet's PostgreSQL state); None means that file's delivery log.
 
     Example: ``Meter(store, store, capabilities=Capabilities(state_path="usage.db"))``.
     """
@@ -392,4 +460,5 @@ class Capabilities:
     probe: Probe | None = None
     admin: StoreAdmin | None = None
     state_path: str | None = None
+    deliveries: DeliveryQueue | None = None
     leases: JobLeases | None = None

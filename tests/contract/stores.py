@@ -1,20 +1,32 @@
 """How the contract suite opens each store adapter, and the work a child process does.
 
 To run the suite against another adapter, add its name to ``ADAPTERS`` and a branch to
-:func:`open_store`; every contract test is then parametrized over it.
+:func:`open_store`; every contract test is then parametrized over it. An adapter in
+``CATALOG_ONLY`` brings only a catalog (its usage store is another adapter's): it runs the
+suites that exercise the catalog (``CATALOG_SUITES``), not the usage store's again.
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from tsmeter.domain import RecordRow
 from tsmeter.ports import Capabilities, Catalog, UsageStore
 
-ADAPTERS = ("sqlite", "influxdb", "influxdb2")
+ADAPTERS = ("sqlite", "influxdb", "influxdb2", "postgres")
+#: adapters that are a catalog beside another adapter's usage store
+CATALOG_ONLY = frozenset({"postgres"})
+#: the test modules that exercise the catalog (the rest test the usage store)
+CATALOG_SUITES = frozenset({"test_catalog", "test_meter", "test_monitor"})
+
+
+def adapters_for(module: str) -> list[str]:
+    """The adapters the test module named ``module`` (its last dotted part) runs against."""
+    return [a for a in ADAPTERS if a not in CATALOG_ONLY or module in CATALOG_SUITES]
 
 
 class Store(UsageStore, Catalog, Protocol):
@@ -51,26 +63,63 @@ def open_store(adapter: str, location: str) -> Store:
         url, state = location.split(" ", 1)
         path = str(Path(state) / "state.db")
         return Combined(InfluxStore.from_url(url, ledger=path), SQLiteStore(path))
+    if adapter == "postgres":  # location: "<postgresql:// URL> <usage directory>"
+        return _postgres(*location.split(" ", 1))
     raise ValueError(f"no contract set-up for adapter {adapter!r}")
+
+
+def _postgres(url: str, usage_dir: str) -> Store:
+    """The embedded store for usage beside a PostgreSQL catalog and delivery queue on their
+    own StateDatabase (as one host of a fleet would have)."""
+    from tsmeter.adapters.postgres.catalog import PostgresCatalog
+    from tsmeter.adapters.postgres.database import StateDatabase
+    from tsmeter.adapters.postgres.deliveries import PostgresDeliveryLog
+    from tsmeter.adapters.sqlite import SQLiteStore
+
+    db = StateDatabase(url, max_size=4)
+    usage = SQLiteStore(str(Path(usage_dir) / "usage.db"))
+    deliveries = PostgresDeliveryLog(db)
+    capabilities = Capabilities(state_path=usage.path, deliveries=deliveries)
+    return Combined(usage, PostgresCatalog(db), capabilities=capabilities, after=db.close)
 
 
 class Combined:
     """A usage store and a catalog behind one object, as the suite expects (a server store
-    keeps metric definitions in a local state store)."""
+    keeps metric definitions in a local state store). ``capabilities``: what bootstrap would
+    hand the Meter, where it is not the usage store's own; ``after``: called once both are
+    closed (the shared state database)."""
 
     _CATALOG = frozenset(name for name in dir(Catalog) if not name.startswith("_"))
 
-    def __init__(self, usage: UsageStore, catalog: SQLiteStoreLike) -> None:
+    def __init__(
+        self,
+        usage: UsageStore,
+        catalog: SQLiteStoreLike,
+        *,
+        capabilities: Capabilities | None = None,
+        after: Callable[[], None] | None = None,
+    ) -> None:
         self._usage = usage
         self._catalog = catalog
+        self._capabilities = capabilities
+        self._after = after
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._catalog if name in self._CATALOG else self._usage, name)
 
+    def capabilities(self) -> Capabilities:
+        """The capabilities given, else the usage store's."""
+        if self._capabilities is not None:
+            return self._capabilities
+        own: Callable[[], Capabilities] = self._usage.capabilities  # type: ignore[attr-defined]
+        return own()
+
     def close(self) -> None:
-        """Close both."""
+        """Close both (and then what ``after`` closes)."""
         self._usage.close()
         self._catalog.close()
+        if self._after is not None:
+            self._after()
 
 
 def append_ids(

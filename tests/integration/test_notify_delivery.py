@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import tsmeter
+from tests.delivery_queues import QUEUES, QueuePlace, open_place
 from tests.notify_servers import (
     Certificate,
     free_port,
@@ -32,7 +33,7 @@ from tsmeter.integrations.notify import (
     verify_signature,
 )
 from tsmeter.integrations.notify.channels import DeliveryError, check_target
-from tsmeter.integrations.notify.log import Channel, DeliveryLog, NewDelivery
+from tsmeter.integrations.notify.log import Channel, NewDelivery
 
 SECRET = "webhook-s3cret"
 FROM = "tsmeter alerts <alerts@tsmeter.test>"
@@ -90,19 +91,20 @@ def event(
     return ThresholdExceeded(alert=alert, threshold=threshold)
 
 
+@pytest.fixture(params=QUEUES)
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueuePlace]:
+    """The delivery queue of the test: the SQLite log, then the PostgreSQL one."""
+    yield from open_place(request, tmp_path)
+
+
 @pytest.fixture
-def notifiers(tmp_path: Path) -> Iterator[Callable[..., Notifier]]:
-    """Make Notifiers on one log file in tmp_path; all are closed at the end."""
-    made: list[Notifier] = []
+def notifiers(place: QueuePlace) -> Callable[..., Notifier]:
+    """Make Notifiers on the test's one delivery queue; all are closed at the end."""
 
     def make(config: NotifySettings, *, worker: bool = False) -> Notifier:
-        notifier = Notifier(config, str(tmp_path / "state.db"), worker=worker)
-        made.append(notifier)
-        return notifier
+        return place.notifier(config, worker=worker)
 
-    yield make
-    for notifier in made:
-        notifier.close(timeout=5)
+    return make
 
 
 def by_channel(items: list[Delivery]) -> dict[str, Delivery]:
@@ -454,10 +456,10 @@ def test_meter_threshold_events_reach_email_and_webhook(tmp_path: Path) -> None:
 
 
 # -- targets that cannot be delivered to --------------------------------------------------
-def plant(path: Path, *targets: str) -> None:
+def plant(place: QueuePlace, *targets: str) -> None:
     """Queue one webhook delivery per target straight into the log, as an older version that
     checked nothing could have left them."""
-    log = DeliveryLog(str(path))
+    log = place.queue()
     try:
         log.enqueue([
             NewDelivery(id=f"d{i}", alert_id=f"a{i}", event="threshold.exceeded",
@@ -470,13 +472,13 @@ def plant(path: Path, *targets: str) -> None:
 
 
 def test_one_bad_target_never_stops_the_pass(
-    tmp_path: Path, notifiers: Callable[..., Notifier]
+    place: QueuePlace, notifiers: Callable[..., Notifier]
 ) -> None:
     """Targets no delivery can reach (a port out of range, a metadata address, a malformed
     URL) each fail on their own first attempt with the reason; the good one is delivered and
     nothing stays claimed or pending."""
     with webhook_server() as hook:
-        plant(tmp_path / "state.db", "http://127.0.0.1:99999/x", hook.url,
+        plant(place, "http://127.0.0.1:99999/x", hook.url,
               "http://169.254.169.254/latest/meta-data/", "http://[::1/x",
               "http://127.0.0.1:1/\r\nX-Evil: 1")  # fmt: skip
         notifier = notifiers(settings())

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from pydantic import ValidationError as PydanticError
 
 import tsmeter
 import tsmeter.integrations.notify
+from tests.delivery_queues import QUEUES, QueuePlace, open_place
 from tsmeter.domain import UsageAlert, UsageThreshold
 from tsmeter.domain.events import ThresholdApproaching, ThresholdResolved, UsageRecorded
 from tsmeter.domain.models import STORED
@@ -150,6 +152,12 @@ def test_email_headers_stay_single_lines() -> None:
 
 
 # -- the notifier and its log -------------------------------------------------------------
+@pytest.fixture(params=QUEUES)
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[QueuePlace]:
+    """The delivery queue of the test: the SQLite log, then the PostgreSQL one."""
+    yield from open_place(request, tmp_path)
+
+
 def _event(emails: list[str], webhook: str | None = None) -> ThresholdApproaching:
     # As read back from a state file: an older version may have stored any target.
     threshold = UsageThreshold.model_validate({
@@ -159,9 +167,9 @@ def _event(emails: list[str], webhook: str | None = None) -> ThresholdApproachin
     return ThresholdApproaching(alert=_alert("approaching", 850, 85), threshold=threshold)
 
 
-def test_handle_logs_one_delivery_per_target(tmp_path: Path) -> None:
+def test_handle_logs_one_delivery_per_target(place: QueuePlace) -> None:
     """Each distinct email and the webhook get one pending delivery; repeats add nothing."""
-    with Notifier(NotifySettings(), str(tmp_path / "s.db"), worker=False) as notifier:
+    with place.notifier(NotifySettings()) as notifier:
         event = _event(["a@x.test", "b@x.test", "a@x.test"], "https://hooks.x.test/h?token=1")
         notifier.handle(event)
         notifier.handle(event)
@@ -176,20 +184,20 @@ def test_handle_logs_one_delivery_per_target(tmp_path: Path) -> None:
         assert len({d.id for d in items}) == 3
 
 
-def test_undeliverable_address_is_failed_at_once(tmp_path: Path) -> None:
+def test_undeliverable_address_is_failed_at_once(place: QueuePlace) -> None:
     """An address an older version let through, which SMTP cannot take, is logged as failed."""
-    with Notifier(NotifySettings(), str(tmp_path / "s.db"), worker=False) as notifier:
+    with place.notifier(NotifySettings()) as notifier:
         notifier.handle(_event(["ops@x.test>,evil@y.test"]))
         [item] = notifier.deliveries("failed")
         assert item.attempts == 0 and "refused target: one address" in (item.last_error or "")
 
 
 def test_email_waits_while_smtp_is_not_configured(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    place: QueuePlace, caplog: pytest.LogCaptureFixture
 ) -> None:
     """No TSMETER_SMTP_HOST: email deliveries stay pending (skipped, with a warning) instead
     of failing, so a pass from a shell without the settings loses nothing."""
-    with Notifier(NotifySettings(), str(tmp_path / "s.db"), worker=False) as notifier:
+    with place.notifier(NotifySettings()) as notifier:
         notifier.handle(_event(["ops@x.test"]))
         counts = notifier.deliver_pending()
         assert (counts.skipped, counts.failed, counts.delivered) == (1, 0, 0)
@@ -198,17 +206,17 @@ def test_email_waits_while_smtp_is_not_configured(
     assert "email is not configured (set TSMETER_SMTP_HOST)" in caplog.text
 
 
-def test_status_filter_is_validated(tmp_path: Path) -> None:
+def test_status_filter_is_validated(place: QueuePlace) -> None:
     """An unknown status is a ValidationError naming ``status``."""
-    with Notifier(NotifySettings(), str(tmp_path / "s.db"), worker=False) as notifier:
+    with place.notifier(NotifySettings()) as notifier:
         assert notifier.deliveries("DELIVERED") == []
         with pytest.raises(ValidationError, match="status"):
             notifier.deliveries("sent")
 
 
-def test_resolved_events_are_notified(tmp_path: Path) -> None:
+def test_resolved_events_are_notified(place: QueuePlace) -> None:
     """threshold.resolved is a separate delivery from the alert's earlier event."""
-    with Notifier(NotifySettings(), str(tmp_path / "s.db"), worker=False) as notifier:
+    with place.notifier(NotifySettings()) as notifier:
         event = _event(["a@x.test"])
         notifier.handle(event)
         notifier.handle(ThresholdResolved(alert=event.alert, threshold=event.threshold))

@@ -16,7 +16,7 @@ import click
 from tsmeter.cli.context import CliState, pass_state
 from tsmeter.cli.output import Column, emit_list, emit_one
 from tsmeter.errors import TsmeterError
-from tsmeter.integrations.notify import Notifier, NotifySettings, log_path_of
+from tsmeter.integrations.notify import Notifier, NotifySettings
 from tsmeter.integrations.posthog.job import mirror_job
 from tsmeter.jobs.registry import JobRegistry, ScheduleSettings, default_jobs, format_run
 from tsmeter.metering.meter import Meter
@@ -108,15 +108,15 @@ def _registry(
 
 
 def _notifier(meter: Meter) -> Notifier | None:
-    """The delivery worker on the meter's state file, for the ``notifications`` job (the
-    monitor queues an alert's deliveries in the state file as it opens the alert); None for
-    a store without a state file. Settings come from the TSMETER_SMTP_* / TSMETER_WEBHOOK_*
-    variables."""
+    """The delivery worker on the meter's delivery queue (its state file, or the fleet's
+    shared one), for the ``notifications`` job (the monitor queues an alert's deliveries as it
+    opens the alert); None for a store without either. Settings come from the TSMETER_SMTP_* /
+    TSMETER_WEBHOOK_* variables."""
+    settings = NotifySettings.from_env()
     try:
-        path = log_path_of(meter)
+        return Notifier.for_meter(meter, settings, worker=False, attach=False)
     except TsmeterError:
         return None
-    return Notifier(NotifySettings.from_env(), path, worker=False)
 
 
 @click.group()

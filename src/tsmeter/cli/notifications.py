@@ -13,7 +13,6 @@ from tsmeter.integrations.notify import (
     DeliveryStatus,
     Notifier,
     NotifySettings,
-    log_path_of,
 )
 
 __all__ = ["notifications", "shown"]
@@ -33,8 +32,9 @@ _STATUSES = click.Choice([s.value for s in DeliveryStatus], case_sensitive=False
 
 
 def _notifier(state: CliState, settings: NotifySettings) -> Notifier:
-    """A Notifier without a worker on the store's delivery log."""
-    return Notifier(settings, log_path_of(state.meter()), worker=False)
+    """A Notifier without a worker on the store's delivery log (the fleet's shared queue
+    where the state is on PostgreSQL)."""
+    return Notifier.for_meter(state.meter(), settings, worker=False, attach=False)
 
 
 @click.group()

@@ -9,61 +9,33 @@ worker that dies mid-attempt only delays it until the lease runs out.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from enum import StrEnum
-from typing import Any
 
 from tsmeter._sqlite import DELIVERIES_DDL, StateFile
 from tsmeter.domain import Model
-from tsmeter.domain.validation import from_ns
-from tsmeter.errors import ValidationError
+from tsmeter.domain.deliveries import (
+    DELIVERY_COLUMNS,
+    Channel,
+    Claimed,
+    Delivery,
+    DeliveryStatus,
+    delivery_from_row,
+    status_filter,
+)
 from tsmeter.ports import DeliveryRow
 
-__all__ = ["Channel", "Delivery", "DeliveryCounts", "DeliveryLog", "DeliveryStatus", "NewDelivery"]
+__all__ = [
+    "Channel",
+    "Claimed",
+    "Delivery",
+    "DeliveryCounts",
+    "DeliveryLog",
+    "DeliveryStatus",
+    "NewDelivery",
+]
 
 # The table is part of the store's schema: the monitor queues deliveries in the transaction
 # that opens the alert (see tsmeter.ports.Catalog.open_alert).
 DDL = DELIVERIES_DDL
-
-
-class DeliveryStatus(StrEnum):
-    """Where a delivery stands: ``pending`` (waiting for its first or next attempt),
-    ``delivered``, or ``failed`` (gave up; ``tsmeter notifications retry --failed`` re-queues)."""
-
-    PENDING = "pending"
-    DELIVERED = "delivered"
-    FAILED = "failed"
-
-
-class Channel(StrEnum):
-    """How a notification travels."""
-
-    EMAIL = "email"
-    WEBHOOK = "webhook"
-
-
-class Delivery(Model):
-    """One notification to one target, as recorded in the delivery log.
-
-    Example: ``notifier.deliveries("failed")[0].last_error``.
-    """
-
-    id: str
-    alert_id: str
-    event: str
-    channel: Channel
-    target: str
-    metric_key: str
-    subject_type: str
-    subject_id: str
-    status: DeliveryStatus
-    attempts: int
-    last_error: str | None
-    next_attempt_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    delivered_at: datetime | None
 
 
 class DeliveryCounts(Model):
@@ -78,24 +50,6 @@ class DeliveryCounts(Model):
 
 #: A delivery to enqueue (``error`` set: recorded as failed at once, never attempted).
 NewDelivery = DeliveryRow
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """A delivery this worker may attempt now."""
-
-    id: str
-    event: str
-    channel: Channel
-    target: str
-    payload: str
-    attempts: int
-
-
-_COLUMNS = (
-    "id, alert_id, event, channel, target, metric_key, subject_type, subject_id, status,"
-    " attempts, last_error, next_attempt_at, created_at, updated_at, delivered_at"
-)
 
 
 class DeliveryLog(StateFile):
@@ -214,15 +168,10 @@ class DeliveryLog(StateFile):
         self, status: DeliveryStatus | str | None = None, limit: int | None = None
     ) -> list[Delivery]:
         """Deliveries, oldest first; only those with ``status`` if given."""
-        sql = f"SELECT {_COLUMNS} FROM notify_deliveries"
+        sql = f"SELECT {DELIVERY_COLUMNS} FROM notify_deliveries"
         params: list[object] = []
         if status is not None:
-            try:
-                params.append(DeliveryStatus(str(status).lower()).value)
-            except ValueError:
-                raise ValidationError(
-                    "status", f"must be pending, delivered or failed, got {status!r}"
-                ) from None
+            params.append(status_filter(status).value)
             sql += " WHERE status = ?"
         sql += " ORDER BY created_at, rowid"
         if limit is not None:
@@ -230,17 +179,4 @@ class DeliveryLog(StateFile):
             params.append(limit)
         with self._write() as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [_delivery(row) for row in rows]
-
-
-def _delivery(row: tuple[Any, ...]) -> Delivery:
-    (id_, alert_id, event, channel, target, metric, stype, sid, status, attempts, error,
-     next_at, created, updated, delivered) = row  # fmt: skip
-    return Delivery(
-        id=id_, alert_id=alert_id, event=event, channel=Channel(channel), target=target,
-        metric_key=metric, subject_type=stype, subject_id=sid, status=DeliveryStatus(status),
-        attempts=attempts, last_error=error,
-        next_attempt_at=from_ns(next_at) if status == DeliveryStatus.PENDING else None,
-        created_at=from_ns(created), updated_at=from_ns(updated),
-        delivered_at=None if delivered is None else from_ns(delivered),
-    )  # fmt: skip
+        return [delivery_from_row(row) for row in rows]

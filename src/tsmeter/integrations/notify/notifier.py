@@ -43,7 +43,7 @@ from tsmeter.integrations.notify.log import (
 from tsmeter.integrations.notify.plan import deliveries_for, delivery_id
 from tsmeter.integrations.notify.render import one_line
 from tsmeter.integrations.notify.settings import NotifySettings
-from tsmeter.ports import Capabilities
+from tsmeter.ports import Capabilities, DeliveryQueue
 
 __all__ = ["Notifier", "delivery_id", "log_path_of"]
 
@@ -67,7 +67,9 @@ class _HasState(_HasEvents, Protocol):
 
 
 def log_path_of(meter: _HasState) -> str:
-    """The file that holds a Meter's state (its catalog), where the delivery log goes."""
+    """The file that holds a Meter's state (its catalog), where its delivery log is unless
+    bootstrap gave it a shared queue (``capabilities.deliveries``, see
+    :meth:`Notifier.for_meter`)."""
     path = meter.capabilities.state_path
     if path is None:
         raise ValidationError("log_path", "this store keeps no state file; give log_path")
@@ -91,9 +93,10 @@ def _shown(channel: Channel, target: str) -> str:
 class Notifier:
     """Delivers threshold events by email and webhook, through a durable delivery log.
 
-    ``log_path`` is the SQLite file of the log (usually the Meter's state file, see
-    :meth:`for_meter`). With ``worker=True`` a daemon thread delivers in the background;
-    otherwise call :meth:`deliver_pending`. Example::
+    The log is ``queue`` (a :class:`~tsmeter.ports.DeliveryQueue`, such as a fleet's shared
+    one; left open by :meth:`close`) or else the SQLite file ``log_path`` (usually the Meter's
+    state file); :meth:`for_meter` picks the Meter's. With ``worker=True`` a daemon thread
+    delivers in the background; otherwise call :meth:`deliver_pending`. Example::
 
         notifier = Notifier.for_meter(meter, NotifySettings.from_env())
         meter.evaluate_thresholds()      # events -> deliveries -> emails, webhooks
@@ -101,10 +104,18 @@ class Notifier:
     """
 
     def __init__(
-        self, settings: NotifySettings | None, log_path: str, *, worker: bool = True
+        self,
+        settings: NotifySettings | None,
+        log_path: str | None = None,
+        *,
+        worker: bool = True,
+        queue: DeliveryQueue | None = None,
     ) -> None:
+        if (queue is None) == (log_path is None):
+            raise ValidationError("log_path", "give either log_path or queue, not both or neither")
         self.settings = settings if settings is not None else NotifySettings.from_env()
-        self._log = DeliveryLog(log_path)
+        self._log: DeliveryQueue = queue if queue is not None else DeliveryLog(str(log_path))
+        self._owns_log = queue is None  # a queue handed in belongs to whoever made it
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._backlog: list[NewDelivery] = []
@@ -121,11 +132,23 @@ class Notifier:
 
     @classmethod
     def for_meter(
-        cls, meter: _HasState, settings: NotifySettings | None = None, *, worker: bool = True
+        cls,
+        meter: _HasState,
+        settings: NotifySettings | None = None,
+        *,
+        worker: bool = True,
+        attach: bool = True,
     ) -> Notifier:
-        """A Notifier logging into ``meter``'s state file and attached to its events."""
-        notifier = cls(settings, log_path_of(meter), worker=worker)
-        notifier.attach(meter)
+        """A Notifier on ``meter``'s delivery queue (``capabilities.deliveries`` where
+        bootstrap set one, else the log in its state file), attached to its events unless
+        ``attach=False`` (a worker that only sends what the monitor queued)."""
+        queue = meter.capabilities.deliveries
+        if queue is not None:
+            notifier = cls(settings, worker=worker, queue=queue)
+        else:
+            notifier = cls(settings, log_path_of(meter), worker=worker)
+        if attach:
+            notifier.attach(meter)
         return notifier
 
     def __enter__(self) -> Notifier:
@@ -284,7 +307,7 @@ class Notifier:
         finally:
             with self._handoff:
                 self._worker_done = True
-                if self._abandoned:
+                if self._abandoned and self._owns_log:
                     self._log.close()
 
     def _loop(self) -> None:
@@ -319,8 +342,9 @@ class Notifier:
 
     def close(self, timeout: float = 5.0) -> bool:
         """Detach from every bus, stop the worker (waiting at most ``timeout`` seconds) and
-        close the log. Returns False if an attempt was still running when the wait ended;
-        its delivery stays claimed and is retried after the claim expires."""
+        close the log (one it opened, not a queue it was given). Returns False if an attempt
+        was still running when the wait ended; its delivery stays claimed and is retried
+        after the claim expires."""
         for unsubscribe in self._detach:
             unsubscribe()
         self._detach.clear()
@@ -337,7 +361,8 @@ class Notifier:
                       len(self._backlog), exc)  # fmt: skip
         with self._handoff:
             if self._thread is None or self._worker_done:
-                self._log.close()
+                if self._owns_log:
+                    self._log.close()
             else:
                 self._abandoned = True
                 log.warning("notification worker still busy after %.1f s; it closes the log"

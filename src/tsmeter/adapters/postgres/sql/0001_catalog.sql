@@ -4,7 +4,7 @@ CREATE TABLE metrics (
     org_key text NOT NULL,              -- '' for global metrics
     key text NOT NULL,
     doc text NOT NULL,                  -- the definition as camelCase JSON
-    UNIQUE (org_key, key)
+    UNIQUE (org_key, key)               -- listed in byte order (COLLATE "C"), as SQLite does
 );
 CREATE TABLE thresholds (
     seq bigserial UNIQUE,               -- the order they were created in
@@ -15,6 +15,7 @@ CREATE TABLE thresholds (
 -- number of monitors try at once. automatic: resolved by a monitor (usage fell), so the
 -- level may fire again; one resolved by hand blocks its key for the rest of the window.
 CREATE TABLE alerts (
+    seq bigserial UNIQUE,               -- the order they were opened in (ties of created_at)
     id text PRIMARY KEY,
     threshold_id text NOT NULL,
     subject_type text NOT NULL,

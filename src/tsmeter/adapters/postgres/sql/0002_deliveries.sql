@@ -1,6 +1,7 @@
 -- Notifications of threshold alerts, queued in the transaction that opens or resolves the
 -- alert, claimed by one worker of the fleet at a time.
 CREATE TABLE notify_deliveries (
+    seq bigserial UNIQUE,               -- the order they were queued in (ties of times)
     id text PRIMARY KEY,                -- the delivery id (X-Tsmeter-Delivery), stable across retries
     alert_id text NOT NULL,
     event text NOT NULL,                -- threshold.approaching | threshold.exceeded | ...resolved
@@ -14,7 +15,8 @@ CREATE TABLE notify_deliveries (
     attempts integer NOT NULL DEFAULT 0,
     last_error text,
     next_attempt_at bigint NOT NULL,    -- ns since the epoch
-    claimed_until bigint,               -- ns: a worker is attempting it until then
+    claimed_until bigint,               -- ns, the database's clock: a worker is attempting it
+                                        -- until then (a dead worker's claim runs out)
     created_at bigint NOT NULL,
     updated_at bigint NOT NULL,
     delivered_at bigint,
