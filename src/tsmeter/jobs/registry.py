@@ -30,7 +30,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -51,6 +51,7 @@ __all__ = [
     "Job",
     "JobRegistry",
     "Notifier",
+    "PeriodSchedule",
     "Schedule",
     "ScheduleSettings",
     "as_counts",
@@ -81,6 +82,17 @@ class Schedule(Protocol):
 
     def trigger(self, calendar: Calendar) -> BaseTrigger:
         """The APScheduler trigger (needs the ``scheduler`` extra)."""
+        ...
+
+
+@runtime_checkable
+class PeriodSchedule(Schedule, Protocol):
+    """A schedule whose every run is for one period (not an interval tick): with job leases a
+    run first claims its period, so that a period runs once across a fleet, takeovers included.
+    """
+
+    def period_of(self, calendar: Calendar, at: datetime) -> int:
+        """The start (ns) of the period that the latest run due at or before ``at`` is for."""
         ...
 
 
@@ -134,6 +146,16 @@ class AfterEachPeriod:
         if start < target:
             start = calendar.next_start(self.period, start)
         return (from_ns(start) + self.lateness).astimezone(calendar.zone)
+
+    def period_of(self, calendar: Calendar, at: datetime) -> int:
+        """The period that closed at the latest boundary at or before ``at - lateness``.
+
+        >>> schedule = AfterEachPeriod(PeriodType.HOURLY, timedelta(minutes=5))
+        >>> from_ns(schedule.period_of(Calendar(), datetime(2026, 3, 1, 10, 4, tzinfo=UTC)))
+        datetime.datetime(2026, 3, 1, 8, 0, tzinfo=datetime.timezone.utc)
+        """
+        boundary = calendar.start_of(self.period, to_ns(at.astimezone(UTC) - self.lateness))
+        return calendar.start_of(self.period, boundary - 1)
 
     def trigger(self, calendar: Calendar) -> BaseTrigger:
         """A :class:`tsmeter.jobs.scheduler.PeriodTrigger`."""

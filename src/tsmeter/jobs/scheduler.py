@@ -11,6 +11,23 @@ the ``tsmeter.jobs.scheduler`` logger::
 A failing run is logged and the scheduler goes on. :func:`run` is the
 foreground entry (``tsmeter scheduler run``): SIGTERM or SIGINT stop new runs,
 wait (bounded) for the running ones, then return.
+
+**Several schedulers** (a fleet, or several processes on one host) share the work when the
+meter has job leases (``meter.capabilities.leases``, a :class:`tsmeter.ports.JobLeases`):
+every scheduler keeps its triggers, but only the holder of the lease runs jobs. The holder
+renews the lease every ``lease_ttl / 3`` (30 s / 3 by default) in a thread; the others try to
+take it on the same cadence. A run of a period job (:class:`~tsmeter.jobs.registry.PeriodSchedule`,
+e.g. hourly aggregation) first claims its (job, period), so a period that ran is never run
+again by a new holder; an interval job (``Every``) runs on the holder only. On taking the
+lease a scheduler runs at once each period job whose latest period has not run.
+
+*Takeover bound*: when the holder dies (``kill -9``, a lost host), its lease expires at most
+``lease_ttl`` after its last renewal and another scheduler takes it at its next try, so jobs
+move within ``lease_ttl + lease_ttl / 3`` (40 s by default), plus one interval for ``Every``
+jobs. A holder that cannot reach the lease store stops starting runs once ``lease_ttl`` has
+passed since its last renewal. A period whose run was cut off by its holder's death may run
+again on the new holder (the jobs are idempotent). A clean stop releases the lease at once.
+Without leases each scheduler runs every job itself.
 """
 
 from __future__ import annotations
@@ -36,11 +53,22 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from tsmeter.domain.periods import Calendar
+from tsmeter.domain.validation import from_ns
 from tsmeter.errors import TsmeterError
-from tsmeter.jobs.registry import AfterEachPeriod, Counts, Job, format_run
+from tsmeter.jobs.leases import DEFAULT_LEASE_TTL, LeaseKeeper
+from tsmeter.jobs.registry import AfterEachPeriod, Counts, Job, PeriodSchedule, format_run
 from tsmeter.metering.meter import Meter
+from tsmeter.ports import JobLeases
 
-__all__ = ["JobFailed", "JobScheduler", "PeriodTrigger", "RunOutcome", "quiet_apscheduler", "run"]
+__all__ = [
+    "JobFailed",
+    "JobScheduler",
+    "PeriodTrigger",
+    "RunOutcome",
+    "Skipped",
+    "quiet_apscheduler",
+    "run",
+]
 
 logger = logging.getLogger("tsmeter.scheduler")
 
@@ -88,6 +116,15 @@ class RunOutcome:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A run that did not happen because of the lease: this scheduler does not hold it
+    (``quiet``: logged at debug level only, it happens at every tick), or the period ran."""
+
+    reason: str
+    quiet: bool = False
+
+
 class JobFailed(Exception):
     """A run raised ``__cause__`` after ``seconds``; the listener logs it."""
 
@@ -95,6 +132,10 @@ class JobFailed(Exception):
         super().__init__(f"job {name!r} failed after {seconds:.2f}s")
         self.name = name
         self.seconds = seconds
+
+
+def _iso(ns: int) -> str:
+    return from_ns(ns).isoformat()
 
 
 def _error_text(exc: BaseException) -> str:
@@ -105,7 +146,11 @@ def _error_text(exc: BaseException) -> str:
 class JobScheduler:
     """A background APScheduler running ``jobs`` on ``meter``, one run per job at a time.
 
-    Each job's ``misfire_grace_time`` comes from its schedule. Example::
+    Each job's ``misfire_grace_time`` comes from its schedule. With
+    ``meter.capabilities.leases`` only the holder of the lease runs jobs (see the module's
+    docstring); ``lease_ttl`` (s) is how long the lease lives without renewal, ``holder``
+    this scheduler's name in the lease store (default: host, pid and a random tag).
+    Example::
 
         scheduler = JobScheduler(meter, list(default_jobs()))
         scheduler.start()
@@ -113,13 +158,27 @@ class JobScheduler:
         scheduler.stop(timeout=30)
     """
 
-    def __init__(self, meter: Meter, jobs: Sequence[Job]) -> None:
+    def __init__(
+        self,
+        meter: Meter,
+        jobs: Sequence[Job],
+        *,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
+        holder: str | None = None,
+    ) -> None:
         self.meter = meter
         self.jobs = list(jobs)
         self._cond = threading.Condition()
         self._running: dict[str, int] = {}
         self._stopping = False
         calendar = meter.calendar
+        self.leases: JobLeases | None = meter.capabilities.leases
+        #: keeps the lease when the meter has job leases; None otherwise
+        self.keeper: LeaseKeeper | None = None
+        if self.leases is not None:
+            self.keeper = LeaseKeeper(
+                self.leases, lease_ttl, holder=holder, on_acquired=self._catch_up
+            )
         self.scheduler = BackgroundScheduler(
             timezone=calendar.zone,
             executors={"default": ThreadPoolExecutor(max_workers=max(1, len(self.jobs)))},
@@ -140,7 +199,7 @@ class JobScheduler:
         )
 
     # -- running ----------------------------------------------------------------------
-    def _call(self, job: Job) -> RunOutcome | None:
+    def _call(self, job: Job) -> RunOutcome | Skipped | None:
         """Run ``job`` (in an executor thread); None when the scheduler is stopping.
 
         The run counts as running until the listener has logged it (:meth:`_on_event`),
@@ -151,11 +210,48 @@ class JobScheduler:
                 return None
             self._running[job.name] = self._running.get(job.name, 0) + 1
         started = time.monotonic()
+        if self.keeper is None or self.leases is None:
+            return self._run(job, started)
+        if not self.keeper.holds():
+            return Skipped("another scheduler holds the lease", quiet=True)
+        if not isinstance(job.schedule, PeriodSchedule):
+            return self._run(job, started)
+        period = job.schedule.period_of(self.meter.calendar, datetime.now(UTC))
+        try:
+            claimed = self.leases.claim_run(job.name, period, self.keeper.holder)
+        except BaseException as exc:
+            raise JobFailed(job.name, time.monotonic() - started) from exc
+        if not claimed:
+            return Skipped(f"the period from {_iso(period)} has run or is running elsewhere")
+        ok = False
+        try:
+            outcome = self._run(job, started)
+            ok = True
+            return outcome
+        finally:
+            try:
+                self.leases.finish_run(job.name, period, self.keeper.holder, ok=ok)
+            except Exception as exc:  # the run's own outcome is what gets reported
+                logger.warning(
+                    "job=%s could not mark the period from %s finished: %s",
+                    job.name,
+                    _iso(period),
+                    _error_text(exc),
+                )
+
+    def _run(self, job: Job, started: float) -> RunOutcome:
         try:
             counts = job.run(self.meter)
         except BaseException as exc:  # a worker thread: report everything, stop nothing
             raise JobFailed(job.name, time.monotonic() - started) from exc
         return RunOutcome(counts, time.monotonic() - started)
+
+    def _catch_up(self) -> None:
+        """On taking the lease: run each period job now; its claim skips a period that ran."""
+        now = datetime.now(UTC)
+        for job in self.jobs:
+            if isinstance(job.schedule, PeriodSchedule):
+                self.scheduler.modify_job(job.name, next_run_time=now)
 
     def _finished(self, name: str) -> None:
         with self._cond:
@@ -174,6 +270,12 @@ class JobScheduler:
             if isinstance(outcome, RunOutcome):
                 try:
                     logger.info(format_run(name, outcome.counts, outcome.seconds))
+                finally:
+                    self._finished(name)
+            elif isinstance(outcome, Skipped):
+                try:
+                    level = logging.DEBUG if outcome.quiet else logging.INFO
+                    logger.log(level, "job=%s skipped: %s", name, outcome.reason)
                 finally:
                     self._finished(name)
             else:
@@ -209,8 +311,11 @@ class JobScheduler:
             return sorted(self._running)
 
     def start(self, *, paused: bool = False) -> None:
-        """Start scheduling in a background thread (``paused``: do not run jobs yet)."""
+        """Start scheduling in a background thread (``paused``: do not run jobs yet), and
+        keeping or trying to take the lease when there are job leases."""
         self.scheduler.start(paused=paused)
+        if self.keeper is not None:
+            self.keeper.start()
 
     def stop(self, timeout: float = 30.0, *, give_up: Callable[[], bool] | None = None) -> bool:
         """Start no new run, wait up to ``timeout`` s for running ones; True if none is left.
@@ -228,6 +333,9 @@ class JobScheduler:
                 self._cond.wait(min(left, 0.1))
             left_running = sorted(self._running)
         self.scheduler.shutdown(wait=False)
+        if self.keeper is not None:
+            # a run still going keeps the lease until it expires, so no one repeats it meanwhile
+            self.keeper.stop(release=not left_running)
         if left_running:
             logger.warning(
                 "scheduler stopped; still running after %gs: %s", timeout, ", ".join(left_running)
@@ -248,14 +356,16 @@ def run(
     jobs: Sequence[Job],
     *,
     stop_timeout: float = 30.0,
+    lease_ttl: float = DEFAULT_LEASE_TTL,
 ) -> bool:
     """Run ``jobs`` in the foreground until SIGTERM or SIGINT; True if it stopped cleanly.
 
     On the first signal no new run starts and running ones get ``stop_timeout``
-    seconds to finish; a second signal stops waiting. Call it from the main thread.
+    seconds to finish; a second signal stops waiting. ``lease_ttl``: see
+    :class:`JobScheduler`. Call it from the main thread.
     Example: ``run(meter, list(default_jobs()))``.
     """
-    scheduler = JobScheduler(meter, jobs)
+    scheduler = JobScheduler(meter, jobs, lease_ttl=lease_ttl)
     received: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
