@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tsmeter.domain import RecordRow
-from tsmeter.ports import Capabilities, Catalog, UsageStore
+from tsmeter.ports import Capabilities, Catalog, DeliveryQueue, UsageStore
 
 ADAPTERS = ("sqlite", "influxdb", "influxdb2", "postgres")
 #: adapters that are a catalog beside another adapter's usage store
@@ -81,6 +81,22 @@ def _postgres(url: str, usage_dir: str) -> Store:
     deliveries = PostgresDeliveryLog(db)
     capabilities = Capabilities(state_path=usage.path, deliveries=deliveries)
     return Combined(usage, PostgresCatalog(db), capabilities=capabilities, after=db.close)
+
+
+def open_deliveries(adapter: str, location: str) -> tuple[DeliveryQueue, Callable[[], None]]:
+    """The delivery queue the catalog of ``adapter`` at ``location`` queues alerts'
+    notifications in, and how to close it."""
+    from tsmeter.integrations.notify.log import DeliveryLog
+
+    if adapter == "postgres":
+        from tsmeter.adapters.postgres.database import StateDatabase
+        from tsmeter.adapters.postgres.deliveries import PostgresDeliveryLog
+
+        db = StateDatabase(location.split(" ", 1)[0], max_size=2)
+        return PostgresDeliveryLog(db), db.close
+    name = "c.db" if adapter == "sqlite" else "state.db"
+    log = DeliveryLog(str(Path(location.split(" ", 1)[-1]) / name))
+    return log, log.close
 
 
 class Combined:

@@ -1,15 +1,24 @@
-"""The Catalog contract: metric definitions and thresholds, as every store adapter keeps them."""
+"""The Catalog contract: metric definitions, thresholds and alerts, as every store adapter keeps
+them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.contract.stores import Store
-from tsmeter.domain import AggregationType, MetricDefinition, ThresholdAction, UsageThreshold
+from tests.contract.stores import Store, open_deliveries
+from tsmeter.domain import (
+    AggregationType,
+    AlertStatus,
+    MetricDefinition,
+    ThresholdAction,
+    UsageAlert,
+    UsageThreshold,
+)
 from tsmeter.errors import ConflictError
+from tsmeter.ports import DeliveryRow
 
 NOW = datetime(2026, 1, 5, 12, 30, 15, 123456, tzinfo=UTC)
 
@@ -143,3 +152,131 @@ def test_catalog_is_shared_between_store_objects(
     assert other.get_threshold(t.id) == t
     with pytest.raises(ConflictError):
         other.add_metric(metric("api_calls"))
+
+
+# -- alerts ---------------------------------------------------------------------------------
+WINDOW = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z in ns
+NEXT_WINDOW = 1_769_904_000_000_000_000  # 2026-02-01T00:00:00Z in ns
+
+
+def alert(
+    level: str = "exceeded", subject: str = "acme", minute: int = 0, **fields: object
+) -> UsageAlert:
+    """An alert of threshold thr-1 on ``subject``, created ``minute`` minutes after NOW."""
+    return UsageAlert.model_validate({
+        "threshold_id": "thr-1", "metric_key": "api_calls", "subject_type": "org",
+        "subject_id": subject, "level": level, "period_start": None, "period_end": None,
+        "actual_value": 110, "threshold_value": 100, "percentage": 110.0,
+        "created_at": NOW + timedelta(minutes=minute), **fields,
+    })  # fmt: skip
+
+
+def planned(a: UsageAlert, event: str = "threshold.exceeded", *targets: str) -> list[DeliveryRow]:
+    """One webhook delivery per target for ``a``'s ``event``."""
+    return [
+        DeliveryRow(id=f"{a.id}/{event}/{t}", alert_id=a.id, event=event, channel="webhook",
+                    target=t, metric_key=a.metric_key, subject_type=a.subject_type,
+                    subject_id=a.subject_id, payload="{}")
+        for t in targets
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def queued(adapter: str, location: str) -> Iterator[Callable[[], list[tuple[str, str, str]]]]:
+    """What the catalog's delivery queue holds: (alert id, event, target) in queue order."""
+    queue, close = open_deliveries(adapter, location)
+    yield lambda: [(d.alert_id, d.event, d.target) for d in queue.entries()]
+    close()
+
+
+def test_one_open_alert_per_threshold_subject_window_and_level(store: Store) -> None:
+    """A second alert for an open key is refused; another level, subject or window is not."""
+    first = alert()
+    assert store.open_alert(first, WINDOW) is True
+    assert store.open_alert(alert(minute=1), WINDOW) is False
+    assert store.open_alert(alert("approaching", minute=2), WINDOW) is True
+    assert store.open_alert(alert(subject="beta", minute=3), WINDOW) is True
+    assert store.open_alert(alert(minute=4), NEXT_WINDOW) is True
+    assert store.get_alert(first.id) == first
+    assert len(store.list_alerts()) == 4
+    assert [a.subject_id for a in store.open_alerts("thr-1", WINDOW)] == ["acme", "acme", "beta"]
+    assert [a.level for a in store.open_alerts("thr-1", WINDOW)][:2] == ["exceeded", "approaching"]
+    assert len(store.open_alerts("thr-1", NEXT_WINDOW)) == 1
+    assert store.open_alerts("thr-2", WINDOW) == []
+
+
+def test_resolved_by_hand_blocks_the_key_resolved_by_the_monitor_does_not(store: Store) -> None:
+    """An acknowledged alert still holds its key; one resolved by hand keeps it closed for the
+    window; one the monitor resolved lets the level fire again."""
+    by_hand, by_monitor = alert(), alert("approaching")
+    store.open_alert(by_hand, WINDOW)
+    store.open_alert(by_monitor, WINDOW)
+    acked = store.set_alert_status(by_hand.id, AlertStatus.ACKNOWLEDGED, NOW)
+    assert acked is not None and (acked.status, acked.acknowledged_at) == ("ACKNOWLEDGED", NOW)
+    assert store.open_alert(alert(minute=1), WINDOW) is False
+    later = NOW + timedelta(hours=1)
+    resolved = store.set_alert_status(by_hand.id, AlertStatus.RESOLVED, later)
+    assert resolved is not None and resolved.resolved_at == later
+    assert store.get_alert(by_hand.id) == resolved
+    store.set_alert_status(by_monitor.id, AlertStatus.RESOLVED, later, automatic=True)
+    assert store.open_alerts("thr-1", WINDOW) == []
+    assert store.open_alert(alert(minute=2), WINDOW) is False
+    assert store.open_alert(alert("approaching", minute=3), WINDOW) is True
+    assert store.open_alert(alert(minute=4), NEXT_WINDOW) is True
+    assert store.set_alert_status("no-such-alert", AlertStatus.RESOLVED, later) is None
+
+
+def test_list_alerts_newest_first_and_by_status(store: Store) -> None:
+    """list_alerts orders by creation time, newest first (ties by id, descending), and keeps
+    only one status when asked."""
+    made = [alert(subject=f"s{i}", minute=m, id=f"id-{i}") for i, m in enumerate([5, 1, 5, 3])]
+    for a in made:
+        store.open_alert(a, WINDOW)
+    store.set_alert_status("id-3", AlertStatus.ACKNOWLEDGED, NOW)
+    assert [a.id for a in store.list_alerts()] == ["id-2", "id-0", "id-3", "id-1"]
+    assert [a.id for a in store.list_alerts(AlertStatus.PENDING)] == ["id-2", "id-0", "id-1"]
+    assert [a.id for a in store.list_alerts(AlertStatus.ACKNOWLEDGED)] == ["id-3"]
+    assert store.list_alerts(AlertStatus.RESOLVED) == []
+
+
+def test_deliveries_are_queued_with_the_alert_change_only(
+    store: Store, queued: Callable[[], list[tuple[str, str, str]]]
+) -> None:
+    """An alert's deliveries are queued when it is stored, not when it is refused; a
+    resolution's with the resolution, not for an alert that does not exist; one queued
+    already stays as it is."""
+    first, refused = alert(), alert(minute=1)
+    assert store.open_alert(first, WINDOW, planned(first, "threshold.exceeded", "h1", "h2"))
+    assert not store.open_alert(refused, WINDOW, planned(refused, "threshold.exceeded", "h1"))
+    assert (
+        store.set_alert_status(
+            "nope",
+            AlertStatus.RESOLVED,
+            NOW,
+            deliveries=planned(refused, "threshold.resolved", "h1"),
+        )
+        is None
+    )
+    store.set_alert_status(
+        first.id,
+        AlertStatus.RESOLVED,
+        NOW,
+        automatic=True,
+        deliveries=planned(first, "threshold.resolved", "h1"),
+    )
+    store.set_alert_status(first.id, AlertStatus.RESOLVED, NOW, automatic=True,
+                           deliveries=planned(first, "threshold.resolved", "h1"))  # fmt: skip
+    assert queued() == [
+        (first.id, "threshold.exceeded", "h1"),
+        (first.id, "threshold.exceeded", "h2"),
+        (first.id, "threshold.resolved", "h1"),
+    ]
+
+
+def test_alert_keys_with_hostile_strings(store: Store) -> None:
+    """Subjects with quotes, commas, backslashes and emoji are data: each its own key."""
+    subjects = ['a,b c="d"', "k=v\\", "🚀 ünï 日本", "x'); DELETE FROM alerts; --", "%s%(a)s"]
+    for i, s in enumerate(subjects):
+        assert store.open_alert(alert(subject=s, minute=i), WINDOW) is True
+        assert store.open_alert(alert(subject=s, minute=i), WINDOW) is False
+    assert sorted(a.subject_id for a in store.open_alerts("thr-1", WINDOW)) == sorted(subjects)
