@@ -53,7 +53,8 @@ NewDelivery = DeliveryRow
 
 
 class DeliveryLog(StateFile):
-    """The ``notify_deliveries`` table in the SQLite file at ``path``.
+    """The ``notify_deliveries`` table in the SQLite file at ``path``: the
+    :class:`~tsmeter.ports.DeliveryQueue` of one host (a fleet's is on PostgreSQL).
 
     Example: ``DeliveryLog("state.db").list("pending")``.
     """
