@@ -190,3 +190,15 @@ def test_a_bad_lease_ttl_is_refused(meters: Callable[[], Meter], ttl: float) -> 
     with pytest.raises(ValidationError) as caught:
         JobScheduler(meters(), [], lease_ttl=ttl)
     assert caught.value.field == "lease_ttl"
+
+
+def test_the_cli_refuses_a_lease_ttl_that_is_not_positive(state: Path) -> None:
+    from click.testing import CliRunner
+
+    from tsmeter.cli.main import cli
+
+    result = CliRunner().invoke(
+        cli, ["--store", f"sqlite:///{state}", "scheduler", "run", "--lease-ttl", "0s"]
+    )
+    assert result.exit_code == 2
+    assert "Invalid value for '--lease-ttl': must be positive" in result.output

@@ -146,6 +146,15 @@ def scheduler() -> None:
     show_default=True,
     help="On SIGTERM/SIGINT, how long to wait for running jobs to finish.",
 )
+@click.option(
+    "--lease-ttl",
+    metavar="DURATION",
+    callback=duration_option,
+    default="30s",
+    show_default=True,
+    help="With a shared state store, how long the job lease lives without renewal: "
+    "another scheduler takes a dead one's jobs over within DURATION + DURATION/3.",
+)
 @pass_state
 def run_scheduler(
     state: CliState,
@@ -154,6 +163,7 @@ def run_scheduler(
     aggregate_every: timedelta | None,
     evaluate_every: timedelta,
     stop_timeout: timedelta,
+    lease_ttl: timedelta,
 ) -> None:
     """Run jobs on their schedules until SIGTERM or SIGINT (Ctrl-C).
 
@@ -164,6 +174,11 @@ def run_scheduler(
     SIGINT no new run starts and running ones get --stop-timeout to finish;
     the exit status is 0, or 1 if a job was still running (a second signal
     stops the wait).
+
+    Several schedulers sharing a state store that keeps job leases (a fleet
+    on PostgreSQL) run each job once: one holds the lease and runs the
+    jobs, the others take over within --lease-ttl plus a third of it when
+    it dies; a clean stop hands the lease over at once.
 
     \b
     Example:
@@ -179,6 +194,8 @@ def run_scheduler(
         raise click.ClickException(
             "the scheduler needs APScheduler: pip install 'tsmeter[scheduler]'"
         ) from None
+    if lease_ttl <= timedelta(0):
+        raise click.BadParameter("must be positive", param_hint="'--lease-ttl'")
     meter = state.meter()
     notifier = _notifier(meter)
     registry = _registry(lateness, aggregate_every, evaluate_every, notifier)
@@ -189,7 +206,12 @@ def run_scheduler(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
     )
     runner.quiet_apscheduler()
-    finished = runner.run(meter, selected, stop_timeout=stop_timeout.total_seconds())
+    finished = runner.run(
+        meter,
+        selected,
+        stop_timeout=stop_timeout.total_seconds(),
+        lease_ttl=lease_ttl.total_seconds(),
+    )
     if finished and notifier is not None:
         notifier.close(timeout=stop_timeout.total_seconds())
     if not finished:
