@@ -379,6 +379,14 @@ def run(
             ", ".join(f"{job.name} {job.schedule.describe()}" for job in jobs),
             meter.timezone,
         )
+        if scheduler.keeper is not None:
+            ttl = scheduler.keeper.ttl
+            logger.info(
+                "job lease: holder %s, ttl %gs (a dead holder's jobs move within %gs)",
+                scheduler.keeper.holder,
+                ttl,
+                ttl + ttl / 3,
+            )
         while not received:
             time.sleep(0.1)
         running = scheduler.running()
