@@ -47,6 +47,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.postgres)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """$XDG_DATA_HOME in a temporary directory for the session: default files (an InfluxDB
+    store's outbox and state) never land in the real home, nor meet a past run's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def influxd() -> Iterator[InfluxServer]:
     """One influxd 1.x on 127.0.0.1 for the whole session (skips, or fails in CI, if absent)."""

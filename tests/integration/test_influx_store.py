@@ -323,7 +323,7 @@ def test_record_batch_says_how_many_were_stored_when_a_write_fails(
     batch = [{"id": f"b-{i:03d}", "metricKey": "api_calls", "subjectType": "org",
               "subjectId": "o1", "timestamp": at} for i in range(200)]  # fmt: skip
     location = f"{url(server, db, retries='0')}&state={tmp_path / 'state.db'}"
-    with tsmeter.connect(location) as meter:
+    with tsmeter.connect(location, outbox=False) as meter:  # the error of a direct write
         meter.define_metric("api_calls", aggregation_type="COUNT")
         client = meter.store.transport.client  # type: ignore[attr-defined]
         write, calls = client.write, []
@@ -362,7 +362,8 @@ def test_a_chunk_whose_ledger_entry_failed_is_never_sent(
     at = datetime.fromtimestamp(T / 1e9, UTC)
     batch = [{"id": f"l-{i:03d}", "metricKey": "api_calls", "subjectType": "org",
               "subjectId": "o1", "timestamp": at} for i in range(200)]  # fmt: skip
-    with tsmeter.connect(f"{url(server, db)}&state={tmp_path / 'state.db'}") as meter:
+    location = f"{url(server, db)}&state={tmp_path / 'state.db'}"
+    with tsmeter.connect(location, outbox=False) as meter:  # the error of a direct write
         meter.define_metric("api_calls", aggregation_type="COUNT")
         store = meter.store
         assert isinstance(store, InfluxStore)

@@ -277,7 +277,7 @@ def test_a_partial_write_counts_what_the_server_holds(
     limited_server.create_database("lim")
     url = (f"influxdb://127.0.0.1:{limited_server.port}/lim?writer=w1"
            f"&state={tmp_path}/state.db")  # fmt: skip
-    with tsmeter.connect(url) as opened:
+    with tsmeter.connect(url, outbox=False) as opened:  # the error of a direct write
         opened.define_metric("gb", aggregation_type="SUM")
         opened.record_batch([record(f"s{i}", id=f"first{i}") for i in range(3)])
         # eight records of subjects past the limit, then two of subjects the server knows

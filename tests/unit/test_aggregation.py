@@ -34,7 +34,7 @@ from tests.unit.bruteforce import (
 from tsmeter import AggregationType, Meter, PeriodType
 
 # -- helpers around the Meter -----------------------------------------------------------------
-MeterFactory = Callable[[str], Meter]
+MeterFactory = Callable[..., Meter]
 
 
 @pytest.fixture(params=["sqlite", "influxdb", "influxdb2"])
@@ -51,8 +51,8 @@ def make_meter(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Meter
     else:
         url = f"sqlite:///{tmp_path / 'x.db'}"
 
-    def make(zone: str) -> Meter:
-        meter = tsmeter.connect(url, timezone=zone)
+    def make(zone: str, **options: Any) -> Meter:
+        meter = tsmeter.connect(url, timezone=zone, **options)
         meters.append(meter)
         return define_all(meter)
 
@@ -428,8 +428,9 @@ def test_late_records_are_folded_in_before_and_after_reaggregation(
 
 
 def test_same_id_counts_once(make_meter: MeterFactory) -> None:
-    """An id recorded twice (record, within a batch, across batches) is counted once."""
-    meter = make_meter("UTC")
+    """An id recorded twice (record, within a batch, across batches) is counted once, and a
+    direct write says which were duplicates (an outbox only queues: see test_meter_outbox)."""
+    meter = make_meter("UTC", outbox=False)
     sums = key(AggregationType.SUM)
     t = utc(2026, 2, 1, 10)
     first = meter.record(sums, "org", "o1", 2, timestamp=t, id="dup-1")

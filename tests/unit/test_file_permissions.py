@@ -102,16 +102,20 @@ def test_open_files_and_their_wal_companions_are_private(tmp_path: Path) -> None
 def test_influx_state_ledger_and_lock_file_are_private(
     influx_db: tuple[InfluxServer, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Against a real influxd: the state file, the id ledger and the host lock file are 0600."""
+    """Against a real influxd: the state file, the id ledger, the host lock file and the
+    default outbox are 0600."""
     server, db = influx_db
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     (tmp_path / "tmp").mkdir(mode=0o700)
     url = f"influxdb://127.0.0.1:{server.port}/{db}?state={tmp_path / 'st' / 'state.db'}"
     with tsmeter.connect(url) as meter:
         meter.define_metric("api_calls", aggregation_type="count")
         meter.record("api_calls", "org", "org-1", 1)
+        assert meter.flush(30)  # delivered: the store has written
         found = assert_private(tmp_path)
     assert {"st/state.db", "st/state.db-wal"} <= set(found)
+    assert any(name.startswith("xdg/tsmeter/outbox/") for name in found), sorted(found)
     assert any(name.startswith("tmp/tsmeter-influx-") for name in found), sorted(found)
 
 

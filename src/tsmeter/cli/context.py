@@ -35,7 +35,7 @@ class CliState:
     store: str | None = None
     fmt: OutputFormat = "table"
     timezone: str | None = None
-    outbox: str | None = None  # a root --outbox PATH; None: $TSMETER_OUTBOX, else no outbox
+    outbox: str | None = None  # a root --outbox PATH or "off"; None: connect() decides
     csv_neutralise: bool = True  # --format csv: a ' before text cells a spreadsheet would run
     _meters: list[Meter] = field(default_factory=list)
 

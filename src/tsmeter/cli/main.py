@@ -129,8 +129,9 @@ def _silence_stdout() -> None:
     metavar="PATH",
     envvar="TSMETER_OUTBOX",
     default=None,
-    help="Durable outbox file in front of the store (see 'tsmeter outbox') "
-    "[default: $TSMETER_OUTBOX, else none].",
+    help="Durable outbox file in front of the store (see 'tsmeter outbox'); 'off' for none "
+    "[default: $TSMETER_OUTBOX, else a file of its own for an InfluxDB store, none for "
+    "the embedded one].",
 )
 @click.option(
     "--format",

@@ -25,6 +25,7 @@ from tsmeter.cli.context import CliState, pass_state
 from tsmeter.cli.output import emit_list, emit_one, table_lines
 from tsmeter.cli.params import usage_error
 from tsmeter.errors import NotFoundError, ValidationError
+from tsmeter.outbox.location import default_outbox_path, outbox_disabled
 
 __all__ = ["OutboxFile", "OutboxFileStatus", "outbox"]
 
@@ -145,10 +146,15 @@ def _text(state: CliState, value: object) -> str:
 
 
 def _path(state: CliState) -> str:
-    """The outbox file: ``outbox --outbox``, else the root ``--outbox``, else $TSMETER_OUTBOX."""
+    """The outbox file: ``outbox --outbox``, else the root ``--outbox``, else $TSMETER_OUTBOX,
+    else the default file of the store given (an InfluxDB store's own)."""
     chosen = click.get_current_context().meta.get(_META_KEY)
     path = chosen or state.outbox or os.environ.get(ENV_OUTBOX)
     if not path:
+        store = state.store or os.environ.get(ENV_STORE_URL)
+        default = default_outbox_path(store) if store else None
+        path = str(default) if default is not None else None
+    if not path or outbox_disabled(path):
         raise usage_error(f"no outbox: give --outbox PATH (or set {ENV_OUTBOX})")
     return str(path)
 
@@ -178,14 +184,15 @@ def _status_doc(path: str, status: OutboxFileStatus) -> dict[str, Any]:
     "path",
     metavar="PATH",
     default=None,
-    help=f"The outbox file [default: the root --outbox, else ${ENV_OUTBOX}].",
+    help=f"The outbox file [default: the root --outbox, else ${ENV_OUTBOX}, else the"
+    " default file of an InfluxDB --store].",
 )
 @click.pass_context
 def outbox(ctx: click.Context, path: str | None) -> None:
     """The durable outbox: records waiting for the store, and those it rejected.
 
-    With an outbox (tsmeter.connect(..., outbox=PATH) or $TSMETER_OUTBOX),
-    records are committed to a local SQLite file and delivered to the store in
+    With an outbox (an InfluxDB store's default; tsmeter.connect(..., outbox=PATH)
+    or $TSMETER_OUTBOX), records are committed to a local SQLite file and delivered to the store in
     the background; failed deliveries are retried with backoff, and records the
     store rejects are quarantined with the server's message.
 
@@ -194,6 +201,7 @@ def outbox(ctx: click.Context, path: str | None) -> None:
         tsmeter outbox --outbox /var/lib/app/outbox.db status
         TSMETER_OUTBOX=outbox.db tsmeter outbox list-quarantined
         tsmeter --store influxdb://127.0.0.1:8086/metering outbox --outbox outbox.db retry
+        tsmeter --store influxdb://127.0.0.1:8086/metering outbox status
     """
     if path is not None:
         ctx.meta[_META_KEY] = path
