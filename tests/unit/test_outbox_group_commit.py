@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -164,4 +165,25 @@ def test_rows_of_one_call_stay_together_and_in_order(tmp_path: Path, n: int) -> 
     box.put(rows("a", 10))
     assert box.drain(10)
     assert [r.id for r in delivered] == [f"a-{i}" for i in range(10)]
+    box.close()
+
+
+def test_a_flusher_that_delivered_little_lets_records_gather_unless_drain_waits(
+    tmp_path: Path,
+) -> None:
+    """After a small delivery the flusher waits (``linger``) so that records put one at a time
+    reach the store together; drain() cuts the wait short."""
+    store = Store()
+    box = Outbox(str(tmp_path / "o.db"), store)
+    box.linger = 5.0
+    box.put(rows("a", 1))
+    wait_until(lambda: "a-0" in store.ids)  # delivered: the flusher lingers now
+    calls = store.calls
+    for i in range(3):
+        box.put(rows(f"b{i}", 2))
+    started = time.monotonic()
+    assert box.drain(10)
+    assert time.monotonic() - started < 2.5  # not the 5 s linger
+    assert store.calls == calls + 1  # the three puts went in one delivery
+    assert len(store.ids) == 7 and set(store.ids.values()) == {1}
     box.close()
