@@ -81,9 +81,8 @@ def worker(url: str, n: int, seed: int, call: int, spread: bool, data_home: str)
     records = make_records(n, seed, spread=spread)
     with tsmeter.connect(url, mirror=False) as meter:
         for key, kind in (("api_calls", "COUNT"), ("tokens", "SUM")):
-            if meter.get_metric(key) is None:
-                with contextlib.suppress(tsmeter.ConflictError):  # another host was first
-                    meter.define_metric(key, aggregation_type=kind)
+            with contextlib.suppress(tsmeter.ConflictError):  # another host was first
+                meter.define_metric(key, aggregation_type=kind)
         print("ready", flush=True)
         sys.stdin.readline()
         t0 = time.perf_counter()
