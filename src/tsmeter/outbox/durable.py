@@ -176,6 +176,7 @@ class Outbox(OutboxAdmin):
         self._cond = threading.Condition(mutex)  # state below; room in the outbox; drain
         self._work = threading.Condition(mutex)  # records for the committer
         self._open = _Commit()  # the next transaction: callers join it until it begins
+        self._want = 1  # waiting callers in _open that the committer waits for
         self._queued = 0  # records accepted, not committed yet (in _open or being committed)
         #: transactions this process committed (each holds every caller that joined it)
         self.commits = 0
@@ -232,7 +233,8 @@ class Outbox(OutboxAdmin):
             commit = self._open
             commit.add(rows, wait)
             self._queued += len(rows)
-            self._work.notify()
+            if not wait or commit.waiters >= self._want:  # wake the committer only then
+                self._work.notify()
         if not wait:
             return
         while not commit.settled.wait(1.0):
@@ -280,11 +282,15 @@ class Outbox(OutboxAdmin):
         if self._open.waiters >= rejoin or self._closing:
             return
         deadline = time.monotonic() + min(took, self.gather_max)
-        while self._open.waiters < rejoin and not self._closing:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            self._work.wait(left)
+        self._want = rejoin
+        try:
+            while self._open.waiters < rejoin and not self._closing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._work.wait(left)
+        finally:
+            self._want = 1
 
     #: the longest a commit waits for the callers of the one before to come back (seconds)
     gather_max = 0.01
