@@ -28,6 +28,8 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, TypeVar
 
 import psycopg
@@ -40,7 +42,7 @@ from tsmeter.errors import StorageUnavailableError, ValidationError
 __all__ = ["PostgresDedupe"]
 
 _T = TypeVar("_T")
-_Series = tuple[str, str, str, str]  # metric key, subject type, subject id, org key ('')
+_Series = tuple[str, str, str, str | None]  # metric key, subject type, subject id, org
 _Conn = psycopg.Connection[tuple[Any, ...]]
 
 _COPY_IDS = "COPY dedupe_ids (target_no, id, series_no, ts) FROM STDIN (FORMAT BINARY)"
@@ -76,6 +78,9 @@ _FORGET = (
     "DELETE FROM dedupe_ids WHERE target_no = %s AND series_no IN (SELECT series_no FROM"
     " dedupe_series WHERE target_no = %s AND metric_key = %s AND org_key = %s)"
 )
+_ID = itemgetter(0)  # a row's id
+_SERIES = itemgetter(1, 2, 3, 4)  # a row's series: metric key, subject type, subject id, org
+_TS = itemgetter(6)  # a row's time
 #: errors after which a transaction may simply be run again
 _TRANSIENT = (pgerrors.DeadlockDetected, pgerrors.SerializationFailure)
 
@@ -136,9 +141,7 @@ class PostgresDedupe:
         result = {}
         for rid, number, ts in found:
             metric, subject_type, subject_id, org = keys.get(number) or learned[number]
-            result[rid] = RecordRow(
-                rid, metric, subject_type, subject_id, org or None, 0.0, ts, None, None
-            )
+            result[rid] = RecordRow(rid, metric, subject_type, subject_id, org, 0.0, ts, None, None)
         return result
 
     def add(self, rows: Sequence[RecordRow]) -> None:
@@ -147,11 +150,14 @@ class PostgresDedupe:
         self._open()
         if not rows:
             return
-        latest = {row.id: row for row in rows}
-        _check_text("id", latest)
-        numbers = self._series_numbers(latest.values())
+        ids = list(map(_ID, rows))
+        _check_text("id", ["".join(ids)])
+        if len(set(ids)) < len(ids):  # an id twice: its last row counts
+            rows = list({row.id: row for row in rows}.values())
+        rows = sorted(rows, key=_ID)  # (the one order every host locks rows in)
         target_no = self._target_no
-        entries = [(target_no, rid, numbers[rid], latest[rid].ts) for rid in sorted(latest)]
+        entries = list(zip(repeat(target_no), map(_ID, rows), self._series_numbers(rows),
+                           map(_TS, rows), strict=False))  # fmt: skip
 
         def write(conn: _Conn) -> None:
             if self._upserts == 0:
@@ -208,22 +214,22 @@ class PostgresDedupe:
                 time.sleep(random.uniform(0.005, 0.02) * attempt)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _series_numbers(self, rows: Iterable[RecordRow]) -> dict[str, int]:
-        """Each row's id -> its series number, numbering new series first."""
+    def _series_numbers(self, rows: Sequence[RecordRow]) -> list[int]:
+        """The series number of each row, numbering new series first."""
+        keys = list(map(_SERIES, rows))
         numbers = self._numbers
-        keyed = {row.id: (row.metric_key, row.subject_type, row.subject_id, row.org_id or "")
-                 for row in rows}  # fmt: skip
-        new = sorted({key for key in keyed.values() if key not in numbers})
-        if new:  # (the cache may start over meanwhile: the new numbers are kept apart too)
-            numbered = self._number(new)
-            return {rid: numbered.get(key) or numbers[key] for rid, key in keyed.items()}
-        return {rid: numbers[key] for rid, key in keyed.items()}
+        try:  # usually every series is numbered already
+            return list(map(numbers.__getitem__, keys))
+        except KeyError:  # (the cache may start over meanwhile: the new numbers are kept apart)
+            numbered = self._number(sorted({k for k in keys if k not in numbers}, key=_sort_key))
+            return [numbered.get(key) or numbers[key] for key in keys]
 
     def _number(self, keys: list[_Series]) -> dict[_Series, int]:
-        """Number new series (sorted, so two hosts numbering the same ones lock them in one
-        order) in a transaction of their own, and cache their numbers."""
-        _check_text("series", [part for key in keys for part in key])
+        """Number new series (in one order on every host, so two numbering the same ones lock
+        them alike) in a transaction of their own, and cache their numbers."""
+        _check_text("series", [part or "" for key in keys for part in key])
         columns = [list(column) for column in zip(*keys, strict=True)]
+        columns[3] = [org or "" for org in columns[3]]
 
         def number(conn: _Conn) -> list[tuple[int, str, str, str, str]]:
             with conn.cursor(binary=True) as cur:
@@ -254,7 +260,7 @@ class PostgresDedupe:
         """Remember series numbers both ways (readers only index the dicts; a full cache is
         replaced, not cleared); return the series of ``found`` by number."""
         got: dict[int, _Series] = {
-            number: (metric, subject_type, subject_id, org)
+            number: (metric, subject_type, subject_id, org or None)
             for number, metric, subject_type, subject_id, org in found
         }
         with self._lock:
@@ -278,6 +284,10 @@ def _copy(
         copy.set_types(list(types))
         for entry in rows:
             copy.write_row(entry)
+
+
+def _sort_key(key: _Series) -> tuple[str, str, str, str]:
+    return (key[0], key[1], key[2], key[3] or "")
 
 
 def _check_text(field: str, values: Iterable[str]) -> None:
