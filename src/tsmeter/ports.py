@@ -323,9 +323,13 @@ class Dedupe(Protocol):
     """Which record ids were sent to a store, and where: the InfluxDB store asks it before a
     write, since the server cannot look an id up cheaply.
 
-    ``add`` comes before the write it describes (a write that never landed is found and
-    redone by a retry); a later ``add`` of an id replaces its location. Implementations:
-    :class:`tsmeter.adapters.sqlite.dedupe.SQLiteDedupe` (one host's processes); the suite in
+    An entry comes before the write it describes (a write that never landed is found and
+    redone by a retry): ``claim`` for ids the store found unknown, atomically, so that of
+    writers racing with one id exactly one gets it; ``take_over`` for an id whose point was
+    not found, unless another writer may still be writing it; ``add`` replaces a location
+    unconditionally. Implementations:
+    :class:`tsmeter.adapters.sqlite.dedupe.SQLiteDedupe` (one host's processes) and
+    :class:`tsmeter.adapters.postgres.dedupe.PostgresDedupe` (a fleet's hosts); the suite in
     ``tests/contract/test_dedupe.py`` runs against each.
     """
 
@@ -334,8 +338,29 @@ class Dedupe(Protocol):
         quantity, metadata and source are not kept); unknown ids are left out."""
         ...
 
+    def claim(self, rows: Sequence[RecordRow], writer: str) -> dict[str, RecordRow]:
+        """Remember each row's id at its series and time, entered by ``writer`` (the host
+        about to write its point), if the id is not known, atomically; return, for the ids
+        known already (another writer claimed them first), where they were sent, as
+        ``known`` does. Of an id twice in ``rows``, the first row counts. An implementation
+        for one host's writers, whose store serialises its lookups and entries, may enter
+        every id."""
+        ...
+
+    def take_over(
+        self, rows: Sequence[RecordRow], writer: str, after_s: float
+    ) -> dict[str, RecordRow]:
+        """Move ids whose point was not found where they were sent to the rows' locations,
+        for ``writer``: those that ``writer`` entered itself (its host's writes are
+        serialised) or that were entered more than ``after_s`` seconds ago (a write ends
+        within that time, landed or failed), atomically; return the others, where they
+        are: another writer's write of them may still be on its way. An implementation
+        for one host's writers may move every id."""
+        ...
+
     def add(self, rows: Sequence[RecordRow]) -> None:
-        """Remember that ``rows`` are being sent, each id at its series and time."""
+        """Remember that ``rows`` are being sent, each id at its series and time (replacing
+        where it was sent before; of an id twice in ``rows``, the last row counts)."""
         ...
 
     def forget_series(self, metric_key: str, org_id: str | None) -> None:

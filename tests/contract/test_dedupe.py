@@ -5,7 +5,9 @@ Add an implementation by adding a branch to ``open_dedupe`` and its name to ``KI
 
 from __future__ import annotations
 
+import multiprocessing
 import random
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,12 +15,14 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.dedupe import MemoryDedupe
+from tests.fakes.dedupe import MemoryDedupe, Place
 from tsmeter.adapters.sqlite.dedupe import SQLiteDedupe
 from tsmeter.domain import RecordRow
 from tsmeter.ports import Dedupe
 
 KINDS = ("memory", "sqlite-memory", "sqlite-file", "postgres")
+#: kinds whose instances stand for hosts sharing one ledger (the others serve one host)
+SHARED = ("memory", "postgres")
 TARGET = "http://127.0.0.1:8086/metering"
 
 Opener = Callable[[], Dedupe]
@@ -29,7 +33,7 @@ def open_same(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener
     """Opens implementations of one kind on one place (a second call: another process on the
     same place, where the kind has one)."""
     kind = request.param
-    entries: dict[str, RecordRow] = {}
+    place = Place()
     opened: list[Dedupe] = []
     shared: list[Dedupe] = []
     databases: list[Any] = []  # postgres: a StateDatabase per "host", closed after the ports
@@ -37,7 +41,7 @@ def open_same(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener
     def open_one() -> Dedupe:
         made: Dedupe
         if kind == "memory":
-            made = MemoryDedupe(entries)
+            made = MemoryDedupe(place)
         elif kind == "sqlite-memory":
             if shared:  # a memory file is one object's: the same one stands for "reopened"
                 return shared[0]
@@ -59,6 +63,13 @@ def open_same(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener
         made.close()
     for db in databases:
         db.close()
+
+
+@pytest.fixture
+def kind(open_same: Opener, request: pytest.FixtureRequest) -> str:
+    """The kind under test."""
+    param: str = request.node.callspec.params["open_same"]
+    return param
 
 
 @pytest.fixture
@@ -168,3 +179,162 @@ def test_hostile_ids_and_series_are_data(dedupe: Dedupe) -> None:
     assert {rid: where(hit) for rid, hit in found.items()} == {r.id: where(r) for r in rows}
     dedupe.forget_series(f"m{HOSTILE_IDS[0]}", HOSTILE_IDS[0])
     assert set(dedupe.known(HOSTILE_IDS)) == set(HOSTILE_IDS[1:])
+
+
+# -- claims and take-overs ------------------------------------------------------------------
+
+
+def test_a_claim_enters_new_ids_and_reports_known_ones_where_they_are(
+    dedupe: Dedupe, kind: str
+) -> None:
+    """A claim enters the ids nobody sent; of an id twice in one claim the first row counts.
+    Where hosts share the ledger, known ids stay where they were sent and are answered with
+    their location; one host's ledger may enter them (its store found them unknown under
+    the lock that serialises the host)."""
+    dedupe.add([row("a", 10, subject="o7")])
+    lost = dedupe.claim([row("a", 99), row("b", 20), row("c", 30), row("b", 40)], "host-a")
+    found = dedupe.known(["a", "b", "c"])
+    assert [found[rid].ts for rid in "bc"] == [20, 30]
+    if kind in SHARED:
+        assert {rid: where(hit) for rid, hit in lost.items()} == {
+            "a": ("a", "api_calls", "org", "o7", None, 10)
+        }
+        assert found["a"].ts == 10
+    else:
+        assert lost == {}
+    assert dedupe.claim([], "host-a") == {}
+
+
+@pytest.mark.parametrize("order", ["time-ordered", "random"])
+def test_claims_of_many_ids_enter_each_once(dedupe: Dedupe, kind: str, order: str) -> None:
+    """Thousands of new ids claimed in batches are all entered at their locations; claimed
+    again where hosts share the ledger (another host's retry, at other times) every one is
+    reported at its first location and none moves."""
+    if order == "random":
+        ids = [str(uuid.UUID(int=random.Random(i).getrandbits(128))) for i in range(3_000)]
+    else:
+        ids = [f"r-{i:08d}" for i in range(3_000)]
+    rows = [row(rid, ts=i) for i, rid in enumerate(ids)]
+    for i in range(0, len(rows), 1_000):
+        assert dedupe.claim(rows[i : i + 1_000], "host-a") == {}
+    found = dedupe.known([*ids, "new"])
+    assert len(found) == len(ids) and all(found[r.id].ts == r.ts for r in rows)
+    if kind not in SHARED:
+        return
+    again = [r._replace(ts=r.ts + 7) for r in rows]
+    lost = dedupe.claim([*again[1_500:], row("new", 5)], "host-b")
+    assert set(lost) == set(ids[1_500:])
+    assert all(lost[r.id].ts == r.ts for r in rows[1_500:])
+    found = dedupe.known([*ids, "new"])
+    assert len(found) == len(ids) + 1 and all(found[r.id].ts == r.ts for r in rows)
+
+
+def test_hostile_ids_are_claimed_as_data(dedupe: Dedupe, kind: str) -> None:
+    """Hostile ids, series and writer names are claimed as they are, and reported as they
+    are."""
+    rows = [row(rid, ts=i, metric=f"m{rid}", org=rid, subject=rid)
+            for i, rid in enumerate(HOSTILE_IDS)]  # fmt: skip
+    assert dedupe.claim(rows, "it's 'host'") == {}
+    found = dedupe.known(HOSTILE_IDS)
+    assert {rid: where(hit) for rid, hit in found.items()} == {r.id: where(r) for r in rows}
+    if kind in SHARED:
+        lost = dedupe.claim([r._replace(ts=r.ts + 1) for r in rows], 'a "host"\n')
+        assert {rid: where(hit) for rid, hit in lost.items()} == {r.id: where(r) for r in rows}
+
+
+def test_a_writer_takes_its_own_entries_over_at_once(dedupe: Dedupe) -> None:
+    """Ids a writer entered itself (its write failed) move to its new locations at once;
+    ids nobody entered are entered."""
+    dedupe.claim([row("a", 10), row("b", 20)], "host-a")
+    assert dedupe.take_over([row("a", 11, subject="o2"), row("x", 5)], "host-a", 3_600) == {}
+    found = dedupe.known(["a", "b", "x"])
+    assert where(found["a"]) == ("a", "api_calls", "org", "o2", None, 11)
+    assert (found["b"].ts, found["x"].ts) == (20, 5)
+
+
+def test_another_writers_recent_entries_are_not_taken_over(dedupe: Dedupe, kind: str) -> None:
+    """Where hosts share the ledger, ids another writer entered within ``after_s`` stay with
+    it (its write may be on its way) and are reported where they are; after ``after_s`` they
+    move. One host's ledger moves them at once (its writers are serialised)."""
+    dedupe.claim([row("a", 10), row("b", 20)], "host-a")
+    lost = dedupe.take_over([row("a", 11), row("b", 21)], "host-b", 3_600)
+    if kind in SHARED:
+        assert {rid: hit.ts for rid, hit in lost.items()} == {"a": 10, "b": 20}
+        assert {rid: hit.ts for rid, hit in dedupe.known(["a", "b"]).items()} == {"a": 10, "b": 20}
+        time.sleep(0.3)
+        assert dedupe.take_over([row("a", 12)], "host-b", 0.2) == {}
+        assert dedupe.known(["a"])["a"].ts == 12
+    else:
+        assert lost == {}
+        assert dedupe.known(["a"])["a"].ts == 11
+
+
+def _claimer(url: str, k: int, start: Any, answers: Any) -> None:
+    """Child process (one "host"): claim the shared ids in batches in its own order, at once
+    with the others; report which it won and what it was told of the rest."""
+    from tsmeter.adapters.postgres.database import StateDatabase
+    from tsmeter.adapters.postgres.dedupe import PostgresDedupe
+
+    db = StateDatabase(url, max_size=2)
+    dedupe = PostgresDedupe(db, TARGET)
+    try:
+        ids = [*(f"c-{i:05d}" for i in range(RACE_IDS)), *HOSTILE_IDS]
+        random.Random(k).shuffle(ids)
+        won: list[str] = []
+        told: dict[str, int] = {}
+        start.wait(timeout=60)
+        for i in range(0, len(ids), 250):
+            part = [row(rid, ts=k * 1_000_000 + n, subject=f"host{k}")
+                    for n, rid in enumerate(ids[i : i + 250], start=i)]  # fmt: skip
+            lost = dedupe.claim(part, f"host{k}")
+            won += [r.id for r in part if r.id not in lost]
+            told.update({rid: hit.ts for rid, hit in lost.items()})
+        answers.put((k, won, told))
+    finally:
+        dedupe.close()
+        db.close()
+
+
+RACE_IDS = 6_000
+
+
+def test_hosts_claiming_the_same_ids_at_once_each_win_an_id_once(pg_url: str) -> None:
+    """Three processes claim the same ids (some hostile) at once, each in its own order: each
+    id is won by exactly one, the others are told the winner's location, and the ledger
+    holds it there."""
+    ctx = multiprocessing.get_context("spawn")
+    start, answers = ctx.Barrier(3), ctx.Queue()
+    workers = [ctx.Process(target=_claimer, args=(pg_url, k, start, answers)) for k in range(3)]
+    for w in workers:
+        w.start()
+    try:
+        got = {k: (won, told) for k, won, told in (answers.get(timeout=240) for _ in workers)}
+    finally:
+        for w in workers:
+            w.join(timeout=60)
+            if w.is_alive():
+                w.kill()
+    assert [w.exitcode for w in workers] == [0, 0, 0]
+    everything = {*(f"c-{i:05d}" for i in range(RACE_IDS)), *HOSTILE_IDS}
+    winner: dict[str, int] = {}
+    for k, (won, _) in got.items():
+        for rid in won:
+            assert rid not in winner, rid
+            winner[rid] = k
+    assert set(winner) == everything
+    from tsmeter.adapters.postgres.database import StateDatabase
+    from tsmeter.adapters.postgres.dedupe import PostgresDedupe
+
+    db = StateDatabase(pg_url)
+    dedupe = PostgresDedupe(db, TARGET)
+    try:
+        held = dedupe.known(sorted(everything))
+    finally:
+        dedupe.close()
+        db.close()
+    assert {rid: hit.subject_id for rid, hit in held.items()} == {
+        rid: f"host{k}" for rid, k in winner.items()
+    }
+    for won, told in got.values():
+        assert set(told) == everything - set(won)
+        assert all(told[rid] == held[rid].ts for rid in told)

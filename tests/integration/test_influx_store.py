@@ -367,26 +367,26 @@ def test_a_chunk_whose_ledger_entry_failed_is_never_sent(
         meter.define_metric("api_calls", aggregation_type="COUNT")
         store = meter.store
         assert isinstance(store, InfluxStore)
-        add, write, entered, sent = store.dedupe.add, store.transport.client.write, [], []
+        claim, write, entered, sent = store.dedupe.claim, store.transport.client.write, [], []
 
-        def failing_add(rows: list[RecordRow]) -> None:
+        def failing_claim(rows: list[RecordRow], writer: str) -> dict[str, RecordRow]:
             entered.append(len(rows))
             if len(entered) == 4:
                 raise StorageUnavailableError("the id ledger failed: disk full")
-            add(rows)
+            return claim(rows, writer)
 
         def counted_write(body: bytes) -> None:
             sent.append(body)
             write(body)
 
-        monkeypatch.setattr(store.dedupe, "add", failing_add)
+        monkeypatch.setattr(store.dedupe, "claim", failing_claim)
         monkeypatch.setattr(store.transport.client, "write", counted_write)
         with pytest.raises(StorageUnavailableError, match="disk full"):
             meter.record_batch(batch)
         time.sleep(0.3)
         held = points(server, db)
         assert len(sent) <= 3 and held <= 3 * 15, (len(sent), held)
-        monkeypatch.setattr(store.dedupe, "add", add)
+        monkeypatch.setattr(store.dedupe, "claim", claim)
         result = meter.record_batch(batch)
         assert (result.recorded, result.duplicates) == (200 - held, held)
     assert points(server, db) == 200

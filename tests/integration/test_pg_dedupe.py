@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,7 @@ from tsmeter.adapters.influxdb.v1 import V1Transport
 from tsmeter.adapters.postgres.database import StateDatabase
 from tsmeter.adapters.postgres.dedupe import PostgresDedupe
 from tsmeter.domain import RecordRow
-from tsmeter.errors import ValidationError
+from tsmeter.errors import StorageUnavailableError, ValidationError
 
 TARGET = "http://127.0.0.1:8086/metering"
 T = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
@@ -197,19 +198,28 @@ def test_a_retry_through_another_host_counts_once(
 def test_an_entry_whose_point_never_landed_is_written_by_a_retry_elsewhere(
     influx_db: tuple[InfluxServer, str], dbs: list[StateDatabase]
 ) -> None:
-    """Host A entered a chunk in the ledger and died before writing its points (the store
-    adds entries before the write); host B, retrying with other timestamps, finds the ids
-    known but their points missing, and writes them, once; a further retry writes nothing."""
+    """Host A claimed a chunk in the ledger and died before writing its points (the store
+    enters ids before the write). Host B, retrying with other timestamps, finds the ids
+    known but their points missing: while A's write may still be on its way, B writes none
+    of them, fails after waiting for them (saying how many records are stored) and keeps
+    them for a retry; once A's write must have ended, B writes them, once; further retries
+    through either host write nothing."""
     server, db = influx_db
     records = _records(2_000)
     written, lost = records[:1_200], records[1_200:]
     a, b = _store(server, db, "host-a", dbs[0]), _store(server, db, "host-b", dbs[1])
+    b.IN_FLIGHT_S, b.LANDING_WAIT = 2.0, 0.2
     try:
         assert a.append(written, 0) == 1_200
-        a.dedupe.add(lost)  # the entries of a write that never happened
+        assert a.dedupe.claim(lost, a.writer) == {}  # the entries of a write that never happened
         assert set(b.dedupe.known([r.id for r in lost])) == {r.id for r in lost}
         assert _totals(server, db)[0] == 1_200
         retried = [r._replace(ts=r.ts + 3 * HOUR) for r in records]
+        with pytest.raises(StorageUnavailableError, match=r"800 records .* another host") as err:
+            b.append(retried, 0)
+        assert err.value.records_stored == 1_200
+        assert _totals(server, db)[0] == 1_200
+        time.sleep(2.1)  # A's write has ended by now, whichever way
         assert b.append(retried, 0) == 800  # only the lost ones
         assert a.append(records, 0) == 0
         assert b.append(retried, 0) == 0
@@ -219,3 +229,94 @@ def test_an_entry_whose_point_never_landed_is_written_by_a_retry_elsewhere(
         a.close()
         b.close()
     assert _totals(server, db) == (2_000, sum(r.quantity for r in records), 2_000)
+
+
+def test_a_host_retrying_its_own_failed_write_writes_at_once(
+    influx_db: tuple[InfluxServer, str], dbs: list[StateDatabase]
+) -> None:
+    """Entries a host made itself whose points never landed (its write failed) are written by
+    its own retry at once, from another process of the host too (the same writer): the
+    host's writes are serialised, so none of them can still be on its way."""
+    server, db = influx_db
+    records = _records(500)
+    a = _store(server, db, "host-a", dbs[0])
+    again = _store(server, db, "host-a", dbs[1])  # another process of host A
+    try:
+        assert a.dedupe.claim(records[:300], a.writer) == {}  # then the write failed
+        assert a.append(records[:200], 0) == 200
+        assert again.append(records, 0) == 300
+    finally:
+        a.close()
+        again.close()
+    assert _totals(server, db) == (500, sum(r.quantity for r in records), 500)
+
+
+# -- two hosts delivering the same ids at the same moment ---------------------------------
+
+RACE_ROUNDS = 12
+RACE_IDS = 1_500  # ids of a round, which both hosts deliver
+
+
+def _race_rows(round_: int, k: int) -> list[RecordRow]:
+    """Round ``round_``'s records as host ``k`` stamps them: the same ids and quantities on
+    both hosts, each host's own times (a retry through another host gets that host's time)."""
+    base = T + round_ * HOUR + k * 17 * 60_000_000_000
+    return [RecordRow(f"race{round_}-{i:05d}", "api_calls", "org", f"o{i % 3}", None,
+                      float(i % 7 + 1), base + i * 1_000_000, None, None)
+            for i in range(RACE_IDS)]  # fmt: skip
+
+
+def _racer(port: int, db: str, url: str, k: int, tmp: str, start: Any, results: Any) -> None:
+    """Child process (one "host": its own temporary directory, so its own write lock): each
+    round, wait for the other host at the barrier, then append the round's records in small
+    windows and chunks, so the two hosts' lookups, entries and writes interleave."""
+    import tempfile
+
+    tempfile.tempdir = tmp
+    state = StateDatabase(url, max_size=4)
+    transport = V1Transport.from_url(f"influxdb://127.0.0.1:{port}/{db}?writer=host{k}")
+    store = InfluxStore(transport, PostgresDedupe(state, transport.target))
+    store.FIRST_WINDOW, store.READ_CHUNK, store.WRITE_CHUNK = 60, 240, 30
+    written = []
+    try:
+        for round_ in range(RACE_ROUNDS):
+            start.wait(timeout=60)
+            written.append(store.append(_race_rows(round_, k), 0))
+        results.put((k, written))
+    finally:
+        store.close()
+        state.close()
+
+
+def test_two_hosts_delivering_the_same_ids_at_once_count_each_once(
+    influx_db: tuple[InfluxServer, str], pg_url: str, tmp_path: Any
+) -> None:
+    """Two hosts (processes with their own write locks) append the same record ids with
+    their own timestamps at the same moment, round after round (a client that timed out on
+    one host retried through the other): each id is written by one host only, so InfluxDB
+    holds one point per id and the sum of the quantities counted once."""
+    server, db = influx_db
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(2)
+    results = ctx.Queue()
+    dirs = [tmp_path / f"host{k}" for k in range(2)]
+    for d in dirs:
+        d.mkdir()
+    workers = [ctx.Process(target=_racer, args=(server.port, db, pg_url, k, str(dirs[k]),
+                                                start, results))
+               for k in range(2)]  # fmt: skip
+    for w in workers:
+        w.start()
+    try:
+        written = dict(results.get(timeout=300) for _ in workers)
+    finally:
+        for w in workers:
+            w.join(timeout=60)
+            if w.is_alive():
+                w.kill()
+    assert [w.exitcode for w in workers] == [0, 0]
+    expected = [row for round_ in range(RACE_ROUNDS) for row in _race_rows(round_, 0)]
+    total = sum(row.quantity for row in expected)
+    assert _totals(server, db) == (len(expected), total, len(expected))
+    for round_ in range(RACE_ROUNDS):  # each id counted new by exactly one host
+        assert written[0][round_] + written[1][round_] == RACE_IDS

@@ -20,9 +20,11 @@ Exactly once, without a local database:
 * **Idempotent.** The same read finds record ids that are stored already, so a
   retried record (same series and time) never adds a second point, whichever host
   sends it. A record id re-sent with another time or subject is found through the
-  dedupe port (:class:`~tsmeter.ports.Dedupe`; on one host the SQLite id ledger):
-  exact for everything its implementation has seen; beyond it only the same-series,
-  same-time retry is caught.
+  dedupe port (:class:`~tsmeter.ports.Dedupe`; on one host the SQLite id ledger, in a
+  fleet PostgreSQL): exact for everything its implementation has seen; beyond it only the
+  same-series, same-time retry is caught. Hosts sharing it are not serialised: a chunk's
+  new ids are claimed there before its write, and an id another host claimed first (the
+  same record sent through both at once) is left to it (see ``append_stream``).
 """
 
 from __future__ import annotations
@@ -100,6 +102,12 @@ class InfluxStore:
     READ_AHEAD = 1
     #: (metric, org) pairs an existence read names; beyond, it reads every point of the span
     METRICS_PER_QUERY = 20
+    #: seconds a call waits for the points of ids another host claimed first (its writes in
+    #: flight land within a request's time) before it fails and leaves them to a retry
+    LANDING_WAIT = 10.0
+    #: seconds after which another host's write of an id has ended, landed or failed: more
+    #: than a request with its retries takes (30 s and 3 retries by default), queue included
+    IN_FLIGHT_S = 300.0
     #: incremental roll-ups re-check the change log this far back (writers' clocks differ)
     recheck_window = rollups.CLOCK_MARGIN
 
@@ -219,11 +227,13 @@ class InfluxStore:
         FIRST_WINDOW records, growing to READ_CHUNK; the next window's read runs ahead) and go
         in chunks of WRITE_CHUNK, up to WRITERS write requests in flight and QUEUED more
         encoded and waiting: while the server takes a chunk, the next ones are placed and
-        encoded. Each chunk enters the id ledger before it is queued (a failed write is found
-        and redone by a retry), with the change log and collision marks in front of its
-        points (a mark without points only costs a recomputation). Returns once every chunk
-        is stored; on a failure, sends nothing more and raises after the requests in flight
-        were answered.
+        encoded. Each chunk enters the id ledger before it is placed and queued (a failed
+        write is found and redone by a retry; see ``_enter``), with the change log and
+        collision marks in front of its points (a mark without points only costs a
+        recomputation). Ids another host entered first are not written here; they count as
+        stored once their points are read where that host sent them (see ``_landed``).
+        Returns once every chunk is stored; on a failure, sends nothing more and raises after
+        the requests in flight were answered.
 
         Slots no later row can reach are forgotten as the call goes (``placement.prune``).
         When the rows are one list, the first microsecond of the rest is known; a stream
@@ -243,7 +253,10 @@ class InfluxStore:
         added = 0  # windows whose rows are all in the ledger
         forgotten: int | None = None  # slots before this microsecond may have been forgotten
         taken = sent = 0  # rows taken from ``parts``; write requests answered, in order
-        marks: deque[tuple[int, int]] = deque()  # (requests through a window, rows through it)
+        # (requests through a window, rows through it, whether another host took some of its
+        # ids first: no progress is reported from there until their points are seen)
+        marks: deque[tuple[int, int, bool]] = deque()
+        elsewhere: dict[str, RecordRow] = {}  # ids another host claimed first: where
 
         failed = threading.Event()
         # the rows of each request in ``pending``; rows known stored: found stored before, or
@@ -268,7 +281,7 @@ class InfluxStore:
 
         def settle() -> None:  # tell ``stored`` about the windows whose requests all answered
             upto = None
-            while marks and marks[0][0] <= sent:
+            while marks and marks[0][0] <= sent and not marks[0][2]:
                 upto = marks.popleft()[1]
             if upto is not None and stored is not None:
                 stored(upto)
@@ -300,7 +313,10 @@ class InfluxStore:
                     if forgotten is not None and low < forgotten:  # see the docstring
                         while pending:
                             confirm()
-                        found = self._lookup(window).result()
+                        lookup = self._lookup(window)
+                        found = lookup.result()
+                    sent_before = lookup.sent.result()
+                    claimed = len(elsewhere)
                     unstored = placement.unstored(window, added, found, seen, occupied,
                                                   self._remember)  # fmt: skip
                     known += len(window) - len(unstored)
@@ -312,9 +328,11 @@ class InfluxStore:
                             forgotten = floor if forgotten is None else max(forgotten, floor)
                     later = True
                     for i in range(0, len(unstored), self.WRITE_CHUNK):
-                        new = unstored[i : i + self.WRITE_CHUNK]
+                        new = self._enter(unstored[i : i + self.WRITE_CHUNK], sent_before,
+                                          elsewhere)  # fmt: skip
+                        if not new:
+                            continue
                         times, overflow, moved = placement.place(new, occupied, cursor)
-                        self.dedupe.add(new)
                         body = self._bookkeeping(new, moved)
                         body += self.encoder.encode(new, times, overflow)
                         if len(pending) >= self.WRITERS + self.QUEUED:
@@ -324,12 +342,25 @@ class InfluxStore:
                         unconfirmed.append(new)
                         written += len(new)
                     taken += len(window)
-                    marks.append((sent + len(pending), taken))
+                    if len(elsewhere) > claimed:  # those rows are never written by this call
+                        seen.kept.update(elsewhere)
+                    marks.append((sent + len(pending), taken, len(elsewhere) > claimed))
                     entered.append((added, sent + len(pending)))
                     added += 1
                     settle()
                 while pending:
                     confirm()
+                if elsewhere:  # see ``_landed``
+                    missing = self._landed(elsewhere)
+                    known += len(elsewhere) - len(missing)
+                    if missing:
+                        raise StorageUnavailableError(
+                            f"{len(missing)} records (such as {min(missing)!r}) are being"
+                            " written by another host, which claimed their ids first, and"
+                            f" were not seen stored within {self.LANDING_WAIT:g} s; retry"
+                            " later with the same ids: they are counted once"
+                        )
+                    marks = deque((through, rows, False) for through, rows, _ in marks)
                 settle()
             except StorageUnavailableError as exc:
                 error = exc
@@ -343,6 +374,53 @@ class InfluxStore:
                 if error is not None:  # say how many of the call's rows the server holds
                     error.records_stored = self._count_stored(known, unconfirmed)
         return written
+
+    def _enter(
+        self, rows: list[RecordRow], sent: dict[str, RecordRow], elsewhere: dict[str, RecordRow]
+    ) -> list[RecordRow]:
+        """Enter ``rows`` in the dedupe port before their write and return those to write.
+
+        The ids the window's lookup did not find in ``sent`` are claimed; an id the lookup
+        found there, without its point, is taken over unless another host entered it less
+        than IN_FLIGHT_S ago (its write may not have landed yet). An id claimed or entered
+        by another host (a retry through it at the same moment) is left to that host: it
+        joins ``elsewhere`` with where that host sends it."""
+        again = [row for row in rows if row.id in sent] if sent else []
+        if again:
+            lost = self.dedupe.take_over(again, self.writer, self.IN_FLIGHT_S)
+            rows_new = [row for row in rows if row.id not in sent]
+        else:
+            lost, rows_new = {}, rows
+        if rows_new:
+            lost.update(self.dedupe.claim(rows_new, self.writer))
+        if not lost:
+            return rows
+        elsewhere.update(lost)
+        return [row for row in rows if row.id not in lost]
+
+    def _landed(self, elsewhere: dict[str, RecordRow]) -> set[str]:
+        """Wait up to LANDING_WAIT seconds for the points of ids another host claimed first,
+        reading where it claimed them; return the ids not seen.
+
+        Their progress is reported once seen: the host that claimed an id entered it before
+        writing, but only its caller or its outbox hold the record until the point lands,
+        and a caller that gave up on it (a client that timed out there and retried here)
+        would not send it again. Ids not seen make the call fail, so that the record stays
+        with this caller, whose retry finds the point, or finds the entry without its point
+        and writes it."""
+        deadline = time.monotonic() + self.LANDING_WAIT
+        missing = dict(elsewhere)
+        pause = 0.02
+        while True:
+            for tags, values in self.transport.stored(list(missing.values()), slots=True):
+                rid = values.get("rid")
+                if rid in missing:
+                    del missing[rid]
+                    self._remember(tags, values)
+            if not missing or time.monotonic() >= deadline:
+                return set(missing)
+            time.sleep(pause)
+            pause = min(2 * pause, 0.5)
 
     def _count_stored(self, known: int, unconfirmed: Iterable[list[RecordRow]]) -> int | None:
         """``known`` plus the rows of ``unconfirmed`` requests that the server holds (a partial

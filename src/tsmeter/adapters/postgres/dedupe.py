@@ -2,28 +2,33 @@
 counts once.
 
 The tables are those of ``sql/0003_dedupe.sql``: one row per (target, id) with its series
-number and time; targets and series are numbered in side tables, and series numbers, which
-never change, are cached in memory by each instance.
+number and time, its writer and when it was entered; targets and series are numbered in side
+tables, and series numbers, which never change, are cached in memory by each instance.
 
-The store adds a chunk of up to 10,000 ids before writing its points and asks for 2,000 to
-50,000 ids before each window, so both go in one round trip of bulk data:
+The store enters a chunk of up to 10,000 ids before writing its points and asks for 2,000
+to 50,000 ids before each window, so both go in one round trip of bulk data:
 
-* ``add`` COPYs the chunk (sorted by id, the last row of an id kept) straight into
-  ``dedupe_ids``, inside a savepoint. New ids are the usual case (the store asked first), and
-  a plain COPY costs about half of an upsert. When an id is there already (a retry whose
-  point never landed, or another host adding the same id), the savepoint is rolled back and
-  the chunk goes through a temporary staging table and one ``INSERT ... ON CONFLICT DO
-  UPDATE``, so the newest add of an id wins; the next few adds go that way directly.
+* ``claim`` (the store's ids that the lookup did not find) COPYs the chunk (sorted by id)
+  straight into ``dedupe_ids``, inside a savepoint. New ids are the usual case, and a plain
+  COPY costs about half of an upsert. When an id is there already (another host claimed it
+  since the lookup), the savepoint is rolled back and the chunk goes through a temporary
+  staging table and one ``INSERT ... ON CONFLICT DO NOTHING RETURNING id``; the ids it left
+  are read back. The next few entries skip the COPY (retries come in runs).
+* ``take_over`` (ids found without their point) is one ``INSERT ... ON CONFLICT DO UPDATE
+  ... WHERE`` the entry is the writer's own or older than the time a write can take, on the
+  database's clock (``entered_at``); ``add`` is the same upsert without the condition.
 * ``known`` binds the ids as one ``text[]`` (``id = ANY(...)``) and reads the answer in
   binary.
 
-Two hosts adding overlapping ids take their row locks in the same (id) order, so they wait
+Each entry keeps a hash of the writer (host) that made it and when. Two hosts entering
+overlapping ids take their row locks in the same (id) order, so they wait
 for each other rather than deadlock; a deadlock or serialization failure that happens anyway
 (a purge running beside an add) is retried a few times.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 import time
@@ -44,19 +49,32 @@ __all__ = ["PostgresDedupe"]
 _T = TypeVar("_T")
 _Series = tuple[str, str, str, str | None]  # metric key, subject type, subject id, org
 _Conn = psycopg.Connection[tuple[Any, ...]]
+_Entry = tuple[int, str, int, int, int]  # target, id, series, time, writer
 
-_COPY_IDS = "COPY dedupe_ids (target_no, id, series_no, ts) FROM STDIN (FORMAT BINARY)"
-_ID_TYPES = ("int4", "text", "int8", "int8")
+_COPY_IDS = "COPY dedupe_ids (target_no, id, series_no, ts, writer_no) FROM STDIN (FORMAT BINARY)"
+_ID_TYPES = ("int4", "text", "int8", "int8", "int8")
 # the staging table lives as long as the pooled connection; its rows go at each commit
 _STAGE = (
     'CREATE TEMP TABLE IF NOT EXISTS tsmeter_dedupe_stage (id text COLLATE "C" NOT NULL,'
-    " series_no bigint NOT NULL, ts bigint NOT NULL) ON COMMIT DELETE ROWS"
+    " series_no bigint NOT NULL, ts bigint NOT NULL, writer_no bigint NOT NULL)"
+    " ON COMMIT DELETE ROWS"
 )
-_COPY_STAGE = "COPY tsmeter_dedupe_stage (id, series_no, ts) FROM STDIN (FORMAT BINARY)"
-_UPSERT = (
-    "INSERT INTO dedupe_ids (target_no, id, series_no, ts) SELECT %s, id, series_no, ts"
-    " FROM tsmeter_dedupe_stage ORDER BY id"
-    " ON CONFLICT (target_no, id) DO UPDATE SET series_no = excluded.series_no, ts = excluded.ts"
+_COPY_STAGE = "COPY tsmeter_dedupe_stage (id, series_no, ts, writer_no) FROM STDIN (FORMAT BINARY)"
+_STAGED = (
+    "INSERT INTO dedupe_ids (target_no, id, series_no, ts, writer_no)"
+    " SELECT %s, id, series_no, ts, writer_no FROM tsmeter_dedupe_stage ORDER BY id"
+    " ON CONFLICT (target_no, id)"
+)
+_MOVE = (
+    " DO UPDATE SET series_no = excluded.series_no, ts = excluded.ts,"
+    " writer_no = excluded.writer_no, entered_at = now()"
+)
+_UPSERT = _STAGED + _MOVE
+_CLAIM = _STAGED + " DO NOTHING RETURNING id"
+# another writer's entry moves only once its write has ended, whichever way
+_TAKE_OVER = (
+    _STAGED + _MOVE + " WHERE dedupe_ids.writer_no = %s"
+    " OR dedupe_ids.entered_at < now() - make_interval(secs => %s) RETURNING id"
 )
 _KNOWN = "SELECT id, series_no, ts FROM dedupe_ids WHERE target_no = %s AND id = ANY(%b)"
 _NUMBER = (
@@ -133,16 +151,50 @@ class PostgresDedupe:
         with self._db.transaction() as conn, conn.cursor(binary=True) as cur:
             cur.execute(_KNOWN, (self._target_no, asked))
             found: list[tuple[str, int, int]] = cur.fetchall()
-        if not found:
+        return self._located(found)
+
+    def claim(self, rows: Sequence[RecordRow], writer: str) -> dict[str, RecordRow]:
+        """Remember the ids of ``rows`` that no host has sent (the first row of an id
+        counts), entered by ``writer``; return where the others were sent, as one host
+        claimed them first.
+
+        All new, the usual case, costs what ``add`` costs: one COPY. Else ``INSERT ... ON
+        CONFLICT DO NOTHING`` inserts the new ones (an id another transaction is inserting
+        waits for it to end) and the ids it did not insert are read back in a statement of
+        their own, which sees the rows of the transactions that won."""
+        self._open()
+        if not rows:
             return {}
-        keys = self._keys
-        missing = {number for _, number, _ in found if number not in keys}
-        learned = self._learn(missing) if missing else {}
-        result = {}
-        for rid, number, ts in found:
-            metric, subject_type, subject_id, org = keys.get(number) or learned[number]
-            result[rid] = RecordRow(rid, metric, subject_type, subject_id, org, 0.0, ts, None, None)
-        return result
+        if len({row.id for row in rows}) < len(rows):  # an id twice: its first row counts
+            rows = list({row.id: row for row in reversed(rows)}.values())
+        entries = self._entries(rows, _writer_no(writer))
+
+        def claim(conn: _Conn) -> list[tuple[str, int, int]]:
+            if self._copied(conn, entries):
+                return []
+            return self._staged(conn, entries, _CLAIM, (self._target_no,))
+
+        return self._located(self._retrying("cannot claim ids", claim))
+
+    def take_over(
+        self, rows: Sequence[RecordRow], writer: str, after_s: float
+    ) -> dict[str, RecordRow]:
+        """Move ids to the rows' locations (the last row of an id counts) where ``writer``
+        entered them or they were entered more than ``after_s`` seconds ago on the
+        database's clock; return where the others are (see the port). One ``INSERT ... ON
+        CONFLICT DO UPDATE ... WHERE``: of writers taking one id over at once, one does."""
+        self._open()
+        if not rows:
+            return {}
+        if len({row.id for row in rows}) < len(rows):
+            rows = list({row.id: row for row in rows}.values())
+        number = _writer_no(writer)
+        entries = self._entries(rows, number)
+
+        def take(conn: _Conn) -> list[tuple[str, int, int]]:
+            return self._staged(conn, entries, _TAKE_OVER, (self._target_no, number, after_s))
+
+        return self._located(self._retrying("cannot take ids over", take))
 
     def add(self, rows: Sequence[RecordRow]) -> None:
         """Remember that ``rows`` are being sent, each id at its series and time; the last row
@@ -150,29 +202,17 @@ class PostgresDedupe:
         self._open()
         if not rows:
             return
-        ids = list(map(_ID, rows))
-        _check_text("id", ["".join(ids)])
-        if len(set(ids)) < len(ids):  # an id twice: its last row counts
+        if len({row.id for row in rows}) < len(rows):  # an id twice: its last row counts
             rows = list({row.id: row for row in rows}.values())
-        rows = sorted(rows, key=_ID)  # (the one order every host locks rows in)
-        target_no = self._target_no
-        entries = list(zip(repeat(target_no), map(_ID, rows), self._series_numbers(rows),
-                           map(_TS, rows), strict=False))  # fmt: skip
+        entries = self._entries(rows, 0)
 
         def write(conn: _Conn) -> None:
-            if self._upserts == 0:
-                try:
-                    with conn.transaction(), conn.cursor() as cur:  # a savepoint
-                        _copy(cur, _COPY_IDS, _ID_TYPES, entries)
-                    return
-                except pgerrors.UniqueViolation:  # some id is there already: upsert
-                    self._upserts = self.UPSERT_RUN
-            else:
-                self._upserts -= 1
+            if self._copied(conn, entries):
+                return
             with conn.cursor() as cur:
                 cur.execute(_STAGE)
                 _copy(cur, _COPY_STAGE, _ID_TYPES[1:], [entry[1:] for entry in entries])
-                cur.execute(_UPSERT, (target_no,))
+                cur.execute(_UPSERT, (self._target_no,))
 
         self._retrying("cannot add ids", write)
 
@@ -192,6 +232,70 @@ class PostgresDedupe:
         self._closed = True
 
     # -- helpers ----------------------------------------------------------------------
+    def _entries(self, rows: Sequence[RecordRow], writer_no: int) -> list[_Entry]:
+        """The entries of ``rows`` (one per id), sorted by id: the one order every host
+        locks rows in."""
+        _check_text("id", ["".join(map(_ID, rows))])
+        rows = sorted(rows, key=_ID)
+        return list(zip(repeat(self._target_no), map(_ID, rows), self._series_numbers(rows),
+                        map(_TS, rows), repeat(writer_no), strict=False))  # fmt: skip
+
+    def _staged(
+        self, conn: _Conn, entries: list[_Entry], statement: str, params: tuple[object, ...]
+    ) -> list[tuple[str, int, int]]:
+        """Stage ``entries`` and run ``statement`` (an insert from the stage returning the ids
+        it entered); return the (id, series number, time) of those it left, read in a
+        statement of its own (it sees what the transactions that won committed)."""
+        lost: list[tuple[str, int, int]] = []
+        rest = entries
+        with conn.cursor(binary=True) as cur:
+            cur.execute(_STAGE)
+            for _ in range(self.ATTEMPTS):  # again for ids purged between the statements
+                _copy(cur, _COPY_STAGE, _ID_TYPES[1:], [entry[1:] for entry in rest])
+                cur.execute(statement, params)
+                entered = {rid for (rid,) in cur.fetchall()}
+                others = [entry[1] for entry in rest if entry[1] not in entered]
+                if not others:
+                    return lost
+                cur.execute(_KNOWN, (self._target_no, others))
+                found: list[tuple[str, int, int]] = cur.fetchall()
+                lost += found
+                held = {rid for rid, _, _ in found}
+                rest = [entry for entry in rest if entry[1] not in entered and entry[1] not in held]
+                if not rest:
+                    return lost
+                cur.execute("DELETE FROM tsmeter_dedupe_stage")
+        raise StorageUnavailableError(
+            f"state store {self._db.where}: {len(rest)} ids were neither entered nor found"
+        )
+
+    def _copied(self, conn: _Conn, entries: list[_Entry]) -> bool:
+        """COPY ``entries`` straight into the table, in a savepoint, unless a recent one
+        found an id there; False when one is there (the savepoint is rolled back)."""
+        if self._upserts:
+            self._upserts -= 1
+            return False
+        try:
+            with conn.transaction(), conn.cursor() as cur:  # a savepoint
+                _copy(cur, _COPY_IDS, _ID_TYPES, entries)
+            return True
+        except pgerrors.UniqueViolation:  # some id is there already
+            self._upserts = self.UPSERT_RUN
+            return False
+
+    def _located(self, found: list[tuple[str, int, int]]) -> dict[str, RecordRow]:
+        """Rows for (id, series number, time) entries, learning the series not cached."""
+        if not found:
+            return {}
+        keys = self._keys
+        missing = {number for _, number, _ in found if number not in keys}
+        learned = self._learn(missing) if missing else {}
+        result = {}
+        for rid, number, ts in found:
+            metric, subject_type, subject_id, org = keys.get(number) or learned[number]
+            result[rid] = RecordRow(rid, metric, subject_type, subject_id, org, 0.0, ts, None, None)
+        return result
+
     def _open(self) -> None:
         if self._closed:
             raise StorageUnavailableError(f"state store {self._db.where}: the dedupe is closed")
@@ -294,3 +398,10 @@ def _check_text(field: str, values: Iterable[str]) -> None:
     """PostgreSQL's text cannot hold NUL: say so rather than fail in the driver."""
     if any("\x00" in value for value in values):
         raise ValidationError(field, "must not contain NUL characters")
+
+
+def _writer_no(writer: str) -> int:
+    """A writer's number in the entries: a 63-bit hash of its name (never 0, which ``add``
+    enters)."""
+    digest = hashlib.blake2b(writer.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1 or 1

@@ -2,8 +2,8 @@
 
 The first implementation of :class:`~tsmeter.ports.Dedupe`: the id ledger
 (:class:`~tsmeter.adapters.influxdb.ledger.IdLedger`, which keeps one target's ids in the
-state file, shared by the host's processes) behind the port. A fleet of hosts needs a
-shared implementation instead.
+state file, shared by the host's processes) behind the port. A fleet of hosts shares
+:class:`~tsmeter.adapters.postgres.dedupe.PostgresDedupe` instead.
 """
 
 from __future__ import annotations
@@ -33,6 +33,24 @@ class SQLiteDedupe:
     def known(self, ids: Iterable[str]) -> dict[str, RecordRow]:
         """Where each known id was sent (see the port)."""
         return self.ledger.known(ids)
+
+    def claim(self, rows: Sequence[RecordRow], writer: str) -> dict[str, RecordRow]:
+        """Enter every id (see the port): the host's one store claims only ids its lookup did
+        not find, both under the write lock that serialises the host's processes, so no
+        other writer can have entered one in between; checking again would double the cost
+        of an entry."""
+        if len({row.id for row in rows}) < len(rows):  # an id twice: its first row counts
+            rows = list({row.id: row for row in reversed(rows)}.values())
+        self.ledger.add(rows)
+        return {}
+
+    def take_over(
+        self, rows: Sequence[RecordRow], writer: str, after_s: float
+    ) -> dict[str, RecordRow]:
+        """Move every id (see the port): the one host's writes are serialised, so none of
+        them is on its way while another is entered."""
+        self.ledger.add(rows)
+        return {}
 
     def add(self, rows: Sequence[RecordRow]) -> None:
         """Remember that ``rows`` are being sent (see the port)."""

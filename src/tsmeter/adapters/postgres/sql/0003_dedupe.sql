@@ -22,5 +22,7 @@ CREATE TABLE dedupe_ids (
     id text COLLATE "C" NOT NULL,
     series_no bigint NOT NULL,
     ts bigint NOT NULL,                 -- ns since the epoch
+    writer_no bigint NOT NULL DEFAULT 0, -- a hash of the writer (host) that entered it; 0: unknown
+    entered_at timestamptz NOT NULL DEFAULT now(), -- when, on the database's clock
     PRIMARY KEY (target_no, id)
 );
