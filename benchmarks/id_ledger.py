@@ -4,8 +4,9 @@
 
 For each kind of id — tsmeter's own (UUIDv7: time-ordered, so they cluster in blocks) and
 a client's UUIDv4 (random order) — the ids go through a fresh ledger in batches of
-``--batch``: ``known`` of the batch (the lookup before each write), then ``add``. Prints the
-seconds of all adds and of all lookups, and adds per second.
+``--batch``: ``known`` of the batch (the lookup before each write), then its entry (the
+SQLite ledger's ``add``, which is what its dedupe port's ``claim`` does; PostgreSQL's
+``claim``). Prints the seconds of all entries and of all lookups, and entries per second.
 
 SQLite (one host): the ledger file, next to a bare ``executemany`` of the same (target, id,
 series, time) entries into one table with the ids as primary key, in transactions of one
@@ -14,9 +15,9 @@ batch (what plain sqlite3 does on this disk).
 PostgreSQL (a fleet; a server started here as the tests start it, so without fsync): the
 dedupe port on a fresh database, and batch by batch in turn with it a bare binary COPY of the
 same entries into a plain table with the same primary key, a transaction per batch, and a
-bare ``= ANY`` lookup of each batch; then every batch added again through the port at other
-locations (a retry: the upsert path). Ratios are the bare time over the port's (1.0: as fast
-as the bare statements).
+bare ``= ANY`` lookup of each batch; then every batch taken over by another writer at other
+locations (a retry whose points never landed: the conditional upsert). Ratios are the bare
+time over the port's (1.0: as fast as the bare statements).
 """
 
 from __future__ import annotations
@@ -87,16 +88,17 @@ def bare(path: Path, rows: list[RecordRow], batch: int) -> float:
 class PgTimes(NamedTuple):
     adds: float
     lookups: float
-    retries: float  # every batch added again, at other locations
+    retries: float  # every batch taken over by another writer, at other locations
     bare_adds: float  # a binary COPY of the same entries into a plain table
     bare_lookups: float  # ``= ANY`` of the same ids there
 
 
 def through_postgres(url: str, rows: list[RecordRow], batch: int) -> PgTimes:
-    """The dedupe port on the database at ``url`` (known then add, per batch) and, batch by
+    """The dedupe port on the database at ``url`` (known then claim, per batch) and, batch by
     batch in turn with it so both see the same machine, the bare COPY into a plain table with
-    dedupe_ids' primary key and the bare lookup, a transaction each; then every batch added
-    again through the port one hour later (what retries through another host make)."""
+    dedupe_ids' primary key and the bare lookup, a transaction each; then every batch taken
+    over by another writer one hour later (what a retry elsewhere of writes that never landed
+    makes)."""
     import psycopg
 
     from tsmeter.adapters.postgres.database import StateDatabase
@@ -112,11 +114,11 @@ def through_postgres(url: str, rows: list[RecordRow], batch: int) -> PgTimes:
         for i in range(0, len(rows), batch):
             part = rows[i : i + batch]
             ids = [row.id for row in part]
-            entries = [(1, row.id, (i + j) % 100, row.ts) for j, row in enumerate(part)]
+            entries = [(1, row.id, (i + j) % 100, row.ts, 1) for j, row in enumerate(part)]
             t0 = time.perf_counter()
             dedupe.known(ids)
             t1 = time.perf_counter()
-            dedupe.add(part)
+            dedupe.claim(part, "bench-a")
             t2 = time.perf_counter()
             with conn.cursor(binary=True) as cur:
                 cur.execute("SELECT id, series_no, ts FROM bare_ids WHERE target_no = 1"
@@ -127,10 +129,11 @@ def through_postgres(url: str, rows: list[RecordRow], batch: int) -> PgTimes:
             with (
                 conn.cursor() as cur,
                 cur.copy(
-                    "COPY bare_ids (target_no, id, series_no, ts) FROM STDIN (FORMAT BINARY)"
+                    "COPY bare_ids (target_no, id, series_no, ts, writer_no) FROM STDIN"
+                    " (FORMAT BINARY)"
                 ) as copy,
             ):
-                copy.set_types(["int4", "text", "int8", "int8"])
+                copy.set_types(["int4", "text", "int8", "int8", "int8"])
                 for entry in entries:
                     copy.write_row(entry)
             conn.commit()
@@ -142,7 +145,7 @@ def through_postgres(url: str, rows: list[RecordRow], batch: int) -> PgTimes:
         for i in range(0, len(rows), batch):
             part = [row._replace(ts=row.ts + 3_600_000_000_000) for row in rows[i : i + batch]]
             t0 = time.perf_counter()
-            dedupe.add(part)
+            dedupe.take_over(part, "bench-b", 0.0)
             times[2] += time.perf_counter() - t0
     finally:
         conn.close()
@@ -190,11 +193,11 @@ def postgres(kinds: dict[str, list[str]], batch: int) -> None:
             url = server.create_database(f"bench{number}")
             t = through_postgres(url, rows, batch)
             print(
-                f"{label:<20} add {t.adds:6.2f} s ({n / t.adds:>10,.0f} ids/s)"
+                f"{label:<20} claim {t.adds:6.2f} s ({n / t.adds:>10,.0f} ids/s)"
                 f"   known {t.lookups:6.2f} s   again {t.retries:6.2f} s"
                 f" ({n / t.retries:>8,.0f} ids/s)\n{'':<20} bare COPY {t.bare_adds:6.2f} s"
                 f" ({n / t.bare_adds:>10,.0f} ids/s)   bare = ANY {t.bare_lookups:6.2f} s"
-                f"   bare/port: add {t.bare_adds / t.adds:.2f}, known"
+                f"   bare/port: claim {t.bare_adds / t.adds:.2f}, known"
                 f" {t.bare_lookups / t.lookups:.2f}"
             )
             server.drop_database(f"bench{number}")
