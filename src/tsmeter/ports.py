@@ -333,6 +333,10 @@ class Dedupe(Protocol):
     ``tests/contract/test_dedupe.py`` runs against each.
     """
 
+    #: whether writers on several hosts may use it at once with no lock in common (its
+    #: ``claim`` is atomic across them); else the store serialises its writers on one host
+    shared: bool
+
     def known(self, ids: Iterable[str]) -> dict[str, RecordRow]:
         """Where each known id of ``ids`` was sent: a row with its id, series and time (the
         quantity, metadata and source are not kept); unknown ids are left out."""

@@ -30,6 +30,8 @@ class MemoryDedupe:
     5
     """
 
+    shared = False  # the store's file lock serialises the writers that use one
+
     def __init__(self, place: Place | None = None) -> None:
         self.place = Place() if place is None else place
 

@@ -117,7 +117,10 @@ class InfluxStore:
         self.writer = transport.writer or socket.gethostname() or "tsmeter"
         self.encoder = UsageEncoder(RAW, writer=self.writer)
         self._lock = threading.Lock()
-        ident = hashlib.sha1(transport.lock_name.encode()).hexdigest()[:16]
+        # the processes of a host serialise their lookups, entries and writes; those of
+        # other writers (tag w) only where the dedupe port cannot settle races by itself
+        name = transport.lock_name + (f"\n{self.writer}" if dedupe.shared else "")
+        ident = hashlib.sha1(name.encode()).hexdigest()[:16]
         self._lock_path = os.path.join(tempfile.gettempdir(), f"tsmeter-influx-{ident}.lock")
         self._recent: dict[str, RecordRow] = {}  # ids found stored: the record
         self._seen: dict[str, RecordRow] = {}  # ids found stored by the write path: the slot

@@ -110,6 +110,9 @@ class PostgresDedupe:
     Example: ``PostgresDedupe(StateDatabase(url), transport.target)``.
     """
 
+    #: claims are atomic in the database: hosts need no lock in common
+    shared = True
+
     #: times a transaction is tried when it ends in a deadlock or serialization failure
     ATTEMPTS = 5
     #: adds that skip the plain COPY after one found an id there already (retries come in runs)

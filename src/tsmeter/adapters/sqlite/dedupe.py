@@ -27,6 +27,9 @@ class SQLiteDedupe:
     >>> d.close()
     """
 
+    #: one host: the store's file lock serialises its writers around lookups and entries
+    shared = False
+
     def __init__(self, path: str, target: str) -> None:
         self.ledger = IdLedger(path, target)
 
