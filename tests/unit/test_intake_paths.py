@@ -61,6 +61,27 @@ TIMESTAMPS = st.one_of(
 )
 
 
+@st.composite
+def rfc3339_texts(draw: st.DrawFn) -> str:
+    """Times as clients send them: RFC 3339 with 0 to 9 fractional digits (the last three
+    zero or not), Z or an offset (whole hours, +05:45, and out-of-range ones), and near misses
+    (a space for the T, lower-case z, no offset, padding, non-ASCII digits, day 30 of
+    February)."""
+    at = draw(st.datetimes(min_value=datetime(1969, 12, 31), max_value=datetime(2262, 1, 1)))
+    text = at.strftime("%Y-%m-%dT%H:%M:%S")
+    digits = draw(st.integers(min_value=0, max_value=9))
+    if digits:
+        text += "." + f"{at.microsecond:06d}{draw(st.integers(0, 999)):03d}"[:digits]
+    text += draw(st.sampled_from(["Z", "+00:00", "-00:00", "+05:45", "-11:30", "+23:59",
+                                  "+24:00", "+05:60", ""]))  # fmt: skip
+    return draw(st.sampled_from([text, text, text, text.replace("T", " "), text.lower(),
+                                 f" {text}", text.replace("2", "\u0662"),
+                                 text[:5] + "02-30" + text[10:]]))  # fmt: skip
+
+
+RFC3339_TEXTS = rfc3339_texts()
+
+
 def _resolver(key: str, org: str | None) -> MetricDefinition:
     if key not in ("api_calls", "tokens", "é"):
         raise NotFoundError(f"unknown metric {key!r}")
@@ -131,8 +152,13 @@ PLAIN = st.fixed_dictionaries(
             st.sampled_from(["", "x" * 256, "x" * 257]),
         ),
         "quantity": st.one_of(st.floats(), st.integers(min_value=-(2**70), max_value=2**70)),
-        "timestamp": st.datetimes(
-            min_value=datetime(1969, 12, 1), max_value=datetime(2300, 1, 1), timezones=st.just(UTC)
+        "timestamp": st.one_of(
+            st.datetimes(
+                min_value=datetime(1969, 12, 1),
+                max_value=datetime(2300, 1, 1),
+                timezones=st.just(UTC),
+            ),
+            RFC3339_TEXTS,
         ),
         "source": st.sampled_from(["org-1", "api"]),
         "orgId": st.sampled_from(["org-1", "acme"]),
@@ -239,6 +265,32 @@ def test_intake_takes_the_fast_path_for_plain_records(monkeypatch: pytest.Monkey
     assert calls == ["metricKey"]
     assert rows[3] == RecordRow("r3", "api_calls", "org", "org-1", None, 3.0, 1772368215123456000,
                                 None, None)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(RFC3339_TEXTS, min_size=1, max_size=40))
+def test_times_given_as_strings_give_the_same(texts: list[str]) -> None:
+    """Batches whose times are strings, every one in the plain form or not, give on every
+    path what the loop gives (the msgspec path parses the plain ones itself)."""
+    items = [{"metricKey": "tokens", "subjectType": "org", "subjectId": "org-1", "id": f"t{i}",
+              "quantity": 1.5, "timestamp": text} for i, text in enumerate(texts)]  # fmt: skip
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _same_on_all_paths(monkeypatch, items)
+
+
+def test_plain_string_times_take_the_msgspec_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Times in the plain RFC 3339 form do not send a batch to the Python loop."""
+    monkeypatch.setattr(intake_module, "compiled_path", False)
+    intake = Intake(_resolver)
+    monkeypatch.setattr(intake, "_loop", None)  # calling it would fail the test
+    rows = intake.rows([
+        {"metricKey": "tokens", "subjectType": "org", "subjectId": "org-1", "id": f"s{i}",
+         "quantity": 2.0, "timestamp": text}
+        for i, text in enumerate(["2026-03-01T12:30:15.123456Z", "2026-03-01T18:15:15+05:45",
+                                  "2026-03-01T12:30:15.5-00:00"])
+    ])  # fmt: skip
+    assert [row.ts for row in rows] == [1772368215123456000, 1772368215000000000,
+                                        1772368215500000000]  # fmt: skip
 
 
 @needs_compiled

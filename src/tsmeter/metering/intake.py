@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -93,8 +94,9 @@ def describe() -> str:
 
 
 # The msgspec type of each field. Names are checked afterwards, once per distinct value;
-# metadata is taken as given and checked by check_metadata; a timestamp must be a datetime
-# (strings are parsed by the Python loop, whose rules are stricter than RFC 3339's).
+# metadata is taken as given and checked by check_metadata; a timestamp is a datetime, or a
+# string of the plain RFC 3339 form (see _RFC3339; other strings go to the Python loop, whose
+# rules are stricter than RFC 3339's).
 _TYPES: dict[str, Any] = {
     "id": Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_LENGTH)] | None,
     "metric_key": str,
@@ -140,6 +142,23 @@ def _shape(keys: frozenset[Any]) -> _Shape | None:
 
 
 _getter = {name: attrgetter(name) for name in _TYPES}
+#: a time as ``2026-03-01T12:30:00.250+01:00`` or ``...Z``: at most six fractional digits
+#: (tsmeter keeps microseconds and refuses what it would have to round), ASCII digits only
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})", re.ASCII
+)
+_match_time = _RFC3339.fullmatch
+
+
+def _rfc3339_only(items: list[Any]) -> bool:
+    """Whether every record of ``items`` is a dict whose time, where it is a string, has the
+    plain RFC 3339 form (and one at least is a string: else there is nothing to parse)."""
+    try:
+        stamps = [item.get("timestamp") for item in items]
+    except AttributeError:  # a UsageRecord or another mapping type: the strict conversion
+        return False
+    texts = [stamp for stamp in stamps if type(stamp) is str]
+    return bool(texts) and all(map(_match_time, texts))
 
 
 class _Undecided(Exception):
@@ -242,9 +261,12 @@ class Intake:
         first = items[0]
         shape = _shape(frozenset(first)) if type(first) is dict else None
         general = (_general("camel"), _general("snake"))
+        # msgspec parses times given as strings only where they all have the plain RFC 3339
+        # form, on which it and the loop's rules agree; any other string goes to the loop
+        strict: dict[str, Any] = {} if _rfc3339_only(items) else {"builtin_types": (datetime,)}
         for kind, fields in general if shape is None else (shape, *general):
             try:
-                plain = msgspec.convert(items, kind, builtin_types=(datetime,))
+                plain = msgspec.convert(items, kind, **strict)
             except Exception:  # msgspec's ValidationError, or a ValueError (a Decimal sNaN)
                 continue
             try:
