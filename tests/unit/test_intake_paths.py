@@ -450,3 +450,27 @@ def test_snake_case_and_mixed_batches_give_the_same(monkeypatch: pytest.MonkeyPa
         [camel, {**camel, "metadata": {"a": 1}}],
     ):
         _same_on_all_paths(monkeypatch, items)
+
+
+def test_a_call_makes_only_the_ids_it_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ids are made for the records of the call that have none, not thousands ahead (a
+    ``record()`` without an id made 4,096 and kept one)."""
+    asked: list[int] = []
+
+    def counting(count: int) -> list[str]:
+        asked.append(count)
+        return _ids(count)
+
+    monkeypatch.setattr(intake_module, "new_ids", counting)
+    for path in PATHS:
+        monkeypatch.setattr(intake_module, "compiled_path", path == "compiled")
+        monkeypatch.setattr(intake_module, "fast_path", path != "python")
+        intake = Intake(_resolver)
+        base = {"metricKey": "api_calls", "subjectType": "org", "subjectId": "org-1"}
+        asked.clear()
+        intake.rows([base])
+        assert sum(asked) == 1, path
+        asked.clear()
+        rows = intake.rows([base] * 10 + [{**base, "id": "given"}] + [base] * 5)
+        assert 15 <= sum(asked) <= 16, path  # at most one per record of the call
+        assert len({row.id for row in rows}) == 16

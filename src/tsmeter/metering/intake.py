@@ -414,7 +414,7 @@ class Intake:
                     subject_id = self._name("subjectId", subject_id)
                 rid = rid_given = get("id")
                 if rid is None:
-                    rid = ids.pop() if ids else _take(ids, 1)[0]
+                    rid = ids.pop() if ids else _take(ids, 1, count - index)[0]
                 elif not (type(rid) is str and rid.isascii() and rid.isprintable()
                           and 0 < len(rid) <= MAX_NAME_LENGTH):  # fmt: skip
                     rid = check_name("id", rid)
@@ -455,12 +455,14 @@ class Intake:
         return out
 
 
-def _take(ids: list[str], count: int) -> list[str]:
-    """``count`` fresh record ids in order, from the stack ``ids`` (refilled 4,096 at a time)."""
+def _take(ids: list[str], count: int, ahead: int = 0) -> list[str]:
+    """``count`` fresh record ids in order, from the stack ``ids``, refilled with as many as
+    the call may still need (``count`` and ``ahead`` more, at most 4,096 at a time): a call
+    of one record makes one id."""
     taken: list[str] = []
     while len(taken) < count:
         if not ids:
-            ids += reversed(new_ids(4096))
+            ids += reversed(new_ids(min(count - len(taken) + ahead, 4096)))
         part = min(count - len(taken), len(ids))
         taken += reversed(ids[-part:])
         del ids[-part:]
