@@ -13,8 +13,9 @@ temporary directory and, in one run, measures in each of ``--rounds`` rounds:
   the two is the round's ceiling, since tsmeter itself writes over more than one
   connection and one loop alone is not the server's limit;
 * ``Meter.record_batch`` of such records as dicts, all in one call, through
-  ``influxdb://`` (validation, id ledger, the read that prevents collapse and
-  double counting, encoding, the write),
+  ``influxdb://`` without the outbox (validation, id ledger, the read that prevents
+  collapse and double counting, encoding, the write; ``benchmarks/outbox.py`` and
+  ``benchmarks/fleet.py`` measure the default path through the outbox),
 
 and new records in calls of 50,000. Each phase writes new records to a new
 database, dropped after the phase, so every phase starts on an empty server. The
@@ -144,7 +145,7 @@ def recorded(
 ) -> tuple[float, float]:
     """(records/s of ``record_batch`` in calls of ``call`` records, s of HOURLY aggregation
     when ``aggregate``)."""
-    with tsmeter.connect(url) as meter:
+    with tsmeter.connect(url, outbox=False) as meter:  # the store's own path, not the outbox
         meter.define_metric("api_calls", aggregation_type="COUNT")
         meter.define_metric("tokens", aggregation_type="SUM")
         t0 = time.perf_counter()
