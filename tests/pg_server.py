@@ -17,7 +17,6 @@ Example (the module's doctests stay server-free)::
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import pwd
 import secrets
@@ -30,7 +29,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["PostgresServer", "PostgresServerError", "find_pg_bin"]
+from tests.influx_server import _die_with_parent, free_port
+
+__all__ = ["PostgresServer", "PostgresServerError", "find_pg_bin", "free_port"]
 
 _BIN_DIRS = (
     "/usr/lib/postgresql/15/bin",
@@ -59,14 +60,6 @@ def find_pg_bin() -> str | None:
     return None
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _as_postgres() -> tuple[int, int] | None:
     """(uid, gid) to run the server as: the ``postgres`` user when this process is root."""
     if os.geteuid() != 0:
@@ -82,8 +75,7 @@ def _as_postgres() -> tuple[int, int] | None:
 
 def _child_setup(ids: tuple[int, int] | None) -> None:  # pragma: no cover - runs in the child
     """Between fork and exec: die with the parent thread, and drop root for PostgreSQL."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    _die_with_parent()
     if ids is not None:
         os.setgroups([])
         os.setgid(ids[1])
