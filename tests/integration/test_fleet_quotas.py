@@ -83,3 +83,41 @@ def test_the_overage_is_bounded_by_what_the_other_hosts_recorded_unseen(
     assert max(both) <= LIMIT
     stored = server.series('SELECT count("quantity") FROM "usage"', db)[0]["count"]
     assert stored == LIMIT + sum(both)
+
+
+def test_a_refresh_keeps_what_waits_in_the_outbox(
+    influx_db: tuple[InfluxServer, str], tmp_path: Path
+) -> None:
+    """While the outbox cannot deliver (influxd answers every write with 500 through a proxy;
+    reads still work), a refresh of the quota view reads the store without the queued
+    records: they must still count, or a BLOCK limit would open again during an outage."""
+    import time
+
+    import tsmeter
+    from tests.fault_proxy import FaultProxy
+
+    server, db = influx_db
+    proxy = FaultProxy(server.url).start()
+    try:
+        url = f"influxdb://127.0.0.1:{proxy.port}/{db}?writer=q&retries=0&state={tmp_path}/s.db"
+        with tsmeter.connect(url, outbox=str(tmp_path / "o.db"), quota_refresh=0.2,
+                             mirror=False) as meter:  # fmt: skip
+            meter.define_metric("api_calls", aggregation_type="COUNT", reset_period="DAILY")
+            meter.create_threshold("api_calls", "org", 10, "o1", action="BLOCK")
+            meter.record("api_calls", "org", "o1", enforce=True)
+            assert meter.flush(10)
+            proxy.plan.extend(["500"] * 10_000)  # every write fails from here
+            for _ in range(9):
+                meter.record("api_calls", "org", "o1", enforce=True)
+            time.sleep(0.5)  # past the refresh: the view reads the store (1 record) again
+            assert meter.check("api_calls", "org", "o1").used == 10
+            with pytest.raises(tsmeter.QuotaExceededError):
+                meter.record("api_calls", "org", "o1", enforce=True)
+            proxy.plan.clear()
+            assert meter.flush(60)
+            time.sleep(0.5)  # delivered and read again: counted once, not twice
+            assert meter.check("api_calls", "org", "o1").used == 10
+        points = server.series('SELECT count("quantity") FROM "usage"', db)
+        assert points[0]["count"] == 10
+    finally:
+        proxy.close()

@@ -6,7 +6,12 @@ records this process stores in between. Within one process, a check and the
 reservation of what it allowed happen under one lock, so concurrent threads
 never pass a limit together; records in flight from other processes (or when a
 refresh lands between a reservation and its write) can pass it by at most what
-was in flight. Windows and their totals are :mod:`tsmeter.limits.windows`.
+was in flight. With ``unstored`` (a Meter with an outbox), the records this
+process counted but the store does not hold yet are kept, and a refresh adds
+them to what it reads, so a backlog in the outbox (the store slow or down) does
+not reopen a limit; a record the store took just before the refresh read it
+counts twice until the next refresh (a refusal too early, never a pass). Windows
+and their totals are :mod:`tsmeter.limits.windows`.
 """
 
 from __future__ import annotations
@@ -78,8 +83,11 @@ class QuotaView:
         resolve_metric: Callable[[str, str | None], MetricDefinition],
         *,
         refresh_seconds: float = 5.0,
+        unstored: bool = False,
     ) -> None:
         self.lock = threading.RLock()
+        # counted rows the store may not hold yet, by subject key, then id (see the module)
+        self._unstored: dict[_RuleKey, dict[str, RecordRow]] | None = {} if unstored else None
         self._store = store
         self._catalog = catalog
         self._calendar = calendar
@@ -135,6 +143,11 @@ class QuotaView:
         start, end = window(self._calendar, period, now)
         totals = window_totals(self._store, self._calendar, metric, period, (start, end),
                                subject_type, subject_id).get(subject_id, Totals())  # fmt: skip
+        if self._unstored:
+            held = self._unstored.get((metric.key, metric.org_id, subject_type, subject_id), {})
+            for row in held.values():
+                if start <= row.ts < end:
+                    totals.add(row.quantity, row.ts)
         fresh = _Window(totals, start, end, now + self._refresh_ns)
         self._windows[(threshold.id, subject_id)] = fresh
         return fresh
@@ -215,7 +228,10 @@ class QuotaView:
             return None
 
     def add(self, rows: Iterable[RecordRow]) -> None:
-        """Count rows this process stored (in windows already read; others read them)."""
+        """Count rows this process stored or queued (in windows already read; others read
+        them), keeping queued ones of a BLOCK threshold's subject until they are stored."""
+        if self._unstored is not None:
+            self._hold(rows)
         if not self._windows:
             return
         with self.lock:
@@ -227,8 +243,37 @@ class QuotaView:
                     if w is not None and w.start <= row.ts < w.end:
                         w.totals.add(row.quantity, row.ts)
 
+    def _hold(self, rows: Iterable[RecordRow]) -> None:
+        """Keep the rows that count against a BLOCK threshold until the store has them."""
+        now = time.time_ns()
+        held = self._unstored
+        assert held is not None
+        with self.lock:
+            for row in rows:
+                key = (row.metric_key, row.org_id, row.subject_type, row.subject_id)
+                rules = self._rules.get(key)
+                if rules is None or now >= self._blocking_until:
+                    rules = self._rules_for(key, now)
+                if rules:
+                    held.setdefault(key, {})[row.id] = row
+
+    def stored(self, rows: Sequence[RecordRow]) -> None:
+        """The store holds ``rows`` now (the outbox delivered them): a refresh reads them
+        there (a record sink of the Meter)."""
+        if not self._unstored:
+            return
+        with self.lock:
+            for row in rows:
+                key = (row.metric_key, row.org_id, row.subject_type, row.subject_id)
+                held = self._unstored.get(key)
+                if held is not None and held.pop(row.id, None) is not None and not held:
+                    del self._unstored[key]
+
     def forget(self, rows: Iterable[RecordRow]) -> None:
         """Drop the windows ``rows`` count in (read again from the store on next use)."""
+        rows = list(rows)
+        if self._unstored:
+            self.stored(rows)  # a reservation taken back: the rows will not be stored
         with self.lock:
             for row in rows:
                 for threshold, _, _ in self._rules.get(

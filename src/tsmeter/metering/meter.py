@@ -71,7 +71,9 @@ class Meter:
     """Records usage, defines metrics and thresholds, aggregates and answers queries.
 
     Build one with :func:`tsmeter.connect`; it is a context manager and
-    thread-safe. ``timezone`` is the IANA zone periods are computed in.
+    thread-safe. ``timezone`` is the IANA zone periods are computed in;
+    ``quota_refresh`` how often (s) ``check`` and ``enforce=True`` read usage from the
+    store again.
     """
 
     #: how long ``close`` lets the outbox deliver before it leaves the rest for a later process
@@ -90,6 +92,7 @@ class Meter:
         durability: str = "outbox",
         outbox_options: dict[str, Any] | None = None,
         capabilities: Capabilities | None = None,
+        quota_refresh: float = 5.0,
     ) -> None:
         if durability not in ("outbox", "memory"):
             raise ValidationError("durability", f"must be 'outbox' or 'memory', got {durability!r}")
@@ -113,7 +116,18 @@ class Meter:
 
         self._metrics = MetricCatalog(catalog, store, self.events,
                                       cache_seconds=metric_cache_seconds)  # fmt: skip
-        self._quotas = QuotaView(store, catalog, self.calendar, self._metrics.resolve)
+        # with an outbox, rows count before the store holds them: the view keeps them until
+        # they are delivered, so that a refresh does not drop them
+        self._quotas = QuotaView(
+            store,
+            catalog,
+            self.calendar,
+            self._metrics.resolve,
+            refresh_seconds=quota_refresh,
+            unstored=self.outbox is not None,
+        )
+        if self.outbox is not None:
+            self._sinks.add(self._quotas.stored)
         self._recorder = Recorder(
             store, Intake(self._metrics.resolve), self._quotas, self.events, self._sinks,
             outbox=self.outbox, durable=durability == "outbox",
