@@ -141,3 +141,18 @@ def test_the_cli_without_a_state_url_says_how_to_name_one(tmp_path: Any) -> None
                                 env={"TSMETER_STATE_URL": ""})  # fmt: skip
     assert result.exit_code == 1
     assert "TSMETER_STATE_URL" in result.output
+
+
+def test_the_cli_status_lists_applied_and_pending_migrations(pg_url: str) -> None:
+    runner = CliRunner()
+    with psycopg.connect(pg_url) as conn:
+        migrations.migrate(conn, redact(pg_url), upto=LATEST - 1)
+    before = runner.invoke(cli, ["state", "status", "--url", pg_url])
+    assert before.exit_code == 1, before.output
+    lines = before.output.splitlines()
+    assert lines[-1] == f"pending {LATEST:04d} {migrations.MIGRATIONS[-1].name}"
+    assert sum(line.startswith("applied ") for line in lines) == LATEST - 1
+    assert runner.invoke(cli, ["state", "migrate", "--url", pg_url]).exit_code == 0
+    after = runner.invoke(cli, ["state", "status", "--url", pg_url])
+    assert after.exit_code == 0, after.output
+    assert all(line.startswith("applied ") for line in after.output.splitlines())

@@ -50,3 +50,23 @@ def migrate(cli_state: CliState, url: str | None, dry_run: bool) -> None:
         click.echo(f"{verb} {name}")
     if not done:
         click.echo(f"up to date ({len(before)} migrations applied before)")
+
+
+@state.command()
+@click.option("--url", help="The state store's postgresql:// URL.")
+@pass_state
+def status(cli_state: CliState, url: str | None) -> None:
+    """Show the state store's schema: the migrations applied and those this version would
+    apply (exit status 1 while any is pending).
+
+    \b
+    Example:
+        tsmeter state status --url postgresql://meter:pw@127.0.0.1:5432/tsmeter
+    """
+    pending, before = migrate_state(_url(cli_state, url), dry_run=True)
+    for name in before:
+        click.echo(f"applied {name}")
+    for name in pending:
+        click.echo(f"pending {name}")
+    if pending:
+        raise SystemExit(1)
