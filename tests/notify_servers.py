@@ -3,10 +3,8 @@ receiver (http.server), both in-process on 127.0.0.1, plus a self-signed certifi
 
 from __future__ import annotations
 
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, cast
 
+import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -31,31 +30,27 @@ def free_port() -> int:
 
 @dataclass(frozen=True)
 class Certificate:
-    """A self-signed certificate for 127.0.0.1 / localhost and its key (PEM files)."""
+    """A server certificate for 127.0.0.1 / localhost from a test CA: ``cert`` is the CA a
+    client must trust, ``chain`` the server's key and certificate chain (PEM files)."""
 
     cert: Path
-    key: Path
+    chain: Path
 
     def server_context(self) -> ssl.SSLContext:
         """A TLS server context presenting this certificate."""
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.cert, self.key)
+        context.load_cert_chain(self.chain)
         return context
 
 
-def make_certificate(folder: Path) -> Certificate | None:
-    """Generate the certificate with the openssl CLI; None where openssl is missing."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        return None
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        check=True, capture_output=True, timeout=30,
-    )  # fmt: skip
-    return Certificate(cert, key)
+def make_certificate(folder: Path) -> Certificate:
+    """A test CA and a certificate it signed for 127.0.0.1 and localhost (trustme)."""
+    authority = trustme.CA()
+    issued = authority.issue_cert("127.0.0.1", "localhost")
+    cert, chain = folder / "ca.pem", folder / "server.pem"
+    authority.cert_pem.write_to_path(str(cert))
+    issued.private_key_and_cert_chain_pem.write_to_path(str(chain))
+    return Certificate(cert, chain)
 
 
 @dataclass
