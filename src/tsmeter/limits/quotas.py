@@ -109,6 +109,10 @@ class QuotaView:
     def _rules_for(self, key: _RuleKey, now: int) -> list[_Rule]:
         if self._blocking is None or now >= self._blocking_until:
             self._load_blocking(now)
+        return self._matching(key)
+
+    def _matching(self, key: _RuleKey) -> list[_Rule]:
+        """The BLOCK rules of a subject among the thresholds loaded (cached)."""
         found = self._rules.get(key)
         if found is None:
             candidates = (self._blocking or {}).get((key[0], key[1]), [])
@@ -244,17 +248,22 @@ class QuotaView:
                         w.totals.add(row.quantity, row.ts)
 
     def _hold(self, rows: Iterable[RecordRow]) -> None:
-        """Keep the rows that count against a BLOCK threshold until the store has them."""
-        now = time.time_ns()
+        """Keep the rows that count against a BLOCK threshold until the store has them.
+
+        On the recording path: the thresholds known from the last check are used as they
+        are (never read from the catalog here), and a metric without a BLOCK threshold
+        costs one lookup. Before this process first checks a quota nothing is held."""
+        blocking = self._blocking
+        if not blocking:
+            return
         held = self._unstored
         assert held is not None
         with self.lock:
             for row in rows:
+                if (row.metric_key, row.org_id) not in blocking:
+                    continue
                 key = (row.metric_key, row.org_id, row.subject_type, row.subject_id)
-                rules = self._rules.get(key)
-                if rules is None or now >= self._blocking_until:
-                    rules = self._rules_for(key, now)
-                if rules:
+                if self._matching(key):
                     held.setdefault(key, {})[row.id] = row
 
     def stored(self, rows: Sequence[RecordRow]) -> None:
