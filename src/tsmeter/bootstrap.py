@@ -203,7 +203,8 @@ def _outbox_option(url: str, outbox: object) -> str | None:
 
 
 def is_state_url(url: str | None) -> bool:
-    """Whether ``url`` names a PostgreSQL state store (else a SQLite file)."""
+    """Whether ``url`` names a PostgreSQL state store (else a SQLite file); the schemes are
+    those of ``tsmeter.adapters.postgres.database.SCHEMES``, which needs psycopg to import."""
     return bool(url) and str(url).startswith(("postgresql://", "postgres://"))
 
 

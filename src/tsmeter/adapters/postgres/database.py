@@ -25,15 +25,10 @@ except ImportError as _missing:  # the extra is not installed: say which to inst
         f"a PostgreSQL state store needs {_missing.name}: pip install 'tsmeter[postgres]'"
     ) from None
 
-__all__ = ["StateDatabase", "is_state_url", "redact"]
+__all__ = ["StateDatabase", "redact"]
 
 SCHEMES = ("postgresql://", "postgres://")
 _SECRET_PARAMS = {"password", "passfile", "sslpassword"}
-
-
-def is_state_url(url: str | None) -> bool:
-    """Whether ``url`` names a PostgreSQL state database."""
-    return bool(url) and url.startswith(SCHEMES)  # type: ignore[union-attr]
 
 
 def redact(url: str) -> str:
@@ -73,7 +68,7 @@ class StateDatabase:
     def __init__(
         self, url: str, *, max_size: int = 8, timeout: float = 10.0, migrate: bool = True
     ) -> None:
-        if not is_state_url(url):
+        if not url.startswith(SCHEMES):
             raise ValidationError("state", f"not a postgresql:// URL: {redact(url)!r}")
         self.url = url
         self.where = redact(url)
