@@ -17,6 +17,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.integration.lease_worker import RUNS_DDL
+
 ROOT = Path(__file__).resolve().parents[2]
 TTL = 2.0
 TICK = 0.2
@@ -47,6 +49,8 @@ def rows(url: str, where: str = "true") -> list[tuple[str, int | None, str]]:
 def schedulers(pg_url: str, tmp_path: Path) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
     """Three scheduler processes ``s0``..``s2`` on ``pg_url``, each with its own store file."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(RUNS_DDL)  # once, before the workers (concurrent DDL races in PostgreSQL)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     for i in range(3):
         holder = f"s{i}"
@@ -59,7 +63,11 @@ def schedulers(pg_url: str, tmp_path: Path) -> Iterator[dict[str, subprocess.Pop
     try:
         for proc in procs.values():
             assert proc.stdout is not None
-            assert proc.stdout.readline().strip() == b"started"
+            line = proc.stdout.readline().strip()
+            if line != b"started":
+                proc.wait(timeout=30)
+                logs = {name: (tmp_path / f"{name}.log").read_text() for name in procs}
+                pytest.fail(f"a scheduler did not start (exit {proc.returncode}): {logs}")
         yield procs
     finally:
         for proc in procs.values():
