@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -85,17 +86,75 @@ def worker(url: str, n: int, seed: int, call: int, spread: bool, data_home: str)
                 meter.define_metric(key, aggregation_type=kind)
         print("ready", flush=True)
         sys.stdin.readline()
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), own_cpu()
         for i in range(0, n, call):
             meter.record_batch(records[i : i + call])
         if not meter.flush(600):
             raise SystemExit("the outbox did not deliver within 600 s")
         seconds = time.perf_counter() - t0
-    print(json.dumps({"seconds": seconds}), flush=True)
+        cpu = own_cpu() - cpu0
+    print(json.dumps({"seconds": seconds, "cpu": cpu}), flush=True)
 
 
-def run_hosts(url: str, counts: list[int], call: int, spread: bool, tmp: str, tag: str) -> float:
-    """Seconds for ``len(counts)`` processes to record and flush their records at once."""
+def own_cpu() -> float:
+    """CPU seconds (user and system, every thread) this process has used."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_of(pid: int, *, tree: bool = False) -> float:
+    """CPU seconds process ``pid`` has used (every thread); with ``tree``, plus its children,
+    live (read from /proc) and ended (what it reaped)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def fields(p: int | str) -> list[str]:
+        with open(f"/proc/{p}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()
+
+    own = fields(pid)
+    ticks = int(own[11]) + int(own[12])
+    if tree:
+        ticks += int(own[13]) + int(own[14])
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    child = fields(entry)
+                    if int(child[1]) == pid:
+                        ticks += int(child[11]) + int(child[12])
+    return ticks / tick
+
+
+class Cpu:
+    """CPU seconds used by influxd, PostgreSQL and the recording processes over phases."""
+
+    def __init__(self, influx: InfluxServer, pg: PostgresServer) -> None:
+        assert influx.pid is not None and pg.pid is not None
+        self.influx_pid, self.pg_pid = influx.pid, pg.pid
+        self.spent: dict[str, list[float]] = {}
+
+    def servers(self) -> tuple[float, float]:
+        return cpu_of(self.influx_pid), cpu_of(self.pg_pid, tree=True)
+
+    def add(self, phase: str, before: tuple[float, float], hosts: float, records: int) -> None:
+        """Record µs per record of influxd, PostgreSQL and tsmeter since ``before``."""
+        time.sleep(0.3)  # PostgreSQL reaps the backends of closed connections
+        influx, pg = self.servers()
+        spent = [influx - before[0], pg - before[1], hosts]
+        self.spent.setdefault(phase, [0.0, 0.0, 0.0, 0])
+        for i in range(3):
+            self.spent[phase][i] += spent[i]
+        self.spent[phase][3] += records
+
+    def per_record(self, phase: str) -> tuple[float, float, float]:
+        influx, pg, hosts, records = self.spent[phase]
+        return influx / records * 1e6, pg / records * 1e6, hosts / records * 1e6
+
+
+def run_hosts(
+    url: str, counts: list[int], call: int, spread: bool, tmp: str, tag: str
+) -> tuple[float, float]:
+    """Seconds for ``len(counts)`` processes to record and flush their records at once, and
+    the CPU seconds they used doing it."""
     procs = []
     for k, n in enumerate(counts):
         writer_url = url.replace("writer=W", f"writer={tag}{k}")
@@ -111,12 +170,13 @@ def run_hosts(url: str, counts: list[int], call: int, spread: bool, tmp: str, ta
         assert proc.stdin is not None
         proc.stdin.write("go\n")
         proc.stdin.flush()
+    cpu = 0.0
     for proc in procs:
         assert proc.stdout is not None
-        json.loads(proc.stdout.readline())
+        cpu += json.loads(proc.stdout.readline())["cpu"]
         if proc.wait(timeout=600) != 0:
             raise SystemExit(f"a recording process failed ({proc.returncode})")
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, cpu
 
 
 def stored(server: InfluxServer, db: str) -> int:
@@ -140,13 +200,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, InfluxServer() as influx, PostgresServer() as pg:
         influx.start()
         pg.start()
+        cpu = Cpu(influx, pg)
         for k in range(args.rounds):
             db = f"bare{k}"
             influx.create_database(db)
             bare = make_records(n, 1_000 + k)
             for r in bare:
                 r["timestamp"] = datetime.fromisoformat(str(r["timestamp"]))
+            before = cpu.servers()
             ceilings.append(ceiling(influx, db, bare, two_first=k % 2 == 1))
+            cpu.add("ceiling", before, 0.0, 2 * n)  # both loops' runs wrote every point
             rates["ceiling"].append(ceilings[-1].best)
             influx.drop_database(db)
             for phase, counts in (("one", [n]), ("fleet", [n // 2, n - n // 2])):
@@ -154,7 +217,9 @@ def main() -> int:
                 influx.create_database(db)
                 state = pg.create_database(db)
                 url = f"influxdb://127.0.0.1:{influx.port}/{db}?writer=W&state={state}"
-                seconds = run_hosts(url, counts, 1_000, False, tmp, f"{phase}{k}")
+                before = cpu.servers()
+                seconds, hosts = run_hosts(url, counts, 1_000, False, tmp, f"{phase}{k}")
+                cpu.add(phase, before, hosts, n)
                 got = stored(influx, db)
                 if got != n:
                     raise SystemExit(f"{phase}: {got} points stored for {n} records")
@@ -167,7 +232,10 @@ def main() -> int:
             influx.create_database(db)
             state = pg.create_database(db)
             url = f"influxdb://127.0.0.1:{influx.port}/{db}?writer=W&state={state}"
-            backfill[spread] = n / run_hosts(url, [n], 50_000, spread, tmp, db)
+            before = cpu.servers()
+            seconds, hosts = run_hosts(url, [n], 50_000, spread, tmp, db)
+            cpu.add(db, before, hosts, n)
+            backfill[spread] = n / seconds
             if stored(influx, db) != n:
                 raise SystemExit(f"backfill: {stored(influx, db)} points stored for {n}")
     bare, one, fleet = (statistics.median(rates[p]) for p in ("ceiling", "one", "fleet"))
@@ -188,6 +256,23 @@ def main() -> int:
     print(f"backfill, calls of 50,000, time order        {backfill[False]:>10,.0f} records/s")
     print(f"backfill, spread over a month, random order  {backfill[True]:>10,.0f} records/s"
           f"  ratio {backfill[True] / backfill[False]:.2f}  (target >= 0.5)")  # fmt: skip
+    cores = os.cpu_count() or 1
+    print(f"CPU per record in µs (user + system; {cores} cores; PostgreSQL: every backend):")
+    print("phase                 influxd  PostgreSQL  tsmeter   all")
+    for phase, label in (("ceiling", "ceiling (per point)"), ("one", "one host"),
+                         ("fleet", "two hosts"), ("backfill0", "backfill, time order"),
+                         ("backfill1", "backfill, spread")):  # fmt: skip
+        influx_us, pg_us, hosts_us = cpu.per_record(phase)
+        print(f"{label:<21} {influx_us:>7.1f} {pg_us:>11.1f} {hosts_us:>8.1f}"
+              f" {influx_us + pg_us + hosts_us:>6.1f}")  # fmt: skip
+    # what the servers alone use per record leaves at most this rate on these cores, however
+    # little CPU tsmeter itself took
+    servers_us = sum(cpu.per_record("one")[:2])
+    print(
+        f"influxd and PostgreSQL alone use {servers_us:.1f} µs per record of one host: on"
+        f" {cores} cores at most {cores / servers_us * 1e6:,.0f} records/s"
+        f" ({cores / servers_us * 1e6 / bare:.2f} of the ceiling) with tsmeter's own CPU free"
+    )
     return 0
 
 
