@@ -191,7 +191,9 @@ def test_read_windows_keep_points_apart_and_forget_only_unreachable_slots(
     store = InfluxStore.from_url(url(server, db))
     reads: list[int] = []
     lookup = store._lookup
-    monkeypatch.setattr(store, "_lookup", lambda rows: reads.append(len(rows)) or lookup(rows))
+    monkeypatch.setattr(
+        store, "_lookup", lambda rows, cover: reads.append(len(rows)) or lookup(rows, cover)
+    )
     try:
         if source == "list":
             assert store.append(batch, 0) == 1_500
@@ -222,7 +224,9 @@ def test_a_stream_reaching_back_past_forgotten_slots_reads_again(
     slow_writes(store, monkeypatch, 0.3)
     reads: list[int] = []
     lookup = store._lookup
-    monkeypatch.setattr(store, "_lookup", lambda rows: reads.append(len(rows)) or lookup(rows))
+    monkeypatch.setattr(
+        store, "_lookup", lambda rows, cover: reads.append(len(rows)) or lookup(rows, cover)
+    )
 
     def part(tag: str, micro: int) -> list[RecordRow]:
         return [RecordRow(f"{tag}{i}", "api_calls", "org", "o", None, 1.0, T + micro * 1_000,

@@ -7,10 +7,15 @@ row a time no point of its series has (its own, else a free nanosecond of the sa
 microsecond, then an overflow tag ``c``), against the slots taken so far in the call
 (``Slots``: what the existence reads found and what was placed). Records in time order
 let the slots stay small: ``prune`` forgets those no later window can reach.
+
+A store whose slots outlive the call (a fleet's writer, see ``InfluxStore.append_stream``)
+keeps a ``Coverage``: the time ranges of each (metric, org) pair whose stored points its
+slots hold, so that a later window reads only the ranges not covered yet.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
@@ -20,10 +25,11 @@ from tsmeter.adapters.influxdb.schema import SeriesKey, series_key_of
 from tsmeter.adapters.influxdb.speedups import native
 from tsmeter.domain import RecordRow
 
-__all__ = ["CallIds", "Slots", "Windows", "hours", "place", "prune", "unstored"]
+__all__ = ["CallIds", "Coverage", "Slots", "Windows", "hours", "place", "prune", "unstored"]
 
 _US = 1_000
 _HOUR = 3_600_000_000_000
+_DAY = 24 * _HOUR
 # a RecordRow's id, metric, organisation and time, for loops that run in C
 _ID, _METRIC, _ORG, _TS = itemgetter(0), itemgetter(1), itemgetter(4), itemgetter(6)
 
@@ -148,6 +154,90 @@ class Slots:
         for ts, holder in self.first.items():
             yield (holder[1], holder[2], holder[3], holder[4]), "", ts
         yield from self.more
+
+
+class Coverage:
+    """The time ranges, per (metric, org) pair and UTC day, whose stored points are all in a
+    store's slots: read there before, or written since by the store itself.
+
+    ``reads`` says what to read for new rows and covers it: per pair and UTC day, each gap
+    between covered ranges that holds rows is read from its first row's microsecond to the
+    end of its last row's, or whole (up to the neighbouring ranges or the day's edges) when
+    the rows span a quarter of it or more: a read costs the server about as much for a day
+    as for a microsecond, so rows spread over a day are read once. The transport must read
+    every series of the rows' pairs in a span (as the v1 one does). Each day's ranges are
+    kept sorted and disjoint.
+
+    >>> cover = Coverage()
+    >>> def rows(*times):
+    ...     return [RecordRow(f"r{t}", "m", "org", "o", None, 1.0, t, None, None) for t in times]
+    >>> [(len(found), spans) for found, spans in cover.reads(rows(5_000, 9_000))]
+    [(2, {0: (5000, 10000)})]
+    >>> [(len(found), spans) for found, spans in cover.reads(rows(1_000, 7_000, 12_000))]
+    [(1, {0: (1000, 2000)}), (1, {0: (12000, 13000)})]
+    >>> cover.reads(rows(1_500, 9_999))
+    []
+    """
+
+    __slots__ = ("spans",)
+
+    def __init__(self) -> None:
+        # (metric, org, day) -> sorted, disjoint [lo, hi) ranges, flattened: [lo0, hi0, lo1, ...]
+        self.spans: dict[tuple[str, str | None, int], list[int]] = {}
+
+    def clear(self) -> None:
+        """Forget every range (the slots were forgotten, or may be stale)."""
+        self.spans.clear()
+
+    def reads(
+        self, rows: Iterable[RecordRow]
+    ) -> list[tuple[list[RecordRow], dict[int, tuple[int, int]]]]:
+        """The reads that bring the slots of the rows whose time is not covered, and cover
+        what they read: (rows, UTC day -> [lo, hi) to read). A read has, of each day, the
+        rows of one pair in one gap (a read of a day spans one range)."""
+        gaps: dict[tuple[tuple[str, str | None, int], int], list[RecordRow]] = {}
+        spans = self.spans
+        for row in rows:
+            ts = row[6]
+            group = (row[1], row[4], ts // _DAY)
+            held = spans.get(group)
+            at = 0 if held is None else bisect_right(held, ts)
+            if at % 2 == 0:  # after an end (or before the first start): not covered
+                gaps.setdefault((group, at), []).append(row)
+        reads: list[tuple[list[RecordRow], dict[int, tuple[int, int]]]] = []
+        order: dict[int, int] = {}  # reads that have rows of a day
+        covered: list[tuple[tuple[str, str | None, int], int, int]] = []
+        for (group, at), found in gaps.items():
+            times = [row[6] for row in found]
+            lo, hi = min(times) // _US * _US, max(times) // _US * _US + _US
+            held = spans.get(group, [])
+            left = held[at - 1] if at else group[2] * _DAY
+            right = held[at] if at < len(held) else (group[2] + 1) * _DAY
+            if 4 * (hi - lo) >= right - left:
+                lo, hi = left, right
+            k = order.get(group[2], 0)
+            order[group[2]] = k + 1
+            if k == len(reads):
+                reads.append(([], {}))
+            reads[k][0].extend(found)
+            reads[k][1][group[2]] = (lo, hi)
+            covered.append((group, lo, hi))
+        for group, lo, hi in covered:  # after every gap was found against the old ranges
+            self._cover(group, lo, hi)
+        return reads
+
+    def _cover(self, group: tuple[str, str | None, int], lo: int, hi: int) -> None:
+        held = self.spans.setdefault(group, [])
+        # the ranges that touch [lo, hi) merge with it
+        start = bisect_right(held, lo)
+        start -= start % 2  # the range whose start is at or before lo, or the next one
+        if start >= 2 and held[start - 1] >= lo:
+            start -= 2
+        end = start
+        while end < len(held) and held[end] <= hi:
+            lo, hi = min(lo, held[end]), max(hi, held[end + 1])
+            end += 2
+        held[start:end] = [lo, hi]
 
 
 def prune(occupied: Slots, cursor: dict[tuple[SeriesKey, int], int], floor: int) -> bool:

@@ -25,6 +25,10 @@ Exactly once, without a local database:
   same-series, same-time retry is caught. Hosts sharing it are not serialised: a chunk's
   new ids are claimed there before its write, and an id another host claimed first (the
   same record sent through both at once) is left to it (see ``append_stream``).
+* **Reads proportional to what is new.** With a shared ledger, a writer's slots outlive the
+  call: a later call reads only the time ranges its slots do not cover yet, so a backfill
+  spread over a month reads each range once, not once per window
+  (``placement.Coverage``; see ``append_stream``).
 """
 
 from __future__ import annotations
@@ -110,6 +114,9 @@ class InfluxStore:
     IN_FLIGHT_S = 300.0
     #: incremental roll-ups re-check the change log this far back (writers' clocks differ)
     recheck_window = rollups.CLOCK_MARGIN
+    #: slots a fleet's writer keeps between calls (about 100 bytes each); beyond, the oldest
+    #: are forgotten and their ranges read again when a row reaches them
+    KEPT_SLOTS = 500_000
 
     def __init__(self, transport: Transport, dedupe: Dedupe) -> None:
         self.transport = transport
@@ -127,6 +134,18 @@ class InfluxStore:
         self._pool: ThreadPoolExecutor | None = None
         self._write_pool: ThreadPoolExecutor | None = None
         self._log_clock = 0
+        # a fleet's writer (a shared ledger settles ids; ``writer=`` differs between hosts and
+        # its processes take turns on the lock file) keeps its slots between calls, with the
+        # ranges they cover, while no other process of the writer wrote in between
+        self._keeps = dedupe.shared and transport.reads_pairs
+        self._occupied = placement.Slots()
+        self._cursor: dict[tuple[SeriesKey, int], int] = {}
+        self._coverage = placement.Coverage()
+        self._standins: dict[SeriesKey, tuple[Any, ...]] = {}
+        # what this store last wrote into the lock file: another stamp there means another
+        # process of the writer wrote since
+        self._stamp = b""
+        self._calls = 0
 
     @classmethod
     def from_url(
@@ -202,13 +221,35 @@ class InfluxStore:
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
-        """Serialise read-then-write among the threads and processes of this host."""
+        """Serialise read-then-write among the threads and processes of this host. The lock
+        file holds the stamp of the last process that wrote under it: a store that finds
+        another stamp than its own forgets the slots it kept (another process of the writer
+        may have taken some since)."""
         with self._lock, open_private(self._lock_path) as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            fd = handle.fileno()
+            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
+                if self._keeps:
+                    with open(self._lock_path, "rb") as current:
+                        if current.read(64) != self._stamp:
+                            self._forget_slots()
                 yield
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                try:
+                    if self._keeps:
+                        self._calls += 1
+                        self._stamp = f"{os.getpid()}:{id(self)}:{self._calls}".encode()
+                        os.ftruncate(fd, 0)
+                        os.write(fd, self._stamp)
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _forget_slots(self) -> None:
+        """Drop the slots kept between calls and the ranges they cover."""
+        self._occupied = placement.Slots()
+        self._cursor = {}
+        self._coverage.clear()
+        self._standins.clear()
 
     # -- writing ----------------------------------------------------------------------
     def append(self, rows: Sequence[RecordRow], recorded_at: int) -> int:
@@ -242,6 +283,12 @@ class InfluxStore:
         When the rows are one list, the first microsecond of the rest is known; a stream
         may bring a window whose rows reach back before slots already forgotten: that
         window waits for the writes in flight and is read again, so the read finds them.
+
+        A fleet's writer (a shared ledger, whose ids every host's lookups see) keeps its
+        slots between calls instead, up to KEPT_SLOTS, with the ranges they cover
+        (``placement.Coverage``): a window reads only its rows outside those ranges. The
+        slots are dropped when another process of the writer wrote in between (see
+        ``_exclusive``) and when a call fails.
         """
         windows = placement.Windows(parts, min(self.FIRST_WINDOW, self.READ_CHUNK),
                                     self.READ_CHUNK)  # fmt: skip
@@ -290,12 +337,20 @@ class InfluxStore:
                 stored(upto)
 
         error: StorageUnavailableError | None = None
+        completed = False
         with self._exclusive():
+            coverage: placement.Coverage | None = None
+            if self._keeps:
+                if len(self._occupied.first) + len(self._occupied.more) > self.KEPT_SLOTS:
+                    self._forget_slots()
+                occupied, cursor, coverage = self._occupied, self._cursor, self._coverage
             try:
                 window = next(windows, None)
                 if window is None:
+                    completed = True
                     return 0
-                reading.append((window, placement.Windows.low(window), self._lookup(window), 0))
+                reading.append((window, placement.Windows.low(window),
+                                self._lookup(window, coverage), 0))  # fmt: skip
                 later = False  # past the first window
                 while reading:
                     window, low, lookup, visible = reading.popleft()
@@ -305,8 +360,8 @@ class InfluxStore:
                         ahead = next(windows, None)
                         if ahead is None:
                             break
-                        reading.append((ahead, placement.Windows.low(ahead), self._lookup(ahead),
-                                        added))  # fmt: skip
+                        reading.append((ahead, placement.Windows.low(ahead),
+                                        self._lookup(ahead, coverage), added))  # fmt: skip
                     # the ids a window wrote leave ``seen`` once this window's reads find them:
                     # in the ledger when the reads began, and stored before the points at the
                     # ledger's locations are read (in ``result``)
@@ -316,7 +371,7 @@ class InfluxStore:
                     if forgotten is not None and low < forgotten:  # see the docstring
                         while pending:
                             confirm()
-                        lookup = self._lookup(window)
+                        lookup = self._lookup(window, coverage)
                         found = lookup.result()
                     sent_before = lookup.sent.result()
                     claimed = len(elsewhere)
@@ -327,8 +382,13 @@ class InfluxStore:
                         rest = windows.rest_low()
                         floor = min(low, *(ahead_low for _, ahead_low, _, _ in reading),
                                     low if rest is None else rest)  # fmt: skip
-                        if placement.prune(occupied, cursor, floor):
+                        held = len(occupied.first) + len(occupied.more)
+                        if (coverage is None or held > self.KEPT_SLOTS) and placement.prune(
+                            occupied, cursor, floor
+                        ):
                             forgotten = floor if forgotten is None else max(forgotten, floor)
+                            if coverage is not None:  # what is left no longer covers a range
+                                coverage.clear()
                     later = True
                     for i in range(0, len(unstored), self.WRITE_CHUNK):
                         new = self._enter(unstored[i : i + self.WRITE_CHUNK], sent_before,
@@ -336,6 +396,8 @@ class InfluxStore:
                         if not new:
                             continue
                         times, overflow, moved = placement.place(new, occupied, cursor)
+                        if coverage is not None:
+                            self._keep(occupied, new, times, overflow)
                         body = self._bookkeeping(new, moved)
                         body += self.encoder.encode(new, times, overflow)
                         if len(pending) >= self.WRITERS + self.QUEUED:
@@ -365,10 +427,13 @@ class InfluxStore:
                         )
                     marks = deque((through, rows, False) for through, rows, _ in marks)
                 settle()
+                completed = True
             except StorageUnavailableError as exc:
                 error = exc
                 raise
             finally:
+                if self._keeps and not completed:  # what this call took may not have landed
+                    self._forget_slots()
                 failed.set()  # after an error here: send nothing more
                 in_flight: list[Future[Any]] = [*pending]
                 for _, _, ahead_lookup, _ in reading:
@@ -437,12 +502,41 @@ class InfluxStore:
             return None
         return known + sum(1 for row in rows if row.id in found)
 
-    def _lookup(self, window: list[RecordRow]) -> _Lookup:
-        """Start reading the points stored where the rows of ``window`` would go now and, at
-        the same time, where the ledger says their ids were sent before."""
+    def _lookup(self, window: list[RecordRow], coverage: placement.Coverage | None) -> _Lookup:
+        """Start reading the points stored where the rows of ``window`` would go now (with
+        ``coverage``, only outside the ranges it covers, which it then covers: the window's
+        points are taken into the slots before any later window's are placed) and, at the
+        same time, where the ledger says their ids were sent before."""
         pool = self._pool_()
-        return _Lookup(self, pool.submit(self.dedupe.known, list(map(_ID, window))),
-                       pool.submit(self.transport.stored, window, slots=True))  # fmt: skip
+        sent = pool.submit(self.dedupe.known, list(map(_ID, window)))
+        if coverage is None:
+            return _Lookup(self, sent, pool.submit(self.transport.stored, window, slots=True))
+        return _Lookup(self, sent, pool.submit(self._read_all, coverage.reads(window)))
+
+    def _read_all(self, reads: list[tuple[list[RecordRow], dict[int, tuple[int, int]]]]) -> _Points:
+        """The points stored in the spans of ``reads`` (see ``placement.Coverage.reads``)."""
+        found: _Points = []
+        for rows, spans in reads:
+            found += self.transport.stored(rows, slots=True, spans=spans)
+        return found
+
+    def _keep(
+        self,
+        occupied: placement.Slots,
+        rows: list[RecordRow],
+        times: list[int],
+        overflow: list[int],
+    ) -> None:
+        """Hold the slots just placed by their series alone, not by their rows: they are kept
+        after the call, which must not keep the records."""
+        first, standins = occupied.first, self._standins
+        for row, ts, c in zip(rows, times, overflow, strict=True):
+            if not c and first.get(ts) is row:
+                key = (row[1], row[2], row[3], row[4])
+                standin = standins.get(key)
+                if standin is None:
+                    standin = standins[key] = (None, *key)
+                first[ts] = standin
 
     def _writing(self) -> ThreadPoolExecutor:
         """WRITERS threads that send the encoded chunks in order."""

@@ -9,7 +9,7 @@ one interface, so the store never swaps a client or subclasses another store.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from tsmeter.domain import MetricDefinition, PeriodType, RecordRow
@@ -33,6 +33,9 @@ class Transport(Protocol):
     writer: str | None
     #: whether :meth:`ping` says anything (else the store offers no probe)
     can_ping: bool
+    #: whether :meth:`stored` returns every point of the rows' (metric, org) pairs in the
+    #: span it reads, not only the rows' series (see ``placement.Coverage``)
+    reads_pairs: bool
 
     def write(self, body: bytes) -> None:
         """Send line protocol; return once the server stored it (raise a TsmeterError else)."""
@@ -46,8 +49,15 @@ class Transport(Protocol):
         """Release the connection."""
         ...
 
-    def stored(self, rows: Sequence[RecordRow], *, slots: bool = False) -> Points:
+    def stored(
+        self,
+        rows: Sequence[RecordRow],
+        *,
+        slots: bool = False,
+        spans: Mapping[int, tuple[int, int]] | None = None,
+    ) -> Points:
         """Points already stored in the metrics and microseconds spanned by ``rows`` (with
+        ``spans``: in the [lo, hi) given for each UTC day of the rows instead; with
         ``slots``, at least the record id, series tags and time of each)."""
         ...
 

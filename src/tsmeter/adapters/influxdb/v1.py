@@ -8,7 +8,7 @@ with the user's values bound as parameters; roll-ups are
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from tsmeter.adapters.influxdb import rollup as rollups
@@ -52,6 +52,7 @@ class V1Transport:
     #: (metric, org) pairs an existence read names; beyond, it reads every point of the span
     METRICS_PER_QUERY = 20
     can_ping = True
+    reads_pairs = True
 
     def __init__(self, config: InfluxV1Config) -> None:
         self.config = config
@@ -102,10 +103,16 @@ class V1Transport:
         return [f"continuous query {name} installed" for name in names]
 
     # -- reading ----------------------------------------------------------------------
-    def stored(self, rows: Sequence[RecordRow], *, slots: bool = False) -> Points:
+    def stored(
+        self,
+        rows: Sequence[RecordRow],
+        *,
+        slots: bool = False,
+        spans: Mapping[int, tuple[int, int]] | None = None,
+    ) -> Points:
         """Points already stored in the metrics and microseconds spanned by ``rows``, read one
-        UTC day at a time; with ``slots``, only what the write path needs of them (record id,
-        series tags and time).
+        UTC day at a time (``spans``: the [lo, hi) to read of each UTC day instead); with
+        ``slots``, only what the write path needs of them (record id, series tags and time).
 
         The write path's reads select one field: InfluxDB 1.x copies every cached value of
         each field it reads (whatever the time range), so fewer fields cost it less CPU.
@@ -117,8 +124,8 @@ class V1Transport:
         anyway. Beyond METRICS_PER_QUERY pairs, every point of the span is read.
         """
         found: Points = []
-        for lo, hi, pairs in _days(rows):
-            lo, hi = lo // _US * _US, hi // _US * _US + _US
+        for day, lo, hi, pairs in _days(rows):
+            lo, hi = spans[day] if spans is not None else (lo // _US * _US, hi // _US * _US + _US)
             params: dict[str, Any] = {"lo": lo, "hi": hi}
             condition = ""
             if len(pairs) <= self.METRICS_PER_QUERY:
@@ -227,9 +234,9 @@ class V1Transport:
         return rollups.fresh_summaries(self.client, query, calendar)
 
 
-def _days(rows: Sequence[RecordRow]) -> list[tuple[int, int, list[tuple[str, str]]]]:
-    """Per UTC day of ``rows``: the first and the last time, and the (metric, org) pairs
-    (org "" for none), sorted."""
+def _days(rows: Sequence[RecordRow]) -> list[tuple[int, int, int, list[tuple[str, str]]]]:
+    """Per UTC day of ``rows``: the day, the first and the last time, and the (metric, org)
+    pairs (org "" for none), sorted."""
     pairs: dict[int, set[tuple[str, str]]] = {}
     fast = native if native is not None and type(rows) is list else None
     bounds = fast.span_bounds(rows, _DAY) if fast is not None else None
@@ -244,4 +251,4 @@ def _days(rows: Sequence[RecordRow]) -> list[tuple[int, int, list[tuple[str, str
             held = bounds.get(day)
             bounds[day] = (ts, ts) if held is None else (min(held[0], ts), max(held[1], ts))
             pairs.setdefault(day, set()).add((row.metric_key, row.org_id or ""))
-    return [(lo, hi, sorted(pairs[day])) for day, (lo, hi) in bounds.items()]
+    return [(day, lo, hi, sorted(pairs[day])) for day, (lo, hi) in bounds.items()]

@@ -14,7 +14,7 @@ deletes every point of the key, and writes those points back.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from tsmeter.adapters.influxdb import flux
@@ -62,6 +62,7 @@ class V2Transport:
 
     #: influxdb-client's ping is not asked: the outbox treats the store as not known to answer
     can_ping = False
+    reads_pairs = False  # up to 100 series, only the rows' series
 
     def __init__(self, config: InfluxV2Config) -> None:
         self.settings = config
@@ -114,17 +115,25 @@ class V2Transport:
         return [f"task {name!r} installed" for name in names]
 
     # -- the existence read of the write path -------------------------------------------
-    def stored(self, rows: Sequence[RecordRow], *, slots: bool = False) -> Points:
+    def stored(
+        self,
+        rows: Sequence[RecordRow],
+        *,
+        slots: bool = False,
+        spans: Mapping[int, tuple[int, int]] | None = None,
+    ) -> Points:
         """Points already stored in the series and microseconds spanned by ``rows``, read one
-        UTC day at a time (over 100 series: every series of that span); whole points, also
-        with ``slots``."""
+        UTC day at a time (``spans``: the [lo, hi) to read of each UTC day instead; over 100
+        series: every series of that span); whole points, also with ``slots``."""
         by_day: dict[int, list[RecordRow]] = {}
         for row in rows:
             by_day.setdefault(row.ts // _DAY, []).append(row)
         found: Points = []
-        for group in by_day.values():
+        for day, group in by_day.items():
             lo = min(r.ts for r in group) // _US * _US
             hi = max(r.ts for r in group) // _US * _US + _US
+            if spans is not None:
+                lo, hi = spans[day]
             keys = sorted({_key(r) for r in group}, key=lambda k: (k[0], k[1], k[2], k[3] or ""))
             q = flux.Flux()
             predicate = flux.series_predicate(q, keys) if len(keys) <= _SERIES_PER_QUERY else None
