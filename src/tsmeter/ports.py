@@ -28,6 +28,8 @@ from tsmeter.domain.deliveries import Channel, Claimed, Delivery, DeliveryStatus
 from tsmeter.domain.periods import Calendar
 
 __all__ = [
+    "AlertOpening",
+    "AlertResolution",
     "Capabilities",
     "Catalog",
     "Dedupe",
@@ -116,6 +118,24 @@ class DeliveryRow(NamedTuple):
     subject_id: str
     payload: str
     error: str | None = None
+
+
+class AlertOpening(NamedTuple):
+    """An alert to store in its window (ns), with the deliveries its opening queues (see
+    :meth:`Catalog.open_alert_batch`)."""
+
+    alert: UsageAlert
+    window_start: int
+    deliveries: Sequence[DeliveryRow] = ()
+
+
+class AlertResolution(NamedTuple):
+    """An alert the monitor resolves at ``at``, with the deliveries the resolution queues (see
+    :meth:`Catalog.resolve_alert_batch`)."""
+
+    alert_id: str
+    at: datetime
+    deliveries: Sequence[DeliveryRow] = ()
 
 
 @dataclass(frozen=True)
@@ -255,6 +275,20 @@ class Catalog(Protocol):
         """Acknowledge or resolve an alert (``automatic``: resolved by the monitor); the
         updated alert, or None if there is none. ``deliveries`` are queued in the same
         transaction, only if the alert exists."""
+        ...
+
+    def open_alert_batch(self, openings: Sequence[AlertOpening]) -> list[bool]:
+        """:meth:`open_alert` for each of ``openings`` (in order, so of two with one key only
+        the first is stored), all in one transaction; whether each was stored. The monitor
+        opens a threshold's alerts of one window with it."""
+        ...
+
+    def resolve_alert_batch(
+        self, resolutions: Sequence[AlertResolution]
+    ) -> list[UsageAlert | None]:
+        """Resolve each alert that is still open (as the monitor, ``automatic``), queueing its
+        deliveries, all in one transaction; the resolved alert for each, or None where there
+        is no such alert or it was resolved already (nothing is queued for it)."""
         ...
 
     def open_alerts(self, threshold_id: str, window_start: int) -> list[UsageAlert]:

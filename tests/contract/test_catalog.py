@@ -18,7 +18,7 @@ from tsmeter.domain import (
     UsageThreshold,
 )
 from tsmeter.errors import ConflictError
-from tsmeter.ports import DeliveryRow
+from tsmeter.ports import AlertOpening, AlertResolution, DeliveryRow
 
 NOW = datetime(2026, 1, 5, 12, 30, 15, 123456, tzinfo=UTC)
 
@@ -280,3 +280,75 @@ def test_alert_keys_with_hostile_strings(store: Store) -> None:
         assert store.open_alert(alert(subject=s, minute=i), WINDOW) is True
         assert store.open_alert(alert(subject=s, minute=i), WINDOW) is False
     assert sorted(a.subject_id for a in store.open_alerts("thr-1", WINDOW)) == sorted(subjects)
+
+
+def test_open_alert_batch_stores_each_free_key_once(
+    store: Store, queued: Callable[[], list[tuple[str, str, str]]]
+) -> None:
+    """A batch stores the alerts whose key is free, in order: not a key with an open alert or
+    one resolved by hand, nor the second of two alerts with one key in the batch; another
+    window or level is free. Deliveries are queued only for the alerts stored."""
+    held, by_hand = alert(subject="held"), alert(subject="by-hand")
+    store.open_alert(held, WINDOW)
+    store.open_alert(by_hand, WINDOW)
+    store.set_alert_status(by_hand.id, AlertStatus.RESOLVED, NOW)
+    batch = [
+        alert(subject="new-1", minute=1), alert(subject="held", minute=2),
+        alert(subject="by-hand", minute=3), alert(subject="new-1", minute=4),
+        alert("approaching", subject="held", minute=5), alert(subject="held", minute=6),
+        alert(subject='a,b c="d" 🚀', minute=7),
+    ]  # fmt: skip
+    windows = [WINDOW, WINDOW, WINDOW, WINDOW, WINDOW, NEXT_WINDOW, WINDOW]
+    openings = [AlertOpening(a, w, planned(a, "threshold.exceeded", "h1"))
+                for a, w in zip(batch, windows, strict=True)]  # fmt: skip
+    assert store.open_alert_batch(openings) == [True, False, False, False, True, True, True]
+    assert store.open_alert_batch(openings) == [False] * 7  # the same batch again
+    assert store.open_alert_batch([]) == []
+    assert {a.id for a in store.open_alerts("thr-1", WINDOW)} == {
+        held.id,
+        batch[0].id,
+        batch[4].id,
+        batch[6].id,
+    }
+    assert [a.id for a in store.open_alerts("thr-1", NEXT_WINDOW)] == [batch[5].id]
+    assert store.get_alert(batch[6].id) == batch[6]
+    assert queued() == [(batch[i].id, "threshold.exceeded", "h1") for i in (0, 4, 5, 6)]
+
+
+def test_open_alert_batch_after_automatic_resolution(store: Store) -> None:
+    """A level the monitor resolved may open again through a batch; an acknowledged alert
+    still holds its key."""
+    first, acked = alert(), alert(subject="acked")
+    store.open_alert_batch([AlertOpening(first, WINDOW), AlertOpening(acked, WINDOW)])
+    store.set_alert_status(acked.id, AlertStatus.ACKNOWLEDGED, NOW)
+    store.set_alert_status(first.id, AlertStatus.RESOLVED, NOW, automatic=True)
+    again = [AlertOpening(alert(minute=1), WINDOW), AlertOpening(alert("exceeded", "acked"),
+                                                                   WINDOW)]  # fmt: skip
+    assert store.open_alert_batch(again) == [True, False]
+
+
+def test_resolve_alert_batch_resolves_open_alerts_once(
+    store: Store, queued: Callable[[], list[tuple[str, str, str]]]
+) -> None:
+    """A batch resolves the alerts still open (as the monitor: the level may fire again) and
+    queues their deliveries; an unknown alert, one resolved already and the second mention of
+    one in the batch give None and queue nothing."""
+    a, b, gone = alert(subject="a"), alert(subject="b"), alert(subject="gone")
+    for x in (a, b, gone):
+        store.open_alert(x, WINDOW)
+    store.set_alert_status(gone.id, AlertStatus.RESOLVED, NOW)
+    later = NOW + timedelta(hours=2)
+    resolutions = [
+        AlertResolution(x, later, planned(y, "threshold.resolved", "h1"))
+        for x, y in [(a.id, a), ("nope", a), (gone.id, gone), (b.id, b), (a.id, a)]
+    ]
+    results = store.resolve_alert_batch(resolutions)
+    assert [r is not None for r in results] == [True, False, False, True, False]
+    assert results[0] is not None and results[0].status == AlertStatus.RESOLVED
+    assert results[0].resolved_at == later and store.get_alert(a.id) == results[0]
+    assert store.open_alerts("thr-1", WINDOW) == []
+    assert store.resolve_alert_batch(resolutions[:1]) == [None]
+    assert store.resolve_alert_batch([]) == []
+    assert queued() == [(a.id, "threshold.resolved", "h1"), (b.id, "threshold.resolved", "h1")]
+    assert store.open_alert(alert(subject="a", minute=1), WINDOW) is True
+    assert store.open_alert(alert(subject="gone", minute=1), WINDOW) is False

@@ -11,6 +11,11 @@ current window and keeps one alert per (threshold, subject, window, level):
 * an alert resolved by hand stays resolved for the rest of its window;
 * a new window starts with no alerts.
 
+A threshold is evaluated in bulk, whatever the number of subjects: one read of its window's
+usage (for ``*``, every subject of the type at once), one transaction resolving the alerts
+whose usage fell, one opening the new ones (subjects whose alert of the level is open already
+cost nothing more), one write of their events.
+
 Alerts live in the catalog, so a restarted monitor neither repeats nor forgets
 them, and two monitors running at once open each alert once. An alert's notifications
 (one per notify email and one for the webhook) are queued in the transaction that opens or
@@ -48,7 +53,7 @@ from tsmeter.errors import SeriesError
 from tsmeter.integrations.notify.plan import deliveries_for
 from tsmeter.limits.event_log import EventLog
 from tsmeter.limits.windows import LIFETIME_END, threshold_period, window, window_totals
-from tsmeter.ports import Catalog, UsageStore
+from tsmeter.ports import AlertOpening, AlertResolution, Catalog, UsageStore
 
 __all__ = ["Monitor"]
 
@@ -112,6 +117,9 @@ class Monitor:
         self, threshold: UsageThreshold, metric: MetricDefinition, now: int,
         counts: dict[str, int], failures: list[SeriesError],
     ) -> None:  # fmt: skip
+        """One threshold in bulk: one read of its window's usage (every subject of a ``*``
+        threshold at once), then the alerts to resolve in one batch and those to open in
+        another, each one transaction with its deliveries."""
         period = threshold_period(metric, threshold)
         start, end = window(self._calendar, period, now)
         one = None if threshold.subject_id == "*" else threshold.subject_id
@@ -122,20 +130,26 @@ class Monitor:
             usage.setdefault(one, 0.0)
         warn = threshold.warn_threshold or threshold.threshold
         events: list[ThresholdEvent] = []
+        still_open: set[tuple[str, str]] = set()  # (subject, level) with an open alert
+        resolving: list[tuple[AlertResolution, ThresholdEvent]] = []
         for alert in self._catalog.open_alerts(threshold.id, start):
             value = usage.get(alert.subject_id, 0.0)
             floor = threshold.threshold if alert.level == EXCEEDED else warn
-            if alert.subject_type == threshold.subject_type and value < floor:
-                at = datetime.now(UTC)
-                done = alert.model_copy(update={"status": AlertStatus.RESOLVED, "resolved_at": at})
-                event: ThresholdEvent = ThresholdResolved(alert=done, threshold=threshold)
-                resolved = self._catalog.set_alert_status(
-                    alert.id, AlertStatus.RESOLVED, at, automatic=True,
-                    deliveries=deliveries_for(event),
-                )  # fmt: skip
-                if resolved is not None:
+            if alert.subject_type != threshold.subject_type or value >= floor:
+                if alert.subject_type == threshold.subject_type:
+                    still_open.add((alert.subject_id, alert.level))
+                continue
+            at = datetime.now(UTC)
+            done = alert.model_copy(update={"status": AlertStatus.RESOLVED, "resolved_at": at})
+            event: ThresholdEvent = ThresholdResolved(alert=done, threshold=threshold)
+            resolving.append((AlertResolution(alert.id, at, deliveries_for(event)), event))
+        if resolving:
+            resolved = self._catalog.resolve_alert_batch([r for r, _ in resolving])
+            for (_, event), result in zip(resolving, resolved, strict=True):
+                if result is not None:
                     counts["resolved"] += 1
                     events.append(event)
+        opening: list[tuple[AlertOpening, ThresholdEvent]] = []
         for subject_id, value in sorted(usage.items()):
             counts["subjects"] += 1
             if value >= threshold.threshold:
@@ -144,6 +158,8 @@ class Monitor:
                 level = APPROACHING
             else:
                 continue
+            if (subject_id, level) in still_open:
+                continue  # the catalog would refuse it: not worth building
             alert = UsageAlert(
                 threshold_id=threshold.id, metric_key=metric.key,
                 subject_type=threshold.subject_type, subject_id=subject_id, level=level,
@@ -157,9 +173,13 @@ class Monitor:
             event = kind(alert=alert, threshold=threshold)
             # The alert and its notifications are stored in one transaction: an alert never
             # exists without its deliveries, whoever opened it and whether a worker runs.
-            if self._catalog.open_alert(alert, start, deliveries_for(event)):
-                counts[level] += 1
-                events.append(event)
+            opening.append((AlertOpening(alert, start, deliveries_for(event)), event))
+        if opening:
+            stored = self._catalog.open_alert_batch([o for o, _ in opening])
+            for (o, event), ok in zip(opening, stored, strict=True):
+                if ok:
+                    counts[o.alert.level] += 1
+                    events.append(event)
         self._emit(events, metric)
 
     def _emit(self, events: list[ThresholdEvent], metric: MetricDefinition) -> None:

@@ -3,10 +3,11 @@ shared by every host of a fleet.
 
 Implements :class:`tsmeter.ports.Catalog` on the tables of ``sql/0001_catalog.sql`` with the
 behaviour of the embedded :class:`~tsmeter.adapters.sqlite.store.SQLiteStore`. Opening an
-alert is once fleet-wide: a transaction-scoped advisory lock on the alert's key (threshold,
-subject, window, level) serialises the monitors that open or resolve it, so the check "no open
-alert, none resolved by hand" and the insert are one step; the partial unique index on open
-alerts stands behind it. An alert's deliveries are queued in the same transaction.
+alert is once fleet-wide: a transaction-scoped advisory lock on the alert's threshold and
+window serialises the monitors (and people) that open or resolve its alerts, so the check "no
+open alert, none resolved by hand" and the insert are one step, for one alert or for a whole
+batch (one lock, however many subjects); the partial unique index on open alerts stands
+behind it. An alert's deliveries are queued in the same transaction.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -28,20 +29,21 @@ from tsmeter.domain import AlertStatus, MetricDefinition, UsageAlert, UsageThres
 from tsmeter.domain.models import STORED
 from tsmeter.domain.validation import to_ns
 from tsmeter.errors import ConflictError, StorageUnavailableError
-from tsmeter.ports import DeliveryRow
+from tsmeter.ports import AlertOpening, AlertResolution, DeliveryRow
 
 __all__ = ["PostgresCatalog"]
 
-#: the first half of the two-key advisory locks on alert keys ("alrt" in ASCII), apart from
-#: the one-key locks others take (migrations)
+#: the first half of the two-key advisory locks on alert windows ("alrt" in ASCII), apart
+#: from the one-key locks others take (migrations)
 _ALERT_LOCKS = 0x616C7274
 AlertKey = tuple[str, str, str, int, str]  # threshold, subject type, subject id, window, level
+Family = tuple[str, int]  # threshold, window: the alerts one lock covers
 
 
-def _lock_key(key: AlertKey) -> int:
-    """A signed 32-bit number for an alert key; two keys that share one only wait for each
-    other, which costs time, never correctness."""
-    digest = hashlib.blake2b(json.dumps(key).encode(), digest_size=4).digest()
+def _lock_key(family: Family) -> int:
+    """A signed 32-bit number for a (threshold, window); two that share one only wait for
+    each other, which costs time, never correctness."""
+    digest = hashlib.blake2b(json.dumps(family).encode(), digest_size=4).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
@@ -150,9 +152,15 @@ class PostgresCatalog:
 
     # -- alerts -----------------------------------------------------------------------
     @staticmethod
-    def _serialise(conn: psycopg.Connection[Any], key: AlertKey) -> None:
-        """Wait for every other transaction on this alert key, until this one ends."""
-        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_ALERT_LOCKS, _lock_key(key)))
+    def _serialise(conn: psycopg.Connection[Any], families: Iterable[Family]) -> None:
+        """Wait for every other transaction on the alerts of these (threshold, window) pairs,
+        until this one ends (locks taken in one order, so two batches never deadlock)."""
+        keys = sorted({_lock_key(f) for f in families})
+        if keys:
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int[]) AS k ORDER BY k",
+                (_ALERT_LOCKS, keys),
+            )
 
     def open_alert(
         self, alert: UsageAlert, window_start: int, deliveries: Sequence[DeliveryRow] = ()
@@ -163,7 +171,7 @@ class PostgresCatalog:
         key: AlertKey = (alert.threshold_id, alert.subject_type, alert.subject_id,
                          window_start, alert.level)  # fmt: skip
         with self._transaction() as conn:
-            self._serialise(conn, key)
+            self._serialise(conn, [(key[0], key[3])])
             blocked = conn.execute(
                 "SELECT 1 FROM alerts WHERE threshold_id = %s AND subject_type = %s"
                 " AND subject_id = %s AND window_start = %s AND level = %s"
@@ -203,7 +211,7 @@ class PostgresCatalog:
             ).fetchone()
             if found is None:
                 return None
-            self._serialise(conn, (found[0], found[1], found[2], found[3], found[4]))
+            self._serialise(conn, [(found[0], found[3])])
             row = conn.execute(
                 "SELECT doc FROM alerts WHERE id = %s FOR UPDATE", (alert_id,)
             ).fetchone()
@@ -217,6 +225,102 @@ class PostgresCatalog:
             )
             queue_deliveries(conn, deliveries, time.time_ns())
         return alert
+
+    def open_alert_batch(self, openings: Sequence[AlertOpening]) -> list[bool]:
+        """:meth:`open_alert` for each of ``openings``, in one transaction under one lock per
+        (threshold, window): once across every host that tries."""
+        if not openings:
+            return []
+        families = {(o.alert.threshold_id, o.window_start) for o in openings}
+        now = time.time_ns()
+        with self._transaction() as conn:
+            self._serialise(conn, families)
+            taken: set[AlertKey] = set()
+            for threshold_id, window_start in families:
+                rows = conn.execute(
+                    "SELECT subject_type, subject_id, level FROM alerts"
+                    " WHERE threshold_id = %s AND window_start = %s"
+                    " AND (status <> 'RESOLVED' OR NOT automatic)",
+                    (threshold_id, window_start),
+                ).fetchall()
+                taken.update((threshold_id, st, si, window_start, lv) for st, si, lv in rows)
+            chosen: list[AlertOpening] = []
+            decided: list[bool] = []  # per opening: whether it is tried (its key was free)
+            ids: set[str] = set()  # an alert id twice in the batch is tried once
+            for opening in openings:
+                a = opening.alert
+                key = (a.threshold_id, a.subject_type, a.subject_id, opening.window_start, a.level)
+                free = key not in taken and a.id not in ids
+                decided.append(free)
+                if free:
+                    taken.add(key)
+                    ids.add(a.id)
+                    chosen.append(opening)
+            columns: list[list[Any]] = [[] for _ in range(9)]
+            for a, window_start, _ in chosen:
+                created = to_ns(a.created_at) if a.created_at else now
+                values = (a.id, a.threshold_id, a.subject_type, a.subject_id, window_start,
+                          a.level, a.status.value, created, a.model_dump_json())  # fmt: skip
+                for column, value in zip(columns, values, strict=True):
+                    column.append(value)
+            inserted = {
+                row[0] for row in conn.execute(
+                    "INSERT INTO alerts (id, threshold_id, subject_type, subject_id,"
+                    " window_start, level, status, created_at, doc)"
+                    " SELECT a, b, c, d, e, f, g, h, i FROM unnest(%s::text[], %s::text[],"
+                    " %s::text[], %s::text[], %s::bigint[], %s::text[], %s::text[],"
+                    " %s::bigint[], %s::text[]) WITH ORDINALITY AS t(a, b, c, d, e, f, g, h, i, n)"
+                    " ORDER BY n ON CONFLICT DO NOTHING RETURNING id",
+                    columns,
+                ).fetchall()
+            }  # fmt: skip
+            queue_deliveries(
+                conn, [d for o in chosen if o.alert.id in inserted for d in o.deliveries], now
+            )
+        return [free and o.alert.id in inserted for free, o in zip(decided, openings, strict=True)]
+
+    def resolve_alert_batch(
+        self, resolutions: Sequence[AlertResolution]
+    ) -> list[UsageAlert | None]:
+        """Resolve the alerts of ``resolutions`` that are still open (by the monitor), queueing
+        their deliveries, in one transaction under the locks of their (threshold, window)."""
+        if not resolutions:
+            return []
+        ids = [r.alert_id for r in resolutions]
+        out: list[UsageAlert | None] = []
+        with self._transaction() as conn:
+            families = conn.execute(
+                "SELECT DISTINCT threshold_id, window_start FROM alerts WHERE id = ANY(%s)",
+                (ids,),
+            ).fetchall()
+            self._serialise(conn, [(f[0], f[1]) for f in families])
+            docs: dict[str, str] = dict(
+                conn.execute(
+                    "SELECT id, doc FROM alerts WHERE id = ANY(%s) AND status <> 'RESOLVED'"
+                    " FOR UPDATE",
+                    (ids,),
+                ).fetchall()
+            )
+            updated: list[tuple[str, str]] = []
+            queued: list[DeliveryRow] = []
+            for alert_id, at, deliveries in resolutions:
+                doc = docs.pop(alert_id, None)
+                if doc is None:  # unknown, resolved already, or twice in the batch
+                    out.append(None)
+                    continue
+                alert = UsageAlert.model_validate_json(doc)
+                alert = alert.model_copy(update={"status": AlertStatus.RESOLVED, "resolved_at": at})
+                out.append(alert)
+                updated.append((alert.model_dump_json(), alert_id))
+                queued.extend(deliveries)
+            if updated:
+                conn.execute(
+                    "UPDATE alerts SET status = 'RESOLVED', automatic = true, doc = u.doc"
+                    " FROM unnest(%s::text[], %s::text[]) AS u(doc, id) WHERE alerts.id = u.id",
+                    ([u[0] for u in updated], [u[1] for u in updated]),
+                )
+            queue_deliveries(conn, queued, time.time_ns())
+        return out
 
     def open_alerts(self, threshold_id: str, window_start: int) -> list[UsageAlert]:
         """The alerts of a threshold and window that are not resolved, oldest first."""

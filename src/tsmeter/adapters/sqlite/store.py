@@ -32,6 +32,8 @@ from tsmeter.domain.periods import Calendar
 from tsmeter.domain.validation import to_ns
 from tsmeter.errors import ConflictError, SeriesError, StorageUnavailableError
 from tsmeter.ports import (
+    AlertOpening,
+    AlertResolution,
     Capabilities,
     DeliveryRow,
     EventRow,
@@ -490,6 +492,84 @@ class SQLiteStore:
             )
             _queue(conn, deliveries)
         return alert
+
+    def open_alert_batch(self, openings: Sequence[AlertOpening]) -> list[bool]:
+        """:meth:`open_alert` for each of ``openings``, in one transaction: the keys that block
+        are read once per (threshold, window), not once per alert."""
+        if not openings:
+            return []
+        stored: list[bool] = []
+        rows: list[tuple[Any, ...]] = []
+        queued: list[DeliveryRow] = []
+        now = time.time_ns()
+        with self._write() as conn:
+            blocked: dict[tuple[str, int], set[tuple[str, str, str]]] = {}
+            ids: set[str] = set()  # an alert id twice in the batch is stored once
+            for alert, window_start, deliveries in openings:
+                family = (alert.threshold_id, window_start)
+                taken = blocked.get(family)
+                if taken is None:
+                    taken = blocked[family] = {
+                        (st, si, level) for st, si, level in conn.execute(
+                            "SELECT subject_type, subject_id, level FROM alerts"
+                            " WHERE threshold_id = ? AND window_start = ?"
+                            " AND (status != 'RESOLVED' OR automatic = 0)",
+                            family,
+                        )
+                    }  # fmt: skip
+                key = (alert.subject_type, alert.subject_id, alert.level)
+                if key in taken or alert.id in ids:
+                    stored.append(False)
+                    continue
+                taken.add(key)
+                ids.add(alert.id)
+                stored.append(True)
+                created = to_ns(alert.created_at) if alert.created_at else now
+                rows.append((alert.id, alert.threshold_id, *key[:2], window_start, key[2],
+                             alert.status.value, created, alert.model_dump_json()))  # fmt: skip
+                queued.extend(deliveries)
+            conn.executemany(
+                "INSERT INTO alerts (id, threshold_id, subject_type, subject_id, window_start,"
+                " level, status, created_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            _queue(conn, queued)
+        return stored
+
+    def resolve_alert_batch(
+        self, resolutions: Sequence[AlertResolution]
+    ) -> list[UsageAlert | None]:
+        """Resolve the alerts of ``resolutions`` that are still open (by the monitor), queueing
+        their deliveries, in one transaction; None for the others."""
+        out: list[UsageAlert | None] = []
+        updates: list[tuple[str, str]] = []
+        queued: list[DeliveryRow] = []
+        if not resolutions:
+            return out
+        with self._write() as conn:
+            docs = dict(
+                conn.execute(
+                    "SELECT id, doc FROM alerts WHERE status != 'RESOLVED'"
+                    " AND id IN (SELECT value FROM json_each(?))",
+                    (json.dumps([r.alert_id for r in resolutions]),),
+                ).fetchall()
+            )
+            for alert_id, at, deliveries in resolutions:
+                doc = docs.pop(alert_id, None)
+                if doc is None:  # unknown, resolved already, or twice in the batch
+                    out.append(None)
+                    continue
+                alert = UsageAlert.model_validate_json(doc)
+                alert = alert.model_copy(update={"status": AlertStatus.RESOLVED, "resolved_at": at})
+                out.append(alert)
+                updates.append((alert.model_dump_json(), alert_id))
+                queued.extend(deliveries)
+            conn.executemany(
+                "UPDATE alerts SET status = 'RESOLVED', automatic = 1, doc = ? WHERE id = ?",
+                updates,
+            )
+            _queue(conn, queued)
+        return out
 
     def open_alerts(self, threshold_id: str, window_start: int) -> list[UsageAlert]:
         """The alerts of a threshold and window that are not resolved."""
