@@ -264,30 +264,69 @@ def everything(bucket: str, predicate: str, q: Flux) -> Flux:
 
 
 def watermark(bucket: str, key: str) -> Flux:
-    """The last aggregation watermark stored under ``key`` (column ``_value``)."""
+    """The newest aggregation state point stored under ``key``: its watermark and ledger
+    (see :mod:`~tsmeter.adapters.influxdb.changelog`) as columns, its time as ``t``. The
+    newest time of each field is read, so callers keep the row with the greatest ``t``
+    (a field missing from the newest point shows up on an older row)."""
     q = Flux()
     q.text = (
         _from(q, bucket, 0, END)
-        + f'    |> filter(fn: (r) => r._measurement == "{STATE}" and r._field == "watermark"'
+        + f'    |> filter(fn: (r) => r._measurement == "{STATE}"'
         + f" and r.key == {q.bind('key', tag_value(key))})\n"
         + "    |> last()\n"
-        + '    |> keep(columns: ["_value"])\n'
+        + _PIVOT
     )
     return q
 
 
-def dirty(bucket: str, since: int, scope: Scope | None) -> Flux:
-    """Change-log entries written after ``since`` (for one scope, or all): ``metric``,
-    ``org``, ``_value`` (the UTC hour) and the entry's time ``t``."""
+def _log_series_predicate(q: Flux, series: Sequence[tuple[str, str, str]]) -> str:
+    """Matches any of the change-log series (metric, org, writer), given as stored."""
+    terms = []
+    for i, (metric, org, writer) in enumerate(series):
+        org_term = "not exists r.org" if not org else f"r.org == {q.bind(f'e{i}o', org)}"
+        terms.append(
+            f"(r.metric == {q.bind(f'e{i}m', metric)} and {org_term}"
+            f" and r.w == {q.bind(f'e{i}w', writer)})"
+        )
+    return "(" + " or ".join(terms) + ")"
+
+
+def dirty(
+    bucket: str,
+    since: int,
+    scope: Scope | None,
+    until: int | None = None,
+    series: Sequence[tuple[str, str, str]] | None = None,
+) -> Flux:
+    """Change-log entries stamped in ``(since, until]`` (``until`` None: no end), for one
+    scope or all, and of the given series (metric, org, writer as stored) or all:
+    ``metric``, ``org``, ``w``, ``_value`` (the UTC hour) and the entry's time ``t``."""
     q = Flux()
     where = ""
     if scope is not None:
-        where = " and " + scope_predicate(q, [scope])
+        where += " and " + scope_predicate(q, [scope])
+    if series is not None:
+        where += " and " + _log_series_predicate(q, series)
     q.text = (
-        _from(q, bucket, since + 1, END)
+        _from(q, bucket, since + 1, END if until is None else until + 1)
         + f'    |> filter(fn: (r) => r._measurement == "{DIRTY}" and r._field == "hour"{where})\n'
         + "    |> map(fn: (r) => ({r with t: int(v: r._time)}))\n"
-        + '    |> keep(columns: ["metric", "org", "_value", "t"])\n'
+        + '    |> keep(columns: ["metric", "org", "w", "_value", "t"])\n'
+    )
+    return q
+
+
+def dirty_counts(bucket: str, since: int, until: int, scope: Scope | None) -> Flux:
+    """How many change-log entries each (metric, org, writer) has stamped in
+    ``(since, until]`` (column ``_value``), for one scope or all."""
+    q = Flux()
+    where = "" if scope is None else " and " + scope_predicate(q, [scope])
+    q.text = (
+        _from(q, bucket, since + 1, until + 1)
+        + f'    |> filter(fn: (r) => r._measurement == "{DIRTY}" and r._field == "hour"{where})\n'
+        + '    |> group(columns: ["metric", "org", "w"])\n'
+        + "    |> count()\n"
+        + '    |> keep(columns: ["metric", "org", "w", "_value"])\n'
     )
     return q
 

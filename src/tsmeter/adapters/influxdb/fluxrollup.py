@@ -10,12 +10,12 @@ settled by (timestamp, id) exactly, collisions or not.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tsmeter.adapters.influxdb import flux
-from tsmeter.adapters.influxdb.lineprotocol import decode_tag
-from tsmeter.adapters.influxdb.rollup import OVERFLOW, Components, Scope
+from tsmeter.adapters.influxdb.changelog import Entry, Scope, Series
+from tsmeter.adapters.influxdb.rollup import OVERFLOW, Components
 from tsmeter.adapters.influxdb.schema import RAW, SeriesKey, series_of
 from tsmeter.adapters.influxdb.v2client import InfluxV2Client
 from tsmeter.domain.periods import Run
@@ -45,21 +45,35 @@ class FluxSource:
         self.client = client
         self.bucket = client.config.bucket
 
-    def watermark(self, key: str) -> int | None:
+    def ledger(self, key: str) -> dict[str, Any] | None:
         """See :class:`~tsmeter.adapters.influxdb.rollup.Source`."""
         rows = self.client.rows(flux.watermark(self.bucket, key))
-        return max((int(r["_value"]) for r in rows), default=None)
+        newest = max(rows, key=lambda r: int(r["t"]), default=None)
+        return None if newest is None else {k: v for k, v in newest.items() if v is not None}
 
-    def dirty(self, since: int, scope: Scope | None) -> tuple[dict[int, set[Scope]], int]:
+    def entries(
+        self, lo: int, hi: int | None, series: Sequence[Series] | None, scope: Scope | None
+    ) -> list[Entry]:
         """See :class:`~tsmeter.adapters.influxdb.rollup.Source`."""
-        by_hour: dict[int, set[Scope]] = {}
-        newest = since
-        for row in self.client.stream(flux.dirty(self.bucket, since, scope)):
-            org = row.get("org") or ""
-            scoped = (decode_tag(row["metric"]), decode_tag(org) if org else None)
-            by_hour.setdefault(int(row["_value"]), set()).add(scoped)
-            newest = max(newest, int(row["t"]))
-        return by_hour, newest
+        out: list[Entry] = []
+        chunks: list[Sequence[Series] | None] = (
+            [None] if series is None else
+            [series[i : i + _SCOPES_PER_QUERY] for i in range(0, len(series), _SCOPES_PER_QUERY)]
+        )  # fmt: skip
+        for chunk in chunks:
+            for row in self.client.stream(flux.dirty(self.bucket, lo, scope, hi, chunk)):
+                key = (str(row.get("metric") or ""), str(row.get("org") or ""),
+                       str(row.get("w") or ""))  # fmt: skip
+                out.append((key, int(row["t"]), int(row["_value"])))
+        return out
+
+    def entry_counts(self, lo: int, hi: int, scope: Scope | None) -> dict[Series, int]:
+        """See :class:`~tsmeter.adapters.influxdb.rollup.Source`."""
+        return {
+            (str(r.get("metric") or ""), str(r.get("org") or ""), str(r.get("w") or "")):
+                int(r["_value"])
+            for r in self.client.rows(flux.dirty_counts(self.bucket, lo, hi, scope))
+        }  # fmt: skip
 
     def log_end(self) -> int:
         """See :class:`~tsmeter.adapters.influxdb.rollup.Source`."""

@@ -8,10 +8,12 @@ point with the greatest time, which is the record with the greatest timestamp
 except in a microsecond where a point had to move (``usage_collisions``): there
 the records of that microsecond are read and the tie is broken by record id.
 
-Incremental runs read ``usage_dirty`` (which metrics received records in which
-UTC hour, stamped with the write time) since the last run's watermark, less a
-five-minute margin for clocks that disagree; recomputing a period twice gives
-the same summary.
+Incremental runs process the change log ``usage_dirty`` (which metrics received records
+in which UTC hour) through a ledger of the entries already processed
+(:mod:`~tsmeter.adapters.influxdb.changelog`): a run with nothing new reads one count per
+recently written series, a late record recomputes only the periods of its metric it
+touches, and every entry is processed once more when its write has surely landed in full;
+recomputing a period twice gives the same summary.
 
 A series whose points cannot be summed (stored before quantities were bounded, a sum that
 overflows: InfluxDB then cannot write its answer) fails alone: the other series are computed
@@ -26,9 +28,11 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
+from tsmeter.adapters.influxdb import changelog
+from tsmeter.adapters.influxdb.changelog import SETTLE, Entry, Ledger, Scope, Series
 from tsmeter.adapters.influxdb.client import (
     InfluxV1Client,
     UnreadableAnswerError,
@@ -36,7 +40,6 @@ from tsmeter.adapters.influxdb.client import (
     series_rows,
 )
 from tsmeter.adapters.influxdb.lineprotocol import (
-    decode_tag,
     encode_point,
     series_prefix,
     tag_value,
@@ -58,9 +61,12 @@ from tsmeter.errors import SeriesError
 from tsmeter.ports import RollupStats, SummaryQuery, SummaryRow
 
 _US = 1_000
-CLOCK_MARGIN = 300_000_000_000  # five minutes
+#: how far back an incremental run re-reads what it already processed: nothing, since the
+#: ledger names it (``InfluxStore.recheck_window`` reports this under its older name)
+CLOCK_MARGIN = 0
 _SERIES_PER_QUERY = 100
-Scope = tuple[str, str | None]  # (metric_key, org_id): what the change log tracks
+#: the roll-up host's clock (ns); the settle line follows it
+clock: Callable[[], int] = time.time_ns
 Touched = dict[tuple[int, int], set[Scope] | None]  # None: every metric
 Components = dict[tuple[SeriesKey, int], SummaryRow]
 
@@ -70,31 +76,65 @@ def _state_key(period: PeriodType, calendar: Calendar) -> str:
 
 
 def watermark(client: InfluxV1Client, period: PeriodType, calendar: Calendar) -> int | None:
-    """The dirty-log time up to which ``period`` summaries are complete (None: never run)."""
-    return InfluxQL(client).watermark(_state_key(period, calendar))
+    """The newest change-log stamp ``period`` summaries have processed (None: never run)."""
+    found = Ledger.of(InfluxQL(client).ledger(_state_key(period, calendar)))
+    return None if found is None else found.mark
 
 
-def _dirty(
-    client: InfluxV1Client, since: int, scope: Scope | None = None
-) -> tuple[dict[int, set[Scope]], int]:
-    """(metrics touched per UTC hour since ``since``, the newest log time seen)."""
-    params: dict[str, Any] = {"since": since}
-    extra = ""
+def _entries(
+    client: InfluxV1Client,
+    lo: int,
+    hi: int | None,
+    series: Sequence[Series] | None,
+    scope: Scope | None,
+) -> list[Entry]:
+    """See :class:`Source`."""
+    out: list[Entry] = []
+    chunks: list[Sequence[Series] | None] = (
+        [None] if series is None else
+        [series[i : i + _SERIES_PER_QUERY] for i in range(0, len(series), _SERIES_PER_QUERY)]
+    )  # fmt: skip
+    for chunk in chunks:
+        params: dict[str, Any] = {"lo": lo}
+        where = "time > $lo"
+        if hi is not None:
+            params["hi"] = hi
+            where += " AND time <= $hi"
+        if scope is not None:
+            where += " AND " + scope_condition([scope], params)
+        if chunk is not None:
+            terms = []
+            for i, (metric, org, writer) in enumerate(chunk):
+                params.update({f"e{i}m": metric, f"e{i}o": org, f"e{i}w": writer})
+                terms.append(f'("metric" = $e{i}m AND "org" = $e{i}o AND "w" = $e{i}w)')
+            where += " AND (" + " OR ".join(terms) + ")"
+        (result,) = client.query(
+            f'SELECT "hour" FROM {quote_ident(DIRTY)} WHERE {where} GROUP BY "metric", "org", "w"',
+            params,
+        )
+        for tags, values in series_rows(result):
+            key = (tags.get("metric", ""), tags.get("org", ""), tags.get("w", ""))
+            out.append((key, int(values["time"]), int(values["hour"])))
+    return out
+
+
+def _entry_counts(
+    client: InfluxV1Client, lo: int, hi: int, scope: Scope | None
+) -> dict[Series, int]:
+    """See :class:`Source`."""
+    params: dict[str, Any] = {"lo": lo, "hi": hi}
+    where = "time > $lo AND time <= $hi"
     if scope is not None:
-        params.update(metric=tag_value(scope[0]), org=tag_value(scope[1]) if scope[1] else "")
-        extra = ' AND "metric" = $metric AND "org" = $org'
+        where += " AND " + scope_condition([scope], params)
     (result,) = client.query(
-        f'SELECT "hour", "metric", "org" FROM {quote_ident(DIRTY)} WHERE time > $since{extra}',
+        f'SELECT count("hour") FROM {quote_ident(DIRTY)} WHERE {where}'
+        ' GROUP BY "metric", "org", "w"',
         params,
     )
-    by_hour: dict[int, set[Scope]] = {}
-    newest = since
-    for _, values in series_rows(result):
-        org = values.get("org") or ""
-        key = (decode_tag(values["metric"]), decode_tag(org) if org else None)
-        by_hour.setdefault(int(values["hour"]), set()).add(key)
-        newest = max(newest, int(values["time"]))
-    return by_hour, newest
+    return {
+        (tags.get("metric", ""), tags.get("org", ""), tags.get("w", "")): int(values["count"])
+        for tags, values in series_rows(result)
+    }
 
 
 def _log_end(client: InfluxV1Client) -> int:
@@ -231,12 +271,20 @@ def _settle_ties(client: InfluxV1Client, run: Run, rows: Components) -> None:
 class Source(Protocol):
     """What the roll-up logic reads from and writes to a server."""
 
-    def watermark(self, key: str) -> int | None:
-        """The watermark stored under ``key`` (None: never stored)."""
+    def ledger(self, key: str) -> dict[str, Any] | None:
+        """The fields of the newest state point stored under ``key`` (None: never stored):
+        see :meth:`~tsmeter.adapters.influxdb.changelog.Ledger.of`."""
         ...
 
-    def dirty(self, since: int, scope: Scope | None) -> tuple[dict[int, set[Scope]], int]:
-        """(scopes touched per UTC hour by change-log entries after ``since``, newest entry)."""
+    def entries(
+        self, lo: int, hi: int | None, series: Sequence[Series] | None, scope: Scope | None
+    ) -> list[Entry]:
+        """Change-log entries stamped in ``(lo, hi]`` (``hi`` None: no end) of ``series``
+        (stored tag values; None: every series) in ``scope`` (None: every metric)."""
+        ...
+
+    def entry_counts(self, lo: int, hi: int, scope: Scope | None) -> dict[Series, int]:
+        """How many change-log entries each series has stamped in ``(lo, hi]``."""
         ...
 
     def log_end(self) -> int:
@@ -267,17 +315,24 @@ class InfluxQL:
     def __init__(self, client: InfluxV1Client) -> None:
         self.client = client
 
-    def watermark(self, key: str) -> int | None:
+    def ledger(self, key: str) -> dict[str, Any] | None:
         """See :class:`Source`."""
         (result,) = self.client.query(
-            f'SELECT last("watermark") FROM {quote_ident(STATE)} WHERE "key" = $key', {"key": key}
+            f'SELECT * FROM {quote_ident(STATE)} WHERE "key" = $key ORDER BY time DESC LIMIT 1',
+            {"key": tag_value(key)},
         )
         rows = series_rows(result)
-        return int(rows[0][1]["last"]) if rows else None
+        return rows[0][1] if rows else None
 
-    def dirty(self, since: int, scope: Scope | None) -> tuple[dict[int, set[Scope]], int]:
+    def entries(
+        self, lo: int, hi: int | None, series: Sequence[Series] | None, scope: Scope | None
+    ) -> list[Entry]:
         """See :class:`Source`."""
-        return _dirty(self.client, since, scope)
+        return _entries(self.client, lo, hi, series, scope)
+
+    def entry_counts(self, lo: int, hi: int, scope: Scope | None) -> dict[Series, int]:
+        """See :class:`Source`."""
+        return _entry_counts(self.client, lo, hi, scope)
 
     def log_end(self) -> int:
         """See :class:`Source`."""
@@ -344,6 +399,14 @@ def _compute_touched(
     return out
 
 
+def _by_hour(entries: Iterable[Entry]) -> dict[int, set[Scope]]:
+    """The (metric, org) scopes change-log entries mark, per UTC hour."""
+    out: dict[int, set[Scope]] = {}
+    for series, _, hour in entries:
+        out.setdefault(hour, set()).add(changelog.scope_of(series))
+    return out
+
+
 def _by_key(rows: Iterable[SummaryRow]) -> Components:
     """Summary rows keyed by (series, period start), as in Components."""
     return {((r.metric_key, r.subject_type, r.subject_id, r.org_id), r.period_start): r
@@ -380,16 +443,18 @@ def rollup_from(
             rollup_from(source, below, calendar, start, end)
         except SeriesError as exc:  # those series fail at this level too; the others go on
             failed += exc.series
-    mark = source.watermark(_state_key(period, calendar))
-    newest = None
+    key = _state_key(period, calendar)
+    ledger = Ledger.of(source.ledger(key))
+    after: Ledger | None = None
     touched: Touched = {}
-    if start is None and end is None and mark is not None:
-        by_hour, newest = source.dirty(mark - CLOCK_MARGIN, None)
-        newest = max(mark, newest)  # an idle run must not move the watermark back
-        touched = dict(calendar.periods_of_hours(period, by_hour))
+    if start is None and end is None and ledger is not None:
+        todo, after = changelog.pending(source, ledger, clock() - SETTLE)
+        touched = dict(calendar.periods_of_hours(period, _by_hour(todo)))
     else:
         if start is None and end is None:  # the first run: everything, then follow the log
-            newest = source.log_end()
+            # what the log holds now is processed by this run; read before the records
+            after = Ledger(clock() - SETTLE, source.log_end())
+            after.add(source.entries(after.settled, None, None, None))
         bounds = source.data_range()
         if bounds is not None:
             lo = max(bounds[0], start) if start is not None else bounds[0]
@@ -406,11 +471,9 @@ def rollup_from(
     measurement = summary_measurement(period, calendar.timezone)
     now = time.time_ns()
     lines = summary_lines(measurement, rows.values(), now)
-    if newest is not None and failure is None:
-        lines.append(
-            # stamped now, not at a fixed time, so a finite retention policy keeps it
-            encode_point(STATE, {"key": _state_key(period, calendar)}, {"watermark": newest}, now)
-        )
+    if after is not None and failure is None:  # after the summaries, in the last request
+        # stamped now, not at a fixed time, so a finite retention policy keeps it
+        lines.append(encode_point(STATE, {"key": key}, after.fields(), now))
     for i in range(0, len(lines), 10_000):
         source.write("".join(f"{line}\n" for line in lines[i : i + 10_000]).encode())
     if failed:
@@ -452,11 +515,11 @@ def fresh_summaries(
 
 def fresh_from(source: Source, query: SummaryQuery, calendar: Calendar) -> list[SummaryRow]:
     """Stored summaries over the query's range, recomputed where records arrived since."""
-    mark = source.watermark(_state_key(query.period_type, calendar))
+    ledger = Ledger.of(source.ledger(_state_key(query.period_type, calendar)))
     found: Components = {}
     touched: Touched = {}
     edges = calendar.boundaries(query.period_type, query.start, query.end)
-    if mark is None:
+    if ledger is None:
         touched = {(a, b): None for a, b in itertools.pairwise(edges)}
     else:
         measurement = summary_measurement(query.period_type, calendar.timezone)
@@ -464,7 +527,10 @@ def fresh_from(source: Source, query: SummaryQuery, calendar: Calendar) -> list[
             end = calendar.next_start(query.period_type, row.period_start)
             key = (row.metric_key, row.subject_type, row.subject_id, row.org_id)
             found[(key, row.period_start)] = row._replace(period_end=end)
-        by_hour, _ = source.dirty(mark - CLOCK_MARGIN, (query.metric_key, query.org_id))
+        # what no run has processed yet (the settle pass is left to runs)
+        todo, _ = changelog.pending(source, ledger, ledger.settled,
+                                    (query.metric_key, query.org_id))  # fmt: skip
+        by_hour = _by_hour(todo)
         for bounds, keys in calendar.periods_of_hours(query.period_type, by_hour).items():
             if bounds[0] < query.end and bounds[1] > query.start:
                 touched[bounds] = keys
