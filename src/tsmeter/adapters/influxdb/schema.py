@@ -14,9 +14,10 @@ time zone other than UTC ``usage_<period>.<zone>``, e.g. ``usage_daily.Europe/Pa
     time   the period start; rewriting a summary overwrites it
 
 Bookkeeping: ``usage_collisions`` marks the (series, microsecond) slots where a point had
-to move off its exact time; ``usage_dirty`` logs which (series, UTC hour) received records
-(time = write time) so aggregation is incremental; ``tsmeter_state`` keeps aggregation
-watermarks.
+to move off its exact time; ``usage_dirty`` logs which (metric, org, UTC hour) received
+records (tag ``w`` the writer, time = the writer's clock) so aggregation is incremental;
+``tsmeter_state`` keeps, per period type and zone, the ledger of the log entries processed
+(:mod:`~tsmeter.adapters.influxdb.changelog`).
 """
 
 from __future__ import annotations
