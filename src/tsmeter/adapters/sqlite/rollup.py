@@ -3,10 +3,17 @@
 Period boundaries come from :class:`tsmeter.domain.periods.Calendar`; runs of
 equal-length periods are bucketed with integer arithmetic in SQL, so DST days,
 +05:45 zones and calendar months are exact without per-row Python work.
+
+A roll-up run rewrites its summaries inside SQLite (``INSERT ... SELECT``): Python sees
+the touched hours and periods, never a row per series or per summary, so its cost grows
+with the records and summaries it reads and writes, not with subjects times hours. Which
+series a span of touched periods is recomputed for comes from the dirty log (or, where
+the log does not reach back, from the records) through temporary tables.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import sqlite3
@@ -149,35 +156,249 @@ def compute_touched(
         yield span, series, rows
 
 
+_INF = float("inf")
+# the series a span is recomputed for, and where each touched hour's span is (multi-span runs)
+_TEMP = (
+    "CREATE TEMP TABLE IF NOT EXISTS rollup_series (id INTEGER PRIMARY KEY)",
+    "CREATE TEMP TABLE IF NOT EXISTS rollup_span_of_hour (hour INTEGER PRIMARY KEY, span INTEGER)",
+    "CREATE TEMP TABLE IF NOT EXISTS rollup_span_series (span INTEGER, id INTEGER,"
+    " PRIMARY KEY (span, id)) WITHOUT ROWID",
+    "CREATE TEMP TABLE IF NOT EXISTS rollup_periods (start INTEGER PRIMARY KEY, end INTEGER)",
+)
+#: runs of at most this many periods are summed from the type below by walking each series'
+#: periods in order (a seek per series and period, even an empty one) instead of sorting
+JOIN_PERIODS = 64
+_WRITE_RAW = """
+INSERT INTO summaries (period_type, tz, series_id, period_start, period_end, cnt, total, min,
+                       max, last_ts, last_value, computed_at)
+SELECT :period, :tz, g.series_id, :base + g.k * :step, :base + (g.k + 1) * :step, g.cnt,
+       g.total, g.mn, g.mx, g.lts,
+       CASE WHEN g.cnt = 1 THEN g.q ELSE
+         (SELECT u.quantity FROM usage_records u
+           WHERE u.series_id = g.series_id AND u.ts = g.lts ORDER BY u.id DESC LIMIT 1) END,
+       :now
+FROM (SELECT series_id, (ts - :base) / :step AS k, count(*) AS cnt, sum(quantity) AS total,
+             min(quantity) AS mn, max(quantity) AS mx, max(ts) AS lts, quantity AS q
+        FROM usage_records
+       WHERE series_id IN (SELECT id FROM temp.rollup_series)
+         AND ts >= :base AND ts < :end
+       GROUP BY series_id, k) AS g
+"""
+# g.q is the record's own quantity when the group has one record; else the last of the
+# group, found by its time (the id breaks ties), as _RAW does
+_WRITE_FROM_SOURCE = """
+INSERT INTO summaries (period_type, tz, series_id, period_start, period_end, cnt, total, min,
+                       max, last_ts, last_value, computed_at)
+SELECT :period, :tz, g.series_id, :base + g.k * :step, :base + (g.k + 1) * :step, g.cnt,
+       g.total, g.mn, g.mx, g.lts,
+       CASE WHEN g.n = 1 THEN g.q ELSE
+         (SELECT s.last_value FROM summaries s
+           WHERE s.period_type = :source AND s.tz = :tz AND s.series_id = g.series_id
+             AND s.period_start <= g.lts ORDER BY s.period_start DESC LIMIT 1) END,
+       :now
+FROM (SELECT series_id, (period_start - :base) / :step AS k, count(*) AS n, sum(cnt) AS cnt,
+             sum(total) AS total, min(min) AS mn, max(max) AS mx, max(last_ts) AS lts,
+             last_value AS q
+        FROM summaries
+       WHERE period_type = :source AND tz = :tz
+         AND series_id IN (SELECT id FROM temp.rollup_series)
+         AND period_start >= :base AND period_start < :end
+       GROUP BY series_id, k) AS g
+"""
+# g.q is the source summary's own last value when the group has one; else the last value of
+# the source period holding the group's last time (source periods of a series are disjoint:
+# it is the one starting last at or before that time), as _LAST_FROM_SOURCE finds it
+_FINITE = "(max(abs(total), abs(min), abs(max), abs(last_value)) < :inf)"
+# The same, driven by series and periods (in temp.rollup_periods): the source rows come in
+# group order, so SQLite sorts nothing.
+_WRITE_FROM_SOURCE_BY_PERIOD = """
+INSERT INTO summaries (period_type, tz, series_id, period_start, period_end, cnt, total, min,
+                       max, last_ts, last_value, computed_at)
+SELECT :period, :tz, g.series_id, g.period_start, g.period_end, g.cnt, g.total, g.mn, g.mx,
+       g.lts,
+       CASE WHEN g.n = 1 THEN g.q ELSE
+         (SELECT s.last_value FROM summaries s
+           WHERE s.period_type = :source AND s.tz = :tz AND s.series_id = g.series_id
+             AND s.period_start <= g.lts ORDER BY s.period_start DESC LIMIT 1) END,
+       :now
+FROM (SELECT r.id AS series_id, p.start AS period_start, p.end AS period_end, count(*) AS n,
+             sum(s.cnt) AS cnt, sum(s.total) AS total, min(s.min) AS mn, max(s.max) AS mx,
+             max(s.last_ts) AS lts, s.last_value AS q
+        FROM temp.rollup_series AS r CROSS JOIN temp.rollup_periods AS p
+             CROSS JOIN summaries AS s
+       WHERE s.period_type = :source AND s.tz = :tz AND s.series_id = r.id
+         AND s.period_start >= p.start AND s.period_start < p.end
+       GROUP BY r.id, p.start) AS g
+"""
+_SPAN_WHERE = (
+    "period_type = :period AND tz = :tz AND period_start >= :lo AND period_start < :hi"
+    " AND series_id IN (SELECT id FROM temp.rollup_series)"
+)
+
+
+class Changes:
+    """What a roll-up run recomputes: the records stored since dirty-log position ``after``
+    (exclusive) up to ``upto``, or, with ``after`` None, every record (in the time range
+    ``within``, if given), read from the records themselves.
+
+    The period types of one run usually share their changes (their watermarks move
+    together): :meth:`shared` hands them one object, which reads the changed hours once and
+    leaves the changed series in ``temp.rollup_series`` for the next type.
+    """
+
+    def __init__(self, after: int | None, upto: int, within: tuple[int, int] | None = None) -> None:
+        self.after = after
+        self.upto = upto
+        self.within = within
+        self._hours: list[int] | None = None
+        self._filled = False  # temp.rollup_series holds every series of these changes
+
+    @classmethod
+    def shared(
+        cls,
+        memo: dict[tuple[int | None, int, tuple[int, int] | None], Changes],
+        after: int | None,
+        upto: int,
+        within: tuple[int, int] | None = None,
+    ) -> Changes:
+        """The changes of ``memo`` with these bounds, made if missing; any other one in
+        ``memo`` no longer owns ``temp.rollup_series``."""
+        found = memo.setdefault((after, upto, within), cls(after, upto, within))
+        for other in memo.values():
+            other._filled = other._filled and other is found
+        return found
+
+    def _pairs(self) -> tuple[str, dict[str, object]]:
+        """SQL of the (hour, series_id) rows of the changes (not distinct), and its
+        parameters."""
+        if self.after is not None:
+            return (
+                "SELECT hour, series_id FROM dirty WHERE seq > :after AND seq <= :upto",
+                {"after": self.after, "upto": self.upto},
+            )
+        sql = "SELECT ts / :hour AS hour, series_id FROM usage_records"
+        params: dict[str, object] = {"hour": _HOUR}
+        if self.within is not None:
+            sql += " WHERE ts >= :start AND ts < :end"
+            params.update(start=self.within[0], end=self.within[1])
+        return sql, params
+
+    def hours(self, conn: sqlite3.Connection) -> list[int]:
+        """The UTC hours (numbered from the epoch) that received changes."""
+        if self._hours is None:
+            sql, params = self._pairs()
+            self._hours = [h for (h,) in conn.execute(f"SELECT DISTINCT hour FROM ({sql})", params)]
+        return self._hours
+
+    def fill_series(self, conn: sqlite3.Connection, spans: list[tuple[int, int]]) -> None:
+        """Fill ``temp.rollup_span_series`` with the series changed in each span (numbered
+        in order); with one span, ``temp.rollup_series`` directly."""
+        if len(spans) == 1 and self._filled:
+            return
+        for ddl in _TEMP:
+            conn.execute(ddl)
+        conn.execute("DELETE FROM temp.rollup_series")
+        self._filled = len(spans) == 1
+        sql, params = self._pairs()
+        if len(spans) == 1:
+            if self.after is None:  # every record: every series (those without any are cheap)
+                conn.execute("INSERT INTO temp.rollup_series SELECT id FROM series")
+            else:
+                conn.execute(
+                    f"INSERT OR IGNORE INTO temp.rollup_series SELECT series_id FROM ({sql})",
+                    params,
+                )
+            return
+        conn.execute("DELETE FROM temp.rollup_span_of_hour")
+        conn.execute("DELETE FROM temp.rollup_span_series")
+        where = [(hour, n) for hour, n in _hour_spans(spans, self.hours(conn))]
+        conn.executemany("INSERT OR IGNORE INTO temp.rollup_span_of_hour VALUES (?, ?)", where)
+        conn.execute(
+            "INSERT OR IGNORE INTO temp.rollup_span_series SELECT m.span, c.series_id"
+            f" FROM ({sql}) AS c JOIN temp.rollup_span_of_hour AS m ON m.hour = c.hour",
+            params,
+        )
+
+    @staticmethod
+    def use_span(conn: sqlite3.Connection, number: int, spans: int) -> None:
+        """Make ``temp.rollup_series`` hold the series of span ``number`` (of ``spans``)."""
+        if spans == 1:
+            return
+        conn.execute("DELETE FROM temp.rollup_series")
+        conn.execute(
+            "INSERT INTO temp.rollup_series SELECT id FROM temp.rollup_span_series WHERE span = ?",
+            (number,),
+        )
+
+
+def _hour_spans(spans: list[tuple[int, int]], hours: list[int]) -> Iterator[tuple[int, int]]:
+    """Each hour with the number of the span it overlaps (spans are sorted and disjoint, and
+    touched periods are whole spans, so an hour overlaps at most one)."""
+    starts = [a for a, _ in spans]
+    for hour in hours:
+        lo, hi = hour * _HOUR, (hour + 1) * _HOUR
+        i = max(0, bisect.bisect_right(starts, lo) - 1)
+        while i < len(spans) and spans[i][0] < hi:
+            if spans[i][1] > lo:
+                yield hour, i
+            i += 1
+
+
 def recompute(
     conn: sqlite3.Connection,
     period: PeriodType,
     calendar: Calendar,
-    touched: dict[tuple[int, int], set[int]],
+    periods: Iterable[tuple[int, int]],
+    changes: Changes,
     overflowed: set[int] | None = None,
 ) -> tuple[int, int]:
-    """Recompute and replace the summaries of ``touched`` periods; return the summaries
-    written and the records they cover. Series with a component that is not finite (a sum
-    of stored quantities that overflowed) are added to ``overflowed``."""
+    """Recompute and replace the summaries of the touched ``periods`` for the series that
+    ``changes`` touched in each contiguous span of them, inside SQLite; return the summaries
+    written and the records they cover. Series with a component that is not finite (a sum of
+    stored quantities that overflowed) are added to ``overflowed``."""
+    spans = _spans(sorted(periods))
+    if not spans:
+        return 0, 0
+    changes.fill_series(conn, spans)
+    source = ROLLUP_SOURCE[period]
+    sql = _WRITE_RAW if source is None else _WRITE_FROM_SOURCE
+    params: dict[str, object] = {"period": period.value, "tz": calendar.timezone,
+                                 "now": time.time_ns(), "inf": _INF}  # fmt: skip
+    if source is not None:
+        params["source"] = source.value
     written = seen = 0
-    now = time.time_ns()
-    from_raw = ROLLUP_SOURCE[period] is None
-    for span, series, rows in compute_touched(conn, period, calendar, touched, from_raw=from_raw):
-        conn.execute(
-            "DELETE FROM summaries WHERE period_type = ? AND tz = ? AND period_start >= ?"
-            " AND period_start < ? AND series_id IN (SELECT value FROM json_each(?))",
-            (period.value, calendar.timezone, span[0], span[1], json.dumps(sorted(series))),
-        )
-        conn.executemany(
-            "INSERT INTO summaries (period_type, tz, series_id, period_start, period_end,"
-            " cnt, total, min, max, last_ts, last_value, computed_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(period.value, calendar.timezone, *row, now) for row in rows],
-        )
-        written += len(rows)
-        seen += sum(row[3] for row in rows)
-        if overflowed is not None:
-            overflowed.update(row[0] for row in rows if not finite(row))
+    for number, (lo, hi) in enumerate(spans):
+        changes.use_span(conn, number, len(spans))
+        params.update(lo=lo, hi=hi)
+        conn.execute(f"DELETE FROM summaries WHERE {_SPAN_WHERE}", params)
+        for run in runs(calendar.boundaries(period, lo, hi)):
+            if run.base >= hi:
+                continue
+            params.update(base=run.base, step=run.step, end=run.end)
+            if source is not None and run.count <= JOIN_PERIODS:
+                conn.execute("DELETE FROM temp.rollup_periods")
+                conn.executemany(
+                    "INSERT INTO temp.rollup_periods VALUES (?, ?)",
+                    [(run.base + i * run.step, run.base + (i + 1) * run.step)
+                     for i in range(run.count)],
+                )  # fmt: skip
+                written += conn.execute(_WRITE_FROM_SOURCE_BY_PERIOD, params).rowcount
+            else:
+                written += conn.execute(sql, params).rowcount
+        count, bad = conn.execute(
+            f"SELECT coalesce(sum(cnt), 0), coalesce(sum(NOT {_FINITE}), 0) FROM summaries"
+            f" WHERE {_SPAN_WHERE}",
+            params,
+        ).fetchone()
+        seen += int(count)
+        if bad and overflowed is not None:
+            overflowed.update(
+                sid for (sid,) in conn.execute(
+                    f"SELECT DISTINCT series_id FROM summaries WHERE {_SPAN_WHERE}"
+                    f" AND NOT {_FINITE}",
+                    params,
+                )
+            )  # fmt: skip
     return written, seen
 
 
@@ -211,36 +432,70 @@ def rollup(
 ) -> RollupStats:
     """Bring ``period`` summaries up to date (see ``UsageStore.rollup``); the caller holds a
     write transaction. Series whose summaries are not finite are added to ``overflowed``."""
+    stats = _rollup(conn, period, calendar, start, end, overflowed, {})
+    if start is None and end is None:
+        # the log is only needed past the oldest watermark of any roll-up (trimmed once every
+        # level below has read it: a level run for the first time may read it from the start)
+        conn.execute("DELETE FROM dirty WHERE seq <= (SELECT min(watermark) FROM rollup_state)")
+    return stats
+
+
+def _rollup(
+    conn: sqlite3.Connection,
+    period: PeriodType,
+    calendar: Calendar,
+    start: int | None,
+    end: int | None,
+    overflowed: set[int] | None,
+    memo: dict[tuple[int | None, int, tuple[int, int] | None], Changes],
+) -> RollupStats:
+    """:func:`rollup` without trimming the dirty log; ``memo`` holds the changes read by the
+    period types below."""
     source = ROLLUP_SOURCE[period]
     high = log_position(conn)
-    touched: dict[tuple[int, int], set[int]] = {}
     if start is None and end is None:
         if source is not None:
-            rollup(conn, source, calendar, None, None, overflowed)
-        touched = touched_periods(conn, period, calendar, watermark(conn, period, calendar), high)
+            _rollup(conn, source, calendar, None, None, overflowed, memo)
+        mark = watermark(conn, period, calendar)
+        if mark is None and _log_complete(conn, high):
+            mark = 0  # never run, but the log still holds every record ever stored
+        changes = Changes.shared(memo, mark, high)
+        periods = set(_periods(calendar, period, changes.hours(conn)))
         conn.execute(
             "INSERT INTO rollup_state (period_type, tz, watermark) VALUES (?, ?, ?)"
             " ON CONFLICT (period_type, tz) DO UPDATE SET watermark = excluded.watermark",
             (period.value, calendar.timezone, high),
         )
-        # the log is only needed past the oldest watermark of any roll-up
-        conn.execute("DELETE FROM dirty WHERE seq <= (SELECT min(watermark) FROM rollup_state)")
     else:
         lo = calendar.start_of(period, start) if start is not None else -(1 << 63)
         hi = calendar.bounds(period, end - 1)[1] if end is not None else (1 << 63) - 1
-        span = touched_periods(conn, period, calendar, None, high, within=(lo, hi))
-        for (a, b), sids in span.items():
-            if a < hi and b > lo:
-                touched.setdefault((a, b), set()).update(sids)
-        if source is not None and touched:
-            first, last = min(touched)[0], max(touched)[1]
-            rollup(conn, source, calendar, first, last, overflowed)
-    written, seen = recompute(conn, period, calendar, touched, overflowed)
-    periods = sorted(touched)
+        changes = Changes.shared(memo, None, high, (lo, hi))
+        found = _periods(calendar, period, changes.hours(conn))
+        periods = {(a, b) for a, b in found if a < hi and b > lo}
+        if source is not None and periods:
+            first, last = min(periods)[0], max(periods)[1]
+            _rollup(conn, source, calendar, first, last, overflowed, memo)
+    written, seen = recompute(conn, period, calendar, periods, changes, overflowed)
+    ordered = sorted(periods)
     return RollupStats(
         summaries_written=written,
-        periods_recomputed=len(periods),
+        periods_recomputed=len(ordered),
         records_seen=seen,
-        range_start=periods[0][0] if periods else None,
-        range_end=periods[-1][1] if periods else None,
+        range_start=ordered[0][0] if ordered else None,
+        range_end=ordered[-1][1] if ordered else None,
     )
+
+
+def _periods(calendar: Calendar, period: PeriodType, hours: list[int]) -> list[tuple[int, int]]:
+    """The periods that overlap any of the UTC ``hours``."""
+    none: set[int] = set()
+    return list(calendar.periods_of_hours(period, dict.fromkeys(hours, none)))
+
+
+def _log_complete(conn: sqlite3.Connection, high: int) -> bool:
+    """Whether the dirty log still holds an entry for every record stored (nothing was ever
+    trimmed from its start): then a first roll-up can read it instead of every record."""
+    if high == 0:
+        return True
+    row = conn.execute("SELECT min(seq) FROM dirty").fetchone()
+    return row is not None and row[0] == 1
