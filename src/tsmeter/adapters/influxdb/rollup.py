@@ -61,9 +61,6 @@ from tsmeter.errors import SeriesError
 from tsmeter.ports import RollupStats, SummaryQuery, SummaryRow
 
 _US = 1_000
-#: how far back an incremental run re-reads what it already processed: nothing, since the
-#: ledger names it (``InfluxStore.recheck_window`` reports this under its older name)
-CLOCK_MARGIN = 0
 _SERIES_PER_QUERY = 100
 #: the roll-up host's clock (ns); the settle line follows it
 clock: Callable[[], int] = time.time_ns

@@ -48,7 +48,6 @@ from operator import itemgetter
 from typing import Any
 
 from tsmeter.adapters.influxdb import placement
-from tsmeter.adapters.influxdb import rollup as rollups
 from tsmeter.adapters.influxdb.lineprotocol import UsageEncoder, encode_point
 from tsmeter.adapters.influxdb.schema import (
     COLLISIONS,
@@ -112,8 +111,9 @@ class InfluxStore:
     #: seconds after which another host's write of an id has ended, landed or failed: more
     #: than a request with its retries takes (30 s and 3 retries by default), queue included
     IN_FLIGHT_S = 300.0
-    #: incremental roll-ups re-check the change log this far back (writers' clocks differ)
-    recheck_window = rollups.CLOCK_MARGIN
+    #: incremental roll-ups re-read nothing they processed: the change log's ledger names it
+    #: (``changelog``), whatever the writers' clocks
+    recheck_window = 0
     #: slots a fleet's writer keeps between calls (about 100 bytes each); beyond, the oldest
     #: are forgotten and their ranges read again when a row reaches them
     KEPT_SLOTS = 500_000
