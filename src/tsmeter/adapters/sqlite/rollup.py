@@ -351,11 +351,15 @@ def recompute(
     periods: Iterable[tuple[int, int]],
     changes: Changes,
     overflowed: set[int] | None = None,
+    *,
+    tally: bool = True,
 ) -> tuple[int, int]:
     """Recompute and replace the summaries of the touched ``periods`` for the series that
     ``changes`` touched in each contiguous span of them, inside SQLite; return the summaries
-    written and the records they cover. Series with a component that is not finite (a sum of
-    stored quantities that overflowed) are added to ``overflowed``."""
+    written and the records they cover (0 unless ``tally``). With ``tally``, series with a
+    component that is not finite (a sum of stored quantities that overflowed) are added to
+    ``overflowed``; a type rolled up from this one carries the overflow up, so a run checks
+    only the type it was asked for."""
     spans = _spans(sorted(periods))
     if not spans:
         return 0, 0
@@ -385,6 +389,8 @@ def recompute(
                 written += conn.execute(_WRITE_FROM_SOURCE_BY_PERIOD, params).rowcount
             else:
                 written += conn.execute(sql, params).rowcount
+        if not tally:
+            continue
         count, bad = conn.execute(
             f"SELECT coalesce(sum(cnt), 0), coalesce(sum(NOT {_FINITE}), 0) FROM summaries"
             f" WHERE {_SPAN_WHERE}",
@@ -432,7 +438,7 @@ def rollup(
 ) -> RollupStats:
     """Bring ``period`` summaries up to date (see ``UsageStore.rollup``); the caller holds a
     write transaction. Series whose summaries are not finite are added to ``overflowed``."""
-    stats = _rollup(conn, period, calendar, start, end, overflowed, {})
+    stats = _rollup(conn, period, calendar, start, end, overflowed, {}, tally=True)
     if start is None and end is None:
         # the log is only needed past the oldest watermark of any roll-up (trimmed once every
         # level below has read it: a level run for the first time may read it from the start)
@@ -448,14 +454,17 @@ def _rollup(
     end: int | None,
     overflowed: set[int] | None,
     memo: dict[tuple[int | None, int, tuple[int, int] | None], Changes],
+    *,
+    tally: bool,
 ) -> RollupStats:
     """:func:`rollup` without trimming the dirty log; ``memo`` holds the changes read by the
-    period types below."""
+    period types below; ``tally``: count the records seen and check for overflow (see
+    :func:`recompute`)."""
     source = ROLLUP_SOURCE[period]
     high = log_position(conn)
     if start is None and end is None:
         if source is not None:
-            _rollup(conn, source, calendar, None, None, overflowed, memo)
+            _rollup(conn, source, calendar, None, None, overflowed, memo, tally=False)
         mark = watermark(conn, period, calendar)
         if mark is None and _log_complete(conn, high):
             mark = 0  # never run, but the log still holds every record ever stored
@@ -474,8 +483,8 @@ def _rollup(
         periods = {(a, b) for a, b in found if a < hi and b > lo}
         if source is not None and periods:
             first, last = min(periods)[0], max(periods)[1]
-            _rollup(conn, source, calendar, first, last, overflowed, memo)
-    written, seen = recompute(conn, period, calendar, periods, changes, overflowed)
+            _rollup(conn, source, calendar, first, last, overflowed, memo, tally=False)
+    written, seen = recompute(conn, period, calendar, periods, changes, overflowed, tally=tally)
     ordered = sorted(periods)
     return RollupStats(
         summaries_written=written,
