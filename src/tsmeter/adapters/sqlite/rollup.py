@@ -168,6 +168,9 @@ _TEMP = (
 #: runs of at most this many periods are summed from the type below by walking each series'
 #: periods in order (a seek per series and period, even an empty one) instead of sorting
 JOIN_PERIODS = 64
+# Summaries from records, written by SQLite. g.q is the record's own quantity when the group
+# has one record; else the last of the group, found by its time (the id breaks ties), as _RAW
+# does.
 _WRITE_RAW = """
 INSERT INTO summaries (period_type, tz, series_id, period_start, period_end, cnt, total, min,
                        max, last_ts, last_value, computed_at)
@@ -184,8 +187,10 @@ FROM (SELECT series_id, (ts - :base) / :step AS k, count(*) AS cnt, sum(quantity
          AND ts >= :base AND ts < :end
        GROUP BY series_id, k) AS g
 """
-# g.q is the record's own quantity when the group has one record; else the last of the
-# group, found by its time (the id breaks ties), as _RAW does
+# Summaries from the type below. g.q is the source summary's own last value when the group
+# has one; else the last value of the source period holding the group's last time (source
+# periods of a series are disjoint: it is the one starting last at or before that time), the
+# row _LAST_FROM_SOURCE takes it from.
 _WRITE_FROM_SOURCE = """
 INSERT INTO summaries (period_type, tz, series_id, period_start, period_end, cnt, total, min,
                        max, last_ts, last_value, computed_at)
@@ -205,10 +210,6 @@ FROM (SELECT series_id, (period_start - :base) / :step AS k, count(*) AS n, sum(
          AND period_start >= :base AND period_start < :end
        GROUP BY series_id, k) AS g
 """
-# g.q is the source summary's own last value when the group has one; else the last value of
-# the source period holding the group's last time (source periods of a series are disjoint:
-# it is the one starting last at or before that time), as _LAST_FROM_SOURCE finds it
-_FINITE = "(max(abs(total), abs(min), abs(max), abs(last_value)) < :inf)"
 # The same, driven by series and periods (in temp.rollup_periods): the source rows come in
 # group order, so SQLite sorts nothing.
 _WRITE_FROM_SOURCE_BY_PERIOD = """
@@ -230,6 +231,8 @@ FROM (SELECT r.id AS series_id, p.start AS period_start, p.end AS period_end, co
          AND s.period_start >= p.start AND s.period_start < p.end
        GROUP BY r.id, p.start) AS g
 """
+#: a summary whose components are all finite numbers (see ``finite``)
+_FINITE = "(max(abs(total), abs(min), abs(max), abs(last_value)) < :inf)"
 _SPAN_WHERE = (
     "period_type = :period AND tz = :tz AND period_start >= :lo AND period_start < :hi"
     " AND series_id IN (SELECT id FROM temp.rollup_series)"
