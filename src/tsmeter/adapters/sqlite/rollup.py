@@ -165,8 +165,9 @@ _TEMP = (
     " PRIMARY KEY (span, id)) WITHOUT ROWID",
     "CREATE TEMP TABLE IF NOT EXISTS rollup_periods (start INTEGER PRIMARY KEY, end INTEGER)",
 )
-#: runs of at most this many periods are summed from the type below by walking each series'
-#: periods in order (a seek per series and period, even an empty one) instead of sorting
+#: runs of at most this many periods may be summed from the type below by walking each
+#: series' periods in order (a seek per series and period, even an empty one) instead of
+#: sorting the source rows; they are where the seeks are fewer than the source rows
 JOIN_PERIODS = 64
 # Summaries from records, written by SQLite. g.q is the record's own quantity when the group
 # has one record; else the last of the group, found by its time (the id breaks ties), as _RAW
@@ -382,7 +383,7 @@ def recompute(
             if run.base >= hi:
                 continue
             params.update(base=run.base, step=run.step, end=run.end)
-            if source is not None and run.count <= JOIN_PERIODS:
+            if source is not None and _walk(conn, params, run.count):
                 conn.execute("DELETE FROM temp.rollup_periods")
                 conn.executemany(
                     "INSERT INTO temp.rollup_periods VALUES (?, ?)",
@@ -409,6 +410,21 @@ def recompute(
                 )
             )  # fmt: skip
     return written, seen
+
+
+def _walk(conn: sqlite3.Connection, params: dict[str, object], periods: int) -> bool:
+    """Whether to sum a run of ``periods`` periods by walking each series' periods: when
+    there are few periods and the seeks that takes are fewer than the rows to read."""
+    if periods > JOIN_PERIODS:
+        return False
+    (series,) = conn.execute("SELECT count(*) FROM temp.rollup_series").fetchone()
+    (rows,) = conn.execute(
+        "SELECT count(*) FROM summaries WHERE period_type = :source AND tz = :tz"
+        " AND series_id IN (SELECT id FROM temp.rollup_series)"
+        " AND period_start >= :base AND period_start < :end",
+        params,
+    ).fetchone()
+    return int(series) * periods <= int(rows)
 
 
 def finite(row: Component) -> bool:
