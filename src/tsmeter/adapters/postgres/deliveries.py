@@ -67,17 +67,18 @@ def queue_deliveries(
     """Queue notifications inside the caller's transaction (the catalog's alert change, or
     :meth:`PostgresDeliveryLog.enqueue`); one already queued for the same (alert, event,
     channel, target), or with the same id, stays as it is. Returns how many were new."""
-    added = 0
-    with conn.cursor() as cur:
-        for d in deliveries:
-            status = DeliveryStatus.FAILED if d.error else DeliveryStatus.PENDING
-            cur.execute(
-                _INSERT,
-                (d.id, d.alert_id, d.event, Channel(d.channel).value, d.target, d.metric_key,
-                 d.subject_type, d.subject_id, d.payload, status.value, d.error, now, now, now),
-            )  # fmt: skip
-            added += max(cur.rowcount, 0)
-    return added
+    if not deliveries:
+        return 0
+    params = [
+        (d.id, d.alert_id, d.event, Channel(d.channel).value, d.target, d.metric_key,
+         d.subject_type, d.subject_id, d.payload,
+         (DeliveryStatus.FAILED if d.error else DeliveryStatus.PENDING).value, d.error, now, now,
+         now)
+        for d in deliveries
+    ]  # fmt: skip
+    with conn.cursor() as cur:  # one pipeline, not a round trip per delivery
+        cur.executemany(_INSERT, params)
+        return max(cur.rowcount, 0)  # the rows inserted by every statement
 
 
 class PostgresDeliveryLog:
