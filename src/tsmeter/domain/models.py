@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from functools import cache
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -106,9 +107,8 @@ class Model(BaseModel):
         once, different values are refused (never one of them kept silently)."""
         if not isinstance(data, dict):
             return data
-        for name in cls.model_fields:
-            camel = to_camel(name)
-            if camel != name and camel in data and name in data:
+        for name, camel in _spellings(cls):
+            if camel in data and name in data:
                 first, second = data[camel], data[name]
                 if type(first) is not type(second) or first != second:
                     raise ValueError(
@@ -117,6 +117,13 @@ class Model(BaseModel):
                     )
                 data = {key: value for key, value in data.items() if key != name}
         return data
+
+
+@cache
+def _spellings(cls: type[Model]) -> tuple[tuple[str, str], ...]:
+    """The fields of ``cls`` whose camelCase name differs, with it (worked out once per class,
+    not for every model built)."""
+    return tuple((name, to_camel(name)) for name in cls.model_fields if to_camel(name) != name)
 
 
 class MetricDefinition(Model):
