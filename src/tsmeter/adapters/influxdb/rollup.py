@@ -62,6 +62,8 @@ from tsmeter.ports import RollupStats, SummaryQuery, SummaryRow
 
 _US = 1_000
 _SERIES_PER_QUERY = 100
+#: periods of a run one grouped query asks for (a week of hours)
+PERIODS_PER_QUERY = 168
 #: the roll-up host's clock (ns); the settle line follows it
 clock: Callable[[], int] = time.time_ns
 Touched = dict[tuple[int, int], set[Scope] | None]  # None: every metric
@@ -168,7 +170,9 @@ def _data_range(
 
 def compute(client: InfluxV1Client, run: Run, scopes: Iterable[Scope] | None) -> Components:
     """Components of every period of ``run`` for the metrics in ``scopes`` (None: all),
-    from raw points.
+    from raw points, asked PERIODS_PER_QUERY periods at a time (influxd's time for a
+    grouped query grows with series times periods: a month of hours over thousands of
+    subjects in one query would outlast the client's timeout).
 
     A query whose answer cannot be read (a series whose sum overflowed) is asked again one
     series at a time: SeriesError names the series that fail, with the others' components.
@@ -180,19 +184,24 @@ def compute(client: InfluxV1Client, run: Run, scopes: Iterable[Scope] | None) ->
         [None] if keys is None else
         [keys[i : i + _SERIES_PER_QUERY] for i in range(0, len(keys), _SERIES_PER_QUERY)]
     )  # fmt: skip
-    for chunk in chunks:
-        params: dict[str, Any] = {"lo": run.base, "hi": run.end}
-        condition = "" if chunk is None else " AND " + scope_condition(chunk, params)
-        try:
-            _components(client, run, condition, params, out)
-        except UnreadableAnswerError:
-            for key in _series_in(client, condition, params):
-                one = dict(params)
-                try:
-                    _components(client, run, " AND " + series_condition([key], one), one, out)
-                except UnreadableAnswerError:
-                    failed.append(key)
-    _settle_ties(client, run, out)
+    for first in range(0, run.count, PERIODS_PER_QUERY):
+        part = Run(run.base + first * run.step, run.step,
+                   min(PERIODS_PER_QUERY, run.count - first))  # fmt: skip
+        for chunk in chunks:
+            params: dict[str, Any] = {"lo": part.base, "hi": part.end}
+            condition = "" if chunk is None else " AND " + scope_condition(chunk, params)
+            try:
+                _components(client, part, condition, params, out)
+            except UnreadableAnswerError:
+                for key in _series_in(client, condition, params):
+                    one = dict(params)
+                    try:
+                        _components(client, part, " AND " + series_condition([key], one), one,
+                                    out)  # fmt: skip
+                    except UnreadableAnswerError:
+                        if key not in failed:
+                            failed.append(key)
+        _settle_ties(client, part, out)
     if failed:
         raise SeriesError.naming(failed, OVERFLOW, list(out.values()))
     return out
