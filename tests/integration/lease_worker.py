@@ -6,8 +6,8 @@ put what it won on a queue (a spawn-context target, so it lives in an importable
 ``python -m tests.integration.lease_worker PG_URL STORE_DB HOLDER TTL``: a scheduler on a meter
 whose leases are in PostgreSQL, running two jobs that write each run they make into the table
 ``runs`` of that database (created by the test before the workers start: three concurrent
-``CREATE TABLE IF NOT EXISTS`` can collide in PostgreSQL's catalog): ``tick`` (``Every`` 0.2 s) and ``slot`` (one run per 1-second period,
-claimed): what the kill -9 test watches.
+``CREATE TABLE IF NOT EXISTS`` can collide in PostgreSQL's catalog): ``tick`` (``Every``
+0.2 s) and ``slot`` (one run per 1-second period, claimed): what the kill -9 test watches.
 """
 
 from __future__ import annotations
