@@ -52,3 +52,40 @@ def test_mirror_can_be_forced_off_or_required(
     monkeypatch.delenv("TSMETER_POSTHOG_API_KEY")
     with pytest.raises(tsmeter.ValidationError, match="TSMETER_POSTHOG_API_KEY"):
         tsmeter.connect(str(tmp_path / "u.db"), mirror=True)
+
+
+def test_a_second_mirror_on_one_meter_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mirror attached by hand to a meter tsmeter.connect() already mirrors would send every
+    event twice: it is refused with an error saying what to do; with mirror=False, or once the
+    first is shut down, one attaches, and each record arrives once."""
+    from tsmeter.integrations.posthog import PostHogMirror, PostHogSettings
+
+    with capture_server() as capture:
+        env = {"TSMETER_POSTHOG_API_KEY": "phc_test", "TSMETER_POSTHOG_HOST": capture.host}
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        settings = PostHogSettings.from_env(env)
+        with tsmeter.connect(str(tmp_path / "u.db")) as meter:
+            first = meter.mirror
+            with pytest.raises(tsmeter.ConflictError, match="mirror=False"):
+                PostHogMirror(settings, meter, journal=str(tmp_path / "second.db"))
+            third = PostHogMirror(settings, journal=str(tmp_path / "third.db"))
+            with pytest.raises(tsmeter.ConflictError, match="already has a PostHog mirror"):
+                third.attach(meter)
+            third.shutdown(timeout=5)
+            assert meter.mirror is first
+            first.shutdown(timeout=5)
+            own = PostHogMirror(settings, meter, journal=str(tmp_path / "own.db"))
+            assert meter.mirror is own
+            meter.define_metric("api_calls", aggregation_type="COUNT")
+            meter.record("api_calls", "org", "acme", id="r1")
+            own.shutdown(timeout=5)
+        with tsmeter.connect(str(tmp_path / "v.db"), mirror=False) as meter:
+            mine = PostHogMirror(settings, meter, journal=str(tmp_path / "mine.db"))
+            meter.define_metric("api_calls", aggregation_type="COUNT")
+            meter.record("api_calls", "org", "acme", id="r2")
+            mine.shutdown(timeout=5)
+        ids = sorted(e["properties"]["recordId"] for e in capture.accepted())
+    assert ids == ["r1", "r2"]

@@ -5,6 +5,7 @@ and its settings.
 
     from tsmeter.integrations.posthog import PostHogMirror, PostHogSettings
 
+    # on a meter from tsmeter.connect(..., mirror=False): a meter has one mirror
     mirror = PostHogMirror(PostHogSettings.from_env(), meter)   # off without an API key
     ...
     mirror.status()              # mirrored / retried / failed / pending / dropped

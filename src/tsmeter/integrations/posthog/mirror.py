@@ -5,6 +5,7 @@ as an analytics event, without ever failing or slowing down recording.
 
     from tsmeter.integrations.posthog import PostHogMirror, PostHogSettings
 
+    # on a meter from tsmeter.connect(..., mirror=False): a meter has one mirror
     mirror = PostHogMirror(PostHogSettings.from_env(), meter)   # attaches to the meter
     meter.record("api_calls", "org", "acme")                    # -> metering.usage_recorded
     mirror.status()                                             # mirrored / retried / failed ...
@@ -36,6 +37,7 @@ from tsmeter.domain import Model, RecordRow
 from tsmeter.domain.events import ThresholdEvent, UsageAggregated
 from tsmeter.domain.modelio import TimeLike
 from tsmeter.domain.validation import from_ns
+from tsmeter.errors import ConflictError
 from tsmeter.integrations.posthog.backfill import BackfillResult, backfill
 from tsmeter.integrations.posthog.builder import SummaryRequest
 from tsmeter.integrations.posthog.events import CaptureEvent
@@ -102,6 +104,8 @@ class PostHogMirror(Sender):
         if not settings.enabled:
             self._meter = self._builder.meter = meter
             return
+        if meter is not None:
+            _refuse_a_second(meter, self)
         path = journal or settings.state_path or journal_path_of(meter)
         self._journal = Journal(path) if path else None
         self._sdk = SdkClient(settings)
@@ -126,20 +130,25 @@ class PostHogMirror(Sender):
 
         Example: ``mirror.attach(meter)``.
         """
+        if self.enabled and not self._closed:
+            _refuse_a_second(meter, self)
         self.detach()
         self._meter = self._builder.meter = meter
-        if self._closed:
+        if self._closed or not self.enabled:
             return
         self._detach += [
             meter.add_record_sink(self.rows),
             meter.subscribe(ThresholdEvent, self.on_threshold),
             meter.subscribe(UsageAggregated, self.on_aggregated),
         ]
+        meter.mirror = self
 
     def detach(self) -> None:
         """Stop receiving from the meter (what is buffered is still sent)."""
         while self._detach:
             self._detach.pop()()
+        if self._meter is not None and self._meter.mirror is self:
+            self._meter.mirror = None
 
     def rows(self, rows: Sequence[RecordRow]) -> None:
         """The record sink: buffer stored rows (cheap; never raises for lack of room)."""
@@ -292,3 +301,16 @@ def _shutdown_at_exit(ref: weakref.ref[PostHogMirror]) -> None:
     mirror = ref()
     if mirror is not None and not mirror._stopping:
         mirror.shutdown(timeout=2.0)
+
+
+def _refuse_a_second(meter: Meter, mirror: PostHogMirror) -> None:
+    """A meter mirrors to PostHog through one mirror: a second would send every event twice."""
+    other = meter.mirror
+    live = isinstance(other, PostHogMirror) and other.enabled and not other._closed
+    if live and other is not mirror:
+        raise ConflictError(
+            "this meter already has a PostHog mirror (meter.mirror; tsmeter.connect()"
+            " attaches one when TSMETER_POSTHOG_API_KEY is set): a second would send every"
+            " event twice. Use meter.mirror, shut it down first, or open the meter with"
+            " tsmeter.connect(..., mirror=False) to attach your own"
+        )
