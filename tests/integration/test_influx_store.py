@@ -220,6 +220,7 @@ def test_a_stream_reaching_back_past_forgotten_slots_reads_again(
     server, db = influx_db
     small_windows(monkeypatch, 50, 50, 50)
     monkeypatch.setattr(InfluxStore, "WRITERS", 8)
+    monkeypatch.setattr(InfluxStore, "KEPT_SLOTS", 0)  # forget slots as the call goes
     store = InfluxStore.from_url(url(server, db))
     slow_writes(store, monkeypatch, 0.3)
     reads: list[int] = []

@@ -1,7 +1,9 @@
-"""A fleet's writer keeps its point slots between calls (``placement.Coverage``), on a real
-influxd with the ledger in a real PostgreSQL: a backfill spread over a month reads each range
-once and loses no record where times collide; the slots are dropped when another process of
-the writer wrote in between, when a call fails, and beyond ``KEPT_SLOTS``."""
+"""The InfluxDB store keeps its point slots between calls (``placement.Coverage``), on a real
+influxd, with the ledger in a real PostgreSQL (a fleet) or in SQLite (one host): a backfill
+spread over a month reads each range once and loses no record where times collide; the slots
+are dropped when another process of the host wrote in between, when a call fails, beyond
+``KEPT_SLOTS``, and, for a host with its own ledger, once another writer's records appear; an
+id stored before the ledger knew it still counts once."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import random
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +26,6 @@ from tsmeter.adapters.postgres.dedupe import PostgresDedupe
 from tsmeter.domain import RecordRow
 from tsmeter.errors import StorageUnavailableError
 
-pytestmark = pytest.mark.postgres
 
 T = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 DAY = 86_400_000_000_000
@@ -224,3 +226,89 @@ def test_slots_pruned_in_a_call_leave_their_ranges_uncovered(
     finally:
         store.close()
     assert sorted(rid for rid, _ in _stored(server, db)) == sorted(["late", *(r.id for r in rows)])
+
+
+def test_an_id_stored_before_the_ledger_knew_it_counts_once_in_a_covered_range(
+    influx_db: tuple[InfluxServer, str], state: StateDatabase
+) -> None:
+    """A record stored through another ledger (a host before it joined the fleet), then sent
+    again with its series and time in a later call whose range the writer's slots cover:
+    the ledger does not know its id and the range is not read, but the point the earlier
+    read found there is read again, so the record still counts once."""
+    server, db = influx_db
+    at = T + 9 * DAY + 77_000
+    before = InfluxStore.from_url(f"influxdb://127.0.0.1:{server.port}/{db}?writer=w1")
+    try:  # the host's own SQLite ledger (in memory), not the fleet's
+        assert before.append([_row("x", "o1", at, 3.0)], 0) == 1
+    finally:
+        before.close()
+    store = _store(server, db, state)
+    spread = [_row(f"s{i}", "o1", T + 9 * DAY + i * DAY // 8 + 5_000) for i in range(8)]
+    try:
+        assert store.append(spread, 0) == 8  # reads the day, and finds x there
+        reads = _counted(store).reads
+        assert store.append([_row("x", "o1", at, 3.0), _row("y", "o1", at + 1_000)], 0) == 1
+        assert _counted(store).reads == reads  # no range read: the day is covered
+    finally:
+        store.close()
+    assert sorted(rid for rid, _ in _stored(server, db)) == sorted(
+        ["x", "y", *(r.id for r in spread)]
+    )
+
+
+# -- one host: its own ledger (SQLite), kept while its writer is the only one -----------------
+
+
+def _host(server: InfluxServer, db: str, writer: str, ledger: str) -> InfluxStore:
+    store = InfluxStore.from_url(
+        f"influxdb://127.0.0.1:{server.port}/{db}?writer={writer}", ledger=ledger
+    )
+    store.transport = Counted(store.transport)  # type: ignore[arg-type,assignment]
+    return store
+
+
+def test_one_host_keeps_its_slots_while_it_is_the_only_writer(
+    influx_db: tuple[InfluxServer, str], tmp_path: Path
+) -> None:
+    """A host with its own ledger keeps its slots while the database holds no other writer's
+    records: a spread backfill reads only in its first call, and every record is stored once
+    at its own point, also where times collide."""
+    server, db = influx_db
+    rng = random.Random(4)
+    times = [T + rng.randrange(20 * DAY) // 1_000 * 1_000 for _ in range(1_500)]
+    store = _host(server, db, "solo", str(tmp_path / "state.db"))
+    written: list[RecordRow] = []
+    try:
+        for call in range(4):
+            rows = [_row(f"h{call}-{i}", rng.choice(SUBJECTS), rng.choice(times))
+                    for i in range(1_500)]  # fmt: skip
+            assert store.append(rows, 0) == 1_500
+            written += rows
+            if call == 0:
+                first = _counted(store).reads
+        assert _counted(store).reads == first
+    finally:
+        store.close()
+    assert sorted(rid for rid, _ in _stored(server, db)) == sorted(r.id for r in written)
+
+
+def test_another_writer_in_the_database_makes_a_host_read_again(
+    influx_db: tuple[InfluxServer, str], tmp_path: Path
+) -> None:
+    """Two hosts with ledgers of their own: once the other host's records are in the
+    database, a host no longer trusts the ranges it kept, so a record the other stored,
+    retried through this one with its series and time, is found and counts once."""
+    server, db = influx_db
+    at = T + 2 * DAY + 31_000
+    mine = _host(server, db, "host-a", str(tmp_path / "a.db"))
+    other = _host(server, db, "host-b", str(tmp_path / "b.db"))
+    other._lock_path = str(tmp_path / "b.lock")  # another machine: its own lock file
+    spread = [_row(f"s{i}", "o1", T + 2 * DAY + i * DAY // 8 + 9_000) for i in range(8)]
+    try:
+        assert mine.append(spread, 0) == 8  # covers the day
+        assert other.append([_row("x", "o1", at, 2.0)], 0) == 1
+        assert mine.append([_row("x", "o1", at, 2.0)], 0) == 0  # a retry through this host
+    finally:
+        mine.close()
+        other.close()
+    assert sorted(rid for rid, _ in _stored(server, db)) == sorted(["x", *(r.id for r in spread)])

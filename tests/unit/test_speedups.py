@@ -70,8 +70,8 @@ def test_change_log_hours_are_the_same(rows: list[RecordRow]) -> None:
     st.integers(min_value=0, max_value=300),
 )  # fmt: skip
 def test_existence_read_days_are_the_same(rows: list[RecordRow], spread: int) -> None:
-    """Per UTC day: first and last time and (metric, org) pairs, negative times included;
-    rows over more than 256 days are handed to the Python code."""
+    """Per UTC day: the day, first and last time and (metric, org) pairs, negative times
+    included; rows over more than 256 days are handed to the Python code."""
     rows = rows + [rows[-1]._replace(ts=k * DAY + 7) for k in range(spread)] if rows else rows
     compiled = v1._days(rows)
     with pytest.MonkeyPatch.context() as patch:
@@ -82,9 +82,9 @@ def test_existence_read_days_are_the_same(rows: list[RecordRow], spread: int) ->
     for row in rows:
         expected.setdefault(row.ts // DAY, []).append(row)
     assert sorted(python) == sorted(
-        (min(r.ts for r in group), max(r.ts for r in group),
+        (day, min(r.ts for r in group), max(r.ts for r in group),
          sorted({(r.metric_key, r.org_id or "") for r in group}))
-        for group in expected.values()
+        for day, group in expected.items()
     )  # fmt: skip
     assert native is not None
     assert (native.span_bounds(rows, DAY) is None) == (len(expected) > 256)

@@ -25,10 +25,11 @@ Exactly once, without a local database:
   same-series, same-time retry is caught. Hosts sharing it are not serialised: a chunk's
   new ids are claimed there before its write, and an id another host claimed first (the
   same record sent through both at once) is left to it (see ``append_stream``).
-* **Reads proportional to what is new.** With a shared ledger, a writer's slots outlive the
-  call: a later call reads only the time ranges its slots do not cover yet, so a backfill
-  spread over a month reads each range once, not once per window
-  (``placement.Coverage``; see ``append_stream``).
+* **Reads proportional to what is new.** A writer's slots outlive the call where they cover
+  every point a row could meet (a shared ledger, or no other writer in the database): a
+  later call reads only the time ranges its slots do not cover yet, so a backfill spread
+  over a month reads each range once, not once per window (``placement.Coverage``; see
+  ``append_stream``).
 """
 
 from __future__ import annotations
@@ -114,8 +115,8 @@ class InfluxStore:
     #: incremental roll-ups re-read nothing they processed: the change log's ledger names it
     #: (``changelog``), whatever the writers' clocks
     recheck_window = 0
-    #: slots a fleet's writer keeps between calls (about 100 bytes each); beyond, the oldest
-    #: are forgotten and their ranges read again when a row reaches them
+    #: slots (and ids found stored) kept between calls, about 100 bytes each; beyond, the
+    #: oldest are forgotten and their ranges read again when a row reaches them
     KEPT_SLOTS = 500_000
 
     def __init__(self, transport: Transport, dedupe: Dedupe) -> None:
@@ -134,14 +135,17 @@ class InfluxStore:
         self._pool: ThreadPoolExecutor | None = None
         self._write_pool: ThreadPoolExecutor | None = None
         self._log_clock = 0
-        # a fleet's writer (a shared ledger settles ids; ``writer=`` differs between hosts and
-        # its processes take turns on the lock file) keeps its slots between calls, with the
-        # ranges they cover, while no other process of the writer wrote in between
-        self._keeps = dedupe.shared and transport.reads_pairs
+        # slots kept between calls, with the ranges they cover (see ``append_stream``), on a
+        # transport whose reads return whole (metric, org) pairs
+        self._keeps = transport.reads_pairs
         self._occupied = placement.Slots()
         self._cursor: dict[tuple[SeriesKey, int], int] = {}
         self._coverage = placement.Coverage()
         self._standins: dict[SeriesKey, tuple[Any, ...]] = {}
+        # where the reads found stored points, by record id: an id the ledger does not know
+        # (written before it, or elsewhere) is read there again when it comes back, as the
+        # read of its window would have found it
+        self._found: dict[str, RecordRow] = {}
         # what this store last wrote into the lock file: another stamp there means another
         # process of the writer wrote since
         self._stamp = b""
@@ -244,12 +248,25 @@ class InfluxStore:
                 finally:
                     fcntl.flock(fd, fcntl.LOCK_UN)
 
+    def _alone(self) -> bool:
+        """Whether a shared ledger settles every host's ids, or this writer is the only one
+        whose points the database holds (asked again at each call): only then do the ranges
+        kept cover every point a row could be a retry of."""
+        if self.dedupe.shared:
+            return True
+        try:
+            writers = self.transport.writers()
+        except TsmeterError:
+            return False
+        return writers is not None and writers <= {self.writer}
+
     def _forget_slots(self) -> None:
         """Drop the slots kept between calls and the ranges they cover."""
         self._occupied = placement.Slots()
         self._cursor = {}
         self._coverage.clear()
         self._standins.clear()
+        self._found.clear()
 
     # -- writing ----------------------------------------------------------------------
     def append(self, rows: Sequence[RecordRow], recorded_at: int) -> int:
@@ -284,11 +301,13 @@ class InfluxStore:
         may bring a window whose rows reach back before slots already forgotten: that
         window waits for the writes in flight and is read again, so the read finds them.
 
-        A fleet's writer (a shared ledger, whose ids every host's lookups see) keeps its
-        slots between calls instead, up to KEPT_SLOTS, with the ranges they cover
-        (``placement.Coverage``): a window reads only its rows outside those ranges. The
-        slots are dropped when another process of the writer wrote in between (see
-        ``_exclusive``) and when a call fails.
+        On the v1 API, the store keeps its slots between calls instead, up to KEPT_SLOTS,
+        with the ranges they cover (``placement.Coverage``), while they cover every point a
+        row could meet (``_alone``: a shared ledger, whose ids every host's lookups see, or
+        no other writer's records in the database, asked at each call): a window reads only
+        its rows outside those ranges, and the points of ids that earlier reads found stored
+        (``_found_again``). The slots are dropped when another process of the host wrote in
+        between (see ``_exclusive``), when a call fails, and when another writer appears.
         """
         windows = placement.Windows(parts, min(self.FIRST_WINDOW, self.READ_CHUNK),
                                     self.READ_CHUNK)  # fmt: skip
@@ -341,9 +360,12 @@ class InfluxStore:
         with self._exclusive():
             coverage: placement.Coverage | None = None
             if self._keeps:
-                if len(self._occupied.first) + len(self._occupied.more) > self.KEPT_SLOTS:
+                alone = self._alone()
+                held = len(self._occupied.first) + len(self._occupied.more) + len(self._found)
+                if held > self.KEPT_SLOTS or not alone:
                     self._forget_slots()
-                occupied, cursor, coverage = self._occupied, self._cursor, self._coverage
+                if alone:
+                    occupied, cursor, coverage = self._occupied, self._cursor, self._coverage
             try:
                 window = next(windows, None)
                 if window is None:
@@ -373,6 +395,8 @@ class InfluxStore:
                             confirm()
                         lookup = self._lookup(window, coverage)
                         found = lookup.result()
+                    if coverage is not None:  # ids found stored by earlier reads: still there?
+                        found = self._found_again(window, found)
                     sent_before = lookup.sent.result()
                     claimed = len(elsewhere)
                     unstored = placement.unstored(window, added, found, seen, occupied,
@@ -387,8 +411,9 @@ class InfluxStore:
                             occupied, cursor, floor
                         ):
                             forgotten = floor if forgotten is None else max(forgotten, floor)
-                            if coverage is not None:  # what is left no longer covers a range
-                                coverage.clear()
+                            if coverage is not None:  # what is left no longer covers a range,
+                                coverage.clear()  # and a read that ran while forgotten
+                                coverage = None  # writes were in flight covers nothing
                     later = True
                     for i in range(0, len(unstored), self.WRITE_CHUNK):
                         new = self._enter(unstored[i : i + self.WRITE_CHUNK], sent_before,
@@ -432,7 +457,7 @@ class InfluxStore:
                 error = exc
                 raise
             finally:
-                if self._keeps and not completed:  # what this call took may not have landed
+                if coverage is not None and not completed:  # what it took may not have landed
                     self._forget_slots()
                 failed.set()  # after an error here: send nothing more
                 in_flight: list[Future[Any]] = [*pending]
@@ -512,6 +537,22 @@ class InfluxStore:
         if coverage is None:
             return _Lookup(self, sent, pool.submit(self.transport.stored, window, slots=True))
         return _Lookup(self, sent, pool.submit(self._read_all, coverage.reads(window)))
+
+    def _found_again(self, window: list[RecordRow], found: _Points) -> _Points:
+        """``found`` with the points, read again where an earlier read found them, of the
+        window's ids that the kept reads found stored; and those kept reads grown by
+        ``found``. A window whose rows are covered is not read, and the ledger knows only
+        the ids entered in it."""
+        kept = self._found
+        again = [kept[row[0]] for row in window if row[0] in kept]
+        if again:
+            found = found + self.transport.stored(again, slots=True)
+        for tags, values in found:
+            rid = values.get("rid")
+            if rid is not None:
+                kept[rid] = RecordRow(rid, *series_key_of(tags, values), 0.0,
+                                      int(values["time"]), None, None)  # fmt: skip
+        return found
 
     def _read_all(self, reads: list[tuple[list[RecordRow], dict[int, tuple[int, int]]]]) -> _Points:
         """The points stored in the spans of ``reads`` (see ``placement.Coverage.reads``)."""
@@ -614,6 +655,8 @@ class InfluxStore:
         scope; return how many records were deleted."""
         count = self.transport.purge(metric_key, org_id)
         self.dedupe.forget_series(metric_key, org_id)
+        with self._lock:
+            self._forget_slots()
         self._recent.clear()
         self._seen.clear()
         return count

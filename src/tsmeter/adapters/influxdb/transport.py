@@ -61,6 +61,11 @@ class Transport(Protocol):
         ``slots``, at least the record id, series tags and time of each)."""
         ...
 
+    def writers(self) -> set[str] | None:
+        """The writer names (tag ``w``) of the stored records, or None where the transport
+        cannot tell cheaply."""
+        ...
+
     def find_record(self, record_id: str) -> RecordRow | None:
         """The stored record with this id, by a scan of every record id (the slow way)."""
         ...

@@ -143,6 +143,11 @@ class V1Transport:
             found += [({}, values) for _, values in series_rows(result)]
         return found
 
+    def writers(self) -> set[str] | None:
+        """The writer names of the stored records, from the series index (no point read)."""
+        (result,) = self.client.query(f'SHOW TAG VALUES FROM {quote_ident(RAW)} WITH KEY = "w"')
+        return {decode_tag(str(values["value"])) for _, values in series_rows(result)}
+
     def find_record(self, record_id: str) -> RecordRow | None:
         """The stored record with this id, by a scan of the raw measurement (slow on large
         databases)."""

@@ -142,6 +142,10 @@ class V2Transport:
         return found
 
     # -- reading ----------------------------------------------------------------------
+    def writers(self) -> set[str] | None:
+        """Not asked (``reads_pairs`` is False: no slots are kept): None."""
+        return None
+
     def find_record(self, record_id: str) -> RecordRow | None:
         """The stored record with this id, by a scan of every record id (slow on large
         buckets)."""
