@@ -26,7 +26,6 @@ from tsmeter.adapters.postgres.dedupe import PostgresDedupe
 from tsmeter.domain import RecordRow
 from tsmeter.errors import StorageUnavailableError
 
-
 T = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 DAY = 86_400_000_000_000
 SUBJECTS = [
