@@ -147,7 +147,7 @@ class InfluxStore:
         # read of its window would have found it
         self._found: dict[str, RecordRow] = {}
         # what this store last wrote into the lock file: another stamp there means another
-        # process of the writer wrote since
+        # store under the same lock wrote since
         self._stamp = b""
         self._calls = 0
 
@@ -226,9 +226,9 @@ class InfluxStore:
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
         """Serialise read-then-write among the threads and processes of this host. The lock
-        file holds the stamp of the last process that wrote under it: a store that finds
-        another stamp than its own forgets the slots it kept (another process of the writer
-        may have taken some since)."""
+        file holds the stamp of the last store that wrote under it: a store that finds
+        another stamp than its own forgets the slots it kept (another process of the host
+        that shares the lock may have taken some since)."""
         with self._lock, open_private(self._lock_path) as handle:
             fd = handle.fileno()
             fcntl.flock(fd, fcntl.LOCK_EX)
