@@ -98,6 +98,15 @@ def test_readme_is_short() -> None:
     assert lines <= 200, f"README.md has {lines} lines"
 
 
+def test_docs_are_of_a_readable_size() -> None:
+    """No page grows past what a person reads: the generated CLI reference, the longest, is
+    about 1,300 lines (an edit that once spliced a paragraph between every character of
+    RESULTS.md made it 301,360)."""
+    for path in DOCS:
+        lines = path.read_text(encoding="utf-8").count("\n")
+        assert lines <= 5_000, f"{path.relative_to(ROOT)} has {lines} lines"
+
+
 def test_cli_reference_is_the_generators_output() -> None:
     """docs/cli.md is every command's --help: regenerate with
     `.venv/bin/python -m tools.cli_reference docs/cli.md` when this fails."""
