@@ -137,3 +137,26 @@ class StateDatabase:
                 return
             self._closed = True
         self.pool.close()
+
+
+class StateTables:
+    """An adapter over tables of a shared :class:`StateDatabase`: its transactions, refused
+    once it is closed; closing it leaves the database open for the other adapters."""
+
+    #: what the adapter holds, named in the error once it is closed
+    holds = "state"
+
+    def __init__(self, db: StateDatabase) -> None:
+        self.db = db
+        self._closed = False
+
+    @contextmanager
+    def _transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        if self._closed:
+            raise StorageUnavailableError(f"{self.holds} in {self.db.where} is closed")
+        with self.db.transaction() as conn:
+            yield conn
+
+    def close(self) -> None:
+        """Stop using the database (idempotent); the shared StateDatabase stays open."""
+        self._closed = True

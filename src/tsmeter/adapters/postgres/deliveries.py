@@ -11,14 +11,12 @@ claims releases them when the lease runs out.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 
-from tsmeter.adapters.postgres.database import StateDatabase
+from tsmeter.adapters.postgres.database import StateTables
 from tsmeter.domain.deliveries import (
     DELIVERY_COLUMNS,
     Channel,
@@ -28,7 +26,6 @@ from tsmeter.domain.deliveries import (
     delivery_from_row,
     status_filter,
 )
-from tsmeter.errors import StorageUnavailableError
 from tsmeter.ports import DeliveryRow
 
 __all__ = ["PostgresDeliveryLog", "queue_deliveries"]
@@ -81,29 +78,14 @@ def queue_deliveries(
         return max(cur.rowcount, 0)  # the rows inserted by every statement
 
 
-class PostgresDeliveryLog:
+class PostgresDeliveryLog(StateTables):
     """The ``notify_deliveries`` table of the state database ``db``.
 
     The database is shared with the other PostgreSQL adapters and is not closed here.
     Example: ``PostgresDeliveryLog(StateDatabase(url)).entries("pending")``.
     """
 
-    def __init__(self, db: StateDatabase) -> None:
-        self.db = db
-        self._closed = False
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[psycopg.Connection[Any]]:
-        if self._closed:
-            raise StorageUnavailableError(f"delivery log in {self.db.where} is closed")
-        with self.db.transaction() as conn:
-            yield conn
-
-    def close(self) -> None:
-        """Stop using the database (idempotent); the shared StateDatabase stays open."""
-        with self._lock:
-            self._closed = True
+    holds = "delivery log"
 
     def enqueue(self, items: Sequence[DeliveryRow], now: int) -> int:
         """Add the deliveries not logged yet (by alert, event, channel, target); return how
