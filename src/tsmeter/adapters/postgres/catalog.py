@@ -14,21 +14,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 import psycopg
 
-from tsmeter.adapters.postgres.database import StateDatabase
+from tsmeter.adapters.postgres.database import StateTables
 from tsmeter.adapters.postgres.deliveries import queue_deliveries
 from tsmeter.domain import AlertStatus, MetricDefinition, UsageAlert, UsageThreshold
 from tsmeter.domain.models import STORED
 from tsmeter.domain.validation import to_ns
-from tsmeter.errors import ConflictError, StorageUnavailableError
+from tsmeter.errors import ConflictError
 from tsmeter.ports import AlertOpening, AlertResolution, DeliveryRow
 
 __all__ = ["PostgresCatalog"]
@@ -47,29 +45,14 @@ def _lock_key(family: Family) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-class PostgresCatalog:
+class PostgresCatalog(StateTables):
     """Metrics, thresholds and alerts in the state database ``db``.
 
     The database is shared with the other PostgreSQL adapters and is not closed here.
     Example: ``PostgresCatalog(StateDatabase(url)).list_metrics()``.
     """
 
-    def __init__(self, db: StateDatabase) -> None:
-        self.db = db
-        self._closed = False
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[psycopg.Connection[Any]]:
-        if self._closed:
-            raise StorageUnavailableError(f"catalog in {self.db.where} is closed")
-        with self.db.transaction() as conn:
-            yield conn
-
-    def close(self) -> None:
-        """Stop using the database (idempotent); the shared StateDatabase stays open."""
-        with self._lock:
-            self._closed = True
+    holds = "catalog"
 
     # -- metrics ----------------------------------------------------------------------
     def add_metric(self, metric: MetricDefinition) -> None:
@@ -166,30 +149,9 @@ class PostgresCatalog:
         self, alert: UsageAlert, window_start: int, deliveries: Sequence[DeliveryRow] = ()
     ) -> bool:
         """Store a new alert unless one is open, or was resolved by hand, for its key; queue
-        its ``deliveries`` in the same transaction. Once across every host that tries."""
-        created = to_ns(alert.created_at) if alert.created_at else time.time_ns()
-        key: AlertKey = (alert.threshold_id, alert.subject_type, alert.subject_id,
-                         window_start, alert.level)  # fmt: skip
-        with self._transaction() as conn:
-            self._serialise(conn, [(key[0], key[3])])
-            blocked = conn.execute(
-                "SELECT 1 FROM alerts WHERE threshold_id = %s AND subject_type = %s"
-                " AND subject_id = %s AND window_start = %s AND level = %s"
-                " AND (status <> 'RESOLVED' OR NOT automatic) LIMIT 1",
-                key,
-            ).fetchone()
-            if blocked:
-                return False
-            inserted = conn.execute(
-                "INSERT INTO alerts (id, threshold_id, subject_type, subject_id, window_start,"
-                " level, status, created_at, doc) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT DO NOTHING",
-                (alert.id, *key, alert.status.value, created, alert.model_dump_json()),
-            ).rowcount
-            if inserted != 1:  # the same alert id stored before: nothing new to queue
-                return False
-            queue_deliveries(conn, deliveries, time.time_ns())
-        return True
+        its ``deliveries`` in the same transaction; once across every host that tries (a
+        batch of one)."""
+        return self.open_alert_batch([AlertOpening(alert, window_start, deliveries)])[0]
 
     def set_alert_status(
         self,

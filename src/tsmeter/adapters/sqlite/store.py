@@ -448,25 +448,8 @@ class SQLiteStore:
         self, alert: UsageAlert, window_start: int, deliveries: Sequence[DeliveryRow] = ()
     ) -> bool:
         """Store a new alert unless one is open, or was resolved by hand, for its key; queue
-        its ``deliveries`` in the same transaction."""
-        created = to_ns(alert.created_at) if alert.created_at else time.time_ns()
-        key = (alert.threshold_id, alert.subject_type, alert.subject_id, window_start, alert.level)
-        with self._write() as conn:
-            blocked = conn.execute(
-                "SELECT 1 FROM alerts WHERE threshold_id = ? AND subject_type = ?"
-                " AND subject_id = ? AND window_start = ? AND level = ?"
-                " AND (status != 'RESOLVED' OR automatic = 0) LIMIT 1",
-                key,
-            ).fetchone()
-            if blocked:
-                return False
-            conn.execute(
-                "INSERT INTO alerts (id, threshold_id, subject_type, subject_id, window_start,"
-                " level, status, created_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (alert.id, *key, alert.status.value, created, alert.model_dump_json()),
-            )
-            _queue(conn, deliveries)
-        return True
+        its ``deliveries`` in the same transaction (a batch of one)."""
+        return self.open_alert_batch([AlertOpening(alert, window_start, deliveries)])[0]
 
     def set_alert_status(
         self,
