@@ -325,15 +325,18 @@ def _stream_box(tmp_path: Path, store: StreamStore, **options: Any) -> Outbox:
 
 
 def _fill(box: Outbox, batches: int, size: int) -> None:
-    """Commit ``batches`` batches at once (under the connection's lock, so the flusher sees
-    them all), as this process's own."""
+    """Commit ``batches`` batches at once (one transaction, under the connection's lock, so
+    the flusher, reading on a connection of its own, sees all or none), as this process's
+    own."""
     with box._db:
+        box._conn.execute("BEGIN IMMEDIATE")
         for k in range(batches):
             box._conn.execute(
                 "INSERT INTO outbox_batches (n, rows, created_at) VALUES (?, ?, 0)",
                 (size, pack(rows(f"b{k}", size))),
             )
         (box._mine,) = box._conn.execute("SELECT max(seq) FROM outbox_batches").fetchone()
+        box._conn.execute("COMMIT")
     box._refresh_pending()
     box._wake.set()
 
