@@ -9,6 +9,18 @@ FOR`` re-covers a lateness window, so records arriving that late are folded in.
 Months and years have no fixed length in InfluxQL: they stay with ``tsmeter
 aggregate``. Where points had to move (``usage_collisions``) a continuous query
 takes the last point by time, not by (time, id); the aggregator settles those.
+
+Quantities are integer units (the raw field ``units``, see
+:mod:`~tsmeter.domain.quantities`), so ``units_sum``, ``units_min``, ``units_max`` and
+``units_last`` are integer fields and the sums are exact — up to 64 bits: InfluxQL adds
+integers with Go's ``int64`` and wraps around on overflow without an error, and a
+continuous query cannot raise. Whoever reads a stored summary therefore checks it with
+:func:`summed_exactly` (``count × max(|units_min|, |units_max|) ≤ 2**63-1``: then no partial
+sum can wrap, in any order) and, where that fails, computes the sum another way or raises;
+never a wrapped number. Raw points written before quantities were units (a float
+``quantity``, no ``units``) are not read here: ``tsmeter influx convert`` gives them units.
+After upgrading from float quantities, run ``tsmeter influx install-rollups`` again: it
+replaces the queries of the same names, which read ``quantity``.
 """
 
 from __future__ import annotations
@@ -19,9 +31,10 @@ from tsmeter.adapters.influxdb.client import InfluxV1Client, quote_ident
 from tsmeter.adapters.influxdb.schema import RAW, summary_measurement
 from tsmeter.domain import PeriodType
 from tsmeter.domain.periods import Calendar
+from tsmeter.domain.quantities import MAX_UNITS
 from tsmeter.errors import ValidationError
 
-__all__ = ["PREFIX", "continuous_queries", "install"]
+__all__ = ["PREFIX", "continuous_queries", "install", "summed_exactly"]
 
 PREFIX = "tsmeter_"
 _DURATION = re.compile(r"[1-9][0-9]*(ns|u|ms|s|m|h|d|w)")
@@ -60,13 +73,25 @@ def continuous_queries(
         out[name] = (
             f"CREATE CONTINUOUS QUERY {quote_ident(name)} ON {quote_ident(database)}"
             f" RESAMPLE EVERY {every} FOR {lateness[period]} BEGIN"
-            ' SELECT count("quantity") AS "count", sum("quantity") AS "sum",'
-            ' min("quantity") AS "min", max("quantity") AS "max", max("tsn") AS "last_ts",'
-            f' last("quantity") AS "last" INTO {into} FROM {quote_ident(RAW)}'
+            ' SELECT count("units") AS "count", sum("units") AS "units_sum",'
+            ' min("units") AS "units_min", max("units") AS "units_max", max("tsn") AS "last_ts",'
+            f' last("units") AS "units_last" INTO {into} FROM {quote_ident(RAW)}'
             f' GROUP BY time({bucket}), "metric", "subject_type", "subject_id", "org"{tz}'
             " END"
         )
     return out
+
+
+def summed_exactly(count: int, low: int, high: int) -> bool:
+    """Whether a sum of ``count`` integers between ``low`` and ``high`` computed in 64-bit
+    arithmetic (InfluxQL's ``sum()``, Flux's ``+``) is exact: every partial sum is then at
+    most ``count × max(|low|, |high|)`` in magnitude, within ±(2**63-1). False means it may
+    have wrapped around (or may not: compute it exactly another way, or raise).
+
+    >>> summed_exactly(2, -(2**62 - 1), 2**62 - 1), summed_exactly(2, 0, 2**62)
+    (True, False)
+    """
+    return count * max(abs(low), abs(high)) <= MAX_UNITS
 
 
 def install(

@@ -345,18 +345,19 @@ def log_end(bucket: str) -> Flux:
 
 
 def raw_components(bucket: str, lo: int, hi: int, scopes: Sequence[Scope] | None) -> Flux:
-    """What roll-ups need of each raw point in ``[lo, hi)``: series tags, ``quantity``,
-    ``rid`` and ``tsn``."""
+    """What roll-ups need of each raw point in ``[lo, hi)``: series tags, the integer
+    ``units``, ``rid`` and ``tsn``; and ``quantity``, the float of points written before
+    quantities were units (a point that has it and no ``units`` is not converted yet)."""
     q = Flux()
     where = "" if scopes is None else " and " + scope_predicate(q, scopes)
     q.text = (
         _from(q, bucket, lo, hi)
         + f'    |> filter(fn: (r) => r._measurement == "{RAW}"'
-        + ' and (r._field == "quantity" or r._field == "rid" or r._field == "tsn")'
-        + f"{where})\n"
+        + ' and (r._field == "units" or r._field == "quantity" or r._field == "rid"'
+        + f' or r._field == "tsn"){where})\n'
         + '    |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
-        + '    |> keep(columns: ["metric", "subject_type", "subject_id", "org", "quantity",'
-        + ' "rid", "tsn"])\n'
+        + '    |> keep(columns: ["metric", "subject_type", "subject_id", "org", "units",'
+        + ' "quantity", "rid", "tsn"])\n'
     )
     return q
 

@@ -1,14 +1,24 @@
 """Server-side roll-ups on InfluxDB 2.x: Flux tasks that write tsmeter's summaries.
 
 One task per period type, in the meter's time zone, writing the measurements, tags and
-fields the aggregator writes (``usage_daily.Europe/Paris``: ``count``, ``sum``, ``min``,
-``max``, ``last``, ``last_ts``, ``computed_at``; see
-:mod:`~tsmeter.adapters.influxdb.schema`). Each run recomputes every period that starts
+fields the aggregator writes (``usage_daily.Europe/Paris``: ``count``, ``units_sum``,
+``units_min``, ``units_max``, ``units_last``, ``last_ts``, ``computed_at``, all integers;
+see :mod:`~tsmeter.adapters.influxdb.schema`). Each run recomputes every period that starts
 inside its look-back window from the raw points (``LAST`` by timestamp, then record id),
 so late records are folded in and re-running overwrites the same points with the same
 values. Windows: hours are UTC hours shifted by the zone's minutes (a zone whose hours do
 not start at a fixed minute is refused), days, ISO weeks (Monday), months and years follow
 the zone's calendar through Flux's ``location``.
+
+Quantities are the raw points' integer ``units`` and stay integers through the reduction
+(Flux's ``+`` on ints gives an int), so sums are exact — within 64 bits: Flux wraps an
+``int`` sum around on overflow without an error, and a task cannot report one. Readers of
+the summaries check ``count × max(|units_min|, |units_max|) ≤ 2**63-1``
+(:func:`~tsmeter.adapters.influxdb.cq.summed_exactly`; the 2.x store's reads do, in
+:mod:`~tsmeter.adapters.influxdb.fluxrollup`). Points without ``units`` (written before
+quantities were units, until ``tsmeter influx convert``) are left out. After upgrading from
+float quantities, run ``tsmeter influx install-rollups`` again: it updates the tasks of the
+same names, which read ``quantity``.
 
 Task scripts cannot take parameters: the bucket, names and zone are embedded as escaped
 string literals (:func:`~tsmeter.adapters.influxdb.flux.string`), durations are validated.
@@ -124,19 +134,20 @@ start = date.sub(d: {lookback}, from: now())
 
 from(bucket: {target})
     |> range(start: start)
-    |> filter(fn: (r) => r._measurement == {string(RAW)} and (r._field == "quantity" or r._field == "rid" or r._field == "tsn"))
+    |> filter(fn: (r) => r._measurement == {string(RAW)} and (r._field == "units" or r._field == "rid" or r._field == "tsn"))
     |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")
+    |> filter(fn: (r) => exists r.units and exists r.rid and exists r.tsn)
     |> group(columns: ["metric", "subject_type", "subject_id", "org"])
     |> window({window})
     |> filter(fn: (r) => r._start > start)
     |> reduce(
-        identity: {{count: 0, sum: 0.0, min: 0.0, max: 0.0, last: 0.0, last_ts: 0, last_id: ""}},
+        identity: {{count: 0, units_sum: 0, units_min: 0, units_max: 0, units_last: 0, last_ts: 0, last_id: ""}},
         fn: (r, accumulator) => ({{
             count: accumulator.count + 1,
-            sum: accumulator.sum + r.quantity,
-            min: if accumulator.count == 0 or r.quantity < accumulator.min then r.quantity else accumulator.min,
-            max: if accumulator.count == 0 or r.quantity > accumulator.max then r.quantity else accumulator.max,
-            last: if {_NEWER} then r.quantity else accumulator.last,
+            units_sum: accumulator.units_sum + r.units,
+            units_min: if accumulator.count == 0 or r.units < accumulator.units_min then r.units else accumulator.units_min,
+            units_max: if accumulator.count == 0 or r.units > accumulator.units_max then r.units else accumulator.units_max,
+            units_last: if {_NEWER} then r.units else accumulator.units_last,
             last_ts: if {_NEWER} then r.tsn else accumulator.last_ts,
             last_id: if {_NEWER} then r.rid else accumulator.last_id,
         }}),
