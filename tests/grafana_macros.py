@@ -82,13 +82,20 @@ def _substitute(query: str, values: Values, multi: Mapping[str, bool], flux: boo
     return _VARIABLE.sub(replace, query)
 
 
+def _assert_known(query: str, values: Values) -> None:
+    """Every variable the query names has a value (checked before substitution: values are
+    data and may hold ``$`` themselves)."""
+    for m in _VARIABLE.finditer(query):
+        name = m.group(1) or m.group(3)
+        assert name in values, f"unsubstituted ${name} in {query!r}"
+
+
 def influxql(query: str, values: Values, multi: Mapping[str, bool]) -> str:
     """An InfluxQL query as Grafana sends it."""
     query = query.replace("$timeFilter", INFLUXQL_TIME_FILTER)
     query = query.replace("$__interval", INTERVAL)
-    out = _substitute(query, values, multi, flux=False)
-    assert "$" not in out.replace("$/", "/"), f"unsubstituted macro in {out!r}"
-    return out
+    _assert_known(query, values)
+    return _substitute(query, values, multi, flux=False)
 
 
 def flux(query: str, values: Values, bucket: str) -> str:
@@ -99,9 +106,9 @@ def flux(query: str, values: Values, bucket: str) -> str:
         .replace("v.windowPeriod", INTERVAL)
         .replace("v.defaultBucket", json.dumps(bucket))
     )
-    out = _substitute(query, values, {}, flux=True)
-    assert "${" not in out and "v." not in out.replace("(v: ", ""), f"unsubstituted in {out!r}"
-    return out
+    _assert_known(query, values)
+    assert "v." not in query.replace("(v: ", ""), f"unsubstituted in {query!r}"
+    return _substitute(query, values, {}, flux=True)
 
 
 def resolve(

@@ -1,36 +1,171 @@
-"""Grafana dashboards for tsmeter's InfluxDB point schema: the source of the JSON in
-``dashboards/``.
+"""Grafana dashboards for tsmeter's InfluxDB point schema, generated from a metric catalog: the
+source of the JSON in ``dashboards/``.
 
 Two dashboards ("Usage overview", "Subject detail"), each in two query languages: InfluxQL
 (InfluxDB 1.x, 2.x through its v1 compatibility API, 3.x) and Flux (2.x). They reference the
 datasources provisioned by ``grafana/provisioning/datasources/tsmeter.yaml`` by uid.
 
+What a panel means (the rules the tests check):
+
+- one metric per panel, never two metrics on one axis: each metric has its own panels, with
+  its unit on the axis;
+- each metric with its own aggregation over its summaries' integer components
+  (``count``, ``units_sum``, ``units_min``, ``units_max``, ``units_last``):
+  COUNT ``sum(count)``; SUM ``sum(units_sum)``; AVG ``sum(units_sum) / sum(count)`` (the mean of
+  the records, never a mean of means); MAX ``max(units_max)``; MIN ``min(units_min)``; LAST
+  ``last(units_last)`` per subject. Units are divided by ``10 ** precision`` of the metric;
+- the summaries variable lists the summary measurements found, each period in each zone
+  (``usage_daily``, ``usage_daily.Europe/Paris``), so a meter's own zone is selectable;
+- Flux threshold annotations are regions over the window the event is about (``periodStart`` ..
+  ``periodEnd`` of its data). InfluxQL cannot read JSON: its annotations sit at the time of
+  the evaluation, the window in their text (see docs/stores.md).
+
 Regenerate after a change (a test fails while the committed files are stale)::
 
     .venv/bin/python -m tools.grafana dashboards
+    tsmeter --format json metric list --all-orgs > metrics.json
+    .venv/bin/python -m tools.grafana out/ --metrics metrics.json   # for your own catalog
 
-Nothing runs at import time; this module imports nothing else of tsmeter.
+The committed files are generated for the demo's metrics (``tsmeter demo``).
+Nothing runs at import time.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DATASOURCES", "FLUX_UID", "INFLUXQL_UID", "dashboards", "render", "write"]
+from tsmeter.adapters.influxdb.lineprotocol import tag_value
+from tsmeter.domain import AggregationType, MetricDefinition
+
+__all__ = [
+    "DATASOURCES",
+    "FIELDS",
+    "FLUX_UID",
+    "INFLUXQL_UID",
+    "PERIODS",
+    "dashboards",
+    "demo_metrics",
+    "render",
+    "write",
+]
 
 INFLUXQL_UID = "tsmeter-influxql"
 FLUX_UID = "tsmeter-flux"
 DATASOURCES = {"influxql": INFLUXQL_UID, "flux": FLUX_UID}
 
-ROLLUPS = ("usage_hourly", "usage_daily", "usage_weekly", "usage_monthly", "usage_yearly")
+PERIODS = ("hourly", "daily", "weekly", "monthly", "yearly")
+# every summary measurement: usage_<period> (UTC) or usage_<period>.<zone>
+SUMMARIES_PATTERN = r"^usage_(hourly|daily|weekly|monthly|yearly)(\..+)?$"
 # Grafana's JSON model version these files were written for (Grafana 11 migrates older ones).
 SCHEMA_VERSION = 39
+# the field each aggregation type reads, and how its values combine (InfluxQL / Flux function)
+FIELDS: dict[AggregationType, tuple[str, str]] = {
+    AggregationType.COUNT: ("count", "sum"),
+    AggregationType.SUM: ("units_sum", "sum"),
+    AggregationType.AVG: ("units_sum", "sum"),  # divided by sum(count)
+    AggregationType.MAX: ("units_max", "max"),
+    AggregationType.MIN: ("units_min", "min"),
+    AggregationType.LAST: ("units_last", "last"),
+}
+MEANING = {
+    AggregationType.COUNT: "number of records",
+    AggregationType.SUM: "sum of the records",
+    AggregationType.AVG: "mean of the records (sum / count)",
+    AggregationType.MAX: "largest record",
+    AggregationType.MIN: "smallest record",
+    AggregationType.LAST: "latest record, per subject",
+}
+# an annotation window that starts this long before the time range is still found (a yearly
+# window is at most 366 days); lifetime windows that began earlier are not
+WINDOW_LOOKBACK = "367d"
 
 Json = dict[str, Any]
+
+
+def demo_metrics() -> list[MetricDefinition]:
+    """The metrics ``tsmeter demo`` defines (the committed dashboards are made for them)."""
+    from tsmeter.cli.demo_data import METRICS
+
+    return [
+        MetricDefinition(key=m.key, name=m.name, unit=m.unit, aggregation_type=m.aggregation,
+                         reset_period=m.reset)
+        for m in METRICS
+    ]  # fmt: skip
+
+
+# -- quoting: metric keys are data, whatever characters they hold ------------------------------
+_PLAIN = re.compile(r"[A-Za-z0-9_.:-]+")
+
+
+def _hex_regex(value: str) -> str:
+    """An RE2 pattern matching exactly ``value``: word characters as themselves, everything
+    else as ``\\x{..}`` (so no quote, slash, ``$`` or ``[[`` reaches InfluxDB or Grafana's
+    variable interpolation as syntax)."""
+    body = "".join(c if c.isascii() and (c.isalnum() or c == "_") else f"\\x{{{ord(c):x}}}"
+                   for c in value)  # fmt: skip
+    return f"/^{body}$/"
+
+
+def _ql_tag_is(tag: str, value: str) -> str:
+    stored = tag_value(value)
+    if _PLAIN.fullmatch(stored):
+        return f"\"{tag}\" = '{stored}'"
+    return f'"{tag}" =~ {_hex_regex(stored)}'
+
+
+def _flux_tag_is(tag: str, value: str) -> str:
+    stored = tag_value(value)
+    if _PLAIN.fullmatch(stored):
+        return f'r.{tag} == "{stored}"'
+    return f"r.{tag} =~ {_hex_regex(stored)}"
+
+
+def _ql_metric(metric: MetricDefinition) -> str:
+    org = _ql_tag_is("org", metric.org_id) if metric.org_id else "\"org\" = ''"
+    return f"{_ql_tag_is('metric', metric.key)} AND {org}"
+
+
+def _flux_metric(metric: MetricDefinition) -> str:
+    org = (_flux_tag_is("org", metric.org_id) if metric.org_id
+           else '(not exists r.org or r.org == "")')  # fmt: skip
+    return f"{_flux_tag_is('metric', metric.key)} and {org}"
+
+
+def _text(value: str) -> str:
+    """Text for a title: Grafana interpolates ``$name`` there, so ``$`` becomes ``＄``."""
+    return value.replace("$", "\uff04").replace("[[", "[\u200b[")
+
+
+def _label(metric: MetricDefinition) -> str:
+    name = metric.name or metric.key
+    unit = f" ({metric.unit})" if metric.unit else ""
+    org = f" [{metric.org_id}]" if metric.org_id else ""
+    return _text(f"{name}{unit}{org}")
+
+
+def _unit(metric: MetricDefinition) -> str:
+    return f"suffix: {metric.unit}" if metric.unit else "none"
+
+
+def scale(metric: MetricDefinition) -> int:
+    """What a summary's units are divided by: 1 for COUNT (records), else 10 ** precision."""
+    return 1 if metric.aggregation_type is AggregationType.COUNT else 10**metric.precision
+
+
+def _ql_scaled(expr: str, metric: MetricDefinition) -> str:
+    s = scale(metric)
+    # a float literal: InfluxQL types int / int as an integer inside a subquery (truncated)
+    return expr if s == 1 else f"{expr} / {s}.0"
+
+
+def _flux_scaled(expr: str, metric: MetricDefinition) -> str:
+    s = scale(metric)
+    return f"float(v: {expr})" if s == 1 else f"float(v: {expr}) / {s}.0"
 
 
 # -- building blocks ------------------------------------------------------------------------
@@ -47,16 +182,9 @@ def _target(lang: str, query: str, ref: str = "A", *, table: bool = False, alias
     return target
 
 
-def _panel(
-    pid: int,
-    kind: str,
-    title: str,
-    lang: str,
-    targets: list[Json],
-    grid: tuple[int, int, int, int],
-    description: str,
-    **extra: Any,
-) -> Json:
+def _panel(pid: int, kind: str, title: str, lang: str, query: str, grid: tuple[int, int, int, int],
+           description: str, *, metric: MetricDefinition | None = None, table: bool = False,
+           alias: str = "", **extra: Any) -> Json:  # fmt: skip
     x, y, w, h = grid
     panel: Json = {
         "id": pid,
@@ -65,8 +193,10 @@ def _panel(
         "description": description,
         "datasource": _ds(lang),
         "gridPos": {"x": x, "y": y, "w": w, "h": h},
-        "targets": targets,
+        "targets": [_target(lang, query, table=table, alias=alias)],
     }
+    if metric is not None:
+        panel["fieldConfig"] = {"defaults": {"unit": _unit(metric)}, "overrides": []}
     panel.update(extra)
     return panel
 
@@ -74,7 +204,7 @@ def _panel(
 def _query_var(
     lang: str, name: str, label: str, query: str, *, multi: bool, refresh: int = 2
 ) -> Json:
-    var: Json = {
+    return {
         "type": "query",
         "name": name,
         "label": label,
@@ -87,23 +217,6 @@ def _query_var(
         "includeAll": multi,
         "current": {},
         "options": [],
-    }
-    return var
-
-
-def _rollup_var() -> Json:
-    options = [
-        {"text": r.removeprefix("usage_"), "value": r, "selected": r == ROLLUPS[0]} for r in ROLLUPS
-    ]
-    return {
-        "type": "custom",
-        "name": "rollup",
-        "label": "Summaries",
-        "query": ",".join(f"{r.removeprefix('usage_')} : {r}" for r in ROLLUPS),
-        "current": {"text": "hourly", "value": ROLLUPS[0]},
-        "options": options,
-        "multi": False,
-        "includeAll": False,
     }
 
 
@@ -138,14 +251,107 @@ def _builtin_annotation() -> Json:
     }
 
 
-def _annotation(lang: str, query: str) -> Json:
-    target: Json = {"refId": "Anno", "query": query, "fromAnnotations": True,
-                    "textColumn": "data", "tagsColumn": "event,metric,subject_id"}  # fmt: skip
-    if lang == "influxql":
-        target.update(rawQuery=True, resultFormat="table")
+def _threshold_columns(metric: MetricDefinition) -> dict[str, str]:
+    unit = f" ({_text(metric.unit)})" if metric.unit else ""
     return {
-        "name": "Threshold events",
-        "datasource": _ds(lang),
+        "subject_type": "Subject type",
+        "subject_id": "Subject",
+        "level": "Level",
+        "actualValue": f"Usage{unit}",
+        "thresholdValue": f"Threshold{unit}",
+        "percentage": "% of threshold",
+        "action": "Action",
+        "periodStart": "Period start",
+        "periodEnd": "Period end",
+    }
+
+
+def _threshold_table_transformations(metric: MetricDefinition) -> list[Json]:
+    """Grafana unpacks the JSON in ``data`` (thresholds live in tsmeter's catalog, not in
+    InfluxDB: the latest ``threshold.*`` event per subject carries usage, limit and %)."""
+    columns = _threshold_columns(metric)
+    return [
+        {"id": "extractFields", "options": {"source": "data", "format": "json", "replace": False}},
+        {
+            "id": "organize",
+            "options": {
+                "excludeByName": dict.fromkeys(
+                    ("data", "alertId", "thresholdId", "status", "metric", "Time", "_time"), True
+                ),
+                "indexByName": {k: i for i, k in enumerate(columns)},
+                "renameByName": columns,
+            },
+        },
+        {"id": "sortBy", "options": {"sort": [{"field": "% of threshold", "desc": True}]}},
+    ]
+
+
+def _top_transformations() -> list[Json]:
+    return [{"id": "sortBy", "options": {"sort": [{"field": "usage", "desc": True}]}}]
+
+
+# -- InfluxQL -------------------------------------------------------------------------------
+_QL_SUBJECTS = '"subject_type" =~ /^$subject_type$/ AND "subject_id" =~ /^$subject$/'
+_QL_ONE = '"subject_type" =~ /^${subject_type:regex}$/ AND "subject_id" =~ /^${subject:regex}$/'
+
+
+def _ql_value(metric: MetricDefinition) -> str:
+    """The metric's usage over the summaries a query selects, in the metric's own units."""
+    agg = metric.aggregation_type
+    field, fn = FIELDS[agg]
+    if agg is AggregationType.AVG:
+        total = _ql_scaled('sum("units_sum")', metric)
+        return f'{total} / sum("count")'
+    return _ql_scaled(f'{fn}("{field}")', metric)
+
+
+def _ql_series(metric: MetricDefinition, subjects: str) -> tuple[str, str]:
+    """(query, alias) of the metric's usage over time; LAST metrics one series per subject."""
+    per_subject = metric.aggregation_type is AggregationType.LAST
+    group = ', "subject_type", "subject_id"' if per_subject else ""
+    query = (
+        f'SELECT {_ql_value(metric)} AS "usage" FROM "$summaries"'
+        f" WHERE $timeFilter AND {_ql_metric(metric)} AND {subjects}"
+        f" GROUP BY time($__interval){group} fill(none)"
+    )
+    return query, "$tag_subject_type/$tag_subject_id" if per_subject else "usage"
+
+
+def _ql_top(metric: MetricDefinition) -> str:
+    return (
+        'SELECT top("usage", "subject_type", "subject_id", 10) AS "usage" FROM ('
+        f'SELECT {_ql_value(metric)} AS "usage" FROM "$summaries"'
+        f" WHERE $timeFilter AND {_ql_metric(metric)} AND {_QL_SUBJECTS}"
+        ' GROUP BY "subject_type", "subject_id")'
+    )
+
+
+def _ql_total(metric: MetricDefinition) -> str:
+    return (
+        f'SELECT {_ql_value(metric)} AS "usage" FROM "$summaries"'
+        f" WHERE $timeFilter AND {_ql_metric(metric)} AND {_QL_ONE}"
+    )
+
+
+def _ql_thresholds(metric: MetricDefinition, subjects: str) -> str:
+    return (
+        'SELECT last("data") AS "data" FROM "metering_events"'
+        f' WHERE $timeFilter AND "event" =~ /^threshold\\./ AND {_ql_metric(metric)}'
+        f' AND {subjects} GROUP BY "subject_type", "subject_id"'
+    )
+
+
+def _ql_annotation(subjects: str) -> Json:
+    query = (
+        'SELECT "data", "event", "metric", "subject_id" FROM "metering_events"'
+        f' WHERE $timeFilter AND "event" =~ /^threshold\\./ AND {subjects}'
+    )
+    target: Json = {"refId": "Anno", "query": query, "fromAnnotations": True, "rawQuery": True,
+                    "resultFormat": "table", "textColumn": "data",
+                    "tagsColumn": "event,metric,subject_id"}  # fmt: skip
+    return {
+        "name": "Threshold events (at evaluation; window in the text)",
+        "datasource": _ds("influxql"),
         "enable": True,
         "iconColor": "red",
         "target": target,
@@ -156,353 +362,281 @@ def _annotation(lang: str, query: str) -> Json:
     }
 
 
-THRESHOLD_COLUMNS = {
-    "metric": "Metric",
-    "subject_type": "Subject type",
-    "subject_id": "Subject",
-    "level": "Level",
-    "actualValue": "Usage",
-    "thresholdValue": "Threshold",
-    "percentage": "% of threshold",
-    "action": "Action",
-    "periodStart": "Period start",
-    "periodEnd": "Period end",
-}
-
-
-def _threshold_table_transformations() -> list[Json]:
-    """Grafana unpacks the JSON in ``data`` (thresholds live in tsmeter's catalog, not in
-    InfluxDB: the latest ``threshold.*`` event per subject carries usage, limit and %)."""
+def _ql_variables(*, one: bool) -> list[Json]:
+    summaries = _query_var(
+        "influxql", "summaries", "Summaries (period.zone)",
+        f"SHOW MEASUREMENTS WITH MEASUREMENT =~ /{SUMMARIES_PATTERN}/", multi=False,
+    )  # fmt: skip
+    where = " WHERE \"subject_type\" =~ /^${subject_type:regex}$/" if one else (
+        ' WHERE "subject_type" =~ /^$subject_type$/')  # fmt: skip
     return [
-        {"id": "extractFields", "options": {"source": "data", "format": "json", "replace": False}},
-        {
-            "id": "organize",
-            "options": {
-                "excludeByName": dict.fromkeys(
-                    ("data", "alertId", "thresholdId", "status", "Time", "_time"), True
-                ),
-                "indexByName": {k: i for i, k in enumerate(THRESHOLD_COLUMNS)},
-                "renameByName": THRESHOLD_COLUMNS,
-            },
-        },
-        {"id": "sortBy", "options": {"sort": [{"field": "% of threshold", "desc": True}]}},
-    ]
-
-
-# -- InfluxQL -------------------------------------------------------------------------------
-_QL_FILTER = (
-    '"metric" =~ /^$metric$/ AND "subject_type" =~ /^$subject_type$/'
-    ' AND "subject_id" =~ /^$subject$/'
-)
-_QL_ONE = "\"subject_type\" = '$subject_type' AND \"subject_id\" = '$subject'"
-
-
-def _influxql_overview() -> Json:
-    f = _QL_FILTER
-    variables = [
-        _rollup_var(),
-        _query_var("influxql", "metric", "Metric",
-                   'SHOW TAG VALUES FROM "usage" WITH KEY = "metric"', multi=True),
+        summaries,
         _query_var("influxql", "subject_type", "Subject type",
-                   'SHOW TAG VALUES FROM "usage" WITH KEY = "subject_type"'
-                   ' WHERE "metric" =~ /^$metric$/', multi=True),
+                   'SHOW TAG VALUES FROM "$summaries" WITH KEY = "subject_type"', multi=not one),
         _query_var("influxql", "subject", "Subject",
-                   'SHOW TAG VALUES FROM "usage" WITH KEY = "subject_id"'
-                   ' WHERE "metric" =~ /^$metric$/ AND "subject_type" =~ /^$subject_type$/',
-                   multi=True),
+                   f'SHOW TAG VALUES FROM "$summaries" WITH KEY = "subject_id"{where}',
+                   multi=not one),
     ]  # fmt: skip
-    events = (
-        'SELECT "data", "event", "metric", "subject_id" FROM "metering_events"'
-        f' WHERE $timeFilter AND "event" =~ /^threshold\\./ AND {f}'
-    )
-    panels = [
-        _panel(1, "timeseries", "Usage per metric ($rollup summaries)", "influxql", [_target(
-            "influxql",
-            f'SELECT sum("sum") FROM "$rollup" WHERE $timeFilter AND {f}'
-            ' GROUP BY time($__interval), "metric" fill(none)',
-            alias="$tag_metric")],
-            (0, 0, 12, 9),
-            "Sum of the summaries' sum field per metric (for COUNT metrics the number of records)."
-            " Summaries exist once aggregation has run; see the raw panel otherwise."),
-        _panel(2, "timeseries", "Usage per metric (raw records)", "influxql", [_target(
-            "influxql",
-            f'SELECT sum("quantity") FROM "usage" WHERE $timeFilter AND {f}'
-            ' GROUP BY time($__interval), "metric" fill(none)',
-            alias="$tag_metric")],
-            (12, 0, 12, 9),
-            "Sum of recorded quantities straight from the raw points: current before aggregation"
-            " has run, slower over long ranges."),
-        _panel(3, "table", "Top subjects ($rollup summaries)", "influxql", [_target(
-            "influxql",
-            'SELECT top("total", "subject_id", 10) AS "total" FROM ('
-            f'SELECT sum("sum") AS "total" FROM "$rollup" WHERE $timeFilter AND {f}'
-            ' GROUP BY "metric", "subject_id") GROUP BY "metric"',
-            table=True)],
-            (0, 9, 12, 9),
-            "The ten subjects with the largest summed usage per metric in the time range.",
-            transformations=[{"id": "sortBy", "options": {"sort": [{"field": "total",
-                                                                    "desc": True}]}}]),
-        _panel(4, "table", "Current period: usage against thresholds", "influxql", [_target(
-            "influxql",
-            'SELECT last("data") AS "data" FROM "metering_events"'
-            f" WHERE $timeFilter AND \"event\" =~ /^threshold\\./ AND {f}"
-            ' GROUP BY "metric", "subject_type", "subject_id"',
-            table=True)],
-            (12, 9, 12, 9),
-            "The latest threshold event per metric and subject: usage, threshold and percentage"
-            " as tsmeter evaluated them (the thresholds themselves live in tsmeter's catalog).",
-            transformations=_threshold_table_transformations()),
-        _panel(5, "table", "Threshold events", "influxql", [_target(
-            "influxql", events, table=True)],
-            (0, 18, 24, 8),
-            "Every threshold.* event in the range (also shown as annotations).",
-            transformations=[{"id": "extractFields",
-                              "options": {"source": "data", "format": "json"}}]),
-    ]  # fmt: skip
-    return _dashboard(
-        "tsmeter-usage-overview-influxql", "tsmeter: Usage overview (InfluxQL)", ["influxql"],
-        variables, _annotation("influxql", events), panels,
-        "Usage per metric, top subjects and thresholds. InfluxQL: InfluxDB 1.x, 2.x (v1"
-        " compatibility API) and 3.x.",
-    )  # fmt: skip
-
-
-def _influxql_subject() -> Json:
-    one = _QL_ONE
-    variables = [
-        _rollup_var(),
-        _query_var("influxql", "subject_type", "Subject type",
-                   'SHOW TAG VALUES FROM "usage" WITH KEY = "subject_type"', multi=False),
-        _query_var("influxql", "subject", "Subject",
-                   'SHOW TAG VALUES FROM "usage" WITH KEY = "subject_id"'
-                   " WHERE \"subject_type\" = '$subject_type'", multi=False),
-    ]  # fmt: skip
-    events = (
-        'SELECT "data", "event", "metric", "subject_id" FROM "metering_events"'
-        f" WHERE $timeFilter AND {one}"
-    )
-    panels = [
-        _panel(1, "timeseries", "Usage per metric ($rollup summaries)", "influxql", [_target(
-            "influxql",
-            f'SELECT sum("sum") FROM "$rollup" WHERE $timeFilter AND {one}'
-            ' GROUP BY time($__interval), "metric" fill(none)',
-            alias="$tag_metric")],
-            (0, 0, 12, 9), "Sum of the summaries' sum field per metric for this subject."),
-        _panel(2, "timeseries", "Peak per metric ($rollup summaries)", "influxql", [_target(
-            "influxql",
-            f'SELECT max("max") FROM "$rollup" WHERE $timeFilter AND {one}'
-            ' GROUP BY time($__interval), "metric" fill(none)',
-            alias="$tag_metric")],
-            (12, 0, 12, 9), "Largest single quantity per metric (MAX metrics' usage)."),
-        _panel(3, "timeseries", "Raw records per metric", "influxql", [_target(
-            "influxql",
-            f'SELECT sum("quantity") FROM "usage" WHERE $timeFilter AND {one}'
-            ' GROUP BY time($__interval), "metric" fill(none)',
-            alias="$tag_metric")],
-            (0, 9, 12, 9), "Recorded quantities from the raw points (before aggregation)."),
-        _panel(4, "table", "Totals in range per metric", "influxql", [_target(
-            "influxql",
-            'SELECT sum("count") AS "records", sum("sum") AS "sum",'
-            ' sum("sum") / sum("count") AS "avg", min("min") AS "min", max("max") AS "max"'
-            f' FROM "$rollup" WHERE $timeFilter AND {one} GROUP BY "metric"',
-            table=True)],
-            (12, 9, 12, 9),
-            "Count, sum, average (sum / count), min and max over the range from the summaries;"
-            " the metric's own aggregation type decides which one is its usage."),
-        _panel(5, "table", "Threshold events", "influxql", [_target(
-            "influxql", events, table=True)],
-            (0, 18, 24, 8), "Threshold events of this subject (also shown as annotations).",
-            transformations=_threshold_table_transformations()),
-    ]  # fmt: skip
-    return _dashboard(
-        "tsmeter-subject-detail-influxql", "tsmeter: Subject detail (InfluxQL)", ["influxql"],
-        variables, _annotation("influxql", events), panels,
-        "One subject across all metrics. InfluxQL: InfluxDB 1.x, 2.x (v1 compatibility) and 3.x.",
-    )  # fmt: skip
 
 
 # -- Flux -----------------------------------------------------------------------------------
 _FROM = (
     "from(bucket: v.defaultBucket)\n  |> range(start: v.timeRangeStart, stop: v.timeRangeStop)\n"
 )
-_FLUX_FILTER = (
-    "  |> filter(fn: (r) => r.metric =~ /^${metric:regex}$/"
-    " and r.subject_type =~ /^${subject_type:regex}$/"
-    " and r.subject_id =~ /^${subject:regex}$/)\n"
+_FLUX_SUBJECTS = (
+    "r.subject_type =~ /^${subject_type:regex}$/ and r.subject_id =~ /^${subject:regex}$/"
 )
-_FLUX_ONE = (
-    '  |> filter(fn: (r) => r.subject_type == "${subject_type}" and r.subject_id == "${subject}")\n'
-)
+
+
+def _flux_summaries(metric: MetricDefinition, subjects: str, fields: Sequence[str]) -> str:
+    wanted = " or ".join(f'r._field == "{f}"' for f in fields)
+    return (
+        _FROM
+        + f'  |> filter(fn: (r) => r._measurement == "${{summaries}}" and ({wanted}))\n'
+        + f"  |> filter(fn: (r) => {_flux_metric(metric)})\n"
+        + f"  |> filter(fn: (r) => {subjects})\n"
+    )
+
+
+def _flux_series(metric: MetricDefinition, subjects: str) -> str:
+    agg = metric.aggregation_type
+    field, fn = FIELDS[agg]
+    window = 'every: v.windowPeriod, createEmpty: false, timeSrc: "_start"'
+    if agg is AggregationType.AVG:
+        return (
+            _flux_summaries(metric, subjects, ("units_sum", "count"))
+            + '  |> group(columns: ["_field"])\n'
+            + f"  |> aggregateWindow({window}, fn: sum)\n"
+            + '  |> pivot(rowKey: ["_time"], columnKey: ["_field"], valueColumn: "_value")\n'
+            + "  |> map(fn: (r) => ({_time: r._time, usage: "
+            + _flux_scaled("r.units_sum", metric)
+            + " / float(v: r.count)}))"
+        )
+    group = '["subject_type", "subject_id"]' if agg is AggregationType.LAST else "[]"
+    return (
+        _flux_summaries(metric, subjects, (field,))
+        + f"  |> group(columns: {group})\n"
+        + '  |> sort(columns: ["_time"])\n'
+        + f"  |> aggregateWindow({window}, fn: {fn})\n"
+        + f"  |> map(fn: (r) => ({{r with _value: {_flux_scaled('r._value', metric)}}}))\n"
+        + '  |> rename(columns: {_value: "usage"})\n'
+        + '  |> keep(columns: ["_time", "usage", "subject_type", "subject_id"])'
+    )
+
+
+def _flux_per_subject(metric: MetricDefinition, subjects: str) -> str:
+    """One row per subject: its usage over the time range (columns subject_type, subject_id,
+    usage)."""
+    agg = metric.aggregation_type
+    field, fn = FIELDS[agg]
+    by = '["subject_type", "subject_id"]'
+    if agg is AggregationType.AVG:
+        return (
+            _flux_summaries(metric, subjects, ("units_sum", "count"))
+            + '  |> group(columns: ["subject_type", "subject_id", "_field"])\n'
+            + "  |> sum()\n"
+            + f'  |> pivot(rowKey: {by}, columnKey: ["_field"], valueColumn: "_value")\n'
+            + "  |> group()\n"
+            + "  |> map(fn: (r) => ({subject_type: r.subject_type, subject_id: r.subject_id,"
+            + f" usage: {_flux_scaled('r.units_sum', metric)} / float(v: r.count)}}))\n"
+        )
+    return (
+        _flux_summaries(metric, subjects, (field,))
+        + f"  |> group(columns: {by})\n"
+        + '  |> sort(columns: ["_time"])\n'
+        + f"  |> {fn}()\n"
+        + "  |> group()\n"
+        + "  |> map(fn: (r) => ({subject_type: r.subject_type, subject_id: r.subject_id,"
+        + f" usage: {_flux_scaled('r._value', metric)}}}))\n"
+    )
+
+
+def _flux_top(metric: MetricDefinition) -> str:
+    return _flux_per_subject(metric, _FLUX_SUBJECTS) + '  |> top(n: 10, columns: ["usage"])'
+
+
+def _flux_total(metric: MetricDefinition) -> str:
+    # one subject: its row is the total
+    return _flux_per_subject(metric, _FLUX_SUBJECTS) + '  |> keep(columns: ["usage"])'
+
+
+def _flux_thresholds(metric: MetricDefinition, subjects: str) -> str:
+    return (
+        _FROM
+        + '  |> filter(fn: (r) => r._measurement == "metering_events" and r._field == "data")\n'
+        + "  |> filter(fn: (r) => r.event =~ /^threshold\\./)\n"
+        + f"  |> filter(fn: (r) => {_flux_metric(metric)})\n"
+        + f"  |> filter(fn: (r) => {subjects})\n"
+        + '  |> group(columns: ["subject_type", "subject_id"])\n'
+        + "  |> last()\n"
+        + "  |> group()\n"
+        + '  |> rename(columns: {_value: "data"})\n'
+        + '  |> keep(columns: ["data", "subject_type", "subject_id"])'
+    )
+
+
+def _flux_annotation(subjects: str) -> Json:
+    """Threshold events as regions over the window each one is about: its data's periodStart
+    and periodEnd (the point's own time is when the threshold was evaluated)."""
+    query = (
+        'import "experimental"\nimport "experimental/json"\n\n'
+        "from(bucket: v.defaultBucket)\n"
+        f"  |> range(start: experimental.subDuration(d: {WINDOW_LOOKBACK},"
+        " from: v.timeRangeStart))\n"
+        '  |> filter(fn: (r) => r._measurement == "metering_events" and r._field == "data")\n'
+        "  |> filter(fn: (r) => r.event =~ /^threshold\\./)\n"
+        f"  |> filter(fn: (r) => {subjects})\n"
+        "  |> map(fn: (r) => {\n"
+        "      w = json.parse(data: bytes(v: r._value))\n"
+        "      return {time: time(v: w.periodStart), timeEnd: time(v: w.periodEnd),\n"
+        '          text: r.event + " " + r.metric + " " + r.subject_type + "/" + r.subject_id'
+        ' + ": " + r._value,\n'
+        '          tags: r.event + "," + r.metric + "," + r.subject_id}\n'
+        "  })\n"
+        "  |> filter(fn: (r) => r.time < v.timeRangeStop and r.timeEnd > v.timeRangeStart)\n"
+        "  |> group()"
+    )
+    mappings = {
+        key: {"source": "field", "value": key} for key in ("time", "timeEnd", "text", "tags")
+    }
+    return {
+        "name": "Threshold events (over their window)",
+        "datasource": _ds("flux"),
+        "enable": True,
+        "iconColor": "red",
+        "target": {"refId": "Anno", "query": query},
+        "mappings": mappings,
+    }
 
 
 def _flux_tag_values(tag: str, predicate: str) -> str:
     return (
         'import "influxdata/influxdb/schema"\n\n'
         f'schema.tagValues(bucket: v.defaultBucket, tag: "{tag}",'
-        f' predicate: (r) => r._measurement == "usage"{predicate},'
+        f' predicate: (r) => r._measurement == "${{summaries}}"{predicate},'
         " start: v.timeRangeStart, stop: v.timeRangeStop)"
     )
 
 
-def _flux_series(measurement: str, field: str, fn: str, flt: str) -> str:
-    return (
-        _FROM
-        + f'  |> filter(fn: (r) => r._measurement == "{measurement}" and r._field == "{field}")\n'
-        + flt
-        + '  |> group(columns: ["metric"])\n'
-        + f"  |> aggregateWindow(every: v.windowPeriod, fn: {fn}, createEmpty: false)\n"
-        + '  |> rename(columns: {_value: "value"})'
+def _flux_variables(*, one: bool) -> list[Json]:
+    summaries = (
+        'import "influxdata/influxdb/schema"\n\n'
+        "schema.measurements(bucket: v.defaultBucket, start: v.timeRangeStart,"
+        " stop: v.timeRangeStop)\n"
+        f"  |> filter(fn: (r) => r._value =~ /{SUMMARIES_PATTERN}/)"
     )
-
-
-def _flux_events(flt: str) -> str:
-    return (
-        _FROM
-        + '  |> filter(fn: (r) => r._measurement == "metering_events" and r._field == "data")\n'
-        + "  |> filter(fn: (r) => r.event =~ /^threshold\\./)\n"
-        + flt
-        + "  |> group()\n"
-        + '  |> rename(columns: {_value: "data"})\n'
-        + '  |> keep(columns: ["_time", "data", "event", "metric", "subject_type", "subject_id"])'
-    )
-
-
-def _flux_latest_events(flt: str) -> str:
-    return (
-        _FROM
-        + '  |> filter(fn: (r) => r._measurement == "metering_events" and r._field == "data")\n'
-        + "  |> filter(fn: (r) => r.event =~ /^threshold\\./)\n"
-        + flt
-        + '  |> group(columns: ["metric", "subject_type", "subject_id"])\n'
-        + "  |> last()\n"
-        + "  |> group()\n"
-        + '  |> rename(columns: {_value: "data"})\n'
-        + '  |> keep(columns: ["data", "metric", "subject_type", "subject_id"])'
-    )
-
-
-def _flux_overview() -> Json:
-    f = _FLUX_FILTER
-    variables = [
-        _rollup_var(),
-        _query_var("flux", "metric", "Metric", _flux_tag_values("metric", ""), multi=True),
-        _query_var("flux", "subject_type", "Subject type", _flux_tag_values(
-            "subject_type", " and r.metric =~ /^${metric:regex}$/"), multi=True),
+    return [
+        _query_var("flux", "summaries", "Summaries (period.zone)", summaries, multi=False),
+        _query_var("flux", "subject_type", "Subject type", _flux_tag_values("subject_type", ""),
+                   multi=not one),
         _query_var("flux", "subject", "Subject", _flux_tag_values(
-            "subject_id", " and r.metric =~ /^${metric:regex}$/"
-            " and r.subject_type =~ /^${subject_type:regex}$/"), multi=True),
+            "subject_id", " and r.subject_type =~ /^${subject_type:regex}$/"), multi=not one),
     ]  # fmt: skip
-    top = (
-        _FROM
-        + '  |> filter(fn: (r) => r._measurement == "${rollup}" and r._field == "sum")\n'
-        + f
-        + '  |> group(columns: ["metric", "subject_type", "subject_id"])\n'
-        + "  |> sum()\n"
-        + '  |> group(columns: ["metric"])\n'
-        + "  |> top(n: 10)\n"
-        + "  |> group()\n"
-        + '  |> rename(columns: {_value: "total"})\n'
-        + '  |> keep(columns: ["metric", "subject_type", "subject_id", "total"])'
+
+
+# -- dashboards -----------------------------------------------------------------------------
+def _describe(metric: MetricDefinition) -> str:
+    field, fn = FIELDS[metric.aggregation_type]
+    how = (
+        "sum(units_sum) / sum(count)"
+        if metric.aggregation_type is AggregationType.AVG
+        else f"{fn}({field})"
     )
-    panels = [
-        _panel(1, "timeseries", "Usage per metric (${rollup} summaries)", "flux",
-               [_target("flux", _flux_series("${rollup}", "sum", "sum", f))], (0, 0, 12, 9),
-               "Sum of the summaries' sum field per metric (for COUNT metrics the number of"
-               " records). Summaries exist once aggregation has run; see the raw panel otherwise."),
-        _panel(2, "timeseries", "Usage per metric (raw records)", "flux",
-               [_target("flux", _flux_series("usage", "quantity", "sum", f))], (12, 0, 12, 9),
-               "Sum of recorded quantities straight from the raw points."),
-        _panel(3, "table", "Top subjects (${rollup} summaries)", "flux",
-               [_target("flux", top)], (0, 9, 12, 9),
-               "The ten subjects with the largest summed usage per metric in the time range.",
-               transformations=[{"id": "sortBy", "options": {"sort": [{"field": "total",
-                                                                       "desc": True}]}}]),
-        _panel(4, "table", "Current period: usage against thresholds", "flux",
-               [_target("flux", _flux_latest_events(f))], (12, 9, 12, 9),
-               "The latest threshold event per metric and subject: usage, threshold and"
-               " percentage as tsmeter evaluated them.",
-               transformations=_threshold_table_transformations()),
-        _panel(5, "table", "Threshold events", "flux", [_target("flux", _flux_events(f))],
-               (0, 18, 24, 8), "Every threshold.* event in the range (also annotations).",
-               transformations=[{"id": "extractFields",
-                                 "options": {"source": "data", "format": "json"}}]),
-    ]  # fmt: skip
-    return _dashboard(
-        "tsmeter-usage-overview-flux",
-        "tsmeter: Usage overview (Flux)",
-        ["flux"],
-        variables,
-        _annotation("flux", _flux_events(f)),
-        panels,
-        "Usage per metric, top subjects and thresholds. Flux: InfluxDB 2.x.",
+    scaled = f", divided by {scale(metric)}" if scale(metric) != 1 else ""
+    return (
+        f"{_text(metric.key)}: {metric.aggregation_type.value} metric,"
+        f" the {MEANING[metric.aggregation_type]}"
+        f" ({how} over the selected summaries{scaled})."
     )
 
 
-def _flux_subject() -> Json:
-    one = _FLUX_ONE
-    variables = [
-        _rollup_var(),
-        _query_var("flux", "subject_type", "Subject type",
-                   _flux_tag_values("subject_type", ""), multi=False),
-        _query_var("flux", "subject", "Subject", _flux_tag_values(
-            "subject_id", ' and r.subject_type == "${subject_type}"'), multi=False),
-    ]  # fmt: skip
-    totals = (
-        _FROM
-        + '  |> filter(fn: (r) => r._measurement == "${rollup}")\n'
-        + one
-        + 'counts = data |> filter(fn: (r) => r._field == "count" or r._field == "sum")'
-        + ' |> group(columns: ["metric", "_field"]) |> sum()\n'
-        + 'highs = data |> filter(fn: (r) => r._field == "max")'
-        + ' |> group(columns: ["metric", "_field"]) |> max()\n'
-        + 'lows = data |> filter(fn: (r) => r._field == "min")'
-        + ' |> group(columns: ["metric", "_field"]) |> min()\n\n'
-        + "union(tables: [counts, highs, lows])\n"
-        + '  |> keep(columns: ["metric", "_field", "_value"])\n'
-        + '  |> group(columns: ["metric"])\n'
-        + '  |> pivot(rowKey: ["metric"], columnKey: ["_field"], valueColumn: "_value")\n'
-        + "  |> map(fn: (r) => ({r with avg: if r.count > 0 then r.sum / float(v: r.count)"
-        + " else 0.0}))\n"
-        + "  |> group()"
+def _overview(lang: str, metrics: Sequence[MetricDefinition]) -> Json:
+    panels: list[Json] = []
+    pid = 1
+    for i, m in enumerate(metrics):
+        y = 9 * i
+        if lang == "influxql":
+            series, alias = _ql_series(m, _QL_SUBJECTS)
+            top, thresholds = _ql_top(m), _ql_thresholds(m, _QL_SUBJECTS)
+        else:
+            series, alias = _flux_series(m, _FLUX_SUBJECTS), ""
+            top, thresholds = _flux_top(m), _flux_thresholds(m, _FLUX_SUBJECTS)
+        label = _label(m)
+        panels += [
+            _panel(pid, "timeseries", f"{label}: {MEANING[m.aggregation_type]}", lang, series,
+                   (0, y, 12, 9), _describe(m) + " Summaries exist once aggregation has run.",
+                   metric=m, alias=alias),
+            _panel(pid + 1, "table", f"{label}: top subjects", lang, top, (12, y, 6, 9),
+                   "The ten subjects with the most usage in the time range, " + _describe(m),
+                   metric=m, table=True, transformations=_top_transformations()),
+            _panel(pid + 2, "table", f"{label}: against thresholds", lang, thresholds,
+                   (18, y, 6, 9),
+                   "The latest threshold event per subject: usage, threshold and percentage as"
+                   " tsmeter evaluated them (the thresholds live in tsmeter's catalog).",
+                   table=True, transformations=_threshold_table_transformations(m)),
+        ]  # fmt: skip
+        pid += 3
+    variables = _ql_variables(one=False) if lang == "influxql" else _flux_variables(one=False)
+    annotation = (
+        _ql_annotation(_QL_SUBJECTS) if lang == "influxql" else _flux_annotation(_FLUX_SUBJECTS)
     )
-    totals = "data = " + totals
-    panels = [
-        _panel(1, "timeseries", "Usage per metric (${rollup} summaries)", "flux",
-               [_target("flux", _flux_series("${rollup}", "sum", "sum", one))], (0, 0, 12, 9),
-               "Sum of the summaries' sum field per metric for this subject."),
-        _panel(2, "timeseries", "Peak per metric (${rollup} summaries)", "flux",
-               [_target("flux", _flux_series("${rollup}", "max", "max", one))], (12, 0, 12, 9),
-               "Largest single quantity per metric (MAX metrics' usage)."),
-        _panel(3, "timeseries", "Raw records per metric", "flux",
-               [_target("flux", _flux_series("usage", "quantity", "sum", one))], (0, 9, 12, 9),
-               "Recorded quantities from the raw points (before aggregation)."),
-        _panel(4, "table", "Totals in range per metric", "flux",
-               [_target("flux", totals)], (12, 9, 12, 9),
-               "Count, sum, average (sum / count), min and max over the range from the summaries;"
-               " the metric's own aggregation type decides which one is its usage."),
-        _panel(5, "table", "Threshold events", "flux", [_target("flux", _flux_events(one))],
-               (0, 18, 24, 8), "Threshold events of this subject (also shown as annotations).",
-               transformations=_threshold_table_transformations()),
-    ]  # fmt: skip
+    title = "InfluxQL" if lang == "influxql" else "Flux"
     return _dashboard(
-        "tsmeter-subject-detail-flux",
-        "tsmeter: Subject detail (Flux)",
-        ["flux"],
-        variables,
-        _annotation("flux", _flux_events(one)),
-        panels,
-        "One subject across all metrics. Flux: InfluxDB 2.x.",
-    )
+        f"tsmeter-usage-overview-{lang}", f"tsmeter: Usage overview ({title})", [lang],
+        variables, annotation, panels,
+        "Each metric with its own aggregation and unit, its top subjects and thresholds. "
+        + ("InfluxQL: InfluxDB 1.x, 2.x (v1 compatibility API) and 3.x." if lang == "influxql"
+           else "Flux: InfluxDB 2.x."),
+    )  # fmt: skip
+
+
+def _subject(lang: str, metrics: Sequence[MetricDefinition]) -> Json:
+    panels: list[Json] = []
+    pid = 1
+    for i, m in enumerate(metrics):
+        y = 8 * i
+        if lang == "influxql":
+            series, alias = _ql_series(m, _QL_ONE)
+            total, thresholds = _ql_total(m), _ql_thresholds(m, _QL_ONE)
+        else:
+            series, alias = _flux_series(m, _FLUX_SUBJECTS), ""
+            total, thresholds = _flux_total(m), _flux_thresholds(m, _FLUX_SUBJECTS)
+        label = _label(m)
+        panels += [
+            _panel(pid, "timeseries", f"{label}: {MEANING[m.aggregation_type]}", lang, series,
+                   (0, y, 12, 8), _describe(m), metric=m, alias=alias),
+            _panel(pid + 1, "stat", f"{label}: in range", lang, total, (12, y, 4, 8),
+                   "Usage over the whole time range, " + _describe(m), metric=m, table=True,
+                   options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "",
+                                              "values": False}}),
+            _panel(pid + 2, "table", f"{label}: threshold events", lang, thresholds,
+                   (16, y, 8, 8), "This subject's latest threshold event for the metric.",
+                   table=True, transformations=_threshold_table_transformations(m)),
+        ]  # fmt: skip
+        pid += 3
+    variables = _ql_variables(one=True) if lang == "influxql" else _flux_variables(one=True)
+    annotation = _ql_annotation(_QL_ONE) if lang == "influxql" else _flux_annotation(_FLUX_SUBJECTS)
+    title = "InfluxQL" if lang == "influxql" else "Flux"
+    return _dashboard(
+        f"tsmeter-subject-detail-{lang}", f"tsmeter: Subject detail ({title})", [lang],
+        variables, annotation, panels,
+        "One subject, each metric with its own aggregation and unit. "
+        + ("InfluxQL: InfluxDB 1.x, 2.x (v1 compatibility) and 3.x." if lang == "influxql"
+           else "Flux: InfluxDB 2.x."),
+    )  # fmt: skip
 
 
 # -- output ---------------------------------------------------------------------------------
-def dashboards() -> dict[str, Json]:
-    """Every dashboard by its path relative to ``dashboards/``."""
+def dashboards(metrics: Sequence[MetricDefinition] | None = None) -> dict[str, Json]:
+    """Every dashboard for ``metrics`` (default: the demo's) by its path under ``dashboards/``."""
+    chosen = list(demo_metrics() if metrics is None else metrics)
+    if not chosen:
+        raise ValueError("no metrics: a dashboard needs at least one metric definition")
     return {
-        "influxql/usage-overview.json": _influxql_overview(),
-        "influxql/subject-detail.json": _influxql_subject(),
-        "flux/usage-overview.json": _flux_overview(),
-        "flux/subject-detail.json": _flux_subject(),
+        "influxql/usage-overview.json": _overview("influxql", chosen),
+        "influxql/subject-detail.json": _subject("influxql", chosen),
+        "flux/usage-overview.json": _overview("flux", chosen),
+        "flux/subject-detail.json": _subject("flux", chosen),
     }
 
 
@@ -511,10 +645,10 @@ def render(dashboard: Json) -> str:
     return json.dumps(dashboard, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def write(directory: Path) -> list[Path]:
+def write(directory: Path, metrics: Sequence[MetricDefinition] | None = None) -> list[Path]:
     """Write every dashboard under ``directory``; return the paths written."""
     written = []
-    for name, dashboard in dashboards().items():
+    for name, dashboard in dashboards(metrics).items():
         path = directory / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(render(dashboard), encoding="utf-8")
@@ -522,10 +656,22 @@ def write(directory: Path) -> list[Path]:
     return written
 
 
+def load_metrics(path: Path) -> list[MetricDefinition]:
+    """Metric definitions from JSON: a list as ``tsmeter --format json metric list`` prints."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    items = doc if isinstance(doc, list) else doc.get("items", doc.get("metrics", []))
+    return [MetricDefinition.model_validate(item) for item in items]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tools.grafana [DIRECTORY]`` (default ``dashboards``)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    for path in write(Path(args[0] if args else "dashboards")):
+    """``python -m tools.grafana [DIRECTORY] [--metrics FILE]`` (default ``dashboards``, the
+    demo's metrics)."""
+    parser = argparse.ArgumentParser(prog="python -m tools.grafana", description=__doc__)
+    parser.add_argument("directory", nargs="?", default="dashboards", type=Path)
+    parser.add_argument("--metrics", type=Path, help="JSON list of metric definitions")
+    args = parser.parse_args(argv)
+    metrics = load_metrics(args.metrics) if args.metrics else None
+    for path in write(args.directory, metrics):
         print(path)
     return 0
 

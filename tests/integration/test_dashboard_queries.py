@@ -1,135 +1,326 @@
-"""Every dashboard query, as Grafana would send it, answered with rows by a real InfluxDB
-loaded with the demo's month (records, hourly to yearly summaries, threshold events).
+"""Every dashboard query, as Grafana would send it, against a real InfluxDB holding summaries
+with the integer fields (``count``, ``units_sum``, ``units_min``, ``units_max``, ``units_last``)
+written by line protocol, in UTC and in a meter's zone; the numbers each panel shows are
+checked against Python's ``decimal`` over the same summaries.
 
 InfluxQL runs against the session's influxd 1.x; Flux against InfluxDB 2.x where one is
 available (skips with the reason otherwise)."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
-from collections.abc import Iterator
+import random
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from tests import grafana_macros
 from tests.influx2_server import Influx2Server
 from tests.influx_server import InfluxServer
 from tools import grafana
-from tsmeter.cli.main import cli
+from tsmeter.adapters.influxdb.lineprotocol import encode_point
+from tsmeter.domain import AggregationType, MetricDefinition
 
-DEMO = ["demo", "--records", "3000", "--month", "2026-03"]
-DASHBOARDS = grafana_macros.load()
+A = AggregationType
+# every aggregation type, precisions 0 to 12, a hostile key, and one key in two scopes
+METRICS = [
+    MetricDefinition(key="api_calls", aggregation_type=A.COUNT, unit="calls", precision=0),
+    MetricDefinition(key="cents", aggregation_type=A.SUM, unit="EUR", precision=2),
+    MetricDefinition(key="corrections", aggregation_type=A.SUM, unit="min", precision=6),
+    MetricDefinition(key="latency", aggregation_type=A.AVG, unit="ms", precision=3),
+    MetricDefinition(key="storage_gb", aggregation_type=A.MAX, unit="GB", precision=0),
+    MetricDefinition(key="temperature", aggregation_type=A.MIN, unit="°C", precision=1),
+    MetricDefinition(key="balance", aggregation_type=A.LAST, unit="credits", precision=4),
+    MetricDefinition(key="o'k $summaries/[[x]] \\", aggregation_type=A.SUM, unit="u",
+                     precision=12),
+    MetricDefinition(key="cents", aggregation_type=A.MAX, unit="EUR", precision=2, org_id="o2"),
+]  # fmt: skip
+SUBJECTS = [("org", "acme"), ("org", "globex"), ("user", "o'hara $x")]
+ZONES = {"usage_daily": timedelta(0), "usage_daily.Europe/Paris": timedelta(hours=-1)}
+DAY0 = datetime(2026, 3, 1, tzinfo=UTC)
+DAYS = 6
+NS = 1_000_000_000
 
 
-def load_demo(store_url: str) -> None:
-    result = CliRunner().invoke(cli, ["--store", store_url, *DEMO])
-    assert result.exit_code == 0, result.output
+@dataclass(frozen=True)
+class Summary:
+    measurement: str
+    metric: MetricDefinition
+    subject: tuple[str, str]
+    start: datetime
+    count: int
+    units: list[int]  # the records' units (sum, min, max, last are derived from them)
 
 
+def make_summaries() -> list[Summary]:
+    rng = random.Random(21)
+    out = []
+    for measurement, offset in ZONES.items():
+        for metric in METRICS:
+            for subject in SUBJECTS:
+                for day in range(DAYS):
+                    if rng.random() < 0.2:
+                        continue  # no records that day
+                    n = rng.randint(1, 40)
+                    top = 10 ** (metric.precision + 3)
+                    units = [rng.randint(-top // 10, top) for _ in range(n)]
+                    start = DAY0 + timedelta(days=day) + offset
+                    out.append(Summary(measurement, metric, subject, start, n, units))
+    return out
+
+
+SUMMARIES = make_summaries()
+
+
+def lines(summaries: list[Summary]) -> bytes:
+    points = []
+    for s in summaries:
+        tags = {"metric": s.metric.key, "subject_type": s.subject[0], "subject_id": s.subject[1],
+                "org": s.metric.org_id or ""}  # fmt: skip
+        ts = int(s.start.timestamp()) * NS
+        fields = {"count": s.count, "units_sum": sum(s.units), "units_min": min(s.units),
+                  "units_max": max(s.units), "units_last": s.units[-1],
+                  "last_ts": ts + 1}  # fmt: skip
+        points.append(encode_point(s.measurement, tags, fields, ts))
+    # threshold events: evaluated long after the window they concern
+    for i, (subject_type, subject_id) in enumerate(SUBJECTS):
+        data = {"level": "EXCEEDED", "actualValue": "12.50", "thresholdValue": "10.00",
+                "percentage": 125.0, "periodStart": "2026-03-01T00:00:00Z",
+                "periodEnd": "2026-04-01T00:00:00Z", "action": "NOTIFY"}  # fmt: skip
+        for metric in METRICS:
+            tags = {"event": "threshold.exceeded", "metric": metric.key,
+                    "subject_type": subject_type, "subject_id": subject_id,
+                    "org": metric.org_id or ""}  # fmt: skip
+            ts = int(datetime(2026, 4, 3, tzinfo=UTC).timestamp()) * NS + i
+            points.append(encode_point("metering_events", tags, {"data": json.dumps(data)}, ts))
+    return "".join(p + "\n" for p in points).encode()
+
+
+# -- the expected numbers: Python's decimal over the same records ----------------------------
+def usage(metric: MetricDefinition, group: list[Summary]) -> Decimal:
+    """The metric's usage over summaries, from the records' units, in exact decimals."""
+    one = Decimal(10) ** -metric.precision
+    records = [u for s in sorted(group, key=lambda s: s.start) for u in s.units]
+    agg = metric.aggregation_type
+    if agg is A.COUNT:
+        return Decimal(len(records))
+    if agg is A.SUM:
+        return sum((Decimal(u) for u in records), Decimal(0)) * one
+    if agg is A.AVG:
+        return sum((Decimal(u) for u in records), Decimal(0)) * one / len(records)
+    if agg is A.MAX:
+        return Decimal(max(records)) * one
+    if agg is A.MIN:
+        return Decimal(min(records)) * one
+    return Decimal(records[-1]) * one  # LAST: one subject's group, by time
+
+
+def assert_shows(value: Any, expected: Decimal, metric: MetricDefinition, where: object) -> None:
+    """A number as InfluxDB returned it equals the exact decimal: exactly for integers and
+    for one division of an integer by 10**precision (correctly rounded) while the units fit a
+    float's 53 bits; within a few ulps for an average (two divisions) or more units (a float
+    shows at most 17 digits: Grafana displays floats)."""
+    units = abs(expected) * 10**metric.precision
+    if metric.aggregation_type is A.AVG or units >= 2**53:
+        assert math.isclose(value, float(expected), rel_tol=1e-13), (where, value, expected)
+    else:
+        assert value == float(expected), (where, value, expected)
+        if expected == expected.to_integral_value() and metric.precision == 0:
+            assert isinstance(value, int), (where, value)
+
+
+def matching(measurement: str, metric: MetricDefinition, subjects: list[tuple[str, str]]
+             ) -> list[Summary]:  # fmt: skip
+    return [
+        s for s in SUMMARIES
+        if s.measurement == measurement and s.metric is metric and s.subject in subjects
+    ]  # fmt: skip
+
+
+def metric_of(panel: dict[str, Any]) -> MetricDefinition | None:
+    """The catalog metric a panel reads (panels are generated in catalog order, 3 per metric)."""
+    return METRICS[(panel["id"] - 1) // 3] if "units" in json.dumps(panel["targets"]) or (
+        "count" in panel["targets"][0]["query"] and "summaries" in panel["targets"][0]["query"]
+    ) else None  # fmt: skip
+
+
+GENERATED = grafana.dashboards(METRICS)
+
+
+def names(kind: str) -> list[str]:
+    return [n for n, d in GENERATED.items() if grafana_macros.language(d) == kind]
+
+
+# -- InfluxQL on influxd 1.x -----------------------------------------------------------------
 @pytest.fixture(scope="module")
-def demo_db(
-    influxd: InfluxServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[InfluxServer, str]]:
-    """One database with the demo loaded, shared by this module's read-only tests."""
+def loaded_db(influxd: InfluxServer) -> Iterator[tuple[InfluxServer, str]]:
     name = f"grafana{os.getpid()}"
-    tmp = tmp_path_factory.mktemp("grafana")
     influxd.create_database(name)
     try:
-        load_demo(f"influxdb://127.0.0.1:{influxd.port}/{name}?writer=t&state={tmp / 's.db'}")
+        answer = influxd.write(name, lines(SUMMARIES))
+        assert answer.status_code == 204, answer.text
         yield influxd, name
     finally:
         influxd.drop_database(name)
 
 
-def influxql_rows(server: InfluxServer, db: str, query: str) -> list[list[Any]]:
+def influxql_series(server: InfluxServer, db: str, query: str) -> list[dict[str, Any]]:
     answer = server.query(query, db=db)
-    rows: list[list[Any]] = []
+    found = []
     for result in answer["results"]:
         for series in result.get("series", []):
-            rows += series["values"]
-    return rows
-
-
-def names(kind: str) -> list[str]:
-    return [n for n, d in DASHBOARDS.items() if grafana_macros.language(d) == kind]
+            for values in series["values"]:
+                found.append({**series.get("tags", {}),
+                              **dict(zip(series["columns"], values, strict=True))})  # fmt: skip
+    return found
 
 
 @pytest.mark.parametrize("name", names("influxql"))
-@pytest.mark.parametrize("rollup", grafana.ROLLUPS)
-def test_influxql_queries_return_rows(
-    demo_db: tuple[InfluxServer, str], name: str, rollup: str
+@pytest.mark.parametrize("measurement", list(ZONES))
+def test_influxql_panels_show_each_metrics_own_aggregation(
+    loaded_db: tuple[InfluxServer, str], name: str, measurement: str
 ) -> None:
-    """Variables resolve as Grafana resolves them on load (All for multi-value ones, the first
-    value otherwise); then every panel and annotation query returns rows, for every summary."""
-    server, db = demo_db
-    dashboard = DASHBOARDS[name]
+    """The summaries variable lists the UTC and the zone's measurements; with either chosen,
+    every panel's numbers are its metric's aggregation over exactly those summaries, scaled to
+    the metric's precision: per day, per subject (top ten) and over the range (one subject)."""
+    server, db = loaded_db
+    dashboard = GENERATED[name]
     multi = grafana_macros.multi_flags(dashboard)
 
     def run_variable(query: str, values: grafana_macros.Values) -> list[str]:
-        rows = influxql_rows(server, db, grafana_macros.influxql(query, values, multi))
-        return sorted({str(row[-1]) for row in rows})
+        rows = influxql_series(server, db, grafana_macros.influxql(query, values, multi))
+        return sorted({str(row.get("name", row.get("value"))) for row in rows})
 
     values = grafana_macros.resolve(dashboard, run_variable)
-    values["rollup"] = [rollup]
-    assert values.get("subject_type") == ["org"]
-    for where, query in grafana_macros.panel_queries(dashboard):
-        sent = grafana_macros.influxql(query, values, multi)
-        assert influxql_rows(server, db, sent), f"{name} {where}: no rows for\n{sent}"
+    listed = run_variable(grafana_macros.variables(dashboard)["summaries"]["query"], values)
+    assert set(ZONES) <= set(listed)
+    values["summaries"] = [measurement]
+    chosen = SUBJECTS if multi["subject"] else [SUBJECTS[0]]
+    if not multi["subject"]:
+        values["subject_type"], values["subject"] = [SUBJECTS[0][0]], [SUBJECTS[0][1]]
+    else:
+        values["subject_type"] = sorted({t for t, _ in SUBJECTS})
+        values["subject"] = sorted({s for _, s in SUBJECTS})
+    checked = 0
+    for panel in dashboard["panels"]:
+        (target,) = panel["targets"]
+        sent = grafana_macros.influxql(target["query"], values, multi)
+        rows = influxql_series(server, db, sent)
+        assert rows, f"{name} panel {panel['title']!r}: no rows for\n{sent}"
+        metric = metric_of(panel)
+        if metric is None:
+            continue
+        group = matching(measurement, metric, chosen)
+        if panel["type"] == "timeseries":
+            by_time: dict[tuple[Any, ...], list[Summary]] = defaultdict(list)
+            for s in group:
+                day = s.start.astimezone(UTC).replace(hour=0, minute=0, second=0)
+                per = s.subject if metric.aggregation_type is A.LAST else ()
+                by_time[(int(day.timestamp()) * NS, *per)].append(s)
+            shown = {
+                (r["time"], *((r["subject_type"], r["subject_id"])
+                              if metric.aggregation_type is A.LAST else ())): r["usage"]
+                for r in rows
+            }  # fmt: skip
+            assert set(shown) == set(by_time), (name, panel["title"])
+            for key, summaries in by_time.items():
+                assert_shows(shown[key], usage(metric, summaries), metric, panel["title"])
+        elif panel["type"] == "table":  # top subjects
+            per_subject: dict[tuple[str, str], list[Summary]] = defaultdict(list)
+            for s in group:
+                per_subject[s.subject].append(s)
+            assert len(rows) == len(per_subject)
+            for r in rows:
+                subject = (r["subject_type"], r["subject_id"])
+                assert_shows(r["usage"], usage(metric, per_subject[subject]), metric, subject)
+        else:  # stat: the one subject over the range
+            (row,) = rows
+            assert_shows(row["usage"], usage(metric, group), metric, panel["title"])
+        checked += 1
+    assert checked == 2 * len(METRICS)
 
 
-def test_influxql_variables_narrow_the_data(demo_db: tuple[InfluxServer, str]) -> None:
-    """One metric and one subject chosen: the overview's raw panel shows that metric only."""
-    server, db = demo_db
-    dashboard = DASHBOARDS["influxql/usage-overview.json"]
+def test_influxql_annotation_returns_the_threshold_events(
+    loaded_db: tuple[InfluxServer, str],
+) -> None:
+    server, db = loaded_db
+    dashboard = GENERATED["influxql/usage-overview.json"]
     multi = grafana_macros.multi_flags(dashboard)
-    values = {"rollup": ["usage_daily"], "metric": ["api_calls"], "subject_type": ["org"],
-              "subject": ["acme"]}  # fmt: skip
-    (panel,) = [p for p in dashboard["panels"] if p["title"] == "Usage per metric (raw records)"]
-    sent = grafana_macros.influxql(panel["targets"][0]["query"], values, multi)
-    answer = server.query(sent, db=db)
-    series = answer["results"][0]["series"]
-    assert [s["tags"]["metric"] for s in series] == ["api_calls"]
-    everything = sum(r[1] for r in influxql_rows(server, db, sent) if r[1] is not None)
-    direct = influxql_rows(
-        server, db,
-        "SELECT count(\"quantity\") FROM \"usage\" WHERE \"metric\" = 'api_calls'"
-        " AND \"subject_id\" = 'acme'",
-    )  # fmt: skip
-    assert everything == direct[0][1]
+    values = {"summaries": ["usage_daily"], "subject_type": ["org", "user"],
+              "subject": [s for _, s in SUBJECTS]}  # fmt: skip
+    (annotation,) = [a for a in dashboard["annotations"]["list"] if "target" in a]
+    sent = grafana_macros.influxql(annotation["target"]["query"], values, multi)
+    rows = influxql_series(server, db, sent)
+    assert len(rows) == len(SUBJECTS) * len(METRICS)
+    assert {json.loads(r["data"])["periodStart"] for r in rows} == {"2026-03-01T00:00:00Z"}
 
 
+# -- Flux on InfluxDB 2.x --------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def demo_bucket(influxdb2: Influx2Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
-    tuple[Influx2Server, str]
-]:  # fmt: skip
+def loaded_bucket(influxdb2: Influx2Server) -> Iterator[tuple[Influx2Server, str]]:
     name = f"grafana{os.getpid()}"
-    tmp = tmp_path_factory.mktemp("grafana2")
     influxdb2.create_bucket(name)
     try:
-        load_demo(influxdb2.store_url(name, writer="t", state=str(tmp / "s.db")))
+        with influxdb2.client() as client:
+            client.write_api().write(bucket=name, record=lines(SUMMARIES).decode())
         yield influxdb2, name
     finally:
         influxdb2.drop_bucket(name)
 
 
 @pytest.mark.parametrize("name", names("flux"))
-def test_flux_queries_return_rows(demo_bucket: tuple[Influx2Server, str], name: str) -> None:
-    """Against InfluxDB 2.x: every Flux variable, panel and annotation query returns rows."""
-    server, bucket = demo_bucket
-    dashboard = DASHBOARDS[name]
+def test_flux_panels_show_each_metrics_own_aggregation(
+    loaded_bucket: tuple[Influx2Server, str], name: str
+) -> None:
+    """Against InfluxDB 2.x: the panels over the zone's summaries, each checked against
+    ``decimal`` over the range (top subjects and stat panels); annotations are regions over
+    the window of each event."""
+    server, bucket = loaded_bucket
+    dashboard = GENERATED[name]
+    measurement = "usage_daily.Europe/Paris"
     with server.client() as client:
         api = client.query_api()
 
-        def records(query: str) -> list[Any]:
-            return [r for table in api.query(query) for r in table.records]
+        def records(query: str) -> list[dict[str, Any]]:
+            return [dict(r.values) for table in api.query(query) for r in table.records]
 
-        def run_variable(query: str, values: grafana_macros.Values) -> list[str]:
-            found = records(grafana_macros.flux(query, values, bucket))
-            return sorted({str(r.get_value()) for r in found})
-
-        values = grafana_macros.resolve(dashboard, run_variable)
-        for where, query in grafana_macros.panel_queries(dashboard):
-            sent = grafana_macros.flux(query, values, bucket)
-            assert records(sent), f"{name} {where}: no rows for\n{sent}"
+        run: Callable[[str, grafana_macros.Values], list[str]] = lambda q, v: sorted(  # noqa: E731
+            {str(r["_value"]) for r in records(grafana_macros.flux(q, v, bucket))}
+        )
+        values = grafana_macros.resolve(dashboard, run)
+        assert measurement in run(grafana_macros.variables(dashboard)["summaries"]["query"], values)
+        values["summaries"] = [measurement]
+        one = not grafana_macros.multi_flags(dashboard)["subject"]
+        chosen = [SUBJECTS[0]] if one else SUBJECTS
+        values["subject_type"] = sorted({t for t, _ in chosen})
+        values["subject"] = sorted({s for _, s in chosen})
+        for panel in dashboard["panels"]:
+            sent = grafana_macros.flux(panel["targets"][0]["query"], values, bucket)
+            rows = records(sent)
+            assert rows, f"{name} {panel['title']!r}: no rows for\n{sent}"
+            metric = metric_of(panel)
+            if metric is None or panel["type"] == "timeseries":
+                continue
+            per_subject: dict[tuple[str, str], list[Summary]] = defaultdict(list)
+            for s in matching(measurement, metric, chosen):
+                per_subject[s.subject].append(s)
+            if panel["type"] == "stat":
+                (row,) = rows
+                assert_shows(row["usage"], usage(metric, per_subject[SUBJECTS[0]]), metric, "")
+                continue
+            for r in rows:
+                subject = (r["subject_type"], r["subject_id"])
+                assert_shows(r["usage"], usage(metric, per_subject[subject]), metric, subject)
+        (annotation,) = [a for a in dashboard["annotations"]["list"] if "target" in a]
+        found = records(grafana_macros.flux(annotation["target"]["query"], values, bucket))
+        assert found
+        for r in found:
+            assert r["time"] == datetime(2026, 3, 1, tzinfo=UTC)
+            assert r["timeEnd"] == datetime(2026, 4, 1, tzinfo=UTC)

@@ -3,6 +3,7 @@ server: structure, staleness against the generator, Flux syntax (Flux's own pars
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ import yaml
 from tests import fluxcheck, grafana_macros
 from tests.grafana_macros import DASHBOARDS, ROOT
 from tools import grafana
+from tsmeter.adapters.influxdb.lineprotocol import tag_value
+from tsmeter.domain import AggregationType, MetricDefinition
 
 DASHBOARD_UIDS = {
     "influxql/usage-overview.json": "tsmeter-usage-overview-influxql",
@@ -95,31 +98,187 @@ def test_dashboards_reference_only_provisioned_datasources(dashboards: dict[str,
         assert used == {grafana.DATASOURCES[lang]}, name
 
 
-def test_the_overview_has_what_the_issue_asks_for(dashboards: dict[str, Any]) -> None:
-    """Variables metric / subject type / subject, threshold-event annotations, summaries and raw
-    usage, top subjects, the usage-against-thresholds table; Subject detail covers one subject."""
+def test_the_dashboards_have_what_the_issue_asks_for(dashboards: dict[str, Any]) -> None:
+    """Variables summaries (every period in every zone) / subject type / subject, threshold
+    annotations; per metric its usage over time, top subjects (overview) or the range total
+    (subject detail), and its thresholds; Subject detail covers one subject."""
     for lang in ("influxql", "flux"):
         overview = dashboards[f"{lang}/usage-overview.json"]
-        assert {"metric", "subject_type", "subject", "rollup"} <= set(
-            grafana_macros.variables(overview)
-        )
+        variables = grafana_macros.variables(overview)
+        assert list(variables) == ["summaries", "subject_type", "subject"]
+        assert grafana.SUMMARIES_PATTERN in variables["summaries"]["query"]
+        pattern = re.compile(grafana.SUMMARIES_PATTERN)
+        assert pattern.match("usage_daily") and pattern.match("usage_daily.Europe/Paris")
+        assert not pattern.match("usage") and not pattern.match("usage_dirty")
         (events,) = [a for a in overview["annotations"]["list"] if "target" in a]
         assert "metering_events" in events["target"]["query"]
-        queries = " ".join(q for _, q in grafana_macros.panel_queries(overview))
-        for needle in ('"usage"', "rollup", "metering_events", "top("):
-            assert needle in queries, (lang, needle)
-        titles = [p["title"] for p in overview["panels"]]
-        assert "Current period: usage against thresholds" in titles
+        kinds = [(p["type"], p["title"].rsplit(": ", 1)[-1]) for p in overview["panels"]]
+        assert len(kinds) == 3 * len(grafana.demo_metrics())
+        assert ("table", "top subjects") in kinds and ("table", "against thresholds") in kinds
         detail = dashboards[f"{lang}/subject-detail.json"]
         detail_vars = grafana_macros.variables(detail)
         assert not detail_vars["subject"]["multi"] and "metric" not in detail_vars
+        assert "stat" in {p["type"] for p in detail["panels"]}
+
+
+# -- semantics: what each panel shows ------------------------------------------------------
+A = AggregationType
+# (functions, fields) a metric's panel may use, by aggregation type
+EXPECTED = {
+    A.COUNT: ({"sum"}, {"count"}),
+    A.SUM: ({"sum"}, {"units_sum"}),
+    A.AVG: ({"sum"}, {"units_sum", "count"}),
+    A.MAX: ({"max"}, {"units_max"}),
+    A.MIN: ({"min"}, {"units_min"}),
+    A.LAST: ({"last"}, {"units_last"}),
+}
+CATALOG = [
+    MetricDefinition(key="calls", aggregation_type=A.COUNT, unit="calls", precision=0),
+    MetricDefinition(key="eur", aggregation_type=A.SUM, unit="EUR", precision=2),
+    MetricDefinition(key="ms", aggregation_type=A.AVG, unit="ms", precision=3),
+    MetricDefinition(key="gb", aggregation_type=A.MAX, unit="GB", precision=0),
+    MetricDefinition(key="low", aggregation_type=A.MIN, unit="°C", precision=1),
+    MetricDefinition(key="bal", aggregation_type=A.LAST, unit="credits", precision=12),
+    MetricDefinition(key="o'k $summaries \\ [[x]]/\"", aggregation_type=A.SUM, unit="u"),
+    MetricDefinition(key="eur", aggregation_type=A.MAX, unit="EUR", precision=2, org_id="o2"),
+]
+_QL_METRIC = re.compile(r'"metric" (?:= \'([^\']*)\'|=~ (/\^.*?\$/))')
+_FLUX_METRIC = re.compile(r'r\.metric (?:== "([^"]*)"|=~ (/\^.*?\$/))')
+_QL_FUNCTIONS = re.compile(r"\b(sum|max|min|last|mean|count|first|top|median)\(")
+_QL_FIELDS = re.compile(r'"(count|units_\w+|sum|min|max|last|quantity|units)"')
+_FLUX_FUNCTIONS = re.compile(r"(?:fn: |\|> )(sum|max|min|last|mean|count|first|median)\b")
+_FLUX_FIELDS = re.compile(r'r\._field == "(\w+)"')
+_SCALE = re.compile(r" / (\d+)\.0\b")
+
+
+def _matches_key(found: tuple[str, str], key: str) -> bool:
+    """Whether a query's metric condition selects exactly the tag InfluxDB stores for key."""
+    key = tag_value(key)
+    literal, regex = found
+    if literal:
+        return literal == key
+    body = regex[2:-2]
+    decoded = re.sub(r"\\x\{([0-9a-f]+)\}", lambda m: chr(int(m.group(1), 16)), body)
+    return decoded == key
+
+
+def _panel_metric(lang: str, query: str, metrics: list[MetricDefinition]) -> MetricDefinition:
+    pattern = _QL_METRIC if lang == "influxql" else _FLUX_METRIC
+    found = pattern.findall(query)
+    assert len(found) == 1, f"a panel names exactly one metric: {found}"
+    org = re.search(r'"org" = \'([^\']*)\'|r\.org == "([^"]*)"', query)
+    org_id = (org.group(1) or org.group(2)) if org else None
+    (metric,) = [
+        m for m in metrics if _matches_key(found[0], m.key) and m.org_id == (org_id or None)
+    ]
+    return metric
+
+
+def check_semantics(dashboard: dict[str, Any], metrics: list[MetricDefinition]) -> int:
+    """Every panel that reads summaries: one metric, its aggregation's functions and fields
+    only, divided by 10**precision (not for COUNT), labelled with the metric's unit; LAST per
+    subject in a time series; return how many panels were checked."""
+    lang = grafana_macros.language(dashboard)
+    checked = 0
+    for panel in dashboard["panels"]:
+        (target,) = panel["targets"]
+        query = target["query"]
+        reads_summaries = ('FROM "$summaries"' in query) or (
+            'r._measurement == "${summaries}"' in query
+        )
+        metric = _panel_metric(lang, query, metrics)
+        if not reads_summaries:
+            assert "metering_events" in query and "fieldConfig" not in panel, panel["title"]
+            continue
+        functions, fields = EXPECTED[metric.aggregation_type]
+        if lang == "influxql":
+            used_fns = set(_QL_FUNCTIONS.findall(query)) - {"top"}
+            used_fields = set(_QL_FIELDS.findall(query)) - {"usage"}
+        else:
+            used_fns = set(_FLUX_FUNCTIONS.findall(query))
+            used_fields = set(_FLUX_FIELDS.findall(query))
+        assert used_fns == functions, (panel["title"], used_fns)
+        assert used_fields == fields, (panel["title"], used_fields)
+        scales = {int(s) for s in _SCALE.findall(query)}
+        if metric.aggregation_type is A.COUNT or metric.precision == 0:
+            assert not scales, panel["title"]  # a number of records, or whole units
+        else:
+            assert scales == {10**metric.precision}, (panel["title"], scales)
+        unit = panel["fieldConfig"]["defaults"]["unit"]
+        assert unit == (f"suffix: {metric.unit}" if metric.unit else "none"), panel["title"]
+        if panel["type"] == "timeseries":
+            per_subject = (
+                '"subject_id"' in query.split("GROUP BY")[-1]
+                if lang == "influxql"
+                else '["subject_type", "subject_id"]' in query
+            )
+            assert per_subject == (metric.aggregation_type is A.LAST), panel["title"]
+        checked += 1
+    return checked
+
+
+def test_each_panel_shows_one_metric_with_its_own_aggregation(
+    dashboards: dict[str, Any],
+) -> None:
+    """The committed dashboards (the demo's metrics): no panel adds two metrics, a MAX metric
+    is never summed, every number is scaled to its metric's precision and carries its unit."""
+    for name, dashboard in dashboards.items():
+        assert check_semantics(dashboard, grafana.demo_metrics()) == 2 * len(
+            grafana.demo_metrics()
+        ), name
+
+
+def test_semantics_hold_for_every_aggregation_precision_and_hostile_key() -> None:
+    generated = grafana.dashboards(CATALOG)
+    for name, dashboard in generated.items():
+        assert check_semantics(dashboard, CATALOG) == 2 * len(CATALOG), name
+        text = json.dumps([p["targets"] for p in dashboard["panels"]])
+        assert "$summaries \\\\" not in text and "[[x]]" not in text  # keys never syntax
+        for panel in dashboard["panels"]:
+            assert "$" not in panel["title"].replace("＄", ""), panel["title"]
+    values = {"summaries": ["usage_daily"], "subject_type": ["org"], "subject": ["acme"]}
+    fluxcheck.assert_valid(*[
+        grafana_macros.flux(q, values, "b")
+        for name, d in generated.items() if name.startswith("flux/")
+        for _, q in grafana_macros.panel_queries(d)
+    ])  # fmt: skip
+
+
+def test_flux_annotations_are_regions_over_the_events_window(dashboards: dict[str, Any]) -> None:
+    """Flux: the annotation's time and timeEnd are the event's periodStart and periodEnd
+    (not the time the threshold was evaluated), and events whose window overlaps the range
+    are found even when they were evaluated long after it."""
+    for name in ("flux/usage-overview.json", "flux/subject-detail.json"):
+        (annotation,) = [a for a in dashboards[name]["annotations"]["list"] if "target" in a]
+        query = annotation["target"]["query"]
+        assert "time: time(v: w.periodStart)" in query
+        assert "timeEnd: time(v: w.periodEnd)" in query
+        assert "r.time < v.timeRangeStop and r.timeEnd > v.timeRangeStart" in query
+        assert "range(start: experimental.subDuration(" in query and "stop:" not in query
+        assert annotation["mappings"]["time"] == {"source": "field", "value": "time"}
+        assert annotation["mappings"]["timeEnd"] == {"source": "field", "value": "timeEnd"}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="InfluxQL cannot read the window out of the event's JSON: the annotation sits at the"
+    " evaluation time until metering_events points carry the window (store change)",
+)
+def test_influxql_annotations_are_regions_over_the_events_window(
+    dashboards: dict[str, Any],
+) -> None:
+    (annotation,) = [
+        a for a in dashboards["influxql/usage-overview.json"]["annotations"]["list"]
+        if "target" in a
+    ]  # fmt: skip
+    assert annotation["target"].get("timeEndColumn")
 
 
 def test_flux_queries_parse_after_grafanas_substitution(dashboards: dict[str, Any]) -> None:
     """Every Flux panel, annotation and variable query, with Grafana's macros and variables
     substituted (values with regex specials among them), is accepted by Flux's parser."""
-    values = {"rollup": ["usage_daily"], "metric": ["api_calls", "a.b/c"],
-              "subject_type": ["org"], "subject": ["acme"]}  # fmt: skip
+    values = {"summaries": ["usage_daily.Europe/Paris"], "subject_type": ["org", "a.b/c"],
+              "subject": ["acme"]}  # fmt: skip
     sources = []
     for name, d in dashboards.items():
         if grafana_macros.language(d) != "flux":
