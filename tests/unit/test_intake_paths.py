@@ -4,7 +4,8 @@ a time, src/tsmeter/metering/intake.py) and the Python loop, which is the refere
 
 Each test runs the same input through each (``compiled_path`` and ``fast_path`` off as
 needed) and compares rows and errors, including records after a good one, whose names are then
-cached.
+cached. Quantities become integer units of their metric's precision; the units are also checked
+against Python's ``decimal`` over the same inputs.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import gc
 import itertools
 import math
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
-from decimal import Decimal
+from decimal import ROUND_DOWN, Context, Decimal
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tsmeter.domain import AggregationType, MetricDefinition, RecordRow
+from tsmeter.domain import AggregationType, MetricDefinition, RecordRow, Rounding
 from tsmeter.errors import NotFoundError, ValidationError
 from tsmeter.metering import intake as intake_module
 from tsmeter.metering.intake import Intake
@@ -37,18 +38,35 @@ HOSTILE = st.text(
     max_size=12,
 )
 NAMES = st.one_of(
-    st.sampled_from(["api_calls", "tokens", "org", "org-1", "o 1,=\\", "é"]),
+    st.sampled_from(
+        ["api_calls", "tokens", "cents", "whole", "rounded", "org", "org-1", "o 1,=\\", "é"]
+    ),
     HOSTILE,
     st.none(),
     st.integers(),
     st.lists(st.integers(), max_size=1),
 )
+#: values at the edges of the metrics' places and of 64 bits, as every type a caller may give
+EDGE_QUANTITIES = [
+    0.1, -0.1, 0.125, 0.01, 19.99, -19.99, 0.000001, 0.0000001, 1e-7, 123456.789012,
+    1234567.8901234, 9223372036854.775807, 9223372036854.775, 9223372036854775807,
+    9223372036854775808, -9223372036854775807, -9223372036854775808, 9223372036854, 9223372037,
+    2**53, 2**53 + 1, 9007199254.740991, 9007199254.740993, 1e15, 1e16, 1e19, -1e19,
+    "0.1", " 12.50 ", "1_000", "1e3", "-0", "abc", "", "NaN", "0.1234567", "9223372036854775807",
+    Decimal("0.1"), Decimal("-19.99"), Decimal("1e-7"), Decimal("sNaN"), Decimal("-0.000000"),
+    Decimal("9223372036854.775807"), Decimal("9223372036854.775808"), Decimal("1e400"),
+]  # fmt: skip
 QUANTITIES = st.one_of(
     st.none(),
     st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=-1e6, max_value=1e6).map(lambda x: round(x, 2)),
+    st.floats(min_value=-1e9, max_value=1e9).map(lambda x: round(x, 6)),
     st.integers(min_value=-(2**1100), max_value=2**1100),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.decimals(allow_nan=True, allow_infinity=True),
+    st.decimals(min_value=-(10**9), max_value=10**9, places=2),
     st.booleans(),
-    st.sampled_from(["1", -0.0, 1e16, 9999999999999998.0]),
+    st.sampled_from(["1", -0.0, 1e16, 9999999999999998.0, *EDGE_QUANTITIES]),
 )
 TIMESTAMPS = st.one_of(
     st.none(),
@@ -82,11 +100,21 @@ def rfc3339_texts(draw: st.DrawFn) -> str:
 RFC3339_TEXTS = rfc3339_texts()
 
 
+#: metric key -> (precision, rounding): the default 6 places, cents, whole numbers (a COUNT
+#: metric counts 1 unit), cents with rounding
+PRECISIONS: dict[str, tuple[int, Rounding | None]] = {
+    "api_calls": (6, None), "tokens": (6, None), "é": (6, None), "cents": (2, None),
+    "whole": (0, None), "rounded": (2, Rounding.HALF_EVEN),
+}  # fmt: skip
+
+
 def _resolver(key: str, org: str | None) -> MetricDefinition:
-    if key not in ("api_calls", "tokens", "é"):
+    if key not in PRECISIONS:
         raise NotFoundError(f"unknown metric {key!r}")
-    kind = AggregationType.COUNT if key == "api_calls" else AggregationType.SUM
-    return MetricDefinition(key=key, name=key, aggregation_type=kind, org_id=org)
+    kind = AggregationType.COUNT if key in ("api_calls", "whole") else AggregationType.SUM
+    precision, rounding = PRECISIONS[key]
+    return MetricDefinition(key=key, name=key, aggregation_type=kind, org_id=org,
+                            precision=precision, rounding=rounding)  # fmt: skip
 
 
 def _ids(count: int) -> list[str]:
@@ -121,6 +149,7 @@ def _same_on_all_paths(
     python = results["python"]
     for path, result in results.items():
         assert _comparable(result) == _comparable(python), path
+    _check_units(items, python)
     return python
 
 
@@ -140,7 +169,7 @@ RECORDS = st.fixed_dictionaries(
 )
 PLAIN = st.fixed_dictionaries(
     {
-        "metricKey": st.sampled_from(["api_calls", "tokens"]),
+        "metricKey": st.sampled_from(["api_calls", "tokens", "cents", "whole", "rounded"]),
         "subjectType": st.just("org"),
         "subjectId": st.sampled_from(["org-1", "o 1,=\\", "é"]),
     },
@@ -151,7 +180,14 @@ PLAIN = st.fixed_dictionaries(
             ),
             st.sampled_from(["", "x" * 256, "x" * 257]),
         ),
-        "quantity": st.one_of(st.floats(), st.integers(min_value=-(2**70), max_value=2**70)),
+        "quantity": st.one_of(
+            st.floats(),
+            st.floats(min_value=-1e6, max_value=1e6).map(lambda x: round(x, 2)),
+            st.floats(min_value=-1e9, max_value=1e9).map(lambda x: round(x, 6)),
+            st.integers(min_value=-(2**70), max_value=2**70),
+            st.integers(min_value=-(10**13), max_value=10**13),
+            st.sampled_from(EDGE_QUANTITIES),
+        ),
         "timestamp": st.one_of(
             st.datetimes(
                 min_value=datetime(1969, 12, 1),
@@ -204,7 +240,7 @@ EDGES: dict[str, list[Any]] = {
     "quantity": [math.nan, math.inf, -math.inf, 2**1100, -(2**1100), True, -0.0, 5, 2**53 + 1,
                  1e308, "1", None, Decimal("1e-400"), Decimal("-0"), Decimal("0.1"),
                  Decimal("1e15"), Decimal("1.0000000000000001e15"), Decimal("sNaN"),
-                 Decimal("-Infinity"), 0, 0.0],
+                 Decimal("-Infinity"), 0, 0.0, *EDGE_QUANTITIES],
     "timestamp": [
         datetime(1970, 1, 1, tzinfo=UTC),
         datetime(1971, 1, 1, tzinfo=UTC),
@@ -231,7 +267,7 @@ EDGES: dict[str, list[Any]] = {
 @pytest.mark.parametrize(
     ("field", "value"), [(field, value) for field, values in EDGES.items() for value in values]
 )
-@pytest.mark.parametrize("metric", ["api_calls", "tokens"])
+@pytest.mark.parametrize("metric", ["api_calls", "tokens", "cents", "whole", "rounded"])
 def test_edge_values_after_a_good_record_give_the_same(
     field: str, value: Any, metric: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -243,11 +279,45 @@ def test_edge_values_after_a_good_record_give_the_same(
 def _comparable(result: list[RecordRow] | tuple[str, str]) -> Any:
     if isinstance(result, tuple):
         return result
-    # a quantity compares by its bits (nan != nan, -0.0 == 0.0); every row is a RecordRow
+    # every row is a RecordRow, its quantity an int (units) that matches Python's decimal
     assert all(type(row) is RecordRow for row in result)
-    return [
-        (*row[:5], math.copysign(1, row[5]), repr(row[5]), type(row[5]), *row[6:]) for row in result
-    ]
+    assert all(type(row.quantity) is int and abs(row.quantity) < 2**63 for row in result)
+    return [(*row[:5], type(row[5]), row[5], *row[6:]) for row in result]
+
+
+def _by_decimal(value: Any, precision: int, rounding: Rounding | None) -> int | None:
+    """The units of ``value`` computed here with Python's ``decimal`` alone: None where the
+    value is refused (not a finite number, too many places without a rounding, beyond 64
+    bits)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        return None
+    text = repr(value) if isinstance(value, float) else str(value).strip()
+    if "_" in text or len(text) > 64:
+        return None
+    try:
+        number = Decimal(text)
+        if not number.is_finite():
+            return None
+        scaled = number.scaleb(precision, Context(prec=200))
+        whole = scaled.to_integral_value(ROUND_DOWN)
+        if whole != scaled:
+            if rounding is None:
+                return None
+            whole = scaled.to_integral_value(rounding.mode)
+    except ArithmeticError:
+        return None
+    return int(whole) if abs(whole) <= 2**63 - 1 else None
+
+
+def _check_units(items: list[Any], result: list[RecordRow] | tuple[str, str]) -> None:
+    """Each stored row's units are what ``decimal`` makes of its record's quantity."""
+    if isinstance(result, tuple):
+        return
+    for item, row in zip(items, result, strict=True):
+        precision, rounding = PRECISIONS[row.metric_key]
+        given = item.get("quantity")
+        expected = 10**precision if given is None else _by_decimal(given, precision, rounding)
+        assert row.quantity == expected, (given, row)
 
 
 def test_intake_takes_the_fast_path_for_plain_records(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -263,8 +333,8 @@ def test_intake_takes_the_fast_path_for_plain_records(monkeypatch: pytest.Monkey
     monkeypatch.setattr(intake, "_loop", None)  # calling it would fail the test
     rows = intake.rows([{**base, "id": f"r{i}", "quantity": i, "timestamp": at} for i in range(5)])
     assert calls == ["metricKey"]
-    assert rows[3] == RecordRow("r3", "api_calls", "org", "org-1", None, 3.0, 1772368215123456000,
-                                None, None)  # fmt: skip
+    assert rows[3] == RecordRow("r3", "api_calls", "org", "org-1", None, 3_000_000,
+                                1772368215123456000, None, None)  # fmt: skip
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -316,8 +386,8 @@ def test_intake_takes_the_compiled_path_for_plain_records(monkeypatch: pytest.Mo
     rows = intake.rows([{**base, "id": f"r{i}", "quantity": i, "timestamp": at} for i in range(5)])
     assert calls == ["metricKey"]
     assert stops == [(0, 0), (1, 5)]  # the first record resolves its metric in the loop
-    assert rows[3] == RecordRow("r3", "api_calls", "org", "org-1", None, 3.0, 1772368215123456000,
-                                None, None)  # fmt: skip
+    assert rows[3] == RecordRow("r3", "api_calls", "org", "org-1", None, 3_000_000,
+                                1772368215123456000, None, None)  # fmt: skip
 
 
 @needs_compiled
@@ -328,7 +398,7 @@ def test_rows_of_plain_values_are_left_to_reference_counting() -> None:
     intake = Intake(_resolver)
     base = {"metricKey": "api_calls", "subjectType": "org", "subjectId": "org-1"}
     rows = intake.rows([{**base, "id": f"r{i}", "quantity": i, "source": "s"} for i in range(50)])
-    assert len(rows) == 50 and rows[7].quantity == 7.0
+    assert len(rows) == 50 and rows[7].quantity == 7_000_000
     assert not any(gc.is_tracked(row) for row in rows[1:])  # the first took the Python path
 
 
@@ -378,10 +448,11 @@ def test_a_bad_record_in_a_later_chunk_is_named_by_its_index(
 ) -> None:
     base = {"metricKey": "tokens", "subjectType": "org", "subjectId": "org-1", "quantity": 1.0}
     items: list[Any] = [dict(base) for _ in range(3 * intake_module.CHUNK)]
-    items[bad_at] = {**base, "quantity": "1"}
+    items[bad_at] = {**base, "quantity": "1.0000001"}
     assert _same_on_all_paths(monkeypatch, items) == (
         "ValidationError",
-        f"records[{bad_at}].quantity: must be a number, got str",
+        f"records[{bad_at}].quantity: has 7 decimal places, the metric keeps 6 (got 1.0000001);"
+        " round it, or declare the metric's rounding",
     )
 
 
@@ -414,14 +485,14 @@ def test_records_the_compiled_path_gives_back_go_a_chunk_at_a_time(
     items += [{**base, "metadata": {"i": i}} for i in range(3 * intake_module.CHUNK)]
     items += [dict(base) for _ in range(10)]
     if bad_at is not None:
-        items[bad_at] = {**base, "quantity": "1"}
+        items[bad_at] = {**base, "quantity": "one"}
     result = _same_on_all_paths(monkeypatch, items)
     if bad_at is None:
         assert len(result) == len(items) and result[-11].metadata == '{"i":6143}'  # type: ignore[union-attr]
     else:
         assert result == (
             "ValidationError",
-            f"records[{bad_at}].quantity: must be a number, got str",
+            f"records[{bad_at}].quantity: must be a decimal number, got 'one'",
         )
     if intake_module.compiled is not None and bad_at is None:
         plain = Intake._plain
@@ -474,3 +545,114 @@ def test_a_call_makes_only_the_ids_it_needs(monkeypatch: pytest.MonkeyPatch) -> 
         rows = intake.rows([base] * 10 + [{**base, "id": "given"}] + [base] * 5)
         assert 15 <= sum(asked) <= 16, path  # at most one per record of the call
         assert len({row.id for row in rows}) == 16
+
+
+# -- exact units -------------------------------------------------------------------------------
+
+EXACT_CASES: list[tuple[str, Any, str | None]] = [
+    # (metric, quantity given, the value in decimal: None where it is refused)
+    ("tokens", 0.1, "0.1"),
+    ("tokens", -0.1, "-0.1"),
+    ("tokens", "0.1", "0.1"),
+    ("tokens", Decimal("0.1"), "0.1"),
+    ("tokens", 0.3, "0.3"),
+    ("tokens", 0.1 + 0.2, None),  # 0.30000000000000004: 17 places
+    ("tokens", 123456.789012, "123456.789012"),
+    ("tokens", -0.000001, "-0.000001"),
+    ("tokens", 1e-7, None),
+    ("tokens", "1.2345678", None),
+    ("tokens", 9223372036854, "9223372036854"),
+    ("tokens", 9223372036855, None),
+    ("tokens", "9223372036854.775807", "9223372036854.775807"),
+    ("tokens", "-9223372036854.775807", "-9223372036854.775807"),
+    ("tokens", "9223372036854.775808", None),
+    ("tokens", "-9223372036854.775808", None),
+    ("cents", 19.99, "19.99"),
+    ("cents", -19.99, "-19.99"),
+    ("cents", 0.01, "0.01"),
+    ("cents", 1234567.89, "1234567.89"),
+    ("cents", 0.125, None),
+    ("cents", "0.10", "0.10"),
+    ("cents", 92233720368547758, "92233720368547758"),
+    ("cents", 92233720368547759, None),
+    ("rounded", 0.125, "0.12"),  # half to even
+    ("rounded", 0.135, "0.14"),
+    ("rounded", -0.125, "-0.12"),
+    ("rounded", "2.675", "2.68"),
+    ("rounded", 2.675, "2.68"),  # by its shortest repr, not by its binary value 2.67499...
+    ("whole", 9223372036854775807, "9223372036854775807"),
+    ("whole", -9223372036854775807, "-9223372036854775807"),
+    ("whole", 9223372036854775808, None),
+    ("whole", -9223372036854775808, None),
+    ("whole", 2**53 + 1, str(2**53 + 1)),
+    ("whole", 0.5, None),
+    ("whole", None, "1"),  # a COUNT metric's record without a quantity counts 1
+    ("api_calls", None, "1"),
+]
+
+
+@pytest.mark.parametrize(("metric", "quantity", "value"), EXACT_CASES)
+def test_quantities_become_exact_units(
+    metric: str, quantity: Any, value: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each path stores value × 10**precision as Python's decimal computes it, or refuses the
+    record naming ``records[1].quantity``, also after good records of the metric (on the
+    compiled path's own ground)."""
+    base = {"metricKey": metric, "subjectType": "org", "subjectId": "org-1"}
+    item = dict(base) if quantity is None else {**base, "quantity": quantity}
+    result = _same_on_all_paths(monkeypatch, [{**base, "quantity": 1}, item, item])
+    if value is None:
+        assert isinstance(result, tuple) and result[1].startswith("records[1].quantity: ")
+        return
+    assert not isinstance(result, tuple), result
+    scale = Decimal(10) ** PRECISIONS[metric][0]
+    units = int(Decimal(value) * scale)
+    assert [row.quantity for row in result] == [int(scale), units, units]
+
+
+@needs_compiled
+def test_the_compiled_path_converts_ints_and_floats_that_fit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Floats whose shortest repr has at most the metric's places and ints within 64 bits stay
+    on the compiled path; a str, a Decimal or a value to be rounded stops it at that record
+    (the loop converts it) and it takes the records after."""
+    native = intake_module.compiled
+    assert native is not None
+    stops: list[tuple[int, int]] = []
+
+    def rows_fast(items: list[Any], start: int, *rest: Any) -> int:
+        stops.append((start, native.rows_fast(items, start, *rest)))
+        return stops[-1][1]
+
+    monkeypatch.setattr(intake_module, "compiled", type("C", (), {"rows_fast": rows_fast}))
+    intake = Intake(_resolver)
+    values = [0.1, -0.1, 19.99, 123456.789012, -0.000001, 9223372036854, -9223372036854, 2**40]
+    for metric in ("tokens", "rounded"):
+        base = {"metricKey": metric, "subjectType": "org", "subjectId": "org-1"}
+        intake.rows([base | {"quantity": 1}])
+        stops.clear()
+        good = [base | {"id": f"v{i}", "quantity": value} for i, value in enumerate(values)
+                if metric == "tokens" or round(value, 2) == value]  # fmt: skip
+        rows = intake.rows(good)
+        assert stops == [(0, 0), (1, len(good))]
+        precision = PRECISIONS[metric][0]
+        assert [row.quantity for row in rows] == [
+            int(Decimal(repr(item["quantity"])).scaleb(precision)) for item in good
+        ]
+    base = {"metricKey": "rounded", "subjectType": "org", "subjectId": "org-1"}
+    for odd in ("0.1", Decimal("0.1"), 0.125, 2**63, 1e300, math.nan):
+        stops.clear()
+        try:
+            rows = intake.rows(
+                [
+                    base | {"id": "a", "quantity": 1},
+                    base | {"id": "b", "quantity": odd},
+                    base | {"id": "c", "quantity": 2},
+                ]
+            )
+        except ValidationError:
+            assert odd in (2**63, 1e300) or odd != odd
+        else:
+            assert [row.quantity for row in rows][:2] == [100, 10 if odd != 0.125 else 12]
+        assert stops[:2] == [(0, 0), (1, 1)], odd  # the first resolves the metric in the loop

@@ -2,7 +2,8 @@
  *
  * It is a fast path of Intake.rows in intake.py beside it, which stays the reference: it
  * takes only the records it can decide without doubt (names already found valid by the
- * Python checkers, no metadata, exact float or int quantities within MAX_QUANTITY, UTC
+ * Python checkers, no metadata, int quantities whose units fit 64 bits and float ones whose
+ * shortest repr has at most the metric's places (converted to units as to_units does), UTC
  * datetimes, one spelling per field, no unknown key) and otherwise stops and returns the
  * index where it stopped; the Python loop handles that record (raising the error, or
  * taking the slow route) and calls it again. So both give the same rows and errors;
@@ -11,10 +12,13 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <datetime.h>
+#include <limits.h>
+#include <math.h>
 
-/* tsmeter.domain.validation.MAX_QUANTITY: larger magnitudes go to the Python path, which
- * refuses them */
-#define MAX_QUANTITY 1e15
+/* tsmeter.domain.quantities: floats below this magnitude hold every integer exactly; the
+ * largest scale (10 ** MAX_PRECISION) */
+#define EXACT 9007199254740992.0
+#define MAX_SCALE 1000000000000LL
 
 static PyObject *k_orgId, *k_org_id, *k_metricKey, *k_metric_key, *k_subjectType,
     *k_subject_type, *k_subjectId, *k_subject_id, *k_id, *k_quantity, *k_timestamp,
@@ -104,7 +108,10 @@ new_row(PyTypeObject *tp, PyObject **items, Py_ssize_t n)
  * Appends to ``out`` a row for each of items[start:] that is a plain record with nothing
  * to check beyond what is already known valid, and returns the index of the first item
  * it did not take (len(items) when it took them all). See Intake.rows for the rules.
- * ``metrics`` maps (metric key, org id) to (scope org id, default quantity or None);
+ * ``metrics`` maps (metric key, org id) to (scope org id, default units or None, 10 **
+ * precision); a quantity becomes units as tsmeter.domain.quantities.to_units makes them
+ * where that needs no rounding and fits (anything else stops it: str, Decimal, a float
+ * whose shortest repr has more places, a value beyond 64 bits, NaN);
  * ``ids`` is a stack of fresh record ids (popped from the end). */
 static PyObject *
 rows_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -129,6 +136,8 @@ rows_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
 
     Py_ssize_t n = PyList_GET_SIZE(items), i = start;
+    PyObject *scale_of = NULL; /* the metric entry ``scale`` was read from (borrowed) */
+    long long scale = 1;
     for (; i < n; i++) {
         PyObject *item = PyList_GET_ITEM(items, i);
         if (!PyDict_CheckExact(item))
@@ -153,8 +162,20 @@ rows_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 return NULL;
             break;
         }
-        if (!PyTuple_CheckExact(metric) || PyTuple_GET_SIZE(metric) != 2)
+        if (!PyTuple_CheckExact(metric) || PyTuple_GET_SIZE(metric) != 3)
             break;
+        if (metric != scale_of) {
+            PyObject *scale_obj = PyTuple_GET_ITEM(metric, 2);
+            if (!PyLong_CheckExact(scale_obj))
+                break;
+            scale = PyLong_AsLongLong(scale_obj);
+            if (scale < 1 || scale > MAX_SCALE) {
+                PyErr_Clear();
+                scale_of = NULL;
+                break;
+            }
+            scale_of = metric;
+        }
         PyObject *subject_type = get2(item, k_subjectType, k_subject_type);
         if (!known_name(subject_type, valid))
             break;
@@ -190,21 +211,30 @@ rows_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             qvalue = Py_NewRef(fallback);
         }
         else if (PyFloat_CheckExact(quantity)) {
-            double v = PyFloat_AS_DOUBLE(quantity);
-            if (!(v >= -MAX_QUANTITY && v <= MAX_QUANTITY)) /* NaN, infinities, out of range */
+            /* to_units: round(v * scale) half to even, kept where it divides back to v */
+            double v = PyFloat_AS_DOUBLE(quantity), d = (double)scale;
+            double scaled = v * d;
+            if (!(scaled > -EXACT && scaled < EXACT)) /* NaN, infinities, out of range */
                 break;
-            qvalue = Py_NewRef(quantity);
+            double whole = nearbyint(scaled);
+            if (whole / d != v)
+                break; /* more places than the metric keeps: the Python path decides */
+            qvalue = PyLong_FromLongLong((long long)whole);
+            if (qvalue == NULL)
+                return NULL;
             present++;
         }
         else if (PyLong_CheckExact(quantity)) {
-            double v = PyLong_AsDouble(quantity);
-            if (v == -1.0 && PyErr_Occurred()) {
+            int overflow = 0;
+            long long v = PyLong_AsLongLongAndOverflow(quantity, &overflow), units;
+            if (overflow || (v == -1 && PyErr_Occurred())) {
                 PyErr_Clear();
                 break;
             }
-            if (!(v >= -MAX_QUANTITY && v <= MAX_QUANTITY))
+            /* beyond ±(2**63 - 1) units: the Python path refuses it */
+            if (__builtin_mul_overflow(v, scale, &units) || units == LLONG_MIN)
                 break;
-            qvalue = PyFloat_FromDouble(v);
+            qvalue = PyLong_FromLongLong(units);
             if (qvalue == NULL)
                 return NULL;
             present++;

@@ -5,7 +5,7 @@ def rows_fast(
     start: int,
     out: list[Any],
     valid: set[str],
-    metrics: dict[tuple[str, str | None], tuple[str | None, float | None]],
+    metrics: dict[tuple[str, str | None], tuple[str | None, int | None, int]],
     ids: list[str],
     now: int,
     utc: Any,

@@ -1,15 +1,19 @@
 """Turning what callers pass to ``record``/``record_batch`` into validated rows, fast.
 
 The rules are those of :class:`~tsmeter.domain.UsageRecord` (the same checker
-functions), applied without building a pydantic model per record. Where the compiled fast
-path (``_intake.c`` here) is built, it takes plain records up to the first it cannot decide,
-and the Python loop takes that one (resolving its metric, or raising its error) before handing
-back; ``benchmarks/intake.py`` measures it well above the paths below. Records it cannot take
-one after another go a chunk at a time the way they go without it (no C compiler, or
-``TSMETER_PURE_PYTHON=1``): plain records through msgspec a chunk at a time
-(types, unknown keys and ranges checked in its C code, the rest column by column); a chunk it
-cannot decide without doubt goes through the Python loop, which is the reference and names the
-first bad record.
+functions), applied without building a pydantic model per record. A row's quantity is in
+units of its metric (``metric.units``, see :mod:`tsmeter.domain.quantities`): an int, a float
+(by its shortest repr), a str or a Decimal, with at most the metric's places unless it
+declares a rounding, within 64 bits; a COUNT metric's record without one counts 1.
+
+Where the compiled fast path (``_intake.c`` here) is built, it takes plain records up to the
+first it cannot decide, and the Python loop takes that one (resolving its metric, or raising
+its error) before handing back; ``benchmarks/intake.py`` measures it well above the paths
+below. Records it cannot take one after another go a chunk at a time the way they go without
+it (no C compiler, or ``TSMETER_PURE_PYTHON=1``): plain records through msgspec a chunk at a
+time (types, unknown keys and ranges checked in its C code, the rest column by column); a
+chunk it cannot decide without doubt goes through the Python loop, which is the reference and
+names the first bad record.
 """
 
 from __future__ import annotations
@@ -22,21 +26,20 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache, partial
 from itertools import repeat
-from operator import attrgetter, floordiv, mul, sub
+from operator import attrgetter, floordiv, mul, sub, truediv
 from types import ModuleType
 from typing import Annotated, Any
 
 import msgspec
 
 from tsmeter.domain import AggregationType, MetricDefinition, RecordRow, UsageRecord, new_ids
+from tsmeter.domain.quantities import MAX_PRECISION, MAX_UNITS, to_units
 from tsmeter.domain.validation import (
     EPOCH,
     MAX_NAME_LENGTH,
-    MAX_QUANTITY,
     MAX_TIMESTAMP,
     check_metadata,
     check_name,
-    check_quantity,
     parse_timestamp,
     to_ns,
 )
@@ -94,16 +97,17 @@ def describe() -> str:
 
 
 # The msgspec type of each field. Names are checked afterwards, once per distinct value;
-# metadata is taken as given and checked by check_metadata; a timestamp is a datetime, or a
-# string of the plain RFC 3339 form (see _RFC3339; other strings go to the Python loop, whose
-# rules are stricter than RFC 3339's).
+# metadata is taken as given and checked by check_metadata; a quantity too (an int, float,
+# str or Decimal: msgspec has no union of str and Decimal), made units a column at a time by
+# _units; a timestamp is a datetime, or a string of the plain RFC 3339 form (see _RFC3339;
+# other strings go to the Python loop, whose rules are stricter than RFC 3339's).
 _TYPES: dict[str, Any] = {
     "id": Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_LENGTH)] | None,
     "metric_key": str,
     "subject_type": str,
     "subject_id": str,
     "org_id": str | None,
-    "quantity": Annotated[float, msgspec.Meta(ge=-MAX_QUANTITY, le=MAX_QUANTITY)] | None,
+    "quantity": Any,
     "timestamp": Annotated[datetime, msgspec.Meta(tz=True)] | None,
     "metadata": Any,
     "source": str | None,
@@ -229,8 +233,9 @@ class Intake:
         strings, a mixed spelling...), a chunk from there goes through msgspec or the loop."""
         out: list[RecordRow] = []
         valid = self._valid_names
-        # (metric key, org id) -> (scope, default quantity or None), filled by the loop
-        scopes: dict[tuple[str, str | None], tuple[str | None, float | None]] = {}
+        # (metric key, org id) -> (scope, default units or None, 10 ** precision), filled by
+        # the loop: the compiled path converts quantities that need no rounding itself
+        scopes: dict[tuple[str, str | None], tuple[str | None, int | None, int]] = {}
         count, index, after_loop, misses = len(items), 0, -1, 0
         while index < count:
             index = fast(items, index, out, valid, scopes, ids, now, UTC, MAX_NAME_LENGTH,
@@ -317,16 +322,7 @@ class Intake:
             for name in set(values).difference(valid):
                 if name is not None:
                     self._name(field, name)
-        quantities = column("quantity")
-        if None in quantities:
-            quantities = [
-                _default_quantity(metrics[key, org]) if quantity is None else quantity
-                for key, org, quantity in zip(keys, orgs, quantities, strict=True)
-            ]
-        if 0.0 in quantities:  # msgspec makes a tiny Decimal 0.0, which the rules refuse
-            for item, quantity in zip(items, quantities, strict=True):
-                if quantity == 0.0 and type(item.get("quantity")) not in (int, float, type(None)):
-                    raise _Undecided
+        quantities = _units(column("quantity"), keys, orgs, metrics)
         times = column("timestamp")
         given = [ts for ts in times if ts is not None] if None in times else times
         # aware datetimes (msgspec checked it) in any zone: subtracting EPOCH converts them
@@ -363,7 +359,7 @@ class Intake:
         now: int,
         metrics: dict[tuple[str, str | None], MetricDefinition],
         ids: list[str],
-        scopes: dict[tuple[str, str | None], tuple[str | None, float | None]] | None = None,
+        scopes: dict[tuple[str, str | None], tuple[str | None, int | None, int]] | None = None,
     ) -> list[RecordRow]:
         """The reference: one record at a time, raising for the first bad one as
         ``records[offset + i]``; fills ``scopes`` for the compiled path where given."""
@@ -378,8 +374,9 @@ class Intake:
             try:
                 if type(item) is not dict:
                     if isinstance(item, UsageRecord):
-                        scope = self._resolve(item.metric_key, item.org_id).org_id
-                        append(item.to_row()._replace(org_id=scope))
+                        found = self._resolve(item.metric_key, item.org_id)
+                        row = item.to_row(found.precision, found.rounding)
+                        append(row._replace(org_id=found.org_id))
                         continue
                     if not isinstance(item, Mapping):
                         raise ValidationError("", f"must be an object, got {type(item).__name__}")
@@ -398,10 +395,12 @@ class Intake:
                     metric = metrics[(metric_key, org_id)] = self._resolve(
                         self._name("metricKey", metric_key), org_id
                     )
+                scale = _SCALES[metric.precision]
                 if scopes is not None and (metric_key, org_id) not in scopes:
                     counted = metric.aggregation_type is AggregationType.COUNT
                     if type(metric_key) is str and type(org_id) in (str, type(None)):
-                        scopes[(metric_key, org_id)] = (metric.org_id, 1.0 if counted else None)
+                        default = scale if counted else None
+                        scopes[(metric_key, org_id)] = (metric.org_id, default, scale)
                 subject_type = get("subjectType")
                 if subject_type is None:
                     subject_type = _required(get, "subjectType")
@@ -420,9 +419,13 @@ class Intake:
                     rid = check_name("id", rid)
                 quantity = quantity_given = get("quantity")
                 if quantity is None:
-                    quantity = _default_quantity(metric)
-                elif type(quantity) is not float or not -MAX_QUANTITY <= quantity <= MAX_QUANTITY:
-                    quantity = check_quantity("quantity", quantity)  # NaN fails the test too
+                    units = _default_units(metric)
+                elif type(quantity) is float and -_EXACT < (scaled := quantity * scale) < _EXACT:
+                    units = round(scaled)  # as to_units: a float whose shortest repr fits
+                    if units / scale != quantity:
+                        units = metric.units("quantity", quantity)
+                else:  # NaN fails the test above too
+                    units = metric.units("quantity", quantity)
                 ts = get("timestamp")
                 if ts is None:
                     ns = now
@@ -444,7 +447,7 @@ class Intake:
                 if len(item) > present:
                     _check_keys(item)
                 append(new_row((rid, metric_key, subject_type, subject_id, metric.org_id,
-                                quantity, ns, metadata, source)))  # fmt: skip
+                                units, ns, metadata, source)))  # fmt: skip
             except ValidationError as exc:
                 raise exc.at(f"records[{offset + index - 1}]") from None
             except TypeError:  # a list or dict where a name belongs is not hashable
@@ -516,13 +519,56 @@ def _shown_key(name: str) -> str:
     return name if len(name) <= 64 else f"{name[:61]}..."
 
 
-def _default_quantity(metric: MetricDefinition) -> float:
+_SCALES: tuple[int, ...] = tuple(10**places for places in range(MAX_PRECISION + 1))
+_EXACT = 2**53  # floats below this magnitude hold every integer exactly (as to_units)
+
+
+def _default_units(metric: MetricDefinition) -> int:
+    """A record without a quantity counts 1 (in units) for a COUNT metric; others need one."""
     if metric.aggregation_type is not AggregationType.COUNT:
         raise ValidationError(
             "quantity",
             f"is required for {metric.aggregation_type.value} metric {metric.key!r}",
         )
-    return 1.0
+    return _SCALES[metric.precision]
+
+
+def _units(
+    quantities: list[Any],
+    keys: list[str],
+    orgs: list[str | None],
+    metrics: dict[tuple[str, str | None], MetricDefinition],
+) -> list[int]:
+    """The quantities of a column in units of each record's metric, as the loop makes them:
+    a column of floats that fit (see ``to_units``) or of ints within range a list at a time
+    (C-level maps), any other column value by value (raising where a record is bad)."""
+    pairs = list(zip(keys, orgs, strict=True))
+    used = {metrics[pair].precision for pair in set(pairs)}
+    scales: Iterable[int] = (
+        repeat(_SCALES[used.pop()]) if len(used) == 1
+        else [_SCALES[metrics[pair].precision] for pair in pairs]
+    )  # fmt: skip
+    kinds = set(map(type, quantities))
+    try:
+        if kinds == {float}:
+            scaled = list(map(mul, quantities, scales))
+            if min(scaled) > -_EXACT and max(scaled) < _EXACT:  # NaN: round() raises
+                units = list(map(round, scaled))
+                if list(map(truediv, units, scales)) == quantities:
+                    return units
+        elif kinds == {int}:
+            units = list(map(mul, quantities, scales))
+            if min(units) >= -MAX_UNITS and max(units) <= MAX_UNITS:
+                return units
+        elif kinds == {type(None)}:
+            return [_default_units(metrics[pair]) for pair in pairs]
+    except (ValueError, OverflowError):  # NaN or an infinity: the checks below say which
+        pass
+    return [
+        _default_units(metrics[pair]) if quantity is None
+        else to_units("quantity", quantity, metrics[pair].precision, metrics[pair].rounding)
+        for quantity, pair in zip(quantities, pairs, strict=True)
+    ]  # fmt: skip
 
 
 def _required(get: Callable[..., Any], camel: str) -> Any:
