@@ -19,15 +19,16 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def batch(number: int) -> list[dict[str, Any]]:
-    """Batch ``number``: ids ``k{number:03d}-{i:04d}``, quantities 1-3, one record per
-    millisecond from T0, over ten subjects."""
+    """Batch ``number``: ids ``k{number:03d}-{i:04d}``, quantities 0.1, 0.2 and 0.3 (floats,
+    which the store must sum exactly as decimals), one record per millisecond from T0, over
+    ten subjects."""
     return [
         {
             "id": f"k{number:03d}-{i:04d}",
             "metricKey": "api_calls",
             "subjectType": "org",
             "subjectId": f"org-{i % 10}",
-            "quantity": float(1 + i % 3),
+            "quantity": (1 + i % 3) / 10,
             "timestamp": T0 + timedelta(milliseconds=number * BATCH + i),
         }
         for i in range(BATCH)

@@ -39,12 +39,15 @@ def store_url(
 
 
 def totals(server: InfluxServer, db: str) -> tuple[int, Decimal, int]:
-    """``(points, sum of quantity, distinct record ids)`` of every raw point."""
-    found = server.series('SELECT count("quantity") AS n, sum("quantity") AS s FROM usage', db)
+    """``(points, sum of quantity, distinct record ids)`` of every raw point: the sum of the
+    integer ``units`` field (6 places, the metric's default precision) as an exact Decimal."""
+    found = server.series('SELECT count("units") AS n, sum("units") AS s FROM usage', db)
     ids = server.series('SELECT count(distinct("rid")) AS d FROM usage', db)
     if not found:
         return 0, Decimal(0), 0
-    return int(found[0]["n"]), Decimal(str(found[0]["s"])), int(ids[0]["d"])
+    units = found[0]["s"]
+    assert type(units) is int, units  # an integer field sums to an integer
+    return int(found[0]["n"]), Decimal(units).scaleb(-6), int(ids[0]["d"])
 
 
 def test_record_from_eight_threads_goes_through_the_default_outbox_exactly_once(
@@ -54,7 +57,8 @@ def test_record_from_eight_threads_goes_through_the_default_outbox_exactly_once(
     under $XDG_DATA_HOME, calls share commits, and InfluxDB holds each record once."""
     server, db = influx_db
     rng = random.Random(20)
-    plan = [[(f"t{t}-{i}", Decimal(rng.randint(1, 999))) for i in range(250)]
+    # cents, given as Decimals: the sum in InfluxDB is exact
+    plan = [[(f"t{t}-{i}", Decimal(rng.randint(1, 99_999)).scaleb(-2)) for i in range(250)]
             for t in range(8)]  # fmt: skip
     failures: list[BaseException] = []
     with tsmeter.connect(store_url) as meter:

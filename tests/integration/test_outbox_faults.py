@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,8 @@ from tsmeter.cli.outbox import outbox as outbox_group
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z: where outbox_writer's batches start
 DAY = 86_400_000_000_000
-BATCH_SUM = sum(1 + i % 3 for i in range(BATCH))  # quantities of one batch
+# the quantities of one batch (0.1, 0.2, 0.3 as floats; summed exactly as decimals)
+BATCH_SUM = sum(Decimal(1 + i % 3) / 10 for i in range(BATCH))
 #: the issue's outage; the test records 100,000 records while the server is down for it
 OUTAGE_SECONDS = 30.0
 #: faster retries than the defaults (0.5 s doubling to 30 s) keep the waits after a fault
@@ -51,16 +53,22 @@ def url(port: int, db: str, state: Path, **options: str) -> str:
     return f"influxdb://127.0.0.1:{port}/{db}?{query}"
 
 
-def totals(server: InfluxServer, db: str, lo: int = T0, hi: int = T0 + DAY) -> tuple[int, int, int]:
-    """``(points, sum of quantity, distinct record ids)`` of raw points in ``[lo, hi)``."""
+def totals(
+    server: InfluxServer, db: str, lo: int = T0, hi: int = T0 + DAY
+) -> tuple[int, Decimal, int]:
+    """``(points, sum of quantity, distinct record ids)`` of raw points in ``[lo, hi)``: the
+    sum of the integer ``units`` field (6 places, the metric's default precision) as an exact
+    Decimal."""
     where = "WHERE time >= $lo AND time < $hi"
     params = {"lo": lo, "hi": hi}
-    found = server.series(f'SELECT count("quantity") AS n, sum("quantity") AS s FROM usage {where}',
+    found = server.series(f'SELECT count("units") AS n, sum("units") AS s FROM usage {where}',
                           db, params)  # fmt: skip
     ids = server.series(f'SELECT count(distinct("rid")) AS d FROM usage {where}', db, params)
     if not found:
-        return 0, 0, 0
-    return int(found[0]["n"]), int(found[0]["s"]), int(ids[0]["d"])
+        return 0, Decimal(0), 0
+    units = found[0]["s"]
+    assert type(units) is int, units  # an integer field sums to an integer
+    return int(found[0]["n"]), Decimal(units).scaleb(-6), int(ids[0]["d"])
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -239,13 +247,13 @@ def test_500s_and_answers_past_the_timeout_are_retried_and_counted_once(
 def test_a_partial_write_quarantines_the_poisoned_record_only(
     influx_db: tuple[InfluxServer, str], tmp_path: Path, tsmeter_cli: Callable[..., Result]
 ) -> None:
-    """A batch with one record influxd refuses (its shard holds ``quantity`` as a string) gets
+    """A batch with one record influxd refuses (its shard holds ``units`` as a string) gets
     ``400 partial write``: the 1,000 good records are stored once, the bad one is quarantined
     with the server's message, and ``tsmeter outbox`` shows, retries and purges it."""
     server, db = influx_db
     poisoned_at = datetime(2020, 1, 8, 12, tzinfo=UTC)
-    response = server.write(db, b'usage,metric=poison quantity="text" 1578441600000000000\n')
-    assert response.status_code == 204  # 2020-01-08T00:00Z: quantity is a string in that shard
+    response = server.write(db, b'usage,metric=poison units="text" 1578441600000000000\n')
+    assert response.status_code == 204  # 2020-01-08T00:00Z: units is a string in that shard
     store, box = url(server.port, db, tmp_path / "state.db"), str(tmp_path / "o.db")
     with tsmeter.connect(store, outbox=box) as meter:
         meter.define_metric("api_calls", aggregation_type="SUM")
@@ -364,8 +372,8 @@ def test_cli_import_reports_each_bad_line_and_queues_the_rest(
     assert f"{path}: 12 lines = 12 records (2 queued for the store" in result.stdout
     assert result.stderr.strip().endswith("the other 2 are queued for the store")
     got = tsmeter_cli("--store", store, "--format", "json", "usage", "get", "storage_gb")
-    assert sorted((r["id"], r["quantity"]) for r in json.loads(got.stdout)) == [
-        ("g1", 1.0), ("g2", 2.0)
+    assert sorted((r["id"], Decimal(r["quantity"])) for r in json.loads(got.stdout)) == [
+        ("g1", Decimal(1)), ("g2", Decimal(2))
     ]  # fmt: skip
     status = json.loads(tsmeter_cli("--format", "json", "outbox", "status").stdout)
     assert (status["pending"], status["quarantined"]) == (0, 0)

@@ -5,12 +5,14 @@ live in tests/integration."""
 from __future__ import annotations
 
 import marshal
+import sqlite3
 import struct
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +23,21 @@ from hypothesis import strategies as st
 
 import tsmeter
 from tsmeter.domain import RecordRow
-from tsmeter.errors import OutboxFullError, RejectedError, StorageUnavailableError
+from tsmeter.errors import (
+    OutboxFullError,
+    RejectedError,
+    StorageUnavailableError,
+    ValidationError,
+)
 from tsmeter.outbox import batches as outbox_batches
+from tsmeter.outbox import durable
 from tsmeter.outbox.batches import pack
 from tsmeter.outbox.durable import Outbox
 
 
 def rows(prefix: str, n: int) -> list[RecordRow]:
-    """``n`` rows with ids ``prefix-i``."""
-    return [RecordRow(f"{prefix}-{i}", "api_calls", "org", "o1", None, 1.0, i, None, None)
+    """``n`` rows with ids ``prefix-i`` (a quantity of 1 in units of precision 6)."""
+    return [RecordRow(f"{prefix}-{i}", "api_calls", "org", "o1", None, 1_000_000, i, None, None)
             for i in range(n)]  # fmt: skip
 
 
@@ -536,9 +544,10 @@ def _exactly(rows: list[Any]) -> list[tuple[Any, ...]]:
 @given(st.lists(st.tuples(*[OUTBOX_VALUES] * 9), max_size=20))
 def test_outbox_batches_unpack_to_the_rows_they_were_made_of(values: list[tuple[Any, ...]]) -> None:
     """A stored batch becomes the rows it was made of, value, type and sign: msgpack (format
-    3) when every quantity is a float and every value has a msgpack form, also when a
-    field holds a value of another type than the row declares; marshal (format 1) for an
-    int quantity, ints beyond 64 bits and strings without a UTF-8 form."""
+    4) when every quantity is an int (units) and every value has a msgpack form, also when a
+    field holds a value of another type than the row declares; marshal (format 5) for
+    another quantity, ints beyond 64 bits and strings without a UTF-8 form. Neither is
+    taken for a batch of an earlier version."""
     rows = [RecordRow(*v) for v in values]
     rows += rows[-1:] * 2
     blob = outbox_batches.pack(rows)
@@ -546,11 +555,12 @@ def test_outbox_batches_unpack_to_the_rows_they_were_made_of(values: list[tuple[
     assert _exactly(unpacked) == _exactly(rows)
     assert [type(r) for r in unpacked] == [RecordRow] * len(rows)
     msgpack = (
-        all(type(row[5]) is float for row in values)
+        all(type(row[5]) is int for row in values)
         and all(not isinstance(v, int) or -(2**63) <= v < 2**64 for row in values for v in row)
         and not any(isinstance(v, str) and "\ud800" in v for row in values for v in row)
     )
-    assert blob[0] == (3 if msgpack else 1)
+    assert blob[0] == (4 if msgpack else 5)
+    assert not outbox_batches.legacy(blob)
 
 
 def _format_2(rows: list[RecordRow]) -> bytes:
@@ -574,25 +584,45 @@ def _format_2(rows: list[RecordRow]) -> bytes:
     return bytes(out)
 
 
+def _format_3(rows: list[RecordRow]) -> bytes:
+    """A batch as earlier versions wrote it where every quantity was a float."""
+    return bytes([3]) + msgspec.msgpack.encode(rows)
+
+
+def _format_1(rows: list[RecordRow]) -> bytes:
+    """A batch as earlier versions wrote it otherwise (an int quantity, say)."""
+    return bytes([1]) + marshal.dumps([tuple(r) for r in rows])
+
+
 def test_batches_written_by_earlier_versions_are_read() -> None:
-    """Files on disk hold format 2 (the earlier compiled path) and format 1 batches."""
+    """Files on disk hold format 3, format 2 (the earlier compiled path) and format 1
+    batches, their quantities the plain values (floats, or ints): read as stored, and known
+    as legacy (to be converted to units before delivery)."""
     row = RecordRow("r1", "api_calls", "org", "é", None, 1.5, -7, '{"a": 1}', None)
     rows = [row, row._replace(id="r2"), row._replace(id="r3", quantity=2.0, source="api")]
-    assert outbox_batches.unpack(_format_2(rows)) == rows
-    assert outbox_batches.unpack(bytes([1]) + marshal.dumps([tuple(r) for r in rows])) == rows
+    for blob in (_format_3(rows), _format_2(rows), _format_1(rows),
+                 outbox_batches.pack_legacy(rows)):  # fmt: skip
+        assert _exactly(outbox_batches.unpack(blob)) == _exactly(rows)
+        assert outbox_batches.legacy(blob)
+    ints = [row._replace(quantity=3), row._replace(id="r2", quantity=-2)]
+    assert _exactly(outbox_batches.unpack(_format_1(ints))) == _exactly(ints)
+    assert _exactly(outbox_batches.unpack(_format_2(ints))) == _exactly(ints)
 
 
 def test_damaged_outbox_batches_are_refused() -> None:
     """Every cut-short copy of a batch, in each format, an unknown tag, a first row that
     says "the same", rows of another width and bytes after the last row are refused with
     a clear error."""
-    row = RecordRow("r1", "api_calls", "org", "é", None, 1.5, -7, '{"a": 1}', None)
+    row = RecordRow("r1", "api_calls", "org", "é", None, 1_500_000, -7, '{"a": 1}', None)
     rows = [row, row._replace(id="r2")]
     new = outbox_batches.pack(rows)
-    assert new[0] == 3 and outbox_batches.unpack(new) == rows
-    old = _format_2(rows)
+    assert new[0] == 4 and outbox_batches.unpack(new) == rows
+    floats = [r._replace(quantity=1.5) for r in rows]
+    old = _format_2(floats)
     width_at, first_tag = 5, 6
-    damaged = [blob[:n] for blob in (new, old) for n in range(1, len(blob))]
+    blobs = (new, old, _format_3(floats), _format_1(floats),
+             bytes([5]) + marshal.dumps([tuple(r) for r in rows]))  # fmt: skip
+    damaged = [blob[:n] for blob in blobs for n in range(1, len(blob))]
     damaged += [
         old[:first_tag] + b"\x09" + old[first_tag + 1 :],
         old[:first_tag] + b"\x01" + old[first_tag + 1 :],
@@ -602,8 +632,220 @@ def test_damaged_outbox_batches_are_refused() -> None:
         bytes([3]) + msgspec.msgpack.encode([[1] * 10]),
         bytes([3]) + msgspec.msgpack.encode([1]),
         bytes([1]) + marshal.dumps([(1,) * 10]),
+        bytes([4]) + msgspec.msgpack.encode([[1] * 10]),
+        bytes([4]) + msgspec.msgpack.encode(floats),  # units are ints
+        bytes([5]) + marshal.dumps([(1,) * 10]),
         bytes([9]) + new[1:],
     ]
     for bad in damaged:
         with pytest.raises(StorageUnavailableError):
             outbox_batches.unpack(bad)
+
+
+# -- batches of earlier versions: plain quantities, converted to units on delivery ----------------
+
+#: the metrics' precisions the converters below know
+PRECISION = {"api_calls": 0, "cents": 2, "tokens": 6}
+
+
+def to_units_by_decimal(rows: list[RecordRow]) -> list[RecordRow]:
+    """A converter written here: each plain quantity (a float by its shortest repr, or an
+    int) in units of its metric's precision, rounded half to even; beyond 64 bits refused."""
+    out = []
+    for row in rows:
+        text = repr(row.quantity) if isinstance(row.quantity, float) else str(row.quantity)
+        units = (
+            Decimal(text)
+            .scaleb(PRECISION[row.metric_key])
+            .quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
+        )
+        if abs(units) > 2**63 - 1:
+            raise ValidationError("quantity", f"{text} is beyond 64 bits in units")
+        out.append(row._replace(quantity=int(units)))
+    return out
+
+
+LEGACY_VALUES = [("tokens", 0.1, 100_000), ("tokens", -0.000001, -1), ("tokens", 1.5, 1_500_000),
+                 ("cents", 19.99, 1999), ("cents", 0.125, 12), ("cents", 2.675, 268),
+                 ("api_calls", 1.0, 1), ("api_calls", 3, 3), ("tokens", 2, 2_000_000),
+                 ("tokens", 9223372036854.775, 9223372036854775000)]  # fmt: skip
+
+
+def _legacy_rows(prefix: str) -> list[RecordRow]:
+    return [RecordRow(f"{prefix}-{i}", metric, "org", "o1", None, value, i, None, None)
+            for i, (metric, value, _) in enumerate(LEGACY_VALUES)]  # fmt: skip
+
+
+def _legacy_file(path: Path, blobs: list[bytes]) -> None:
+    """An outbox file as an earlier version left it, holding ``blobs``."""
+    conn = sqlite3.connect(path)
+    conn.executescript(durable._DDL)
+    for blob in blobs:
+        n = len(outbox_batches.unpack(blob))
+        conn.execute("INSERT INTO outbox_batches (n, rows, created_at) VALUES (?, ?, 0)", (n, blob))
+    conn.commit()
+    conn.close()
+
+
+class Recorder:
+    """A store keeping every row delivered, by call of ``deliver`` or as a stream; ``down``
+    fails every call."""
+
+    def __init__(self) -> None:
+        self.rows: list[RecordRow] = []
+        self.down = False
+        self.lock = threading.Lock()
+
+    def __call__(self, batch: list[RecordRow]) -> None:
+        with self.lock:
+            if self.down:
+                raise StorageUnavailableError("server down")
+            self.rows += batch
+
+    def stream(self, parts: Iterator[list[RecordRow]], stored: Callable[[int], None]) -> None:
+        done = 0
+        for part in parts:
+            self(part)
+            done += len(part)
+            stored(done)
+
+    def units(self) -> dict[str, int]:
+        with self.lock:
+            assert all(type(row.quantity) is int for row in self.rows)
+            return {row.id: row.quantity for row in self.rows}
+
+
+def _recording_box(path: Path, store: Recorder, streamed: bool = False, **options: Any) -> Outbox:
+    if streamed:
+        options["stream"] = store.stream
+    options = {"backoff_base": 0.05, "backoff_max": 0.2, **options}
+    return Outbox(str(path), store, **options)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_batches_of_earlier_versions_are_delivered_in_units(tmp_path: Path, streamed: bool) -> None:
+    """Batches an earlier version queued (formats 1, 2 and 3, plain float or int quantities)
+    are delivered with their quantities in units of each metric's precision, by the hook the
+    outbox is given (checked against decimal's own arithmetic), with new batches after them;
+    the hook never sees a new batch."""
+    legacy = {"f1": _format_1, "f2": _format_2, "f3": _format_3}
+    _legacy_file(tmp_path / "o.db", [make(_legacy_rows(name)) for name, make in legacy.items()])
+    seen: list[RecordRow] = []
+
+    def upgrade(rows: list[RecordRow]) -> list[RecordRow]:
+        seen.extend(rows)
+        return to_units_by_decimal(rows)
+
+    store = Recorder()
+    box = _recording_box(tmp_path / "o.db", store, streamed, upgrade=upgrade)
+    box.put(rows("new", 5))
+    assert box.drain(10)
+    expected = {f"{name}-{i}": units for name in legacy
+                for i, (_, _, units) in enumerate(LEGACY_VALUES)}  # fmt: skip
+    expected |= {f"new-{i}": 1_000_000 for i in range(5)}
+    assert store.units() == expected and len(store.rows) == len(expected)
+    assert len(seen) == 3 * len(LEGACY_VALUES) and not any(r.id.startswith("new") for r in seen)
+    assert box.close().pending == 0
+
+
+def test_a_legacy_batch_waits_for_a_hook_and_is_never_delivered_as_it_is(tmp_path: Path) -> None:
+    """Without an upgrade hook, or with one that fails or gives back no units, a legacy batch
+    stays in the file (deferred, the reason in the status) while new batches go; an outbox
+    opened with a working hook delivers it in units."""
+    path = tmp_path / "o.db"
+    _legacy_file(path, [_format_3(_legacy_rows("old"))])
+    store = Recorder()
+    calls: list[int] = []
+
+    def failing(rows: list[RecordRow]) -> list[RecordRow]:
+        calls.append(len(rows))
+        raise StorageUnavailableError("catalog unreachable")
+
+    def floats(rows: list[RecordRow]) -> list[RecordRow]:
+        calls.append(len(rows))
+        return [row._replace(quantity=float(row.quantity)) for row in rows]
+
+    for hook in (None, failing, floats, lambda rows: rows[1:]):
+        box = _recording_box(path, store, upgrade=hook, backoff_base=30, backoff_max=30)
+        box.put(rows(f"new{len(calls)}", 3))
+        wait_until(lambda: box.status().pending == len(LEGACY_VALUES))  # noqa: B023
+        status = box.status()
+        assert status.deferred == 1 and status.batches == 1, status
+        assert status.last_error is not None
+        box.close(0.5)
+        assert not any(row.id.startswith("old") for row in store.rows)
+    assert calls == [len(LEGACY_VALUES)] * 2
+    box = _recording_box(path, store, upgrade=to_units_by_decimal)
+    assert box.drain(10)
+    assert {k: v for k, v in store.units().items() if k.startswith("old")} == {
+        f"old-{i}": units for i, (_, _, units) in enumerate(LEGACY_VALUES)
+    }
+    assert len(store.rows) == len(LEGACY_VALUES) + 4 * 3
+    assert box.close().pending == 0
+
+
+def test_a_legacy_row_the_hook_refuses_is_quarantined_as_it_was_queued(tmp_path: Path) -> None:
+    """A row the hook cannot convert (a value beyond 64 bits in units) is found by halving and
+    quarantined with its plain quantity (never converted wrongly, never lost); the rest of
+    its batch is delivered; ``retry`` converts it again, here after its metric's precision
+    was lowered."""
+    path = tmp_path / "o.db"
+    big = RecordRow("big", "tokens", "org", "o1", None, 1e15, 7, None, None)
+    old = _legacy_rows("old")
+    _legacy_file(path, [_format_1([*old[:3], big, *old[3:]])])
+    store = Recorder()
+    box = _recording_box(path, store, upgrade=to_units_by_decimal)
+    assert box.drain(10)
+    assert set(store.units()) == {row.id for row in old}
+    (kept,) = box.quarantined()
+    assert kept.legacy and kept.row == big and type(kept.row.quantity) is float
+    assert "64 bits" in kept.error
+    PRECISION["tokens"] = 2
+    try:
+        assert box.retry() == 1
+        assert box.drain(10)
+    finally:
+        PRECISION["tokens"] = 6
+    assert store.units()["big"] == 10**17
+    assert box.quarantined() == []
+    assert box.close().pending == 0
+
+
+def test_new_records_quarantined_and_retried_stay_units(tmp_path: Path) -> None:
+    """A record the store rejects is quarantined in the new format and, retried, delivered as
+    it was (units, no conversion)."""
+    store = Store()
+    store.poison.add("p-1")
+    box = Outbox(str(tmp_path / "o.db"), store, upgrade=lambda rows: pytest.fail("converted"))
+    box.put(rows("p", 3))
+    assert box.drain(10)
+    (kept,) = box.quarantined()
+    assert not kept.legacy and kept.row.quantity == 1_000_000
+    store.poison.clear()
+    assert box.retry() == 1 and box.drain(10)
+    assert store.ids == {"p-0": 1, "p-1": 1, "p-2": 1}
+    box.close()
+
+
+def test_a_meter_delivers_the_legacy_batches_of_its_outbox_in_each_metrics_units(
+    tmp_path: Path,
+) -> None:
+    """End to end: an outbox file an earlier version left (float quantities, formats 3 and
+    1) opened by a Meter on the embedded store: each record is stored with its metric's
+    precision, read back as the exact decimal of the float's shortest repr."""
+    store_url = f"sqlite:///{tmp_path / 'u.db'}"
+    with tsmeter.connect(store_url) as meter:
+        meter.define_metric("cents", aggregation_type="SUM", precision=2)
+        meter.define_metric("tokens", aggregation_type="SUM")
+    values = {"cents": [19.99, 0.1, -0.01, 1234567.89], "tokens": [0.1, 0.000001, 2.5, 3]}
+    legacy = [RecordRow(f"{metric}-{i}", metric, "org", "o1", None, value,
+                        1_767_225_600_000_000_000 + i, None, None)
+              for metric, given in values.items() for i, value in enumerate(given)]  # fmt: skip
+    _legacy_file(tmp_path / "o.db", [_format_3(legacy[:4]), _format_1(legacy[4:])])
+    with tsmeter.connect(store_url, outbox=str(tmp_path / "o.db")) as meter:
+        assert meter.outbox is not None and meter.outbox.drain(10)
+        for metric, given in values.items():
+            got = {record.id: record.quantity for record in meter.iter_usage(metric)}
+            assert got == {f"{metric}-{i}": Decimal(repr(value)) for i, value in enumerate(given)}
+            places = 2 if metric == "cents" else 6  # the metric's precision
+            assert {q.as_tuple().exponent for q in got.values()} == {-places}

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from tsmeter.domain import RecordRow
-from tsmeter.outbox.batches import pack, unpack
+from tsmeter.outbox.batches import legacy, pack, pack_legacy, unpack
 
 __all__ = ["OutboxAdmin", "OutboxStatus", "QuarantinedRecord"]
 
@@ -30,12 +30,15 @@ class OutboxStatus:
 
 @dataclass(frozen=True)
 class QuarantinedRecord:
-    """A record the store rejected, with the store's message."""
+    """A record the store rejected, with the store's message; or a record of a batch an
+    earlier version queued whose quantity could not be converted to units (``legacy``: its
+    quantity is the plain value as queued, converted again when retried)."""
 
     seq: int
     row: RecordRow
     error: str
     quarantined_at: int
+    legacy: bool = False
 
 
 class OutboxAdmin:
@@ -80,8 +83,8 @@ class OutboxAdmin:
             found = self._conn.execute(
                 "SELECT seq, row, error, quarantined_at FROM outbox_quarantine ORDER BY seq"
             ).fetchall()
-        return [QuarantinedRecord(seq, unpack(blob)[0], error, at) for seq, blob, error, at
-                in found]  # fmt: skip
+        return [QuarantinedRecord(seq, unpack(blob)[0], error, at, legacy(blob))
+                for seq, blob, error, at in found]  # fmt: skip
 
     def retry(self) -> int:
         """Make every deferred batch due now and move quarantined records back into the outbox;
@@ -94,12 +97,15 @@ class OutboxAdmin:
                 ).fetchone()
                 self._conn.execute("UPDATE outbox_batches SET next_attempt_at = 0")
                 back = self._conn.execute("SELECT row FROM outbox_quarantine").fetchall()
-                rows = [r for (blob,) in back for r in unpack(blob)]
-                if rows:
-                    self._conn.execute(
-                        "INSERT INTO outbox_batches (n, rows, created_at) VALUES (?, ?, ?)",
-                        (len(rows), pack(rows), time.time_ns()),
-                    )
+                # rows of legacy batches (plain quantities) go back as such, to be converted
+                rows = [r for (blob,) in back if not legacy(blob) for r in unpack(blob)]
+                old = [r for (blob,) in back if legacy(blob) for r in unpack(blob)]
+                now = time.time_ns()
+                self._conn.executemany(
+                    "INSERT INTO outbox_batches (n, rows, created_at) VALUES (?, ?, ?)",
+                    [(len(part), packed(part), now)
+                     for part, packed in ((rows, pack), (old, pack_legacy)) if part],
+                )  # fmt: skip
                 (last,) = self._conn.execute(
                     "SELECT coalesce(max(seq), 0) FROM outbox_batches"
                 ).fetchone()
@@ -112,7 +118,7 @@ class OutboxAdmin:
                 self._mine = max(self._mine, int(last))
         self._refresh_pending()
         self._wake.set()
-        return int(n) + len(rows)
+        return int(n) + len(rows) + len(old)
 
     def purge_quarantine(self) -> int:
         """Delete the quarantined records (they are then lost: export them first)."""

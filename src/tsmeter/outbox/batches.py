@@ -1,11 +1,24 @@
 """How the outbox stores a batch of rows: one value, its first byte naming the format.
 
-* Format 3, written when every quantity is a float (the usual case): the rows as msgpack
-  arrays, encoded and decoded by msgspec (a row's types are checked as it is read).
-* Format 1, written otherwise: ``marshal`` of the tuples (it keeps an int quantity an int).
+Formats 4 and 5 hold quantities in units (integers: the value times ``10 ** precision`` of
+the row's metric, see :class:`~tsmeter.domain.RecordRow`):
+
+* Format 4, written when every quantity is an int (always, from the intake): the rows as
+  msgpack arrays, encoded and decoded by msgspec (a row's types are checked as it is read).
+* Format 5, written otherwise (a value msgpack cannot take: a str subclass, a lone
+  surrogate): ``marshal`` of the tuples.
+
+Formats 1, 2 and 3 were written by earlier versions, whose quantities were the plain values
+(floats, or ints), not units: :func:`legacy` tells them apart, :func:`unpack` still reads
+them (quantities as stored), and the outbox converts them to units with each metric's
+precision before delivery (see ``Outbox``'s ``upgrade``), so files written before stay
+deliverable. :func:`pack_legacy` writes such rows back in format 1 (a quarantined legacy row
+stays one):
+
+* Format 3: msgpack arrays (as format 4, the quantities floats).
+* Format 1: ``marshal`` of the tuples.
 * Format 2, written by earlier versions' compiled path: per field a tag and its payload, a
-  field equal to the row before's stored as such (see ``_unpack_2``). Still read, so files
-  written before stay deliverable.
+  field equal to the row before's stored as such (see ``_unpack_2``).
 
 A damaged batch raises StorageUnavailableError, never gives part of its rows.
 
@@ -30,16 +43,19 @@ import msgspec
 from tsmeter.domain import RecordRow
 from tsmeter.errors import StorageUnavailableError
 
-__all__ = ["HeldBatches", "insert", "pack", "unpack"]
+__all__ = ["HeldBatches", "insert", "legacy", "pack", "pack_legacy", "unpack"]
 
 #: SQLite 3.35 and later: a commit of one batch is one statement, ``INSERT ... RETURNING``
 #: (fewer statements: a thread gives up the interpreter lock for each, and waits for it
 #: again while other threads run)
 _RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
-_FORMAT = 1  # marshal of the row tuples
-_FORMAT_2 = 2  # compact rows (see _unpack_2)
-_FORMAT_3 = 3  # msgpack arrays
+_FORMAT = 1  # marshal of the row tuples, plain quantities (earlier versions)
+_FORMAT_2 = 2  # compact rows (see _unpack_2), plain quantities (earlier versions)
+_FORMAT_3 = 3  # msgpack arrays, plain quantities (earlier versions)
+_FORMAT_4 = 4  # msgpack arrays, quantities in units
+_FORMAT_5 = 5  # marshal of the row tuples, quantities in units
+_LEGACY = frozenset({_FORMAT, _FORMAT_2, _FORMAT_3})
 _WIDTH = len(RecordRow._fields)
 _new_row = partial(tuple.__new__, RecordRow)
 _QUANTITY = itemgetter(RecordRow._fields.index("quantity"))
@@ -49,33 +65,60 @@ _any_decoder = msgspec.msgpack.Decoder()
 
 
 def pack(rows: Sequence[RecordRow]) -> bytes:
-    """A stored batch: format 3 (msgpack) when every quantity is a float (the usual case;
-    a row's other values of another type are kept as msgpack has them), else format 1
-    (marshal, which keeps an int quantity an int where msgpack's reader would make it a
-    float).
+    """A stored batch of rows whose quantities are units: format 4 (msgpack) when every
+    quantity is an int (the intake's rows; a row's other values of another type are kept as
+    msgpack has them), else format 5 (marshal, which takes any value a row may hold).
 
-    >>> row = RecordRow("r1", "api_calls", "org", "o1", None, 1.0, 5, None, None)
-    >>> unpack(pack([row])) == [row]
-    True
+    >>> row = RecordRow("r1", "api_calls", "org", "o1", None, 1_500_000, 5, None, None)
+    >>> unpack(pack([row])) == [row], legacy(pack([row]))
+    (True, False)
     """
-    if set(map(type, map(_QUANTITY, rows))) <= {float}:
+    if set(map(type, map(_QUANTITY, rows))) <= {int}:
         try:
-            return bytes([_FORMAT_3]) + _encoder.encode(rows)
+            return bytes([_FORMAT_4]) + _encoder.encode(rows)
         except (TypeError, OverflowError, UnicodeEncodeError):
             pass  # a str subclass, an int beyond 64 bits, a lone surrogate: marshal takes it
+    return bytes([_FORMAT_5]) + marshal.dumps(list(map(tuple, rows)))
+
+
+def pack_legacy(rows: Sequence[RecordRow]) -> bytes:
+    """Rows read from a batch of an earlier version (plain quantities, not units) stored
+    again as such: format 1, which :func:`legacy` recognises, so they are converted when
+    delivered.
+
+    >>> row = RecordRow("r1", "api_calls", "org", "o1", None, 1.5, 5, None, None)
+    >>> unpack(pack_legacy([row])) == [row], legacy(pack_legacy([row]))
+    (True, True)
+    """
     return bytes([_FORMAT]) + marshal.dumps(list(map(tuple, rows)))
 
 
+def legacy(blob: bytes) -> bool:
+    """Whether a stored batch was written by an earlier version: its quantities are the
+    plain values (floats, or ints), to be converted to units before delivery."""
+    return blob[:1] != b"" and blob[0] in _LEGACY
+
+
 def unpack(blob: bytes) -> list[RecordRow]:
-    """The rows of a stored batch, in any format this or an earlier version wrote."""
+    """The rows of a stored batch, in any format this or an earlier version wrote (the
+    quantities as stored: units, or plain values where :func:`legacy`)."""
     kind = blob[:1]
-    if kind == bytes([_FORMAT_3]):
+    if kind == bytes([_FORMAT_4]):
         try:
             return _decoder.decode(blob[1:])
         except msgspec.ValidationError:  # values of other types: read as they are
-            return _any_rows(blob)
+            rows = _any_rows(blob)
+            if not all(type(row.quantity) is int for row in rows):
+                raise StorageUnavailableError(
+                    "outbox batch damaged: a quantity is not units"
+                ) from None
+            return rows
         except msgspec.DecodeError as exc:
             raise StorageUnavailableError(f"outbox batch damaged: {exc}") from None
+    if kind == bytes([_FORMAT_5]):
+        return _marshal_rows(blob)
+    if kind == bytes([_FORMAT_3]):
+        return _any_rows(blob)  # the quantities floats: read without the field types
     if kind == bytes([_FORMAT_2]):
         try:
             if len(blob) < 6 or blob[5] != _WIDTH:
@@ -85,14 +128,24 @@ def unpack(blob: bytes) -> list[RecordRow]:
             raise StorageUnavailableError(f"outbox batch damaged: {exc}") from None
     if not blob or blob[0] != _FORMAT:
         raise StorageUnavailableError("outbox batch in an unknown format (newer tsmeter?)")
-    rows = marshal.loads(blob[1:])
-    if not all(len(values) == _WIDTH for values in rows):
+    return _marshal_rows(blob)
+
+
+def _marshal_rows(blob: bytes) -> list[RecordRow]:
+    """Format 1 or 5 rows."""
+    try:
+        rows = marshal.loads(blob[1:])
+    except (EOFError, ValueError, TypeError) as exc:
+        raise StorageUnavailableError(f"outbox batch damaged: {exc}") from None
+    if type(rows) is not list or not all(
+        type(values) is tuple and len(values) == _WIDTH for values in rows
+    ):
         raise StorageUnavailableError("outbox batch with rows of another width (newer tsmeter?)")
     return list(map(tuple.__new__, repeat(RecordRow), rows))
 
 
 def _any_rows(blob: bytes) -> list[RecordRow]:
-    """Format 3 rows read without the field types."""
+    """Format 3 or 4 rows read without the field types."""
     try:
         rows = _any_decoder.decode(blob[1:])
     except msgspec.DecodeError as exc:

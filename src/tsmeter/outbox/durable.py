@@ -31,6 +31,10 @@ the store reports its records stored.
 * any other :class:`~tsmeter.errors.TsmeterError` (server down, timeout, 5xx)
   defers the batch with exponential backoff and jitter; nothing is dropped.
 
+Rows hold quantities in units of their metric. Batches an earlier version wrote hold the
+plain values instead (see :mod:`tsmeter.outbox.batches`): each is converted by the ``upgrade``
+hook before it is delivered, never delivered as it is (see :class:`Outbox`).
+
 The outbox holds at most ``max_pending`` records (in memory and committed, counting
 what every process sharing the file committed); ``put`` blocks while it is full, up to
 ``timeout``, then raises :class:`~tsmeter.errors.OutboxFullError`. ``drain`` waits for this
@@ -66,7 +70,7 @@ from tsmeter.errors import (
 )
 from tsmeter.files import open_private
 from tsmeter.outbox.admin import OutboxAdmin, OutboxStatus, QuarantinedRecord
-from tsmeter.outbox.batches import HeldBatches, insert, pack, unpack
+from tsmeter.outbox.batches import HeldBatches, insert, legacy, pack, pack_legacy, unpack
 
 __all__ = ["Outbox", "OutboxStatus", "QuarantinedRecord"]
 
@@ -126,6 +130,24 @@ class Outbox(OutboxAdmin):
     ``deliver`` stores rows and returns normally once they are stored (raising a
     TsmeterError otherwise); ``after`` is called with rows once delivered; ``reachable``
     (optional) tells whether the store answers at all, asked once when the flusher starts.
+
+    ``upgrade`` converts the rows of a batch an earlier version wrote, whose quantities are
+    the plain values (a float, or an int, as that version stored them), to rows whose
+    quantities are units (an int: the value times ``10 ** precision`` of the row's metric).
+    Its contract:
+
+    * it is given the rows of one batch (or a part of it) and returns as many rows, in the
+      same order, each the row given with only its quantity replaced by an int;
+    * it raises :class:`~tsmeter.errors.ValidationError` where a row cannot be converted (a
+      value beyond 64 bits at its metric's precision): the outbox then converts the batch in
+      halves until those rows are alone, quarantines them as they were queued (``retry``
+      converts them again) and delivers the rest;
+    * any other exception (a catalog that cannot be read) defers the whole batch, which is
+      converted again at its next attempt: the hook may be called again with the same rows,
+      and must give the same result (no side effects).
+
+    A legacy batch is never delivered unconverted nor dropped: without a hook, or where the
+    hook returns something else than units, it is deferred (and ``status`` says why).
     """
 
     def __init__(
@@ -136,6 +158,7 @@ class Outbox(OutboxAdmin):
         after: Callable[[list[RecordRow]], None] | None = None,
         stream: Stream | None = None,
         reachable: Callable[[], bool] | None = None,
+        upgrade: Callable[[list[RecordRow]], list[RecordRow]] | None = None,
         stream_rows: int = 1_000_000,
         max_pending: int = 1_000_000,
         commit_interval: float = 0.0,
@@ -151,6 +174,7 @@ class Outbox(OutboxAdmin):
         self._after = after
         self._stream = stream
         self._reachable = reachable
+        self._upgrade = upgrade
         self.stream_rows = stream_rows
         self._acks: ThreadPoolExecutor | None = None  # removes what a stream stored
         self.max_pending = max_pending
@@ -408,8 +432,56 @@ class Outbox(OutboxAdmin):
                 total += n
             if found and after == 0:  # older batches held are gone (purged): forget them
                 self._held.drop_below(found[0][0])
-        return [(seq, attempts, rows if isinstance(rows, list) else unpack(rows))
-                for seq, attempts, rows in taken]  # fmt: skip
+        due = []
+        for seq, attempts, stored in taken:
+            if isinstance(stored, list):
+                due.append((seq, attempts, stored))
+                continue
+            read = unpack(stored)
+            if legacy(stored):  # plain quantities of an earlier version: units, or deferred
+                upgraded = self._upgraded(seq, attempts, read)
+                if upgraded is None:
+                    continue
+                read = upgraded
+            due.append((seq, attempts, read))
+        return due
+
+    def _upgraded(self, seq: int, attempts: int, rows: list[RecordRow]) -> list[RecordRow] | None:
+        """The rows of legacy batch ``seq`` in units (see ``upgrade``), without those the hook
+        refuses (quarantined as they were queued); None where the batch was deferred."""
+        try:
+            if self._upgrade is None:
+                raise StorageUnavailableError(
+                    "the batch was queued by an earlier version (plain quantities, not units)"
+                    " and this outbox has no upgrade hook to convert it"
+                )
+            return self._convert(rows)
+        except Exception as exc:
+            self._defer([(seq, attempts)], len(rows), exc)
+            return None
+
+    def _convert(self, rows: list[RecordRow]) -> list[RecordRow]:
+        """``rows`` through the upgrade hook, checked; rows it refuses with a ValidationError
+        are found by halving and quarantined. Raises where the whole batch must wait."""
+        assert self._upgrade is not None
+        try:
+            converted = list(self._upgrade(list(rows)))
+        except ValidationError as exc:
+            if len(rows) == 1:
+                self._quarantine(rows[0], f"cannot convert its quantity to units: {exc}",
+                                 legacy=True)  # fmt: skip
+                return []
+            half = len(rows) // 2
+            return self._convert(rows[:half]) + self._convert(rows[half:])
+        if len(converted) != len(rows) or not all(
+            type(new) is RecordRow and type(new.quantity) is int and new[:5] == old[:5]
+            and new[6:] == old[6:]
+            for new, old in zip(converted, rows, strict=False)
+        ):  # fmt: skip
+            raise StorageUnavailableError(
+                "the outbox's upgrade hook did not return the rows given with units (ints)"
+            )
+        return converted
 
     def flush_once(self) -> bool:
         """Deliver the batches that are due (up to ``batch_rows`` records in one call of
@@ -565,7 +637,8 @@ class Outbox(OutboxAdmin):
         self._delivered_hook(rows)
         return 0
 
-    def _quarantine(self, row: RecordRow, error: str) -> None:
+    def _quarantine(self, row: RecordRow, error: str, *, legacy: bool = False) -> None:
+        """Keep ``row`` (a row of a legacy batch, not converted, where ``legacy``) aside."""
         log.error("outbox: record %r quarantined: %s", row.id, error)
         with self._db:  # a batch delivered again (after a crash or outage) replaces its entry
             self._conn.execute("BEGIN IMMEDIATE")
@@ -574,7 +647,7 @@ class Outbox(OutboxAdmin):
                 self._conn.execute(
                     "INSERT INTO outbox_quarantine (record_id, row, error, quarantined_at)"
                     " VALUES (?, ?, ?, ?)",
-                    (row.id, pack([row]), error, time.time_ns()),
+                    (row.id, (pack_legacy if legacy else pack)([row]), error, time.time_ns()),
                 )
                 self._conn.execute("COMMIT")
             except BaseException:
