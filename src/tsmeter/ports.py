@@ -352,6 +352,12 @@ class StoreAdmin(Protocol):
         or replaced by name); one line per thing installed, as ``"task 'x' installed"``."""
         ...
 
+    def convert(self, metrics: Sequence[MetricDefinition]) -> list[str]:
+        """Give stored quantities of earlier versions (floats) integer units at the precision
+        of their metric in ``metrics`` (the catalog), then recompute the summaries over them;
+        one line per finding, as ``"12 points converted ..."``. Safe to run again."""
+        ...
+
 
 class Dedupe(Protocol):
     """Which record ids were sent to a store, and where: the InfluxDB store asks it before a

@@ -60,7 +60,7 @@ def test_hostile_values_round_trip(store: InfluxStore) -> None:
     same key."""
     names = [*NASTY_NAMES[:20], *PIECES[:20], "${x}", 'a "b" c', "x\\"]
     rows = [
-        RecordRow(f"{n}#{i}", names[i % 7], names[i], names[-1 - i], None, float(i), T + i * H,
+        RecordRow(f"{n}#{i}", names[i % 7], names[i], names[-1 - i], None, i * 10**6, T + i * H,
                   '{"k":"' + "\\\\" + '"}', names[i])
         for i, n in enumerate(names)
     ]  # fmt: skip
@@ -90,7 +90,7 @@ def test_wrong_token_is_one_clear_error(influx2_bucket: tuple[Influx2Server, str
     bad = InfluxStore.from_url(server.store_url(bucket, token="not-a-token"))
     try:
         with pytest.raises(StorageUnavailableError, match="check the token"):
-            bad.append([RecordRow("r", "m", "org", "o", None, 1.0, T, None, None)], 0)
+            bad.append([RecordRow("r", "m", "org", "o", None, 10**6, T, None, None)], 0)
     finally:
         bad.close()
 
@@ -107,7 +107,7 @@ def test_points_beyond_the_retention_raise_a_partial_write(influxdb2: Influx2Ser
     now = time.time_ns() // 1_000_000_000 * 1_000_000_000
     try:
         with pytest.raises(PartialWriteError):
-            store.append([RecordRow(f"r{i}", "m", "org", "o", None, 1.0, now - i * 48 * H,
+            store.append([RecordRow(f"r{i}", "m", "org", "o", None, 10**6, now - i * 48 * H,
                                     None, None) for i in range(3)], 0)  # fmt: skip
     finally:
         store.close()
@@ -152,11 +152,11 @@ def test_tasks_write_the_aggregators_summaries(
         assert result.exit_code == 0, result.output
     now = time.time_ns() // 1_000_000_000 * 1_000_000_000
     rows = [
-        RecordRow(f"r{i}", "api_calls", "org", f"o{i % 3}", None, float(i % 7),
+        RecordRow(f"r{i}", "api_calls", "org", f"o{i % 3}", None, (i % 7) * 10**6,
                   now - i * 37_000_000_000, None, None)
         for i in range(150)
     ]  # fmt: skip
-    rows.append(rows[0]._replace(id="r0-tie", quantity=99.0))  # same instant, larger id: LAST
+    rows.append(rows[0]._replace(id="r0-tie", quantity=99 * 10**6))  # same instant, larger id: LAST
     store = InfluxStore.from_url(url, ledger=str(tmp_path / "state.db"))
     try:
         assert store.append(rows, 0) == len(rows)

@@ -34,8 +34,8 @@ def url(server: InfluxServer, db: str, writer: str) -> str:
 
 def record(rid: str, hour: float, quantity: int, metric: str = "tokens",
            subject: str = "o1") -> RecordRow:  # fmt: skip
-    """A record of ``quantity`` (an integer, so float sums are exact) ``hour`` hours after T."""
-    return RecordRow(rid, metric, "org", subject, None, float(quantity), T + int(hour * H),
+    """A record of ``quantity`` units ``hour`` hours after T."""
+    return RecordRow(rid, metric, "org", subject, None, quantity, T + int(hour * H),
                      None, None)  # fmt: skip
 
 
@@ -56,7 +56,8 @@ def stored(server: InfluxServer, db: str) -> dict[tuple[str, str, int], Summary]
     rows = server.series('SELECT * FROM "usage_hourly"', db)
     return {
         (r["metric"], r["subject_id"], r["time"]): (
-            r["count"], int(r["sum"]), int(r["min"]), int(r["max"]), r["last_ts"], int(r["last"])
+            r["count"], r["units_sum"], r["units_min"], r["units_max"], r["last_ts"],
+            r["units_last"],
         )
         for r in rows
     }  # fmt: skip
@@ -193,14 +194,14 @@ def test_an_entry_landing_after_a_run_read_the_log(
     assert mark is not None
     ts = T + 55 * H + 17
     lines = (
-        f'usage,metric=tokens,subject_id=o0,subject_type=org,w=w9 quantity=9.0,rid="f1",'
+        f'usage,metric=tokens,subject_id=o0,subject_type=org,w=w9 units=9i,rid="f1",'
         f"tsn={ts}i {ts}\n"
         f"usage_dirty,metric=tokens,w=w9 hour={ts // H}i {mark - MIN}\n"
     )
     assert server.write(db, lines.encode()).status_code == 204
     stats = store.rollup(PeriodType.HOURLY, CAL)
     assert (stats.periods_recomputed, stats.range_start) == (1, T + 55 * H)
-    late = RecordRow("f1", "tokens", "org", "o0", None, 9.0, ts, None, None)
+    late = RecordRow("f1", "tokens", "org", "o0", None, 9, ts, None, None)
     assert stored(server, db) == brute([*records, late])
     assert store.rollup(PeriodType.HOURLY, CAL).periods_recomputed == 0
 
@@ -220,14 +221,14 @@ def test_a_write_seen_in_part_is_settled_later(
     entry = f"usage_dirty,metric=tokens,w=w9 hour={ts // H}i {stamp}\n"
     assert server.write(db, entry.encode()).status_code == 204
     assert store.rollup(PeriodType.HOURLY, CAL).periods_recomputed == 1
-    point = (f'usage,metric=tokens,subject_id=o2,subject_type=org,w=w9 quantity=4.0,rid="p1",'
+    point = (f'usage,metric=tokens,subject_id=o2,subject_type=org,w=w9 units=4i,rid="p1",'
              f"tsn={ts}i {ts}\n")  # fmt: skip
     assert server.write(db, point.encode()).status_code == 204
     assert store.rollup(PeriodType.HOURLY, CAL).periods_recomputed == 0  # not settled yet
     later(changelog.SETTLE + MIN)
     stats = store.rollup(PeriodType.HOURLY, CAL)
     assert stats.periods_recomputed >= 1 and (T + 20 * H, T + 21 * H) in _hours(stats)
-    late = RecordRow("p1", "tokens", "org", "o2", None, 4.0, ts, None, None)
+    late = RecordRow("p1", "tokens", "org", "o2", None, 4, ts, None, None)
     assert stored(server, db) == brute([*records, late])
     assert store.rollup(PeriodType.HOURLY, CAL).periods_recomputed == 0
 
@@ -291,5 +292,5 @@ def test_fresh_summaries_include_what_no_run_processed(
     expected = brute([*records, record("q1", 30.5, 500, "tokens", "o0")])[
         ("tokens", "o0", T + 30 * H)
     ]
-    assert [(r.record_count, int(r.sum)) for r in rows] == [expected[:2]]
+    assert [(r.record_count, r.sum) for r in rows] == [expected[:2]]
     assert store.rollup(PeriodType.HOURLY, CAL).periods_recomputed == 1  # the query wrote none

@@ -37,14 +37,14 @@ def url(server: InfluxServer, db: str, **options: str) -> str:
 def rows(prefix: str, n: int, ts: int = T, subject: str = "o1") -> list[RecordRow]:
     """``n`` records of one series, all at ``ts``."""
     return [
-        RecordRow(f"{prefix}-{i:05d}", "api_calls", "org", subject, None, 1.0, ts, None, None)
+        RecordRow(f"{prefix}-{i:05d}", "api_calls", "org", subject, None, 1_000_000, ts, None, None)
         for i in range(n)
     ]
 
 
 def points(server: InfluxServer, db: str) -> int:
     """How many raw points the database holds."""
-    (result,) = server.query('SELECT count("quantity") FROM "usage"', db=db)["results"]
+    (result,) = server.query('SELECT count("units") FROM "usage"', db=db)["results"]
     found = series_rows(result)
     return int(found[0][1]["count"]) if found else 0
 
@@ -105,8 +105,8 @@ def test_identical_timestamps_from_two_processes_never_collapse(
         (summary,) = store.summaries(
             SummaryQuery("api_calls", PeriodType.MONTHLY, T, T + DAY), Calendar()
         )
-        assert (summary.record_count, summary.sum, summary.last_ts) == (20_000, 20_000.0, T)
-        assert summary.last_value == 1.0
+        assert (summary.record_count, summary.sum, summary.last_ts) == (20_000, 20_000 * 10**6, T)
+        assert summary.last_value == 10**6
     finally:
         store.close()
 
@@ -177,7 +177,7 @@ def test_read_windows_keep_points_apart_and_forget_only_unreachable_slots(
     small_windows(monkeypatch, 4, 70, 30)
     at = [T + (i // 300) * 1_000 + (i % 3) for i in range(1_500)]  # 5 µs, 3 ns each
     batch = [
-        RecordRow(f"w{i}", "api_calls", "org", f"o{i % 2}", None, 1.0, ts, None, None)
+        RecordRow(f"w{i}", "api_calls", "org", f"o{i % 2}", None, 1_000_000, ts, None, None)
         for i, ts in enumerate(at)
     ]
     if order == "descending":
@@ -230,7 +230,7 @@ def test_a_stream_reaching_back_past_forgotten_slots_reads_again(
     )
 
     def part(tag: str, micro: int) -> list[RecordRow]:
-        return [RecordRow(f"{tag}{i}", "api_calls", "org", "o", None, 1.0, T + micro * 1_000,
+        return [RecordRow(f"{tag}{i}", "api_calls", "org", "o", None, 1_000_000, T + micro * 1_000,
                           None, None) for i in range(50)]  # fmt: skip
 
     parts = [part("a", 0), part("b", 5), part("c", 9), part("d", 0)]  # d: back to a's µs
@@ -297,7 +297,7 @@ def test_ids_repeated_in_later_windows_count_once_whenever_their_writes_land(
         slow_writes(store, monkeypatch, delay)
 
     def row(rid: str, micro: int) -> RecordRow:
-        return RecordRow(rid, "api_calls", "org", "o", None, 1.0, T + micro * 1_000, None, None)
+        return RecordRow(rid, "api_calls", "org", "o", None, 10**6, T + micro * 1_000, None, None)
 
     parts = []
     for j in range(14):  # 5 new ids per window, then 2 of the window before, 2 of the one
@@ -432,7 +432,7 @@ def test_points_beyond_the_retention_policy_raise_a_partial_write(
         assert raised.value.dropped is not None and raised.value.dropped >= 3  # and their marks
     finally:
         store.close()
-    (result,) = server.query('SELECT count("quantity") FROM "short"."usage"', db=db)["results"]
+    (result,) = server.query('SELECT count("units") FROM "short"."usage"', db=db)["results"]
     assert series_rows(result)[0][1]["count"] == 2
 
 

@@ -78,14 +78,14 @@ def _counted(store: InfluxStore) -> Counted:
     return store.transport
 
 
-def _row(rid: str, subject: str, ts: int, quantity: float = 1.0, metric: str = "api") -> RecordRow:
+def _row(rid: str, subject: str, ts: int, quantity: int = 10**6, metric: str = "api") -> RecordRow:
     return RecordRow(rid, metric, "org", subject, None, quantity, ts, None, None)
 
 
 def _stored(server: InfluxServer, db: str) -> Counter[tuple[str, str]]:
-    """(record id, quantity) of every point stored, with how many points have each."""
-    (result,) = server.query('SELECT "rid", "quantity" FROM "usage"', db=db)["results"]
-    return Counter((str(v["rid"]), repr(float(v["quantity"]))) for _, v in series_rows(result))
+    """(record id, units) of every point stored, with how many points have each."""
+    (result,) = server.query('SELECT "rid", "units" FROM "usage"', db=db)["results"]
+    return Counter((str(v["rid"]), v["units"]) for _, v in series_rows(result))
 
 
 def test_a_spread_backfill_reads_each_range_once_and_keeps_every_record(
@@ -104,11 +104,11 @@ def test_a_spread_backfill_reads_each_range_once_and_keeps_every_record(
         for i in range(2_000):
             if earlier and rng.random() < 0.2:  # the time and series of an earlier record
                 twin = rng.choice(earlier)
-                rows.append(_row(f"c{call}-{i}", twin.subject_id, twin.ts, float(i % 7 + 1),
+                rows.append(_row(f"c{call}-{i}", twin.subject_id, twin.ts, (i % 7 + 1) * 10**5 + 1,
                                  twin.metric_key))  # fmt: skip
             else:
                 ts = T + rng.randrange(30 * DAY) // 1_000 * 1_000
-                rows.append(_row(f"c{call}-{i}", rng.choice(SUBJECTS), ts, float(i % 7 + 1),
+                rows.append(_row(f"c{call}-{i}", rng.choice(SUBJECTS), ts, (i % 7 + 1) * 10**5 + 1,
                                  rng.choice(["api", "tokens"])))  # fmt: skip
         if earlier:  # retries of earlier ids with another time: already counted
             rows += [row._replace(ts=row.ts + 5_000) for row in rng.sample(earlier, 50)]
@@ -125,11 +125,11 @@ def test_a_spread_backfill_reads_each_range_once_and_keeps_every_record(
         assert transport.reads == first_reads, "later calls read ranges the first covered"
     finally:
         store.close()
-    expected = Counter((row.id, repr(row.quantity)) for row in earlier)
+    expected = Counter((row.id, row.quantity) for row in earlier)
     assert _stored(server, db) == expected  # each id once, with its own quantity
-    total = sum(Decimal(repr(row.quantity)) for row in earlier)
-    (result,) = server.query('SELECT sum("quantity") FROM "usage"', db=db)["results"]
-    assert Decimal(repr(float(series_rows(result)[0][1]["sum"]))) == total
+    total = sum(Decimal(row.quantity) for row in earlier)
+    (result,) = server.query('SELECT sum("units") FROM "usage"', db=db)["results"]
+    assert Decimal(series_rows(result)[0][1]["sum"]) == total
 
 
 def test_another_process_of_the_writer_writing_in_between_is_read(
@@ -238,7 +238,7 @@ def test_an_id_stored_before_the_ledger_knew_it_counts_once_in_a_covered_range(
     at = T + 9 * DAY + 77_000
     before = InfluxStore.from_url(f"influxdb://127.0.0.1:{server.port}/{db}?writer=w1")
     try:  # the host's own SQLite ledger (in memory), not the fleet's
-        assert before.append([_row("x", "o1", at, 3.0)], 0) == 1
+        assert before.append([_row("x", "o1", at, 3)], 0) == 1
     finally:
         before.close()
     store = _store(server, db, state)
@@ -246,7 +246,7 @@ def test_an_id_stored_before_the_ledger_knew_it_counts_once_in_a_covered_range(
     try:
         assert store.append(spread, 0) == 8  # reads the day, and finds x there
         reads = _counted(store).reads
-        assert store.append([_row("x", "o1", at, 3.0), _row("y", "o1", at + 1_000)], 0) == 1
+        assert store.append([_row("x", "o1", at, 3), _row("y", "o1", at + 1_000)], 0) == 1
         assert _counted(store).reads == reads  # no range read: the day is covered
     finally:
         store.close()
@@ -305,8 +305,8 @@ def test_another_writer_in_the_database_makes_a_host_read_again(
     spread = [_row(f"s{i}", "o1", T + 2 * DAY + i * DAY // 8 + 9_000) for i in range(8)]
     try:
         assert mine.append(spread, 0) == 8  # covers the day
-        assert other.append([_row("x", "o1", at, 2.0)], 0) == 1
-        assert mine.append([_row("x", "o1", at, 2.0)], 0) == 0  # a retry through this host
+        assert other.append([_row("x", "o1", at, 2)], 0) == 1
+        assert mine.append([_row("x", "o1", at, 2)], 0) == 0  # a retry through this host
     finally:
         mine.close()
         other.close()

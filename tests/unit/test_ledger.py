@@ -22,7 +22,7 @@ from tsmeter.errors import StorageUnavailableError
 
 def _rows(ids: list[str], ts: int = 7) -> list[RecordRow]:
     return [
-        RecordRow(rid, "api_calls", "org", f"o{i % 5}", None if i % 2 else "acme", 1.0, ts + i,
+        RecordRow(rid, "api_calls", "org", f"o{i % 5}", None if i % 2 else "acme", 10**6, ts + i,
                   None, None)
         for i, rid in enumerate(ids)
     ]  # fmt: skip
@@ -260,7 +260,7 @@ def test_an_add_of_many_new_series_takes_a_few_statements(ledger: IdLedger) -> N
     pieces = ["", "a,b", " ", '"', "\\", "é", "🙂", "=", "\n", "'"]
     rows = [
         RecordRow(rid, f"m{i % 3}{pieces[i % 10]}", "org", f"s{pieces[i % 7]}{i % 1_234}",
-                  None if i % 2 else f"acme{pieces[i % 9]}", 1.0, 10**18 + i, None, None)
+                  None if i % 2 else f"acme{pieces[i % 9]}", 1_000_000, 10**18 + i, None, None)
         for i, rid in enumerate(new_ids(10_007))
     ]  # fmt: skip
     seen: list[str] = []
@@ -386,7 +386,7 @@ def test_a_failing_ledger_write_raises_and_leaves_nothing(
     of that add stays; the next add goes in."""
     if into == "index":
         monkeypatch.setattr(IdLedger, "CLUSTERED", 10**9)
-    rows = [RecordRow(f"id-{i:04}", "api_calls", "org", "o", None, 1.0, i, None, None)
+    rows = [RecordRow(f"id-{i:04}", "api_calls", "org", "o", None, 1_000_000, i, None, None)
             for i in range(600)]  # fmt: skip
     ledger = IdLedger(str(tmp_path / "l.db"), "http://x/db")
     try:
@@ -449,7 +449,7 @@ def test_ledger_entries_go_where_the_rules_say(
     to the log); ids new to the index, 4 or more per block, go to blocks."""
     n, ids = (420, 230) if per == 150 else (1_300, 530)
     rows = [RecordRow(f"id-{i % ids:04}", "api_calls", "org", f"o{i % 7}",
-                      None if i % 3 else "acme", 1.0, i, None, None)
+                      None if i % 3 else "acme", 1_000_000, i, None, None)
             for i in range(n)]  # fmt: skip
     entries = list(_ledger_rows(rows, str(tmp_path / "a.db"), near, per, clustered))
     assert len(entries) == (ids if near and clustered > 4 else n)
@@ -476,7 +476,7 @@ def test_hostile_and_repeated_ids_are_found_where_they_went_last(
     each id is found with its last entry; an id with a lone surrogate is refused (it has no
     UTF-8 form)."""
     rows = [RecordRow(rid, "api_calls", "org", f"o{series}", None if series % 2 else "acme",
-                      1.0, ts, None, None) for rid, series, ts in entries]  # fmt: skip
+                      1_000_000, ts, None, None) for rid, series, ts in entries]  # fmt: skip
     ledger = IdLedger(str(tmp_path / f"{secrets.token_hex(4)}.db"), "http://x/db")
     try:
         try:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.hostile import NASTY_NAMES, metadata, names, quantities, record_rows
+from tests.hostile import NASTY_NAMES, metadata, names, record_rows
 from tsmeter.adapters.influxdb.lineprotocol import (
     UsageEncoder,
     decode_tag,
@@ -28,7 +28,7 @@ _SCANNED_TAG = re.compile(r"(?:[^\\,= ]|\\[\s\S])*")
 
 def row(**changes: object) -> RecordRow:
     """A plain record row with some fields changed."""
-    base = RecordRow("r1", "api_calls", "org", "o1", None, 1.0, 5, None, None)
+    base = RecordRow("r1", "api_calls", "org", "o1", None, 1_000_000, 5, None, None)
     return base._replace(**changes)
 
 
@@ -113,6 +113,7 @@ def test_json_with_a_newline_stays_one_line() -> None:
 @given(st.integers(1, 20).flatmap(lambda n: record_rows(n, 1_767_225_600_000_000_000)))
 def test_usage_encoder_writes_one_line_per_row(rows: list[RecordRow]) -> None:
     """However hostile the names and metadata, each row becomes exactly one line."""
+    rows = [r._replace(quantity=(-1) ** i * 7**i) for i, r in enumerate(rows)]  # units: ints
     body = UsageEncoder(writer="w\\ 1").encode(rows)
     lines = body.decode().split("\n")
     assert lines[-1] == "" and len(lines) == len(rows) + 1
@@ -121,12 +122,12 @@ def test_usage_encoder_writes_one_line_per_row(rows: list[RecordRow]) -> None:
 
 
 def test_usage_encoder_line_layout() -> None:
-    """A row becomes sorted tags, quantity, rid, tsn, then metadata and source when present."""
+    """A row becomes sorted tags, units, rid, tsn, then metadata and source when present."""
     enc = UsageEncoder("usage", writer="host-1")
     body = enc.encode([row(org_id="acme", metadata='{"a":"b"}', source="api")], times=[7])
     assert body == (
         b"usage,metric=api_calls,org=acme,subject_id=o1,subject_type=org,w=host-1 "
-        b'quantity=1.0,rid="r1",tsn=5i,metadata="{\\"a\\":\\"b\\"}",source="api" 7\n'
+        b'units=1000000i,rid="r1",tsn=5i,metadata="{\\"a\\":\\"b\\"}",source="api" 7\n'
     )
 
 
@@ -146,13 +147,22 @@ def test_usage_encoder_escapes_record_ids(rid: str) -> None:
     assert f",rid={escape_field_string(rid)},tsn=5i " in line
 
 
-@given(quantities)
-def test_floats_are_written_in_shortest_exact_form(quantity: float) -> None:
-    """A quantity is written as repr(float), which reads back as the very same double."""
-    line = UsageEncoder().encode([row(quantity=quantity)]).decode()
-    text = line.split(" quantity=", 1)[1].split(",", 1)[0]
-    assert text == repr(quantity)
-    assert float(text) == quantity and str(float(text)) == str(quantity)
+@given(st.integers(min_value=-(2**63) + 1, max_value=2**63 - 1))
+def test_units_are_written_as_integers(units: int) -> None:
+    """A quantity is its integer units, written ``<digits>i``: exact over the whole 64-bit
+    range."""
+    line = UsageEncoder().encode([row(quantity=units)]).decode()
+    text = line.split(" units=", 1)[1].split(",", 1)[0]
+    assert text == f"{units}i"
+    assert int(text[:-1]) == units
+
+
+@pytest.mark.parametrize("bad", [1.0, 0.5, "3", None, True])
+def test_units_must_be_ints(bad: object) -> None:
+    """A row whose quantity is not an int is refused rather than written as something
+    InfluxDB would read as another type."""
+    with pytest.raises(TypeError, match="units must be an int"):
+        UsageEncoder().encode([row(quantity=bad)])
 
 
 def test_encode_point_fields_and_tags() -> None:

@@ -9,7 +9,7 @@ from tsmeter.domain import RecordRow
 
 
 def _rows(times: list[int], tag: str = "r") -> list[RecordRow]:
-    return [RecordRow(f"{tag}{i}", "m", "org", "o", None, 1.0, ts, None, None)
+    return [RecordRow(f"{tag}{i}", "m", "org", "o", None, 1_000_000, ts, None, None)
             for i, ts in enumerate(times)]  # fmt: skip
 
 

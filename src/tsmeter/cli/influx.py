@@ -75,3 +75,26 @@ def install_rollups(state: CliState, every: str, lateness: str, offset: str) -> 
     for line in admin.install_rollups(meter.timezone, metrics, every=every, lateness=lateness,
                                       offset=offset):  # fmt: skip
         click.echo(line)
+
+
+@influx.command()
+@pass_state
+def convert(state: CliState) -> None:
+    """Give the usage points written by earlier versions (a float `quantity`) the integer
+    `units` this version stores and sums, at the precision of each metric in the catalog
+    (rounded half to even from the float's shortest form; a metric not in the catalog gets
+    precision 6), then recompute the stored summaries over the converted range. Until it
+    has run on a database holding such points, roll-ups and summaries refuse to run. The
+    points keep their time, tags and float; safe to run again. (InfluxDB 1.x and the v1
+    API.)
+
+    \b
+    Example:
+        tsmeter --store "influxdb://127.0.0.1:8086/metering?state=state.db" influx convert
+    """
+    meter = state.meter()
+    admin = meter.capabilities.admin
+    if admin is None:
+        raise ValidationError("store", _NOT_INFLUX)
+    for line in admin.convert(meter.list_metrics(all_orgs=True)):
+        click.echo(line)

@@ -382,30 +382,6 @@ buf_put_int(Buf *b, PyObject *value)
     return failed;
 }
 
-/* repr(value) */
-static int
-buf_put_repr(Buf *b, PyObject *value)
-{
-    if (PyFloat_CheckExact(value)) {
-        double v = PyFloat_AS_DOUBLE(value);
-        /* a whole number below 1e16 is written "<digits>.0" by repr, like "-3.0"; not -0.0 */
-        if (v > -1e16 && v < 1e16 && v == (double)(long long)v && (v != 0.0 || !signbit(v)))
-            return buf_put_ll(b, (long long)v) || buf_put(b, ".0", 2);
-        char *text = PyOS_double_to_string(PyFloat_AS_DOUBLE(value), 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
-        if (text == NULL)
-            return -1;
-        int failed = buf_put(b, text, (Py_ssize_t)strlen(text));
-        PyMem_Free(text);
-        return failed;
-    }
-    PyObject *text = PyObject_Repr(value);
-    if (text == NULL)
-        return -1;
-    int failed = buf_put_str(b, text);
-    Py_DECREF(text);
-    return failed;
-}
-
 #define PUT_LITERAL(b, s) buf_put((b), (s), (Py_ssize_t)(sizeof(s) - 1))
 
 /* encode_usage(rows, times, overflow, prefixes, slow) -> bytes
@@ -466,8 +442,14 @@ encode_usage(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 PyErr_SetString(PyExc_TypeError, "encode_usage: a prefix must be a str");
             Py_DECREF(made);
         }
-        if (failed || PUT_LITERAL(&b, " quantity=") || buf_put_repr(&b, PyTuple_GET_ITEM(row, 5)) ||
-            PUT_LITERAL(&b, ",rid=\""))
+        if (failed)
+            goto error;
+        PyObject *units = PyTuple_GET_ITEM(row, 5);
+        if (!PyLong_CheckExact(units)) {
+            PyErr_Format(PyExc_TypeError, "encode: a record's units must be an int, got %R", units);
+            goto error;
+        }
+        if (PUT_LITERAL(&b, " units=") || buf_put_int(&b, units) || PUT_LITERAL(&b, "i,rid=\""))
             goto error;
         PyObject *rid = PyTuple_GET_ITEM(row, 0);
         if (!PyUnicode_Check(rid)) {

@@ -267,7 +267,7 @@ class IdLedger:
             for seq, rid, mk, st, si, org, ts in entries:
                 held = tail.get(rid)
                 if held is None or held[0] < seq:
-                    tail[rid] = (seq, RecordRow(rid, mk, st, si, org or None, 0.0, ts, None, None))
+                    tail[rid] = (seq, RecordRow(rid, mk, st, si, org or None, 0, ts, None, None))
             self._tail_seq = max(self._tail_seq if not reset else 0, top)
 
     def _in_blocks(self, ids: list[str]) -> dict[str, RecordRow]:
@@ -296,7 +296,7 @@ class IdLedger:
             number: (mk, st, si, org or None) for number, mk, st, si, org in json.loads(named)
         }
         return {
-            rid: RecordRow(rid, *series[number], 0.0, ts, None, None)
+            rid: RecordRow(rid, *series[number], 0, ts, None, None)
             for rid, (number, ts) in hits.items()
         }
 
@@ -326,7 +326,7 @@ class IdLedger:
             return {}
         (found,) = self._reader.execute(_KNOWN, (self._target_no, json.dumps(hits))).fetchone()
         return {
-            rid: RecordRow(rid, mk, st, si, org or None, 0.0, ts, None, None)
+            rid: RecordRow(rid, mk, st, si, org or None, 0, ts, None, None)
             for rid, mk, st, si, org, ts in json.loads(found)
         }
 

@@ -13,8 +13,8 @@ Escaping follows what InfluxDB's parser really does (checked against 1.6.7):
 * newlines cannot occur: tsmeter rejects control characters in names, and
   metadata is JSON, whose strings never hold a raw newline.
 
-Floats are written with ``repr``, the shortest text that reads back as the
-same double.
+Quantities are integers (field ``units``, written ``123i``); other floats are written with
+``repr``, the shortest text that reads back as the same double.
 
 >>> print(escape_tag("org 1,=x"))
 org\\ 1\\,\\=x
@@ -146,9 +146,9 @@ class UsageEncoder:
     collision handling); the exact timestamp is always kept in field ``tsn``.
 
     >>> enc = UsageEncoder("usage", writer="h1")
-    >>> row = RecordRow("r1", "api calls", "org", "o,1", None, 1.0, 5, None, None)
+    >>> row = RecordRow("r1", "api calls", "org", "o,1", None, 1_000_000, 5, None, None)
     >>> print(enc.encode([row]).decode(), end="")
-    usage,metric=api\\ calls,subject_id=o\\,1,subject_type=org,w=h1 quantity=1.0,rid="r1",tsn=5i 5
+    usage,metric=api\\ calls,subject_id=o\\,1,subject_type=org,w=h1 units=1000000i,rid="r1",tsn=5i 5
     """
 
     def __init__(self, measurement: str = "usage", *, writer: str = "") -> None:
@@ -183,7 +183,7 @@ class UsageEncoder:
         """Line protocol for ``rows``, one point each, newline-terminated, UTF-8.
 
         ``times`` (point times) and ``overflow`` (tag ``c``) default to the
-        record timestamps and no overflow tag.
+        record timestamps and no overflow tag. A row's quantity (its units) must be an int.
         """
         prefixes, slow = self._prefixes, self.prefix
         if native is not None and type(rows) is list:
@@ -205,10 +205,13 @@ class UsageEncoder:
             if "\\" in rid or '"' in rid:
                 rid = rid.replace("\\", "\\\\").replace('"', '\\"')
             ts = str(row[6])
+            units = row[5]
+            if type(units) is not int:
+                raise TypeError(f"encode: a record's units must be an int, got {units!r}")
             if metadata is None and source is None:
-                append(f'{prefix} quantity={row[5]!r},rid="{rid}",tsn={ts}i {time}\n')
+                append(f'{prefix} units={units}i,rid="{rid}",tsn={ts}i {time}\n')
                 continue
-            line = f'{prefix} quantity={row[5]!r},rid="{rid}",tsn={ts}i'
+            line = f'{prefix} units={units}i,rid="{rid}",tsn={ts}i'
             if metadata is not None:
                 line += f",metadata={escape_field_string(metadata)}"
             if source is not None:

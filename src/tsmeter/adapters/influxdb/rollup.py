@@ -3,10 +3,13 @@
 Each run of equal-length periods (see :func:`tsmeter.domain.periods.runs`) is one
 ``GROUP BY time(<length>ns, <offset>ns)`` query whose buckets coincide with the
 calendar periods, so DST days, +05:45 zones and calendar months are exact.
-count, sum, min and max are exact as InfluxDB computes them; ``last`` is the
-point with the greatest time, which is the record with the greatest timestamp
-except in a microsecond where a point had to move (``usage_collisions``): there
-the records of that microsecond are read and the tie is broken by record id.
+Quantities are integer ``units``, so count, sum, min and max are exact as InfluxDB computes
+them, except that InfluxQL's integer sum wraps around silently on overflow: a period whose
+count times its largest magnitude may pass 2**63-1 is summed again here from its points'
+units (read a page at a time), and a total beyond the 64-bit range is an error, never a
+wrapped number. ``last`` is the point with the greatest time, which is the record with the
+greatest timestamp except in a microsecond where a point had to move (``usage_collisions``):
+there the records of that microsecond are read and the tie is broken by record id.
 
 Incremental runs process the change log ``usage_dirty`` (which metrics received records
 in which UTC hour) through a ledger of the entries already processed
@@ -15,9 +18,8 @@ recently written series, a late record recomputes only the periods of its metric
 touches, and every entry is processed once more when its write has surely landed in full;
 recomputing a period twice gives the same summary.
 
-A series whose points cannot be summed (stored before quantities were bounded, a sum that
-overflows: InfluxDB then cannot write its answer) fails alone: the other series are computed
-and written, and :class:`~tsmeter.errors.SeriesError` names it.
+A series whose points cannot be summed (a total beyond the 64-bit range) fails alone: the
+other series are computed and written, and :class:`~tsmeter.errors.SeriesError` names it.
 
 The control flow (:func:`rollup_from`, :func:`fresh_from`) reads the server through a
 :class:`Source`, so the InfluxDB 2.x store shares it with Flux reads
@@ -57,6 +59,7 @@ from tsmeter.adapters.influxdb.schema import (
 )
 from tsmeter.domain import PeriodType
 from tsmeter.domain.periods import ROLLUP_SOURCE, Calendar, Run, runs
+from tsmeter.domain.quantities import MAX_UNITS
 from tsmeter.errors import SeriesError
 from tsmeter.ports import RollupStats, SummaryQuery, SummaryRow
 
@@ -154,18 +157,37 @@ def scope_condition(scopes: list[Scope], params: dict[str, Any]) -> str:
 
 
 def _data_range(
-    client: InfluxV1Client, condition: str = "", params: dict[str, Any] | None = None
+    client: InfluxV1Client,
+    condition: str = "",
+    params: dict[str, Any] | None = None,
+    field: str = "units",
 ) -> tuple[int, int] | None:
     where = f" WHERE {condition}" if condition else ""
     results = client.query(
-        f'SELECT first("quantity") FROM {quote_ident(RAW)}{where};'
-        f' SELECT last("quantity") FROM {quote_ident(RAW)}{where}',
+        f"SELECT first({quote_ident(field)}) FROM {quote_ident(RAW)}{where};"
+        f" SELECT last({quote_ident(field)}) FROM {quote_ident(RAW)}{where}",
         params or {},
     )
     first, last = (series_rows(r) for r in results)
     if not first or not last:
         return None
     return int(first[0][1]["time"]), int(last[0][1]["time"]) + 1
+
+
+#: the ``tsmeter_state`` key of the mark ``tsmeter influx convert`` leaves once every raw point
+#: of an earlier version has its integer units
+CONVERTED = "convert/units"
+
+
+def unconverted(client: InfluxV1Client) -> bool:
+    """Whether raw points of an earlier version (float ``quantity``, no ``units``) may be
+    stored: the raw measurement has a ``quantity`` field (InfluxDB keeps a field's key in each
+    shard that ever held it) and ``tsmeter influx convert`` has left no mark. Two cheap reads
+    (the field index and one state point), no raw point read."""
+    (result,) = client.query(f"SHOW FIELD KEYS FROM {quote_ident(RAW)}")
+    if "quantity" not in {v.get("fieldKey") for _, v in series_rows(result)}:
+        return False
+    return InfluxQL(client).ledger(CONVERTED) is None
 
 
 def compute(client: InfluxV1Client, run: Run, scopes: Iterable[Scope] | None) -> Components:
@@ -191,16 +213,17 @@ def compute(client: InfluxV1Client, run: Run, scopes: Iterable[Scope] | None) ->
             params: dict[str, Any] = {"lo": part.base, "hi": part.end}
             condition = "" if chunk is None else " AND " + scope_condition(chunk, params)
             try:
-                _components(client, part, condition, params, out)
+                beyond = _components(client, part, condition, params, out)
             except UnreadableAnswerError:
+                beyond = []
                 for key in _series_in(client, condition, params):
                     one = dict(params)
                     try:
-                        _components(client, part, " AND " + series_condition([key], one), one,
-                                    out)  # fmt: skip
+                        beyond += _components(client, part, " AND " +
+                                              series_condition([key], one), one, out)  # fmt: skip
                     except UnreadableAnswerError:
-                        if key not in failed:
-                            failed.append(key)
+                        beyond.append(key)
+            failed += [key for key in beyond if key not in failed]
         _settle_ties(client, part, out)
     if failed:
         raise SeriesError.naming(failed, OVERFLOW, list(out.values()))
@@ -209,39 +232,83 @@ def compute(client: InfluxV1Client, run: Run, scopes: Iterable[Scope] | None) ->
 
 #: what SeriesError says of a series whose stored quantities cannot be summed
 OVERFLOW = (
-    "cannot be summed: its stored quantities add up beyond the range of a float (they were"
-    " recorded before quantities were bounded to ±1e15; purge or correct them)"
+    f"cannot be summed: its total in a period is beyond the 64-bit range of a stored total"
+    f" (±{MAX_UNITS} units); purge or correct the records, or define the metric with a lower"
+    " precision"
 )
+#: points per read of a period summed here (see :func:`exact_sum`)
+SUM_PAGE = 50_000
 
 
 def _components(
     client: InfluxV1Client, run: Run, condition: str, params: dict[str, Any], out: Components
-) -> None:
-    """Add the components of ``run``'s periods of the points matching ``condition``."""
+) -> list[SeriesKey]:
+    """Add the components of ``run``'s periods of the points matching ``condition``; return
+    the series with a period whose total is beyond the 64-bit range (left out)."""
     (result,) = client.query(
-        'SELECT count("quantity") AS "count", sum("quantity") AS "sum",'
-        ' min("quantity") AS "min", max("quantity") AS "max", max("tsn") AS "last_ts",'
-        f' last("quantity") AS "last" FROM {quote_ident(RAW)}'
+        'SELECT count("units") AS "count", sum("units") AS "sum",'
+        ' min("units") AS "min", max("units") AS "max", max("tsn") AS "last_ts",'
+        f' last("units") AS "last" FROM {quote_ident(RAW)}'
         f" WHERE time >= $lo AND time < $hi{condition}"
         f" GROUP BY time({run.step}ns, {run.base % run.step}ns),"
         ' "metric", "subject_type", "subject_id", "org" fill(none)',
         params,
     )
+    beyond: list[SeriesKey] = []
     for tags, v in series_rows(result):
         key = series_of(tags)
         start = int(v["time"])
+        count, low, high = int(v["count"]), int(v["min"]), int(v["max"])
+        total = int(v["sum"])
+        if count * max(abs(low), abs(high)) > MAX_UNITS:  # InfluxQL's sum may have wrapped
+            total = exact_sum(client, key, max(start, params["lo"]),
+                              min(start + run.step, params["hi"]))  # fmt: skip
+            if not -MAX_UNITS <= total <= MAX_UNITS:
+                if key not in beyond:
+                    beyond.append(key)
+                continue
         out[(key, start)] = SummaryRow(
-            key[0], key[1], key[2], key[3], start, start + run.step, int(v["count"]),
-            float(v["sum"]), float(v["min"]), float(v["max"]), int(v["last_ts"]),
-            float(v["last"]),
+            key[0], key[1], key[2], key[3], start, start + run.step, count, total, low, high,
+            int(v["last_ts"]), int(v["last"]),
         )  # fmt: skip
+    return beyond
+
+
+def exact_sum(client: InfluxV1Client, key: SeriesKey, lo: int, hi: int) -> int:
+    """The exact sum of the ``units`` of series ``key`` in ``[lo, hi)``, added here from its
+    points, read SUM_PAGE at a time in time order (the points at a page's last time are read
+    together, so none is counted twice)."""
+    total = 0
+    cursor = lo
+    while cursor < hi:
+        params: dict[str, Any] = {"lo": cursor, "hi": hi}
+        condition = series_condition([key], params)
+        (result,) = client.query(
+            f'SELECT "units" FROM {quote_ident(RAW)} WHERE time >= $lo AND time < $hi'
+            f" AND {condition} ORDER BY time LIMIT {SUM_PAGE}",
+            params,
+        )
+        rows = [v for _, v in series_rows(result) if v.get("units") is not None]
+        if len(rows) < SUM_PAGE:
+            return total + sum(int(v["units"]) for v in rows)
+        last = int(rows[-1]["time"])
+        total += sum(int(v["units"]) for v in rows if int(v["time"]) < last)
+        at: dict[str, Any] = {"at": last}
+        (result,) = client.query(
+            f'SELECT "units" FROM {quote_ident(RAW)} WHERE time = $at'
+            f" AND {series_condition([key], at)}",
+            at,
+        )
+        total += sum(int(v["units"]) for _, v in series_rows(result) if v.get("units") is not None)
+        cursor = last + 1
+    return total
 
 
 def _series_in(client: InfluxV1Client, condition: str, params: dict[str, Any]) -> list[SeriesKey]:
     """The series with points matching ``condition`` in ``[$lo, $hi)`` (a count never
     overflows, so this answer can always be read)."""
     (result,) = client.query(
-        f'SELECT count("quantity") FROM {quote_ident(RAW)} WHERE time >= $lo AND time < $hi'
+        f'SELECT count("units") FROM {quote_ident(RAW)} WHERE time >= $lo AND time < $hi'
         f'{condition} GROUP BY "metric", "subject_type", "subject_id", "org"',
         params,
     )
@@ -265,12 +332,12 @@ def _settle_ties(client: InfluxV1Client, run: Run, rows: Components) -> None:
         params: dict[str, Any] = {"lo": micro, "hi": micro + _US}
         condition = series_condition([key], params)
         (points,) = client.query(
-            f'SELECT "quantity", "rid", "tsn" FROM {quote_ident(RAW)}'
+            f'SELECT "units", "rid", "tsn" FROM {quote_ident(RAW)}'
             f" WHERE time >= $lo AND time < $hi AND {condition}",
             params,
         )
-        best = max((int(v["tsn"]), str(v["rid"]), float(v["quantity"]))
-                   for _, v in series_rows(points))  # fmt: skip
+        best = max((int(v["tsn"]), str(v["rid"]), int(v["units"]))
+                   for _, v in series_rows(points) if v.get("units") is not None)  # fmt: skip
         rows[(key, start)] = row._replace(last_ts=best[0], last_value=best[2])
 
 
@@ -365,11 +432,13 @@ class InfluxQL:
         )
         out = []
         for _, v in series_rows(result):
+            if v.get("units_sum") is None:  # written by an earlier version: recomputed
+                continue
             key = series_of(v)
             out.append(SummaryRow(
                 key[0], key[1], key[2], key[3], int(v["time"]), 0, int(v["count"]),
-                float(v["sum"]), float(v["min"]), float(v["max"]), int(v["last_ts"]),
-                float(v["last"]),
+                int(v["units_sum"]), int(v["units_min"]), int(v["units_max"]),
+                int(v["last_ts"]), int(v["units_last"]),
             ))  # fmt: skip
         return out
 
@@ -494,6 +563,21 @@ def rollup_from(
     )
 
 
+def summary_kinds(measurements: Iterable[str]) -> list[tuple[PeriodType, str]]:
+    """The (period type, time zone) of the summary measurements among ``measurements``.
+
+    >>> summary_kinds(["usage", "usage_daily", "usage_hourly.Europe/Paris", "usage_x"])
+    [(<PeriodType.DAILY: 'DAILY'>, 'UTC'), (<PeriodType.HOURLY: 'HOURLY'>, 'Europe/Paris')]
+    """
+    out = []
+    for name in measurements:
+        for period in PeriodType:
+            for zone in ("UTC", name.partition(".")[2]):
+                if zone and summary_measurement(period, zone) == name:
+                    out.append((period, zone))
+    return out
+
+
 def summary_lines(measurement: str, rows: Iterable[SummaryRow], now: int) -> list[str]:
     """Summary points as line protocol (the series prefix escaped once per series)."""
     prefixes: dict[SeriesKey, str] = {}
@@ -506,8 +590,9 @@ def summary_lines(measurement: str, rows: Iterable[SummaryRow], now: int) -> lis
                     ("subject_id", r.subject_id), ("org", r.org_id or "")]  # fmt: skip
             prefix = prefixes[key] = series_prefix(measurement, tags)
         lines.append(
-            f"{prefix} count={r.record_count}i,sum={r.sum!r},min={r.min!r},max={r.max!r},"
-            f"last={r.last_value!r},last_ts={r.last_ts}i,computed_at={now}i {r.period_start}"
+            f"{prefix} count={r.record_count}i,units_sum={r.sum}i,units_min={r.min}i,"
+            f"units_max={r.max}i,units_last={r.last_value}i,last_ts={r.last_ts}i,"
+            f"computed_at={now}i {r.period_start}"
         )
     return lines
 

@@ -3,14 +3,18 @@
 Raw usage, measurement ``usage``:
     tags   ``metric``, ``subject_type``, ``subject_id``, ``org`` (org-scoped metrics only),
            ``w`` (the writer), ``c`` (only on the rare points that need it, see below)
-    fields ``quantity`` (float), ``rid`` (record id), ``tsn`` (the record's exact time, ns,
-           integer), ``metadata`` (JSON text), ``source``
+    fields ``units`` (integer: the quantity times ``10 ** precision`` of its metric), ``rid``
+           (record id), ``tsn`` (the record's exact time, ns, integer), ``metadata`` (JSON
+           text), ``source``; points written before quantities were exact have a float
+           ``quantity`` instead of ``units`` until ``tsmeter influx convert`` adds ``units``
     time   the record's timestamp, or a free nanosecond of the same microsecond
 
 Summaries, measurement ``usage_<period>`` (``usage_hourly`` … ``usage_yearly``; for a
 time zone other than UTC ``usage_<period>.<zone>``, e.g. ``usage_daily.Europe/Paris``):
     tags   ``metric``, ``subject_type``, ``subject_id``, ``org``
-    fields ``count`` (integer), ``sum``, ``min``, ``max``, ``last``, ``last_ts`` (ns, integer)
+    fields ``count``, ``units_sum``, ``units_min``, ``units_max``, ``units_last`` (integers,
+           units), ``last_ts`` (ns, integer); the float ``sum`` … ``last`` of earlier
+           versions are ignored
     time   the period start; rewriting a summary overwrites it
 
 Bookkeeping: ``usage_collisions`` marks the (series, microsecond) slots where a point had
@@ -27,6 +31,8 @@ from typing import Any
 
 from tsmeter.adapters.influxdb.lineprotocol import decode_tag, tag_value
 from tsmeter.domain import PeriodType, RecordRow
+from tsmeter.domain.quantities import Rounding, to_units
+from tsmeter.errors import StorageUnavailableError
 
 RAW = "usage"
 COLLISIONS = "usage_collisions"
@@ -115,12 +121,15 @@ def event_matches(event: str, name: str | None) -> bool:
 def complete(values: Mapping[str, Any]) -> bool:
     """Whether a raw point read back has its record fields. InfluxDB stores each field of a
     point separately, so a read that runs while the point is being written can see some
-    fields and not others: such a point is not a record yet.
+    fields and not others: such a point is not a record yet. A point of an earlier version
+    has a float ``quantity`` instead of ``units``.
 
-    >>> complete({"rid": "r1", "quantity": 1.0}), complete({"rid": "r1", "quantity": None})
+    >>> complete({"rid": "r1", "units": 1}), complete({"rid": "r1", "units": None})
     (True, False)
     """
-    return values.get("rid") is not None and values.get("quantity") is not None
+    return values.get("rid") is not None and (
+        values.get("units") is not None or values.get("quantity") is not None
+    )
 
 
 def series_key_of(tags: Mapping[str, Any], values: Mapping[str, Any]) -> SeriesKey:
@@ -128,19 +137,51 @@ def series_key_of(tags: Mapping[str, Any], values: Mapping[str, Any]) -> SeriesK
     return series_of({**{k: str(values[k]) for k in SERIES_TAGS if values.get(k)}, **tags})
 
 
-def row_of(tags: dict[str, str], values: dict[str, Any]) -> RecordRow:
-    """A stored record from a raw point (tags from GROUP BY or columns)."""
+#: (metric, org) -> precision of the metrics whose unconverted points raw reads may convert
+Precisions = Mapping[tuple[str, str | None], int]
+
+#: what the error says about unconverted points
+CONVERT_HINT = (
+    "run `tsmeter influx convert` once to add integer units to points written by earlier"
+    " versions (float quantity)"
+)
+
+
+def legacy_units(metric: str, org: str | None, quantity: object, precisions: Precisions) -> int:
+    """The units of an unconverted point's float ``quantity``, rounded half to even at its
+    metric's precision (as ``tsmeter influx convert`` writes them); a metric whose precision
+    the store was not told is an error naming the command.
+
+    >>> legacy_units("gb", None, 0.125, {("gb", None): 2})
+    12
+    """
+    precision = precisions.get((metric, org))
+    if precision is None:
+        raise StorageUnavailableError(
+            f"a point of metric {metric!r} has no integer units (it was written by an earlier"
+            f" version); {CONVERT_HINT}"
+        )
+    return to_units("quantity", float(quantity), precision, Rounding.HALF_EVEN)  # type: ignore[arg-type]
+
+
+def row_of(
+    tags: dict[str, str], values: dict[str, Any], precisions: Precisions | None = None
+) -> RecordRow:
+    """A stored record from a raw point (tags from GROUP BY or columns); ``precisions``
+    converts a point of an earlier version (see :func:`legacy_units`)."""
     merged = {**{k: str(values[k]) for k in SERIES_TAGS if values.get(k)}, **tags}
     metric, subject_type, subject_id, org = series_of(merged)
     tsn = values.get("tsn")
+    units = values.get("units")
     return RecordRow(
         values["rid"],
         metric,
         subject_type,
         subject_id,
         org,
-        float(values["quantity"]),
+        int(units) if units is not None
+        else legacy_units(metric, org, values["quantity"], precisions or {}),
         int(tsn if tsn is not None else values["time"]),
         values.get("metadata"),
         values.get("source"),
-    )
+    )  # fmt: skip

@@ -60,9 +60,10 @@ from tsmeter.adapters.influxdb.schema import (
     row_of,
     series_key_of,
 )
-from tsmeter.adapters.influxdb.transport import Points, Transport
+from tsmeter.adapters.influxdb.transport import Conversion, Points, Transport
 from tsmeter.domain import MetricDefinition, PeriodType, RecordRow
 from tsmeter.domain.periods import Calendar
+from tsmeter.domain.quantities import DEFAULT_PRECISION
 from tsmeter.errors import StorageUnavailableError, TsmeterError
 from tsmeter.files import open_private
 from tsmeter.ports import (
@@ -222,6 +223,53 @@ class InfluxStore:
         return self.transport.install_rollups(
             timezone, metrics, every=every, lateness=lateness, offset=offset
         )
+
+    def know_metrics(self, metrics: Iterable[MetricDefinition]) -> None:
+        """Tell the store the precision of ``metrics``, so that raw reads give points written
+        by an earlier version (float quantity, not converted yet) their units as ``tsmeter
+        influx convert`` will (half to even); without it such a point is an error naming the
+        command."""
+        self.transport.precisions.update({(m.key, m.org_id): m.precision for m in metrics})
+
+    def convert(self, metrics: Sequence[MetricDefinition]) -> list[str]:
+        """Give the raw points of earlier versions integer units (``tsmeter influx
+        convert``): see :meth:`convert_units`; one line per finding."""
+        done = self.convert_units(metrics)
+        lines = [
+            f"{done.converted} points converted to integer units,"
+            f" {done.rounded} of them rounded half to even to their metric's precision"
+        ]
+        for metric, org in sorted(done.unknown, key=lambda k: (k[0], k[1] or "")):
+            scope = f" (org {org!r})" if org else ""
+            lines.append(f"metric {metric!r}{scope} is not in the catalog: converted at the"
+                         f" default precision {DEFAULT_PRECISION}")  # fmt: skip
+        if done.range is not None:
+            lines.append("summaries recomputed over the converted range")
+        return lines
+
+    def convert_units(self, metrics: Sequence[MetricDefinition]) -> Conversion:
+        """Write integer ``units`` onto every raw point of an earlier version (float
+        ``quantity``, no ``units``): same measurement, tags and time, so InfluxDB merges the
+        field into the point. Each value is rounded half to even from the float's shortest
+        repr to the precision of its metric in ``metrics`` (the catalog; a metric not there
+        gets DEFAULT_PRECISION and is reported). Then marks the database converted (roll-ups
+        refuse to run before) and recomputes the stored summaries over the converted range.
+        Safe to run again: converted points are skipped."""
+        precisions = {(m.key, m.org_id): m.precision for m in metrics}
+        self.transport.precisions.update(precisions)
+        with self._exclusive():
+            done = self.transport.convert(precisions, DEFAULT_PRECISION)
+            self.transport.mark_converted(done, time.time_ns())
+        if done.range is not None:
+            lo, hi = done.range
+            top: dict[str, PeriodType] = {}
+            order = list(PeriodType)
+            for period, zone in self.transport.summary_kinds():
+                if zone not in top or order.index(period) > order.index(top[zone]):
+                    top[zone] = period
+            for zone, period in sorted(top.items()):  # lower periods are recomputed first
+                self.transport.rollup(period, Calendar(zone), lo, hi)
+        return done
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -550,7 +598,7 @@ class InfluxStore:
         for tags, values in found:
             rid = values.get("rid")
             if rid is not None:
-                kept[rid] = RecordRow(rid, *series_key_of(tags, values), 0.0,
+                kept[rid] = RecordRow(rid, *series_key_of(tags, values), 0,
                                       int(values["time"]), None, None)  # fmt: skip
         return found
 
@@ -617,11 +665,11 @@ class InfluxStore:
             self._recent.clear()
             self._seen.clear()
         if complete(values):
-            self._recent[values["rid"]] = row_of(tags, values)
+            self._recent[values["rid"]] = row_of(tags, values, self.transport.precisions)
         else:
             at = int(values["time"])
             self._seen[values["rid"]] = RecordRow(
-                values["rid"], *series_key_of(tags, values), 0.0, at, None, None
+                values["rid"], *series_key_of(tags, values), 0, at, None, None
             )
 
     def _sent_to(self, record_id: str) -> RecordRow | None:
@@ -632,7 +680,7 @@ class InfluxStore:
         if places:
             for tags, values in self.transport.stored(places):
                 if values.get("rid") == record_id and complete(values):
-                    return row_of(tags, values)
+                    return row_of(tags, values, self.transport.precisions)
         return None
 
     # -- reading ----------------------------------------------------------------------

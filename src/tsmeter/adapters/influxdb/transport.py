@@ -10,16 +10,38 @@ one interface, so the store never swaps a client or subclasses another store.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tsmeter.domain import MetricDefinition, PeriodType, RecordRow
 from tsmeter.domain.periods import Calendar
 from tsmeter.ports import EventRow, RecordQuery, RollupStats, SummaryQuery, SummaryRow
 
-__all__ = ["Points", "Transport"]
+__all__ = ["Conversion", "Points", "Transport"]
 
 #: stored points as read: (series tags, column -> value, with ``time`` the point's time)
 Points = list[tuple[dict[str, str], dict[str, Any]]]
+
+
+@dataclass
+class Conversion:
+    """What ``tsmeter influx convert`` did to the raw points of an earlier version."""
+
+    #: points that received their integer ``units``
+    converted: int = 0
+    #: of those, points whose float quantity had more places than its metric keeps (rounded
+    #: half to even)
+    rounded: int = 0
+    #: [first, last + 1) of the converted points' times (None: none converted)
+    range: tuple[int, int] | None = None
+    #: (metric, org) pairs not in the catalog, converted at the default precision
+    unknown: set[tuple[str, str | None]] = field(default_factory=set)
+
+    def add(self, at: int) -> None:
+        """Count one converted point at time ``at``."""
+        self.converted += 1
+        lo, hi = self.range or (at, at + 1)
+        self.range = (min(lo, at), max(hi, at + 1))
 
 
 class Transport(Protocol):
@@ -36,6 +58,9 @@ class Transport(Protocol):
     #: whether :meth:`stored` returns every point of the rows' (metric, org) pairs in the
     #: span it reads, not only the rows' series (see ``placement.Coverage``)
     reads_pairs: bool
+    #: (metric, org) -> precision: lets raw reads convert points of an earlier version
+    #: (float ``quantity``) as ``tsmeter influx convert`` would (see ``schema.legacy_units``)
+    precisions: dict[tuple[str, str | None], int]
 
     def write(self, body: bytes) -> None:
         """Send line protocol; return once the server stored it (raise a TsmeterError else)."""
@@ -90,6 +115,20 @@ class Transport(Protocol):
 
     def summaries(self, query: SummaryQuery, calendar: Calendar) -> list[SummaryRow]:
         """Fresh summaries: stored ones, recomputed where records arrived since."""
+        ...
+
+    def convert(self, precisions: Mapping[tuple[str, str | None], int], default: int) -> Conversion:
+        """Write integer ``units`` onto every raw point that has a float ``quantity`` and no
+        ``units`` (same measurement, tags and time: the server merges the field in), at the
+        precision of its (metric, org) in ``precisions``, else ``default``."""
+        ...
+
+    def mark_converted(self, conversion: Conversion, now: int) -> None:
+        """Record that every raw point has its units (roll-ups refuse to run before)."""
+        ...
+
+    def summary_kinds(self) -> list[tuple[PeriodType, str]]:
+        """The (period type, time zone) of every summary measurement stored."""
         ...
 
     def init(self) -> str:

@@ -9,6 +9,7 @@ with the user's values bound as parameters; roll-ups are
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 from tsmeter.adapters.influxdb import rollup as rollups
@@ -18,10 +19,12 @@ from tsmeter.adapters.influxdb.client import (
     quote_ident,
     series_rows,
 )
-from tsmeter.adapters.influxdb.lineprotocol import decode_tag, tag_value
+from tsmeter.adapters.influxdb.lineprotocol import decode_tag, encode_point, tag_value
 from tsmeter.adapters.influxdb.schema import (
+    CONVERT_HINT,
     EVENTS,
     RAW,
+    STATE,
     complete,
     event_matches,
     metric_condition,
@@ -29,9 +32,11 @@ from tsmeter.adapters.influxdb.schema import (
     series_of,
 )
 from tsmeter.adapters.influxdb.speedups import native
-from tsmeter.adapters.influxdb.transport import Points
+from tsmeter.adapters.influxdb.transport import Conversion, Points
 from tsmeter.domain import MetricDefinition, PeriodType, RecordRow
 from tsmeter.domain.periods import Calendar
+from tsmeter.domain.quantities import Rounding, from_units, to_units
+from tsmeter.errors import StorageUnavailableError, ValidationError
 from tsmeter.ports import EventRow, RecordQuery, RollupStats, SummaryQuery, SummaryRow
 
 __all__ = ["V1Transport"]
@@ -59,6 +64,8 @@ class V1Transport:
         self.client = InfluxV1Client(config)
         self.target = self.lock_name = f"{config.base_url}/{config.database}"
         self.writer = config.writer
+        self.precisions: dict[tuple[str, str | None], int] = {}
+        self._units_ok = False  # no raw point of an earlier version left (cached once known)
 
     @classmethod
     def from_url(cls, url: str) -> V1Transport:
@@ -155,11 +162,11 @@ class V1Transport:
             f'SELECT * FROM {quote_ident(RAW)} WHERE "rid" = $rid LIMIT 1', {"rid": record_id}
         )
         rows = [pair for pair in series_rows(result) if complete(pair[1])]
-        return row_of(*rows[0]) if rows else None
+        return row_of(*rows[0], self.precisions) if rows else None
 
     def _edge(self, condition: str, params: dict[str, Any], selector: str) -> int | None:
         (result,) = self.client.query(
-            f'SELECT {selector}("quantity") FROM {quote_ident(RAW)} WHERE {condition}', params
+            f'SELECT {selector}("rid") FROM {quote_ident(RAW)} WHERE {condition}', params
         )
         rows = series_rows(result)
         return int(rows[0][1]["time"]) if rows else None
@@ -186,7 +193,9 @@ class V1Transport:
                 " AND time >= $wlo AND time < $whi",
                 {**params, "wlo": cursor, "whi": stop},
             )
-            points = [row_of(*pair) for pair in series_rows(result) if complete(pair[1])]
+            points = [
+                row_of(*pair, self.precisions) for pair in series_rows(result) if complete(pair[1])
+            ]
             rows = sorted((r for r in points if lo <= r.ts < hi), key=lambda r: (r.ts, r.id))
             for row in rows:
                 if remaining == 0:
@@ -201,7 +210,7 @@ class V1Transport:
         params: dict[str, Any] = {}
         condition = metric_condition(metric_key, org_id, None, None, params)
         (result,) = self.client.query(
-            f'SELECT count("quantity") FROM {quote_ident(RAW)} WHERE {condition}', params
+            f'SELECT count("rid") FROM {quote_ident(RAW)} WHERE {condition}', params
         )
         rows = series_rows(result)
         count = int(rows[0][1]["count"]) if rows else 0
@@ -232,11 +241,103 @@ class V1Transport:
         self, period: PeriodType, calendar: Calendar, start: int | None, end: int | None
     ) -> RollupStats:
         """Bring summaries of ``period`` up to date (see the port)."""
+        self._require_units()
         return rollups.rollup(self.client, period, calendar, start, end)
 
     def summaries(self, query: SummaryQuery, calendar: Calendar) -> list[SummaryRow]:
         """Fresh summaries: stored ones, recomputed where records arrived since."""
+        self._require_units()
         return rollups.fresh_summaries(self.client, query, calendar)
+
+    def _require_units(self) -> None:
+        """Refuse to sum while raw points of an earlier version have no integer units (their
+        float quantities would be left out of every sum)."""
+        if self._units_ok:
+            return
+        if rollups.unconverted(self.client):
+            raise StorageUnavailableError(
+                f"InfluxDB database {self.config.database!r} holds usage points written by an"
+                f" earlier version (float quantity, no integer units): {CONVERT_HINT}; until"
+                " then roll-ups and summaries are refused rather than leave them out"
+            )
+        self._units_ok = True
+
+    # -- converting the points of earlier versions ---------------------------------------
+    #: raw points read per conversion request, about (the time window adapts)
+    CONVERT_PAGE = 50_000
+
+    def convert(self, precisions: Mapping[tuple[str, str | None], int], default: int) -> Conversion:
+        """Write integer ``units`` onto every raw point that has a float ``quantity`` and no
+        ``units`` (see the Transport), reading one time window at a time."""
+        done = Conversion()
+        bounds = rollups._data_range(self.client, field="quantity")
+        if bounds is None:
+            return done
+        lo, hi = bounds
+        window = _DAY
+        cursor = lo
+        while cursor < hi:
+            stop = min(cursor + window, hi)
+            (result,) = self.client.query(
+                f'SELECT "quantity", "units" FROM {quote_ident(RAW)}'
+                " WHERE time >= $lo AND time < $hi GROUP BY *",
+                {"lo": cursor, "hi": stop},
+            )
+            found = series_rows(result)
+            made = (self._converted(tags, values, precisions, default, done)
+                    for tags, values in found)  # fmt: skip
+            lines = [line for line in made if line is not None]
+            for i in range(0, len(lines), 10_000):
+                self.client.write("".join(f"{x}\n" for x in lines[i : i + 10_000]).encode())
+            cursor = stop
+            if len(found) < self.CONVERT_PAGE // 4:
+                window *= 4
+            elif len(found) > self.CONVERT_PAGE:
+                window = max(_US, window // 4)
+        return done
+
+    @staticmethod
+    def _converted(
+        tags: dict[str, str],
+        values: dict[str, Any],
+        precisions: Mapping[tuple[str, str | None], int],
+        default: int,
+        done: Conversion,
+    ) -> str | None:
+        """The line giving one raw point its units, or None if it needs none."""
+        quantity = values.get("quantity")
+        if values.get("units") is not None or quantity is None:
+            return None
+        metric, _, _, org = series_of(tags)
+        precision = precisions.get((metric, org))
+        if precision is None:
+            done.unknown.add((metric, org))
+            precision = default
+        try:
+            units = to_units("quantity", float(quantity), precision, Rounding.HALF_EVEN)
+        except ValidationError as exc:
+            raise ValidationError(
+                "quantity", f"a point of metric {metric!r} at {values['time']} cannot be"
+                f" converted: {exc}"
+            ) from None  # fmt: skip
+        if from_units(units, precision) != Decimal(repr(float(quantity))):
+            done.rounded += 1
+        at = int(values["time"])
+        done.add(at)
+        point_tags = {k: decode_tag(v) for k, v in tags.items() if v}
+        return encode_point(RAW, point_tags, {"units": units}, at)
+
+    def mark_converted(self, conversion: Conversion, now: int) -> None:
+        """Leave the mark roll-ups look for (see ``rollup.unconverted``)."""
+        fields = {"converted": conversion.converted, "rounded": conversion.rounded}
+        self.client.write(
+            (encode_point(STATE, {"key": rollups.CONVERTED}, fields, now) + "\n").encode()
+        )
+
+    def summary_kinds(self) -> list[tuple[PeriodType, str]]:
+        """The (period type, time zone) of every summary measurement stored."""
+        (result,) = self.client.query("SHOW MEASUREMENTS")
+        return rollups.summary_kinds(str(v["name"]) for _, v in series_rows(result))
 
 
 def _days(rows: Sequence[RecordRow]) -> list[tuple[int, int, int, list[tuple[str, str]]]]:

@@ -30,10 +30,11 @@ from tsmeter.adapters.influxdb.schema import (
     series_of,
     summary_measurement,
 )
-from tsmeter.adapters.influxdb.transport import Points
+from tsmeter.adapters.influxdb.transport import Conversion, Points
 from tsmeter.adapters.influxdb.v2client import InfluxV2Client, InfluxV2Config
 from tsmeter.domain import MetricDefinition, PeriodType, RecordRow
 from tsmeter.domain.periods import Calendar
+from tsmeter.errors import StorageUnavailableError
 from tsmeter.ports import EventRow, RecordQuery, RollupStats, SummaryQuery, SummaryRow
 
 __all__ = ["V2Transport"]
@@ -72,6 +73,7 @@ class V2Transport:
         self.target = f"{config.base_url}/{config.org}/{config.bucket}"
         self.lock_name = f"{config.base_url}/{config.bucket}"
         self.writer = config.writer
+        self.precisions: dict[tuple[str, str | None], int] = {}
 
     @classmethod
     def from_url(cls, url: str) -> V2Transport:
@@ -113,6 +115,23 @@ class V2Transport:
         names = install(self.api, timezone, periods_for(metrics), every=every, offset=offset,
                         lateness=lateness)  # fmt: skip
         return [f"task {name!r} installed" for name in names]
+
+    # -- converting the points of earlier versions ---------------------------------------
+    def convert(self, precisions: Mapping[tuple[str, str | None], int], default: int) -> Conversion:
+        """Not offered on InfluxDB 2.x yet: an error saying so."""
+        raise StorageUnavailableError(
+            "tsmeter influx convert is not available for InfluxDB 2.x buckets yet (only the v1"
+            " API: influxdb://...)"
+        )
+
+    def mark_converted(self, conversion: Conversion, now: int) -> None:
+        """See :meth:`convert`."""
+        self.convert({}, 0)
+
+    def summary_kinds(self) -> list[tuple[PeriodType, str]]:
+        """See :meth:`convert`."""
+        self.convert({}, 0)
+        return []
 
     # -- the existence read of the write path -------------------------------------------
     def stored(
@@ -159,7 +178,7 @@ class V2Transport:
         )
         for values in self.api.rows(query):
             if values.get("rid") == record_id and complete(_point(values)):
-                return row_of({}, _point(values))
+                return row_of({}, _point(values), self.precisions)
         return None
 
     def _bounds(self, query: RecordQuery) -> tuple[int, int] | None:
@@ -167,7 +186,7 @@ class V2Transport:
         predicate = flux.metric_predicate(
             q, query.metric_key, query.org_id, query.subject_type, query.subject_id
         )
-        rows = self.api.rows(flux.edges(self.bucket, RAW, "quantity", predicate, q))
+        rows = self.api.rows(flux.edges(self.bucket, RAW, "rid", predicate, q))
         first = [int(r["t"]) for r in rows if r["edge"] == "first"]
         last = [int(r["t"]) for r in rows if r["edge"] == "last"]
         return (min(first), max(last)) if first and last else None
@@ -191,8 +210,9 @@ class V2Transport:
                 q, query.metric_key, query.org_id, query.subject_type, query.subject_id
             )
             found = flux.points(self.bucket, RAW, cursor, stop, predicate, q)
+            precisions = self.precisions
             rows = sorted(
-                (r for r in (row_of({}, p) for p in map(_point, self.api.stream(found))
+                (r for r in (row_of({}, p, precisions) for p in map(_point, self.api.stream(found))
                              if complete(p))
                  if lo <= r.ts < hi),
                 key=lambda r: (r.ts, r.id),
