@@ -158,7 +158,7 @@ def append_ids(
                     "org",
                     f"o{n % 7}",
                     None,
-                    1.0,
+                    1,
                     1_767_225_600_000_000_000 + n * 1_000_000_000,
                     None,
                     None,
@@ -179,7 +179,7 @@ def append_until_killed(adapter: str, location: str, acked: Any) -> None:
     done = 0
     while True:
         rows = [
-            RecordRow(f"crash-{n:07d}", "api_calls", "org", "o1", None, 1.0,
+            RecordRow(f"crash-{n:07d}", "api_calls", "org", "o1", None, 1,
                       1_767_225_600_000_000_000 + n, None, None)
             for n in range(done, done + 100)
         ]  # fmt: skip

@@ -1,4 +1,8 @@
-"""The UsageStore contract: what every store adapter must do with records and summaries."""
+"""The UsageStore contract: what every store adapter must do with records and summaries.
+
+Quantities are integer units of their metric (``RecordRow.quantity``, ``SummaryRow.sum`` and
+the other components): a store sums them exactly, whatever their magnitude, or fails naming
+the series."""
 
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ UTC_CAL = Calendar("UTC")
 def row(
     rid: str,
     ts: int = T0,
-    quantity: float = 1.0,
+    quantity: int = 1,
     *,
     metric: str = "api_calls",
     subject: tuple[str, str] = ("org", "o1"),
@@ -78,13 +82,13 @@ def test_get_record_round_trips(store: Store) -> None:
     stored = row(
         "r-1",
         T0 + 123_456_000,
-        2.5,
+        2_500_000,
         org="acme",
         subject=("user", "u9"),
         metadata='{"region":"eu","n":[1,2]}',
         source="api-gw",
     )
-    plain = row("r-2", T0 + 1_000, -0.25)
+    plain = row("r-2", T0 + 1_000, -250_000)
     store.append([stored, plain], 0)
     assert store.get_record("r-1") == stored
     assert store.get_record("r-2") == plain
@@ -163,7 +167,7 @@ def test_iter_records_scoped_by_metric_and_org(store: Store) -> None:
 
 def test_iter_records_pages_beyond_5000(store: Store) -> None:
     """More than 5,000 records, thousands sharing one timestamp, stream completely and in order."""
-    rows = [row(f"p{i:05d}", T0 + (i // 4000) * S, float(i)) for i in range(12_001)]
+    rows = [row(f"p{i:05d}", T0 + (i // 4000) * S, i) for i in range(12_001)]
     random.Random(1).shuffle(rows)
     assert store.append(rows, 0) == 12_001
     expected = sorted((r.ts, r.id) for r in rows)
@@ -207,7 +211,7 @@ def test_hostile_strings_round_trip(store: Store) -> None:
         row(
             s,
             T0 + i * H,
-            float(i),
+            i * 1_000_000 - 7,
             metric=s,
             subject=(s, s),
             org=s,
@@ -246,9 +250,9 @@ def test_hostile_strings_round_trip(store: Store) -> None:
 # -- summaries ---------------------------------------------------------------------------------
 def test_summary_components(store: Store) -> None:
     """A summary carries count, sum, min, max and the last value (same timestamp: larger id)."""
-    store.append([row("m-b", T0 + 5 * H, 7.0), row("m-a", T0 + 5 * H, 9.0)], 0)
+    store.append([row("m-b", T0 + 5 * H, 700), row("m-a", T0 + 5 * H, 900)], 0)
     store.append(
-        [row("m-c", T0 + 2 * H, -3.5), row("m-d", T0 + 1 * H, 12.25), row("m-0", T0 + 5 * H, 1.0)],
+        [row("m-c", T0 + 2 * H, -350), row("m-d", T0 + 1 * H, 1225), row("m-0", T0 + 5 * H, 100)],
         0,
     )
     for rolled in (False, True):
@@ -256,14 +260,15 @@ def test_summary_components(store: Store) -> None:
             store.rollup(PeriodType.DAILY, UTC_CAL)
         (s,) = daily(store)
         assert (s.period_start, s.period_end) == (T0, T0 + 24 * H)
-        assert (s.record_count, s.sum, s.min, s.max) == (5, 25.75, -3.5, 12.25)
-        assert (s.last_ts, s.last_value) == (T0 + 5 * H, 7.0)  # "m-b" is the largest id
+        assert (s.record_count, s.sum, s.min, s.max) == (5, 2575, -350, 1225)
+        assert (s.last_ts, s.last_value) == (T0 + 5 * H, 700)  # "m-b" is the largest id
+        assert all(type(v) is int for v in (s.sum, s.min, s.max, s.last_value))
 
 
 def test_summaries_use_the_calendar_zone(store: Store) -> None:
     """The same records fall into different days in UTC and in Paris (a 23-hour day included)."""
     spring = to_ns(datetime(2026, 3, 28, 23, 30, tzinfo=UTC))  # 00:30 on the 29th in Paris
-    store.append([row("z1", spring, 1.0), row("z2", spring + H, 2.0)], 0)
+    store.append([row("z1", spring, 1), row("z2", spring + H, 2)], 0)
     q = SummaryQuery("api_calls", PeriodType.DAILY, spring - 48 * H, spring + 48 * H)
     for rolled in (False, True):
         if rolled:
@@ -277,9 +282,9 @@ def test_summaries_filter_by_subject_and_range(store: Store) -> None:
     """summaries returns one row per subject and period overlapping the range, oldest first."""
     store.append(
         [
-            row("s1", T0, 1.0, subject=("org", "a")),
-            row("s2", T0, 2.0, subject=("org", "b")),
-            row("s3", T0 + 24 * H, 4.0, subject=("org", "a")),
+            row("s1", T0, 1, subject=("org", "a")),
+            row("s2", T0, 2, subject=("org", "b")),
+            row("s3", T0 + 24 * H, 4, subject=("org", "a")),
         ],
         0,
     )
@@ -287,19 +292,19 @@ def test_summaries_filter_by_subject_and_range(store: Store) -> None:
         if rolled:
             store.rollup(PeriodType.DAILY, UTC_CAL)
         assert [(s.period_start, s.subject_id, s.sum) for s in daily(store)] == [
-            (T0, "a", 1.0),
-            (T0, "b", 2.0),
-            (T0 + 24 * H, "a", 4.0),
+            (T0, "a", 1),
+            (T0, "b", 2),
+            (T0 + 24 * H, "a", 4),
         ]
-        assert [s.sum for s in daily(store, subject_id="a")] == [1.0, 4.0]
+        assert [s.sum for s in daily(store, subject_id="a")] == [1, 4]
         assert [s.sum for s in daily(store, subject_type="user")] == []
         q = SummaryQuery("api_calls", PeriodType.DAILY, T0 + 24 * H - 1, T0 + 24 * H)
-        assert [s.sum for s in store.summaries(q, UTC_CAL)] == [1.0, 2.0]  # overlaps day one only
+        assert [s.sum for s in store.summaries(q, UTC_CAL)] == [1, 2]  # overlaps day one only
 
 
 def test_rollup_incremental(store: Store) -> None:
     """An incremental roll-up recomputes the periods touched since the last run, late ones too."""
-    store.append([row("i1", T0 + H, 1.0), row("i2", T0 + 30 * H, 2.0)], 0)
+    store.append([row("i1", T0 + H, 1), row("i2", T0 + 30 * H, 2)], 0)
     first = store.rollup(PeriodType.DAILY, UTC_CAL)
     assert first.periods_recomputed == 2 and first.records_seen == 2
     before = daily(store)
@@ -308,22 +313,22 @@ def test_rollup_incremental(store: Store) -> None:
     rechecks = store.recheck_window > 0
     assert again.periods_recomputed == (2 if rechecks else 0)
     assert daily(store) == before
-    store.append([row("i3", T0 + 2 * H, 5.0)], 0)  # late, into the first day
+    store.append([row("i3", T0 + 2 * H, 5)], 0)  # late, into the first day
     late = store.rollup(PeriodType.DAILY, UTC_CAL)
     expected = (2, T0, T0 + 48 * H) if rechecks else (1, T0, T0 + 24 * H)
     assert (late.periods_recomputed, late.range_start, late.range_end) == expected
-    assert [(s.record_count, s.sum) for s in daily(store)] == [(2, 6.0), (1, 2.0)]
+    assert [(s.record_count, s.sum) for s in daily(store)] == [(2, 6), (1, 2)]
     store.rollup(PeriodType.WEEKLY, UTC_CAL)
     store.rollup(PeriodType.MONTHLY, UTC_CAL)
     store.rollup(PeriodType.YEARLY, UTC_CAL)
     for period in (PeriodType.WEEKLY, PeriodType.MONTHLY, PeriodType.YEARLY):
         (s,) = store.summaries(SummaryQuery("api_calls", period, T0, T0 + 48 * H), UTC_CAL)
-        assert (s.record_count, s.sum, s.last_value) == (3, 8.0, 2.0)
+        assert (s.record_count, s.sum, s.last_value) == (3, 8, 2)
 
 
 def test_rollup_ranged(store: Store) -> None:
     """A ranged roll-up recomputes exactly the periods with records that overlap the range."""
-    store.append([row(f"d{d}", T0 + d * 24 * H + H, float(d)) for d in range(5)], 0)
+    store.append([row(f"d{d}", T0 + d * 24 * H + H, d) for d in range(5)], 0)
     stats = store.rollup(PeriodType.DAILY, UTC_CAL, T0 + 24 * H + 1, T0 + 3 * 24 * H)
     assert (stats.periods_recomputed, stats.range_start, stats.range_end) == (
         2,
@@ -334,7 +339,7 @@ def test_rollup_ranged(store: Store) -> None:
     again = store.rollup(PeriodType.DAILY, UTC_CAL, T0 - 24 * H, T0 + 30 * 24 * H)
     assert again.periods_recomputed == 5
     assert daily(store) == before
-    assert [s.sum for s in before] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert [s.sum for s in before] == [0, 1, 2, 3, 4]
 
 
 def test_rollup_rerun_gives_identical_summaries(store: Store) -> None:
@@ -345,7 +350,7 @@ def test_rollup_rerun_gives_identical_summaries(store: Store) -> None:
             row(
                 f"q{i}",
                 T0 + rng.randrange(20 * 24 * H),
-                rng.randrange(-50, 50) / 4,
+                rng.randrange(-50, 50) * 25,
                 subject=("org", f"o{i % 3}"),
             )
             for i in range(500)
@@ -375,15 +380,15 @@ def test_rollup_rerun_gives_identical_summaries(store: Store) -> None:
 
 def test_summaries_fresh_after_rollup(store: Store) -> None:
     """Records appended after a roll-up show in summaries before the next roll-up runs."""
-    store.append([row("f1", T0 + H, 1.0)], 0)
+    store.append([row("f1", T0 + H, 1)], 0)
     for period in PeriodType:
         store.rollup(period, PARIS)
-    store.append([row("f2", T0 + 3 * H, 10.0), row("f3", T0 + 40 * H, 20.0)], 0)
+    store.append([row("f2", T0 + 3 * H, 10), row("f3", T0 + 40 * H, 20)], 0)
     for period in PeriodType:
         rows = store.summaries(SummaryQuery("api_calls", period, T0, T0 + 48 * H), PARIS)
         assert sum(r.record_count for r in rows) == 3, period
-        assert sum(r.sum for r in rows) == 31.0, period
-        assert max(rows, key=lambda r: r.last_ts).last_value == 20.0, period
+        assert sum(r.sum for r in rows) == 31, period
+        assert max(rows, key=lambda r: r.last_ts).last_value == 20, period
 
 
 # -- purge -------------------------------------------------------------------------------------
@@ -410,13 +415,13 @@ def test_second_store_object_sees_writes(store: Store, open_same: Callable[[], S
     """Records, summaries and metrics written through one store object are read through another
     on the same data, and an id stored by one is a duplicate for the other."""
     other = open_same()
-    store.append([row("c1", T0 + H, 3.0)], 0)
-    assert other.get_record("c1") == row("c1", T0 + H, 3.0)
-    assert other.append([row("c1", T0 + H, 3.0), row("c2", T0 + 2 * H, 4.0)], 0) == 1
+    store.append([row("c1", T0 + H, 3)], 0)
+    assert other.get_record("c1") == row("c1", T0 + H, 3)
+    assert other.append([row("c1", T0 + H, 3), row("c2", T0 + 2 * H, 4)], 0) == 1
     store.rollup(PeriodType.DAILY, UTC_CAL)
-    assert [(s.record_count, s.sum) for s in daily(other)] == [(2, 7.0)]
-    other.append([row("c3", T0 + 3 * H, 5.0)], 0)
-    assert [(s.record_count, s.sum) for s in daily(store)] == [(3, 12.0)]
+    assert [(s.record_count, s.sum) for s in daily(other)] == [(2, 7)]
+    other.append([row("c3", T0 + 3 * H, 5)], 0)
+    assert [(s.record_count, s.sum) for s in daily(store)] == [(3, 12)]
     assert ids(list(store.iter_records(RecordQuery("api_calls")))) == ["c1", "c2", "c3"]
 
 
@@ -446,3 +451,49 @@ def test_rollup_of_empty_store(store: Store, period: PeriodType) -> None:
     stats = store.rollup(period, PARIS)
     assert (stats.summaries_written, stats.periods_recomputed) == (0, 0)
     assert store.summaries(SummaryQuery("api_calls", period, T0, T0 + H), PARIS) == []
+
+
+# -- integer units -----------------------------------------------------------------------------
+MAX_UNITS = 2**63 - 1
+
+
+def test_sums_of_units_are_exact_to_the_64_bit_edge(store: Store) -> None:
+    """Units at ±(2**63-1) and sums that end at the edge are kept and summed exactly, in a raw
+    read and after roll-ups (the expectation is Python's unbounded int arithmetic)."""
+    edge = [MAX_UNITS, -MAX_UNITS, MAX_UNITS // 3, MAX_UNITS // 3, MAX_UNITS // 3 + 1, -1, 1]
+    store.append([row(f"e{i}", T0 + i * H, q, subject=("org", "edge")) for i, q in
+                  enumerate(edge)], 0)  # fmt: skip
+    small = [123_456_789_012, -3, 10**12, 999_999]
+    store.append([row(f"s{i}", T0 + 30 * H + i, q, subject=("org", "small")) for i, q in
+                  enumerate(small)], 0)  # fmt: skip
+    assert store.get_record("e0") == row("e0", T0, MAX_UNITS, subject=("org", "edge"))
+    assert store.get_record("e1") == row("e1", T0 + H, -MAX_UNITS, subject=("org", "edge"))
+    for rolled in (False, True):
+        if rolled:
+            for period in PeriodType:
+                store.rollup(period, UTC_CAL)
+        (e,) = daily(store, subject_id="edge")
+        assert (e.record_count, e.sum, e.min, e.max) == (7, sum(edge), -MAX_UNITS, MAX_UNITS)
+        assert e.sum == MAX_UNITS and e.last_value == 1
+        (s,) = daily(store, subject_id="small")
+        assert (s.sum, s.min, s.max, s.last_value) == (sum(small), -3, 10**12, 999_999)
+        q = SummaryQuery("api_calls", PeriodType.MONTHLY, T0, T0 + H, subject_id="edge")
+        (m,) = store.summaries(q, UTC_CAL)
+        assert (m.record_count, m.sum) == (7, MAX_UNITS)
+
+
+def test_a_sum_beyond_64_bits_is_an_error_naming_the_series(store: Store) -> None:
+    """A period whose units add up beyond ±(2**63-1) is an error naming its series, never a
+    wrapped or float sum; other series' sums are unaffected by it."""
+    store.append([row("big1", T0, MAX_UNITS, subject=("org", "huge")),
+                  row("big2", T0 + H, 1, subject=("org", "huge")),
+                  row("ok", T0, 5, subject=("org", "fine"))], 0)  # fmt: skip
+    from tsmeter.errors import StorageUnavailableError, ValidationError
+
+    for rolled in (False, True):
+        with pytest.raises((StorageUnavailableError, ValidationError)) as caught:
+            if rolled:
+                store.rollup(PeriodType.DAILY, UTC_CAL)
+            daily(store)
+        assert "huge" in str(caught.value)
+        assert [s.sum for s in daily(store, subject_id="fine")] == [5]

@@ -1,12 +1,13 @@
 """Hostile input at intake and poisoned data in the stores, on SQLite and a real influxd: bounded
-quantities, one overflowing series failing alone, bounded metadata, honest partial-write counts,
-fields that disagree and timestamps with nanoseconds."""
+quantities (64-bit units), one overflowing series failing alone, bounded metadata, honest
+partial-write counts, fields that disagree and timestamps with nanoseconds."""
 
 from __future__ import annotations
 
 import io
 import json
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ from tsmeter.errors import SeriesError, StorageUnavailableError, ValidationError
 
 T = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 DAY = "2026-01-01T05:00:00Z"
+MAX_UNITS = 2**63 - 1
+#: the largest quantity of a metric of the default precision (6): MAX_UNITS millionths
+LIMIT = Decimal(MAX_UNITS) / 10**6
 
 
 @pytest.fixture(params=["sqlite", "influxdb"])
@@ -54,10 +58,10 @@ def stored_ids(meter: Meter) -> list[str]:
 
 
 def poison(meter: Meter) -> None:
-    """Store two records of 1e308 for subject ``bad`` past intake, as a store written before
-    quantities were bounded holds them, and one of 5 for ``good``."""
+    """Store two records of the largest quantity for subject ``bad`` (their sum is beyond the
+    64-bit range of a total), and one of 5 for ``good``."""
     meter.record("gb", "org", "good", 5, timestamp="2026-01-01T00:00:01Z", id="g1")
-    bad = [RecordRow(f"b{i}", "gb", "org", "bad", None, 1e308, T + 2000 + i, None, None)
+    bad = [RecordRow(f"b{i}", "gb", "org", "bad", None, MAX_UNITS, T + 2000 + i, None, None)
            for i in range(2)]  # fmt: skip
     meter.store.append(bad, 0)
 
@@ -65,9 +69,13 @@ def poison(meter: Meter) -> None:
 # -- 5: quantities are bounded; an overflowing series fails alone ----------------------------
 
 
-@pytest.mark.parametrize("quantity", [1e308, -1e16, 10**400, float("inf"), 1e15 * (1 + 2**-52)])
-def test_quantities_beyond_the_bound_are_refused(meter: Meter, quantity: float) -> None:
-    """A quantity beyond ±1e15 is a ValidationError naming the record, and nothing is stored."""
+@pytest.mark.parametrize(
+    "quantity",
+    [1e308, -1e16, 10**400, float("inf"), str(LIMIT + Decimal("0.000001")), -LIMIT - 1],
+)
+def test_quantities_beyond_the_bound_are_refused(meter: Meter, quantity: object) -> None:
+    """A quantity beyond ±(2**63-1) units (±9223372036854.775807 at 6 places), or not finite,
+    is a ValidationError naming the record, and nothing is stored."""
     with pytest.raises(ValidationError) as caught:
         meter.record_batch([record(id="ok"), record(id="big", quantity=quantity)])
     assert caught.value.field == "records[1].quantity"
@@ -78,11 +86,12 @@ def test_quantities_beyond_the_bound_are_refused(meter: Meter, quantity: float) 
 
 
 def test_the_bound_itself_is_accepted(meter: Meter) -> None:
-    """±1e15 are still quantities, and their sum is exact."""
-    meter.record_batch([record(id="a", quantity=1e15), record(id="b", quantity=-1e15),
-                        record(id="c", quantity=10**15)])  # fmt: skip
+    """±(2**63-1) units are still quantities, and their sum is exact."""
+    meter.record_batch([record(id="a", quantity=str(LIMIT)), record(id="b", quantity=-LIMIT),
+                        record(id="c", quantity=10**12)])  # fmt: skip
     summary = meter.get_usage_summary("gb", "org", "good", "DAILY", at=DAY)
-    assert summary.total_quantity == 1e15 and summary.record_count == 3
+    assert summary.total_quantity == LIMIT - LIMIT + 10**12 and summary.record_count == 3
+    assert str(summary.total_quantity) == "1000000000000.000000"
 
 
 def test_an_overflowing_series_fails_alone(meter: Meter) -> None:
@@ -98,7 +107,7 @@ def test_an_overflowing_series_fails_alone(meter: Meter) -> None:
     with pytest.raises(SeriesError) as listing:
         meter.get_usage_summaries("gb", "DAILY", start="2026-01-01T00:00:00Z",
                                   end="2026-01-02T00:00:00Z")  # fmt: skip
-    assert [(r.subject_id, r.sum) for r in listing.value.rows] == [("good", 5.0)]
+    assert [(r.subject_id, r.record_count) for r in listing.value.rows] == [("good", 1)]
     with pytest.raises(SeriesError) as aggregating:
         meter.aggregate("MONTHLY")
     assert aggregating.value.series == [("gb", "org", "bad", None)]
@@ -154,20 +163,24 @@ def test_the_cli_never_prints_infinity(tmp_path: Path) -> None:
     assert "'bad'" in line and "Infinity" not in line
     shown = run.json("usage", "summary", "gb", *window, "--subject-type", "org",
                      "--subject-id", "good")  # fmt: skip
-    assert [s["totalQuantity"] for s in shown] == [5.0]
+    assert [Decimal(str(s["totalQuantity"])) for s in shown] == [5]
 
 
 def test_an_answer_that_is_not_json_is_a_storage_error(
     influx_db: tuple[InfluxServer, str], tmp_path: Path
 ) -> None:
     """influxd answers a sum of +Inf with text that is not JSON: the client raises a tsmeter
-    error (never a JSONDecodeError)."""
+    error (never a JSONDecodeError). (Float quantity fields are what stores written before
+    integer units hold.)"""
     server, db = influx_db
     url = f"influxdb://127.0.0.1:{server.port}/{db}?writer=w1&state={tmp_path}/state.db"
     with tsmeter.connect(url) as opened:
         opened.define_metric("gb", aggregation_type="SUM")
-        poison(opened)
         client = opened.store.transport.client  # type: ignore[attr-defined]
+        client.write(
+            b"usage,metric=gb,subject_type=org,subject_id=bad quantity=1e308 1767225600000002000\n"
+            b"usage,metric=gb,subject_type=org,subject_id=bad quantity=1e308 1767225600000002001\n"
+        )
         with pytest.raises(UnreadableAnswerError) as caught:
             client.query('SELECT sum("quantity") FROM "usage"')
     assert isinstance(caught.value, StorageUnavailableError)

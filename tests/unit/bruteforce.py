@@ -1,15 +1,18 @@
 """The independent brute force the aggregation tests compare with: periods computed per record
-with zoneinfo wall-clock arithmetic, never with :mod:`tsmeter.domain.periods`."""
+with zoneinfo wall-clock arithmetic, never with :mod:`tsmeter.domain.periods`; quantities
+summed with Python's :mod:`decimal` (and AVG rounded half to even with :class:`Fraction`), never
+with :mod:`tsmeter.domain.quantities`."""
 
 from __future__ import annotations
 
-import math
 import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -25,20 +28,36 @@ PERIODS = tuple(PeriodType)
 HOUR = timedelta(hours=1)
 US = timedelta(microseconds=1)
 PARIS = "Europe/Paris"
+#: the decimal places of the metrics the tests define (the default precision)
+PLACES = 6
 
 # (period start, period end, subject type, subject id, count, sum, min, max, last value,
 #  last timestamp, total under the aggregation type)
-Row = tuple[datetime, datetime, str, str, int, float, float, float, float, datetime, float]
+Row = tuple[
+    datetime, datetime, str, str, int, Decimal, Decimal, Decimal, Decimal, datetime, Decimal
+]
 
 
 @dataclass(frozen=True)
 class Rec:
-    """A record as the test means it: id, (subject type, subject id), quantity, UTC instant."""
+    """A record as the test means it: id, (subject type, subject id), quantity (a float
+    means its shortest repr, as the API takes it), UTC instant."""
 
     id: str
     subject: tuple[str, str]
-    quantity: float
+    quantity: float | int | str | Decimal
     ts: datetime
+
+    @property
+    def value(self) -> Decimal:
+        """The quantity as the exact decimal it stands for."""
+        q = self.quantity
+        return Decimal(repr(q)) if isinstance(q, float) else Decimal(q)
+
+
+def units_value(units: int) -> Decimal:
+    """The decimal of a stored integer of units of a metric with ``PLACES`` places."""
+    return Decimal(units) / 10**PLACES
 
 
 def utc(y: int, m: int, d: int, h: int = 0, mi: int = 0, s: int = 0, us: int = 0) -> datetime:
@@ -112,19 +131,21 @@ def brute(
     for (ps, pe, subject_type, subject_id), rs in groups.items():
         if not (ps < end and pe > start):
             continue
-        qs = [r.quantity for r in rs]
+        qs = [r.value for r in rs]
         last = max(rs, key=lambda r: (r.ts, r.id))
-        total_sum = math.fsum(qs)
+        total_sum = sum(qs, Decimal(0))  # exact: a few digits each, far below 28
+        # the mean rounded half to even to the metric's places (round() of a Fraction is)
+        mean = Decimal(round(Fraction(total_sum) * 10**PLACES / len(qs))) / 10**PLACES
         total = {
-            AggregationType.COUNT: float(len(qs)),
+            AggregationType.COUNT: Decimal(len(qs)),
             AggregationType.SUM: total_sum,
-            AggregationType.AVG: total_sum / len(qs),
+            AggregationType.AVG: mean,
             AggregationType.MAX: max(qs),
             AggregationType.MIN: min(qs),
-            AggregationType.LAST: last.quantity,
+            AggregationType.LAST: last.value,
         }[agg]
         row = (ps, pe, subject_type, subject_id, len(qs), total_sum, min(qs), max(qs),
-               last.quantity, last.ts, total)  # fmt: skip
+               last.value, last.ts, total)  # fmt: skip
         out.append(row)
     return sorted(out)
 
@@ -142,7 +163,8 @@ def got(summaries: Iterable[UsageSummary]) -> list[Row]:
 def stored(
     meter: Meter, agg: AggregationType, period: PeriodType, zone: str
 ) -> list[tuple[Any, ...]]:
-    """The summaries the store has persisted, read behind the API (no freshness)."""
+    """The summaries the store has persisted, read behind the API (no freshness), their
+    units as decimals."""
     if isinstance(meter.store, InfluxStore) and isinstance(meter.store.transport, V2Transport):
         cal = Calendar(zone)
         rows = [
@@ -166,13 +188,17 @@ def stored(
     def at(ns: int) -> datetime:
         return epoch + US * (ns // 1000)
 
-    return sorted((at(a), at(b), *rest, at(lts)) for a, b, *rest, lts in rows)
+    return sorted(
+        (at(a), at(b), st, si, n, *map(units_value, values), at(lts))
+        for a, b, st, si, n, *values, lts in rows
+    )
 
 
 def _stored_in_influxdb(
     store: InfluxStore, agg: AggregationType, period: PeriodType, zone: str
 ) -> list[tuple[Any, ...]]:
-    """Summary points of one metric as (start, end, type, id, count, sum, min, max, last, ts)."""
+    """Summary points of one metric as (start, end, type, id, count, sum, min, max, last, ts),
+    in units."""
     cal = Calendar(zone)
     (result,) = store.transport.client.query(
         f'SELECT * FROM {quote_ident(summary_measurement(period, zone))} WHERE "metric" = $m',
@@ -180,7 +206,7 @@ def _stored_in_influxdb(
     )
     return [
         (int(v["time"]), cal.next_start(period, int(v["time"])), v["subject_type"],
-         v["subject_id"], int(v["count"]), float(v["sum"]), float(v["min"]), float(v["max"]),
-         float(v["last"]), int(v["last_ts"]))
+         v["subject_id"], int(v["count"]), int(v["units_sum"]), int(v["units_min"]),
+         int(v["units_max"]), int(v["units_last"]), int(v["last_ts"]))
         for _, v in series_rows(result)
     ]  # fmt: skip

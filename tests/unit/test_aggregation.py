@@ -7,9 +7,9 @@ in the calendar or in the roll-ups cannot hide behind the same mistake in the ex
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -343,7 +343,9 @@ def test_avg_and_last_roll_up_from_hours_to_month(make_meter: MeterFactory, tmp_
         avg = meter.get_usage_summary(
             key(AggregationType.AVG), "org", subject, "MONTHLY", at=utc(2026, 3, 10)
         )
-        assert avg.total_quantity == math.fsum(r.quantity for r in raw) / len(raw)
+        exact = sum((r.value for r in raw), Decimal(0))
+        # sum / count rounded half to even to the metric's 6 places
+        assert avg.total_quantity == (exact / len(raw)).quantize(Decimal("1e-6"), ROUND_HALF_EVEN)
         daily = meter.get_usage_summaries(
             key(AggregationType.AVG),
             "DAILY",
@@ -353,7 +355,7 @@ def test_avg_and_last_roll_up_from_hours_to_month(make_meter: MeterFactory, tmp_
         )
         average_of_averages = sum(d.total_quantity for d in daily) / len(daily)
         # the data is chosen so that an average of daily averages would be wrong
-        assert not math.isclose(avg.total_quantity, average_of_averages)
+        assert abs(avg.total_quantity - average_of_averages) > Decimal("0.001")
         last = meter.get_usage_summary(
             key(AggregationType.LAST), "org", subject, "MONTHLY", at=utc(2026, 3, 10)
         )
@@ -361,8 +363,9 @@ def test_avg_and_last_roll_up_from_hours_to_month(make_meter: MeterFactory, tmp_
         assert last.last_timestamp == max(r.ts for r in raw)
 
 
-def test_decimal_quantities_roll_up_within_rounding(make_meter: MeterFactory) -> None:
-    """Decimal quantities summed raw and via hourly/daily roll-ups agree to rounding error."""
+def test_decimal_quantities_roll_up_exactly(make_meter: MeterFactory) -> None:
+    """Decimal quantities (0.1, 0.01, ...: no binary fractions) summed raw and via hourly and
+    daily roll-ups give exactly the decimal sum, and AVG that sum over the count."""
     meter = make_meter("UTC")
     records = [
         Rec(
@@ -379,14 +382,9 @@ def test_decimal_quantities_roll_up_within_rounding(make_meter: MeterFactory) ->
     for agg in (AggregationType.SUM, AggregationType.AVG):
         expected = brute(records, PeriodType.MONTHLY, "UTC", agg, lo, hi)
         summaries = got(meter.get_usage_summaries(key(agg), "MONTHLY", start=lo, end=hi))
-        assert [row[:5] for row in summaries] == [row[:5] for row in expected]
-        for actual, wanted in zip(summaries, expected, strict=True):
-            # 0.1, 0.01 ... are not exact binary fractions: raw → hourly → daily → monthly adds
-            # them in a different grouping than fsum, so the last bits may differ; 1e-12 is far
-            # below any billing precision and far above double rounding error (~1e-16 a step).
-            assert actual[5] == pytest.approx(wanted[5], rel=1e-12)
-            assert actual[10] == pytest.approx(wanted[10], rel=1e-12)
-            assert actual[6:10] == wanted[6:10]
+        assert summaries == expected
+        for monthly, wanted in zip(summaries, expected, strict=True):  # the digits, too
+            assert str(monthly[5]) == str(wanted[5].quantize(Decimal("1e-6")))
 
 
 def _january() -> list[Rec]:

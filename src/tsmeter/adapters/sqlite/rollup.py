@@ -9,46 +9,98 @@ the touched hours and periods, never a row per series or per summary, so its cos
 with the records and summaries it reads and writes, not with subjects times hours. Which
 series a span of touched periods is recomputed for comes from the dirty log (or, where
 the log does not reach back, from the records) through temporary tables.
+
+Quantities are integer units (see :mod:`tsmeter.domain.quantities`), so every sum is exact.
+SQLite's ``sum()`` stops a statement with "integer overflow" when a partial sum leaves the
+64-bit range: the statement is then run again with ``tsm_sum()``
+(:class:`~tsmeter.adapters.sqlite.schema.ExactSum`), which gives the exact total or NULL where
+it does not fit. A NULL total marks a summary whose sum overflowed; the period types rolled up
+from it carry the NULL, and reading it is an error naming the series (see :func:`finite`).
+Averages are not computed here: the reader divides the sum by the count.
 """
 
 from __future__ import annotations
 
 import bisect
 import json
-import math
 import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from tsmeter.domain import PeriodType
 from tsmeter.domain.periods import ROLLUP_SOURCE, Calendar, Run, runs
+from tsmeter.domain.quantities import MAX_UNITS
 from tsmeter.ports import RollupStats
 
 _HOUR = 3_600_000_000_000
-# (series_id, period_start, period_end, cnt, total, min, max, last_ts, last_value)
-Component = tuple[int, int, int, int, float, float, float, int, float]
+# (series_id, period_start, period_end, cnt, total, min, max, last_ts, last_value), in units;
+# total None: beyond the 64-bit range
+Component = tuple[int, int, int, int, int | None, int, int, int, int]
 
-_RAW = """
+#: how each kind of sum is written in a statement: SQLite's fast sum() first, and the exact
+#: tsm_sum() when that overflowed (a NULL total below stays NULL in both)
+_FAST = {
+    "sum_units": "sum(units)",
+    "sum_total": "CASE WHEN count(total) = count(*) THEN sum(total) END",
+    "sum_s_total": "CASE WHEN count(s.total) = count(*) THEN sum(s.total) END",
+}
+_EXACT = {"sum_units": "tsm_sum(units)", "sum_total": "tsm_sum(total)",
+          "sum_s_total": "tsm_sum(s.total)"}  # fmt: skip
+
+
+def _both(template: str) -> tuple[str, str]:
+    """The statement of ``template`` with fast sums and with exact ones."""
+    return template.format(**_FAST), template.format(**_EXACT)
+
+
+def _overflow(exc: sqlite3.OperationalError) -> bool:
+    return "integer overflow" in str(exc)
+
+
+def _rows(conn: sqlite3.Connection, sql: tuple[str, str], params: Any) -> list[Any]:
+    """Every row of a query of :func:`_both`, summed exactly where sum() overflowed."""
+    try:
+        return conn.execute(sql[0], params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if not _overflow(exc):
+            raise
+    return conn.execute(sql[1], params).fetchall()
+
+
+def _run(conn: sqlite3.Connection, sql: tuple[str, str], params: Any) -> int:
+    """Run a write of :func:`_both` (a failed statement leaves no row behind, the transaction
+    goes on); the rows it wrote."""
+    try:
+        return conn.execute(sql[0], params).rowcount
+    except sqlite3.OperationalError as exc:
+        if not _overflow(exc):
+            raise
+    return conn.execute(sql[1], params).rowcount
+
+
+_RAW = _both("""
 SELECT g.series_id, g.k, g.cnt, g.total, g.mn, g.mx, g.lts,
-       (SELECT u.quantity FROM usage_records u
+       (SELECT u.units FROM usage_records u
          WHERE u.series_id = g.series_id AND u.ts = g.lts
          ORDER BY u.id DESC LIMIT 1)
-FROM (SELECT series_id, (ts - :base) / :step AS k, count(*) AS cnt, sum(quantity) AS total,
-             min(quantity) AS mn, max(quantity) AS mx, max(ts) AS lts
+FROM (SELECT series_id, (ts - :base) / :step AS k, count(*) AS cnt, {sum_units} AS total,
+             min(units) AS mn, max(units) AS mx, max(ts) AS lts
         FROM usage_records
        WHERE series_id IN (SELECT value FROM json_each(:series))
          AND ts >= :base AND ts < :end
        GROUP BY series_id, k) AS g
-"""
-_FROM_SOURCE = """
-SELECT series_id, (period_start - :base) / :step AS k, sum(cnt), sum(total), min(min), max(max)
+""")
+_FROM_SOURCE = _both("""
+SELECT series_id, (period_start - :base) / :step AS k, sum(cnt), {sum_total}, min(min),
+       max(max)
   FROM summaries
  WHERE period_type = :source AND tz = :tz
    AND series_id IN (SELECT value FROM json_each(:series))
    AND period_start >= :base AND period_start < :end
  GROUP BY series_id, k
-"""
+""")
 # Only one max() aggregate: SQLite then takes last_value from the row holding it.
 # Source periods of one series are disjoint, so last_ts never ties.
 _LAST_FROM_SOURCE = """
@@ -80,7 +132,7 @@ def compute(
     }
     out: list[Component] = []
     if from_raw:
-        for sid, k, cnt, total, mn, mx, lts, last in conn.execute(_RAW, params):
+        for sid, k, cnt, total, mn, mx, lts, last in _rows(conn, _RAW, params):
             start = run.base + k * run.step
             out.append((sid, start, start + run.step, cnt, total, mn, mx, lts, last))
         return out
@@ -88,7 +140,7 @@ def compute(
     assert source is not None
     params.update(source=source.value, tz=calendar.timezone)
     lasts = {(sid, k): (lts, last) for sid, k, lts, last in conn.execute(_LAST_FROM_SOURCE, params)}
-    for sid, k, cnt, total, mn, mx in conn.execute(_FROM_SOURCE, params):
+    for sid, k, cnt, total, mn, mx in _rows(conn, _FROM_SOURCE, params):
         start = run.base + k * run.step
         lts, last = lasts[(sid, k)]
         out.append((sid, start, start + run.step, cnt, total, mn, mx, lts, last))
@@ -156,7 +208,6 @@ def compute_touched(
         yield span, series, rows
 
 
-_INF = float("inf")
 # the series a span is recomputed for, and where each touched hour's span is (multi-span runs)
 _TEMP = (
     "CREATE TEMP TABLE IF NOT EXISTS rollup_series (id INTEGER PRIMARY KEY)",
@@ -169,30 +220,30 @@ _TEMP = (
 #: series' periods in order (a seek per series and period, even an empty one) instead of
 #: sorting the source rows; they are where the seeks are fewer than the source rows
 JOIN_PERIODS = 64
-# Summaries from records, written by SQLite. g.q is the record's own quantity when the group
+# Summaries from records, written by SQLite. g.q is the record's own units when the group
 # has one record; else the last of the group, found by its time (the id breaks ties), as _RAW
 # does.
-_WRITE_RAW = """
+_WRITE_RAW = _both("""
 INSERT INTO summaries (period_type, tz, series_id, period_start, period_end, cnt, total, min,
                        max, last_ts, last_value, computed_at)
 SELECT :period, :tz, g.series_id, :base + g.k * :step, :base + (g.k + 1) * :step, g.cnt,
        g.total, g.mn, g.mx, g.lts,
        CASE WHEN g.cnt = 1 THEN g.q ELSE
-         (SELECT u.quantity FROM usage_records u
+         (SELECT u.units FROM usage_records u
            WHERE u.series_id = g.series_id AND u.ts = g.lts ORDER BY u.id DESC LIMIT 1) END,
        :now
-FROM (SELECT series_id, (ts - :base) / :step AS k, count(*) AS cnt, sum(quantity) AS total,
-             min(quantity) AS mn, max(quantity) AS mx, max(ts) AS lts, quantity AS q
+FROM (SELECT series_id, (ts - :base) / :step AS k, count(*) AS cnt, {sum_units} AS total,
+             min(units) AS mn, max(units) AS mx, max(ts) AS lts, units AS q
         FROM usage_records
        WHERE series_id IN (SELECT id FROM temp.rollup_series)
          AND ts >= :base AND ts < :end
        GROUP BY series_id, k) AS g
-"""
+""")
 # Summaries from the type below. g.q is the source summary's own last value when the group
 # has one; else the last value of the source period holding the group's last time (source
 # periods of a series are disjoint: it is the one starting last at or before that time), the
 # row _LAST_FROM_SOURCE takes it from.
-_WRITE_FROM_SOURCE = """
+_WRITE_FROM_SOURCE = _both("""
 INSERT INTO summaries (period_type, tz, series_id, period_start, period_end, cnt, total, min,
                        max, last_ts, last_value, computed_at)
 SELECT :period, :tz, g.series_id, :base + g.k * :step, :base + (g.k + 1) * :step, g.cnt,
@@ -203,17 +254,17 @@ SELECT :period, :tz, g.series_id, :base + g.k * :step, :base + (g.k + 1) * :step
              AND s.period_start <= g.lts ORDER BY s.period_start DESC LIMIT 1) END,
        :now
 FROM (SELECT series_id, (period_start - :base) / :step AS k, count(*) AS n, sum(cnt) AS cnt,
-             sum(total) AS total, min(min) AS mn, max(max) AS mx, max(last_ts) AS lts,
+             {sum_total} AS total, min(min) AS mn, max(max) AS mx, max(last_ts) AS lts,
              last_value AS q
         FROM summaries
        WHERE period_type = :source AND tz = :tz
          AND series_id IN (SELECT id FROM temp.rollup_series)
          AND period_start >= :base AND period_start < :end
        GROUP BY series_id, k) AS g
-"""
+""")
 # The same, driven by series and periods (in temp.rollup_periods): the source rows come in
 # group order, so SQLite sorts nothing.
-_WRITE_FROM_SOURCE_BY_PERIOD = """
+_WRITE_FROM_SOURCE_BY_PERIOD = _both("""
 INSERT INTO summaries (period_type, tz, series_id, period_start, period_end, cnt, total, min,
                        max, last_ts, last_value, computed_at)
 SELECT :period, :tz, g.series_id, g.period_start, g.period_end, g.cnt, g.total, g.mn, g.mx,
@@ -224,16 +275,16 @@ SELECT :period, :tz, g.series_id, g.period_start, g.period_end, g.cnt, g.total, 
              AND s.period_start <= g.lts ORDER BY s.period_start DESC LIMIT 1) END,
        :now
 FROM (SELECT r.id AS series_id, p.start AS period_start, p.end AS period_end, count(*) AS n,
-             sum(s.cnt) AS cnt, sum(s.total) AS total, min(s.min) AS mn, max(s.max) AS mx,
+             sum(s.cnt) AS cnt, {sum_s_total} AS total, min(s.min) AS mn, max(s.max) AS mx,
              max(s.last_ts) AS lts, s.last_value AS q
         FROM temp.rollup_series AS r CROSS JOIN temp.rollup_periods AS p
              CROSS JOIN summaries AS s
        WHERE s.period_type = :source AND s.tz = :tz AND s.series_id = r.id
          AND s.period_start >= p.start AND s.period_start < p.end
        GROUP BY r.id, p.start) AS g
-"""
-#: a summary whose components are all finite numbers (see ``finite``)
-_FINITE = "(max(abs(total), abs(min), abs(max), abs(last_value)) < :inf)"
+""")
+#: a summary whose total is within ±MAX_UNITS (see ``finite``)
+_FINITE = "(total IS NOT NULL AND total >= :lowest)"
 _SPAN_WHERE = (
     "period_type = :period AND tz = :tz AND period_start >= :lo AND period_start < :hi"
     " AND series_id IN (SELECT id FROM temp.rollup_series)"
@@ -361,7 +412,7 @@ def recompute(
     """Recompute and replace the summaries of the touched ``periods`` for the series that
     ``changes`` touched in each contiguous span of them, inside SQLite; return the summaries
     written and the records they cover (0 unless ``tally``). With ``tally``, series with a
-    component that is not finite (a sum of stored quantities that overflowed) are added to
+    total beyond the 64-bit range (a sum of stored units that overflowed) are added to
     ``overflowed``; a type rolled up from this one carries the overflow up, so a run checks
     only the type it was asked for."""
     spans = _spans(sorted(periods))
@@ -371,7 +422,7 @@ def recompute(
     source = ROLLUP_SOURCE[period]
     sql = _WRITE_RAW if source is None else _WRITE_FROM_SOURCE
     params: dict[str, object] = {"period": period.value, "tz": calendar.timezone,
-                                 "now": time.time_ns(), "inf": _INF}  # fmt: skip
+                                 "now": time.time_ns(), "lowest": -MAX_UNITS}  # fmt: skip
     if source is not None:
         params["source"] = source.value
     written = seen = 0
@@ -390,9 +441,9 @@ def recompute(
                     [(run.base + i * run.step, run.base + (i + 1) * run.step)
                      for i in range(run.count)],
                 )  # fmt: skip
-                written += conn.execute(_WRITE_FROM_SOURCE_BY_PERIOD, params).rowcount
+                written += _run(conn, _WRITE_FROM_SOURCE_BY_PERIOD, params)
             else:
-                written += conn.execute(sql, params).rowcount
+                written += _run(conn, sql, params)
         if not tally:
             continue
         count, bad = conn.execute(
@@ -428,8 +479,10 @@ def _walk(conn: sqlite3.Connection, params: dict[str, object], periods: int) -> 
 
 
 def finite(row: Component) -> bool:
-    """Whether a summary's sum, min, max and last value are finite numbers."""
-    return all(map(math.isfinite, (row[4], row[5], row[6], row[8])))
+    """Whether a summary's total is a sum within ±MAX_UNITS (its min, max and last value are
+    stored values, always within)."""
+    total = row[4]
+    return total is not None and -MAX_UNITS <= total <= MAX_UNITS
 
 
 def watermark(conn: sqlite3.Connection, period: PeriodType, calendar: Calendar) -> int | None:

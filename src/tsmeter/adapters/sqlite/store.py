@@ -29,8 +29,9 @@ from tsmeter.domain import (
 )
 from tsmeter.domain.models import STORED
 from tsmeter.domain.periods import Calendar
+from tsmeter.domain.quantities import MAX_UNITS
 from tsmeter.domain.validation import to_ns
-from tsmeter.errors import ConflictError, SeriesError, StorageUnavailableError
+from tsmeter.errors import ConflictError, SeriesError, StorageUnavailableError, ValidationError
 from tsmeter.ports import (
     AlertOpening,
     AlertResolution,
@@ -48,16 +49,16 @@ __all__ = ["SQLiteStore"]
 SeriesKey = tuple[str, str, str, str | None]  # (metric_key, subject_type, subject_id, org_id)
 _HOUR = 3_600_000_000_000
 _MIN_TS, _MAX_TS = -(1 << 63) + 1, (1 << 63) - 1
-#: what SeriesError says of a series whose stored quantities cannot be summed
+#: what SeriesError (a StorageUnavailableError) says of a series whose stored units cannot
+#: be summed in a period
 OVERFLOW = (
-    "cannot be summed: its stored quantities add up beyond the range of a float (they were"
-    " recorded before quantities were bounded to ±1e15; purge or correct them)"
+    "cannot be summed: its total in a period is beyond the 64-bit range of a stored total"
+    f" (±{MAX_UNITS} units of the metric)"
 )
-_INSERT_PLAIN = "INSERT OR IGNORE INTO usage_records (id, series_id, ts, quantity, recorded_at)"
-_INSERT_FULL = (
-    "INSERT OR IGNORE INTO usage_records (id, series_id, ts, quantity, recorded_at, metadata,"
-    " source)"
-)
+# ON CONFLICT (id), not OR IGNORE: a row breaking the units CHECK is an error, never skipped
+_INSERT_PLAIN = "INSERT INTO usage_records (id, series_id, ts, units, recorded_at)"
+_INSERT_FULL = "INSERT INTO usage_records (id, series_id, ts, units, recorded_at, metadata, source)"
+_ON_CONFLICT = " ON CONFLICT (id) DO NOTHING"
 ROWS_PER_STATEMENT = 100  # rows per INSERT statement in insert_many
 
 
@@ -67,28 +68,33 @@ def insert_many(
     width: int,
     values: Sequence[tuple[Any, ...]],
     per: int = ROWS_PER_STATEMENT,
+    tail: str = "",
 ) -> None:
-    """``head VALUES (...), (...), ...`` with ``per`` rows per statement (the rest in one
+    """``head VALUES (...), (...), ... tail`` with ``per`` rows per statement (the rest in one
     more), since most of the cost of an insert is per statement, not per row."""
     full = len(values) // per * per
     if full:
-        sql = f"{head} VALUES " + ",".join([f"({','.join('?' * width)})"] * per)
+        sql = f"{head} VALUES " + ",".join([f"({','.join('?' * width)})"] * per) + tail
         conn.executemany(
             sql, [tuple(chain.from_iterable(values[i : i + per])) for i in range(0, full, per)]
         )
     if full < len(values):
         rest = values[full:]
-        sql = f"{head} VALUES " + ",".join([f"({','.join('?' * width)})"] * len(rest))
+        sql = f"{head} VALUES " + ",".join([f"({','.join('?' * width)})"] * len(rest)) + tail
         conn.execute(sql, tuple(chain.from_iterable(rest)))
 
 
 class SQLiteStore:
     """Records, summaries, metrics and thresholds in one SQLite file.
 
+    Quantities are integer units of their metric (:class:`~tsmeter.domain.RecordRow`); sums
+    are exact, and a sum beyond the 64-bit range is a :class:`~tsmeter.errors.SeriesError`
+    (a StorageUnavailableError) naming the series, never a wrapped or float result.
+
     >>> store = SQLiteStore(":memory:")
-    >>> store.append([RecordRow("r1", "api_calls", "org", "o1", None, 1.0, 0, None, None)], 0)
+    >>> store.append([RecordRow("r1", "api_calls", "org", "o1", None, 1_000_000, 0, None, None)], 0)
     1
-    >>> store.append([RecordRow("r1", "api_calls", "org", "o1", None, 1.0, 0, None, None)], 0)
+    >>> store.append([RecordRow("r1", "api_calls", "org", "o1", None, 1_000_000, 0, None, None)], 0)
     0
     """
 
@@ -185,9 +191,13 @@ class SQLiteStore:
 
     # -- records ----------------------------------------------------------------------
     def append(self, rows: Sequence[RecordRow], recorded_at: int) -> int:
-        """Store rows whose id is new, in one transaction; return how many were new."""
+        """Store rows whose id is new, in one transaction; return how many were new. A
+        quantity that is not an int of units within ±MAX_UNITS is a ValidationError naming
+        its row (nothing is stored)."""
         if not rows:
             return 0
+        if not all(type(r[5]) is int for r in rows):  # a float would make every sum a float
+            raise _bad_units(rows)
         keys = {r[1:5] for r in rows}
         plain = all(r.metadata is None and r.source is None for r in rows)
         with self._write() as conn:
@@ -198,10 +208,13 @@ class SQLiteStore:
             else:
                 values = [(r[0], ids[r[1:5]], r[6], r[5], recorded_at, r[7], r[8]) for r in rows]
             before = conn.total_changes
-            if plain:
-                insert_many(conn, _INSERT_PLAIN, 5, values)
-            else:
-                insert_many(conn, _INSERT_FULL, 7, values)
+            try:
+                if plain:
+                    insert_many(conn, _INSERT_PLAIN, 5, values, tail=_ON_CONFLICT)
+                else:
+                    insert_many(conn, _INSERT_FULL, 7, values, tail=_ON_CONFLICT)
+            except (sqlite3.IntegrityError, OverflowError):
+                raise _bad_units(rows) from None
             inserted = conn.total_changes - before
             conn.executemany(
                 "INSERT INTO dirty (series_id, hour) VALUES (?, ?)",
@@ -211,7 +224,7 @@ class SQLiteStore:
         return inserted
 
     _RECORD_COLUMNS = (
-        "u.id, s.metric_key, s.subject_type, s.subject_id, s.org_key, u.quantity, u.ts,"
+        "u.id, s.metric_key, s.subject_type, s.subject_id, s.org_key, u.units, u.ts,"
         " u.metadata, u.source"
     )
 
@@ -622,6 +635,17 @@ class SQLiteStore:
             rows = conn.execute(sql + " ORDER BY ts, seq", args).fetchall()
         return [EventRow(ts, n, mk, st, si, org or None, data) for ts, n, mk, st, si, org, data
                 in rows]  # fmt: skip
+
+
+def _bad_units(rows: Sequence[RecordRow]) -> ValidationError:
+    """The error for rows of which one's quantity is not an integer of units in 64 bits."""
+    for n, r in enumerate(rows):
+        if type(r.quantity) is not int or not -MAX_UNITS <= r.quantity <= MAX_UNITS:
+            return ValidationError(
+                f"records[{n}].quantity",
+                f"must be an integer of units within ±{MAX_UNITS}, got {r.quantity!r}",
+            )
+    return ValidationError("records", "a quantity is not an integer of units")
 
 
 def _queue(conn: sqlite3.Connection, deliveries: Sequence[DeliveryRow]) -> None:
