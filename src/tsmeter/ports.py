@@ -75,7 +75,8 @@ class SummaryQuery:
 
 
 class SummaryRow(NamedTuple):
-    """The roll-up components of one series over one period."""
+    """The roll-up components of one series over one period (quantities in the metric's
+    units, see :class:`~tsmeter.domain.RecordRow`)."""
 
     metric_key: str
     subject_type: str
@@ -84,11 +85,11 @@ class SummaryRow(NamedTuple):
     period_start: int
     period_end: int
     record_count: int
-    sum: float
-    min: float
-    max: float
+    sum: int
+    min: int
+    max: int
     last_ts: int
-    last_value: float
+    last_value: int
 
 
 class EventRow(NamedTuple):

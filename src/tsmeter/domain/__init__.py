@@ -20,6 +20,7 @@ from tsmeter.domain.models import (
     UsageSummary,
     UsageThreshold,
 )
+from tsmeter.domain.quantities import Rounding
 
 __all__ = [
     "AggregationResult",
@@ -33,6 +34,7 @@ __all__ = [
     "PeriodType",
     "RecordRow",
     "ResetPeriod",
+    "Rounding",
     "ThresholdAction",
     "UsageAlert",
     "UsageRecord",

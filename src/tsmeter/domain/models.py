@@ -10,6 +10,7 @@ contracts this package follows, and accepts either on input::
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from functools import cache
 from typing import Any, NamedTuple
@@ -18,11 +19,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic.alias_generators import to_camel
 
 from tsmeter.domain.ids import new_id
+from tsmeter.domain.quantities import (
+    DEFAULT_PRECISION,
+    MAX_PRECISION,
+    Rounding,
+    from_units,
+    parse_decimal,
+    to_units,
+)
 from tsmeter.domain.targets import check_emails, check_webhook_url
 from tsmeter.domain.validation import (
     check_metadata,
     check_name,
-    check_quantity,
     from_ns,
     load_metadata,
     parse_timestamp,
@@ -136,13 +144,26 @@ class MetricDefinition(Model):
     unit: str = ""
     aggregation_type: AggregationType = AggregationType.SUM
     reset_period: ResetPeriod = ResetPeriod.MONTHLY
+    #: decimal places of its quantities (0 to 12): values are stored as integers of
+    #: ``10 ** -precision`` (see :mod:`tsmeter.domain.quantities`)
+    precision: int = Field(default=DEFAULT_PRECISION, ge=0, le=MAX_PRECISION, strict=True)
+    #: how a value with more places is rounded; None: such a value is refused
+    rounding: Rounding | None = None
     org_id: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
-    _upper_enums = field_validator("aggregation_type", "reset_period", mode="before")(
+    _upper_enums = field_validator("aggregation_type", "reset_period", "rounding", mode="before")(
         classmethod(lambda cls, v: _upper(v))
     )
+
+    def units(self, field: str, value: object) -> int:
+        """``value`` in this metric's units (its precision and rounding applied)."""
+        return to_units(field, value, self.precision, self.rounding)
+
+    def decimal(self, units: int) -> Decimal:
+        """The quantity of ``units`` of this metric, with ``precision`` places."""
+        return from_units(units, self.precision)
 
     @field_validator("key")
     @classmethod
@@ -163,14 +184,15 @@ class MetricDefinition(Model):
 
 
 class RecordRow(NamedTuple):
-    """A validated usage record in the compact form stores write (time in ns since epoch)."""
+    """A validated usage record in the compact form stores write: time in ns since the
+    epoch, ``quantity`` in units of the metric (its value times ``10 ** precision``)."""
 
     id: str
     metric_key: str
     subject_type: str
     subject_id: str
     org_id: str | None
-    quantity: float
+    quantity: int
     ts: int
     metadata: str | None
     source: str | None
@@ -186,7 +208,7 @@ class UsageRecord(Model):
     metric_key: str
     subject_type: str
     subject_id: str
-    quantity: float = 1.0
+    quantity: Decimal = Decimal(1)
     timestamp: datetime
     metadata: dict[str, Any] = Field(default_factory=dict)
     source: str | None = None
@@ -204,8 +226,8 @@ class UsageRecord(Model):
 
     @field_validator("quantity", mode="before")
     @classmethod
-    def _quantity(cls, value: object) -> float:
-        return check_quantity("quantity", value)
+    def _quantity(cls, value: object) -> Decimal:
+        return parse_decimal("quantity", value)
 
     @field_validator("timestamp", mode="before")
     @classmethod
@@ -218,30 +240,33 @@ class UsageRecord(Model):
         check_metadata("metadata", value)
         return {} if value is None else value
 
-    def to_row(self) -> RecordRow:
-        """The compact row a store writes."""
+    def to_row(
+        self, precision: int = DEFAULT_PRECISION, rounding: Rounding | None = None
+    ) -> RecordRow:
+        """The compact row a store writes, the quantity in units of ``precision``."""
         return RecordRow(
             self.id,
             self.metric_key,
             self.subject_type,
             self.subject_id,
             self.org_id,
-            self.quantity,
+            to_units("quantity", self.quantity, precision, rounding),
             to_ns(self.timestamp),
             check_metadata("metadata", self.metadata),
             self.source,
         )
 
     @classmethod
-    def from_row(cls, row: RecordRow) -> UsageRecord:
-        """Rebuild a record from a stored row (no re-validation)."""
+    def from_row(cls, row: RecordRow, precision: int = DEFAULT_PRECISION) -> UsageRecord:
+        """Rebuild a record from a stored row of a metric of ``precision`` (no
+        re-validation)."""
         return cls.model_construct(
             id=row.id,
             metric_key=row.metric_key,
             subject_type=row.subject_type,
             subject_id=row.subject_id,
             org_id=row.org_id,
-            quantity=row.quantity,
+            quantity=from_units(row.quantity, precision),
             timestamp=from_ns(row.ts),
             metadata=load_metadata(row.metadata),
             source=row.source,
@@ -253,7 +278,9 @@ class UsageSummary(Model):
 
     ``total_quantity`` is the value under the metric's aggregation type; the
     components (``sum``, ``count`` via ``record_count``, ``min``, ``max``,
-    ``last_value`` at ``last_timestamp``) let summaries roll up exactly.
+    ``last_value`` at ``last_timestamp``) let summaries roll up exactly. Quantities are
+    exact decimals with the metric's precision (AVG: the sum over the count, rounded half
+    to even to that precision); JSON carries them as decimal strings.
     """
 
     metric_key: str
@@ -265,12 +292,12 @@ class UsageSummary(Model):
     period_end: datetime
     timezone: str = "UTC"
     aggregation_type: AggregationType
-    total_quantity: float
+    total_quantity: Decimal
     record_count: int
-    sum: float
-    min: float | None
-    max: float | None
-    last_value: float | None
+    sum: Decimal
+    min: Decimal | None
+    max: Decimal | None
+    last_value: Decimal | None
     last_timestamp: datetime | None
 
 
@@ -290,8 +317,8 @@ class UsageThreshold(Model):
     metric_key: str
     subject_type: str
     subject_id: str = "*"
-    threshold: float
-    warn_threshold: float | None = None
+    threshold: Decimal
+    warn_threshold: Decimal | None = None
     period_type: PeriodType | None = None
     action: ThresholdAction = ThresholdAction.ALERT
     notify_emails: list[str] = Field(default_factory=list)
@@ -311,11 +338,16 @@ class UsageThreshold(Model):
 
     @field_validator("threshold", mode="before")
     @classmethod
-    def _threshold(cls, value: object) -> float:
-        number = check_quantity("threshold", value)
+    def _threshold(cls, value: object) -> Decimal:
+        number = parse_decimal("threshold", value)
         if number <= 0:
             raise ValueError("must be greater than zero")
         return number
+
+    @field_validator("warn_threshold", mode="before")
+    @classmethod
+    def _warn(cls, value: object) -> Decimal | None:
+        return None if value is None else parse_decimal("warnThreshold", value)
 
     # Targets are checked on input (see tsmeter.domain.targets). A threshold read back from
     # the state store (context STORED) loads as written, so one target that an older version
@@ -333,10 +365,13 @@ class UsageThreshold(Model):
     @model_validator(mode="after")
     def _warn_default(self) -> UsageThreshold:
         if self.warn_threshold is None:
-            object.__setattr__(self, "warn_threshold", self.threshold * 0.8)
+            object.__setattr__(self, "warn_threshold", self.threshold * _WARN_SHARE)
         elif not 0 < self.warn_threshold <= self.threshold:
             raise ValueError("warnThreshold: must be greater than 0 and at most threshold")
         return self
+
+
+_WARN_SHARE = Decimal("0.8")  # the default warn level: 80 % of the threshold
 
 
 class UsageAlert(Model):
@@ -350,8 +385,8 @@ class UsageAlert(Model):
     level: str  # "approaching" or "exceeded"
     period_start: datetime | None
     period_end: datetime | None
-    actual_value: float
-    threshold_value: float
+    actual_value: Decimal
+    threshold_value: Decimal
     percentage: float
     status: AlertStatus = AlertStatus.PENDING
     created_at: datetime | None = None

@@ -31,6 +31,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal, localcontext
 
 from tsmeter.domain import (
     AlertStatus,
@@ -52,7 +53,13 @@ from tsmeter.domain.validation import from_ns
 from tsmeter.errors import SeriesError
 from tsmeter.integrations.notify.plan import deliveries_for
 from tsmeter.limits.event_log import EventLog
-from tsmeter.limits.windows import LIFETIME_END, threshold_period, window, window_totals
+from tsmeter.limits.windows import (
+    LIFETIME_END,
+    threshold_period,
+    usage_decimal,
+    window,
+    window_totals,
+)
 from tsmeter.ports import AlertOpening, AlertResolution, Catalog, UsageStore
 
 __all__ = ["Monitor"]
@@ -125,15 +132,16 @@ class Monitor:
         one = None if threshold.subject_id == "*" else threshold.subject_id
         totals = window_totals(self._store, self._calendar, metric, period, (start, end),
                                threshold.subject_type, one, failures)  # fmt: skip
-        usage = {s: t.value(metric.aggregation_type) for s, t in totals.items()}
+        usage = {s: usage_decimal(metric, t.value(metric.aggregation_type))
+                 for s, t in totals.items()}  # fmt: skip
         if one is not None:
-            usage.setdefault(one, 0.0)
+            usage.setdefault(one, _ZERO)
         warn = threshold.warn_threshold or threshold.threshold
         events: list[ThresholdEvent] = []
         still_open: set[tuple[str, str]] = set()  # (subject, level) with an open alert
         resolving: list[tuple[AlertResolution, ThresholdEvent]] = []
         for alert in self._catalog.open_alerts(threshold.id, start):
-            value = usage.get(alert.subject_id, 0.0)
+            value = usage.get(alert.subject_id, _ZERO)
             floor = threshold.threshold if alert.level == EXCEEDED else warn
             if alert.subject_type != threshold.subject_type or value >= floor:
                 if alert.subject_type == threshold.subject_type:
@@ -166,7 +174,7 @@ class Monitor:
                 period_start=from_ns(start) if start > 0 else None,
                 period_end=from_ns(end) if end < LIFETIME_END else None,
                 actual_value=value, threshold_value=threshold.threshold,
-                percentage=round(value / threshold.threshold * 100, 2),
+                percentage=_percentage(value, threshold.threshold),
                 created_at=datetime.now(UTC),
             )  # fmt: skip
             kind = ThresholdExceeded if level == EXCEEDED else ThresholdApproaching
@@ -187,3 +195,17 @@ class Monitor:
         self._event_log.append(events, metric)
         for event in events:
             self._bus.publish(event)
+
+
+_ZERO = Decimal(0)
+
+
+def _percentage(value: Decimal, threshold: Decimal) -> float:
+    """``value`` as a percentage of ``threshold``, to two places (for display; the crossing
+    itself is decided on the exact decimals).
+
+    >>> _percentage(Decimal("0.3"), Decimal("0.4"))
+    75.0
+    """
+    with localcontext(prec=60):
+        return float((value * 100 / threshold).quantize(Decimal("0.01")))

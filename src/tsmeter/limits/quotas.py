@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import NamedTuple
 
 from tsmeter.domain import (
@@ -31,8 +32,16 @@ from tsmeter.domain import (
     UsageThreshold,
 )
 from tsmeter.domain.periods import Calendar
+from tsmeter.domain.quantities import parse_decimal
 from tsmeter.domain.validation import from_ns
-from tsmeter.limits.windows import LIFETIME_END, Totals, threshold_period, window, window_totals
+from tsmeter.limits.windows import (
+    LIFETIME_END,
+    Totals,
+    threshold_period,
+    usage_decimal,
+    window,
+    window_totals,
+)
 from tsmeter.ports import Catalog, UsageStore
 
 __all__ = ["QuotaDecision", "QuotaView"]
@@ -45,9 +54,9 @@ class QuotaDecision(NamedTuple):
     """
 
     allowed: bool
-    limit: float | None = None
-    used: float | None = None
-    remaining: float | None = None
+    limit: Decimal | None = None
+    used: Decimal | None = None
+    remaining: Decimal | None = None
     window_end: datetime | None = None
     threshold_id: str | None = None
 
@@ -162,7 +171,7 @@ class QuotaView:
         metric_key: str,
         subject_type: str,
         subject_id: str,
-        quantity: float = 1,
+        quantity: int | float | str | Decimal = 1,
         *,
         org_id: str | None = None,
     ) -> QuotaDecision:
@@ -173,20 +182,25 @@ class QuotaView:
         Example: ``view.check("api_calls", "org", "acme").allowed``.
         """
         metric = self._resolve(metric_key, org_id)
-        records = max(1, int(quantity)) if metric.aggregation_type is AggregationType.COUNT else 1
-        return self.decide(metric, subject_type, subject_id, quantity, records=records)
+        units = metric.units("quantity", quantity)
+        if metric.aggregation_type is AggregationType.COUNT:
+            records = max(1, int(parse_decimal("quantity", quantity)))
+            units = records * 10**metric.precision
+        else:
+            records = 1
+        return self.decide(metric, subject_type, subject_id, units, records=records)
 
     def decide(
         self,
         metric: MetricDefinition,
         subject_type: str,
         subject_id: str,
-        quantity: float,
+        units: int,
         *,
         records: int = 1,
         at: int | None = None,
     ) -> QuotaDecision:
-        """May ``records`` more records of ``metric`` adding up to ``quantity`` (at ``at``,
+        """May ``records`` more records of ``metric`` adding up to ``units`` (at ``at``,
         default now) be recorded? The most restrictive BLOCK threshold decides."""
         now = time.time_ns()
         with self.lock:
@@ -204,13 +218,14 @@ class QuotaView:
                     continue  # a record for another window does not count against this one
                 threshold, limit = rule[0], rule[0].threshold
                 aggregation = metric.aggregation_type
-                used = w.totals.value(aggregation)
-                allowed = w.totals.projected(aggregation, records, quantity) <= limit
-                remaining = limit - used if used < limit else 0.0
+                used = usage_decimal(metric, w.totals.value(aggregation))
+                after = w.totals.projected(aggregation, records, units)
+                allowed = usage_decimal(metric, after) <= limit
+                remaining = limit - used if used < limit else _ZERO
                 tighter = (
                     best is not None
                     and best.allowed == allowed
-                    and remaining < (best.remaining or 0.0)
+                    and remaining < (best.remaining or _ZERO)
                 )
                 if best is None or (best.allowed and not allowed) or tighter:
                     best = QuotaDecision(allowed, limit, used, remaining, w.end_dt, threshold.id)
@@ -289,3 +304,6 @@ class QuotaView:
                     (row.metric_key, row.org_id, row.subject_type, row.subject_id), ()
                 ):
                     self._windows.pop((threshold.id, row.subject_id), None)
+
+
+_ZERO = Decimal(0)

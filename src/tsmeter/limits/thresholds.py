@@ -36,7 +36,7 @@ class Thresholds:
         self._get_metric = get_metric
         self._quotas = quotas
 
-    def create_threshold(self, metric_key: str, subject_type: str, threshold: float,
+    def create_threshold(self, metric_key: str, subject_type: str, threshold: object,
                          subject_id: str = "*", **fields: Any) -> UsageThreshold:  # fmt: skip
         """Create a limit for one subject (or ``*``: every subject of the type)."""
         metric = self._get_metric(metric_key, fields.get("org_id", fields.get("orgId")))

@@ -9,6 +9,7 @@ the usage of any aggregation type can be read off it and a new record added.
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 
 from tsmeter.domain import (
     AggregationType,
@@ -18,11 +19,19 @@ from tsmeter.domain import (
     UsageThreshold,
 )
 from tsmeter.domain.periods import Calendar
+from tsmeter.domain.quantities import aggregate_units, avg_units
 from tsmeter.domain.validation import EPOCH, to_ns
 from tsmeter.errors import SeriesError
 from tsmeter.ports import SummaryQuery, SummaryRow, UsageStore
 
-__all__ = ["LIFETIME_END", "Totals", "threshold_period", "window", "window_totals"]
+__all__ = [
+    "LIFETIME_END",
+    "Totals",
+    "threshold_period",
+    "usage_decimal",
+    "window",
+    "window_totals",
+]
 
 log = logging.getLogger("tsmeter.quotas")
 
@@ -45,17 +54,18 @@ def window(calendar: Calendar, period: PeriodType | None, now: int) -> tuple[int
 
 
 class Totals:
-    """Roll-up components of one subject's usage in one window."""
+    """Roll-up components of one subject's usage in one window, in the metric's units
+    (integers: exact, whatever the number of records)."""
 
     __slots__ = ("count", "last_ts", "last_value", "max", "min", "sum")
 
     def __init__(self) -> None:
         self.count = 0
-        self.sum = 0.0
-        self.min = 0.0
-        self.max = 0.0
+        self.sum = 0
+        self.min = 0
+        self.max = 0
         self.last_ts = -1
-        self.last_value = 0.0
+        self.last_value = 0
 
     def merge(self, row: SummaryRow) -> None:
         """Add a summary's components."""
@@ -69,48 +79,56 @@ class Totals:
         if row.last_ts >= self.last_ts:
             self.last_ts, self.last_value = row.last_ts, row.last_value
 
-    def add(self, quantity: float, ts: int) -> None:
-        """Add one record."""
+    def add(self, units: int, ts: int) -> None:
+        """Add one record of ``units``."""
         first = self.count == 0
         self.count += 1
-        self.sum += quantity
-        self.min = quantity if first else min(self.min, quantity)
-        self.max = quantity if first else max(self.max, quantity)
+        self.sum += units
+        self.min = units if first else min(self.min, units)
+        self.max = units if first else max(self.max, units)
         if ts >= self.last_ts:
-            self.last_ts, self.last_value = ts, quantity
+            self.last_ts, self.last_value = ts, units
 
-    def value(self, aggregation: AggregationType) -> float:
-        """The usage as the metric measures it (0 with no records)."""
+    def value(self, aggregation: AggregationType) -> int:
+        """The usage as the metric measures it, in units (COUNT: the number of records;
+        AVG: rounded half to even; 0 with no records)."""
         if self.count == 0:
-            return 0.0
-        if aggregation is AggregationType.COUNT:
-            return float(self.count)
-        if aggregation is AggregationType.SUM:
-            return self.sum
-        if aggregation is AggregationType.AVG:
-            return self.sum / self.count
-        if aggregation is AggregationType.MAX:
-            return self.max
-        if aggregation is AggregationType.MIN:
-            return self.min
-        return self.last_value
+            return 0
+        return aggregate_units(aggregation.value, _Parts(self))
 
-    def projected(self, aggregation: AggregationType, records: int, quantity: float) -> float:
-        """The usage after ``records`` more records adding up to ``quantity``."""
+    def projected(self, aggregation: AggregationType, records: int, units: int) -> int:
+        """The usage after ``records`` more records adding up to ``units``."""
         if records <= 0:
             return self.value(aggregation)
         if aggregation is AggregationType.COUNT:
-            return float(self.count + records)
+            return self.count + records
         if aggregation is AggregationType.SUM:
-            return self.sum + quantity
+            return self.sum + units
         if aggregation is AggregationType.AVG:
-            return (self.sum + quantity) / (self.count + records)
-        each = quantity / records
+            return avg_units(self.sum + units, self.count + records)
+        each = avg_units(units, records)
         if aggregation is AggregationType.MAX:
             return max(self.max, each) if self.count else each
         if aggregation is AggregationType.MIN:
             return min(self.min, each) if self.count else each
         return each
+
+
+class _Parts:
+    """A Totals seen as summary components (for :func:`aggregate_units`)."""
+
+    __slots__ = ("last_value", "max", "min", "record_count", "sum")
+
+    def __init__(self, totals: Totals) -> None:
+        self.record_count, self.sum = totals.count, totals.sum
+        self.min, self.max, self.last_value = totals.min, totals.max, totals.last_value
+
+
+def usage_decimal(metric: MetricDefinition, value: int) -> Decimal:
+    """A usage value of :meth:`Totals.value` as the Decimal a threshold is compared with."""
+    if metric.aggregation_type is AggregationType.COUNT:
+        return Decimal(value)
+    return metric.decimal(value)
 
 
 def window_totals(

@@ -60,12 +60,19 @@ class MetricCatalog:
     def update_metric(
         self, key: str, org_id: str | None = None, **changes: Any
     ) -> MetricDefinition:
-        """Change a metric's name, description, unit, aggregation type or reset period (its
-        id, key, org and creation time are fixed)."""
+        """Change a metric's name, description, unit, aggregation type, reset period or
+        rounding (its id, key, org, creation time and precision are fixed: stored values are
+        integers of its precision)."""
         metric = self.get_metric(key, org_id)
         frozen = {"id", "key", "org_id", "orgId", "created_at", "createdAt"} & changes.keys()
         if frozen:
             raise ValidationError(sorted(frozen)[0], "cannot be changed")
+        if "precision" in changes and changes["precision"] != metric.precision:
+            raise ValidationError(
+                "precision", f"cannot be changed (metric {key!r} keeps {metric.precision}"
+                " places: its stored values are integers of that precision); define a new"
+                " metric for another precision"
+            )  # fmt: skip
         data = {**changed(metric, changes), "updated_at": datetime.now(UTC)}
         updated = build(MetricDefinition, data)
         self._catalog.replace_metric(updated)

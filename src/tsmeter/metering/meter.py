@@ -26,6 +26,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from decimal import Decimal
+from functools import partial
 from typing import IO, Any, Literal, TypeVar
 
 from tsmeter.domain import (
@@ -45,7 +47,8 @@ from tsmeter.domain import (
 from tsmeter.domain.events import Event, EventBus
 from tsmeter.domain.modelio import TimeLike
 from tsmeter.domain.periods import Calendar
-from tsmeter.errors import ValidationError
+from tsmeter.domain.quantities import DEFAULT_PRECISION, Rounding, to_units
+from tsmeter.errors import TsmeterError, ValidationError
 from tsmeter.limits.alerts import Alerts
 from tsmeter.limits.event_log import EventLog
 from tsmeter.limits.monitor import Monitor
@@ -109,13 +112,12 @@ class Meter:
         self._closed = False
         self._close_hooks: list[Callable[[], object]] = []
         self._sinks = RecordSinks()
+        self._metrics = MetricCatalog(catalog, store, self.events,
+                                      cache_seconds=metric_cache_seconds)  # fmt: skip
         self.outbox: Outbox | None = None
         if outbox is not None:
             self.outbox = _open_outbox(outbox, store, self.capabilities, self._sinks,
-                                       outbox_options or {})  # fmt: skip
-
-        self._metrics = MetricCatalog(catalog, store, self.events,
-                                      cache_seconds=metric_cache_seconds)  # fmt: skip
+                                       self._metrics.resolve, outbox_options or {})  # fmt: skip
         # with an outbox, rows count before the store holds them: the view keeps them until
         # they are delivered, so that a refresh does not drop them
         self._quotas = QuotaView(
@@ -132,6 +134,7 @@ class Meter:
             store, Intake(self._metrics.resolve), self._quotas, self.events, self._sinks,
             outbox=self.outbox, durable=durability == "outbox",
             stream=self.capabilities.stream, chunk_size=chunk_size,
+            metric_of=self._metrics.resolve,
         )  # fmt: skip
         self._queries = Queries(store, self._metrics, self.calendar, settle=self._settle)
         self._aggregation = Aggregation(store, self.calendar, self.events, settle=self._settle)
@@ -190,7 +193,7 @@ class Meter:
         metric_key: str,
         subject_type: str,
         subject_id: str,
-        quantity: float | None = None,
+        quantity: int | float | str | Decimal | None = None,
         *,
         timestamp: TimeLike | None = None,
         id: str | None = None,
@@ -202,8 +205,11 @@ class Meter:
         """Record one usage event and return it as stored.
 
         ``id`` is the idempotency key: if a record with this id exists, that
-        stored record is returned and nothing is counted again. ``quantity``
-        defaults to 1 for COUNT metrics; ``timestamp`` to now (must be aware).
+        stored record is returned and nothing is counted again. ``quantity`` (an int, a
+        float by its shortest repr, a decimal string or a Decimal; at most the metric's
+        ``precision`` decimal places unless it declares a ``rounding``) defaults to 1 for
+        COUNT metrics; ``timestamp`` to now (must be aware). The record returned carries the
+        quantity as a Decimal.
         With ``enforce``, QuotaExceededError is raised instead of recording past a BLOCK
         threshold (see :meth:`check`).
         Example: ``meter.record("api_calls", "org", "org-123", id="req-42")``.
@@ -373,7 +379,8 @@ class Meter:
         return self._aggregation.aggregate(period_type, start, end)
 
     # -- thresholds -------------------------------------------------------------------
-    def create_threshold(self, metric_key: str, subject_type: str, threshold: float,
+    def create_threshold(self, metric_key: str, subject_type: str,
+                         threshold: int | float | str | Decimal,
                          subject_id: str = "*", **fields: Any) -> UsageThreshold:  # fmt: skip
         """Create a limit for one subject (or ``*``: every subject of the type).
 
@@ -414,7 +421,7 @@ class Meter:
         metric_key: str,
         subject_type: str,
         subject_id: str,
-        quantity: float = 1,
+        quantity: int | float | str | Decimal = 1,
         *,
         org_id: str | None = None,
     ) -> QuotaDecision:
@@ -515,10 +522,13 @@ def _open_outbox(
     store: UsageStore,
     capabilities: Capabilities,
     sinks: RecordSinks,
+    metric_of: Callable[[str, str | None], MetricDefinition],
     options: dict[str, Any],
 ) -> Outbox:
     """The durable outbox in front of ``store``: a store that takes a stream of parts gets the
-    outbox's batches as one; one that answers a probe is asked before batches are unpacked."""
+    outbox's batches as one; one that answers a probe is asked before batches are unpacked.
+    Batches an earlier version queued hold plain quantities: they are made units of their
+    metric's precision on delivery (see :func:`legacy_units`)."""
 
     def deliver(rows: list[RecordRow]) -> None:
         store.append(rows, time.time_ns())
@@ -528,4 +538,25 @@ def _open_outbox(
     return Outbox(path, deliver, after=sinks,
                   stream=stream.append_stream if stream is not None else None,
                   reachable=probe.reachable if probe is not None else None,
+                  upgrade=partial(legacy_units, metric_of),
                   **options)  # fmt: skip
+
+
+def legacy_units(
+    metric_of: Callable[[str, str | None], MetricDefinition], rows: list[RecordRow]
+) -> list[RecordRow]:
+    """Rows an earlier version queued, their plain (float) quantities made units of each
+    metric's precision: the float's shortest repr, rounded half to even where it has more
+    places than the metric keeps (queued before precisions existed, such values are not
+    refused). A row whose metric was deleted meanwhile takes the default precision; a value
+    beyond the 64-bit range at its precision raises ValidationError, and the outbox
+    quarantines that row with its original value (``tsmeter outbox``)."""
+    out = []
+    for row in rows:
+        try:
+            precision = metric_of(row.metric_key, row.org_id).precision
+        except TsmeterError:
+            precision = DEFAULT_PRECISION
+        units = to_units("quantity", row.quantity, precision, Rounding.HALF_EVEN)
+        out.append(row._replace(quantity=units))
+    return out

@@ -12,6 +12,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import IO, Literal
 
 from tsmeter.domain import (
@@ -25,6 +26,7 @@ from tsmeter.domain import (
 from tsmeter.domain.modelio import TimeLike, ns
 from tsmeter.domain.modelio import period_type as parse_period
 from tsmeter.domain.periods import Calendar
+from tsmeter.domain.quantities import aggregate_units
 from tsmeter.domain.validation import from_ns
 from tsmeter.errors import ValidationError
 from tsmeter.metering.catalog import MetricCatalog
@@ -138,7 +140,7 @@ class Queries:
             ns("start", start), ns("end", end), limit,
         )  # fmt: skip
         for row in self._store.iter_records(query):
-            yield UsageRecord.from_row(row)
+            yield UsageRecord.from_row(row, metric.precision)
 
     def export_usage(
         self,
@@ -184,21 +186,18 @@ class Queries:
         self, metric: MetricDefinition, period: PeriodType, row: SummaryRow
     ) -> UsageSummary:
         agg = metric.aggregation_type
-        total = {
-            AggregationType.COUNT: float(row.record_count),
-            AggregationType.SUM: row.sum,
-            AggregationType.AVG: row.sum / row.record_count if row.record_count else 0.0,
-            AggregationType.MAX: row.max,
-            AggregationType.MIN: row.min,
-            AggregationType.LAST: row.last_value,
-        }[agg]
+        decimal = metric.decimal
+        if agg is AggregationType.COUNT:
+            total = Decimal(row.record_count)
+        else:
+            total = decimal(aggregate_units(agg, row))
         return UsageSummary.model_construct(
             metric_key=row.metric_key, subject_type=row.subject_type, subject_id=row.subject_id,
             org_id=row.org_id, period_type=period, period_start=from_ns(row.period_start),
             period_end=from_ns(row.period_end), timezone=self._calendar.timezone,
             aggregation_type=agg, total_quantity=total, record_count=row.record_count,
-            sum=row.sum, min=row.min, max=row.max,
-            last_value=row.last_value, last_timestamp=from_ns(row.last_ts),
+            sum=decimal(row.sum), min=decimal(row.min), max=decimal(row.max),
+            last_value=decimal(row.last_value), last_timestamp=from_ns(row.last_ts),
         )  # fmt: skip
 
     def get_usage_summaries(
@@ -252,7 +251,7 @@ class Queries:
         if rows:
             return self._summary(metric, period, rows[0])
         empty = SummaryRow(metric.key, subject_type, subject_id, metric.org_id, start, end, 0,
-                           0.0, 0.0, 0.0, 0, 0.0)  # fmt: skip
+                           0, 0, 0, 0, 0)  # fmt: skip
         summary = self._summary(metric, period, empty)
         none = {"min": None, "max": None, "last_value": None, "last_timestamp": None}
         return summary.model_copy(update=none)

@@ -15,10 +15,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from types import TracebackType
 from typing import Any
 
-from tsmeter.domain import BatchResult, RecordRow, UsageRecord
+from tsmeter.domain import BatchResult, MetricDefinition, RecordRow, UsageRecord
 from tsmeter.domain.events import EventBus, UsageBatchRecorded, UsageRecorded
 from tsmeter.domain.modelio import TimeLike
 from tsmeter.errors import (
@@ -170,7 +171,8 @@ class Recorder:
 
     Example::
 
-        recorder = Recorder(store, Intake(metrics.resolve), quotas, EventBus(), RecordSinks())
+        recorder = Recorder(store, Intake(metrics.resolve), quotas, EventBus(), RecordSinks(),
+                            metric_of=metrics.resolve)
         recorder.record("api_calls", "org", "org-1", id="req-42")
     """
 
@@ -186,8 +188,10 @@ class Recorder:
         durable: bool = True,
         stream: StreamingStore | None = None,
         chunk_size: int = 200_000,
+        metric_of: Callable[[str, str | None], MetricDefinition],
     ) -> None:
         self._store = store
+        self._metric_of = metric_of
         self._intake = intake
         self._quotas = quotas
         self._bus = bus
@@ -202,7 +206,7 @@ class Recorder:
         metric_key: str,
         subject_type: str,
         subject_id: str,
-        quantity: float | None = None,
+        quantity: int | float | str | Decimal | None = None,
         *,
         timestamp: TimeLike | None = None,
         id: str | None = None,
@@ -227,7 +231,7 @@ class Recorder:
             if refused is not None:
                 stored = self._store.get_record(row.id) if id is not None else None
                 if stored is not None:  # a retry of a record stored before: not new usage
-                    return UsageRecord.from_row(stored)
+                    return self._record_of(stored)
                 raise QuotaExceededError(_refusal(row, refused[1]), refused[1])
             if self._outbox is not None:  # queued: a duplicate id is dropped on delivery
                 self._outbox.put([row], wait=self._durable)
@@ -237,7 +241,7 @@ class Recorder:
             before = self._store.get_record(row.id) if new == 0 else None
             unit.stored(new, to_sinks=before is None)
             if before is not None:
-                return UsageRecord.from_row(before)
+                return self._record_of(before)
         return self._recorded(row)
 
     def record_batch(
@@ -280,8 +284,12 @@ class Recorder:
         return RecordingUnit(self._quotas, rows, enforce=enforce,
                              sinks=self._sinks if self._sinks else None)  # fmt: skip
 
+    def _record_of(self, row: RecordRow) -> UsageRecord:
+        """The record of a row (its quantity a Decimal at its metric's precision)."""
+        return UsageRecord.from_row(row, self._metric_of(row.metric_key, row.org_id).precision)
+
     def _recorded(self, row: RecordRow) -> UsageRecord:
-        record = UsageRecord.from_row(row)
+        record = self._record_of(row)
         if self._bus.wants(UsageRecorded):
             self._bus.publish(UsageRecorded(record=record))
         return record
@@ -328,6 +336,6 @@ def _refusal(row: RecordRow, decision: QuotaDecision) -> str:
     end = decision.window_end.isoformat() if decision.window_end else "never"
     return (
         f"quota exceeded: {row.metric_key} for {row.subject_type} {row.subject_id!r} has used"
-        f" {decision.used:g} of {decision.limit:g} in the window ending {end}"
+        f" {decision.used} of {decision.limit} in the window ending {end}"
         f" (BLOCK threshold {decision.threshold_id})"
     )
