@@ -31,3 +31,11 @@ def test_influx_init_on_the_embedded_store_is_one_clear_error(tmp_path: Path) ->
     assert result.exit_code == 1
     assert "is not an InfluxDB store" in result.output
     assert "Traceback" not in result.output
+
+
+def test_influx_convert_on_the_embedded_store_is_one_clear_error(tmp_path: Path) -> None:
+    """convert, too, says it needs an InfluxDB store (the embedded store converts itself)."""
+    result = CliRunner().invoke(cli, ["--store", str(tmp_path / "x.db"), "influx", "convert"])
+    assert result.exit_code == 1
+    assert "is not an InfluxDB store" in result.output
+    assert "Traceback" not in result.output
