@@ -183,7 +183,8 @@ GOOD: dict[str, Any] = {
         ({"quantity": float("inf")}, "quantity"),
         ({"quantity": float("-inf")}, "quantity"),
         ({"quantity": True}, "quantity"),
-        ({"quantity": "5"}, "quantity"),
+        ({"quantity": "5 apples"}, "quantity"),
+        ({"quantity": "0.0000001"}, "quantity"),  # more places than the metric keeps
         ({"quantity": None}, "quantity"),  # required for a SUM metric
         ({"metric_key": "storage\n"}, "metricKey"),
         ({"metric_key": "no_such_metric"}, "metricKey"),

@@ -128,7 +128,7 @@ def test_summary_json_is_camel_case(meter: Meter) -> None:
     """A UsageSummary serialises with camelCase keys and ISO timestamps."""
     meter.record("storage", "org", "o1", 3, timestamp=T)
     doc = meter.get_usage_summary("storage", "org", "o1", "DAILY", at=T).to_json_dict()
-    assert doc["totalQuantity"] == 3 and doc["recordCount"] == 1
+    assert doc["totalQuantity"] == "3.000000" and doc["recordCount"] == 1  # a decimal string
     assert doc["periodStart"] == "2026-01-14T23:00:00Z"  # midnight in Paris
     assert doc["periodType"] == "DAILY" and doc["aggregationType"] == "SUM"
 
