@@ -25,7 +25,7 @@ class MemoryDedupe:
     instances for two hosts sharing one ledger).
 
     >>> d = MemoryDedupe()
-    >>> d.add([RecordRow("r1", "m", "org", "o1", None, 1.0, 5, None, None)])
+    >>> d.add([RecordRow("r1", "m", "org", "o1", None, 1, 5, None, None)])
     >>> d.known(["r1", "r2"])["r1"].ts
     5
     """
@@ -96,4 +96,4 @@ class MemoryDedupe:
 def _entry(row: RecordRow) -> RecordRow:
     """What is kept of a row: its id, series and time."""
     return RecordRow(row.id, row.metric_key, row.subject_type, row.subject_id, row.org_id,
-                     0.0, row.ts, None, None)  # fmt: skip
+                     0, row.ts, None, None)  # fmt: skip

@@ -296,7 +296,7 @@ class PostgresDedupe:
         result = {}
         for rid, number, ts in found:
             metric, subject_type, subject_id, org = keys.get(number) or learned[number]
-            result[rid] = RecordRow(rid, metric, subject_type, subject_id, org, 0.0, ts, None, None)
+            result[rid] = RecordRow(rid, metric, subject_type, subject_id, org, 0, ts, None, None)
         return result
 
     def _open(self) -> None:

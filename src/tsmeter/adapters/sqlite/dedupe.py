@@ -21,7 +21,7 @@ class SQLiteDedupe:
     ``path`` (``:memory:``: this object only).
 
     >>> d = SQLiteDedupe(":memory:", "http://127.0.0.1:8086/metering")
-    >>> d.add([RecordRow("r1", "api_calls", "org", "o1", None, 1.0, 5, None, None)])
+    >>> d.add([RecordRow("r1", "api_calls", "org", "o1", None, 1, 5, None, None)])
     >>> d.known(["r1", "r2"])["r1"].ts
     5
     >>> d.close()
