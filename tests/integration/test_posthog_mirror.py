@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +117,39 @@ def test_records_arrive_as_events_on_batch(
         "metricKey": "api_calls", "subjectType": "org", "subjectId": "org-9", "quantity": 1.0,
         "unit": "calls", "recordId": "single", "source": "api", "orgId": None,
     }  # fmt: skip
+    assert (props["units"], props["precision"]) == (1_000_000, 6)
     assert set(events) == {rid_uuid(f"r{i}") for i in range(30)} | {rid_uuid("single")}
     status = mirror.status()
     assert (status.mirrored, status.failed, status.pending, status.dropped) == (31, 0, 0, 0)
+
+
+def test_each_record_carries_its_metrics_precision(
+    server: CaptureServer, settings: PostHogSettings, tmp_path: Path, mirrors: Any
+) -> None:
+    """Units and precision come from the record's own metric: an org's definition over the
+    global one, a metric defined after the mirror started, and once the meter has closed."""
+    meter = tsmeter.connect(str(tmp_path / "scopes.db"))
+    meter.define_metric("spend", precision=2)
+    meter.define_metric("spend", precision=0, org_id="acme")
+    server.fail(times=None)
+    mirror = mirrors(settings, meter)
+    meter.define_metric("late", precision=9)
+    amounts = {"g": ("spend", None, "12.34"), "o": ("spend", "acme", "7"),
+               "l": ("late", None, "0.000000001"), "n": ("spend", "other", "-0.05")}  # fmt: skip
+    meter.record_batch([
+        {"id": rid, "metricKey": key, "subjectType": "org", "subjectId": "s", "orgId": org,
+         "quantity": amount, "timestamp": "2026-01-05T10:00:00Z"}
+        for rid, (key, org, amount) in amounts.items()
+    ])  # fmt: skip
+    meter.close()
+    server.recover()
+    assert mirror.flush(WAIT)
+    got = {e["properties"]["recordId"]: e["properties"] for e in server.accepted()}
+    for rid, (_, _, amount) in amounts.items():
+        p = got[rid]
+        assert Decimal(p["units"]).scaleb(-p["precision"]) == Decimal(amount), rid
+        assert p["quantity"] == float(Decimal(amount))
+    assert {rid: got[rid]["precision"] for rid in amounts} == {"g": 2, "o": 0, "l": 9, "n": 2}
 
 
 def test_the_capture_mode_is_pinned(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 
@@ -30,8 +32,15 @@ T0 = 1_767_607_200_000_000_000  # 2026-01-05T10:00:00Z
 
 
 def row(record_id: str = "req-1", **changes: object) -> RecordRow:
-    base = RecordRow(record_id, "api_calls", "org", "acme", None, 2.5, T0, None, "api")
+    """A stored row of 2.5 (units of precision 6)."""
+    base = RecordRow(record_id, "api_calls", "org", "acme", None, 2_500_000, T0, None, "api")
     return base._replace(**changes)  # type: ignore[arg-type]
+
+
+def event_of(
+    r: RecordRow, settings: PostHogSettings, precision: int = 6, **kw: str
+) -> CaptureEvent:
+    return record_event(r, settings, precision=precision, **kw)
 
 
 # -- settings --------------------------------------------------------------------------
@@ -103,7 +112,7 @@ def test_groups_none_disables_them() -> None:
 # -- records ---------------------------------------------------------------------------
 def test_a_record_becomes_usage_recorded() -> None:
     """Name, distinct id, uuid from the record id, aware UTC timestamp, properties, groups."""
-    event = record_event(row(org_id="acme-org"), PostHogSettings(), unit="calls")
+    event = event_of(row(org_id="acme-org"), PostHogSettings(), unit="calls")
     assert event.name == "metering.usage_recorded"
     assert event.uuid == str(uuid.uuid5(NAMESPACE, "metering.usage_recorded:req-1"))
     assert event.distinct_id == "org:acme"
@@ -111,8 +120,8 @@ def test_a_record_becomes_usage_recorded() -> None:
     assert event.timestamp.utcoffset() == timedelta(0)
     assert dict(event.properties) == {
         "metricKey": "api_calls", "subjectType": "org", "subjectId": "acme", "quantity": 2.5,
-        "unit": "calls", "recordId": "req-1", "source": "api", "orgId": "acme-org",
-        "$process_person_profile": False,
+        "units": 2_500_000, "precision": 6, "unit": "calls", "recordId": "req-1",
+        "source": "api", "orgId": "acme-org", "$process_person_profile": False,
     }  # fmt: skip
     assert dict(event.groups) == {"company": "acme"}  # the subject wins over its org
 
@@ -120,11 +129,11 @@ def test_a_record_becomes_usage_recorded() -> None:
 def test_record_uuids_depend_on_the_record_id_and_prefix_only() -> None:
     """A retry (same id, even re-timestamped) is the same event; another id or prefix is not."""
     settings = PostHogSettings()
-    first = record_event(row(), settings)
-    assert record_event(row(ts=T0 + 5), settings).uuid == first.uuid
-    assert record_event(row("req-2"), settings).uuid != first.uuid
+    first = event_of(row(), settings)
+    assert event_of(row(ts=T0 + 5), settings).uuid == first.uuid
+    assert event_of(row("req-2"), settings).uuid != first.uuid
     other = PostHogSettings(event_prefix="usage")
-    assert record_event(row(), other).uuid != first.uuid
+    assert event_of(row(), other).uuid != first.uuid
 
 
 def test_groups_and_metadata_follow_the_settings() -> None:
@@ -132,26 +141,67 @@ def test_groups_and_metadata_follow_the_settings() -> None:
     asked for."""
     settings = PostHogSettings(groups={"org": "company", "user": "person_group"},
                                include_metadata=True)  # fmt: skip
-    event = record_event(row(subject_type="user", subject_id="u1", org_id="acme",
-                             metadata='{"region":"eu"}'), settings)  # fmt: skip
+    event = event_of(row(subject_type="user", subject_id="u1", org_id="acme",
+                         metadata='{"region":"eu"}'), settings)  # fmt: skip
     assert dict(event.groups) == {"company": "acme", "person_group": "u1"}
     assert event.properties["metadata"] == {"region": "eu"}
-    assert "metadata" not in record_event(row(metadata='{"a":1}'), PostHogSettings()).properties
+    assert "metadata" not in event_of(row(metadata='{"a":1}'), PostHogSettings()).properties
 
 
 def test_events_survive_the_journal_round_trip() -> None:
     """to_json/from_json give the same event (what a restarted mirror sends)."""
-    event = record_event(row(), PostHogSettings(), unit="calls")
+    event = event_of(row(), PostHogSettings(), unit="calls")
     assert CaptureEvent.from_json(event.to_json()) == event
 
 
+@pytest.mark.parametrize(
+    ("units", "precision", "text"),
+    [
+        (1, 1, "0.1"), (100_000, 6, "0.1"), (-5, 2, "-0.05"), (0, 6, "0"), (7, 0, "7"),
+        (2**63 - 1, 0, str(2**63 - 1)), (-(2**63 - 1), 12, "-9223372.036854775807"),
+        (123_456_789_012_345_678, 6, "123456789012.345678"), (1, 12, "1E-12"),
+    ],
+)  # fmt: skip
+def test_quantities_travel_as_units_and_precision(units: int, precision: int, text: str) -> None:
+    """``units`` and ``precision`` carry the quantity exactly, through the journal's JSON too;
+    ``quantity`` is the JSON number nearest to it (an int when whole and within 2**53)."""
+    event = event_of(row(quantity=units), PostHogSettings(), precision=precision)
+    exact = Decimal(text)
+    assert Decimal(event.properties["units"]).scaleb(-precision) == exact
+    assert event.properties["precision"] == precision
+    doc = json.loads(event.to_json())["properties"]
+    assert (doc["units"], doc["precision"]) == (units, precision)
+    quantity = doc["quantity"]
+    assert type(quantity) is (
+        int if exact == exact.to_integral() and abs(exact) <= 2**53 else float
+    )
+    assert quantity == float(exact) if isinstance(quantity, float) else Decimal(quantity) == exact
+    assert CaptureEvent.from_json(event.to_json()) == event
+
+
+def test_a_record_needs_int_units_and_a_precision() -> None:
+    """A float quantity (a row of an earlier version) or a missing or bad precision is a
+    programming error, never a guess."""
+    with pytest.raises(TypeError, match="units"):
+        event_of(row(quantity=2.5), PostHogSettings())
+    with pytest.raises(TypeError):
+        record_event(row(), PostHogSettings())  # type: ignore[call-arg]
+    for bad in (-1, 13):
+        with pytest.raises(ValueError, match="precision"):
+            event_of(row(), PostHogSettings(), precision=bad)
+
+
 # -- summaries and thresholds ----------------------------------------------------------
-def summary(total: float = 4.0, count: int = 4, tz: str = "UTC") -> UsageSummary:
+def summary(
+    total: str = "4", count: int = 4, tz: str = "UTC",
+    aggregation: AggregationType = AggregationType.COUNT, sum_: str = "4.000000",
+) -> UsageSummary:  # fmt: skip
     return UsageSummary(
         metric_key="api_calls", subject_type="org", subject_id="acme", period_type="DAILY",
         period_start=datetime(2026, 1, 5, tzinfo=UTC), period_end=datetime(2026, 1, 6, tzinfo=UTC),
-        timezone=tz, aggregation_type=AggregationType.COUNT, total_quantity=total,
-        record_count=count, sum=total, min=1.0, max=1.0, last_value=1.0,
+        timezone=tz, aggregation_type=aggregation, total_quantity=Decimal(total),
+        record_count=count, sum=Decimal(sum_), min=Decimal("1.000000"),
+        max=Decimal("1.000000"), last_value=Decimal("1.000000"),
         last_timestamp=datetime(2026, 1, 5, 10, tzinfo=UTC),
     )  # fmt: skip
 
@@ -164,8 +214,10 @@ def test_a_summary_becomes_usage_aggregated() -> None:
     assert event.timestamp == datetime(2026, 1, 5, tzinfo=UTC)
     p = event.properties
     assert (p["periodType"], p["periodStart"], p["periodEnd"], p["totalQuantity"]) == (
-        "DAILY", "2026-01-05T00:00:00+00:00", "2026-01-06T00:00:00+00:00", 4.0,
+        "DAILY", "2026-01-05T00:00:00+00:00", "2026-01-06T00:00:00+00:00", 4,
     )  # fmt: skip
+    assert (p["totalUnits"], p["precision"]) == (4_000_000, 6)  # a COUNT at precision 6
+    json.loads(event.to_json())  # no Decimal left in the properties
     assert (p["recordCount"], p["unit"], p["computedAt"], p["$process_person_profile"]) == (
         4, "calls", at.isoformat(), False,
     )  # fmt: skip
@@ -177,10 +229,34 @@ def test_summary_uuids_follow_identity_and_values() -> None:
     settings = PostHogSettings()
     a = summary_event(summary(), settings, computed_at=datetime(2026, 1, 6, tzinfo=UTC))
     b = summary_event(summary(), settings, computed_at=datetime(2026, 2, 1, tzinfo=UTC))
-    c = summary_event(summary(total=5.0, count=5), settings)
+    c = summary_event(summary(total="5", count=5), settings)
     assert a.uuid == b.uuid and a.uuid != c.uuid
     assert a.properties["summaryId"] == c.properties["summaryId"] == summary_id(summary())
     assert summary_id(summary(tz="Europe/Paris")) != summary_id(summary())
+
+
+def test_summary_values_are_exact_and_uuids_stable() -> None:
+    """A SUM summary carries its total as a chart number and exact units; the uuid of a
+    summary whose values a float holds is the one earlier versions derived (from the floats'
+    reprs), and values a float cannot tell apart give different uuids."""
+    settings = PostHogSettings()
+    exact = summary(total="0.300000", aggregation=AggregationType.SUM, sum_="0.300000")
+    event = summary_event(exact, settings, precision=6)
+    assert (event.properties["totalQuantity"], event.properties["totalUnits"]) == (0.3, 300_000)
+    sid = summary_id(exact)
+    old_values = json.dumps(["0.3", 4, "0.3", "1.0", "1.0", "1.0", "2026-01-05T10:00:00+00:00"])
+    assert event.uuid == str(uuid.uuid5(NAMESPACE, f"metering.usage_aggregated:{sid}:{old_values}"))
+    near = [
+        summary(total=t, aggregation=AggregationType.SUM, sum_=t)
+        for t in ("1234567.890123456788", "1234567.890123456789")
+    ]
+    assert float(near[0].sum) == float(near[1].sum)  # one float for both
+    a, b = (summary_event(x, settings, precision=12) for x in near)
+    assert (a.properties["totalUnits"], b.properties["totalUnits"]) == (
+        1_234_567_890_123_456_788, 1_234_567_890_123_456_789,
+    )  # fmt: skip
+    assert a.uuid != b.uuid
+    assert summary_event(exact, settings).properties["precision"] == 6  # from the sum's places
 
 
 def test_threshold_events_carry_the_alert() -> None:
@@ -201,6 +277,8 @@ def test_threshold_events_carry_the_alert() -> None:
     assert (p["alertId"], p["thresholdId"], p["actualValue"], p["percentage"]) == (
         alert.id, threshold.id, 120, 120,
     )  # fmt: skip
+    assert (p["actualValueExact"], p["thresholdValueExact"]) == ("120", "100")
+    json.loads(event.to_json())
     assert (p["action"], p["orgId"], p["level"]) == ("BLOCK", "acme", "exceeded")
     resolved = threshold_event("threshold.resolved", alert, threshold, PostHogSettings())
     assert resolved.name == "metering.threshold_resolved" and resolved.uuid != event.uuid

@@ -73,7 +73,8 @@ def backfill(
         chunk: list[CaptureEvent] = []
         for record in meter.iter_usage(metric_key, start=start, end=end, org_id=org_id):
             records += 1
-            chunk.append(record_event(record.to_row(), settings, unit=metric.unit))
+            row = record.to_row(metric.precision, metric.rounding)
+            chunk.append(record_event(row, settings, unit=metric.unit, precision=metric.precision))
             if len(chunk) >= settings.batch_size:
                 sent += _send(sdk, chunk, settings, timeout, failed)
                 chunk = []

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-from tsmeter.domain import PeriodType, RecordRow
+from tsmeter.domain import MetricDefinition, PeriodType, RecordRow
 from tsmeter.domain.events import ThresholdEvent
 from tsmeter.errors import NotFoundError
 from tsmeter.integrations.posthog.events import (
@@ -22,7 +22,7 @@ from tsmeter.integrations.posthog.settings import PostHogSettings
 if TYPE_CHECKING:
     from tsmeter.metering.meter import Meter
 
-__all__ = ["EventBuilder", "Source", "SummaryRequest", "describe_source"]
+__all__ = ["EventBuilder", "MetricInfo", "Source", "SummaryRequest", "describe_source"]
 
 _UNIT_TTL = 30.0
 
@@ -51,22 +51,61 @@ def describe_source(item: Source | CaptureEvent) -> str:
     return f"event {item.name} {item.uuid}"
 
 
-class EventBuilder:
-    """Builds events from buffered items, looking metric units up in ``meter`` (cached 30 s).
+class MetricInfo(NamedTuple):
+    """What the events of a metric need from its definition."""
 
+    unit: str
+    precision: int
+
+
+class EventBuilder:
+    """Builds events from buffered items, looking metric units and precisions up in
+    ``meter`` (cached 30 s; an expired entry still serves while the store cannot answer).
+
+    A record's row holds its quantity in units of its metric's precision, so a record whose
+    metric cannot be found (no meter, or the metric is gone) cannot be built: that is an
+    error (the event is counted as failed), never a guessed precision. When the store cannot
+    answer (a meter closed before its mirror), the definitions the builder learnt from the
+    meter (:meth:`prime`, :meth:`learn`: the mirror feeds it the meter's metric events)
+    still give the precision: it never changes for a defined metric.
     Example: ``EventBuilder(settings, meter).build(row)`` → ``[CaptureEvent(...)]``.
     """
 
     def __init__(self, settings: PostHogSettings, meter: Meter | None = None) -> None:
         self.settings = settings
         self.meter = meter
-        self._units: dict[tuple[str, str | None], tuple[float, str]] = {}
+        self._metrics: dict[tuple[str, str | None], tuple[float, MetricInfo | None]] = {}
+        self._known: dict[tuple[str, str | None], MetricInfo] = {}
+
+    def prime(self) -> None:
+        """Learn every metric of the meter (one read; nothing if the store cannot answer)."""
+        if self.meter is None:
+            return
+        try:
+            metrics = self.meter.list_metrics(all_orgs=True)
+        except Exception:  # the store is unreachable: lookups will ask again
+            return
+        for metric in metrics:
+            self.learn(metric)
+
+    def learn(self, metric: MetricDefinition) -> None:
+        """Remember a definition (from the meter's metric events)."""
+        self._known[(metric.key, metric.org_id)] = MetricInfo(metric.unit, metric.precision)
+
+    def forget(self, metric: MetricDefinition) -> None:
+        """Forget a deleted definition."""
+        self._known.pop((metric.key, metric.org_id), None)
 
     def build(self, item: Source) -> list[CaptureEvent]:
         """The events of one buffered item (a summary request reads the store)."""
         if isinstance(item, RecordRow):
-            unit = self.unit(item.metric_key, item.org_id)
-            return [record_event(item, self.settings, unit=unit)]
+            info = self.metric(item.metric_key, item.org_id)
+            if info is None:
+                raise NotFoundError(
+                    f"metric {item.metric_key!r} (org {item.org_id!r}): its precision is"
+                    f" needed to send record {item.id!r}"
+                )
+            return [record_event(item, self.settings, unit=info.unit, precision=info.precision)]
         if isinstance(item, ThresholdEvent):
             unit = self.unit(item.alert.metric_key, item.threshold.org_id)
             return [
@@ -83,22 +122,39 @@ class EventBuilder:
 
     def unit(self, metric_key: str, org_id: str | None) -> str:
         """A metric's unit: the org's own definition, else the global one ('' if neither)."""
-        hit = self._units.get((metric_key, org_id))
+        try:
+            info = self.metric(metric_key, org_id)
+        except Exception:  # the store is gone (shutting down): the unit is only informative
+            return ""
+        return "" if info is None else info.unit
+
+    def metric(self, metric_key: str, org_id: str | None) -> MetricInfo | None:
+        """A metric's unit and precision: the org's own definition, else the global one (None
+        if neither). Raises what the store raises when it cannot answer and nothing is
+        cached."""
+        key = (metric_key, org_id)
+        hit = self._metrics.get(key)
         if hit is not None and time.monotonic() - hit[0] < _UNIT_TTL:
             return hit[1]
         if self.meter is None:
-            return ""
+            return None
         for scope in dict.fromkeys([org_id, None]):
             try:
-                unit = self.meter.get_metric(metric_key, scope).unit
+                metric = self.meter.get_metric(metric_key, scope)
             except NotFoundError:
                 continue
-            except Exception:  # the store is gone (shutting down): the unit is only informative
-                return hit[1] if hit is not None else ""
-            self._units[(metric_key, org_id)] = (time.monotonic(), unit)
-            return unit
-        self._units[(metric_key, org_id)] = (time.monotonic(), "")
-        return ""
+            except Exception:
+                if hit is not None:  # the store is gone (shutting down): the last answer
+                    return hit[1]
+                known = self._known.get(key) or self._known.get((metric_key, None))
+                if known is not None:  # or what the meter told before
+                    return known
+                raise
+            info = MetricInfo(metric.unit, metric.precision)
+            self._metrics[key] = (time.monotonic(), info)
+            return info
+        self._metrics[key] = (time.monotonic(), None)
+        return None
 
     def summaries(self, request: SummaryRequest) -> list[CaptureEvent]:
         """The events of every summary in the request's range, for every metric."""
@@ -114,5 +170,8 @@ class EventBuilder:
                 end=request.end,
                 org_id=metric.org_id,
             )
-            events += [summary_event(s, self.settings, unit=metric.unit) for s in found]
+            events += [
+                summary_event(s, self.settings, unit=metric.unit, precision=metric.precision)
+                for s in found
+            ]
         return events

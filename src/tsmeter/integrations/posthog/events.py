@@ -19,14 +19,23 @@ event                                     uuid derived from
 ``_exceeded``, ``_resolved``              window and level)
 ========================================  ==================================================
 
+Quantities: a record's event carries ``units`` (the exact quantity times ``10 **
+precision``, an integer), ``precision``, and ``quantity`` as a JSON number for PostHog's own
+charts (the nearest float: never read back as the quantity). Summary and threshold events
+carry their values as numbers too, with the exact ones beside them (``totalUnits``,
+``actualValueExact``). No property is a Decimal: the posthog SDK would turn it into a float,
+and the journal's JSON could not hold it.
+
 >>> from tsmeter.domain import RecordRow
 >>> from tsmeter.integrations.posthog.settings import PostHogSettings
->>> row = RecordRow("req-1", "api_calls", "org", "acme", None, 1.0,
+>>> row = RecordRow("req-1", "api_calls", "org", "acme", None, 1_500_000,
 ...                 1_767_225_600_000_000_000, None, "api")
->>> event = record_event(row, PostHogSettings(), unit="calls")
+>>> event = record_event(row, PostHogSettings(), unit="calls", precision=6)
 >>> event.name, event.distinct_id, event.timestamp.isoformat(), event.groups
 ('metering.usage_recorded', 'org:acme', '2026-01-01T00:00:00+00:00', {'company': 'acme'})
->>> event.uuid == record_event(row, PostHogSettings(), unit="calls").uuid
+>>> [event.properties[k] for k in ("quantity", "units", "precision")]
+[1.5, 1500000, 6]
+>>> event.uuid == record_event(row, PostHogSettings(), unit="calls", precision=6).uuid
 True
 """
 
@@ -37,15 +46,24 @@ import uuid as uuidlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
-from tsmeter.domain import RecordRow, UsageAlert, UsageSummary, UsageThreshold
+from tsmeter.domain import (
+    AggregationType,
+    RecordRow,
+    UsageAlert,
+    UsageSummary,
+    UsageThreshold,
+)
+from tsmeter.domain.quantities import MAX_PRECISION, from_units, to_units
 from tsmeter.domain.validation import from_ns, load_metadata, to_ns
 from tsmeter.integrations.posthog.settings import PostHogSettings
 
 __all__ = [
     "NAMESPACE",
     "CaptureEvent",
+    "chart_number",
     "distinct_id",
     "event_uuid",
     "group_map",
@@ -181,11 +199,47 @@ def _base(
     }
 
 
-def record_event(row: RecordRow, settings: PostHogSettings, *, unit: str = "") -> CaptureEvent:
-    """``{prefix}.usage_recorded`` for one stored record; uuid from the record id."""
+def _precision(precision: object) -> int:
+    if isinstance(precision, bool) or not isinstance(precision, int):
+        raise TypeError(f"precision must be an int, got {precision!r}")
+    if not 0 <= precision <= MAX_PRECISION:
+        raise ValueError(f"precision must be from 0 to {MAX_PRECISION}, got {precision}")
+    return precision
+
+
+def chart_number(value: Decimal) -> int | float:
+    """A quantity as the JSON number PostHog charts: an int when it is whole and a float holds
+    it exactly, else the nearest float (whose shortest repr is the decimal itself for up to 15
+    significant digits).
+
+    >>> chart_number(Decimal("500.100000")), chart_number(Decimal("3.000"))
+    (500.1, 3)
+    >>> chart_number(Decimal(2**60))
+    1.152921504606847e+18
+    """
+    if value == value.to_integral_value() and abs(value) <= 2**53:
+        return int(value)
+    return float(value)
+
+
+def record_event(
+    row: RecordRow, settings: PostHogSettings, *, unit: str = "", precision: int
+) -> CaptureEvent:
+    """``{prefix}.usage_recorded`` for one stored record (``row.quantity`` in units of a metric
+    of ``precision``); uuid from the record id."""
+    units = row.quantity
+    if isinstance(units, bool) or not isinstance(units, int):
+        raise TypeError(f"RecordRow.quantity must be int units, got {units!r}")
+    places = _precision(precision)
     name = settings.event_name("usage_recorded")
     properties = _base(row.subject_type, row.subject_id, row.metric_key, row.org_id, unit)
-    properties.update(quantity=row.quantity, recordId=row.id, source=row.source)
+    properties.update(
+        quantity=chart_number(from_units(units, places)),
+        units=units,
+        precision=places,
+        recordId=row.id,
+        source=row.source,
+    )
     if settings.include_metadata and row.metadata:
         properties["metadata"] = load_metadata(row.metadata)
     return CaptureEvent(
@@ -217,29 +271,58 @@ def summary_id(summary: UsageSummary) -> str:
     return str(uuidlib.uuid5(NAMESPACE, f"summary:{key}"))
 
 
+def _value_key(value: Decimal | float | None) -> str:
+    """A summary value in the key of its event uuid: the repr of the float that versions
+    before exact decimals sent, when that float is the value exactly (so an unchanged summary
+    keeps its uuid), else the decimal's digits.
+
+    >>> _value_key(Decimal("2.500000")), _value_key(Decimal("0.1")), _value_key(None)
+    ('2.5', '0.1', 'None')
+    >>> _value_key(Decimal("0.10000000000000000001"))
+    '0.10000000000000000001'
+    """
+    if value is None or isinstance(value, float):
+        return repr(value)
+    number = float(value)
+    text = repr(number)
+    return text if Decimal(text) == value else str(value.normalize())
+
+
 def summary_event(
     summary: UsageSummary,
     settings: PostHogSettings,
     *,
     unit: str = "",
+    precision: int | None = None,
     computed_at: datetime | None = None,
 ) -> CaptureEvent:
     """``{prefix}.usage_aggregated`` for one summary, timestamped at the period start.
 
     The uuid covers the summary's identity and values, so sending the same summary again
     is the same event, and a recomputed summary with other values a new one (take the
-    latest ``computedAt`` per ``summaryId``).
+    latest ``computedAt`` per ``summaryId``). ``totalQuantity`` is a number for charts;
+    ``totalUnits`` is it exactly, times ``10 ** precision`` (``precision``: the metric's;
+    None: the places of the summary's ``sum``).
     """
     name = settings.event_name("usage_aggregated")
     sid = summary_id(summary)
+    total = Decimal(summary.total_quantity)
+    if precision is None:
+        exponent = Decimal(summary.sum).as_tuple().exponent
+        precision = min(max(-exponent, 0), MAX_PRECISION) if isinstance(exponent, int) else 0
+    places = _precision(precision)
+    if summary.aggregation_type is AggregationType.COUNT:
+        total_units = summary.record_count * 10**places
+    else:
+        total_units = to_units("totalQuantity", total, places, None)
     values = json.dumps(
         [
-            repr(summary.total_quantity),
+            _value_key(summary.total_quantity),
             summary.record_count,
-            repr(summary.sum),
-            repr(summary.min),
-            repr(summary.max),
-            repr(summary.last_value),
+            _value_key(summary.sum),
+            _value_key(summary.min),
+            _value_key(summary.max),
+            _value_key(summary.last_value),
             _iso(summary.last_timestamp),
         ]
     )
@@ -253,7 +336,9 @@ def summary_event(
         periodEnd=_iso(summary.period_end),
         timezone=summary.timezone,
         aggregationType=summary.aggregation_type.value,
-        totalQuantity=summary.total_quantity,
+        totalQuantity=chart_number(total),
+        totalUnits=total_units,
+        precision=places,
         recordCount=summary.record_count,
         computedAt=_iso(computed_at or datetime.now(UTC)),
     )
@@ -266,6 +351,11 @@ def summary_event(
         groups=group_map(settings.groups, summary.subject_type, summary.subject_id, summary.org_id),
         kind="summary",
     )
+
+
+def _exact(value: Decimal | float) -> str:
+    """A value as exact decimal text (a float by its shortest repr)."""
+    return str(Decimal(repr(value)) if isinstance(value, float) else value)
 
 
 def threshold_event(
@@ -296,8 +386,10 @@ def threshold_event(
         thresholdId=alert.threshold_id,
         level=alert.level,
         status=alert.status.value,
-        actualValue=alert.actual_value,
-        thresholdValue=alert.threshold_value,
+        actualValue=chart_number(Decimal(alert.actual_value)),
+        actualValueExact=_exact(alert.actual_value),
+        thresholdValue=chart_number(Decimal(alert.threshold_value)),
+        thresholdValueExact=_exact(alert.threshold_value),
         percentage=alert.percentage,
         periodStart=_iso(alert.period_start),
         periodEnd=_iso(alert.period_end),

@@ -34,7 +34,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from tsmeter.domain import Model, RecordRow
-from tsmeter.domain.events import ThresholdEvent, UsageAggregated
+from tsmeter.domain.events import (
+    MetricDefined,
+    MetricDeleted,
+    MetricUpdated,
+    ThresholdEvent,
+    UsageAggregated,
+)
 from tsmeter.domain.modelio import TimeLike
 from tsmeter.domain.validation import from_ns
 from tsmeter.errors import ConflictError
@@ -136,6 +142,13 @@ class PostHogMirror(Sender):
         self._meter = self._builder.meter = meter
         if self._closed or not self.enabled:
             return
+        builder = self._builder
+        self._detach += [
+            meter.subscribe(MetricDefined, lambda e: builder.learn(e.metric)),
+            meter.subscribe(MetricUpdated, lambda e: builder.learn(e.metric)),
+            meter.subscribe(MetricDeleted, lambda e: builder.forget(e.metric)),
+        ]
+        builder.prime()  # the precisions of its records, even once the store is closed
         self._detach += [
             meter.add_record_sink(self.rows),
             meter.subscribe(ThresholdEvent, self.on_threshold),
