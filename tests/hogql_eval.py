@@ -2,16 +2,23 @@
 
 It reads the JSON AST of PostHog's own parser (``hogql_parser.parse_select_json``) and
 supports what tsmeter's queries use, with ClickHouse's meaning: ``SELECT … FROM events``
-or a subquery, ``WHERE``, ``GROUP BY`` (aliases allowed), aggregates (``count``, ``sum``,
-``min``, ``max``, ``any``, ``argMax``), ``ORDER BY``, ``LIMIT n BY``, ``LIMIT``/``OFFSET``,
-comparisons of scalars and tuples, ``AND``/``OR``/``NOT``, placeholders (from ``values``)
-and the functions in :data:`FUNCTIONS`. Anything else raises :class:`Unsupported`, so a
-query that uses more than this evaluator knows fails loudly instead of being misread.
+or a subquery, ``WHERE``, ``GROUP BY`` (aliases allowed), aggregates (``count``,
+``countIf``, ``sum``, ``min``, ``max``, ``any``, ``argMax``), ``ORDER BY``, ``LIMIT n BY``,
+``LIMIT``/``OFFSET``, comparisons of scalars and tuples, ``AND``/``OR``/``NOT``,
+placeholders (from ``values``) and the functions in :data:`FUNCTIONS`. Anything else raises
+:class:`Unsupported`, so a query that uses more than this evaluator knows fails loudly
+instead of being misread.
 
 Times: ``timestamp`` is an aware datetime in the project's zone unless the request's
 modifiers say ``convertToProjectTimezone: false`` (then UTC); ``toStartOfDay`` and friends
 work on the wall clock of their argument's zone, like ClickHouse; ``toDateTime`` reads text
 without an offset in the project's zone.
+
+Numbers: ``JSONExtractInt`` gives an Int64 (0 for a missing key), ``JSONHas`` a
+UInt8; ``sum`` of integers is an Int64 that wraps around on overflow, like ClickHouse's (a sum
+that mixes integers and floats is :class:`Unsupported`); ``sum`` of floats adds them in
+order. Where ClickHouse's answer is not certain (``JSONExtractInt`` of a float, a bool, a string
+or a number beyond Int64) the evaluator raises :class:`Unsupported` rather than guess.
 """
 
 from __future__ import annotations
@@ -57,6 +64,37 @@ def _json_float(props: Any, key: Any) -> float:
     return float(value)
 
 
+_INT64 = 2**63
+
+
+def _json_int(props: Any, key: Any) -> int:
+    value = _props(props).get(key)
+    if value is None or isinstance(value, list | dict):
+        return 0
+    if isinstance(value, bool | str) or not isinstance(value, int) or not -_INT64 <= value < _INT64:
+        raise Unsupported(f"JSONExtractInt of {value!r}: ClickHouse's answer is not certain")
+    return value
+
+
+def _json_has(props: Any, key: Any) -> int:
+    return 1 if key in _props(props) else 0
+
+
+def _wrap_int64(value: int) -> int:
+    """An integer as ClickHouse's Int64 arithmetic leaves it (two's complement)."""
+    return (value + _INT64) % (2 * _INT64) - _INT64
+
+
+def _sum(values: list[Any]) -> Any:
+    """ClickHouse's ``sum``: integers to a wrapped-around Int64, floats to a float."""
+    kinds = {type(v) for v in values}
+    if kinds <= {int}:
+        return _wrap_int64(sum(values))
+    if kinds <= {float}:
+        return sum(values, 0.0)
+    raise Unsupported(f"sum over {sorted(k.__name__ for k in kinds)}")
+
+
 def _props(value: Any) -> Mapping[str, Any]:
     if not isinstance(value, JsonText):
         raise Unsupported(f"JSONExtract* on {type(value).__name__}, not the properties column")
@@ -97,6 +135,8 @@ def _monday(value: Any) -> date:
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "JSONExtractString": _json_string,
     "JSONExtractFloat": _json_float,
+    "JSONExtractInt": _json_int,
+    "JSONHas": _json_has,
     "toString": _to_string,
     "toTimeZone": _to_timezone,
     "toStartOfHour": lambda v: _wall_floor(v, lambda d: d.replace(minute=0, second=0,
@@ -117,7 +157,7 @@ def _arg_max(rows: list[tuple[Any, Any]]) -> Any:
     return None if best is None else best[0]
 
 
-AGGREGATES = {"count", "sum", "min", "max", "any", "argMax"}
+AGGREGATES = {"count", "countIf", "sum", "min", "max", "any", "argMax"}
 
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "==": lambda a, b: a == b,
@@ -290,7 +330,12 @@ class Query:
             name = node["name"]
             args = [self.expr(a) for a in node["args"]]
             if name == "count":
+                if args:
+                    raise Unsupported("count with an argument")
                 return len
+            if name == "countIf":
+                (condition,) = args
+                return lambda rows: sum(1 for r in rows if condition(r))
             if name == "argMax":
                 value, key = args
                 return lambda rows: _arg_max([(value(r), key(r)) for r in rows])
@@ -298,7 +343,7 @@ class Query:
             if name == "any":
                 return lambda rows: next((v for v in map(arg, rows) if v is not None), None)
             reducers: dict[str, Callable[[list[Any]], Any]] = {
-                "sum": lambda xs: sum(xs, 0.0),
+                "sum": _sum,
                 "min": lambda xs: min(xs) if xs else None,
                 "max": lambda xs: max(xs) if xs else None,
             }

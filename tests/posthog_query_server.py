@@ -40,8 +40,9 @@ from tests.hogql_eval import Context, JsonText, Query, Unsupported, column_type
 MAX_ROWS = 50_000
 #: The string literals tsmeter's queries may contain: property keys and the zone name.
 ALLOWED_LITERALS = frozenset(
-    {"UTC", "recordId", "subjectType", "subjectId", "quantity", "source", "orgId", "metricKey"}
-)
+    {"UTC", "recordId", "subjectType", "subjectId", "quantity", "units", "precision", "source",
+     "orgId", "metricKey"}
+)  # fmt: skip
 
 
 def load_parser() -> ModuleType:

@@ -88,5 +88,6 @@ def test_round_trip_through_a_real_project(reader: PostHogReader, tmp_path: obje
                 break
             time.sleep(10)
         assert sorted(r.id for r in records) == [f"{key}-{i}" for i in range(6)]
+        assert sorted(str(r.quantity) for r in records) == [f"{i}.500000" for i in range(6)]
         result = reconcile(meter, reader, key, "HOURLY", start=START, end=END)
         assert result.ok and result.differences == [], result.differences

@@ -4,8 +4,12 @@ parser, checks its placeholders and evaluates it over captured events."""
 from __future__ import annotations
 
 import itertools
+import json
+import random
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from functools import partial
 from typing import Any
 
 import pytest
@@ -55,23 +59,40 @@ def make_reader(
 
 
 def captured(
-    rows: Sequence[RecordRow], settings: PostHogSettings | None = None
+    rows: Sequence[RecordRow], settings: PostHogSettings | None = None, precision: int = 6
 ) -> list[dict[str, Any]]:
-    """The events the mirror sends for ``rows`` (its own mapping), as captured."""
+    """The events the mirror sends for ``rows`` (its own mapping), as captured: through JSON,
+    as the SDK posts them."""
     s = settings or PostHogSettings()
     out = []
     for row in rows:
-        e = record_event(row, s)
-        out.append({"uuid": e.uuid, "event": e.name, "timestamp": e.timestamp.isoformat(),
-                    "distinct_id": e.distinct_id, "properties": dict(e.properties)})  # fmt: skip
+        e = record_event(row, s, precision=precision)
+        out.append(json.loads(json.dumps({
+            "uuid": e.uuid, "event": e.name, "timestamp": e.timestamp.isoformat(),
+            "distinct_id": e.distinct_id, "properties": dict(e.properties),
+        })))  # fmt: skip
     return out
 
 
-def row(rid: str, when: datetime, quantity: float = 1.0, subject: str = "org-1", *,
+def units(quantity: object, precision: int = 6) -> int:
+    """``quantity`` (a number or decimal text) in units of ``precision``, by :mod:`decimal`."""
+    scaled = Decimal(repr(quantity) if isinstance(quantity, float) else str(quantity))
+    scaled = scaled.scaleb(precision)
+    assert scaled == scaled.to_integral_value(), f"{quantity} has more than {precision} places"
+    return int(scaled)
+
+
+def value(r: RecordRow, precision: int = 6) -> Decimal:
+    """A row's quantity, by :mod:`decimal`."""
+    return Decimal(r.quantity).scaleb(-precision)
+
+
+def row(rid: str, when: datetime, quantity: object = 1, subject: str = "org-1", *,
         metric: str = "api_calls", subject_type: str = "org", org: str | None = None,
-        source: str | None = None) -> RecordRow:  # fmt: skip
-    """A record row."""
-    return RecordRow(rid, metric, subject_type, subject, org, quantity, to_ns(when), None, source)
+        source: str | None = None, precision: int = 6) -> RecordRow:  # fmt: skip
+    """A record row of ``quantity`` (stored as units of ``precision``)."""
+    return RecordRow(rid, metric, subject_type, subject, org, units(quantity, precision),
+                     to_ns(when), None, source)  # fmt: skip
 
 
 # -- records ----------------------------------------------------------------------------
@@ -87,10 +108,11 @@ def test_records_come_back_as_recorded(endpoint: QueryServer) -> None:
         got = reader.get_usage("api_calls", start=T0, end=datetime(2026, 2, 1, tzinfo=UTC))
         one = reader.get_usage("api_calls", "org", "org-1", start=T0, end=FAR)
         scoped = reader.get_usage("api_calls", start=T0, end=FAR, org_id="acme")
-    assert [(r.id, r.subject_id, r.quantity, r.timestamp, r.source) for r in got] == [
-        (r.id, r.subject_id, r.quantity, T0 + timedelta(minutes=7 * i, microseconds=i), r.source)
+    assert [(r.id, r.subject_id, str(r.quantity), r.timestamp, r.source) for r in got] == [
+        (r.id, r.subject_id, f"{Decimal(i) / 2:.6f}", T0 + timedelta(minutes=7 * i,
+                                                                      microseconds=i), r.source)
         for i, r in enumerate(rows)
-    ]
+    ]  # fmt: skip
     assert all(r.org_id is None and r.metric_key == "api_calls" for r in got)
     assert [r.id for r in one] == [r.id for r in rows if r.subject_id == "org-1"] + ["too-late"]
     assert [(r.id, r.org_id) for r in scoped] == [("org-scoped", "acme")]
@@ -149,7 +171,7 @@ def test_paging_past_50000_rows(endpoint: QueryServer) -> None:
         (r.subject_id, T0 + timedelta(hours=i)) for i, r in enumerate(rows)
     )
     assert [(p.period_start, p.total, p.record_count) for p in trend] == [
-        (T0 + timedelta(hours=i), r.quantity, 1) for i, r in enumerate(rows)
+        (T0 + timedelta(hours=i), Decimal(i % 10), 1) for i, r in enumerate(rows)
     ]
     assert all("LIMIT 50000" in r["query"] for r in endpoint.requests)
 
@@ -179,8 +201,8 @@ def test_duplicate_events_count_once(endpoint: QueryServer) -> None:
         daily = reader.get_usage_summaries("api_calls", "DAILY", start=T0, end=FAR)
         trend = reader.get_trend("api_calls", "DAILY", start=T0, end=FAR)
     assert sorted(r.id for r in records) == sorted(r.id for r in rows)
-    assert [(s.record_count, s.total_quantity) for s in daily] == [(10, 20.0)]
-    assert [(p.record_count, p.total) for p in trend] == [(10, 20.0)]
+    assert [(s.record_count, str(s.total_quantity)) for s in daily] == [(10, "20.000000")]
+    assert [(p.record_count, str(p.total)) for p in trend] == [(10, "20.000000")]
 
 
 # -- periods and aggregation --------------------------------------------------------------
@@ -226,7 +248,7 @@ def test_summaries_equal_the_primary_stores(
     with tsmeter.connect("sqlite:///:memory:") as meter:
         meter.define_metric("api_calls", aggregation_type=aggregation)
         meter.record_batch([{"id": r.id, "metricKey": "api_calls", "subjectType": "org",
-                             "subjectId": r.subject_id, "quantity": r.quantity,
+                             "subjectId": r.subject_id, "quantity": value(r),
                              "timestamp": datetime.fromtimestamp(r.ts / 1e9, UTC)}
                             for r in rows])  # fmt: skip
         for period in ("DAILY", "WEEKLY"):
@@ -254,16 +276,16 @@ def test_trends_combine_all_subjects(endpoint: QueryServer) -> None:
     endpoint.add_events(captured(rows))
     with make_reader(endpoint, page_size=1) as reader:
 
-        def totals(agg: str) -> list[float]:
-            return [p.total for p in reader.get_trend("api_calls", "DAILY", start=T0, end=FAR,
-                                                        aggregation=agg)]  # fmt: skip
+        def totals(agg: str) -> list[str]:
+            return [str(p.total) for p in reader.get_trend("api_calls", "DAILY", start=T0,
+                                                             end=FAR, aggregation=agg)]  # fmt: skip
 
-        assert totals("COUNT") == [3.0, 1.0]
-        assert totals("SUM") == [12.0, 1.0]
-        assert totals("AVG") == [4.0, 1.0]
-        assert totals("MAX") == [6.0, 1.0]
-        assert totals("MIN") == [2.0, 1.0]
-        assert totals("LAST") == [10.0, 1.0]  # x's last (6) + y's last (4)
+        assert totals("COUNT") == ["3", "1"]
+        assert totals("SUM") == ["12.000000", "1.000000"]
+        assert totals("AVG") == ["4.000000", "1.000000"]
+        assert totals("MAX") == ["6.000000", "1.000000"]
+        assert totals("MIN") == ["2.000000", "1.000000"]
+        assert totals("LAST") == ["10.000000", "1.000000"]  # x's last (6) + y's last (4)
         with pytest.raises(ValidationError, match="aggregation"):
             totals("MEDIAN")
 
@@ -388,3 +410,209 @@ def test_an_unreachable_host_is_unavailable() -> None:
         pytest.raises(StorageUnavailableError, match="ConnectionError"),
     ):
         reader.get_usage("api_calls", start=T0, end=FAR)
+
+
+# -- exact quantities ---------------------------------------------------------------------
+def places(precision: int) -> Decimal:
+    """The quantum of ``precision`` decimal places: Decimal('0.01') for 2."""
+    return Decimal(1).scaleb(-precision)
+
+
+def expected_summaries(
+    values: dict[tuple[str, datetime], list[tuple[datetime, str, Decimal]]], precision: int
+) -> dict[tuple[str, datetime], dict[str, str]]:
+    """Per (subject, day): the totals under each aggregation type, by :mod:`decimal` (AVG
+    rounded half to even to ``precision``; LAST by time, then record id), as text."""
+    q = places(precision)
+    out = {}
+    for key, items in values.items():
+        amounts = [v for _, _, v in items]
+        total = sum(amounts, Decimal(0))
+        out[key] = {
+            "COUNT": str(len(amounts)),
+            "SUM": str(total.quantize(q)),
+            "AVG": str((total / len(amounts)).quantize(q, rounding=ROUND_HALF_EVEN)),
+            "MIN": str(min(amounts).quantize(q)),
+            "MAX": str(max(amounts).quantize(q)),
+            "LAST": str(max(items)[2].quantize(q)),
+        }
+    return out
+
+
+def check_exact(
+    reader: PostHogReader, rows: list[RecordRow], amounts: list[Decimal], precision: int,
+    *, read_at: int | None = None,
+) -> None:  # fmt: skip
+    """Records, daily summaries under every aggregation type and daily trends read back
+    equal, digit for digit, what :mod:`decimal` computes from ``amounts``."""
+    q = places(precision)
+    got = reader.get_usage("api_calls", start=T0, end=FAR, precision=read_at)
+    assert {r.id: str(r.quantity) for r in got} == {
+        r.id: str(a.quantize(q)) for r, a in zip(rows, amounts, strict=True)
+    }
+    by_key: dict[tuple[str, datetime], list[tuple[datetime, str, Decimal]]] = {}
+    by_day: dict[datetime, list[Decimal]] = {}
+    for r, a in zip(rows, amounts, strict=True):
+        when = datetime.fromtimestamp(r.ts // 10**9, UTC)
+        day = when.replace(hour=0, minute=0, second=0)
+        by_key.setdefault((r.subject_id, day), []).append((when, r.id, a))
+        by_day.setdefault(day, []).append(a)
+    expected = expected_summaries(by_key, precision)
+    for agg in AggregationType:
+        summaries = reader.get_usage_summaries("api_calls", "DAILY", start=T0, end=FAR,
+                                               aggregation=agg, precision=read_at)  # fmt: skip
+        assert {(s.subject_id, s.period_start): str(s.total_quantity) for s in summaries} == {
+            k: v[agg.value] for k, v in expected.items()
+        }, agg
+        trend = reader.get_trend("api_calls", "DAILY", start=T0, end=FAR, aggregation=agg,
+                                 precision=read_at)  # fmt: skip
+        if agg is AggregationType.LAST:
+            lasts: dict[datetime, Decimal] = {}
+            for (_, day), v in expected.items():
+                lasts[day] = lasts.get(day, Decimal(0)) + Decimal(v["LAST"])
+            want = {day: str(v.quantize(q)) for day, v in lasts.items()}
+        else:
+            want = {
+                day: expected_summaries({("", day): [(T0, "", a) for a in v]}, precision)[
+                    ("", day)][agg.value]
+                for day, v in by_day.items()
+            }  # fmt: skip
+        assert {p.period_start: str(p.total) for p in trend} == want, agg
+    sums = reader.get_usage_summaries("api_calls", "DAILY", start=T0, end=FAR,
+                                      precision=read_at)  # fmt: skip
+    assert sum((s.sum for s in sums), Decimal(0)) == sum(amounts, Decimal(0))
+
+
+def spread(amounts: list[Decimal], precision: int, subjects: int = 3) -> list[RecordRow]:
+    """Rows of ``amounts`` over ``subjects`` subjects and two days, every few minutes."""
+    return [
+        row(f"r{i:05d}", T0 + timedelta(minutes=3 * i), a, f"org-{i % subjects}",
+            precision=precision)
+        for i, a in enumerate(amounts)
+    ]  # fmt: skip
+
+
+def test_a_tenth_added_many_times_is_exact(endpoint: QueryServer) -> None:
+    """960 records of 0.1 (a float sum of them is not 96): every total is exact."""
+    amounts = [Decimal("0.1")] * 960
+    assert sum([0.1] * 960) != 96.0
+    rows = spread(amounts, 6)
+    endpoint.add_events(captured(rows))
+    with make_reader(endpoint) as reader:
+        check_exact(reader, rows, amounts, 6)
+        (point,) = reader.get_trend("api_calls", "MONTHLY", start=T0, end=FAR)
+    assert str(point.total) == "96.000000"
+
+
+@pytest.mark.parametrize(
+    ("precision", "low", "high"),
+    [(2, -5_000, 99_999), (6, -10**12, 10**12), (0, -10**9, 10**9), (12, -10**15, 10**15)],
+)  # fmt: skip
+def test_cents_micros_and_negatives_are_exact(
+    endpoint: QueryServer, precision: int, low: int, high: int
+) -> None:
+    """Random amounts of 2 (cents), 6, 0 and 12 decimal places, refunds among them: records,
+    summaries and trends equal Python's decimal sums, digit for digit."""
+    rng = random.Random(precision)
+    amounts = [Decimal(rng.randint(low, high)).scaleb(-precision) for _ in range(400)]
+    amounts += [Decimal(1).scaleb(-precision), -Decimal(1).scaleb(-precision), Decimal(0)]
+    rows = spread(amounts, precision)
+    endpoint.add_events(captured(rows, precision=precision))
+    with make_reader(endpoint, page_size=150) as reader:
+        check_exact(reader, rows, amounts, precision)
+        check_exact(reader, rows, amounts, precision, read_at=precision)
+
+
+def test_totals_near_the_64_bit_limit(endpoint: QueryServer) -> None:
+    """Units whose count times largest value exceeds 2**63-1: a total inside the range is
+    exact (PostHog's Int64 sum did not wrap); one beyond it is an error naming the series,
+    never a wrapped-around number."""
+    big = 4 * 10**18
+    fits = [Decimal(big + 123), Decimal(big + 7), Decimal(-big)]
+    rows = spread(fits, 0, subjects=1)
+    over = [row(f"o{i}", T0 + timedelta(days=1, minutes=i), big, "org-big", precision=0)
+            for i in range(3)]  # fmt: skip
+    endpoint.add_events(captured(rows + over, precision=0))
+    with make_reader(endpoint) as reader:
+        (summary,) = reader.get_usage_summaries("api_calls", "DAILY", start=T0, end=FAR,
+                                                subject_id="org-0")  # fmt: skip
+        assert str(summary.total_quantity) == str(big + 130)
+        assert (summary.min, summary.max) == (Decimal(-big), Decimal(big + 123))
+        with pytest.raises(ValidationError, match=r"api_calls org:org-big .*64-bit range"):
+            reader.get_usage_summaries("api_calls", "DAILY", start=T0, end=FAR)
+        with pytest.raises(ValidationError, match="64-bit range"):
+            reader.get_trend("api_calls", "DAILY", start=T0, end=FAR)
+        (first,) = reader.get_trend("api_calls", "DAILY", start=T0, end=T0 + timedelta(hours=1))
+        assert first.total == Decimal(big + 130)
+
+
+def old_event(rid: str, when: datetime, quantity: float, subject: str = "org-1") -> dict[str, Any]:
+    """An event as versions before exact decimals sent it: a float ``quantity``, no ``units``
+    and no ``precision``."""
+    (event,) = captured([row(rid, when, 0, subject)])
+    props = event["properties"]
+    del props["units"], props["precision"]
+    props["quantity"] = quantity
+    return json.loads(json.dumps(event))
+
+
+OLD = [0.1, 0.2, 1.005, 2.675, 1.015, -0.125, 3.0, 19.99, 0.3, 1e-7, 12345.675]
+
+
+def test_events_of_earlier_versions_are_read_at_the_metrics_precision(
+    endpoint: QueryServer,
+) -> None:
+    """Events without ``units`` (float quantities) are read at the precision asked for, half
+    to even from each float's shortest repr, alone or mixed with new events in one period;
+    without a precision they are refused, not guessed."""
+    old = [old_event(f"old{i:02d}", T0 + timedelta(minutes=5 * i), q, f"org-{i % 2}")
+           for i, q in enumerate(OLD)]  # fmt: skip
+    old_amounts = [Decimal(repr(q)).quantize(places(2), rounding=ROUND_HALF_EVEN) for q in OLD]
+    assert [str(a) for a in old_amounts[2:6]] == ["1.00", "2.68", "1.02", "-0.12"]
+    new_amounts = [Decimal("0.01"), Decimal("-7.50"), Decimal("100.99")]
+    new_rows = [row(f"new{i}", T0 + timedelta(hours=2, minutes=i), a, f"org-{i % 2}",
+                    precision=2) for i, a in enumerate(new_amounts)]  # fmt: skip
+    old_rows = [
+        row(e["properties"]["recordId"], T0 + timedelta(minutes=5 * i), a, f"org-{i % 2}",
+            precision=2)
+        for i, (e, a) in enumerate(zip(old, old_amounts, strict=True))
+    ]  # fmt: skip
+    alone_at = T0 + timedelta(days=1)  # a subject and a day with old events only
+    old.append(old_event("alone", alone_at, 0.7, "org-old"))
+    old_rows.append(row("alone", alone_at, "0.70", "org-old", precision=2))
+    old_amounts.append(Decimal("0.70"))
+    endpoint.add_events(old + captured(new_rows, precision=2))
+    with make_reader(endpoint, page_size=4) as reader:
+        check_exact(reader, old_rows + new_rows, old_amounts + new_amounts, 2, read_at=2)
+        for subject in (None, "org-old"):
+            reads = [
+                partial(reader.get_usage, "api_calls", "org", subject, start=T0, end=FAR),
+                partial(reader.get_usage_summaries, "api_calls", "DAILY", start=T0, end=FAR,
+                        subject_id=subject),
+                partial(reader.get_trend, "api_calls", "DAILY", start=alone_at, end=FAR,
+                        subject_id=subject),
+            ]  # fmt: skip
+            for read in reads:
+                with pytest.raises(ValidationError, match="precision"):
+                    read()
+
+
+def test_events_of_another_precision(endpoint: QueryServer) -> None:
+    """Events sent at precision 2 and at 6 are read exactly at 6; at 2 an event with more
+    places is an error; without a precision, a mix is refused."""
+    rows2 = [row("a", T0, "1.25", precision=2), row("b", T0 + timedelta(hours=1), "-0.5",
+                                                          precision=2)]  # fmt: skip
+    rows6 = [row("c", T0 + timedelta(hours=2), "0.000001"), row("d", T0 + timedelta(hours=3), "3")]
+    endpoint.add_events(captured(rows2, precision=2) + captured(rows6))
+    with make_reader(endpoint) as reader:
+        (daily,) = reader.get_usage_summaries("api_calls", "DAILY", start=T0, end=FAR, precision=6)
+        assert str(daily.total_quantity) == "3.750001"
+        assert [str(r.quantity) for r in reader.get_usage("api_calls", start=T0, end=FAR)] == [
+            "1.25", "-0.50", "0.000001", "3.000000",
+        ]  # fmt: skip
+        with pytest.raises(ValidationError, match="precision"):
+            reader.get_usage_summaries("api_calls", "DAILY", start=T0, end=FAR)
+        with pytest.raises(ValidationError, match="more places than precision 2"):
+            reader.get_trend("api_calls", "DAILY", start=T0, end=FAR, precision=2)
+        (hourly,) = reader.get_trend("api_calls", "HOURLY", start=T0, end=T0 + timedelta(hours=1))
+        assert str(hourly.total) == "1.25"

@@ -165,3 +165,53 @@ def test_utc_text_round_trips(value: datetime) -> None:
     """The text a time is sent as reads back as the same instant."""
     assert datetime.fromisoformat(utc_text(value)) == value
     assert datetime.fromisoformat(utc_text(value + timedelta(microseconds=1))) > value
+
+
+def _run(text: str, events: list[dict[str, object]]) -> list[list[object]]:
+    """Evaluate ``text`` over events whose properties are ``events`` (as the test server)."""
+    from zoneinfo import ZoneInfo
+
+    from tests.hogql_eval import Context, JsonText, Query
+
+    rows = [{"properties": JsonText.of(p)} for p in events]
+    _, out = Query(parse(text), Context(rows, {}, ZoneInfo("UTC"), False)).run(limit_cap=None)
+    return out
+
+
+@pytest.mark.parametrize("period", list(PeriodType))
+def test_aggregates_sum_integer_units_never_floats(period: PeriodType) -> None:
+    """Summaries and trends add the Int64 ``units`` of each event (the float ``quantity`` only
+    as the overflow check), count the events without units, and read both precisions."""
+    f = _filter({})
+    for query in (summaries_query(f, period), trend_query(f, period)):
+        text = " ".join(query.text.split())
+        assert "sum(units) AS total" in text and "sum(quantity) AS float_total" in text
+        assert "JSONExtractInt(properties, 'units')" in text
+        assert "countIf(has_units = 0) AS legacy" in text
+        assert "min(units) AS lowest" in text and "max(units) AS highest" in text
+        assert "min(precision) AS precision_low" in text
+    summary = " ".join(summaries_query(f, period).text.split())
+    assert "argMax(units, (ts, record_id)) AS last_value" in summary
+
+
+def test_the_evaluator_sums_int64_as_clickhouse_does() -> None:
+    """``sum`` of Int64 wraps around (as in ClickHouse, which is why the reader checks);
+    ``JSONExtractInt`` of a missing key is 0 and ``JSONHas`` tells it apart; a value whose
+    ClickHouse reading is uncertain is refused, not guessed."""
+    from tests.hogql_eval import Unsupported
+
+    text = (
+        "SELECT sum(JSONExtractInt(properties, 'units')) AS total,"
+        " countIf(JSONHas(properties, 'units') = 0) AS legacy, count() AS n FROM events LIMIT 1"
+    )
+    big = 2**62 + 1
+    assert _run(text, [{"units": big}, {"units": big}, {"quantity": 1.5}]) == [
+        [2 * big - 2**64, 1, 3]
+    ]
+    assert _run(text, [{"units": -(2**63 - 1)}, {"units": -5}]) == [
+        [2**63 - 4, 0, 2]
+    ]  # -2**63 - 4, wrapped
+    assert _run(text, [{"units": 10**18}, {"units": -3}]) == [[10**18 - 3, 0, 2]]
+    for uncertain in (1.5, "12", True, 2**63):
+        with pytest.raises(Unsupported):
+            _run(text, [{"units": uncertain}])

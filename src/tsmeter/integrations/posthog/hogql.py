@@ -8,8 +8,15 @@ Rules every builder keeps:
   are set, never on their values;
 * the event prefix is checked against :data:`~tsmeter.integrations.posthog.settings.PREFIX_PATTERN`
   before an event name is built from it;
-* properties are read with ``JSONExtractString``/``JSONExtractFloat``, which unescape JSON
-  exactly (PostHog's ``properties.x`` shorthand returns quotes and backslashes escaped);
+* properties are read with ``JSONExtractString``/``JSONExtractInt``/``JSONExtractFloat``, which
+  unescape JSON exactly (PostHog's ``properties.x`` shorthand returns quotes and backslashes
+  escaped);
+* quantities are summed as integers: the ``units`` property (Int64) of each event, never the
+  float ``quantity``; ``sum`` of Int64 wraps around on overflow in ClickHouse, so every
+  aggregate also returns what the reader needs to rule that out (the count, ``min`` and
+  ``max`` of the units, and the float sum of ``quantity`` as a check); events without
+  ``units`` (written by earlier versions) are counted (``legacy``) so the reader can read
+  them one by one;
 * every query has an explicit ``LIMIT`` (at most :data:`MAX_ROWS`, PostHog's ceiling) and a
   total order, so pages are exact; paging is by key (``timestamp, uuid`` for records,
   ``subject, period`` for summaries), never by ``OFFSET``;
@@ -71,6 +78,10 @@ BUCKETS: Mapping[PeriodType, str] = {
 }
 
 _PROP = "JSONExtractString(properties, '{}')"
+_UNITS = "JSONExtractInt(properties, 'units')"
+_HAS_UNITS = "JSONHas(properties, 'units')"
+_PRECISION = "JSONExtractInt(properties, 'precision')"
+_QUANTITY = "JSONExtractFloat(properties, 'quantity')"
 _SUBJECT_TYPE = _PROP.format("subjectType")
 _SUBJECT_ID = _PROP.format("subjectId")
 
@@ -189,8 +200,8 @@ def _and(conditions: list[str], indent: str) -> str:
 
 #: The columns of :func:`records_query`, in order.
 RECORD_COLUMNS = (
-    "event_uuid", "event_time", "record_id", "subject_type", "subject_id", "quantity", "source",
-    "org_id",
+    "event_uuid", "event_time", "record_id", "subject_type", "subject_id", "quantity", "units",
+    "has_units", "precision", "source", "org_id",
 )  # fmt: skip
 
 
@@ -201,6 +212,8 @@ def records_query(
     after the key ``(after_time, after_uuid)`` (first page: ``(start, "")``).
 
     ``after_time`` must be the exact timestamp of the last row of the previous page.
+    ``units`` and ``precision`` are the exact quantity (0 where ``has_units`` is 0: an event
+    of an earlier version, whose only quantity is the float ``quantity``).
     """
     conditions, values = filt.where()
     conditions.append(
@@ -215,7 +228,10 @@ def records_query(
     {_PROP.format("recordId")} AS record_id,
     {_SUBJECT_TYPE} AS subject_type,
     {_SUBJECT_ID} AS subject_id,
-    JSONExtractFloat(properties, 'quantity') AS quantity,
+    {_QUANTITY} AS quantity,
+    {_UNITS} AS units,
+    {_HAS_UNITS} AS has_units,
+    {_PRECISION} AS precision,
     {_PROP.format("source")} AS source,
     {_PROP.format("orgId")} AS org_id
 FROM events
@@ -227,14 +243,18 @@ LIMIT {_limit(limit)}"""
 
 
 def _deduplicated(conditions: list[str]) -> str:
-    """One row per event uuid (its UTC time, record id, subject and quantity)."""
+    """One row per event uuid (its UTC time, record id, subject, units, whether it has them,
+    precision, and the float quantity)."""
     return f"""SELECT
         uuid,
         any(toTimeZone(timestamp, 'UTC')) AS ts,
         any({_PROP.format("recordId")}) AS record_id,
         any({_SUBJECT_TYPE}) AS subject_type,
         any({_SUBJECT_ID}) AS subject_id,
-        any(JSONExtractFloat(properties, 'quantity')) AS quantity
+        any({_UNITS}) AS units,
+        any({_HAS_UNITS}) AS has_units,
+        any({_PRECISION}) AS precision,
+        any({_QUANTITY}) AS quantity
     FROM events
     WHERE {_and(conditions, "        ")}
     GROUP BY uuid"""
@@ -242,9 +262,22 @@ def _deduplicated(conditions: list[str]) -> str:
 
 #: The columns of :func:`summaries_query`, in order.
 SUMMARY_COLUMNS = (
-    "subject_type", "subject_id", "period_start", "records", "total", "lowest", "highest",
-    "last_value", "last_time",
+    "subject_type", "subject_id", "period_start", "records", "legacy", "precision_low",
+    "precision_high", "total", "float_total", "lowest", "highest", "last_value", "last_time",
 )  # fmt: skip
+
+#: The aggregates every component query returns: the count, the events without ``units``,
+#: the lowest and highest precision, the integer sum of the units (Int64: it wraps around on
+#: overflow, see the module's docs), the float sum of ``quantity`` (only a check), and the
+#: lowest and highest units.
+_COMPONENTS = """count() AS records,
+    countIf(has_units = 0) AS legacy,
+    min(precision) AS precision_low,
+    max(precision) AS precision_high,
+    sum(units) AS total,
+    sum(quantity) AS float_total,
+    min(units) AS lowest,
+    max(units) AS highest"""
 
 
 def summaries_query(
@@ -255,8 +288,8 @@ def summaries_query(
     after_time: datetime | None = None,
     limit: int = MAX_ROWS,
 ) -> HogQLQuery:
-    """One page of per-subject, per-UTC-period components (count, sum, min, max, last),
-    ordered by ``(subject_type, subject_id, period_start)``.
+    """One page of per-subject, per-UTC-period components (count, sum, min, max, last, in
+    units), ordered by ``(subject_type, subject_id, period_start)``.
 
     The page starts after the key: subjects greater than ``after_subject``, or that subject
     from ``after_time`` on (the start of the period after the last one received). The
@@ -274,11 +307,8 @@ def summaries_query(
     subject_type,
     subject_id,
     {BUCKETS[period]} AS period_start,
-    count() AS records,
-    sum(quantity) AS total,
-    min(quantity) AS lowest,
-    max(quantity) AS highest,
-    argMax(quantity, (ts, record_id)) AS last_value,
+    {_COMPONENTS},
+    argMax(units, (ts, record_id)) AS last_value,
     max(ts) AS last_time
 FROM (
     {_deduplicated(conditions)}
@@ -290,7 +320,10 @@ LIMIT {_limit(limit)}"""
 
 
 #: The columns of :func:`trend_query`, in order.
-TREND_COLUMNS = ("period_start", "records", "total", "lowest", "highest")
+TREND_COLUMNS = (
+    "period_start", "records", "legacy", "precision_low", "precision_high", "total",
+    "float_total", "lowest", "highest",
+)  # fmt: skip
 
 
 def trend_query(filt: EventFilter, period: PeriodType, *, limit: int = MAX_ROWS) -> HogQLQuery:
@@ -299,10 +332,7 @@ def trend_query(filt: EventFilter, period: PeriodType, *, limit: int = MAX_ROWS)
     conditions, values = filt.where()
     text = f"""SELECT
     {BUCKETS[period]} AS period_start,
-    count() AS records,
-    sum(quantity) AS total,
-    min(quantity) AS lowest,
-    max(quantity) AS highest
+    {_COMPONENTS}
 FROM (
     {_deduplicated(conditions)}
 )

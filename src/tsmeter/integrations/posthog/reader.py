@@ -14,7 +14,18 @@ the reader adds:
 * **UTC periods**: summaries and trends cover every UTC period overlapping ``[start, end)``,
   in full (like the primary store's summaries);
 * the primary store's models: :class:`~tsmeter.domain.UsageRecord`,
-  :class:`~tsmeter.domain.UsageSummary`, and :class:`TrendPoint` for trends.
+  :class:`~tsmeter.domain.UsageSummary`, and :class:`TrendPoint` for trends;
+* **exact quantities**: PostHog sums each event's integer ``units``, and the reader returns
+  Decimals with the metric's precision, digit for digit the primary store's. ClickHouse's
+  Int64 ``sum`` wraps around silently, so a total is taken only when the count and the
+  largest ``|units|`` of its events prove that it cannot have (``count × max|units| ≤
+  2**63-1``), or when the float sum of ``quantity`` lies close enough to it to rule out a
+  wrap-around; otherwise it is an error naming the series, never a wrong number;
+* **events of earlier versions** (a float ``quantity``, no ``units``): read at the metric's
+  ``precision`` (a reader argument), rounded half to even from the float's shortest repr, as
+  the store converted its own copy. Where a query meets one (or events of another
+  precision), the reader reads that query's events one by one and adds them up itself,
+  exactly.
 
 Example::
 
@@ -25,13 +36,25 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any, NamedTuple
 
 from tsmeter.domain import AggregationType, PeriodType, UsageRecord, UsageSummary
 from tsmeter.domain.modelio import TimeLike
 from tsmeter.domain.modelio import period_type as parse_period
 from tsmeter.domain.periods import Calendar
+from tsmeter.domain.quantities import (
+    MAX_PRECISION,
+    MAX_UNITS,
+    Rounding,
+    avg_units,
+    check_units,
+    from_units,
+    to_units,
+)
 from tsmeter.domain.validation import from_ns, parse_timestamp, to_ns
 from tsmeter.errors import ValidationError
 from tsmeter.integrations.posthog.hogql import (
@@ -48,41 +71,86 @@ from tsmeter.integrations.posthog.hogql import (
 from tsmeter.integrations.posthog.query_api import PostHogError, QueryClient, QueryResult
 from tsmeter.integrations.posthog.settings import PostHogSettings
 
-__all__ = ["PostHogReader", "TrendPoint", "total_of"]
+__all__ = ["PostHogReader", "TrendPoint", "exact_sum", "total_of"]
 
 _UTC = Calendar("UTC")
+_EXACT_FLOAT = 2**53  # a float holds every integer below this exactly
 
 
 class TrendPoint(NamedTuple):
-    """Usage over all matching subjects in one UTC period ``[period_start, period_end)``."""
+    """Usage over all matching subjects in one UTC period ``[period_start, period_end)``;
+    ``total`` is exact (COUNT: the number of records)."""
 
     period_start: datetime
     period_end: datetime
-    total: float
+    total: Decimal
     record_count: int
 
 
 def total_of(
     aggregation: AggregationType,
     count: int,
-    sum_: float,
-    lowest: float | None,
-    highest: float | None,
-    last: float | None,
-) -> float:
-    """The total of a period under ``aggregation`` from its components.
+    sum_: int,
+    lowest: int | None,
+    highest: int | None,
+    last: int | None,
+    precision: int,
+) -> Decimal:
+    """The total of a period under ``aggregation`` from its components in units of
+    ``precision``: COUNT is the number of records, AVG the sum over the count rounded half to
+    even to ``precision`` (as the store computes them).
 
-    >>> total_of(AggregationType.AVG, 4, 10.0, 1.0, 4.0, 2.0)
-    2.5
-    """
+    >>> total_of(AggregationType.AVG, 4, 10, 1, 4, 2, 1), total_of(AggregationType.COUNT, 4, 10, 1, 4, 2, 1)
+    (Decimal('0.2'), Decimal('4'))
+    """  # noqa: E501
     if aggregation is AggregationType.COUNT:
-        return float(count)
+        return Decimal(count)
     if aggregation is AggregationType.SUM:
-        return sum_
-    if aggregation is AggregationType.AVG:
-        return sum_ / count if count else 0.0
-    picked = {AggregationType.MAX: highest, AggregationType.MIN: lowest}.get(aggregation, last)
-    return 0.0 if picked is None else picked
+        units: int | None = sum_
+    elif aggregation is AggregationType.AVG:
+        units = avg_units(sum_, count)
+    else:
+        units = {AggregationType.MAX: highest, AggregationType.MIN: lowest}.get(aggregation, last)
+    return from_units(units or 0, precision)
+
+
+def exact_sum(
+    total: int, float_total: float, count: int, lowest: int, highest: int, precision: int,
+    series: str,
+) -> int:  # fmt: skip
+    """The exact sum of ``count`` units between ``lowest`` and ``highest`` from ClickHouse's
+    Int64 ``total`` (which wraps around on overflow), or a ValidationError naming ``series``.
+
+    When ``count × max(|lowest|, |highest|)`` fits 64 bits no wrap-around is possible. Else
+    ``float_total`` (the float sum of the same events' ``quantity``, within a known bound of
+    the true sum) decides: a wrapped total is at least ``2**64`` from the true sum, so a total
+    within the bound of ``float_total`` is the true sum; any other is an overflow (or events
+    whose ``quantity`` disagrees with their ``units``), an error.
+
+    >>> exact_sum(7, 7.0, 2, 3, 4, 0, "s")
+    7
+    >>> exact_sum(-2**63 + 4, 2.0**63 + 4, 2, 2**62, 2**62 + 4, 0, "api_calls org:acme")
+    Traceback (most recent call last):
+    tsmeter.errors.ValidationError: sum: api_calls org:acme: the total of 2 records is beyond the 64-bit range of a stored total (about 9.2e+18 units)
+    """  # noqa: E501
+    largest = max(abs(lowest), abs(highest))
+    if count * largest <= MAX_UNITS:
+        return total
+    # |float sum - true sum| <= n * u * M (each quantity) + (n - 1) * u * n * M (the adds),
+    # u = 2**-53, in units; 2**-51 leaves room for the second-order terms
+    bound = (count * (count + 1) * largest >> 51) + 2
+    if bound >= 2**62:
+        raise ValidationError(
+            "sum", f"{series}: {count} records of up to {largest} units cannot be summed"
+            " exactly by PostHog (its Int64 sum may wrap around)"
+        )  # fmt: skip
+    approx = Fraction(float_total) * 10**precision
+    if abs(approx - total) <= bound and -MAX_UNITS <= total <= MAX_UNITS:
+        return total
+    raise ValidationError(
+        "sum", f"{series}: the total of {count} records is beyond the 64-bit range of a"
+        f" stored total (about {float(approx):.2g} units)"
+    )  # fmt: skip
 
 
 def _time(value: object) -> datetime:
@@ -108,6 +176,35 @@ def _number(value: object) -> float:
         return float(value)
     except ValueError:
         raise PostHogError(f"PostHog returned a non-number: {value!r}") from None
+
+
+def _int(value: object) -> int:
+    """An integer in PostHog's answer (a JSON integer, or its text), exactly; a float only
+    where it holds the integer exactly."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < _EXACT_FLOAT:
+        return int(value)
+    raise PostHogError(f"PostHog returned {value!r} where an integer was expected")
+
+
+def _places(value: object) -> int:
+    places = _int(value)
+    if not 0 <= places <= MAX_PRECISION:
+        raise PostHogError(f"PostHog returned an event of precision {places}")
+    return places
+
+
+def _precision(precision: int | None) -> int | None:
+    if precision is None:
+        return None
+    if isinstance(precision, bool) or not isinstance(precision, int):
+        raise ValidationError("precision", f"must be an integer, got {precision!r}")
+    if not 0 <= precision <= MAX_PRECISION:
+        raise ValidationError("precision", f"must be from 0 to {MAX_PRECISION}, got {precision}")
+    return precision
 
 
 def _text(value: object) -> str | None:
@@ -150,6 +247,64 @@ def _columns(result: QueryResult, needed: Sequence[str]) -> dict[str, int]:
     return index
 
 
+class _Event(NamedTuple):
+    """One event as read back: ``units`` and ``precision`` None for an event of an earlier
+    version (only the float ``quantity``)."""
+
+    uuid: str
+    time: datetime
+    record_id: str | None
+    subject_type: str
+    subject_id: str
+    units: int | None
+    precision: int | None
+    quantity: float
+    source: str | None
+    org_id: str | None
+
+    def units_at(self, precision: int | None, metric_key: str) -> tuple[int, int]:
+        """``(units, precision)`` of this event's quantity at ``precision`` (None: its own).
+
+        An event of an earlier version needs ``precision`` and is rounded half to even from
+        its float's shortest repr; an event of more places than ``precision`` is an error.
+        """
+        if self.units is None or self.precision is None:
+            if precision is None:
+                raise _needs_precision(metric_key)
+            return to_units("quantity", self.quantity, precision, Rounding.HALF_EVEN), precision
+        if precision is None or precision == self.precision:
+            return self.units, self.precision
+        value = from_units(self.units, self.precision)
+        try:
+            return to_units("quantity", value, precision, None), precision
+        except ValidationError:
+            raise ValidationError(
+                "precision", f"event {self.uuid} of {metric_key!r} holds {value}, more places"
+                f" than precision {precision}"
+            ) from None  # fmt: skip
+
+
+@dataclass
+class _Parts:
+    """The components of one series and period, in units, added up in Python."""
+
+    count: int = 0
+    sum: int = 0
+    lowest: int = 0
+    highest: int = 0
+    last: int = 0
+    last_key: tuple[datetime, str] | None = None
+
+    def add(self, units: int, key: tuple[datetime, str]) -> None:
+        if not self.count:
+            self.lowest = self.highest = units
+        self.count += 1
+        self.sum += units
+        self.lowest, self.highest = min(self.lowest, units), max(self.highest, units)
+        if self.last_key is None or key > self.last_key:
+            self.last, self.last_key = units, key
+
+
 class PostHogReader:
     """Reads the usage events the mirror sent back from one PostHog project.
 
@@ -158,8 +313,12 @@ class PostHogReader:
     LIMIT of each query (at most 50,000); other options (``refresh``, ``timeout``,
     ``retries``, ``max_retry_wait``) go to
     :class:`~tsmeter.integrations.posthog.query_api.QueryClient`.
+
+    Quantities come back as Decimals. Every read takes the metric's ``precision``: None
+    reads each event at the precision it was sent with, which events of earlier versions
+    (no ``units``) do not carry: reading those needs the precision.
     Example: ``PostHogReader(PostHogSettings.from_env()).get_trend("api_calls", "DAILY",
-    start=s, end=e)``.
+    start=s, end=e, precision=6)``.
     """
 
     def __init__(
@@ -199,24 +358,9 @@ class PostHogReader:
     ) -> EventFilter:
         return EventFilter(self.event, metric_key, start, end, org_id, subject_type, subject_id)
 
-    def iter_usage(
-        self,
-        metric_key: str,
-        subject_type: str | None = None,
-        subject_id: str | None = None,
-        *,
-        start: TimeLike,
-        end: TimeLike,
-        org_id: str | None = None,
-    ) -> Iterator[UsageRecord]:
-        """Records of a metric (``org_id``: an org's own metric) in ``[start, end)``, oldest
-        first (by time, then event uuid), each event once; streamed page by page.
-
-        Records read back carry no metadata (the mirror does not send it by default).
-        """
-        lo, hi = _when("start", start), _when("end", end)
-        filt = self._filter(metric_key, lo, hi, org_id, subject_type, subject_id)
-        after: tuple[datetime, str] = (lo, "")
+    def _events(self, filt: EventFilter) -> Iterator[_Event]:
+        """Every event of ``filt``, oldest first (by time, then uuid), each uuid once."""
+        after: tuple[datetime, str] = (filt.start, "")
         seen: set[str] = set()
         while True:
             result = self.client.run(
@@ -228,7 +372,7 @@ class PostHogReader:
                 if uuid in seen:
                     continue
                 seen.add(uuid)
-                yield self._record(metric_key, row, index)
+                yield self._event(uuid, row, index)
             if _last_page(result, self.page_size):
                 return
             last = result.rows[-1]
@@ -236,6 +380,56 @@ class PostHogReader:
             if key <= after:
                 raise PostHogError("PostHog returned a page that does not move past the last one")
             after = key
+
+    @staticmethod
+    def _event(uuid: str, row: Sequence[Any], index: dict[str, int]) -> _Event:
+        exact = _int(row[index["has_units"]]) != 0
+        return _Event(
+            uuid=uuid,
+            time=_time(row[index["event_time"]]),
+            record_id=_text(row[index["record_id"]]),
+            subject_type=str(row[index["subject_type"]]),
+            subject_id=str(row[index["subject_id"]]),
+            units=check_units("units", _int(row[index["units"]])) if exact else None,
+            precision=_places(row[index["precision"]]) if exact else None,
+            quantity=_number(row[index["quantity"]]),
+            source=_text(row[index["source"]]),
+            org_id=_text(row[index["org_id"]]),
+        )
+
+    def iter_usage(
+        self,
+        metric_key: str,
+        subject_type: str | None = None,
+        subject_id: str | None = None,
+        *,
+        start: TimeLike,
+        end: TimeLike,
+        org_id: str | None = None,
+        precision: int | None = None,
+    ) -> Iterator[UsageRecord]:
+        """Records of a metric (``org_id``: an org's own metric) in ``[start, end)``, oldest
+        first (by time, then event uuid), each event once; streamed page by page. Quantities
+        are Decimals at ``precision`` (None: each event's own; see the class).
+
+        Records read back carry no metadata (the mirror does not send it by default).
+        """
+        places = _precision(precision)
+        lo, hi = _when("start", start), _when("end", end)
+        filt = self._filter(metric_key, lo, hi, org_id, subject_type, subject_id)
+        for event in self._events(filt):
+            units, at = event.units_at(places, metric_key)
+            yield UsageRecord.model_construct(
+                id=event.record_id or event.uuid,
+                metric_key=metric_key,
+                subject_type=event.subject_type,
+                subject_id=event.subject_id,
+                quantity=from_units(units, at),
+                timestamp=event.time,
+                metadata={},
+                source=event.source,
+                org_id=event.org_id,
+            )
 
     def get_usage(
         self,
@@ -247,6 +441,7 @@ class PostHogReader:
         end: TimeLike,
         org_id: str | None = None,
         limit: int | None = None,
+        precision: int | None = None,
     ) -> list[UsageRecord]:
         """Like :meth:`iter_usage`, as a list of at most ``limit`` records.
 
@@ -254,25 +449,41 @@ class PostHogReader:
         """
         out: list[UsageRecord] = []
         for record in self.iter_usage(metric_key, subject_type, subject_id, start=start, end=end,
-                                      org_id=org_id):  # fmt: skip
+                                      org_id=org_id, precision=precision):  # fmt: skip
             if limit is not None and len(out) >= limit:
                 break
             out.append(record)
         return out
 
-    @staticmethod
-    def _record(metric_key: str, row: Sequence[Any], index: dict[str, int]) -> UsageRecord:
-        return UsageRecord.model_construct(
-            id=_text(row[index["record_id"]]) or str(row[index["event_uuid"]]),
-            metric_key=metric_key,
-            subject_type=str(row[index["subject_type"]]),
-            subject_id=str(row[index["subject_id"]]),
-            quantity=_number(row[index["quantity"]]),
-            timestamp=_time(row[index["event_time"]]),
-            metadata={},
-            source=_text(row[index["source"]]),
-            org_id=_text(row[index["org_id"]]),
-        )
+    # -- components added up in Python (events of earlier versions, mixed precisions) ---
+    def _parts(
+        self, filt: EventFilter, period: PeriodType, precision: int | None, per_subject: bool
+    ) -> tuple[dict[tuple[str, str, datetime], _Parts], int]:
+        """The components per (subject, UTC period), or per period (subject ``("", "")``),
+        of every event of ``filt``, in units of ``precision`` (None: the one precision of
+        every event), and that precision."""
+        events = list(self._events(filt))
+        if precision is None:
+            found = {e.precision for e in events}
+            if None in found:
+                raise _needs_precision(filt.metric_key)
+            if len(found) > 1:
+                raise ValidationError(
+                    "precision", f"{filt.metric_key!r} has events of precisions"
+                    f" {', '.join(str(p) for p in sorted(found, key=str))} in PostHog; pass the"
+                    " metric's precision to read them"
+                )  # fmt: skip
+            precision = next((p for p in found if p is not None), 0)
+        parts: dict[tuple[str, str, datetime], _Parts] = {}
+        for e in events:
+            units, _ = e.units_at(precision, filt.metric_key)
+            begin = from_ns(_UTC.start_of(period, to_ns(e.time)))
+            key = (e.subject_type, e.subject_id, begin) if per_subject else ("", "", begin)
+            parts.setdefault(key, _Parts()).add(units, (e.time, e.record_id or ""))
+        for key, p in parts.items():
+            if not -MAX_UNITS <= p.sum <= MAX_UNITS:
+                _overflow(filt, key, p.count)
+        return parts, precision
 
     # -- summaries and trends ---------------------------------------------------------
     def get_usage_summaries(
@@ -286,16 +497,19 @@ class PostHogReader:
         subject_id: str | None = None,
         org_id: str | None = None,
         aggregation: AggregationType | str = AggregationType.SUM,
+        precision: int | None = None,
     ) -> list[UsageSummary]:
         """Summaries per subject of every UTC period overlapping ``[start, end)`` that has
         events, ordered by subject then period; ``total_quantity`` under ``aggregation``
-        (the metric's aggregation type: the reader does not know the catalog).
+        and every quantity a Decimal at ``precision`` (the metric's aggregation type and
+        precision: the reader does not know the catalog; precision None: the events' own).
 
         Example: ``reader.get_usage_summaries("api_calls", "DAILY", start=s, end=e,
-        aggregation="COUNT")``.
+        aggregation="COUNT", precision=6)``.
         """
         period = parse_period(period_type)
         agg = _aggregation(aggregation)
+        places = _precision(precision)
         lo, hi = _aligned(period, start, end)
         filt = self._filter(metric_key, lo, hi, org_id, subject_type, subject_id)
         subject, after_time = ("", ""), lo
@@ -308,7 +522,9 @@ class PostHogReader:
             _columns(result, SUMMARY_COLUMNS)
             summary = None
             for doc in result.dicts():
-                summary = self._summary(metric_key, org_id, period, agg, doc)
+                summary = self._summary(filt, period, agg, places, doc)
+                if summary is None:  # events to add up one by one
+                    return self._summaries_by_event(filt, period, agg, places)
                 key = (summary.subject_type, summary.subject_id, summary.period_start)
                 if key not in seen:
                     seen.add(key)
@@ -318,27 +534,69 @@ class PostHogReader:
             subject, after_time = (summary.subject_type, summary.subject_id), summary.period_end
 
     @staticmethod
+    def _exact_components(
+        filt: EventFilter, where: str, places: int | None, doc: dict[str, Any]
+    ) -> tuple[int, int, int, int, int] | None:
+        """``(count, precision, sum, lowest, highest)`` of one answer row, exact; None when
+        its events must be added up one by one (some have no ``units``, or another
+        precision)."""
+        count, legacy = _int(doc["records"]), _int(doc["legacy"])
+        low, high = _int(doc["precision_low"]), _int(doc["precision_high"])
+        if legacy or low != high or (places is not None and low != places):
+            return None
+        at = _places(low)
+        lowest, highest = _int(doc["lowest"]), _int(doc["highest"])
+        total = exact_sum(_int(doc["total"]), _number(doc["float_total"]), count, lowest,
+                          highest, at, f"{filt.metric_key} {where}")  # fmt: skip
+        return count, at, total, lowest, highest
+
     def _summary(
-        metric_key: str,
-        org_id: str | None,
+        self,
+        filt: EventFilter,
         period: PeriodType,
         agg: AggregationType,
+        places: int | None,
         doc: dict[str, Any],
-    ) -> UsageSummary:
+    ) -> UsageSummary | None:
         start = _time(doc["period_start"])
-        count = int(_number(doc["records"]))
-        sum_ = _number(doc["total"])
-        lowest, highest = _number(doc["lowest"]), _number(doc["highest"])
-        last = _number(doc["last_value"])
+        st, sid = str(doc["subject_type"]), str(doc["subject_id"])
+        exact = self._exact_components(filt, f"{st}:{sid} {start.isoformat()}", places, doc)
+        if exact is None:
+            return None
+        count, at, total, lowest, highest = exact
+        last = _int(doc["last_value"])
+        return self._summary_of(filt, period, agg, at, (st, sid, start), count, total,
+                                lowest, highest, last, _time(doc["last_time"]))  # fmt: skip
+
+    @staticmethod
+    def _summary_of(
+        filt: EventFilter, period: PeriodType, agg: AggregationType, at: int,
+        key: tuple[str, str, datetime], count: int, total: int, lowest: int, highest: int,
+        last: int, last_time: datetime,
+    ) -> UsageSummary:  # fmt: skip
+        st, sid, start = key
         return UsageSummary.model_construct(
-            metric_key=metric_key, subject_type=str(doc["subject_type"]),
-            subject_id=str(doc["subject_id"]), org_id=org_id, period_type=period,
-            period_start=start, period_end=from_ns(_UTC.next_start(period, to_ns(start))),
+            metric_key=filt.metric_key, subject_type=st, subject_id=sid, org_id=filt.org_id,
+            period_type=period, period_start=start,
+            period_end=from_ns(_UTC.next_start(period, to_ns(start))),
             timezone="UTC", aggregation_type=agg,
-            total_quantity=total_of(agg, count, sum_, lowest, highest, last),
-            record_count=count, sum=sum_, min=lowest, max=highest, last_value=last,
-            last_timestamp=_time(doc["last_time"]),
+            total_quantity=total_of(agg, count, total, lowest, highest, last, at),
+            record_count=count, sum=from_units(total, at), min=from_units(lowest, at),
+            max=from_units(highest, at), last_value=from_units(last, at),
+            last_timestamp=last_time,
         )  # fmt: skip
+
+    def _summaries_by_event(
+        self, filt: EventFilter, period: PeriodType, agg: AggregationType, places: int | None
+    ) -> list[UsageSummary]:
+        parts, at = self._parts(filt, period, places, per_subject=True)
+        out = []
+        for key in sorted(parts):
+            p = parts[key]
+            assert p.last_key is not None
+            out.append(self._summary_of(filt, period, agg, at, key, p.count, p.sum, p.lowest,
+                                        p.highest, p.last, p.last_key[0]))  # fmt: skip
+        return out
 
     def get_trend(
         self,
@@ -351,20 +609,23 @@ class PostHogReader:
         subject_id: str | None = None,
         org_id: str | None = None,
         aggregation: AggregationType | str = AggregationType.SUM,
+        precision: int | None = None,
     ) -> list[TrendPoint]:
         """Usage over all matching subjects per UTC hour, day, ISO week, month or year
-        overlapping ``[start, end)`` (periods without events are left out), oldest first.
+        overlapping ``[start, end)`` (periods without events are left out), oldest first;
+        totals are Decimals at ``precision`` (None: the events' own).
 
-        ``aggregation`` combines records within a period: COUNT, SUM, AVG (sum / count),
-        MAX, MIN over all records; LAST adds up each subject's last value (e.g. the
-        storage in use at the end of the period).
+        ``aggregation`` combines records within a period: COUNT, SUM, AVG (sum / count,
+        rounded half to even), MAX, MIN over all records; LAST adds up each subject's last
+        value (e.g. the storage in use at the end of the period).
         Example: ``reader.get_trend("api_calls", "HOURLY", start=s, end=e)``.
         """
         period = parse_period(period_type)
         agg = _aggregation(aggregation)
+        places = _precision(precision)
         if agg is AggregationType.LAST:
             return self._trend_of_lasts(metric_key, period, start, end, subject_type,
-                                        subject_id, org_id)  # fmt: skip
+                                        subject_id, org_id, places)  # fmt: skip
         lo, hi = _aligned(period, start, end)
         out: list[TrendPoint] = []
         while True:
@@ -375,14 +636,30 @@ class PostHogReader:
                 begin = _time(doc["period_start"])
                 if out and begin <= out[-1].period_start:
                     continue
-                count = int(_number(doc["records"]))
-                total = total_of(agg, count, _number(doc["total"]), _number(doc["lowest"]),
-                                 _number(doc["highest"]), None)  # fmt: skip
+                exact = self._exact_components(filt, begin.isoformat(), places, doc)
+                if exact is None:  # events to add up one by one
+                    whole = self._filter(metric_key, *_aligned(period, start, end), org_id,
+                                         subject_type, subject_id)  # fmt: skip
+                    return self._trend_by_event(whole, period, agg, places)
+                count, at, total, lowest, highest = exact
                 finish = from_ns(_UTC.next_start(period, to_ns(begin)))
-                out.append(TrendPoint(begin, finish, total, count))
+                value = total_of(agg, count, total, lowest, highest, None, at)
+                out.append(TrendPoint(begin, finish, value, count))
             if _last_page(result, self.page_size):
                 return out
             lo = out[-1].period_end
+
+    def _trend_by_event(
+        self, filt: EventFilter, period: PeriodType, agg: AggregationType, places: int | None
+    ) -> list[TrendPoint]:
+        parts, at = self._parts(filt, period, places, per_subject=False)
+        out = []
+        for _, _, begin in sorted(parts):
+            p = parts[("", "", begin)]
+            finish = from_ns(_UTC.next_start(period, to_ns(begin)))
+            value = total_of(agg, p.count, p.sum, p.lowest, p.highest, None, at)
+            out.append(TrendPoint(begin, finish, value, p.count))
+        return out
 
     def _trend_of_lasts(
         self,
@@ -393,14 +670,42 @@ class PostHogReader:
         subject_type: str | None,
         subject_id: str | None,
         org_id: str | None,
+        precision: int | None,
     ) -> list[TrendPoint]:
-        by_period: dict[datetime, tuple[datetime, float, int]] = {}
         summaries = self.get_usage_summaries(
             metric_key, period, start=start, end=end, subject_type=subject_type,
             subject_id=subject_id, org_id=org_id, aggregation=AggregationType.LAST,
+            precision=precision,
         )  # fmt: skip
+        found = {-int(s.total_quantity.as_tuple().exponent) for s in summaries}
+        if len(found) > 1:  # events of several precisions, each read at its own
+            raise ValidationError(
+                "precision", f"{metric_key!r} has events of several precisions in PostHog;"
+                " pass the metric's precision"
+            )  # fmt: skip
+        at = found.pop() if found else 0
+        by_period: dict[datetime, tuple[datetime, int, int]] = {}
         for s in summaries:
-            _, total, count = by_period.get(s.period_start, (s.period_end, 0.0, 0))
-            by_period[s.period_start] = (s.period_end, total + s.total_quantity,
-                                         count + s.record_count)  # fmt: skip
-        return [TrendPoint(k, *by_period[k]) for k in sorted(by_period)]
+            _, units, count = by_period.get(s.period_start, (s.period_end, 0, 0))
+            units += to_units("total", s.total_quantity, at, None)
+            by_period[s.period_start] = (s.period_end, units, count + s.record_count)
+        return [
+            TrendPoint(k, end_, from_units(units, at), count)
+            for k, (end_, units, count) in sorted(by_period.items())
+        ]
+
+
+def _needs_precision(metric_key: str) -> ValidationError:
+    return ValidationError(
+        "precision", f"events of {metric_key!r} written by an earlier version carry no units;"
+        " pass the metric's precision to read them"
+    )  # fmt: skip
+
+
+def _overflow(filt: EventFilter, key: tuple[str, str, datetime], count: int) -> None:
+    st, sid, begin = key
+    where = f"{st}:{sid} " if st or sid else ""
+    raise ValidationError(
+        "sum", f"{filt.metric_key} {where}{begin.isoformat()}: the total of {count} records is"
+        " beyond the 64-bit range of a stored total"
+    )  # fmt: skip
