@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -106,14 +108,14 @@ def test_a_dropped_event_is_found(mirrored: tuple[Path, list[dict[str, Any]]],
     assert len(lines) == 3, result.stdout
     row = lines[2]
     assert "org-2" in row and "2026-01-02 00:00:00+00:00" in row
-    assert "missing in PostHog" in row and "4/3" in row and "-2" in row
+    assert "missing in PostHog" in row and "4/3" in row and " -2.000000 " in row
     assert "1 beyond tolerance 0" in result.stderr and "compared 9 subject-periods" in result.stderr
 
     doc = json.loads(run(path, endpoint, fmt="json").stdout)
     assert doc == [{
         "subjectType": "org", "subjectId": "org-2", "periodStart": "2026-01-02T00:00:00Z",
-        "periodEnd": "2026-01-03T00:00:00Z", "primary": 10.0, "posthog": 8.0,
-        "difference": -2.0, "primaryRecords": 4, "posthogRecords": 3,
+        "periodEnd": "2026-01-03T00:00:00Z", "primary": "10.000000", "posthog": "8.000000",
+        "difference": "-2.000000", "primaryRecords": 4, "posthogRecords": 3,
         "kind": "missing in PostHog", "beyondTolerance": True,
     }]  # fmt: skip
 
@@ -152,11 +154,12 @@ def test_hourly_reconciliation_pins_the_hour(mirrored: tuple[Path, list[dict[str
 
 def test_extra_and_drifted_events(mirrored: tuple[Path, list[dict[str, Any]]],
                                   endpoint: QueryServer) -> None:  # fmt: skip
-    """An event PostHog has but the store does not is 'extra'; a changed quantity with the
-    same counts is 'value drift'."""
+    """An event PostHog has but the store does not is 'extra'; changed units with the same
+    counts are 'value drift' (the float ``quantity`` is only for PostHog's charts)."""
     path, events = mirrored
     changed = json.loads(json.dumps(events[0]))
-    changed["properties"]["quantity"] = 100
+    assert changed["properties"]["units"] == 1_000_000 and changed["properties"]["precision"] == 6
+    changed["properties"]["units"] = 100_000_000
     stranger = json.loads(json.dumps(events[1]))
     stranger.update(uuid="00000000-0000-4000-8000-000000000001")
     stranger["properties"].update(recordId="not-in-store", subjectId="org-404")
@@ -164,7 +167,13 @@ def test_extra_and_drifted_events(mirrored: tuple[Path, list[dict[str, Any]]],
     result = run(path, endpoint, fmt="json")
     assert result.exit_code == DIFFERENCES_FOUND
     kinds = {(d["subjectId"], d["kind"], d["difference"]) for d in json.loads(result.stdout)}
-    assert kinds == {("org-1", "value drift", 99.0), ("org-404", "extra in PostHog", 2.0)}
+    assert kinds == {("org-1", "value drift", "99.000000"),
+                     ("org-404", "extra in PostHog", "2.000000")}  # fmt: skip
+    charts_only = json.loads(json.dumps(events[0]))
+    charts_only["properties"]["quantity"] = 100
+    endpoint.events.clear()
+    endpoint.add_events([charts_only, *events[1:]])
+    assert run(path, endpoint).exit_code == 0
 
 
 def test_the_library_call_and_a_non_utc_store(mirrored: tuple[Path, list[dict[str, Any]]],
@@ -183,12 +192,12 @@ def test_the_library_call_and_a_non_utc_store(mirrored: tuple[Path, list[dict[st
                            end=T0 + timedelta(days=1), tolerance="20%")  # fmt: skip
     assert not result.ok and result.compared == 9
     (d,) = result.differences
-    assert (d.subject_id, d.period_start, d.kind, d.primary, d.posthog) == (
+    assert (d.subject_id, d.period_start, d.kind, str(d.primary), str(d.posthog)) == (
         "org-2",
         datetime(2026, 1, 2, tzinfo=UTC),
         DifferenceKind.MISSING,
-        10.0,
-        8.0,
+        "10.000000",
+        "8.000000",
     )
     assert weekly.start == datetime(2025, 12, 29, tzinfo=UTC)  # whole ISO weeks, UTC
     assert weekly.ok and [x.beyond_tolerance for x in weekly.differences] == [False]
@@ -214,11 +223,136 @@ def test_cli_errors_are_one_line(mirrored: tuple[Path, list[dict[str, Any]]],
 
 
 def test_tolerance_parsing() -> None:
-    """Absolute and percentage tolerances; nonsense is refused."""
-    assert Tolerance.parse("0.5") == Tolerance(0.5, False)
-    assert Tolerance.parse(" 2% ") == Tolerance(2.0, True)
-    assert Tolerance.parse("1e-9").allows(1.0, 1.0 + 1e-12)
-    assert not Tolerance().allows(0.0, 1e-300)
-    for bad in ("-1", "nan", "inf", "%", "x%"):
+    """Absolute and percentage tolerances, exact decimals compared exactly; none by default
+    (not even a float's rounding); nonsense is refused."""
+    assert Tolerance.parse("0.5") == Tolerance(Decimal("0.5"), False)
+    assert Tolerance.parse(" 2% ") == Tolerance(Decimal(2), True)
+    assert str(Tolerance.parse("2%")) == "2%" and str(Tolerance()) == "0"
+    assert Tolerance.parse("1e-9").allows(Decimal(1), Decimal("1.000000000001"))
+    assert not Tolerance().allows(Decimal("1000000.000000"), Decimal("1000000.000001"))
+    assert Tolerance().allows(Decimal("0.10"), Decimal("0.1"))
+    assert Tolerance.parse("0.1%").allows(Decimal(1000), Decimal(1001))
+    assert not Tolerance.parse("0.1%").allows(Decimal(1000), Decimal("1001.000001"))
+    for bad in ("-1", "nan", "inf", "%", "x%", "1e99"):
         with pytest.raises(ValidationError, match="tolerance"):
             Tolerance.parse(bad)
+
+
+# -- exact totals -------------------------------------------------------------------------
+def _spend() -> list[dict[str, Any]]:
+    """Cents over three days and three subjects: 0.10 many times, random amounts, refunds."""
+    rng = random.Random(7)
+    out = []
+    for i in range(240):
+        amount = Decimal("0.10") if i % 2 else Decimal(rng.randint(-2_000, 50_000)).scaleb(-2)
+        out.append({"id": f"s-{i}", "metricKey": "spend", "subjectType": "org",
+                    "subjectId": f"org-{i % 3}", "quantity": str(amount),
+                    "timestamp": (T0 + timedelta(minutes=17 * i)).isoformat()})  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def spend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
+    """A store with a metric of precision 2 (SUM), and its events as the mirror delivered them
+    to the capture server through the posthog SDK."""
+    path = tmp_path_factory.mktemp("spend") / "usage.db"
+    with capture_server() as capture:
+        meter = tsmeter.connect(f"sqlite:///{path}")
+        try:
+            meter.define_metric("spend", aggregation_type="SUM", precision=2)
+            settings = PostHogSettings(api_key="phc_test", host=capture.host, flush_interval=0.05)
+            mirror = PostHogMirror(settings, meter, journal=str(path) + ".journal")
+            meter.record_batch(_spend())
+            assert mirror.flush(15)
+            assert mirror.shutdown(5)
+        finally:
+            meter.close()
+        events = capture.accepted()
+    assert len(events) == 240
+    yield path, events
+
+
+def run_spend(path: Path, server: QueryServer, *args: str) -> Result:
+    argv = ["--store", str(path), "--format", "json", "reconcile", "spend", "--from",
+            "2026-01-01", "--to", "2026-01-04", *args]  # fmt: skip
+    return CliRunner().invoke(root, argv, env=env_for(server))
+
+
+def daily_totals(records: list[dict[str, Any]]) -> dict[tuple[str, str], Decimal]:
+    """Per (subject, UTC day): the sum of the records' amounts, by :mod:`decimal`."""
+    out: dict[tuple[str, str], Decimal] = {}
+    for r in records:
+        key = (r["subjectId"], r["timestamp"][:10])
+        out[key] = out.get(key, Decimal(0)) + Decimal(r["quantity"])
+    return out
+
+
+def test_exact_copies_agree_and_one_cent_is_found(
+    spend: tuple[Path, list[dict[str, Any]]], endpoint: QueryServer
+) -> None:
+    """The mirror carried every amount exactly (units and precision through the SDK); the
+    copies agree; one event a cent off is a drift of exactly 0.01 against the decimal sums."""
+    path, events = spend
+    sent = {e["properties"]["recordId"]: e["properties"] for e in events}
+    for r in _spend():
+        p = sent[r["id"]]
+        assert (p["precision"], Decimal(p["units"]).scaleb(-2)) == (2, Decimal(r["quantity"]))
+    endpoint.add_events(events)
+    agreed = run_spend(path, endpoint, "--period", "day")
+    assert agreed.exit_code == 0, agreed.output
+    assert json.loads(agreed.stdout) == []
+
+    off = json.loads(json.dumps(events[11]))  # s-11: org-2, 0.10
+    off["properties"]["units"] += 1
+    endpoint.events.clear()
+    endpoint.add_events([off, *events[:11], *events[12:]])
+    result = run_spend(path, endpoint)
+    assert result.exit_code == DIFFERENCES_FOUND, result.output
+    (d,) = json.loads(result.stdout)
+    day = d["periodStart"][:10]
+    expected = daily_totals(_spend())[("org-2", day)]
+    assert (d["subjectId"], d["kind"], d["difference"]) == ("org-2", "value drift", "0.01")
+    assert (d["primary"], d["posthog"]) == (str(expected), str(expected + Decimal("0.01")))
+    assert d["primaryRecords"] == d["posthogRecords"]
+
+
+def test_events_of_earlier_versions_reconcile_exactly(
+    spend: tuple[Path, list[dict[str, Any]]], endpoint: QueryServer
+) -> None:
+    """The same events as earlier versions sent them (float quantities, no units) reconcile
+    exactly with the store, read at the metric's precision; a float quantity a cent off is
+    found, digit for digit."""
+    path, events = spend
+    old = []
+    for e in events:
+        legacy = json.loads(json.dumps(e))
+        props = legacy["properties"]
+        props["quantity"] = float(Decimal(props.pop("units")).scaleb(-props.pop("precision")))
+        old.append(legacy)
+    assert any(isinstance(e["properties"]["quantity"], float) for e in old)
+    endpoint.add_events(old[:120] + events[120:])  # half old, half new
+    for period in ("day", "week"):
+        result = run_spend(path, endpoint, "--period", period)
+        assert result.exit_code == 0, result.output
+    endpoint.events.clear()
+    old[5]["properties"]["quantity"] = round(old[5]["properties"]["quantity"] - 0.01, 2)
+    endpoint.add_events(old)
+    result = run_spend(path, endpoint)
+    assert result.exit_code == DIFFERENCES_FOUND, result.output
+    (d,) = json.loads(result.stdout)
+    assert (d["subjectId"], d["difference"], d["kind"]) == ("org-2", "-0.01", "value drift")
+
+
+def test_the_smallest_difference_is_reported(
+    mirrored: tuple[Path, list[dict[str, Any]]], endpoint: QueryServer
+) -> None:
+    """One unit (0.000001) off is a difference, shown digit for digit: there is no
+    allowance for float noise."""
+    path, events = mirrored
+    changed = json.loads(json.dumps(events[0]))
+    changed["properties"]["units"] += 1
+    endpoint.add_events([changed, *events[1:]])
+    result = run(path, endpoint, fmt="json")
+    assert result.exit_code == DIFFERENCES_FOUND, result.output
+    (d,) = json.loads(result.stdout)
+    assert (d["difference"], d["kind"]) == ("0.000001", "value drift")

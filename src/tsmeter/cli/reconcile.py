@@ -1,19 +1,23 @@
 """``tsmeter reconcile``: the store's totals against PostHog's, per subject and UTC period.
 
-Exit status: 0 when the copies agree within the tolerance, 3 when some subject-period
-differs beyond it (the table lists them), 1 when the comparison could not be made
-(PostHog unreachable or refusing the key, an unknown metric, ...), 2 for bad usage.
+Totals are compared exactly (Decimals at the metric's precision; PostHog sums integer
+units), and shown digit for digit: in JSON and CSV as decimal strings.
+
+Exit status: 0 when the copies agree (within the tolerance, zero unless given), 3 when some
+subject-period differs beyond it (the table lists them), 1 when the comparison could not be
+made (PostHog unreachable or refusing the key, an unknown metric, ...), 2 for bad usage.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import click
 
 from tsmeter.cli.context import CliState, pass_state
-from tsmeter.cli.output import Column, emit_list, format_number
+from tsmeter.cli.output import Column, emit_list
 from tsmeter.cli.params import org_option, subject_options
 from tsmeter.domain import PeriodType
 from tsmeter.domain.validation import parse_timestamp
@@ -74,7 +78,7 @@ def _utc_time(option: str, text: str) -> datetime:
     default="0",
     show_default=True,
     help="Largest accepted |PostHog - store| per subject and period: an amount, or a "
-    "percentage of the store's total.",
+    "percentage of the store's total (default: none, totals must be equal).",
 )
 @subject_options
 @org_option()
@@ -94,8 +98,9 @@ def reconcile(
 
     Every UTC period overlapping [--from, --to) is compared in full. Listed: subject-periods
     with fewer events in PostHog ("missing in PostHog"), more ("extra in PostHog") or the
-    same number but totals apart by more than --tolerance ("value drift"). PostHog's events
-    are counted once per event uuid. Needs TSMETER_POSTHOG_PERSONAL_API_KEY (query:read),
+    same number but other totals ("value drift"). Totals are exact decimals, compared
+    exactly unless --tolerance is given, and shown digit for digit. PostHog's events are
+    counted once per event uuid. Needs TSMETER_POSTHOG_PERSONAL_API_KEY (query:read),
     TSMETER_POSTHOG_PROJECT_ID and TSMETER_POSTHOG_HOST (unless PostHog Cloud US).
 
     Exit status: 0 the copies agree within the tolerance; 3 differences beyond it (listed);
@@ -127,9 +132,9 @@ def reconcile(
             "subjectId": d.subject_id,
             "periodStart": d.period_start,
             "periodEnd": d.period_end,
-            "primary": d.primary,
-            "posthog": d.posthog,
-            "difference": d.difference,
+            "primary": str(d.primary),
+            "posthog": str(d.posthog),
+            "difference": str(d.difference),
             "primaryRecords": d.primary_records,
             "posthogRecords": d.posthog_records,
             "kind": d.kind.value,
@@ -141,8 +146,8 @@ def reconcile(
         emit_list(state, rows, _COLUMNS)
     elif rows:
         for row in rows:
-            sign = "+" if row["difference"] > 0 else ""
-            row["difference"] = sign + format_number(row["difference"])
+            if not row["difference"].startswith("-") and Decimal(row["difference"]):
+                row["difference"] = "+" + row["difference"]
             row["records"] = f"{row['primaryRecords']}/{row['posthogRecords']}"
             if not row["beyondTolerance"]:
                 row["kind"] += " (within tolerance)"
