@@ -61,8 +61,8 @@ def test_records_wait_in_the_outbox_while_postgresql_is_down(
         assert meter.flush(60)
         meter.record_batch(batch(150, 100))  # 50 retried ids, 50 new
         assert meter.flush(30)
-    points = server.series('SELECT count("quantity"), sum("quantity") FROM "usage"', db)[0]
-    assert (points["count"], points["sum"]) == (250, 375.0)
+    points = server.series('SELECT count("units"), sum("units") FROM "usage"', db)[0]
+    assert (points["count"], points["sum"]) == (250, 375 * 10**6)  # 1.5 at precision 6, exact
 
 
 def test_connect_names_the_state_url_without_its_password(

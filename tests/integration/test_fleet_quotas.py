@@ -81,7 +81,7 @@ def test_the_overage_is_bounded_by_what_the_other_hosts_recorded_unseen(
     # the refresh interval, so together they pass the limit by at most what the other made
     assert LIMIT <= sum(both) <= 2 * LIMIT
     assert max(both) <= LIMIT
-    stored = server.series('SELECT count("quantity") FROM "usage"', db)[0]["count"]
+    stored = server.series('SELECT count("units") FROM "usage"', db)[0]["count"]
     assert stored == LIMIT + sum(both)
 
 
@@ -117,7 +117,7 @@ def test_a_refresh_keeps_what_waits_in_the_outbox(
             assert meter.flush(60)
             time.sleep(0.5)  # delivered and read again: counted once, not twice
             assert meter.check("api_calls", "org", "o1").used == 10
-        points = server.series('SELECT count("quantity") FROM "usage"', db)
+        points = server.series('SELECT count("units") FROM "usage"', db)
         assert points[0]["count"] == 10
     finally:
         proxy.close()

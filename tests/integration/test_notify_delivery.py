@@ -269,7 +269,7 @@ def test_webhook_is_signed_and_verifiable(notifiers: Callable[..., Notifier]) ->
     assert not verify_signature(SECRET, hit.body, timestamp, signature, now=int(timestamp) + 301)
     doc = json.loads(hit.body)
     assert doc["event"] == "threshold.exceeded" and doc["id"] == headers["x-tsmeter-delivery"]
-    assert doc["alert"]["subjectId"] == "acme" and doc["alert"]["actualValue"] == 1050
+    assert doc["alert"]["subjectId"] == "acme" and doc["alert"]["actualValue"] == "1050"
     assert doc["threshold"]["metricKey"] == "api_calls"
     assert datetime.fromisoformat(doc["occurredAt"]).tzinfo is not None
 
@@ -446,7 +446,7 @@ def test_meter_threshold_events_reach_email_and_webhook(tmp_path: Path) -> None:
         assert smtp.received[0].message["Subject"] == (
             "[tsmeter] api_calls exceeded for org acme: 11 of 10 (110 %)"
         )
-        assert json.loads(hook.hits[0].body)["alert"]["actualValue"] == 11
+        assert json.loads(hook.hits[0].body)["alert"]["actualValue"] == "11"
 
 
 # -- targets that cannot be delivered to --------------------------------------------------

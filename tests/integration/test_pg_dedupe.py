@@ -160,19 +160,19 @@ def _store(server: InfluxServer, db: str, writer: str, state: StateDatabase) -> 
 
 def _records(n: int, ts: int = T) -> list[RecordRow]:
     """``n`` records of a few subjects with differing quantities, a millisecond apart."""
-    return [RecordRow(f"req-{i:05d}", "api_calls", "org", f"o{i % 7}", None, float(i % 5 + 1),
+    return [RecordRow(f"req-{i:05d}", "api_calls", "org", f"o{i % 7}", None, i % 5 + 1,
                       ts + i * 1_000_000, None, None) for i in range(n)]  # fmt: skip
 
 
-def _totals(server: InfluxServer, db: str) -> tuple[int, float, int]:
-    """Points, the sum of their quantities, and distinct record ids in the database."""
-    (result,) = server.query('SELECT count("quantity"), sum("quantity") FROM "usage"',
+def _totals(server: InfluxServer, db: str) -> tuple[int, int, int]:
+    """Points, the sum of their units (exact integers), and distinct record ids."""
+    (result,) = server.query('SELECT count("units"), sum("units") FROM "usage"',
                              db=db)["results"]  # fmt: skip
     (distinct,) = server.query('SELECT count(distinct("rid")) FROM "usage"', db=db)["results"]
     found, ids = series_rows(result), series_rows(distinct)
     if not found:
-        return (0, 0.0, 0)
-    return int(found[0][1]["count"]), float(found[0][1]["sum"]), int(ids[0][1]["count"])
+        return (0, 0, 0)
+    return int(found[0][1]["count"]), int(found[0][1]["sum"]), int(ids[0][1]["count"])
 
 
 def test_a_retry_through_another_host_counts_once(
@@ -262,7 +262,7 @@ def _race_rows(round_: int, k: int) -> list[RecordRow]:
     both hosts, each host's own times (a retry through another host gets that host's time)."""
     base = T + round_ * HOUR + k * 17 * 60_000_000_000
     return [RecordRow(f"race{round_}-{i:05d}", "api_calls", "org", f"o{i % 3}", None,
-                      float(i % 7 + 1), base + i * 1_000_000, None, None)
+                      i % 7 + 1, base + i * 1_000_000, None, None)
             for i in range(RACE_IDS)]  # fmt: skip
 
 
