@@ -159,6 +159,7 @@ def connect(
             raise
         wired = replace(usage.capabilities(), state_path=catalog.path)
         try:
+            usage.know_metrics(catalog.list_metrics())  # precisions of points not converted
             meter = Meter(usage, catalog, timezone=tz, capabilities=wired, **options)
             return _integrate(meter, mirror)
         except BaseException:
@@ -231,6 +232,7 @@ def _connect_fleet(
     wired = replace(usage.capabilities(), state_path=default_state_path(target),
                     deliveries=PostgresDeliveryLog(db), leases=PostgresLeases(db))  # fmt: skip
     try:
+        usage.know_metrics(catalog.list_metrics())  # precisions of points not converted
         meter = Meter(usage, catalog, timezone=tz, capabilities=wired, **options)
     except BaseException:
         usage.close()

@@ -274,3 +274,21 @@ def test_influx_convert_command(influx_db: tuple[InfluxServer, str], tmp_path: P
     assert {k: from_units(v, PRECISIONS.get(k[0], 6)) for k, v in written.items()} == (
         expected_legacy()
     )
+
+
+def test_connect_reads_points_not_converted_yet(
+    influx_db: tuple[InfluxServer, str], tmp_path: Path
+) -> None:
+    """A Meter from tsmeter.connect() reads the float points of an earlier version at their
+    metric's precision before any conversion (bootstrap tells the store the catalog's)."""
+    import tsmeter
+
+    server, db = influx_db
+    url = f"influxdb://127.0.0.1:{server.port}/{db}?state={tmp_path / 'state.db'}"
+    with tsmeter.connect(url, outbox=False, mirror=False) as meter:
+        for key, precision in PRECISIONS.items():
+            meter.define_metric(key, precision=precision)
+    write_legacy(server, db)
+    with tsmeter.connect(url, outbox=False, mirror=False) as meter:
+        got = [r.quantity for r in meter.get_usage("cents")]
+        assert got == [Decimal("19.99"), Decimal("0.12"), Decimal("-0.02"), Decimal("0.00")]
