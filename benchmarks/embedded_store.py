@@ -47,17 +47,17 @@ def bare_insert(path: Path, n: int, start_ns: int) -> tuple[float, float]:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute(
-        "CREATE TABLE r (id TEXT PRIMARY KEY, series_id INTEGER, ts INTEGER, quantity REAL,"
+        "CREATE TABLE r (id TEXT PRIMARY KEY, series_id INTEGER, ts INTEGER, units INTEGER,"
         " recorded_at INTEGER, metadata TEXT, source TEXT) WITHOUT ROWID"
     )
-    conn.execute("CREATE INDEX r_s ON r (series_id, ts, quantity)")
+    conn.execute("CREATE INDEX r_s ON r (series_id, ts, units)")
     step = 30 * 86_400_000_000_000 // n
-    rows = [(str(uuid.UUID(int=i)), i % 100, start_ns + i * step, 1.0, 0) for i in range(n)]
+    rows = [(str(uuid.UUID(int=i)), i % 100, start_ns + i * step, 1_000_000, 0) for i in range(n)]
     t0 = time.perf_counter()
     for i in range(0, n, 50_000):
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(
-            "INSERT OR IGNORE INTO r (id, series_id, ts, quantity, recorded_at)"
+            "INSERT OR IGNORE INTO r (id, series_id, ts, units, recorded_at)"
             " VALUES (?, ?, ?, ?, ?)",
             rows[i : i + 50_000],
         )
@@ -65,8 +65,8 @@ def bare_insert(path: Path, n: int, start_ns: int) -> tuple[float, float]:
     elapsed = time.perf_counter() - t0
     t0 = time.perf_counter()
     conn.execute(
-        "SELECT series_id, ts / 3600000000000, count(*), sum(quantity), min(quantity),"
-        " max(quantity), max(ts) FROM r GROUP BY 1, 2"
+        "SELECT series_id, ts / 3600000000000, count(*), sum(units), min(units),"
+        " max(units), max(ts) FROM r GROUP BY 1, 2"
     ).fetchall()
     bare_group = time.perf_counter() - t0
     conn.close()

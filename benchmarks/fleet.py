@@ -182,7 +182,7 @@ def run_hosts(
 
 
 def stored(server: InfluxServer, db: str) -> int:
-    rows = server.series('SELECT count("quantity") FROM "usage"', db)
+    rows = server.series('SELECT count("units") FROM "usage"', db)
     return int(rows[0]["count"]) if rows else 0
 
 

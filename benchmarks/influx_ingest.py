@@ -55,6 +55,7 @@ from tests.influx_server import InfluxServer
 from tsmeter.adapters.influxdb import speedups
 from tsmeter.adapters.influxdb.lineprotocol import UsageEncoder
 from tsmeter.domain import RecordRow, new_ids
+from tsmeter.domain.quantities import to_units
 from tsmeter.domain.validation import to_ns
 
 
@@ -117,6 +118,11 @@ def _timed_loops(server: InfluxServer, db: str, bodies: list[bytes], loops: int)
         return time.perf_counter() - t0
 
 
+def units(quantity: object) -> int:
+    """A quantity in units of the default precision (6), as intake makes it."""
+    return to_units("quantity", quantity, 6, None)
+
+
 def ceiling(
     server: InfluxServer, db: str, records: list[dict[str, object]], *, two_first: bool = False
 ) -> Ceiling:
@@ -126,7 +132,7 @@ def ceiling(
     ``two_first`` runs the two loops first."""
     rows = [
         RecordRow(str(r["id"]), str(r["metricKey"]), "org", str(r["subjectId"]), None,
-                  float(r["quantity"]), to_ns(r["timestamp"]), None, None)  # type: ignore[arg-type]
+                  units(r["quantity"]), to_ns(r["timestamp"]), None, None)
         for r in records
     ]  # fmt: skip
     encoder = UsageEncoder("usage", writer="bench")

@@ -45,10 +45,10 @@ from tsmeter.adapters.influxdb import store as influx_store
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
 SPAN = timedelta(days=30)
-BARE = 'SELECT sum("quantity") FROM "usage" WHERE time >= $lo AND time < $hi GROUP BY time(1h)'
+BARE = 'SELECT sum("units") FROM "usage" WHERE time >= $lo AND time < $hi GROUP BY time(1h)'
 PER_SERIES = (
-    'SELECT count("quantity"), sum("quantity"), min("quantity"), max("quantity"),'
-    ' max("tsn"), last("quantity") FROM "usage" WHERE time >= $lo AND time < $hi'
+    'SELECT count("units"), sum("units"), min("units"), max("units"),'
+    ' max("tsn"), last("units") FROM "usage" WHERE time >= $lo AND time < $hi'
     ' GROUP BY time(1h), "metric", "subject_type", "subject_id", "org" fill(none)'
 )
 

@@ -103,7 +103,7 @@ def phase(
     finally:
         meter.close()
     every = [ns for part in spent for ns in part]
-    found = server.series('SELECT count("quantity") AS n FROM usage', db)
+    found = server.series('SELECT count("units") AS n FROM usage', db)
     stored = int(found[0]["n"]) if found else 0
     assert stored == len(every), f"{db}: {stored} points for {len(every)} calls"
     server.drop_database(db)
