@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import re
 import time
@@ -15,6 +16,7 @@ import tsmeter
 from tests.influx_server import InfluxServer
 from tsmeter.adapters.influxdb import placement
 from tsmeter.adapters.influxdb.client import InfluxV1Config, PartialWriteError, series_rows
+from tsmeter.adapters.influxdb.lineprotocol import decode_tag
 from tsmeter.adapters.influxdb.rollup import watermark
 from tsmeter.adapters.influxdb.store import InfluxStore
 from tsmeter.adapters.influxdb.v1 import V1Transport
@@ -22,7 +24,7 @@ from tsmeter.adapters.sqlite.dedupe import SQLiteDedupe
 from tsmeter.domain import PeriodType, RecordRow
 from tsmeter.domain.periods import Calendar
 from tsmeter.errors import StorageUnavailableError
-from tsmeter.ports import SummaryQuery
+from tsmeter.ports import EventRow, SummaryQuery
 
 T = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z, a whole second
 DAY = 86_400_000_000_000
@@ -493,3 +495,36 @@ def test_idle_incremental_runs_keep_their_watermark(influx_db: tuple[InfluxServe
         assert first is not None and later is not None and later > first
     finally:
         store.close()
+
+
+def test_threshold_events_write_their_window(influx_db: tuple[InfluxServer, str]) -> None:
+    """A threshold event also writes its window to threshold_windows (time = window start,
+    end_ms = window end in ms, a text line), hostile keys and subjects as data; an event of
+    another kind, or one whose data holds no readable window, writes the event alone."""
+    server, db = influx_db
+    metric, subject = 'a,b=c \\ "d" $x', "o'1 =,\\"
+    window = {"thresholdId": "t 1", "level": "EXCEEDED", "actualValue": "11",
+              "thresholdValue": "10", "periodStart": "2026-01-01T00:00:00Z",
+              "periodEnd": "2026-02-01T00:00:00+00:00"}  # fmt: skip
+    events = [
+        EventRow(T + 5 * DAY, "threshold.exceeded", metric, "org", subject, "o2",
+                 json.dumps(window)),
+        EventRow(T, "threshold.exceeded", "m", "org", "o1", None, "not json"),
+        EventRow(T, "threshold.resolved", "m", "org", "o1", None, '{"periodStart": "soon"}'),
+        EventRow(T, "usage.note", "m", "org", "o1", None, json.dumps(window)),
+    ]  # fmt: skip
+    store = InfluxStore.from_url(url(server, db))
+    try:
+        store.append_events(events)
+        assert len(store.list_events()) == 4
+    finally:
+        store.close()
+    (result,) = server.query('SELECT * FROM "threshold_windows"', db=db)["results"]
+    ((tags, values),) = series_rows(result)
+    merged = {**{k: v for k, v in values.items() if v is not None}, **tags}
+    assert values["time"] == T and values["end_ms"] == (T + 31 * DAY) // 1_000_000
+    assert values["text"] == f"{metric} exceeded for org {subject}: 11 of 10"
+    assert decode_tag(merged["metric"]) == metric
+    assert decode_tag(merged["subject_id"]) == subject
+    assert (merged["event"], merged["threshold_id"], merged["level"], merged["org"]) == (
+        "threshold.exceeded", "t 1", "EXCEEDED", "o2")  # fmt: skip

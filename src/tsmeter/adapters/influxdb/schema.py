@@ -17,6 +17,22 @@ time zone other than UTC ``usage_<period>.<zone>``, e.g. ``usage_daily.Europe/Pa
            versions are ignored
     time   the period start; rewriting a summary overwrites it
 
+Events, measurement ``metering_events``:
+    tags   ``event`` (``threshold.exceeded``, ...), ``metric``, ``subject_type``,
+           ``subject_id``, ``org``
+    fields ``data`` (JSON text: alert id, threshold id, level, values, window)
+    time   when it happened (events of one series at one time spread 1 ns apart)
+
+Threshold windows, measurement ``threshold_windows`` (what an InfluxQL annotation needs,
+as InfluxQL cannot read ``data``), one point per threshold event:
+    tags   ``event``, ``threshold_id``, ``level``, ``metric``, ``subject_type``,
+           ``subject_id``, ``org`` (two thresholds or two levels of one subject and window
+           stay apart; a later event of the same kind overwrites the point)
+    fields ``end_ms`` (integer: the window's end, epoch milliseconds as Grafana's
+           annotations take it), ``text`` (``api_calls exceeded for org acme: 11 of 10``)
+    time   the window's start (``periodStart``); the event's time stands in for a missing
+           start or end (lifetime windows)
+
 Bookkeeping: ``usage_collisions`` marks the (series, microsecond) slots where a point had
 to move off its exact time; ``usage_dirty`` logs which (metric, org, UTC hour) received
 records (tag ``w`` the writer, time = the writer's clock) so aggregation is incremental;
@@ -39,6 +55,7 @@ COLLISIONS = "usage_collisions"
 DIRTY = "usage_dirty"
 STATE = "tsmeter_state"
 EVENTS = "metering_events"
+THRESHOLD_WINDOWS = "threshold_windows"
 SERIES_TAGS = ("metric", "subject_type", "subject_id", "org")
 
 SeriesKey = tuple[str, str, str, str | None]  # (metric_key, subject_type, subject_id, org_id)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import socket
 import tempfile
@@ -45,6 +46,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
@@ -55,6 +57,7 @@ from tsmeter.adapters.influxdb.schema import (
     DIRTY,
     EVENTS,
     RAW,
+    THRESHOLD_WINDOWS,
     SeriesKey,
     complete,
     row_of,
@@ -64,6 +67,7 @@ from tsmeter.adapters.influxdb.transport import Conversion, Points, Transport
 from tsmeter.domain import MetricDefinition, PeriodType, RecordRow
 from tsmeter.domain.periods import Calendar
 from tsmeter.domain.quantities import DEFAULT_PRECISION
+from tsmeter.domain.validation import to_ns
 from tsmeter.errors import StorageUnavailableError, TsmeterError
 from tsmeter.files import open_private
 from tsmeter.ports import (
@@ -712,7 +716,43 @@ class InfluxStore:
     # -- metering events ---------------------------------------------------------------
     def append_events(self, events: Sequence[EventRow]) -> None:
         """Write events as points of ``metering_events`` (tag ``event`` = name; the details
-        in field ``data``). Events of one series at one time are spread 1 ns apart."""
+        in field ``data``). Events of one series at one time are spread 1 ns apart.
+
+        A threshold event (``threshold.*``) also writes the window it is about to
+        ``threshold_windows`` (for InfluxQL annotations, which cannot read JSON): timed at
+        the window start, ``end_ms`` its end in epoch milliseconds, ``text`` a line such as
+        ``api_calls exceeded for org acme: 11 of 10``; the event's time stands in for an
+        open end of a lifetime window. One point per threshold, level, subject and window:
+        a later event of the same kind overwrites it. Data without a readable window writes
+        the event alone."""
+
+        def window_point(e: EventRow, tags: dict[str, str]) -> str | None:
+            try:
+                data = json.loads(e.data)
+                if not isinstance(data, dict):
+                    return None
+                bounds = []
+                for key in ("periodStart", "periodEnd"):
+                    value = data.get(key)
+                    if value is None:
+                        bounds.append(e.ts)
+                        continue
+                    when = datetime.fromisoformat(value)
+                    bounds.append(to_ns(when if when.tzinfo else when.replace(tzinfo=UTC)))
+            except (TypeError, ValueError, OverflowError):
+                return None
+            start, end = bounds
+            text = f"{e.metric_key} {e.name.removeprefix('threshold.')} for {e.subject_type}"
+            text += f" {e.subject_id}"
+            actual, limit = data.get("actualValue"), data.get("thresholdValue")
+            if actual is not None and limit is not None:
+                text += f": {actual} of {limit}"
+            window_tags = {**tags, "threshold_id": str(data.get("thresholdId") or ""),
+                           "level": str(data.get("level") or "")}  # fmt: skip
+            return encode_point(
+                THRESHOLD_WINDOWS, window_tags, {"end_ms": end // 1_000_000, "text": text}, start
+            )
+
         taken: set[tuple[str, SeriesKey, int]] = set()
         lines = []
         for e in events:
@@ -724,6 +764,10 @@ class InfluxStore:
             tags = {"event": e.name, "metric": e.metric_key, "subject_type": e.subject_type,
                     "subject_id": e.subject_id, "org": e.org_id or ""}  # fmt: skip
             lines.append(encode_point(EVENTS, tags, {"data": e.data}, ts))
+            if e.name.startswith("threshold."):
+                window = window_point(e, tags)
+                if window is not None:
+                    lines.append(window)
         if lines:
             self.transport.write("".join(f"{line}\n" for line in lines).encode())
 
