@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -90,12 +91,30 @@ def _assert_known(query: str, values: Values) -> None:
         assert name in values, f"unsubstituted ${name} in {query!r}"
 
 
-def influxql(query: str, values: Values, multi: Mapping[str, bool]) -> str:
-    """An InfluxQL query as Grafana sends it."""
-    query = query.replace("$timeFilter", INFLUXQL_TIME_FILTER)
+def influxql(
+    query: str,
+    values: Values,
+    multi: Mapping[str, bool],
+    *,
+    start: datetime | None = None,
+    stop: datetime | None = None,
+) -> str:
+    """An InfluxQL query as Grafana sends it, for the range ``START`` .. now unless given:
+    ``$timeFilter`` as above (or absolute ``ms`` bounds), ``${__from}`` and ``${__to}`` in
+    epoch milliseconds (Grafana's global variables)."""
+    first = start or datetime.fromisoformat(START)
+    last = stop or datetime.now(UTC)
+    time_filter = INFLUXQL_TIME_FILTER if start is None and stop is None else (
+        f"time >= {_ms(first)}ms and time <= {_ms(last)}ms")  # fmt: skip
+    query = query.replace("$timeFilter", time_filter)
+    query = query.replace("${__from}", str(_ms(first))).replace("${__to}", str(_ms(last)))
     query = query.replace("$__interval", INTERVAL)
     _assert_known(query, values)
     return _substitute(query, values, multi, flux=False)
+
+
+def _ms(when: datetime) -> int:
+    return int(when.timestamp()) * 1000 + when.microsecond // 1000
 
 
 def flux(query: str, values: Values, bucket: str) -> str:

@@ -16,9 +16,11 @@ What a panel means (the rules the tests check):
   ``last(units_last)`` per subject. Units are divided by ``10 ** precision`` of the metric;
 - the summaries variable lists the summary measurements found, each period in each zone
   (``usage_daily``, ``usage_daily.Europe/Paris``), so a meter's own zone is selectable;
-- Flux threshold annotations are regions over the window the event is about (``periodStart`` ..
-  ``periodEnd`` of its data). InfluxQL cannot read JSON: its annotations sit at the time of
-  the evaluation, the window in their text (see docs/stores.md).
+- threshold annotations are regions over the window the event is about (``periodStart`` ..
+  ``periodEnd`` of its data), windows that started up to 367 days before the time range
+  included. Flux reads the event's JSON; InfluxQL cannot, so it reads the points the store
+  writes for each threshold event to ``threshold_windows`` (time = window start, ``end_ms``
+  = window end, ``text``; see docs/stores.md).
 
 Regenerate after a change (a test fails while the committed files are stale)::
 
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from tsmeter.adapters.influxdb.lineprotocol import tag_value
+from tsmeter.adapters.influxdb.schema import THRESHOLD_WINDOWS
 from tsmeter.domain import AggregationType, MetricDefinition
 
 __all__ = [
@@ -342,23 +345,28 @@ def _ql_thresholds(metric: MetricDefinition, subjects: str) -> str:
 
 
 def _ql_annotation(subjects: str) -> Json:
+    """Threshold events as regions over the window each one is about, from the points the
+    store writes for them to ``threshold_windows``: time = the window's start, ``end_ms`` its
+    end (epoch ms). Windows that started up to WINDOW_LOOKBACK before the time range and
+    overlap it are found (InfluxQL takes ``<epoch>ms - 367d``)."""
     query = (
-        'SELECT "data", "event", "metric", "subject_id" FROM "metering_events"'
-        f' WHERE $timeFilter AND "event" =~ /^threshold\\./ AND {subjects}'
+        f'SELECT "end_ms", "text", "event", "metric", "subject_id" FROM "{THRESHOLD_WINDOWS}"'
+        f" WHERE time >= ${{__from}}ms - {WINDOW_LOOKBACK} AND time < ${{__to}}ms"
+        f' AND "end_ms" > ${{__from}} AND {subjects}'
     )
+    columns = {"textColumn": "text", "tagsColumn": "event,metric,subject_id",
+               "timeEndColumn": "end_ms"}  # fmt: skip
     target: Json = {"refId": "Anno", "query": query, "fromAnnotations": True, "rawQuery": True,
-                    "resultFormat": "table", "textColumn": "data",
-                    "tagsColumn": "event,metric,subject_id"}  # fmt: skip
+                    "resultFormat": "table", **columns}  # fmt: skip
     return {
-        "name": "Threshold events (at evaluation; window in the text)",
+        "name": "Threshold events (over their window)",
         "datasource": _ds("influxql"),
         "enable": True,
         "iconColor": "red",
         "target": target,
         # the same fields at the top level, for Grafana versions that read them there
         "query": query,
-        "textColumn": "data",
-        "tagsColumn": "event,metric,subject_id",
+        **columns,
     }
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,8 +26,10 @@ from tests import grafana_macros
 from tests.influx2_server import Influx2Server
 from tests.influx_server import InfluxServer
 from tools import grafana
-from tsmeter.adapters.influxdb.lineprotocol import encode_point
+from tsmeter.adapters.influxdb.lineprotocol import decode_tag, encode_point
+from tsmeter.adapters.influxdb.store import InfluxStore
 from tsmeter.domain import AggregationType, MetricDefinition
+from tsmeter.ports import EventRow
 
 A = AggregationType
 # every aggregation type, precisions 0 to 12, a hostile key, and one key in two scopes
@@ -247,19 +250,102 @@ def test_influxql_panels_show_each_metrics_own_aggregation(
     assert checked == 2 * len(METRICS)
 
 
-def test_influxql_annotation_returns_the_threshold_events(
-    loaded_db: tuple[InfluxServer, str],
+def utc(year: int, month: int, day: int) -> datetime:
+    return datetime(year, month, day, tzinfo=UTC)
+
+
+def threshold_event(
+    at: datetime, name: str, metric: MetricDefinition, subject: tuple[str, str],
+    window: tuple[datetime | None, datetime | None], threshold: str = "t1",
+) -> EventRow:  # fmt: skip
+    """A threshold event as tsmeter's event log writes it (window ends in its JSON)."""
+    iso = [w.isoformat().replace("+00:00", "Z") if w else None for w in window]
+    data = {"alertId": f"a-{threshold}", "thresholdId": threshold,
+            "level": "WARNING" if name == "threshold.approaching" else "EXCEEDED",
+            "status": "OPEN", "actualValue": "11", "thresholdValue": "10", "percentage": 110.0,
+            "periodStart": iso[0], "periodEnd": iso[1], "action": "NOTIFY"}  # fmt: skip
+    return EventRow(int(at.timestamp()) * NS, name, metric.key, *subject, metric.org_id,
+                    json.dumps(data))  # fmt: skip
+
+
+def test_influxql_annotations_are_regions_over_the_events_window(
+    influxd: InfluxServer, tmp_path: Path
 ) -> None:
-    server, db = loaded_db
-    dashboard = GENERATED["influxql/usage-overview.json"]
-    multi = grafana_macros.multi_flags(dashboard)
-    values = {"summaries": ["usage_daily"], "subject_type": ["org", "user"],
-              "subject": [s for _, s in SUBJECTS]}  # fmt: skip
-    (annotation,) = [a for a in dashboard["annotations"]["list"] if "target" in a]
-    sent = grafana_macros.influxql(annotation["target"]["query"], values, multi)
-    rows = influxql_series(server, db, sent)
-    assert len(rows) == len(SUBJECTS) * len(METRICS)
-    assert {json.loads(r["data"])["periodStart"] for r in rows} == {"2026-03-01T00:00:00Z"}
+    """Threshold events written by the store: the annotation query returns, for each event
+    whose window overlaps the time range, the window's start as its time and the window's end
+    (epoch ms) as its time end, however long after the window it was evaluated; windows
+    that began before the range are found, two levels and two thresholds of one subject and
+    window stay apart, hostile keys and subjects stay data."""
+    db = f"annotations{os.getpid()}"
+    influxd.create_database(db)
+    start, stop = utc(2026, 1, 1), utc(2026, 4, 30)
+    march = (utc(2026, 3, 1), utc(2026, 4, 1))
+    shown, hidden = [], []
+    for subject in SUBJECTS:
+        for metric in METRICS:
+            shown += [
+                threshold_event(utc(2026, 4, 3), "threshold.exceeded", metric, subject, march),
+                threshold_event(utc(2026, 3, 20), "threshold.approaching", metric, subject,
+                                march),
+                threshold_event(utc(2026, 4, 3), "threshold.exceeded", metric, subject, march,
+                                "t2"),
+            ]  # fmt: skip
+        metric = METRICS[0]
+        shown += [  # began before the range; a year that began 11 months before; lifetime
+            threshold_event(utc(2026, 2, 2), "threshold.exceeded", metric, subject,
+                            (utc(2025, 12, 15), utc(2026, 1, 15)), "t3"),
+            threshold_event(utc(2026, 3, 2), "threshold.exceeded", metric, subject,
+                            (utc(2025, 2, 1), utc(2026, 2, 1)), "t4"),
+            threshold_event(utc(2026, 3, 10), "threshold.exceeded", metric, subject,
+                            (None, None), "t5"),
+        ]  # fmt: skip
+        hidden += [  # ended when the range begins; begins after it
+            threshold_event(utc(2026, 3, 2), "threshold.exceeded", metric, subject,
+                            (utc(2025, 1, 1), utc(2026, 1, 1)), "t6"),
+            threshold_event(utc(2026, 3, 2), "threshold.exceeded", metric, subject,
+                            (utc(2026, 5, 1), utc(2026, 6, 1)), "t7"),
+        ]  # fmt: skip
+    url = f"influxdb://127.0.0.1:{influxd.port}/{db}?writer=w1"
+    store = InfluxStore.from_url(url, ledger=str(tmp_path / "ledger.db"))
+    try:
+        store.append_events(shown + hidden)
+        assert len(store.list_events()) == len(shown + hidden)  # the events themselves
+        for name, chosen in (("influxql/usage-overview.json", SUBJECTS),
+                             ("influxql/subject-detail.json", SUBJECTS[2:])):  # fmt: skip
+            dashboard = GENERATED[name]
+            values = {"summaries": ["usage_daily"],
+                      "subject_type": sorted({t for t, _ in chosen}),
+                      "subject": sorted({s for _, s in chosen})}  # fmt: skip
+            (annotation,) = [a for a in dashboard["annotations"]["list"] if "target" in a]
+            sent = grafana_macros.influxql(annotation["target"]["query"], values,
+                                           grafana_macros.multi_flags(dashboard),
+                                           start=start, stop=stop)  # fmt: skip
+            rows = influxql_series(influxd, db, sent)
+            found = sorted(
+                (r["time"], r["end_ms"], r["event"], decode_tag(r["metric"]),
+                 decode_tag(r["subject_id"]), r["text"])
+                for r in rows
+            )  # fmt: skip
+            expected = []
+            for e in shown:
+                if (e.subject_type, e.subject_id) not in chosen:
+                    continue
+                data = json.loads(e.data)
+                first, last = (
+                    int(datetime.fromisoformat(data[k]).timestamp()) * NS if data[k] else e.ts
+                    for k in ("periodStart", "periodEnd")
+                )
+                text = (f"{e.metric_key} {e.name.split('.')[1]} for {e.subject_type}"
+                        f" {e.subject_id}: 11 of 10")  # fmt: skip
+                expected.append((first, last // 1_000_000, e.name, e.metric_key, e.subject_id,
+                                 text))  # fmt: skip
+            assert found == sorted(expected), name
+        march_rows = [f for f in found if f[0] == int(march[0].timestamp()) * NS]
+        assert {f[1] for f in march_rows} == {int(march[1].timestamp()) * 1000}
+        assert "api_calls exceeded for user o'hara $x: 11 of 10" in {f[5] for f in found}
+    finally:
+        store.close()
+        influxd.drop_database(db)
 
 
 # -- Flux on InfluxDB 2.x --------------------------------------------------------------------

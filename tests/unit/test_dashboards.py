@@ -15,6 +15,7 @@ from tests import fluxcheck, grafana_macros
 from tests.grafana_macros import DASHBOARDS, ROOT
 from tools import grafana
 from tsmeter.adapters.influxdb.lineprotocol import tag_value
+from tsmeter.adapters.influxdb.schema import THRESHOLD_WINDOWS
 from tsmeter.domain import AggregationType, MetricDefinition
 
 DASHBOARD_UIDS = {
@@ -111,7 +112,8 @@ def test_the_dashboards_have_what_the_issue_asks_for(dashboards: dict[str, Any])
         assert pattern.match("usage_daily") and pattern.match("usage_daily.Europe/Paris")
         assert not pattern.match("usage") and not pattern.match("usage_dirty")
         (events,) = [a for a in overview["annotations"]["list"] if "target" in a]
-        assert "metering_events" in events["target"]["query"]
+        source = "metering_events" if lang == "flux" else THRESHOLD_WINDOWS
+        assert f'"{source}"' in events["target"]["query"]
         kinds = [(p["type"], p["title"].rsplit(": ", 1)[-1]) for p in overview["panels"]]
         assert len(kinds) == 3 * len(grafana.demo_metrics())
         assert ("table", "top subjects") in kinds and ("table", "against thresholds") in kinds
@@ -174,11 +176,60 @@ def _panel_metric(lang: str, query: str, metrics: list[MetricDefinition]) -> Met
     return metric
 
 
+def grafana_annotation_columns(annotation: dict[str, Any], columns: list[str]) -> dict[str, str]:
+    """What Grafana's InfluxQL annotation parser makes of a table's columns (its order of
+    tests: time, title, tags and text by substring, time end by name)."""
+    tags = [t for t in annotation.get("tagsColumn", "").replace(" ", "").split(",") if t]
+    roles = {}
+    for column in columns:
+        if column.lower() == "time":
+            roles[column] = "time"
+        elif column == annotation.get("titleColumn"):
+            roles[column] = "title"
+        elif any(t in column for t in tags):
+            roles[column] = "tags"
+        elif annotation.get("textColumn") and annotation["textColumn"] in column:
+            roles[column] = "text"
+        elif column == annotation.get("timeEndColumn"):
+            roles[column] = "timeEnd"
+    return roles
+
+
+_QL_SELECTED = re.compile(r'^SELECT (.*?) FROM "(\w+)" WHERE (.*)$')
+
+
+def check_influxql_annotation(dashboard: dict[str, Any]) -> None:
+    """The InfluxQL threshold annotation is a region over each event's window: it reads the
+    store's threshold_windows points (time = window start, end_ms = window end in epoch ms,
+    Grafana's time end column), finds windows that started up to WINDOW_LOOKBACK before the
+    range and overlap it, and keeps the dashboard's subject filter."""
+    (annotation,) = [a for a in dashboard["annotations"]["list"] if "target" in a]
+    target = annotation["target"]
+    query = target["query"]
+    assert annotation["query"] == query
+    found = _QL_SELECTED.match(query)
+    assert found, query
+    columns = [c.strip().strip('"') for c in found.group(1).split(",")]
+    assert found.group(2) == THRESHOLD_WINDOWS
+    for mapping in (target, annotation):
+        roles = grafana_annotation_columns(mapping, ["time", *columns])
+        assert roles["end_ms"] == "timeEnd" and roles["text"] == "text", roles
+        assert roles["time"] == "time" and roles["event"] == roles["metric"] == "tags", roles
+    where = found.group(3)
+    assert f"time >= ${{__from}}ms - {grafana.WINDOW_LOOKBACK}" in where
+    assert "time < ${__to}ms" in where and '"end_ms" > ${__from}' in where
+    assert "$timeFilter" not in where  # that bound would miss windows begun before the range
+    assert '"subject_type" =~ /^' in where and '"subject_id" =~ /^' in where
+
+
 def check_semantics(dashboard: dict[str, Any], metrics: list[MetricDefinition]) -> int:
     """Every panel that reads summaries: one metric, its aggregation's functions and fields
     only, divided by 10**precision (not for COUNT), labelled with the metric's unit; LAST per
-    subject in a time series; return how many panels were checked."""
+    subject in a time series; the InfluxQL annotation (:func:`check_influxql_annotation`);
+    return how many panels were checked."""
     lang = grafana_macros.language(dashboard)
+    if lang == "influxql":
+        check_influxql_annotation(dashboard)
     checked = 0
     for panel in dashboard["panels"]:
         (target,) = panel["targets"]
@@ -259,19 +310,16 @@ def test_flux_annotations_are_regions_over_the_events_window(dashboards: dict[st
         assert annotation["mappings"]["timeEnd"] == {"source": "field", "value": "timeEnd"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="InfluxQL cannot read the window out of the event's JSON: the annotation sits at the"
-    " evaluation time until metering_events points carry the window (store change)",
-)
 def test_influxql_annotations_are_regions_over_the_events_window(
     dashboards: dict[str, Any],
 ) -> None:
-    (annotation,) = [
-        a for a in dashboards["influxql/usage-overview.json"]["annotations"]["list"]
-        if "target" in a
-    ]  # fmt: skip
-    assert annotation["target"].get("timeEndColumn")
+    """InfluxQL: the annotation's time is the window start of the threshold_windows point and
+    its time end the ``end_ms`` field, mapped as Grafana's time end column (checked on a real
+    influxd in tests/integration/test_dashboard_queries.py)."""
+    for name in ("influxql/usage-overview.json", "influxql/subject-detail.json"):
+        check_influxql_annotation(dashboards[name])
+        (annotation,) = [a for a in dashboards[name]["annotations"]["list"] if "target" in a]
+        assert annotation["target"]["timeEndColumn"] == annotation["timeEndColumn"] == "end_ms"
 
 
 def test_flux_queries_parse_after_grafanas_substitution(dashboards: dict[str, Any]) -> None:
