@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from decimal import Decimal
 
 import click
 import pytest
@@ -77,13 +78,16 @@ def test_list_formats_and_filters(alerted: Cli) -> None:
         ("o2", "approaching"),
     ]
     o1 = next(a for a in alerts if a["subjectId"] == "o1")
-    assert (o1["actualValue"], o1["thresholdValue"], o1["percentage"]) == (3.0, 3.0, 100.0)
+    assert isinstance(o1["actualValue"], str) and isinstance(o1["thresholdValue"], str)
+    assert (Decimal(o1["actualValue"]), Decimal(o1["thresholdValue"])) == (3, 3)
+    assert o1["percentage"] == 100.0
     assert (o1["status"], o1["metricKey"], o1["subjectType"]) == ("PENDING", "api_calls", "org")
     table = alerted.ok("alert", "list", "--subject-id", "o1").stdout.splitlines()
     assert table[0].split()[:4] == ["ID", "STATUS", "LEVEL", "METRIC"]
     assert len(table) == 3
-    expected = ["PENDING", "exceeded", "api_calls", "org", "o1", "3", "3", "100"]
-    assert table[2].split()[1:9] == expected
+    cells = table[2].split()
+    assert cells[1:6] == ["PENDING", "exceeded", "api_calls", "org", "o1"]
+    assert [Decimal(c) for c in cells[6:9]] == [3, 3, 100]
     rows = list(csv.DictReader(io.StringIO(alerted.ok("alert", "list", fmt="csv").stdout)))
     assert sorted(r["subjectId"] for r in rows) == ["o1", "o2"]
     assert {r["status"] for r in rows} == {"PENDING"}
@@ -161,18 +165,21 @@ def test_threshold_check_exit_codes(metered: Cli) -> None:
     metered.ok("threshold", "create", "api_calls", "org", "1", "--subject-id", "o9")  # ALERT
     record(metered, "o1", 2)
     allowed = metered.json("threshold", "check", "api_calls", "org", "o1")
-    assert (allowed["allowed"], allowed["used"], allowed["remaining"]) == (True, 2.0, 1.0)
-    assert allowed["limit"] == 3.0 and allowed["windowEnd"].endswith("T00:00:00Z")
+    assert allowed["allowed"] is True
+    assert (Decimal(allowed["used"]), Decimal(allowed["remaining"])) == (2, 1)
+    assert Decimal(allowed["limit"]) == 3 and allowed["windowEnd"].endswith("T00:00:00Z")
     result = metered("threshold", "check", "api_calls", "org", "o1", "--quantity", "2")
     assert result.exit_code == 1 and result.stderr == ""
     lines = result.stdout.splitlines()
-    assert "allowed      no" in lines and "used         2" in lines and "remaining    1" in lines
+    assert "allowed      no" in lines
+    fields = dict(line.split(maxsplit=1) for line in lines)
+    assert (Decimal(fields["used"]), Decimal(fields["remaining"])) == (2, 1)
     doc = json.loads(
         metered(
             "threshold", "check", "api_calls", "org", "o1", "--quantity", "5", fmt="json"
         ).stdout
     )
-    assert doc["allowed"] is False and doc["quantity"] == 5.0
+    assert doc["allowed"] is False and doc["quantity"] == "5"
     # only BLOCK thresholds count: o9's ALERT limit of 1 does not refuse
     assert metered("threshold", "check", "api_calls", "org", "o9", "--quantity", "3").exit_code == 0
     assert len(metered.json("usage", "get", "api_calls")) == 2

@@ -11,6 +11,7 @@ import unicodedata
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import tsmeter
+from tests.cli.conftest import one_line_error
 from tests.hostile import NASTY_NAMES, names
 from tsmeter.cli.main import cli
 
@@ -201,7 +203,7 @@ def test_usage_record_stores_exactly_what_was_asked(
         subject_type,
         subject_id,
     )
-    assert found.quantity == (float(quantity) if quantity is not None else 1.0)
+    assert found.quantity == (Decimal(quantity) if quantity is not None else 1)
     if when is not None:
         assert found.timestamp == when
 
@@ -378,7 +380,7 @@ def test_hostile_store_urls_end_in_one_line(shell: Shell, store: str, fmt: str) 
         check_output(fmt, shell("--format", fmt, "metric", "list", store=store or "x.db"))
 
 
-@pytest.mark.parametrize("text", ["1_000", "١٢", "1e-400", "1e400", "nan", "inf", " 1", "0x10"])
+@pytest.mark.parametrize("text", ["1_000", "١٢", "nan", "inf", " 1", "0x10", "1e-2000"])
 @pytest.mark.parametrize(
     "command",
     [
@@ -389,7 +391,8 @@ def test_hostile_store_urls_end_in_one_line(shell: Shell, store: str, fmt: str) 
     ],
 )
 def test_numbers_are_never_reinterpreted(shell: Shell, text: str, command: Sequence[str]) -> None:
-    """1_000, Arabic-Indic digits, underflow, overflow, nan, inf and spaces are usage errors."""
+    """1_000, Arabic-Indic digits, nan, inf, spaces and a value too small to take as written
+    are usage errors."""
     args = [text if a == "TEXT" else a for a in command]
     if "TEXT" not in command:
         args.append(text)
@@ -398,3 +401,23 @@ def test_numbers_are_never_reinterpreted(shell: Shell, text: str, command: Seque
     assert stored(shell, "total", "org", "o-1") == []
     with tsmeter.connect(shell.store, mirror=False) as meter:
         assert meter.list_thresholds("total") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("1e-400", "has 400 decimal places, the metric keeps 6"),
+        ("0.0000001", "has 7 decimal places, the metric keeps 6"),
+        ("1e400", "must be between -9223372036854.775807 and 9223372036854.775807"),
+    ],
+)
+def test_exact_quantities_beyond_the_metric_are_refused(
+    shell: Shell, text: str, problem: str
+) -> None:
+    """A plain number is taken exactly, never through a float (1e-400 is not 0, 1e400 not
+    infinity); one with more places than the metric keeps, or out of its range, is refused
+    by the metric in one line (exit 1) and nothing is stored."""
+    result = shell("usage", "record", "--", "total", "org", "o-1", text)
+    assert result.exit_code == 1, result.output
+    assert problem in one_line_error(result)
+    assert stored(shell, "total", "org", "o-1") == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,8 @@ def test_bad_lines_are_reported_and_good_ones_recorded_once(metered: Cli, tmp_pa
         "line 4: metricKey: unknown metric 'foo'",
         "line 5: not valid JSON: Expecting value (column 1)",
         "line 6: must be a JSON object, got an array",
-        "line 7: quantity: must be a number, got str",
+        "line 7: quantity: expected a finite number in plain decimal notation (12, -3.5, 1e6), "
+        "got 'abc'",
         "line 8: timestamp: must carry a time zone (naive timestamp '2026-01-05T10:00:00' "
         "rejected)",
         "line 9: quantiy: unknown field",
@@ -136,7 +138,7 @@ def test_clean_file_in_batches(metered: Cli, tmp_path: Path) -> None:
         "--to",
         "2026-02-01",
     )
-    assert sum(d["totalQuantity"] for d in monthly) == 3000
+    assert sum(Decimal(d["totalQuantity"]) for d in monthly) == 3000
 
 
 CSV = (
@@ -167,12 +169,12 @@ def test_csv_import(metered: Cli, tmp_path: Path) -> None:
     ]
     storage = metered.json("usage", "get", "storage_gb")
     assert [(d["id"], d["quantity"], d["metadata"], d["source"]) for d in storage] == [
-        ("c2", 12.5, {"tier": "gold"}, "csv"),
-        ("c6", 2.0, {}, None),
+        ("c2", "12.500000", {"tier": "gold"}, "csv"),
+        ("c6", "2.000000", {}, None),
     ]
     assert storage[1]["timestamp"] == "2026-01-07T10:00:00Z"
     (call,) = metered.json("usage", "get", "api_calls")
-    assert (call["quantity"], call["subjectId"]) == (1.0, "o2")
+    assert (Decimal(call["quantity"]), call["subjectId"]) == (1, "o2")
     assert "0 new, 3 already recorded, 4 bad" in metered("usage", "import", path).stdout
 
 

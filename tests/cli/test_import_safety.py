@@ -10,6 +10,7 @@ import stat
 import tempfile
 import threading
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -253,6 +254,14 @@ def test_unreadable_csv_lines_are_bad_rows(metered: Cli, tmp_path: Path) -> None
 
 # -- item 10: numbers are taken as written or refused ----------------------------------------
 PLAIN = "expected a finite number in plain decimal notation (12, -3.5, 1e6), got "
+# quantities are exact decimals: their metric (precision 6, no rounding) refuses these
+TOO_MANY_PLACES = (
+    "has 400 decimal places, the metric keeps 6 (got 1E-400); round it, or declare the "
+    "metric's rounding"
+)
+OUT_OF_RANGE = (
+    "must be between -9223372036854.775807 and 9223372036854.775807 at precision 6, got 1E+400"
+)
 
 
 @pytest.mark.parametrize(
@@ -260,8 +269,10 @@ PLAIN = "expected a finite number in plain decimal notation (12, -3.5, 1e6), got
     [
         ("1_000", PLAIN + "'1_000'"),
         ("١٢", PLAIN + "'١٢'"),
-        ("1e-400", "'1e-400' is too small: it would become 0"),
-        ("1e400", "'1e400' is too large: it would become infinity"),
+        ("1e-400", TOO_MANY_PLACES),
+        ("1e400", OUT_OF_RANGE),
+        ("1e-2000", "'1e-2000' is too small: it has more than 990 decimal places"),
+        ("1e99999999999999999999", "'1e99999999999999999999' is out of range"),
         ("inf", PLAIN + "'inf'"),
         ("0x10", PLAIN + "'0x10'"),
         ("\u00a012", PLAIN + "'\\xa012'"),
@@ -270,7 +281,8 @@ PLAIN = "expected a finite number in plain decimal notation (12, -3.5, 1e6), got
 def test_csv_numbers_are_not_reinterpreted(
     metered: Cli, tmp_path: Path, cell: str, problem: str
 ) -> None:
-    """Underscores, non-ASCII digits, underflow and overflow are errors naming quantity."""
+    """Underscores, non-ASCII digits, too many places and too large values are errors naming
+    quantity (never 0 or a rounded value)."""
     path = tmp_path / "n.csv"
     path.write_text(f"{HEADER}storage_gb,org,o1,{cell},2026-01-05T10:00:00Z,\n", encoding="utf-8")
     result = metered("usage", "import", str(path))
@@ -287,14 +299,24 @@ def test_plain_csv_numbers_are_taken_as_written(metered: Cli, tmp_path: Path) ->
     (tmp_path / "n.csv").write_text(HEADER + rows, encoding="utf-8")
     assert import_json(metered, "n.csv")["recorded"] == len(cells)
     got = [r["quantity"] for r in metered.json("usage", "get", "storage_gb")]
-    assert got == [5.0, -0.5, 0.25, 7.0, 2500.0, 12.0, 0.0]
+    assert [Decimal(q) for q in got] == [Decimal(c.strip()) for c in cells]
+    assert got == ["5.000000", "-0.500000", "0.250000", "7.000000", "2500.000000",
+                   "12.000000", "0.000000"]  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("line", "report"),
     [
-        ('{"quantity": 1e-400}', "quantity: '1e-400' is too small: it would become 0"),
-        ('{"quantity": 1e400}', "quantity: '1e400' is too large: it would become infinity"),
+        ('{"quantity": 1e-400}', "quantity: " + TOO_MANY_PLACES),
+        ('{"quantity": 1e400}', "quantity: " + OUT_OF_RANGE),
+        ('{"quantity": 1e-2000}', "quantity: '1e-2000' is too small: it has more than 990 "
+         "decimal places"),
+        ('{"quantity": 1e99999999999999999999}', "quantity: '1e99999999999999999999' is out of "
+         "range"),
+        ('{"quantity": "1e-400"}', "quantity: " + TOO_MANY_PLACES),
+        ('{"quantity": "1_000"}', "quantity: " + PLAIN + "'1_000'"),
+        ('{"quantity": "\u0661"}', "quantity: " + PLAIN + "'\u0661'"),
+        ('{"quantity": "NaN"}', "quantity: " + PLAIN + "'NaN'"),
         ('{"quantity": NaN}', "quantity: NaN is not a JSON number"),
         ('{"quantity": -Infinity}', "quantity: -Infinity is not a JSON number"),
         ('{"quantity": 1, "quantity": 1000}', "quantity: key 'quantity' appears twice in one "
@@ -303,7 +325,10 @@ def test_plain_csv_numbers_are_taken_as_written(metered: Cli, tmp_path: Path) ->
          "0"),
         ('{"metadata": {"a": 1, "a": 2}}', "metadata: key 'a' appears twice in one object"),
         ('{"quantity": 1e-400, "metadata": {"a": ' + "1" * 5000 + "}}",
-         "'1e-400' is too small: it would become 0"),
+         "not valid JSON: Exceeds the limit (4300 digits) for integer string conversion: value "
+         "has 5000 digits; use sys.set_int_max_str_digits() to increase the limit"),
+        ('{"quantity": 1e-400, "metadata": {"a": 1e400}}', "metadata: '1e400' is too large: it "
+         "would become infinity"),
         ('{"quantity": NaN, "metadata": ' + "[" * 5000 + "]" * 5000 + "}",
          "NaN is not a JSON number"),
     ],
@@ -311,8 +336,9 @@ def test_plain_csv_numbers_are_taken_as_written(metered: Cli, tmp_path: Path) ->
 def test_jsonl_numbers_are_not_reinterpreted(
     metered: Cli, tmp_path: Path, line: str, report: str
 ) -> None:
-    """JSON numbers a float cannot hold, NaN/Infinity and repeated keys are errors naming the
-    field, never 0, inf or the last value."""
+    """Quantities with too many places or out of range, metadata numbers a float cannot hold,
+    NaN/Infinity and repeated keys are errors naming the field, never 0, inf or the last
+    value."""
     item = json.dumps({**GOOD, "metricKey": "storage_gb"})[:-1] + ", " + line[1:]
     path = tmp_path / "n.jsonl"
     path.write_text(item + "\n" + json.dumps(GOOD) + "\n", encoding="utf-8")
@@ -373,7 +399,7 @@ def test_hostile_cells_round_trip_through_a_neutralised_export(tmp_path: Path) -
         for column, cell in row.items():
             if column not in ("quantity", "timestamp"):
                 assert not cell or cell[0] not in "=+-@\t\r", (column, cell)
-    assert "-5.0" in [row["quantity"] for row in rows]  # numbers are never touched
+    assert "-5.000000" in [row["quantity"] for row in rows]  # numbers are never touched
     with tsmeter.connect(f"sqlite:///{fresh_db}") as fresh:
         for s in HOSTILE:
             fresh.define_metric(s, aggregation_type="SUM", org_id=org_of[s])

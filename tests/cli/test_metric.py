@@ -29,9 +29,11 @@ def test_get_as_table_shows_one_field_per_line(metered: Cli) -> None:
 def test_list_formats(metered: Cli) -> None:
     """list prints an aligned table, a JSON array and CSV with a header row."""
     table = metered.ok("metric", "list").stdout.splitlines()
-    assert table[0].split() == ["KEY", "AGGREGATION", "UNIT", "RESET", "ORG", "NAME"]
+    assert table[0].split() == [
+        "KEY", "AGGREGATION", "UNIT", "RESET", "PRECISION", "ROUNDING", "ORG", "NAME"
+    ]  # fmt: skip
     assert set(table[1]) <= {"-", " "}
-    assert table[2].split()[:3] == ["api_calls", "COUNT", "calls"]
+    assert table[2].split()[:6] == ["api_calls", "COUNT", "calls", "MONTHLY", "6", "refuse"]
     assert table[0].index("AGGREGATION") == table[2].index("COUNT")
     docs = metered.json("metric", "list")
     assert [d["key"] for d in docs] == ["api_calls", "storage_gb"]

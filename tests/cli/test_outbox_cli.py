@@ -21,9 +21,12 @@ from tsmeter.outbox.durable import Outbox
 T0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 
 
+ONE = 1_000_000  # a quantity of 1 in units of api_calls (precision 6)
+
+
 def rows(prefix: str, n: int) -> list[RecordRow]:
-    """``n`` api_calls rows with ids ``prefix-i``."""
-    return [RecordRow(f"{prefix}-{i}", "api_calls", "org", "o1", None, 1.0, T0 + i, None, None)
+    """``n`` api_calls rows with ids ``prefix-i``, each of quantity 1."""
+    return [RecordRow(f"{prefix}-{i}", "api_calls", "org", "o1", None, ONE, T0 + i, None, None)
             for i in range(n)]  # fmt: skip
 
 
@@ -141,8 +144,9 @@ def test_retry_needs_a_store_then_delivers_everything(
         "madeDue": 5, "requeued": 2, "delivered": 7, "pending": 0, "quarantined": 0
     }  # fmt: skip
     assert doc["done"] is True and doc["deliveredBy"] == "this command"
-    ids = sorted(r["id"] for r in metered.json("usage", "get", "api_calls"))
-    assert ids == ["d-0", "d-1", "d-2", "d-3", "d-4", "q-3", "q-7"]
+    got = metered.json("usage", "get", "api_calls")
+    assert sorted(r["id"] for r in got) == ["d-0", "d-1", "d-2", "d-3", "d-4", "q-3", "q-7"]
+    assert {r["quantity"] for r in got} == {"1.000000"}
     status = metered.json("outbox", "--outbox", box_path, "status")
     assert (status["pending"], status["quarantined"]) == (0, 0)
     monkeypatch.setenv("TSMETER_OUTBOX", box_path)

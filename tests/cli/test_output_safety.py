@@ -7,6 +7,8 @@ import io
 import math
 import sqlite3
 import unicodedata
+from datetime import UTC, datetime
+from decimal import Decimal
 
 import click
 import pytest
@@ -16,6 +18,7 @@ from tests.cli.conftest import Cli, one_line_error
 from tsmeter.cli.context import CliState, pass_state
 from tsmeter.cli.main import TsmeterGroup, cli
 from tsmeter.cli.output import Column, cell_text, emit_list, emit_one, visible
+from tsmeter.domain import UsageRecord
 from tsmeter.errors import ValidationError
 from tsmeter.metering.reading import restore_cell
 
@@ -118,23 +121,25 @@ def test_csv_output_neutralises_formulas_in_text_cells_only(metered: Cli) -> Non
     assert cells == {"'=HYPERLINK(\"http://x.test\",\"hi\")", "'+1", "'-5", "'@SUM(A1)", "''=x",
                      "'abc", "ok"}  # fmt: skip
     assert {restore_cell(c) for c in cells} == set(FORMULAS)
-    assert {r["quantity"] for r in rows} == {"-5.0"}
+    assert {r["quantity"] for r in rows} == {"-5.000000"}
     raw = metered.ok("--no-csv-neutralise", "usage", "get", "storage_gb", *window, fmt="csv")
     assert {r["subjectId"] for r in csv.DictReader(io.StringIO(raw.stdout))} == set(FORMULAS)
 
 
 def test_json_output_refuses_infinity_with_one_error_line(metered: Cli) -> None:
-    """A stored quantity that is not finite is a one-line error in JSON, never ``Infinity``."""
+    """The store holds integer units only (a non-finite value is refused by its CHECK); a
+    non-finite Decimal some other store handed out is a one-line error in JSON, never
+    ``"Infinity"``, and still shows in a table."""
     record(metered, "org-1", "2")
-    with sqlite3.connect(metered.path) as conn:
-        conn.execute("UPDATE usage_records SET quantity = ?", (math.inf,))
+    with sqlite3.connect(metered.path) as conn, pytest.raises(sqlite3.IntegrityError):
+        conn.execute("UPDATE usage_records SET units = ?", (math.inf,))
     conn.close()
-    result = metered(
-        "usage", "get", "storage_gb", "--from", "2026-03-01", "--to", "2026-03-02", fmt="json"
-    )
-    assert result.exit_code == 1
-    assert one_line_error(result)
-    assert "Infinity" not in result.output and "NaN" not in result.output
+    result = CliRunner().invoke(probe, ["records"])
+    line = one_line_error(result)
+    assert "[1].quantity" in line and "JSON cannot represent" in line
+    assert "Infinity" not in result.stdout and "NaN" not in result.stdout
+    table = CliRunner().invoke(probe, ["--format", "table", "records"])
+    assert table.exit_code == 0 and "Infinity" in table.stdout
 
 
 @pytest.mark.parametrize("fmt", ["json", "csv"])
@@ -177,6 +182,21 @@ def many(state: CliState) -> None:
 def one(state: CliState) -> None:
     """One object holding minus infinity. Example: ``probe one``."""
     emit_one(state, {"subject": "o", "total": -math.inf})
+
+
+@probe.command()
+@pass_state
+def records(state: CliState) -> None:
+    """Two records, the second with an infinite quantity. Example: ``probe records``."""
+    rows = [
+        UsageRecord.model_construct(
+            id=f"r{i}", metric_key="m", subject_type="org", subject_id="o", org_id=None,
+            quantity=quantity, timestamp=datetime(2026, 3, 1, tzinfo=UTC), metadata={},
+            source=None,
+        )
+        for i, quantity in enumerate([Decimal("2.000000"), Decimal("Infinity")])
+    ]  # fmt: skip
+    emit_list(state, rows, [Column("QUANTITY", "quantity")])
 
 
 @probe.command()

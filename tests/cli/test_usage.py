@@ -48,7 +48,7 @@ def test_record_prints_the_stored_record(metered: Cli) -> None:
         "metricKey": "api_calls",
         "subjectType": "org",
         "subjectId": "o1",
-        "quantity": 1.0,
+        "quantity": "1.000000",
         "timestamp": T1,
         "metadata": {"region": "eu"},
         "source": "gateway",
@@ -67,7 +67,7 @@ def test_record_negative_quantity_after_double_dash(metered: Cli) -> None:
     """A negative quantity is accepted after ``--``."""
     metered.ok("metric", "define", "credits", "-a", "sum")
     doc = metered.json("usage", "record", "credits", "org", "o1", "--timestamp", T1, "--", "-5")
-    assert doc["quantity"] == -5.0
+    assert doc["quantity"] == "-5.000000"
 
 
 def test_user_errors_are_one_line(metered: Cli) -> None:
@@ -117,11 +117,11 @@ def test_get_formats_and_filters(metered: Cli) -> None:
     rows = list(
         csv.DictReader(io.StringIO(metered.ok("usage", "get", "storage_gb", fmt="csv").stdout))
     )
-    assert [r["quantity"] for r in rows] == ["40.0", "42.5"]
+    assert [r["quantity"] for r in rows] == ["40.000000", "42.500000"]
     table = metered.ok("usage", "get", "storage_gb").stdout.splitlines()
     assert table[0].split()[:2] == ["TIMESTAMP", "SUBJECT"]
     assert table[2].startswith("2026-01-05 10:00:00+00:00")
-    assert table[3].split()[4] == "42.5"
+    assert table[3].split()[4] == "42.500000"
 
 
 def test_table_times_follow_the_time_zone(metered: Cli) -> None:
@@ -150,7 +150,7 @@ def test_summary_daily(metered: Cli) -> None:
         "2026-02-01",
     )
     got = [(d["periodStart"], d["subjectId"], d["totalQuantity"]) for d in docs]
-    assert got == [("2026-01-05T00:00:00Z", "o1", 2.0), ("2026-01-20T00:00:00Z", "o2", 1.0)]
+    assert got == [("2026-01-05T00:00:00Z", "o1", "2"), ("2026-01-20T00:00:00Z", "o2", "1")]
     monthly = metered.json(
         "usage",
         "summary",
@@ -162,7 +162,7 @@ def test_summary_daily(metered: Cli) -> None:
         "--to",
         "2026-02-01",
     )
-    assert [(d["totalQuantity"], d["recordCount"]) for d in monthly] == [(42.5, 2)]
+    assert [(d["totalQuantity"], d["recordCount"]) for d in monthly] == [("42.500000", 2)]
 
 
 def test_summary_dates_are_local_midnight(metered: Cli) -> None:
@@ -182,14 +182,14 @@ def test_summary_dates_are_local_midnight(metered: Cli) -> None:
         "2026-01-07",
     )
     got = [(d["periodStart"], d["totalQuantity"]) for d in docs]
-    assert got == [("2026-01-04T23:00:00Z", 1.0), ("2026-01-05T23:00:00Z", 1.0)]
+    assert got == [("2026-01-04T23:00:00Z", "1"), ("2026-01-05T23:00:00Z", "1")]  # COUNT
 
 
 def test_summary_defaults_to_the_current_month(metered: Cli) -> None:
     """Without --from/--to, summary covers the current month (a record made now shows)."""
     metered.ok("usage", "record", "api_calls", "org", "o1")
     docs = metered.json("usage", "summary", "api_calls")
-    assert [(d["periodType"], d["totalQuantity"]) for d in docs] == [("MONTHLY", 1.0)]
+    assert [(d["periodType"], d["totalQuantity"]) for d in docs] == [("MONTHLY", "1")]
     table = metered.ok("usage", "summary", "api_calls").stdout.splitlines()
     assert table[0].split()[:2] == ["PERIOD", "START"]
     empty = metered.ok("usage", "summary", "storage_gb")
@@ -240,7 +240,7 @@ def test_export_csv_file(metered: Cli, tmp_path: Path) -> None:
     assert doc == {"output": str(out), "format": "csv", "records": 1}
     rows = list(csv.DictReader(out.open(encoding="utf-8", newline="")))
     assert [(r["metricKey"], r["quantity"], r["timestamp"]) for r in rows] == [
-        ("storage_gb", "42.5", T3)
+        ("storage_gb", "42.500000", T3)
     ]
     assert not (tmp_path / "out.csv.partial").exists()
     line = metered.fails("usage", "export", "-o", str(tmp_path / "missing" / "x.csv"))

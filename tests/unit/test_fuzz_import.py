@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,7 +72,13 @@ def run(
     return result, bad
 
 
-quantities = st.integers(-4_000_000, 4_000_000).map(lambda n: n / 4)
+# exact decimals of at most 6 places (the metrics' precision), small and near the range
+quantities = st.one_of(
+    st.integers(-4_000_000, 4_000_000).map(lambda n: Decimal(n) / 4),
+    st.decimals(min_value=-(10**12), max_value=10**12, places=6),
+    st.sampled_from([Decimal("0.1"), Decimal("0.01"), Decimal("0.000001"), Decimal("-0.000001"),
+                     Decimal("9223372036854.775807"), Decimal("1E+3"), Decimal("0E-6")]),
+)  # fmt: skip
 
 
 @st.composite
@@ -96,10 +103,12 @@ def good_rows(draw: st.DrawFn, count: int) -> list[dict[str, Any]]:
     return rows
 
 
-def number_text(draw: st.DrawFn, value: float) -> str:
-    """``value`` spelled in one of the ways a CSV cell may write it."""
-    text = draw(st.sampled_from([repr(value), f"{value:.17g}", f"{value:.17e}", f"+{value!r}"]))
-    text = text.replace("+-", "-")
+def number_text(draw: st.DrawFn, value: Decimal) -> str:
+    """``value`` spelled exactly in one of the ways a CSV cell may write it."""
+    fixed = f"{value:f}"
+    padded = fixed + ("0" if "." in fixed else ".0")  # a trailing zero changes no value
+    text = draw(st.sampled_from([str(value), fixed, f"{value:e}", f"+{value}", padded]))
+    text = text.replace("+-", "-").replace("e", draw(st.sampled_from("eE")))
     return draw(st.sampled_from(["", " ", "\t"])) + text + draw(st.sampled_from(["", " "]))
 
 
@@ -150,14 +159,19 @@ def jsonl_inputs(draw: st.DrawFn) -> tuple[bytes, list[dict[str, Any]], set[int]
         line = len(parts) + 1
         if kind == "good" and pending:
             i = pending.pop(0)
-            text = json.dumps(rows[i], ensure_ascii=draw(st.booleans()))
-            parts.append(text.encode())
+            row = {**rows[i], "quantity": "\x00q"}
+            text = json.dumps(row, ensure_ascii=draw(st.booleans()))
+            number = number_text(draw, rows[i]["quantity"]).strip(" \t").lstrip("+")
+            if draw(st.booleans()):  # a JSON number, or the decimal as a JSON string
+                number = json.dumps(number)
+            parts.append(text.replace('"\\u0000q"', number).encode())
             placed.add(i)
         elif kind == "bad":
             parts.append(draw(BAD_JSON).encode())
             broken.add(line)
         elif kind == "tiny":  # a good row whose quantity underflows: must be refused
             item = {**rows[0], "quantity": 1.0} if rows else {"metricKey": "storage"}
+            item = {k: str(v) if isinstance(v, Decimal) else v for k, v in item.items()}
             text = json.dumps(item).replace('"quantity": 1.0', '"quantity": 1e-400')
             parts.append(text.encode())
             broken.add(line)

@@ -17,9 +17,14 @@ continues a quoted CSV cell. Nothing is skipped silently.
   turns out malformed (an unterminated quote, text after a closing quote, the
   wrong number of cells) is reported at its first line and the lines after it
   are read again as rows, so one stray quote costs one row, not the file.
-* Numbers must be written as plain ASCII decimals; one that a float cannot hold
-  (``1e400``, or ``1e-400`` which would become 0) is an error, never a rounded
-  value. JSON's ``NaN``/``Infinity`` and keys given twice in one object are errors.
+* A quantity is taken as the exact decimal it is written as, never through a float:
+  a JSON number (parsed straight to a Decimal), a JSON string or a CSV cell, each in
+  plain ASCII decimal notation (``12``, ``-0.5``, ``1e6``). Whether it has too many
+  decimal places or is too large is for its metric to say (its precision and rounding),
+  in a message naming the line and ``quantity``. Other numbers (in metadata) are
+  floats; one that a float cannot hold (``1e400``, or ``1e-400`` which would become 0)
+  is an error, never a rounded value. JSON's ``NaN``/``Infinity`` and keys given twice
+  in one object are errors.
 * Text cells that ``tsmeter usage export`` neutralised against spreadsheet formula
   injection (a ``'`` put before a leading ``= + - @`` TAB or CR) get their
   original value back.
@@ -32,15 +37,17 @@ continues a quoted CSV cell. Nothing is skipped silently.
 from __future__ import annotations
 
 import csv
+import decimal
 import hashlib
 import json
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import IO, Any, Literal, Protocol
 
-from tsmeter.cli.params import parse_number
+from tsmeter.cli.params import check_exact, parse_decimal_text, parse_number
 from tsmeter.errors import ConflictError, ValidationError
 from tsmeter.metering.meter import Meter
 from tsmeter.metering.reading import restore_cell
@@ -89,6 +96,7 @@ _JSON_TYPES = {
     str: "a string",
     int: "a number",
     float: "a number",
+    Decimal: "a number",
     bool: "a boolean",
     type(None): "null",
 }
@@ -283,6 +291,7 @@ class _JsonProblem(ValueError):
         super().__init__(problem)
         self.problem = problem
         self.duplicate = duplicate
+        self.field = ""  # the record's field at fault, where known
 
 
 def _float(text: str) -> float:
@@ -293,6 +302,68 @@ def _float(text: str) -> float:
         return parse_number(text)
     except ValueError as exc:
         raise _JsonProblem(str(exc)) from None
+
+
+class _Written(Decimal):
+    """A JSON number as written: the exact Decimal, and its text for messages (a number
+    outside ``quantity`` becomes a float, see :func:`_settle`)."""
+
+    text: str
+
+    def __new__(cls, text: str) -> _Written:
+        try:
+            number = super().__new__(cls, text)
+        except decimal.InvalidOperation:  # an exponent beyond what a Decimal holds
+            raise _JsonProblem(f"{text[:40]!r} is out of range") from None
+        number.text = text
+        return number
+
+
+_JSON_TYPES[_Written] = "a number"
+
+
+def _floats(value: Any) -> Any:
+    """``value`` with every :class:`_Written` number in it as a float (walked without
+    recursion: any depth the parser took is fine)."""
+    if isinstance(value, _Written):
+        return _float(value.text)
+    stack = [value] if isinstance(value, dict | list) else []
+    while stack:
+        node = stack.pop()
+        for key, item in node.items() if isinstance(node, dict) else enumerate(node):
+            if isinstance(item, _Written):
+                node[key] = _float(item.text)
+            elif isinstance(item, dict | list):
+                stack.append(item)
+    return value
+
+
+def _quantity_of(value: Any) -> Any:
+    """A record's ``quantity`` as an exact Decimal if it is a number or a numeric string;
+    anything else (a boolean, null, an array) is left for the Meter to refuse by type."""
+    try:
+        if isinstance(value, _Written):
+            return check_exact(Decimal(value), value.text)
+        if isinstance(value, str):
+            return parse_decimal_text(value.strip(" \t"))
+    except ValueError as exc:
+        raise _JsonProblem(str(exc)) from None
+    return value
+
+
+def _settle(item: dict[str, Any]) -> None:
+    """Make a parsed record's numbers what the Meter takes, in place: ``quantity`` an exact
+    Decimal, every other number a float; :class:`_JsonProblem` naming the field if one
+    cannot be taken as written."""
+    for key, value in item.items():
+        try:
+            if key == "quantity":
+                item[key] = _quantity_of(value)
+            elif isinstance(value, _Written | dict | list):
+                item[key] = _floats(value)
+        except _JsonProblem as exc:
+            exc.field = key
+            raise
 
 
 def _constant(name: str) -> float:
@@ -311,8 +382,16 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _loads(text: str) -> Any:
-    """Strict JSON: numbers kept as written or refused, no NaN/Infinity, no repeated keys."""
-    return json.loads(text, parse_float=_float, parse_constant=_constant, object_pairs_hook=_object)
+    """Strict JSON: numbers kept as written or refused, no NaN/Infinity, no repeated keys;
+    every number with a fraction or an exponent is a float (metadata)."""
+    return _floats(_loads_exact(text))
+
+
+def _loads_exact(text: str) -> Any:
+    """Like :func:`_loads`, numbers with a fraction or an exponent as :class:`_Written`."""
+    return json.loads(
+        text, parse_float=_Written, parse_constant=_constant, object_pairs_hook=_object
+    )
 
 
 class _Mark:
@@ -324,9 +403,10 @@ def _field_of(text: str, problem: _JsonProblem) -> str:
 
     def mark_number(number: str) -> object:
         try:
-            return _float(number)
-        except _JsonProblem:
+            Decimal(number)
+        except decimal.InvalidOperation:
             return _Mark()
+        return 0
 
     def mark_object(pairs: list[tuple[str, Any]]) -> object:
         return _Mark() if len(dict(pairs)) != len(pairs) else dict(pairs)
@@ -369,7 +449,7 @@ def parse_jsonl(lines: Iterable[Line], delivery: str) -> Iterator[Parsed]:
             yield number, Skipped("blank")
             continue
         try:
-            item = _loads(body)
+            item = _loads_exact(body)
         except json.JSONDecodeError as exc:
             yield number, BadLine(number, "", f"not valid JSON: {exc.msg} (column {exc.colno})")
             continue
@@ -385,6 +465,11 @@ def parse_jsonl(lines: Iterable[Line], delivery: str) -> Iterator[Parsed]:
         if not isinstance(item, dict):
             got = _JSON_TYPES.get(type(item), type(item).__name__)
             yield number, BadLine(number, "", f"must be a JSON object, got {got}")
+            continue
+        try:
+            _settle(item)
+        except _JsonProblem as exc:
+            yield number, BadLine(number, exc.field, exc.problem)
             continue
         if item.get("id") is None:
             item["id"] = line_id(delivery, number, body)
@@ -443,10 +528,11 @@ def _header(row: list[str], line: int) -> list[str]:
     return names
 
 
-def _quantity(cell: str, line: int) -> float | BadLine:
-    """A plain ASCII decimal (spaces and tabs around it are ignored) as a float, or why not."""
+def _quantity(cell: str, line: int) -> Decimal | BadLine:
+    """A plain ASCII decimal (spaces and tabs around it are ignored) as the exact Decimal it
+    says, or why not."""
     try:
-        return parse_number(cell.strip(" \t"))
+        return parse_decimal_text(cell.strip(" \t"))
     except ValueError as exc:
         return BadLine(line, "quantity", str(exc))
 

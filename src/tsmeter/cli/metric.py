@@ -8,27 +8,35 @@ import click
 
 from tsmeter.cli.context import CliState, pass_state
 from tsmeter.cli.output import Column, emit_list, emit_one, json_fields
-from tsmeter.cli.params import AGGREGATIONS, RESET_PERIODS, org_option, usage_error
+from tsmeter.cli.params import AGGREGATIONS, RESET_PERIODS, ROUNDINGS, org_option, usage_error
 from tsmeter.domain import MetricDefinition
+from tsmeter.domain.quantities import DEFAULT_PRECISION, MAX_PRECISION
 
 __all__ = ["metric"]
+
+_NONE = {"rounding": "refuse"}  # a metric without rounding refuses extra decimal places
 
 _COLUMNS = [
     Column("KEY", "key"),
     Column("AGGREGATION", "aggregation_type"),
     Column("UNIT", "unit"),
     Column("RESET", "reset_period"),
+    Column("PRECISION", "precision", right=True),
+    Column("ROUNDING", "rounding", none="refuse"),
     Column("ORG", "org_id"),
     Column("NAME", "name"),
 ]
 
 
 def _fields(**options: Any) -> dict[str, Any]:
-    """The options that were given, as Meter keyword arguments (enums upper-cased)."""
+    """The options that were given, as Meter keyword arguments (enums upper-cased;
+    ``--rounding refuse`` is ``rounding=None``: more decimal places are refused)."""
     fields = {k: v for k, v in options.items() if v is not None}
-    for key in ("aggregation_type", "reset_period"):
+    for key in ("aggregation_type", "reset_period", "rounding"):
         if key in fields:
             fields[key] = str(fields[key]).upper()
+    if fields.get("rounding") == "REFUSE":
+        fields["rounding"] = None
     return fields
 
 
@@ -53,6 +61,22 @@ def _definition_options(fn: Any) -> Any:
                 default=None,
                 help="When running usage restarts [define default: monthly].",
             ),
+            click.option(
+                "--precision",
+                type=click.IntRange(0, MAX_PRECISION),
+                default=None,
+                help="Decimal places a quantity keeps, 0 to 12; quantities are stored as "
+                f"exact integers of that many places [define default: {DEFAULT_PRECISION}]; "
+                "fixed once the metric has records.",
+            ),
+            click.option(
+                "--rounding",
+                type=ROUNDINGS,
+                default=None,
+                help="How a value with more decimal places is rounded (half_even, half_up: "
+                "to nearest; up, down: away from or toward zero; ceiling, floor); refuse: "
+                "such a value is an error [define default: refuse].",
+            ),
         ]
     ):
         fn = decorator(fn)
@@ -66,6 +90,7 @@ def metric() -> None:
     \b
     Example:
         tsmeter metric define api_calls --aggregation-type count --unit calls
+        tsmeter metric define spend_usd --unit USD --precision 2 --rounding half_even
         tsmeter metric list
     """
 
@@ -83,14 +108,20 @@ def define(
     unit: str | None,
     aggregation_type: str | None,
     reset_period: str | None,
+    precision: int | None,
+    rounding: str | None,
     org_id: str | None,
 ) -> None:
     """Define a metric KEY; it is an error if KEY exists in that scope.
+
+    Quantities are exact decimals with --precision places (default 6). A value
+    with more places is refused unless --rounding says how to round it.
 
     \b
     Example:
         tsmeter metric define storage_gb --aggregation-type max --unit GB \\
             --name "Storage" --reset-period monthly
+        tsmeter metric define spend_usd --unit USD --precision 2 --rounding half_up
     """
     fields = _fields(
         name=name,
@@ -98,9 +129,11 @@ def define(
         unit=unit,
         aggregation_type=aggregation_type,
         reset_period=reset_period,
+        precision=precision,
+        rounding=rounding,
     )
     item = state.meter().define_metric(key, org_id=org_id, **fields)
-    emit_one(state, item)
+    emit_one(state, item, none=_NONE)
 
 
 @metric.command()
@@ -116,16 +149,22 @@ def update(
     unit: str | None,
     aggregation_type: str | None,
     reset_period: str | None,
+    precision: int | None,
+    rounding: str | None,
     org_id: str | None,
 ) -> None:
-    """Change a metric's name, description, unit, aggregation type or reset period.
+    """Change a metric's name, description, unit, aggregation type, reset period,
+    precision or rounding.
 
     Only the options given change. Summaries keep their components, so a new
-    aggregation type applies to past periods as well.
+    aggregation type applies to past periods as well. The precision cannot
+    change once the metric has records (they are stored as integers of its
+    places); a new rounding applies to values recorded from then on.
 
     \b
     Example:
         tsmeter metric update api_calls --unit requests --name "API requests"
+        tsmeter metric update spend_usd --rounding refuse
     """
     changes = _fields(
         name=name,
@@ -133,10 +172,12 @@ def update(
         unit=unit,
         aggregation_type=aggregation_type,
         reset_period=reset_period,
+        precision=precision,
+        rounding=rounding,
     )
     if not changes:
         raise usage_error("nothing to change: give at least one option")
-    emit_one(state, state.meter().update_metric(key, org_id, **changes))
+    emit_one(state, state.meter().update_metric(key, org_id, **changes), none=_NONE)
 
 
 @metric.command()
@@ -167,7 +208,7 @@ def get(state: CliState, key: str, org_id: str | None) -> None:
     Example:
         tsmeter --format json metric get api_calls
     """
-    emit_one(state, state.meter().get_metric(key, org_id))
+    emit_one(state, state.meter().get_metric(key, org_id), none=_NONE)
 
 
 @metric.command(name="list")

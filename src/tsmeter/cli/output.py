@@ -6,8 +6,10 @@
   controls, line separators) show as escapes such as ``\\u202e``, and a backslash as
   ``\\\\``, so a hostile subject id cannot disguise itself or its neighbours.
 * ``json``: one JSON document per command, camelCase keys: an object for one
-  result, an array for a list (times in UTC, ISO-8601). A value JSON cannot hold
-  (infinity, NaN) is an error naming it, never non-JSON output.
+  result, an array for a list (times in UTC, ISO-8601). Quantities are exact decimals
+  and are written as decimal strings with the metric's places (``"42.500000"``), never
+  through a float. A value JSON cannot hold (infinity, NaN) is an error naming it,
+  never non-JSON output.
 * ``csv``: a header row and one row per result; nested values as JSON text. Text
   cells that a spreadsheet would run as a formula (matching ``^'*[=+\\-@\\t\\r]``) get
   one ``'`` in front, unless ``--no-csv-neutralise``
@@ -27,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from decimal import Decimal
 from enum import Enum
 from typing import Any
 
@@ -63,6 +66,8 @@ class Column:
     header: str
     attr: str
     right: bool = False
+    #: what the table shows where the value is None (e.g. ``refuse`` for a metric's rounding)
+    none: str = ""
 
 
 def json_fields(model: type[Model]) -> list[str]:
@@ -70,12 +75,18 @@ def json_fields(model: type[Model]) -> list[str]:
     return [info.alias or name for name, info in model.model_fields.items()]
 
 
-def format_number(value: float) -> str:
-    """A number for people: integral values without ``.0``, others rounded to 6 decimals.
+def format_number(value: float | Decimal) -> str:
+    """A number for people: a Decimal exactly as it is, with its places and never in
+    exponent notation; a float's integral values without ``.0``, others rounded to 6
+    decimals.
 
+    >>> format_number(Decimal("42.500000")), format_number(Decimal("1E+3"))
+    ('42.500000', '1000')
     >>> format_number(3.0), format_number(2.5), format_number(1 / 3)
     ('3', '2.5', '0.333333')
     """
+    if isinstance(value, Decimal):
+        return format(value, "f")
     if value.is_integer() and abs(value) < 1e15:
         return str(int(value))
     return str(round(value, 6))
@@ -176,7 +187,9 @@ def _finite(value: Any, where: str) -> None:
     stack: list[tuple[Any, str]] = [(value, where)]
     while stack:
         item, path = stack.pop()
-        if isinstance(item, float) and not math.isfinite(item):
+        if (isinstance(item, float) and not math.isfinite(item)) or (
+            isinstance(item, Decimal) and not item.is_finite()
+        ):
             raise UnprintableError(
                 f"{path or 'the result'} is {item}, which JSON cannot represent "
                 "(the store holds a value out of range; --format table or csv shows it)"
@@ -223,11 +236,45 @@ def _jsonable(value: Any) -> Any:
         return _iso(value)
     if isinstance(value, Enum):
         return value.value
+    if isinstance(value, Decimal):  # exact: a decimal string, as pydantic's JSON mode does
+        return format(value, "f") if value.is_finite() else float(value)
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     return value
+
+
+def _numbers(row: Model) -> dict[str, Decimal | float | int]:
+    """The numeric fields of a model by JSON name, as Python numbers (pydantic's JSON mode
+    writes Decimals as strings, which CSV must not take for text)."""
+    return {
+        info.alias or name: value
+        for name, info in type(row).model_fields.items()
+        if isinstance(value := getattr(row, name), Decimal | float | int)
+        and not isinstance(value, bool)
+    }
+
+
+def _json_doc(row: Row, index: int | None = None) -> dict[str, Any]:
+    """``row`` for JSON output; a non-finite Decimal field (which pydantic would write as the
+    string "Infinity") is an :class:`UnprintableError` naming it."""
+    if isinstance(row, Model):
+        for key, value in _numbers(row).items():
+            if isinstance(value, Decimal) and not value.is_finite():
+                where = key if index is None else f"[{index}].{key}"
+                _finite({where: float(value)}, "")
+    return _doc(row)
+
+
+def _csv_doc(row: Row) -> dict[str, Any]:
+    """``row`` for CSV output: numbers stay numbers (never neutralised as text)."""
+    doc = _doc(row)
+    if isinstance(row, Model):
+        doc.update(_numbers(row))
+    else:
+        doc.update({str(k): v for k, v in row.items() if isinstance(v, Decimal)})
+    return doc
 
 
 def _doc(row: Row) -> dict[str, Any]:
@@ -270,7 +317,7 @@ def _cell_pieces(value: Any, zone: tzinfo) -> list[str]:
         return _pieces(str(value.value))
     if isinstance(value, bool):
         return ["yes" if value else "no"]
-    if isinstance(value, float):
+    if isinstance(value, float | Decimal):
         return [format_number(value)]
     if isinstance(value, int):
         return [str(value)]
@@ -299,6 +346,8 @@ def _csv_cell(value: Any, neutralise: bool) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return neutralise_cell(value) if neutralise else value
+    if isinstance(value, Decimal):
+        return format_number(value)
     return str(value)
 
 
@@ -349,29 +398,40 @@ def emit_list(
     """
     items = list(rows)
     if state.fmt == "json":
-        click.echo(_json([_doc(r) for r in items]))
+        click.echo(_json([_json_doc(r, i) for i, r in enumerate(items)]))
     elif state.fmt == "csv":
-        docs = [_doc(r) for r in items]
+        docs = [_csv_doc(r) for r in items]
         _write_csv(state, docs, fields if fields is not None else list(docs[0]) if docs else [])
     elif not items:
         click.echo(empty, err=True)
     else:
         zone = state.zone()
-        cells = [[_cell(_get(r, c.attr), zone) for c in columns] for r in items]
+        cells = [[_column_cell(c, _get(r, c.attr), zone) for c in columns] for r in items]
         right = {i for i, c in enumerate(columns) if c.right}
         for text in table_lines([visible(c.header) for c in columns], cells, right):
             click.echo(text)
 
 
-def emit_one(state: CliState, row: Row, *, text: str | None = None) -> None:
-    """Print one result; in table format ``text`` (a sentence) if given, else field lines.
+def _column_cell(column: Column, value: Any, zone: tzinfo) -> str:
+    return visible(column.none) if value is None and column.none else _cell(value, zone)
+
+
+def emit_one(
+    state: CliState,
+    row: Row,
+    *,
+    text: str | None = None,
+    none: Mapping[str, str] | None = None,
+) -> None:
+    """Print one result; in table format ``text`` (a sentence) if given, else field lines
+    (``none``: what a field line shows for a None value, by its JSON name).
 
     Example: ``emit_one(state, metric)`` or ``emit_one(state, {"deleted": key}, text=...)``.
     """
     if state.fmt == "json":
-        click.echo(_json(_doc(row)))
+        click.echo(_json(_json_doc(row)))
     elif state.fmt == "csv":
-        doc = _doc(row)
+        doc = _csv_doc(row)
         _write_csv(state, [doc], list(doc))
     elif text is not None:
         click.echo("\n".join(visible(line, backslash=False) for line in text.split("\n")))
@@ -386,8 +446,10 @@ def emit_one(state: CliState, row: Row, *, text: str | None = None) -> None:
             pairs = list(row.items())
         pairs = [(visible(str(k)), v) for k, v in pairs]
         width = max(len(k) for k, _ in pairs)
+        shown = none or {}
         for key, value in pairs:
-            click.echo(f"{key.ljust(width)}  {_cell(value, zone)}".rstrip())
+            cell = shown[key] if value is None and key in shown else _cell(value, zone)
+            click.echo(f"{key.ljust(width)}  {cell}".rstrip())
 
 
 @contextmanager

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import decimal
 import json
 import math
 import re
 from collections.abc import Callable
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from tsmeter.domain import AggregationType, PeriodType, ResetPeriod, ThresholdAction
+from tsmeter.domain import AggregationType, PeriodType, ResetPeriod, Rounding, ThresholdAction
 
 __all__ = [
     "ACTIONS",
@@ -18,9 +20,12 @@ __all__ = [
     "NUMBER",
     "PERIODS",
     "RESET_PERIODS",
+    "ROUNDINGS",
     "Number",
+    "check_exact",
     "json_object",
     "org_option",
+    "parse_decimal_text",
     "parse_number",
     "range_options",
     "subject_options",
@@ -33,45 +38,97 @@ PERIODS = click.Choice([p.value.lower() for p in PeriodType], case_sensitive=Fal
 RESET_PERIODS = click.Choice([p.value.lower() for p in ResetPeriod], case_sensitive=False)
 AGGREGATIONS = click.Choice([a.value.lower() for a in AggregationType], case_sensitive=False)
 ACTIONS = click.Choice([a.value.lower() for a in ThresholdAction], case_sensitive=False)
+#: ``--rounding``: a :class:`~tsmeter.domain.Rounding`, or ``refuse`` (values with more
+#: decimal places than the metric keeps are errors)
+ROUNDINGS = click.Choice([r.value.lower() for r in Rounding] + ["refuse"], case_sensitive=False)
 
 
 _PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_PLAIN = "expected a finite number in plain decimal notation (12, -3.5, 1e6), got "
+#: the smallest exponent taken as written: a non-zero value below 10**-990 has more decimal
+#: places than any metric keeps, and is too far below them to round reliably
+_MIN_ADJUSTED = -990
+_MAX_SHOWN = 40
+_MAX_DIGITS = 40  # an integral value with more digits keeps its exponent (no metric holds it)
 
 
-def parse_number(text: str) -> float:
-    """A finite number written in plain ASCII decimal notation, or ValueError saying why.
+def _shown(text: str) -> str:
+    """``text`` quoted for an error message, shortened (hostile input must not make huge
+    error lines)."""
+    if len(text) <= _MAX_SHOWN:
+        return repr(text)
+    return f"{text[: _MAX_SHOWN // 2]!r}... ({len(text)} characters)"
 
-    Python's ``float()`` (and so click's FLOAT) also takes ``1_000``, Arabic-Indic digits,
-    ``nan``, ``inf`` and surrounding spaces, and turns ``1e-400`` into 0 and ``1e400`` into
-    infinity; a quantity must never be reinterpreted like that, so those are refused.
 
-    >>> parse_number("-3.5"), parse_number("1e6"), parse_number(".5")
-    (-3.5, 1000000.0, 0.5)
-    >>> parse_number("1_000")
+def parse_decimal_text(text: str) -> Decimal:
+    """A number written in plain ASCII decimal notation, as the exact Decimal it says (never
+    through a float), or ValueError saying why.
+
+    ``Decimal()`` also takes ``1_000``, Arabic-Indic digits, ``nan``, ``inf`` and surrounding
+    spaces; a quantity must never be reinterpreted like that, so those are refused. Whether
+    the value has too many decimal places or is too large is for its metric to say.
+
+    >>> parse_decimal_text("-3.5"), parse_decimal_text("1e6"), parse_decimal_text(".10")
+    (Decimal('-3.5'), Decimal('1000000'), Decimal('0.10'))
+    >>> parse_decimal_text("1_000")
     Traceback (most recent call last):
     ValueError: expected a finite number in plain decimal notation (12, -3.5, 1e6), got '1_000'
     """
     if not _PLAIN_NUMBER.fullmatch(text):
+        raise ValueError(_PLAIN + _shown(text))
+    try:
+        number = Decimal(text)
+    except decimal.InvalidOperation:  # an exponent beyond what Decimal holds
+        raise ValueError(f"{_shown(text)} is out of range") from None
+    return check_exact(number, text)
+
+
+def check_exact(number: Decimal, text: str) -> Decimal:
+    """``number`` (written as ``text``) if it can be taken as written, else ValueError: a
+    non-zero value more than 990 places after the point is refused, never taken as 0. An
+    integral value written with an exponent (``1e6``) comes back without it (``1000000``),
+    so it prints as people write it.
+
+    >>> check_exact(Decimal("1E+6"), "1e6"), check_exact(Decimal("2.50"), "2.50")
+    (Decimal('1000000'), Decimal('2.50'))
+    """
+    if number and number.adjusted() < _MIN_ADJUSTED:
         raise ValueError(
-            f"expected a finite number in plain decimal notation (12, -3.5, 1e6), got {text!r}"
+            f"{_shown(text)} is too small: it has more than {-_MIN_ADJUSTED} decimal places"
         )
+    exponent = number.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > 0 and number.adjusted() <= _MAX_DIGITS:
+        return Decimal(int(number))  # exact: an integer of at most 41 digits
+    return number
+
+
+def parse_number(text: str) -> float:
+    """A finite number written in plain ASCII decimal notation as a float (for settings such
+    as durations, never for quantities: see :func:`parse_decimal_text`), or ValueError.
+
+    >>> parse_number("-3.5"), parse_number("1e6"), parse_number(".5")
+    (-3.5, 1000000.0, 0.5)
+    """
+    if not _PLAIN_NUMBER.fullmatch(text):
+        raise ValueError(_PLAIN + _shown(text))
     value = float(text)
     if math.isinf(value):
-        raise ValueError(f"{text!r} is too large: it would become infinity")
+        raise ValueError(f"{_shown(text)} is too large: it would become infinity")
     mantissa = text.lower().split("e")[0]
     if value == 0 and mantissa.strip("+-.0"):
-        raise ValueError(f"{text!r} is too small: it would become 0")
+        raise ValueError(f"{_shown(text)} is too small: it would become 0")
     return value
 
 
 if TYPE_CHECKING:  # generic from click 8.2 on; 8.1's is not subscriptable at run time
-    _NumberBase = click.ParamType[float]
+    _NumberBase = click.ParamType[Decimal]
 else:
     _NumberBase = click.ParamType
 
 
 class Number(_NumberBase):
-    """A click parameter type for numbers that refuses what :func:`parse_number` refuses.
+    """A click parameter type for exact decimal numbers: what :func:`parse_decimal_text`
+    takes, as a Decimal (never a float).
 
     Example: ``@click.argument("quantity", type=NUMBER)``.
     """
@@ -80,12 +137,14 @@ class Number(_NumberBase):
 
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        """The number as a float; a usage error naming the parameter otherwise."""
-        if isinstance(value, float):
+    ) -> Decimal:
+        """The number as a Decimal; a usage error naming the parameter otherwise."""
+        if isinstance(value, Decimal):
             return value
+        if isinstance(value, int) and not isinstance(value, bool):  # a default such as 1
+            return Decimal(value)
         try:
-            return parse_number(str(value))
+            return parse_decimal_text(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import math
+import decimal
+from decimal import Decimal
 from typing import Any
 
 import click
 
 from tsmeter.cli.context import CliState, pass_state
 from tsmeter.cli.output import Column, emit_list, emit_one, json_fields
-from tsmeter.cli.params import ACTIONS, NUMBER, PERIODS, org_option, parse_number, usage_error
+from tsmeter.cli.params import (
+    ACTIONS,
+    NUMBER,
+    PERIODS,
+    org_option,
+    parse_decimal_text,
+    usage_error,
+)
 from tsmeter.domain import UsageThreshold
 from tsmeter.domain.targets import mask_url
 
@@ -29,20 +37,30 @@ _COLUMNS = [
 ]
 
 
-def warn_level(text: str | None, limit: float) -> float | None:
-    """``--warn-at``: an absolute value, or a percentage of ``limit`` such as ``90%``.
+# exact arithmetic for a percentage of a limit: an inexact result is an error, not rounded
+_TRAPS = [decimal.Inexact, decimal.InvalidOperation, decimal.Overflow, decimal.Underflow]
+_EXACT = decimal.Context(prec=100, Emax=999, Emin=-999, traps=_TRAPS)
+_HUNDRED = Decimal(100)
 
-    >>> warn_level("90%", 1000.0), warn_level("750", 1000.0)
-    (900.0, 750.0)
+
+def warn_level(text: str | None, limit: Decimal) -> Decimal | None:
+    """``--warn-at``: an absolute value, or a percentage of ``limit`` such as ``90%``,
+    computed exactly (the metric's precision and rounding then apply to it).
+
+    >>> warn_level("90%", Decimal(1000)), warn_level("750.5", Decimal(1000))
+    (Decimal('900'), Decimal('750.5'))
+    >>> warn_level("90%", Decimal("1000.00")), warn_level("33.3%", Decimal("0.10"))
+    (Decimal('900.00'), Decimal('0.0333'))
     """
     if text is None:
         return None
     value = text
     try:
         if value.endswith("%"):
-            return limit * parse_number(value[:-1]) / 100
-        return parse_number(value)
-    except ValueError:
+            share = parse_decimal_text(value[:-1])
+            return _EXACT.divide(_EXACT.multiply(limit, share), _HUNDRED)
+        return parse_decimal_text(value)
+    except (ValueError, decimal.DecimalException):
         raise usage_error(
             f"--warn-at: expected a number or a percentage such as 80%, got {text!r}"
         ) from None
@@ -143,7 +161,7 @@ def create(
     state: CliState,
     metric_key: str,
     subject_type: str,
-    limit: float,
+    limit: Decimal,
     subject_id: str,
     warn_at: str | None,
     period: str | None,
@@ -153,6 +171,9 @@ def create(
     org_id: str | None,
 ) -> None:
     """Create a LIMIT on METRIC for subjects of SUBJECT_TYPE (one, or all with *).
+
+    LIMIT and --warn-at are exact decimals (a percentage of LIMIT is computed
+    exactly, never through a float).
 
     \b
     Example:
@@ -178,7 +199,7 @@ def create(
 def update(
     state: CliState,
     threshold_id: str,
-    limit: float | None,
+    limit: Decimal | None,
     warn_at: str | None,
     period: str | None,
     action: str | None,
@@ -254,7 +275,7 @@ def list_(
 @click.option(
     "--quantity",
     type=NUMBER,
-    default=1.0,
+    default="1",
     show_default=True,
     help="How much more to record (for a count metric: that many records).",
 )
@@ -265,7 +286,7 @@ def check(
     metric_key: str,
     subject_type: str,
     subject_id: str,
-    quantity: float,
+    quantity: Decimal,
     org_id: str | None,
 ) -> None:
     """Would recording --quantity more METRIC for the subject stay within its BLOCK thresholds?
@@ -282,8 +303,6 @@ def check(
         tsmeter threshold check api_calls org org-1 --quantity 50
         tsmeter threshold check api_calls org org-1 || echo "over quota"
     """
-    if not math.isfinite(quantity):
-        raise usage_error(f"--quantity: must be a finite number, got {quantity!r}")
     decision = state.meter().check(metric_key, subject_type, subject_id, quantity, org_id=org_id)
     doc = {
         "metricKey": metric_key,

@@ -6,6 +6,7 @@ import os
 import stat
 import tempfile
 from contextlib import ExitStack
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -84,7 +85,7 @@ def record(
     metric_key: str,
     subject_type: str,
     subject_id: str,
-    quantity: float | None,
+    quantity: Decimal | None,
     timestamp: str | None,
     record_id: str | None,
     metadata: dict[str, Any] | None,
@@ -93,12 +94,15 @@ def record(
 ) -> None:
     """Record QUANTITY of METRIC used by one subject (QUANTITY defaults to 1 for count metrics).
 
+    QUANTITY is an exact decimal (never a float): more decimal places than the
+    metric's precision are an error unless the metric declares a rounding.
     Options go first; put -- before a negative QUANTITY.
 
     \b
     Example:
         tsmeter usage record api_calls org org-123 --id req-42
         tsmeter usage record storage_gb org org-123 42.5 --timestamp 2026-01-05T10:00:00Z
+        tsmeter usage record spend_usd org org-123 0.10
         tsmeter usage record credits org org-123 --id refund-7 -- -5
     """
     item = state.meter().record(
@@ -174,7 +178,9 @@ def import_(
     A CSV quote left open is one bad row; the lines after it are read again.
     Exits with status 1 if any line was bad. CSV columns: id, metricKey,
     subjectType, subjectId, quantity, timestamp, metadata (JSON), source,
-    orgId; empty cells mean absent. Numbers must be plain ASCII decimals.
+    orgId; empty cells mean absent. Quantities (JSON numbers, JSON strings or
+    CSV cells) are taken as exact decimals, never through a float, and must be
+    plain ASCII decimals.
 
     Lines without an id get one derived from the delivery key, the line number
     and the text. The key is the SHA-256 of FILE's content (stdin is copied to
@@ -317,7 +323,8 @@ def summary(
     """Show METRIC's usage per subject and period (every period overlapping the range).
 
     Summaries are always fresh: records that arrived since the last aggregation
-    are included.
+    are included. Totals are exact, with the metric's decimal places (JSON:
+    decimal strings such as "1250.500000"; an avg is rounded half to even).
 
     \b
     Example:
