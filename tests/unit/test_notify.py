@@ -8,6 +8,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from tsmeter.domain.targets import mask_url
 from tsmeter.errors import ValidationError
 from tsmeter.integrations.notify import Notifier, NotifySettings, sign, verify_signature
 from tsmeter.integrations.notify.channels import build_email
-from tsmeter.integrations.notify.render import email_text
+from tsmeter.integrations.notify.render import email_text, webhook_body
 
 BASE_ENV = {"TSMETER_SMTP_HOST": "mail.example.com", "TSMETER_SMTP_FROM": "a@example.com"}
 
@@ -112,7 +113,7 @@ def test_verify_signature_rejects_a_bare_hex_or_garbage() -> None:
 
 
 # -- rendering ----------------------------------------------------------------------------
-def _alert(level: str, actual: float, percentage: float, **extra: object) -> UsageAlert:
+def _alert(level: str, actual: float | Decimal, percentage: float, **extra: object) -> UsageAlert:
     fields: dict[str, object] = {
         "threshold_id": "t1", "metric_key": "storage_gb", "subject_type": "org",
         "subject_id": "org-9", "level": level, "period_start": None, "period_end": None,
@@ -136,6 +137,29 @@ def test_subjects_for_each_kind() -> None:
     resolved, body = email_text("threshold.resolved", _alert("exceeded", 700, 70), threshold, at)
     assert resolved.startswith("[tsmeter] storage_gb back under its limit for org org-9")
     assert "Level:        exceeded (resolved)" in body
+
+
+def test_figures_are_exact_decimals() -> None:
+    """Email text shows every digit of the exact values (no float noise, nothing rounded);
+    the webhook's JSON carries them as decimal strings with the metric's places."""
+    threshold = UsageThreshold(
+        metric_key="spend", subject_type="org", threshold=Decimal("0.30"),
+        warn_threshold=Decimal("0.24"),
+    )  # fmt: skip
+    actual = Decimal("0.100000") + Decimal("0.200000")  # as floats: 0.30000000000000004
+    alert = _alert("exceeded", 0, 100.0, actual_value=actual, threshold_value=Decimal("0.30"))
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    subject, body = email_text("threshold.exceeded", alert, threshold, at)
+    assert subject.endswith(": 0.3 of 0.3 (100 %)")
+    assert "Actual:       0.3\n" in body and "Threshold:    0.3 (warn at 0.24)\n" in body
+    big = _alert("exceeded", 0, 100.0, actual_value=Decimal("1234567.000001"),
+                 threshold_value=Decimal("1000000.000000"))  # fmt: skip
+    subject, _ = email_text("threshold.exceeded", big, threshold, at)
+    assert "1,234,567.000001 of 1,000,000 " in subject
+    doc = json.loads(webhook_body("threshold.exceeded", "d1", alert, threshold, at))
+    assert (doc["alert"]["actualValue"], doc["alert"]["thresholdValue"]) == ("0.300000", "0.30")
+    assert (doc["threshold"]["threshold"], doc["threshold"]["warnThreshold"]) == ("0.30", "0.24")
+    assert Decimal(doc["alert"]["actualValue"]) == Decimal("0.1") + Decimal("0.2")
 
 
 def test_email_headers_stay_single_lines() -> None:

@@ -5,8 +5,12 @@ delivery log, so every retry (and a restarted process) sends the same content.
 
 >>> one_line("acme\\r\\nBcc: victim@example.com")
 'acme\\\\r\\\\nBcc: victim@example.com'
->>> quantity(1050.0), quantity(2.5), percent(105.0)
+>>> quantity(Decimal("1050.000000")), quantity(Decimal("2.500000")), percent(105.0)
 ('1,050', '2.5', '105 %')
+
+Quantities are exact: the email shows every significant digit of the Decimal (its
+trailing zeros dropped, nothing rounded), the webhook's JSON carries decimal strings
+with the metric's places (``"1050.000000"``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from tsmeter.domain import UsageAlert, UsageThreshold
@@ -37,11 +42,20 @@ def one_line(text: str) -> str:
     return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
-def quantity(value: float) -> str:
-    """A number with thousands separators; integral values without decimals."""
-    if value.is_integer() and abs(value) < 1e15:
-        return f"{int(value):,}"
-    return f"{value:,.4f}".rstrip("0").rstrip(".")
+def quantity(value: Decimal | float) -> str:
+    """An exact number with thousands separators: every digit of the value, without the
+    trailing zeros of its fraction (a float by its shortest repr); never rounded.
+
+    >>> quantity(Decimal("1234567.000100")), quantity(Decimal("-0.000001")), quantity(7)
+    ('1,234,567.0001', '-0.000001', '7')
+    """
+    number = value if isinstance(value, Decimal) else Decimal(repr(value))
+    if not number.is_finite():
+        return str(number)
+    text = format(number, ",f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 
 
 def percent(value: float) -> str:
