@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 import shlex
 import time
@@ -10,6 +9,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
 import click
@@ -35,6 +35,7 @@ from tsmeter.domain import (
     UsageSummary,
     UsageThreshold,
 )
+from tsmeter.domain.quantities import avg_units, from_units, to_units
 from tsmeter.domain.validation import from_ns
 from tsmeter.errors import QuotaExceededError
 from tsmeter.limits.quotas import QuotaDecision
@@ -69,21 +70,53 @@ def sparkline(values: Sequence[float]) -> str:
     return "".join(_SPARKS[min(7, int((v - low) / span * 8))] for v in values)
 
 
-def _n(value: float) -> str:
-    return f"{value:,.0f}" if value.is_integer() or abs(value) >= 1000 else f"{value:,.1f}"
+def _n(value: Decimal | float) -> str:
+    """An exact quantity with thousands separators and its own decimal places.
+
+    >>> _n(Decimal("1234567.80")), _n(Decimal("12E+3")), _n(20.0), _n(2.5)
+    ('1,234,567.80', '12,000', '20', '2.5')
+    """
+    if isinstance(value, float):
+        value = Decimal(int(value)) if value.is_integer() else Decimal(repr(value))
+    return format(value, ",f")
 
 
-def _nice(value: float) -> float:
-    """``value`` rounded to two significant digits (a plan limit a person would choose)."""
-    step = 10 ** max(0, math.floor(math.log10(max(value, 1))) - 1)
-    return float(round(value / step) * step)
+def _short(value: Decimal) -> str:
+    """Like :func:`_n` without the trailing zeros of the fraction (exact, never rounded): a
+    limit and its default warn level (80 %: ``432.0``) read ``432``.
+
+    >>> _short(Decimal("432.0")), _short(Decimal("12.50")), _short(Decimal("300"))
+    ('432', '12.5', '300')
+    """
+    text = _n(value)
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def month_total(agg: AggregationType, rows: Sequence[UsageSummary]) -> tuple[float, str]:
-    """A metric's total over every subject for one period, and what that number means."""
+def _nice(value: Decimal) -> Decimal:
+    """``value`` rounded half to even to two significant digits (a plan limit a person
+    would choose), as an integer.
+
+    >>> _nice(Decimal("12345.6")), _nice(Decimal("0.4")), _nice(Decimal("75"))
+    (Decimal('12000'), Decimal('0'), Decimal('75'))
+    """
+    step = Decimal(10) ** max(0, max(value, Decimal(1)).adjusted() - 1)
+    return Decimal(int((value / step).to_integral_value(ROUND_HALF_EVEN) * step))
+
+
+def _total(rows: Sequence[UsageSummary], attr: str) -> Decimal:
+    """The exact sum of one Decimal field of ``rows``."""
+    return sum((getattr(r, attr) for r in rows), Decimal(0))
+
+
+def month_total(
+    agg: AggregationType, rows: Sequence[UsageSummary], precision: int = 0
+) -> tuple[Decimal, str]:
+    """A metric's total over every subject for one period, and what that number means (an
+    AVG: the sum over the count, rounded half to even to ``precision`` places)."""
     if agg is AggregationType.AVG:
         count = sum(r.record_count for r in rows)
-        return (sum(r.sum for r in rows) / count if count else 0.0), "mean of all records"
+        units = to_units("sum", _total(rows, "sum"), precision, None)
+        return from_units(avg_units(units, count), precision), "mean of all records"
     meaning = {
         AggregationType.COUNT: "number of records",
         AggregationType.SUM: "sum of all records",
@@ -91,7 +124,7 @@ def month_total(agg: AggregationType, rows: Sequence[UsageSummary]) -> tuple[flo
         AggregationType.MIN: "sum of each org's minimum",
         AggregationType.LAST: "sum of each org's latest value",
     }[agg]
-    return sum(r.total_quantity for r in rows), meaning
+    return _total(rows, "total_quantity"), meaning
 
 
 @dataclass
@@ -185,7 +218,12 @@ def demo(state: CliState, records: int, seed: int, month: str | None) -> None:
     start_ns, end_ns = month_bounds(meter.calendar, month, datetime.now(UTC))
     for m in METRICS:
         meter.define_metric(
-            m.key, aggregation_type=m.aggregation, unit=m.unit, name=m.name, reset_period=m.reset
+            m.key,
+            aggregation_type=m.aggregation,
+            unit=m.unit,
+            name=m.name,
+            reset_period=m.reset,
+            precision=m.precision,
         )
     recorded_in = 0.0
     count = 0
@@ -242,7 +280,7 @@ def report(meter: Meter, run: _Run) -> list[str]:
     rows = []
     for m in METRICS:
         agg = AggregationType(m.aggregation)
-        value, meaning = month_total(agg, summaries[m.key])
+        value, meaning = month_total(agg, summaries[m.key], m.precision)
         records = sum(r.record_count for r in summaries[m.key])
         rows.append([m.key, m.aggregation, m.unit, f"{records:,}", _n(value), meaning])
     headers = ["METRIC", "AGGREGATION", "UNIT", "RECORDS", "MONTH TOTAL", "MEANING"]
@@ -280,21 +318,22 @@ def report(meter: Meter, run: _Run) -> list[str]:
 def _daily_chart(meter: Meter, run: _Run, incident_org: str) -> list[str]:
     """Daily api_calls as horizontal bars, then an hour-of-day sparkline."""
     zone = meter.calendar.zone
-    daily: dict[datetime, float] = defaultdict(float)
+    daily: dict[datetime, Decimal] = defaultdict(Decimal)
     for row in meter.get_usage_summaries("api_calls", "DAILY", start=run.start, end=run.end):
         daily[row.period_start] += row.total_quantity
-    hourly: dict[int, float] = defaultdict(float)
+    hourly: dict[int, Decimal] = defaultdict(Decimal)
     for row in meter.get_usage_summaries("api_calls", "HOURLY", start=run.start, end=run.end):
         hourly[row.period_start.astimezone(zone).hour] += row.total_quantity
-    peak = max(daily.values(), default=0.0)
+    peak = float(max(daily.values(), default=0))
     out = ["Daily api_calls, all organisations"]
     for day in sorted(daily):
         local = day.astimezone(zone)
         spike = (
             "  <- " + incident_org + " retry storm" if (local.day == incident_day(local)) else ""
         )
-        out.append(f"  {local:%a %d}  {bar(daily[day], peak, 40):<40}  {daily[day]:>9,.0f}{spike}")
-    hours = [hourly.get(h, 0.0) for h in range(24)]
+        drawn = bar(float(daily[day]), peak, 40)
+        out.append(f"  {local:%a %d}  {drawn:<40}  {_n(daily[day]):>9}{spike}")
+    hours = [float(hourly.get(h, 0)) for h in range(24)]
     out += [
         "",
         f"api_calls by hour of day ({meter.timezone}):",
@@ -304,10 +343,10 @@ def _daily_chart(meter: Meter, run: _Run, incident_org: str) -> list[str]:
     return out
 
 
-def _used(meter: Meter, key: str, start: datetime, end: datetime, org: str | None) -> float:
-    """``key``'s usage in ``[start, end)``, of every org or one."""
+def _used(meter: Meter, key: str, start: datetime, end: datetime, org: str | None) -> Decimal:
+    """``key``'s usage in ``[start, end)``, of every org or one (exact)."""
     rows = meter.get_usage_summaries(key, "MONTHLY", start=start, end=end, subject_id=org)
-    return sum(r.total_quantity for r in rows)
+    return _total(rows, "total_quantity")
 
 
 def _set_thresholds(meter: Meter, start: datetime, end: datetime) -> _Thresholds:
@@ -315,8 +354,9 @@ def _set_thresholds(meter: Meter, start: datetime, end: datetime) -> _Thresholds
     then try to record more credits for the org past its BLOCK limit."""
     api = _used(meter, "api_calls", start, end, None)
     compute = _used(meter, "compute_minutes", start, end, None)
-    plan = _nice(api / sum(o.api_share for o in ORGS) * 23)
-    fair_use = _nice(compute * 0.21)
+    shares = sum(Decimal(repr(o.api_share)) for o in ORGS)
+    plan = _nice(api * 23 / shares)
+    fair_use = _nice(compute * Decimal("0.21"))
     monthly = {"period_type": "MONTHLY", "action": "ALERT"}
     rules = [
         (meter.create_threshold("api_calls", "org", plan, **monthly), "the plan limit"),
@@ -327,7 +367,7 @@ def _set_thresholds(meter: Meter, start: datetime, end: datetime) -> _Thresholds
     # their (lifetime) BLOCK limit counts the month's usage and refuses the next record.
     spent = _used(meter, "credits", start, end, PREPAID_ORG)
     if spent > 0:
-        pack = _nice(spent * 0.85)
+        pack = _nice(spent * Decimal("0.85"))
         rules.append(
             (
                 meter.create_threshold("credits", "org", pack, PREPAID_ORG, action="BLOCK"),
@@ -352,7 +392,7 @@ def _try_past_the_limit(meter: Meter) -> list[str]:
     except QuotaExceededError as exc:
         decision = exc.decision
         assert isinstance(decision, QuotaDecision)
-        used, limit = decision.used or 0.0, decision.limit or 0.0
+        used, limit = decision.used or Decimal(0), decision.limit or Decimal(0)
         return [
             f"Blocked: {call} raised QuotaExceededError:",
             f"  {PREPAID_ORG} has used {_n(used)} of its {_n(limit)} credits; nothing recorded.",
@@ -372,8 +412,8 @@ def _threshold_section(thresholds: _Thresholds) -> list[str]:
     for rule, purpose in thresholds.rules:
         who = "every org" if rule.subject_id == "*" else rule.subject_id
         per = "per month" if rule.period_type is PeriodType.MONTHLY else "lifetime"
-        warn = _n(rule.warn_threshold or rule.threshold)
-        limit = f"{_n(rule.threshold)} {units[rule.metric_key]}"
+        warn = _short(rule.warn_threshold or rule.threshold)
+        limit = f"{_short(rule.threshold)} {units[rule.metric_key]}"
         rows.append([rule.metric_key, who, limit, per, warn, rule.action.value, purpose])
     headers = ["METRIC", "FOR", "LIMIT", "WINDOW", "WARN AT", "ACTION", "PURPOSE"]
     out += ["  " + line for line in table_lines(headers, rows, {2, 4})]

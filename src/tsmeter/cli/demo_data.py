@@ -51,13 +51,15 @@ class Org:
 
 @dataclass(frozen=True)
 class Metric:
-    """A metric the demo defines."""
+    """A metric the demo defines (``precision``: the decimal places its quantities keep;
+    the generator writes no more than that, so nothing is rounded)."""
 
     key: str
     aggregation: str
     unit: str
     name: str
     reset: str = "MONTHLY"
+    precision: int = 0
 
 
 ORGS = (
@@ -74,9 +76,9 @@ ORGS = (
 )
 METRICS = (
     Metric("api_calls", "COUNT", "calls", "API calls"),
-    Metric("compute_minutes", "SUM", "min", "Compute time"),
-    Metric("storage_gb", "MAX", "GB", "Storage (peak)"),
-    Metric("response_ms", "AVG", "ms", "API response time"),
+    Metric("compute_minutes", "SUM", "min", "Compute time", precision=1),
+    Metric("storage_gb", "MAX", "GB", "Storage (peak)", precision=2),
+    Metric("response_ms", "AVG", "ms", "API response time", precision=1),
     Metric("credits", "SUM", "credits", "AI credits (prepaid)", "NEVER"),
 )
 INCIDENT_ORG = "initech"
@@ -189,7 +191,9 @@ def generate(
     chunk_size: int = 50_000,
 ) -> Iterator[list[dict[str, Any]]]:
     """Exactly ``records`` usage records over ``[start_ns, end_ns)``, in time order, as
-    ``record_batch`` input, in chunks of about ``chunk_size``."""
+    ``record_batch`` input, in chunks of about ``chunk_size``. Quantities have at most their
+    metric's decimal places (a float rounded to them is taken by its shortest repr, so
+    ``round(x, 1)`` is exactly that one-place decimal)."""
     rng = random.Random(seed)
     slots = _slots(calendar, start_ns, end_ns, rng)
     every = max(1, math.ceil(len(ORGS) * len(slots) / (0.05 * records)))
