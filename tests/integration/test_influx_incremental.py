@@ -294,3 +294,27 @@ def test_fresh_summaries_include_what_no_run_processed(
     ]
     assert [(r.record_count, r.sum) for r in rows] == [expected[:2]]
     assert store.rollup(PeriodType.HOURLY, CAL).periods_recomputed == 1  # the query wrote none
+
+
+def test_a_level_below_is_written_only_where_it_is_kept(
+    stores: tuple[InfluxServer, str, InfluxStore],
+) -> None:
+    """MONTHLY alone writes no hourly or daily summaries (influxd is not asked for them);
+    once DAILY and HOURLY have run, MONTHLY brings them up to date first, late records
+    included."""
+    server, db, store = stores
+    records = month()
+    store.append(records, 0)
+    store.rollup(PeriodType.MONTHLY, CAL)
+    for below in ("usage_hourly", "usage_daily"):
+        assert server.series(f'SELECT count("count") FROM "{below}"', db) == []
+    (row,) = server.series('SELECT sum("units_sum"), sum("count") FROM "usage_monthly"', db)
+    assert (row["sum"], row["sum_1"]) == (sum(r.quantity for r in records), len(records))
+    store.rollup(PeriodType.HOURLY, CAL)
+    store.rollup(PeriodType.DAILY, CAL)
+    late = [record("late", 5.5, 1000)]
+    store.append(late, 0)
+    store.rollup(PeriodType.MONTHLY, CAL)
+    assert stored(server, db) == brute(records + late)
+    (day,) = server.series('SELECT sum("units_sum") FROM "usage_daily"', db)
+    assert day["sum"] == sum(r.quantity for r in records + late)

@@ -329,6 +329,8 @@ def test_avg_and_last_roll_up_from_hours_to_month(make_meter: MeterFactory, tmp_
     record_all(meter, regular + [r for r in ties if r.id.endswith("-a")])
     records = regular + ties
     assert_matches(meter, records, PeriodType.MONTHLY)
+    meter.aggregate("HOURLY")  # kept levels: DAILY and MONTHLY roll up from them
+    meter.aggregate("DAILY")
     result = meter.aggregate("MONTHLY")
     assert result.records_seen == len(records) * len(AGGS)
     for period in (PeriodType.HOURLY, PeriodType.DAILY, PeriodType.MONTHLY):

@@ -46,9 +46,10 @@ def check_stored(
 
 @pytest.mark.parametrize("zone", ZONES)
 def test_first_run_from_the_log_and_after_it_was_trimmed(tmp_path: Path, zone: str) -> None:
-    """MONTHLY run first (every type reads the complete log); then HOURLY alone trims the
-    log, and YEARLY and WEEKLY run for the first time read the records instead; late and new
-    records in between: every type equals the brute force."""
+    """MONTHLY run first, from the complete log, keeping no level below it; then HOURLY alone
+    trims the log, and YEARLY (from the kept MONTHLY) and WEEKLY (from the records: DAILY is
+    not kept) run for the first time; late and new records in between: every type run equals
+    the brute force, and DAILY, never run, stores nothing."""
     records = spread("a", ["o1", "o2", "o3"], [2, 3, 17])
     with tsmeter.connect(f"sqlite:///{tmp_path}/s.db", timezone=zone) as meter:
         define_all(meter)
@@ -63,7 +64,9 @@ def test_first_run_from_the_log_and_after_it_was_trimmed(tmp_path: Path, zone: s
         meter.aggregate("MONTHLY")
         for period in (PeriodType.DAILY, PeriodType.WEEKLY, PeriodType.MONTHLY):
             assert_matches(meter, records, period, utc(2026, 1, 1), utc(2026, 5, 1), each=False)
-        check_stored(meter, records, zone, tuple(PeriodType))
+        kept = (PeriodType.HOURLY, PeriodType.WEEKLY, PeriodType.MONTHLY, PeriodType.YEARLY)
+        check_stored(meter, records, zone, kept)
+        assert all(stored(meter, agg, PeriodType.DAILY, zone) == [] for agg in AGGS)
 
 
 @pytest.mark.parametrize("zone", ZONES)
@@ -111,7 +114,8 @@ def test_a_run_rewrites_only_the_series_that_changed(tmp_path: Path) -> None:
     with tsmeter.connect(f"sqlite:///{tmp_path}/s.db") as meter:
         define_all(meter)
         record_all(meter, records)
-        meter.aggregate("MONTHLY")
+        for period in ("HOURLY", "DAILY", "MONTHLY"):  # kept levels: MONTHLY rolls up from them
+            meter.aggregate(period)
         path = f"{tmp_path}/s.db"
         with closing(sqlite3.connect(path)) as conn:
             before = dict(conn.execute(_COMPUTED, (key(AGGS[0]),)).fetchall())
@@ -131,3 +135,30 @@ _COMPUTED = (
     "SELECT m.period_type || '|' || s.subject_id || '|' || m.period_start, m.computed_at"
     " FROM summaries m JOIN series s ON s.id = m.series_id WHERE s.metric_key = ?"
 )
+
+
+@pytest.mark.parametrize("zone", ZONES)
+def test_a_level_below_is_used_and_written_only_where_it_is_kept(tmp_path: Path, zone: str) -> None:
+    """MONTHLY alone is computed from the records and writes no hourly or daily summaries;
+    once DAILY has run, MONTHLY rolls up from it and brings it up to date first; every
+    stored type equals the brute force after late records."""
+    records = spread("a", ["o1", "o2"], [2, 17])
+    with tsmeter.connect(f"sqlite:///{tmp_path}/s.db", timezone=zone) as meter:
+        define_all(meter)
+        record_all(meter, records)
+        meter.aggregate("MONTHLY")
+        check_stored(meter, records, zone, (PeriodType.MONTHLY,))
+        for below in (PeriodType.HOURLY, PeriodType.DAILY):
+            assert all(stored(meter, agg, below, zone) == [] for agg in AGGS)
+        late = spread("b", ["o2"], [17])
+        record_all(meter, late)
+        records += late
+        meter.aggregate("MONTHLY")
+        check_stored(meter, records, zone, (PeriodType.MONTHLY,))
+        meter.aggregate("DAILY")  # from the records: HOURLY is not kept either
+        assert all(stored(meter, agg, PeriodType.HOURLY, zone) == [] for agg in AGGS)
+        later = spread("c", ["o1", "o3"], [2, 30])
+        record_all(meter, later)
+        records += later
+        meter.aggregate("MONTHLY")
+        check_stored(meter, records, zone, (PeriodType.DAILY, PeriodType.MONTHLY))

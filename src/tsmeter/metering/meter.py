@@ -373,7 +373,9 @@ class Meter:
 
         Without a range it is incremental: every period touched since the last
         run, late records included. With a range, every period overlapping it
-        is recomputed. Running it again gives identical summaries.
+        is recomputed. Running it again gives identical summaries. A level below
+        ``period_type`` is used (and brought up to date first) where it is kept, i.e. its own
+        roll-up has run in this zone; otherwise the records are read.
         Example: ``meter.aggregate("DAILY")``.
         """
         return self._aggregation.aggregate(period_type, start, end)

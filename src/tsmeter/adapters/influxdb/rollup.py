@@ -508,10 +508,13 @@ def rollup_from(
 ) -> RollupStats:
     """Recompute the touched (or the requested) periods and overwrite their summaries.
 
-    Like the embedded store, the period types below ``period`` are brought up to date
-    first (each is computed from the raw points, not from the level below).
+    Like the embedded store, the period types below ``period`` that are kept (their roll-up
+    has run in this zone) are brought up to date first; one never run is not written (each
+    type is computed from the raw points, not from the level below).
     """
     below = ROLLUP_SOURCE[period]
+    if below is not None and source.ledger(_state_key(below, calendar)) is None:
+        below = None
     failed: list[SeriesKey] = []
     if below is not None:
         try:
