@@ -81,7 +81,9 @@ def test_services_work_from_their_ports_alone(store: SQLiteStore) -> None:
     seen: list[Sequence[RecordRow]] = []
     sinks = RecordSinks()
     sinks.add(seen.append)
-    recorder = Recorder(store, Intake(metrics.resolve), quotas, bus, sinks, metric_of=metrics.resolve)
+    recorder = Recorder(
+        store, Intake(metrics.resolve), quotas, bus, sinks, metric_of=metrics.resolve
+    )
 
     recorder.record("api_calls", "org", "org-1", id="a", enforce=True)
     recorder.record_batch([{"metricKey": "api_calls", "subjectType": "org",

@@ -10,7 +10,7 @@ contracts this package follows, and accepts either on input::
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from enum import StrEnum
 from functools import cache
 from typing import Any, NamedTuple
@@ -365,13 +365,28 @@ class UsageThreshold(Model):
     @model_validator(mode="after")
     def _warn_default(self) -> UsageThreshold:
         if self.warn_threshold is None:
-            object.__setattr__(self, "warn_threshold", self.threshold * _WARN_SHARE)
+            object.__setattr__(self, "warn_threshold", _share(self.threshold))
         elif not 0 < self.warn_threshold <= self.threshold:
             raise ValueError("warnThreshold: must be greater than 0 and at most threshold")
         return self
 
 
 _WARN_SHARE = Decimal("0.8")  # the default warn level: 80 % of the threshold
+
+
+def _share(threshold: Decimal) -> Decimal:
+    """80 % of ``threshold``, exactly, with no more places than that needs (``100`` gives
+    ``80``, not ``80.0``).
+
+    >>> _share(Decimal("100")), _share(Decimal("0.5")), _share(Decimal("12.34"))
+    (Decimal('80'), Decimal('0.4'), Decimal('9.872'))
+    """
+    with localcontext(prec=80):
+        warn = threshold * _WARN_SHARE
+        exponent = threshold.as_tuple().exponent
+        places = min(0, exponent) if isinstance(exponent, int) else 0
+        trimmed = warn.quantize(Decimal(1).scaleb(places))
+        return trimmed if trimmed == warn else warn.normalize()
 
 
 class UsageAlert(Model):

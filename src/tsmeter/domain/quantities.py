@@ -52,6 +52,8 @@ MAX_UNITS = 2**63 - 1
 #: the longest text accepted as a number (a 64-bit integer with 12 decimals and a sign is 21)
 MAX_TEXT = 64
 _SCALES = tuple(10**p for p in range(MAX_PRECISION + 1))
+_TINY = -(MAX_PRECISION + 2)  # the exponent below which a value is under 1/100 of any unit
+_TINY_VALUE = Decimal(1).scaleb(_TINY - 1)
 _EXACT = 2**53  # floats below this magnitude hold every integer exactly
 
 
@@ -144,20 +146,31 @@ def to_units(field: str, value: object, precision: int, rounding: Rounding | Non
     number = parse_decimal(field, value)
     if number.adjusted() > 19 + MAX_PRECISION:
         raise _range(field, value, precision)
+    if number and number.adjusted() < _TINY:
+        if rounding is None:
+            raise _places(field, value, number, precision)
+        # below a hundredth of a unit at any precision: every mode rounds it as it rounds
+        # this stand-in of the same sign (the exponent stays within the context's range)
+        number = _TINY_VALUE.copy_sign(number)
     scaled_number = number.scaleb(precision, _CONTEXT)
     whole = scaled_number.to_integral_value(decimal.ROUND_DOWN, _CONTEXT)
     if whole != scaled_number:
         if rounding is None:
-            places = -number.normalize(_CONTEXT).as_tuple().exponent  # type: ignore[operator]
-            raise ValidationError(
-                field, f"has {places} decimal places, the metric keeps {precision} (got"
-                f" {_shown(value)}); round it, or declare the metric's rounding"
-            )  # fmt: skip
+            raise _places(field, value, number, precision)
         whole = scaled_number.to_integral_value(_MODES[rounding], _CONTEXT)
     units = int(whole)
     if -MAX_UNITS <= units <= MAX_UNITS:
         return units
     raise _range(field, value, precision)
+
+
+def _places(field: str, value: object, number: Decimal, precision: int) -> ValidationError:
+    wide = decimal.Context(prec=60, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
+    places = -number.normalize(wide).as_tuple().exponent  # type: ignore[operator]
+    return ValidationError(
+        field, f"has {places} decimal places, the metric keeps {precision} (got"
+        f" {_shown(value)}); round it, or declare the metric's rounding"
+    )  # fmt: skip
 
 
 def _range(field: str, value: object, precision: int) -> ValidationError:
