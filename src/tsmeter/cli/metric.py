@@ -67,7 +67,7 @@ def _definition_options(fn: Any) -> Any:
                 default=None,
                 help="Decimal places a quantity keeps, 0 to 12; quantities are stored as "
                 f"exact integers of that many places [define default: {DEFAULT_PRECISION}]; "
-                "fixed once the metric has records.",
+                "fixed once the metric is defined.",
             ),
             click.option(
                 "--rounding",
@@ -157,8 +157,8 @@ def update(
     precision or rounding.
 
     Only the options given change. Summaries keep their components, so a new
-    aggregation type applies to past periods as well. The precision cannot
-    change once the metric has records (they are stored as integers of its
+    aggregation type applies to past periods as well. The precision is fixed
+    once the metric is defined (its values are stored as integers of its
     places); a new rounding applies to values recorded from then on.
 
     \b
