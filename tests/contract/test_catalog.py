@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -128,7 +129,7 @@ def test_threshold_crud(store: Store) -> None:
     store.add_threshold(second)
     assert store.get_threshold(first.id) == first
     assert store.list_thresholds() == [first, second]
-    changed = first.model_copy(update={"threshold": 200.0, "action": ThresholdAction.WARN})
+    changed = first.model_copy(update={"threshold": Decimal(200), "action": ThresholdAction.WARN})
     store.replace_threshold(changed)
     assert store.get_threshold(first.id) == changed
     assert store.list_thresholds() == [changed, second]

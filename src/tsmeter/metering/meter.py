@@ -18,7 +18,7 @@ service.
 ...     _ = meter.record("api_calls", "org", "org-1", timestamp="2026-01-05T10:00:00Z")
 ...     meter.get_usage_summary("api_calls", "org", "org-1", "MONTHLY",
 ...                             at="2026-01-20T00:00:00Z").total_quantity
-1.0
+Decimal('1')
 """
 
 from __future__ import annotations
