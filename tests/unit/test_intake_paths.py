@@ -391,6 +391,51 @@ def test_intake_takes_the_compiled_path_for_plain_records(monkeypatch: pytest.Mo
 
 
 @needs_compiled
+def test_records_without_ids_stay_on_the_compiled_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records without an id take fresh ids on the compiled path: it stops once for want of
+    ids (they are drawn, at most 4,096 at a time) and goes on, never giving the records to
+    msgspec or the loop; the ids are fresh, distinct and in order."""
+    intake = Intake(_resolver)
+    base = {"metricKey": "api_calls", "subjectType": "org", "subjectId": "org-1"}
+    intake.rows([base])
+    native = intake_module.compiled
+    assert native is not None
+    stops: list[tuple[int, int]] = []
+
+    def rows_fast(items: list[Any], start: int, *rest: Any) -> int:
+        stops.append((start, native.rows_fast(items, start, *rest)))
+        return stops[-1][1]
+
+    monkeypatch.setattr(intake_module, "compiled", type("C", (), {"rows_fast": rows_fast}))
+    monkeypatch.setattr(intake, "_plain", None)  # calling the msgspec path would fail the test
+    rows = intake.rows([{**base, "quantity": 0.5} for _ in range(5_000)])
+    assert stops == [(0, 0), (0, 0), (1, 4096), (4096, 5_000)]  # no ids; its metric; no ids
+    ids = [row.id for row in rows]
+    assert len(set(ids)) == 5_000 and ids == sorted(ids)
+    assert {row.quantity for row in rows} == {500_000}
+
+
+@needs_compiled
+def test_a_column_of_quantities_converts_as_to_units_does() -> None:
+    """The compiled conversion of a column gives what to_units gives for floats and ints
+    that fit, and gives the column back (None) where one value needs the Python path."""
+    native = intake_module.compiled
+    assert native is not None
+    values: list[Any] = [0.1, 2.5, -3.25, 7, -(2**40), 1e-6, 123456.789012, 0.0, -0.0]
+    for precision in (0, 3, 6, 12):
+        fits = [v for v in values if _fits(v, precision)]
+        want = [int(Decimal(repr(v)).scaleb(precision)) for v in fits]
+        assert native.units_column(fits, 10**precision) == want
+    for odd in (0.1 + 0.2, float("nan"), float("inf"), "1", Decimal(1), True, 2**63, 1e300):
+        assert native.units_column([1.0, odd], 10**6) is None
+
+
+def _fits(value: float | int, precision: int) -> bool:
+    exact = Decimal(repr(value)).scaleb(precision)
+    return exact == exact.to_integral_value() and abs(exact) < 2**53
+
+
+@needs_compiled
 def test_rows_of_plain_values_are_left_to_reference_counting() -> None:
     """Rows the compiled path makes hold only strings, numbers and None: they cannot be part
     of a cycle, so the cyclic collector never walks them (otherwise every collection would

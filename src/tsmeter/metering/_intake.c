@@ -103,6 +103,71 @@ new_row(PyTypeObject *tp, PyObject **items, Py_ssize_t n)
     return row;
 }
 
+/* quantity_units(q, scale, &units): 1 with ``units`` set where ``q`` is a float whose
+ * shortest repr has at most log10(scale) places (round(q * scale) half to even divides back
+ * to q; beyond 2**53 the Python path decides) or an int within ±(2**63 - 1) units; else 0
+ * (the Python path decides: another type, too many places, out of range, NaN). */
+static int quantity_units(PyObject *q, long long scale, long long *units)
+{
+    if (PyFloat_CheckExact(q)) {
+        double v = PyFloat_AS_DOUBLE(q), d = (double)scale;
+        double scaled = v * d;
+        if (!(scaled > -EXACT && scaled < EXACT)) /* NaN, infinities, out of range */
+            return 0;
+        double whole = nearbyint(scaled);
+        if (whole / d != v)
+            return 0; /* more places than the metric keeps */
+        *units = (long long)whole;
+        return 1;
+    }
+    if (PyLong_CheckExact(q)) {
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(q, &overflow);
+        if (overflow || (v == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (__builtin_mul_overflow(v, scale, units) || *units == LLONG_MIN)
+            return 0;
+        return 1;
+    }
+    return 0;
+}
+
+/* units_column(quantities, scale) -> list[int] | None: each quantity in units of ``scale``
+ * where every one of them converts as quantity_units says, else None. */
+static PyObject *units_column(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_CheckExact(args[0]) || !PyLong_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "units_column(list, int)");
+        return NULL;
+    }
+    PyObject *quantities = args[0];
+    long long scale = PyLong_AsLongLong(args[1]);
+    if (scale < 1 || scale > MAX_SCALE) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(quantities);
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long units;
+        if (quantity_units(PyList_GET_ITEM(quantities, i), scale, &units) <= 0) {
+            Py_DECREF(out);
+            Py_RETURN_NONE;
+        }
+        PyObject *value = PyLong_FromLongLong(units);
+        if (value == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, value);
+    }
+    return out;
+}
+
 /* rows_fast(items, start, out, valid, metrics, ids, now, utc, max_id, row_type) -> int
  *
  * Appends to ``out`` a row for each of items[start:] that is a plain record with nothing
@@ -210,37 +275,16 @@ rows_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 break;
             qvalue = Py_NewRef(fallback);
         }
-        else if (PyFloat_CheckExact(quantity)) {
-            /* to_units: round(v * scale) half to even, kept where it divides back to v */
-            double v = PyFloat_AS_DOUBLE(quantity), d = (double)scale;
-            double scaled = v * d;
-            if (!(scaled > -EXACT && scaled < EXACT)) /* NaN, infinities, out of range */
-                break;
-            double whole = nearbyint(scaled);
-            if (whole / d != v)
-                break; /* more places than the metric keeps: the Python path decides */
-            qvalue = PyLong_FromLongLong((long long)whole);
-            if (qvalue == NULL)
-                return NULL;
-            present++;
-        }
-        else if (PyLong_CheckExact(quantity)) {
-            int overflow = 0;
-            long long v = PyLong_AsLongLongAndOverflow(quantity, &overflow), units;
-            if (overflow || (v == -1 && PyErr_Occurred())) {
-                PyErr_Clear();
-                break;
-            }
-            /* beyond ±(2**63 - 1) units: the Python path refuses it */
-            if (__builtin_mul_overflow(v, scale, &units) || units == LLONG_MIN)
-                break;
+        else {
+            long long units;
+            int done = quantity_units(quantity, scale, &units);
+            if (done <= 0)
+                break; /* not a number the Python path need not decide */
             qvalue = PyLong_FromLongLong(units);
             if (qvalue == NULL)
                 return NULL;
             present++;
         }
-        else
-            break;
 
         PyObject *ts = get(item, k_timestamp);
         PyObject *ns;
@@ -333,6 +377,8 @@ rows_fast(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyMethodDef methods[] = {
     {"rows_fast", (PyCFunction)(void (*)(void))rows_fast, METH_FASTCALL,
      "Validated rows for plain records; returns where it stopped."},
+    {"units_column", (PyCFunction)(void (*)(void))units_column, METH_FASTCALL,
+     "Quantities in units of one scale, or None where one needs the Python path."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -242,6 +242,11 @@ class Intake:
                          RecordRow)  # fmt: skip
             if index == count:
                 break
+            if not ids and type(items[index]) is dict and items[index].get("id") is None:
+                # it stops where a record needs an id and none is at hand: draw the ids the
+                # rest of the call may need (at most 4,096) and let it go on
+                ids += reversed(new_ids(min(count - index, 4096)))
+                continue
             misses = misses + 1 if index == after_loop else 0
             if misses < STUCK:  # the first record of each metric stops it once per call
                 out += self._loop(items[index : index + 1], index, now, metrics, ids, scopes)
@@ -542,8 +547,12 @@ def _units(
     """The quantities of a column in units of each record's metric, as the loop makes them:
     a column of floats that fit (see ``to_units``) or of ints within range a list at a time
     (C-level maps), any other column value by value (raising where a record is bad)."""
+    used = {metrics[pair].precision for pair in set(zip(keys, orgs, strict=True))}
+    if len(used) == 1 and compiled is not None and compiled_path:
+        units: list[int] | None = compiled.units_column(quantities, _SCALES[next(iter(used))])
+        if units is not None:
+            return units
     pairs = list(zip(keys, orgs, strict=True))
-    used = {metrics[pair].precision for pair in set(pairs)}
     scales: Iterable[int] = (
         repeat(_SCALES[used.pop()]) if len(used) == 1
         else [_SCALES[metrics[pair].precision] for pair in pairs]
