@@ -24,7 +24,8 @@ from tsmeter.adapters.influxdb.schema import summary_measurement
 from tsmeter.adapters.influxdb.store import InfluxStore
 from tsmeter.domain import PeriodType, RecordRow
 from tsmeter.domain.periods import Calendar
-from tsmeter.errors import ValidationError
+from tsmeter.errors import SeriesError, ValidationError
+from tsmeter.ports import SummaryQuery
 
 H = 3_600_000_000_000
 FIELDS = ("count", "units_sum", "units_min", "units_max", "units_last", "last_ts")
@@ -134,7 +135,9 @@ def test_a_wrapped_sum_is_flagged(influx_db: tuple[InfluxServer, str]) -> None:
     components say so (count × max > 2**63-1), so its reader never takes it for a total."""
     server, db = influx_db
     client = InfluxV1Client(InfluxV1Config(f"http://127.0.0.1:{server.port}", db))
+    store = InfluxStore.from_url(f"influxdb://127.0.0.1:{server.port}/{db}")
     try:
+        store.rollup(PeriodType.HOURLY, Calendar("UTC"))  # the store's own roll-ups have run
         now = time.time_ns() // 1_000_000_000 * 1_000_000_000
         times = [now - (i + 1) * 1_000_000 for i in range(4)]  # one second, so one hour
         values = [2**62, 2**62 - 1, 2**62 - 2, 5]
@@ -158,9 +161,15 @@ def test_a_wrapped_sum_is_flagged(influx_db: tuple[InfluxServer, str]) -> None:
         wrapped = (int(exact) + 2**63) % 2**64 - 2**63  # two's complement, as Go's int64
         assert found == (4, wrapped, 5, 2**62, 2**62, times[0])
         assert total != exact and not summed_exactly(count, low, high)
+        # the store never reads the wrapped total as one: it sums the points again, and names
+        # the series whose total a 64-bit field cannot hold
+        query = SummaryQuery("big", PeriodType.HOURLY, start, start + H)
+        with pytest.raises(SeriesError, match="64-bit"):
+            store.summaries(query, Calendar("UTC"))
         for name in queries:
             client.query(f"DROP CONTINUOUS QUERY {quote_ident(name)} ON {quote_ident(db)}")
     finally:
+        store.close()
         client.close()
 
 

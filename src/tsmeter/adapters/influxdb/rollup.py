@@ -41,6 +41,7 @@ from tsmeter.adapters.influxdb.client import (
     quote_ident,
     series_rows,
 )
+from tsmeter.adapters.influxdb.cq import summed_exactly
 from tsmeter.adapters.influxdb.lineprotocol import (
     encode_point,
     series_prefix,
@@ -621,12 +622,15 @@ def fresh_from(source: Source, query: SummaryQuery, calendar: Calendar) -> list[
             end = calendar.next_start(query.period_type, row.period_start)
             key = (row.metric_key, row.subject_type, row.subject_id, row.org_id)
             found[(key, row.period_start)] = row._replace(period_end=end)
+            if not summed_exactly(row.record_count, row.min, row.max):
+                # a continuous query's sum may have wrapped: the period is summed again
+                touched[(row.period_start, end)] = None
         # what no run has processed yet (the settle pass is left to runs)
         todo, _ = changelog.pending(source, ledger, ledger.settled,
                                     (query.metric_key, query.org_id))  # fmt: skip
         by_hour = _by_hour(todo)
         for bounds, keys in calendar.periods_of_hours(query.period_type, by_hour).items():
-            if bounds[0] < query.end and bounds[1] > query.start:
+            if bounds[0] < query.end and bounds[1] > query.start and bounds not in touched:
                 touched[bounds] = keys
     failed: list[SeriesKey] = []
     if touched:
