@@ -165,6 +165,13 @@ class MetricDefinition(Model):
         """The quantity of ``units`` of this metric, with ``precision`` places."""
         return from_units(units, self.precision)
 
+    def usage(self, value: int) -> Decimal:
+        """A value of :func:`~tsmeter.domain.quantities.aggregate_units` as users see it:
+        for a COUNT metric the number of records, else :meth:`decimal` of the units."""
+        if self.aggregation_type is AggregationType.COUNT:
+            return Decimal(value)
+        return self.decimal(value)
+
     @field_validator("key")
     @classmethod
     def _key(cls, value: str) -> str:

@@ -56,7 +56,6 @@ from tsmeter.limits.event_log import EventLog
 from tsmeter.limits.windows import (
     LIFETIME_END,
     threshold_period,
-    usage_decimal,
     window,
     window_totals,
 )
@@ -132,7 +131,7 @@ class Monitor:
         one = None if threshold.subject_id == "*" else threshold.subject_id
         totals = window_totals(self._store, self._calendar, metric, period, (start, end),
                                threshold.subject_type, one, failures)  # fmt: skip
-        usage = {s: usage_decimal(metric, t.value(metric.aggregation_type))
+        usage = {s: metric.usage(t.value(metric.aggregation_type))
                  for s, t in totals.items()}  # fmt: skip
         if one is not None:
             usage.setdefault(one, _ZERO)

@@ -38,7 +38,6 @@ from tsmeter.limits.windows import (
     LIFETIME_END,
     Totals,
     threshold_period,
-    usage_decimal,
     window,
     window_totals,
 )
@@ -218,9 +217,9 @@ class QuotaView:
                     continue  # a record for another window does not count against this one
                 threshold, limit = rule[0], rule[0].threshold
                 aggregation = metric.aggregation_type
-                used = usage_decimal(metric, w.totals.value(aggregation))
+                used = metric.usage(w.totals.value(aggregation))
                 after = w.totals.projected(aggregation, records, units)
-                allowed = usage_decimal(metric, after) <= limit
+                allowed = metric.usage(after) <= limit
                 remaining = limit - used if used < limit else _ZERO
                 tighter = (
                     best is not None

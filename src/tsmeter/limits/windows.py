@@ -9,7 +9,6 @@ the usage of any aggregation type can be read off it and a new record added.
 from __future__ import annotations
 
 import logging
-from decimal import Decimal
 
 from tsmeter.domain import (
     AggregationType,
@@ -28,7 +27,6 @@ __all__ = [
     "LIFETIME_END",
     "Totals",
     "threshold_period",
-    "usage_decimal",
     "window",
     "window_totals",
 ]
@@ -57,10 +55,10 @@ class Totals:
     """Roll-up components of one subject's usage in one window, in the metric's units
     (integers: exact, whatever the number of records)."""
 
-    __slots__ = ("count", "last_ts", "last_value", "max", "min", "sum")
+    __slots__ = ("last_ts", "last_value", "max", "min", "record_count", "sum")
 
     def __init__(self) -> None:
-        self.count = 0
+        self.record_count = 0
         self.sum = 0
         self.min = 0
         self.max = 0
@@ -71,8 +69,8 @@ class Totals:
         """Add a summary's components."""
         if row.record_count == 0:
             return
-        first = self.count == 0
-        self.count += row.record_count
+        first = self.record_count == 0
+        self.record_count += row.record_count
         self.sum += row.sum
         self.min = row.min if first else min(self.min, row.min)
         self.max = row.max if first else max(self.max, row.max)
@@ -81,8 +79,8 @@ class Totals:
 
     def add(self, units: int, ts: int) -> None:
         """Add one record of ``units``."""
-        first = self.count == 0
-        self.count += 1
+        first = self.record_count == 0
+        self.record_count += 1
         self.sum += units
         self.min = units if first else min(self.min, units)
         self.max = units if first else max(self.max, units)
@@ -92,43 +90,26 @@ class Totals:
     def value(self, aggregation: AggregationType) -> int:
         """The usage as the metric measures it, in units (COUNT: the number of records;
         AVG: rounded half to even; 0 with no records)."""
-        if self.count == 0:
+        if self.record_count == 0:
             return 0
-        return aggregate_units(aggregation.value, _Parts(self))
+        return aggregate_units(aggregation.value, self)
 
     def projected(self, aggregation: AggregationType, records: int, units: int) -> int:
         """The usage after ``records`` more records adding up to ``units``."""
         if records <= 0:
             return self.value(aggregation)
         if aggregation is AggregationType.COUNT:
-            return self.count + records
+            return self.record_count + records
         if aggregation is AggregationType.SUM:
             return self.sum + units
         if aggregation is AggregationType.AVG:
-            return avg_units(self.sum + units, self.count + records)
+            return avg_units(self.sum + units, self.record_count + records)
         each = avg_units(units, records)
         if aggregation is AggregationType.MAX:
-            return max(self.max, each) if self.count else each
+            return max(self.max, each) if self.record_count else each
         if aggregation is AggregationType.MIN:
-            return min(self.min, each) if self.count else each
+            return min(self.min, each) if self.record_count else each
         return each
-
-
-class _Parts:
-    """A Totals seen as summary components (for :func:`aggregate_units`)."""
-
-    __slots__ = ("last_value", "max", "min", "record_count", "sum")
-
-    def __init__(self, totals: Totals) -> None:
-        self.record_count, self.sum = totals.count, totals.sum
-        self.min, self.max, self.last_value = totals.min, totals.max, totals.last_value
-
-
-def usage_decimal(metric: MetricDefinition, value: int) -> Decimal:
-    """A usage value of :meth:`Totals.value` as the Decimal a threshold is compared with."""
-    if metric.aggregation_type is AggregationType.COUNT:
-        return Decimal(value)
-    return metric.decimal(value)
 
 
 def window_totals(

@@ -12,11 +12,9 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
-from decimal import Decimal
 from typing import IO, Literal
 
 from tsmeter.domain import (
-    AggregationType,
     MetricDefinition,
     PeriodType,
     ResetPeriod,
@@ -187,10 +185,7 @@ class Queries:
     ) -> UsageSummary:
         agg = metric.aggregation_type
         decimal = metric.decimal
-        if agg is AggregationType.COUNT:
-            total = Decimal(row.record_count)
-        else:
-            total = decimal(aggregate_units(agg, row))
+        total = metric.usage(aggregate_units(agg, row))
         return UsageSummary.model_construct(
             metric_key=row.metric_key, subject_type=row.subject_type, subject_id=row.subject_id,
             org_id=row.org_id, period_type=period, period_start=from_ns(row.period_start),
