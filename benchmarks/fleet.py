@@ -32,7 +32,6 @@ import itertools
 import json
 import os
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -45,7 +44,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from influx_ingest import Ceiling, ceiling
+from influx_ingest import Ceiling, ceiling, cpu_of, own_cpu
 
 from tests.influx_server import InfluxServer
 from tests.pg_server import PostgresServer
@@ -96,34 +95,6 @@ def worker(url: str, n: int, seed: int, call: int, spread: bool, data_home: str)
         seconds = time.perf_counter() - t0
         cpu = own_cpu() - cpu0
     print(json.dumps({"seconds": seconds, "cpu": cpu}), flush=True)
-
-
-def own_cpu() -> float:
-    """CPU seconds (user and system, every thread) this process has used."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def cpu_of(pid: int, *, tree: bool = False) -> float:
-    """CPU seconds process ``pid`` has used (every thread); with ``tree``, plus its children,
-    live (read from /proc) and ended (what it reaped)."""
-    tick = os.sysconf("SC_CLK_TCK")
-
-    def fields(p: int | str) -> list[str]:
-        with open(f"/proc/{p}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()
-
-    own = fields(pid)
-    ticks = int(own[11]) + int(own[12])
-    if tree:
-        ticks += int(own[13]) + int(own[14])
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                with contextlib.suppress(OSError):
-                    child = fields(entry)
-                    if int(child[1]) == pid:
-                        ticks += int(child[11]) + int(child[12])
-    return ticks / tick
 
 
 class Cpu:

@@ -36,6 +36,9 @@ them off).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -57,6 +60,34 @@ from tsmeter.adapters.influxdb.lineprotocol import UsageEncoder
 from tsmeter.domain import RecordRow, new_ids
 from tsmeter.domain.quantities import to_units
 from tsmeter.domain.validation import to_ns
+
+
+def own_cpu() -> float:
+    """CPU seconds (user and system, every thread) this process has used."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_of(pid: int, *, tree: bool = False) -> float:
+    """CPU seconds process ``pid`` has used (every thread); with ``tree``, plus its children,
+    live (read from /proc) and ended (what it reaped)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def fields(p: int | str) -> list[str]:
+        with open(f"/proc/{p}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()
+
+    own = fields(pid)
+    ticks = int(own[11]) + int(own[12])
+    if tree:
+        ticks += int(own[13]) + int(own[14])
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    child = fields(entry)
+                    if int(child[1]) == pid:
+                        ticks += int(child[11]) + int(child[12])
+    return ticks / tick
 
 
 def make_records(n: int, start: datetime, *, random_ids: bool = False) -> list[dict[str, object]]:
@@ -169,6 +200,29 @@ def recorded(
 _ORDERS = (("bare", "one", "calls"), ("one", "calls", "bare"), ("calls", "bare", "one"))
 
 
+def print_cpu(
+    cpu: dict[str, list[tuple[float, float]]],
+    ceiling_rate: float,
+    phases: tuple[tuple[str, str, float], ...],
+) -> None:
+    """CPU per point of the ceiling and of each of ``phases`` (key, name, target ratio), as
+    medians, and what the machine's cores allow: the rate at which influxd's and tsmeter's
+    CPU per record fill every core, and the CPU per record left to tsmeter at the target
+    given influxd's CPU per point in that phase."""
+    cores = os.cpu_count() or 1
+    med = {p: tuple(statistics.median(c[i] for c in cpu[p]) for i in (0, 1)) for p in cpu}
+    print(f"CPU per point, medians (µs; {cores} cores):")
+    bare_server, loops = med["bare"]
+    print(f"  ceiling:          influxd {bare_server:5.2f}  the POST loops {loops:5.2f}")
+    for phase, name, target in phases:
+        server, own = med[phase]
+        bound = cores / (server + own) * 1e6
+        left = cores / (target * ceiling_rate) * 1e6 - server
+        print(f"  {name + ':':<17} influxd {server:5.2f}  tsmeter {own:5.2f}  -> all cores"
+              f" busy at {bound:,.0f}/s ({bound / ceiling_rate:.2f} of the ceiling); at"
+              f" {target:.2f} tsmeter would have {left:.2f} µs per record")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -177,6 +231,8 @@ def main() -> int:
     n = args.records
     start = datetime(2026, 1, 1, tzinfo=UTC)
     rates: dict[str, list[float]] = {"bare": [], "one": [], "calls": []}
+    # CPU microseconds per point of each phase: (influxd's, this process's)
+    cpu: dict[str, list[tuple[float, float]]] = {"bare": [], "one": [], "calls": []}
     ceilings: list[Ceiling] = []
     with tempfile.TemporaryDirectory() as tmp, InfluxServer() as server:
         server.start()
@@ -186,12 +242,19 @@ def main() -> int:
                 records = make_records(n, start)  # new ids for each phase
                 db = f"{phase}{k}"
                 server.create_database(db)
+                assert server.pid is not None
+                before = cpu_of(server.pid), own_cpu()
                 if phase == "bare":
                     ceilings.append(ceiling(server, db, records, two_first=k % 2 == 1))
                     rates[phase].append(ceilings[-1].best)
                 else:
                     call = n if phase == "one" else 50_000
                     rates[phase].append(recorded(url.format(db, db), records, call)[0])
+                points = 2 * n if phase == "bare" else n  # the ceiling writes them twice
+                cpu[phase].append((
+                    (cpu_of(server.pid) - before[0]) / points * 1e6,
+                    (own_cpu() - before[1]) / points * 1e6,
+                ))  # fmt: skip
                 server.drop_database(db)  # every phase starts on an empty server
         server.create_database("random")
         random_ids = make_records(n, start, random_ids=True)
@@ -227,6 +290,7 @@ def main() -> int:
     print(f"record_batch, UUIDv4 ids, once {random_rate:>10,.0f} records/s  ratio"
           f" {random_rate / bare:.2f}  (one call of 1,000,000 random ids)")  # fmt: skip
     print(f"aggregate HOURLY (push-down)   {hourly:>10.2f} s")
+    print_cpu(cpu, bare, (("one", "one call", 0.80), ("calls", "calls of 50,000", 0.80)))
     return 0
 
 

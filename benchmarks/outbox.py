@@ -51,7 +51,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tsmeter
-from benchmarks.influx_ingest import Ceiling, ceiling
+from benchmarks.influx_ingest import Ceiling, ceiling, cpu_of, own_cpu, print_cpu
 from tests.influx_server import InfluxServer, free_port
 from tsmeter.adapters.influxdb import speedups
 from tsmeter.domain import RecordRow, new_ids
@@ -157,12 +157,12 @@ def batch_format() -> list[tuple[str, float, float]]:
     the format the outbox writes (msgpack through msgspec) and the general one it falls
     back to for unusual values (marshal)."""
     ids = new_ids(200_000)
-    rows = [RecordRow(rid, "api_calls", "org", f"org-{i % 100}", None, float(i % 17 + 1),
+    rows = [RecordRow(rid, "api_calls", "org", f"org-{i % 100}", None, (i % 17 + 1) * 10**6,
                       1_767_225_600_000_000_000 + i * 2_592_000_000, None, None)
             for i, rid in enumerate(ids)]  # fmt: skip
 
     def marshalled(rows: list[RecordRow]) -> bytes:
-        return bytes([1]) + marshal.dumps(list(map(tuple, rows)))
+        return bytes([5]) + marshal.dumps(list(map(tuple, rows)))
 
     found = []
     for pack in (outbox_batches.pack, marshalled):
@@ -174,7 +174,7 @@ def batch_format() -> list[tuple[str, float, float]]:
             assert outbox_batches.unpack(blob) == rows
             packed.append(t1 - t0)
             unpacked.append(time.perf_counter() - t1)
-        label = {1: "marshal", 3: "msgpack"}[blob[0]]
+        label = {5: "marshal", 4: "msgpack"}[blob[0]]
         found.append((f"{label} (format {blob[0]})", min(packed) * 1e3, min(unpacked) * 1e3))
     return found
 
@@ -197,6 +197,8 @@ def main() -> int:
     calls = list(records(args.records, START, "r"))
     flat = [r for call in calls for r in call]
     rates: dict[str, list[tuple[float, float]]] = {"bare": [], "durable": [], "memory": []}
+    # CPU microseconds per point of each phase: (influxd's, this process's)
+    cpu: dict[str, list[tuple[float, float]]] = {"bare": [], "durable": [], "memory": []}
     ceilings: list[Ceiling] = []
     with tempfile.TemporaryDirectory() as tmp, InfluxServer() as server:
         root = Path(tmp)
@@ -207,6 +209,8 @@ def main() -> int:
                 db = f"{phase}{k}"
                 server.create_database(db)
                 url = store_url(server.port, db, root / f"{db}.db")
+                assert server.pid is not None
+                before = cpu_of(server.pid), own_cpu()
                 if phase == "bare":
                     ceilings.append(ceiling(server, db, flat, two_first=k % 2 == 1))
                     rates[phase].append((ceilings[-1].best, ceilings[-1].best))
@@ -215,6 +219,11 @@ def main() -> int:
                     if phase == "memory":
                         options["durability"] = "memory"
                     rates[phase].append(sustained(url, calls, **options))
+                points = 2 * len(flat) if phase == "bare" else len(flat)  # the ceiling: twice
+                cpu[phase].append((
+                    (cpu_of(server.pid) - before[0]) / points * 1e6,
+                    (own_cpu() - before[1]) / points * 1e6,
+                ))  # fmt: skip
                 server.drop_database(db)
         del flat
         server.create_database("direct")
@@ -283,6 +292,7 @@ def main() -> int:
     for label, pack_ms, unpack_ms in formats:
         print(f"batch of 200,000 rows, {label:<22} packed in {pack_ms:6.1f} ms,"
               f" read back in {unpack_ms:6.1f} ms")  # fmt: skip
+    print_cpu(cpu, bare, (("durable", "durable", 0.70), ("memory", "memory", 0.85)))
     return 0
 
 
