@@ -21,7 +21,9 @@ ADAPTERS = ("sqlite", "influxdb", "influxdb2", "postgres")
 #: adapters that are a catalog beside another adapter's usage store
 CATALOG_ONLY = frozenset({"postgres"})
 #: the test modules that exercise the catalog (the rest test the usage store)
-CATALOG_SUITES = frozenset({"test_catalog", "test_meter", "test_monitor", "test_monitor_bulk"})
+CATALOG_SUITES = frozenset(
+    {"test_catalog", "test_declared", "test_meter", "test_monitor", "test_monitor_bulk"}
+)
 
 
 def adapters_for(module: str) -> list[str]:

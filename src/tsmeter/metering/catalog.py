@@ -15,7 +15,8 @@ from typing import Any
 from tsmeter.domain import MetricDefinition
 from tsmeter.domain.events import EventBus, MetricDefined, MetricDeleted, MetricUpdated
 from tsmeter.domain.modelio import build, changed
-from tsmeter.errors import NotFoundError, ValidationError
+from tsmeter.errors import ConflictError, NotFoundError, ValidationError
+from tsmeter.metering.planning import conflict_message, metric_changes
 from tsmeter.ports import Catalog, UsageStore
 
 __all__ = ["MetricCatalog"]
@@ -46,13 +47,26 @@ class MetricCatalog:
         self._ttl = cache_seconds
         self._cache: dict[tuple[str, str | None], tuple[float, MetricDefinition]] = {}
 
-    def define_metric(self, key: str, **fields: Any) -> MetricDefinition:
-        """Define a metric; ConflictError if the key exists in that org scope."""
+    def define_metric(self, key: str, *, exist_ok: bool = False, **fields: Any) -> MetricDefinition:
+        """Define a metric; ConflictError if the key exists in that org scope. With
+        ``exist_ok`` a definition that exists with the same fields (those not given at their
+        defaults) is returned as it is, one that differs is a ConflictError naming the
+        fields: safe to repeat at every start-up."""
         now = datetime.now(UTC)
         metric = build(
             MetricDefinition, {**fields, "key": key, "created_at": now, "updated_at": now}
         )
-        self._catalog.add_metric(metric)
+        if exist_ok:
+            current = self._catalog.find_metric(metric.key, metric.org_id)
+            if current is not None:
+                return _same(current, metric)
+        try:
+            self._catalog.add_metric(metric)
+        except ConflictError:
+            current = self._catalog.find_metric(metric.key, metric.org_id)
+            if not exist_ok or current is None:
+                raise
+            return _same(current, metric)  # defined meanwhile by another process
         self._cache.clear()  # an org's new definition replaces a cached global fallback
         self._bus.publish(MetricDefined(metric=metric))
         return metric
@@ -121,3 +135,13 @@ class MetricCatalog:
             raise ValidationError("metricKey", f"unknown metric {key!r}{where}")
         self._cache[(key, org_id)] = (now, metric)
         return metric
+
+
+def _same(current: MetricDefinition, wanted: MetricDefinition) -> MetricDefinition:
+    """``current`` if ``wanted`` declares the same metric; ConflictError naming the fields
+    that differ otherwise."""
+    differing = metric_changes(current, wanted)
+    if differing:
+        scope = f" in org {current.org_id!r}" if current.org_id else ""
+        raise ConflictError(conflict_message(f"metric {current.key!r}{scope}", differing))
+    return current

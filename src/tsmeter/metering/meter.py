@@ -45,7 +45,7 @@ from tsmeter.domain import (
     UsageThreshold,
 )
 from tsmeter.domain.events import Event, EventBus
-from tsmeter.domain.modelio import TimeLike
+from tsmeter.domain.modelio import TimeLike, build
 from tsmeter.domain.periods import Calendar
 from tsmeter.domain.quantities import DEFAULT_PRECISION, Rounding, to_units
 from tsmeter.errors import TsmeterError, ValidationError
@@ -56,7 +56,9 @@ from tsmeter.limits.quotas import QuotaDecision, QuotaView
 from tsmeter.limits.thresholds import Thresholds
 from tsmeter.metering.aggregation import Aggregation
 from tsmeter.metering.catalog import MetricCatalog
+from tsmeter.metering.declared import DesiredState
 from tsmeter.metering.intake import Intake
+from tsmeter.metering.planning import Plan, Planner, Step, same_threshold
 from tsmeter.metering.reading import Queries
 from tsmeter.metering.recording import Recorder, RecordSinks
 from tsmeter.outbox.durable import Outbox
@@ -143,14 +145,18 @@ class Meter:
         self._monitor = Monitor(store, catalog, self.calendar, self._event_log, self.events,
                                 settle=self._settle)  # fmt: skip
         self._alerts = Alerts(catalog)
+        self._planner = Planner(self._metrics, self._thresholds, self._has_records)
 
     # -- metrics ----------------------------------------------------------------------
-    def define_metric(self, key: str, **fields: Any) -> MetricDefinition:
+    def define_metric(self, key: str, *, exist_ok: bool = False, **fields: Any) -> MetricDefinition:
         """Define a metric; ConflictError if the key exists in that org scope.
 
-        Example: ``meter.define_metric("storage_gb", aggregation_type="MAX", unit="GB")``.
+        With ``exist_ok`` it is safe to repeat (at every start-up): a metric that exists with
+        the same fields is returned as stored; one whose fields differ is a ConflictError
+        naming them. Example:
+        ``meter.define_metric("storage_gb", aggregation_type="MAX", unit="GB", exist_ok=True)``.
         """
-        return self._metrics.define_metric(key, **fields)
+        return self._metrics.define_metric(key, exist_ok=exist_ok, **fields)
 
     def update_metric(
         self, key: str, org_id: str | None = None, **changes: Any
@@ -382,12 +388,23 @@ class Meter:
 
     # -- thresholds -------------------------------------------------------------------
     def create_threshold(self, metric_key: str, subject_type: str,
-                         threshold: int | float | str | Decimal,
-                         subject_id: str = "*", **fields: Any) -> UsageThreshold:  # fmt: skip
+                         threshold: int | float | str | Decimal, subject_id: str = "*",
+                         **fields: Any) -> UsageThreshold:  # fmt: skip
         """Create a limit for one subject (or ``*``: every subject of the type).
 
+        With ``exist_ok=True`` it is safe to repeat: a threshold of the same metric, org, subject
+        type and id, period and action that exists with the same fields is returned as
+        stored; one whose fields differ is a ConflictError naming them.
         Example: ``meter.create_threshold("api_calls", "org", 10_000, action="BLOCK")``.
         """
+        if fields.pop("exist_ok", False):
+            wanted = build(UsageThreshold, {
+                **fields, "metric_key": metric_key, "subject_type": subject_type,
+                "subject_id": subject_id, "threshold": threshold,
+            })  # fmt: skip
+            current = same_threshold(self._thresholds.list_thresholds(metric_key), wanted)
+            if current is not None:
+                return current
         return self._thresholds.create_threshold(metric_key, subject_type, threshold,
                                                  subject_id, **fields)  # fmt: skip
 
@@ -416,6 +433,37 @@ class Meter:
         Example: ``meter.list_thresholds("api_calls")``.
         """
         return self._thresholds.list_thresholds(metric_key, subject_type, subject_id)
+
+    # -- declared state ---------------------------------------------------------------
+    def plan(self, desired: DesiredState | Mapping[str, Any], *, prune: bool = False) -> Plan:
+        """What applying ``desired`` (a :class:`~tsmeter.metering.declared.DesiredState`, or
+        a mapping with its ``metrics``, ``channels`` and ``thresholds``) would change, step by
+        step and field by field; nothing is changed. DeclarationError names every problem
+        that would stop it (see :mod:`tsmeter.metering.planning`).
+
+        Example: ``meter.plan(tsmeter.metering.declared.load("tsmeter.yaml")).summary()``.
+        """
+        return self._planner.plan(_desired(desired), prune=prune)
+
+    def apply(
+        self,
+        desired: DesiredState | Mapping[str, Any] | Plan,
+        *,
+        prune: bool = False,
+        on_step: Callable[[Step], object] | None = None,
+    ) -> Plan:
+        """Make the catalog match ``desired`` (or carry out a :meth:`plan`) and return the
+        plan applied; the whole plan is checked before anything changes, and applying it
+        again changes nothing. With ``prune``, metrics and thresholds not declared are
+        deleted (a metric's records stay). Example, at a service's start-up:
+        ``meter.apply({"metrics": [{"key": "api_calls", "aggregation_type": "count"}]})``.
+        """
+        plan = desired if isinstance(desired, Plan) else self.plan(desired, prune=prune)
+        self._planner.apply(plan, on_step)
+        return plan
+
+    def _has_records(self, key: str, org_id: str | None) -> bool:
+        return any(True for _ in self._queries.iter_usage(key, org_id=org_id, limit=1))
 
     # -- quotas, the monitor, alerts, events ------------------------------------------
     def check(
@@ -562,3 +610,10 @@ def legacy_units(
         units = to_units("quantity", row.quantity, precision, Rounding.HALF_EVEN)
         out.append(row._replace(quantity=units))
     return out
+
+
+def _desired(desired: DesiredState | Mapping[str, Any]) -> DesiredState:
+    """A declaration given as a mapping, validated (a DesiredState is taken as it is)."""
+    if isinstance(desired, DesiredState):
+        return desired
+    return DesiredState.from_document(desired)
