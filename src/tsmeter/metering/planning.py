@@ -150,9 +150,14 @@ class Plan:
                 f"{n['unchanged']} unchanged")  # fmt: skip
         metrics, thresholds = self.kept
         if metrics or thresholds:
-            text += (f"; {metrics} metrics and {thresholds} thresholds not in {self.source} "
-                     "are kept (--prune deletes them)")  # fmt: skip
+            kept = " and ".join(_count(n, what) for n, what in
+                                ((metrics, "metric"), (thresholds, "threshold")) if n)  # fmt: skip
+            text += f"; kept, not in {self.source}: {kept} (--prune deletes them)"
         return text
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'s' if n != 1 else ''}"
 
 
 def _differences(
