@@ -166,6 +166,11 @@ class UsageStore(Protocol):
         """Records matching ``query`` ordered by time, streamed."""
         ...
 
+    def count_records(self, query: RecordQuery) -> int | None:
+        """How many records match ``query`` (its limit ignored), or None where the store
+        cannot tell without reading them; for progress, so it may be a moment out of date."""
+        ...
+
     def rollup(
         self,
         period: PeriodType,

@@ -240,7 +240,7 @@ def test_export_csv_file(metered: Cli, tmp_path: Path) -> None:
     assert doc == {"output": str(out), "format": "csv", "records": 1}
     rows = list(csv.DictReader(out.open(encoding="utf-8", newline="")))
     assert [(r["metricKey"], r["quantity"], r["timestamp"]) for r in rows] == [
-        ("storage_gb", "42.500000", T3)
+        ("storage_gb", "42.500000", "2026-01-20T08:00:00+00:00")  # T3 in the zone (UTC)
     ]
     assert not (tmp_path / "out.csv.partial").exists()
     line = metered.fails("usage", "export", "-o", str(tmp_path / "missing" / "x.csv"))

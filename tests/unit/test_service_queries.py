@@ -226,7 +226,11 @@ def test_export_jsonl(exported: Meter) -> None:
     assert exported.export_usage(out, "storage") == 3
     docs = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [d["id"] for d in docs] == ["x-1", "x-2", "x-3"]
-    assert docs[0] == exported.get_usage("storage")[0].to_json_dict()
+    first = exported.get_usage("storage")[0]
+    zone = exported.calendar.zone  # Europe/Paris: times in the Meter's zone, with the offset
+    assert docs[0] == {**first.to_json_dict(), "timestamp": "2026-01-15T11:30:00+01:00"}
+    assert datetime.fromisoformat(docs[0]["timestamp"]) == first.timestamp
+    assert datetime.fromisoformat(docs[0]["timestamp"]).utcoffset() == zone.utcoffset(T)
     assert docs[0]["metadata"] == {"region": "eu", "note": 'a,"b"'}
     everything = io.StringIO()
     assert exported.export_usage(everything) == 4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 import tempfile
 from contextlib import ExitStack
 from decimal import Decimal
@@ -25,6 +26,7 @@ from tsmeter.cli.params import (
     usage_error,
 )
 from tsmeter.domain import UsageRecord, UsageSummary
+from tsmeter.metering.meter import Meter
 
 __all__ = ["usage"]
 
@@ -394,6 +396,11 @@ def export(
     A new FILE is created readable by its owner only (0600); an existing FILE
     is replaced whole and keeps its permissions.
 
+    Records are written oldest first, each metric from one snapshot of the store
+    (records written meanwhile are not included, none is skipped or repeated);
+    timestamps are in the configured time zone with their offset, quantities
+    exact decimals. On a terminal, a progress bar counts the records.
+
     \b
     Example:
         tsmeter usage export api_calls --from 2026-01-01 --to 2026-02-01 -o january.csv
@@ -416,7 +423,7 @@ def export(
     }
     if output == "-":
         with click.open_file("-", "w", encoding="utf-8") as stdout:
-            count = meter.export_usage(stdout, metric_key, **options)
+            count = _export(meter, stdout, metric_key, options)
         click.echo(f"Exported {count} records.", err=True)
         return
     partial: str | None = None
@@ -432,7 +439,7 @@ def export(
         else:
             os.fchmod(fd, mode)  # overwriting: the file keeps the mode its owner gave it
         with open(fd, "w", encoding="utf-8", newline="") as out:
-            count = meter.export_usage(out, metric_key, **options)
+            count = _export(meter, out, metric_key, options)
         os.replace(partial, output)
         partial = None
     except OSError as exc:
@@ -442,3 +449,16 @@ def export(
             Path(partial).unlink(missing_ok=True)
     doc = {"output": output, "format": fmt, "records": count}
     emit_one(state, doc, text=f"Exported {count} records to {output}.")
+
+
+def _export(meter: Meter, out: IO[str], metric_key: str | None, options: dict[str, Any]) -> int:
+    """Export with a progress bar on a terminal, against the number of records the store
+    counts beforehand (no count is asked for without a terminal, nor shown where the store
+    cannot count)."""
+    total = None
+    if sys.stderr.isatty():
+        total = meter.count_usage(
+            metric_key, **{k: v for k, v in options.items() if k not in ("fmt", "neutralise")}
+        )
+    with progress(total, "Exporting", step=10_000) as (advance, _say):
+        return meter.export_usage(out, metric_key, progress=advance, **options)

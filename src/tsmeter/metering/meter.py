@@ -318,18 +318,39 @@ class Meter:
         subject_id: str | None = None,
         org_id: str | None = None,
         neutralise: bool = True,
+        progress: Callable[[int], object] | None = None,
     ) -> int:
         """Stream records (one metric, or every metric) to ``out`` as JSON Lines or CSV; return
         the count. ``org_id`` picks an org's own metric (with ``metric_key``) or limits the
-        export to that org's metrics. In CSV, ``neutralise`` (on by default) passes the text
-        cells (not quantities or timestamps) through
-        :func:`~tsmeter.metering.reading.neutralise_cell`, so a spreadsheet never runs them as
-        formulas. Example: ``meter.export_usage(sys.stdout, "api_calls")``.
+        export to that org's metrics. Timestamps are in the Meter's time zone with their
+        offset; each metric is read from one snapshot of the store, oldest first. In CSV,
+        ``neutralise`` (on by default) passes the text cells (not quantities or timestamps)
+        through :func:`~tsmeter.metering.export.neutralise_cell`, so a spreadsheet never runs
+        them as formulas. ``progress(n)`` is told of every ``n`` records written.
+        Example: ``meter.export_usage(sys.stdout, "api_calls")``.
         """
         return self._queries.export_usage(
             out, metric_key, fmt=fmt, start=start, end=end, subject_type=subject_type,
-            subject_id=subject_id, org_id=org_id, neutralise=neutralise,
+            subject_id=subject_id, org_id=org_id, neutralise=neutralise, progress=progress,
         )  # fmt: skip
+
+    def count_usage(
+        self,
+        metric_key: str | None = None,
+        *,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
+        subject_type: str | None = None,
+        subject_id: str | None = None,
+        org_id: str | None = None,
+    ) -> int | None:
+        """How many records :meth:`export_usage` with the same arguments would write (None
+        where the store cannot count without reading them), e.g. for a progress bar.
+        Example: ``meter.count_usage("api_calls")``.
+        """
+        return self._queries.count_usage(metric_key, start=start, end=end,
+                                         subject_type=subject_type, subject_id=subject_id,
+                                         org_id=org_id)  # fmt: skip
 
     def get_usage_summaries(
         self,

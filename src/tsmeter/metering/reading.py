@@ -7,9 +7,6 @@ after a write sees it while the store is up. Running aggregation is
 
 from __future__ import annotations
 
-import csv
-import json
-import re
 import time
 from collections.abc import Callable, Iterator
 from typing import IO, Literal
@@ -28,46 +25,10 @@ from tsmeter.domain.quantities import aggregate_units
 from tsmeter.domain.validation import from_ns
 from tsmeter.errors import ValidationError
 from tsmeter.metering.catalog import MetricCatalog
+from tsmeter.metering.export import RecordWriter, neutralise_cell, restore_cell
 from tsmeter.ports import RecordQuery, SummaryQuery, SummaryRow, UsageStore
 
 __all__ = ["Queries", "neutralise_cell", "restore_cell", "summary_period"]
-
-_EXPORT_COLUMNS = (
-    "id", "metricKey", "subjectType", "subjectId", "quantity", "timestamp", "metadata",
-    "source", "orgId",
-)  # fmt: skip
-_NUMERIC_COLUMNS = frozenset({"quantity", "timestamp"})  # never neutralised
-_RISKY = re.compile(r"'*[=+\-@\t\r]")
-_NEUTRALISED = re.compile(r"'+[=+\-@\t\r]")
-
-
-def neutralise_cell(text: str) -> str:
-    """A CSV text cell made safe to open in a spreadsheet (OWASP CSV injection): ``'`` put
-    before a cell that starts, after any ``'``, with ``= + - @``, TAB or CR. Reversible:
-    :func:`restore_cell` gives the value back, so a re-import gets the original.
-
-    >>> neutralise_cell("=HYPERLINK(1)"), neutralise_cell("'=x"), neutralise_cell("'abc")
-    ("'=HYPERLINK(1)", "''=x", "'abc")
-    """
-    return "'" + text if _RISKY.match(text) else text
-
-
-def restore_cell(text: str) -> str:
-    """The value a cell had before :func:`neutralise_cell`: one leading ``'`` removed where
-    it is followed by any more ``'`` and then ``= + - @``, TAB or CR.
-
-    >>> restore_cell("'=HYPERLINK(1)"), restore_cell("''=x"), restore_cell("'abc")
-    ('=HYPERLINK(1)', "'=x", "'abc")
-    """
-    return text[1:] if _NEUTRALISED.match(text) else text
-
-
-def _csv_cell(column: str, value: object, neutralise: bool) -> object:
-    if value is None:
-        return ""
-    if neutralise and column not in _NUMERIC_COLUMNS and isinstance(value, str):
-        return neutralise_cell(value)
-    return value
 
 
 def summary_period(metric: MetricDefinition, period_type: PeriodType | str | None) -> PeriodType:
@@ -152,33 +113,70 @@ class Queries:
         subject_id: str | None = None,
         org_id: str | None = None,
         neutralise: bool = True,
+        progress: Callable[[int], object] | None = None,
     ) -> int:
         """Stream records (one metric, or every metric) to ``out`` as JSON Lines or CSV; return
         the count. ``org_id`` picks an org's own metric (with ``metric_key``) or limits the
-        export to that org's metrics. In CSV, ``neutralise`` (on by default) passes the text
-        cells (not quantities or timestamps) through :func:`neutralise_cell`, so a spreadsheet
-        never runs them as formulas."""
+        export to that org's metrics. Timestamps are in the calendar's zone with their offset.
+        In CSV, ``neutralise`` (on by default) passes the text cells (not quantities or
+        timestamps) through :func:`neutralise_cell`, so a spreadsheet never runs them as
+        formulas. ``progress`` is called with the number of records written since its last
+        call. Each metric is read from one snapshot of the store, in time order."""
+        writer = RecordWriter(out, fmt, self._calendar.zone, neutralise=neutralise)
+        count = 0
+        for metric, query in self._export_queries(
+            metric_key, start, end, subject_type, subject_id, org_id
+        ):
+            for written in writer.write(self._store.iter_records(query), metric.precision):
+                count += written
+                if progress is not None:
+                    progress(written)
+        return count
+
+    def count_usage(
+        self,
+        metric_key: str | None = None,
+        *,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
+        subject_type: str | None = None,
+        subject_id: str | None = None,
+        org_id: str | None = None,
+    ) -> int | None:
+        """How many records :meth:`export_usage` with the same arguments would write, or None
+        where the store cannot count them without reading them."""
+        total = 0
+        for _metric, query in self._export_queries(
+            metric_key, start, end, subject_type, subject_id, org_id
+        ):
+            count = self._store.count_records(query)
+            if count is None:
+                return None
+            total += count
+        return total
+
+    def _export_queries(
+        self,
+        metric_key: str | None,
+        start: TimeLike | None,
+        end: TimeLike | None,
+        subject_type: str | None,
+        subject_id: str | None,
+        org_id: str | None,
+    ) -> list[tuple[MetricDefinition, RecordQuery]]:
+        """The metrics an export covers (one, or every metric, or an org's), each with its
+        query; the outbox is settled first."""
         if metric_key:
             metrics = [self._metrics.get_metric(metric_key, org_id)]
         else:
             metrics = self._metrics.list_metrics(all_orgs=True)
             if org_id is not None:
                 metrics = [m for m in metrics if m.org_id == org_id]
-        writer = csv.writer(out) if fmt == "csv" else None
-        if writer is not None:
-            writer.writerow(_EXPORT_COLUMNS)
-        count = 0
-        for metric in metrics:
-            for record in self.iter_usage(metric.key, subject_type, subject_id, start=start,
-                                          end=end, org_id=metric.org_id):  # fmt: skip
-                doc = record.to_json_dict()
-                if writer is None:
-                    out.write(json.dumps(doc, ensure_ascii=False) + "\n")
-                else:
-                    doc["metadata"] = json.dumps(doc["metadata"]) if doc["metadata"] else ""
-                    writer.writerow([_csv_cell(c, doc[c], neutralise) for c in _EXPORT_COLUMNS])
-                count += 1
-        return count
+        lo, hi = ns("start", start), ns("end", end)
+        self._settle()
+        return [
+            (m, RecordQuery(m.key, m.org_id, subject_type, subject_id, lo, hi)) for m in metrics
+        ]
 
     def _summary(
         self, metric: MetricDefinition, period: PeriodType, row: SummaryRow

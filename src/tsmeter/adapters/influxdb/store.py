@@ -702,6 +702,10 @@ class InfluxStore:
         """Records matching ``query`` ordered by (time, id), read one time window at a time."""
         return self.transport.iter_records(query)
 
+    def count_records(self, query: RecordQuery) -> int | None:
+        """How many records match ``query`` (its limit ignored), counted by the server."""
+        return self.transport.count_records(query)
+
     def purge_metric(self, metric_key: str, org_id: str | None) -> int:
         """Delete every point of a metric (records, summaries, marks, change log) in one org
         scope; return how many records were deleted."""

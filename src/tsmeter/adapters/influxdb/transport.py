@@ -99,6 +99,11 @@ class Transport(Protocol):
         """Records matching ``query`` ordered by (time, id)."""
         ...
 
+    def count_records(self, query: RecordQuery) -> int | None:
+        """How many records match ``query`` (its limit ignored), or None where the transport
+        cannot count them without reading them."""
+        ...
+
     def purge(self, metric_key: str, org_id: str | None) -> int:
         """Delete every point of a metric in one org scope; return the records deleted."""
         ...

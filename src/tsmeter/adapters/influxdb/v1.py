@@ -205,6 +205,20 @@ class V1Transport:
             cursor = stop
             window = window * 4 if len(rows) < 10_000 else max(_HOUR, window // 2)
 
+    def count_records(self, query: RecordQuery) -> int:
+        """How many raw points match ``query`` (its limit ignored), counted by the server."""
+        params: dict[str, Any] = {"lo": query.start or 0, "hi": query.end or 2**63 - 1}
+        condition = metric_condition(
+            query.metric_key, query.org_id, query.subject_type, query.subject_id, params
+        )
+        (result,) = self.client.query(
+            f'SELECT count("rid") FROM {quote_ident(RAW)} WHERE {condition}'
+            " AND time >= $lo AND time < $hi",
+            params,
+        )
+        rows = series_rows(result)
+        return int(rows[0][1]["count"]) if rows else 0
+
     def purge(self, metric_key: str, org_id: str | None) -> int:
         """Delete every point of a metric (records, summaries, marks); return records deleted."""
         params: dict[str, Any] = {}

@@ -225,6 +225,10 @@ class V2Transport:
             cursor = stop
             window = window * 4 if len(rows) < 10_000 else max(_HOUR, window // 2)
 
+    def count_records(self, query: RecordQuery) -> int | None:
+        """None: a Flux count over a time range is not offered yet (progress shows none)."""
+        return None
+
     # -- purging ----------------------------------------------------------------------
     def purge(self, metric_key: str, org_id: str | None) -> int:
         """Delete every point of a metric (records, summaries, marks, change log) in one org

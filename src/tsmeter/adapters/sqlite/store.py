@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from itertools import chain, pairwise
+from pathlib import Path
 from typing import Any
 
 from tsmeter.adapters.sqlite import rollup as rollups
@@ -60,6 +61,16 @@ _INSERT_PLAIN = "INSERT INTO usage_records (id, series_id, ts, units, recorded_a
 _INSERT_FULL = "INSERT INTO usage_records (id, series_id, ts, units, recorded_at, metadata, source)"
 _ON_CONFLICT = " ON CONFLICT (id) DO NOTHING"
 ROWS_PER_STATEMENT = 100  # rows per INSERT statement in insert_many
+# reading records: a long read's page cache, rows per fetch, and when a sorted scan of the
+# whole table beats one index look-up (a random read) per record: past this many records,
+# and when they are at least a share of the table of 1 / _LOOKUP_COST
+_READER_CACHE_KIB = 8192
+_CHUNK = 2000
+_SCAN_AT_LEAST = 20_000
+_LOOKUP_COST = 3
+_SELECT = "SELECT id, series_id, units, ts, metadata, source FROM usage_records"
+_COUNT = "SELECT count(*) FROM usage_records"
+_WHERE = " WHERE series_id IN (SELECT value FROM json_each(?)) AND ts >= ? AND ts < ?"
 
 
 def insert_many(
@@ -244,38 +255,98 @@ class SQLiteStore:
         return None if row is None else self._row(row)
 
     def iter_records(self, query: RecordQuery) -> Iterator[RecordRow]:
-        """Records matching ``query`` ordered by (time, id), fetched in pages."""
-        with self._read() as conn:
+        """Records matching ``query`` ordered by (time, id), streamed from one snapshot.
+
+        One statement on a connection of its own, read in chunks inside one read transaction:
+        records written meanwhile are not seen, none are skipped or repeated, and the sort
+        spills to temporary files rather than growing in memory. A large share of the store
+        is read in key order and sorted once (looking each row up from the index would cost
+        a random read per record); a small one through the (series, time) index.
+        """
+        if self.path == ":memory:":  # no second connection can see it: read it whole
+            with self._snapshot() as conn:
+                rows = list(self._select_records(conn, query))
+            yield from rows
+            return
+        with self._snapshot() as conn:
+            yield from self._select_records(conn, query)
+
+    def count_records(self, query: RecordQuery) -> int:
+        """How many records match ``query`` (its limit ignored), counted on the covering
+        (series, time) index without reading the records."""
+        with self._snapshot() as conn:
             series = self._matching_series(
                 conn, query.metric_key, query.org_id, query.subject_type, query.subject_id
             )
-        if not series:
-            return
-        sql = (
-            f"SELECT {self._RECORD_COLUMNS} FROM usage_records u"
-            " JOIN series s ON s.id = u.series_id"
-            " WHERE u.series_id IN (SELECT value FROM json_each(?)) AND u.ts >= ? AND u.ts < ?"
-            " AND (u.ts > ? OR (u.ts = ? AND u.id > ?)) ORDER BY u.ts, u.id LIMIT ?"
-        )
-        # the first page looks for ts > lo - 1, which must fit SQLite's signed 64-bit integer
-        lo = max(_MIN_TS, query.start) if query.start is not None else _MIN_TS
-        hi = min(_MAX_TS, query.end) if query.end is not None else _MAX_TS
-        remaining = query.limit if query.limit is not None else -1
-        after_ts, after_id, page = lo - 1, "", 5000
-        sjson = json.dumps(sorted(series))
-        while remaining != 0:
-            size = page if remaining < 0 else min(page, remaining)
+            if not series:
+                return 0
+            return int(conn.execute(_COUNT + _WHERE, _where_args(series, query)).fetchone()[0])
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A connection for a long read: one of its own (closed after) with a bounded page
+        cache and the sorter's overflow in temporary files; for an in-memory store, the
+        store's own under its lock."""
+        if self.path == ":memory:":
             with self._read() as conn:
-                batch = conn.execute(
-                    sql, (sjson, lo, hi, after_ts, after_ts, after_id, size)
-                ).fetchall()
-            for values in batch:
-                yield self._row(values)
-            if len(batch) < size:
+                yield conn
+            return
+        try:
+            conn = sqlite3.connect(
+                str(Path(self.path).expanduser()), isolation_level=None, timeout=30.0
+            )
+        except sqlite3.Error as exc:
+            raise StorageUnavailableError(f"store {self.path!r} is unavailable: {exc}") from exc
+        try:
+            conn.execute("PRAGMA query_only = ON")
+            conn.execute(f"PRAGMA cache_size = -{_READER_CACHE_KIB}")
+            conn.execute("PRAGMA temp_store = FILE")
+            yield conn
+        except sqlite3.Error as exc:
+            raise StorageUnavailableError(f"reading {self.path!r} failed: {exc}") from exc
+        finally:
+            conn.close()  # ends its read transaction
+
+    def _select_records(self, conn: sqlite3.Connection, query: RecordQuery) -> Iterator[RecordRow]:
+        """The rows of ``query`` read through ``conn`` in one transaction, in (time, id) order."""
+        conn.execute("BEGIN")
+        try:
+            series = self._matching_series(
+                conn, query.metric_key, query.org_id, query.subject_type, query.subject_id
+            )
+            if not series:
                 return
-            after_ts, after_id = batch[-1][6], batch[-1][0]
-            if remaining > 0:
-                remaining -= len(batch)
+            keys = {
+                sid: (query.metric_key, st, si, query.org_id) for sid, (st, si) in series.items()
+            }
+            args = _where_args(series, query)
+            if query.limit is not None:  # sort the narrow index, then read only what is kept
+                sql = (
+                    f"{_SELECT} WHERE id IN (SELECT id FROM usage_records{_WHERE}"
+                    " ORDER BY ts, id LIMIT ?) ORDER BY ts, id"
+                )
+                args = (*args, query.limit)
+            elif self._scan_whole(conn, args):
+                sql = f"{_SELECT} INDEXED BY {_pk_index(conn)}{_WHERE} ORDER BY ts, id"
+            else:
+                sql = f"{_SELECT}{_WHERE} ORDER BY ts, id"
+            cursor = conn.execute(sql, args)
+            while chunk := cursor.fetchmany(_CHUNK):
+                for rid, sid, units, ts, md, src in chunk:
+                    yield RecordRow(rid, *keys[sid], units, ts, md, src)
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
+    @staticmethod
+    def _scan_whole(conn: sqlite3.Connection, args: tuple[Any, ...]) -> bool:
+        """Whether reading the whole table in key order costs less than one index look-up per
+        matching record: the matching records are many, and a large share of the table."""
+        matching = conn.execute(_COUNT + _WHERE, args).fetchone()[0]
+        if matching < _SCAN_AT_LEAST:
+            return False
+        total = conn.execute(_COUNT).fetchone()[0]
+        return bool(matching * _LOOKUP_COST >= total)
 
     def purge_metric(self, metric_key: str, org_id: str | None) -> int:
         """Delete every record and summary of a metric; return the records deleted."""
@@ -635,6 +706,22 @@ class SQLiteStore:
             rows = conn.execute(sql + " ORDER BY ts, seq", args).fetchall()
         return [EventRow(ts, n, mk, st, si, org or None, data) for ts, n, mk, st, si, org, data
                 in rows]  # fmt: skip
+
+
+def _where_args(series: dict[int, Any], query: RecordQuery) -> tuple[Any, ...]:
+    """The arguments of ``_WHERE``: the series ids, and the time range clamped to what
+    SQLite's signed 64-bit integers hold."""
+    lo = max(_MIN_TS, query.start) if query.start is not None else _MIN_TS
+    hi = min(_MAX_TS, query.end) if query.end is not None else _MAX_TS
+    return json.dumps(sorted(series)), lo, hi
+
+
+def _pk_index(conn: sqlite3.Connection) -> str:
+    """The name of the index that is the records table itself (its primary key)."""
+    for row in conn.execute("PRAGMA index_list(usage_records)"):
+        if row[3] == "pk":
+            return str(row[1])
+    raise StorageUnavailableError("the usage_records table has no primary key index")
 
 
 def _bad_units(rows: Sequence[RecordRow]) -> ValidationError:
