@@ -1,8 +1,9 @@
-"""The CLI reference, ``docs/cli.md``, generated from every command's ``--help``.
+"""The CLI reference, ``docs/cli.md``, generated from every command's ``--help`` and the
+exit statuses of :class:`tsmeter.cli.exit_codes.ExitCode`.
 
-The help texts are the source of truth, so the reference cannot drift from the code: a test
-(``tests/unit/test_docs.py``) fails while the committed file differs from this output.
-Regenerate after changing a command::
+The help texts and the enum are the source of truth, so the reference cannot drift from the
+code: a test (``tests/unit/test_docs.py``) fails while the committed file differs from this
+output. Regenerate after changing a command::
 
     .venv/bin/python -m tools.cli_reference docs/cli.md
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import click
 
-__all__ = ["WIDTH", "commands", "main", "render"]
+__all__ = ["WIDTH", "commands", "exit_status", "main", "render"]
 
 WIDTH = 80
 
@@ -50,19 +51,42 @@ def commands(
                 yield from commands(sub, sub_name, ctx)
 
 
+def exit_status() -> list[str]:
+    """The "Exit status" section: a Markdown table of every :class:`ExitCode`.
+
+    >>> exit_status()[6]
+    '| 0 | `OK` | success (threshold check: allowed; reconcile: the copies agree) |'
+    """
+    from tsmeter.cli.exit_codes import ExitCode
+
+    rows = [f"| {code.value} | `{code.name}` | {code.meaning} |" for code in ExitCode]
+    return [
+        "## Exit status",
+        "",
+        "Every command ends with one of these, so scripts can tell the outcomes apart:",
+        "",
+        "| status | name | meaning |",
+        "|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
 def render(root: click.Command | None = None) -> str:
-    """The Markdown of the reference: a contents list, then one section per command."""
+    """The Markdown of the reference: a contents list, the exit statuses, then one section
+    per command."""
     if root is None:
         from tsmeter.cli.main import cli
 
         root = cli
     entries = list(commands(root))
-    lines = [_HEADER]
+    lines = [_HEADER, "- [Exit status](#exit-status)"]
     for path, _help in entries:
         depth = path.count(" ")
         anchor = path.replace(" ", "-")
         lines.append(f"{'  ' * max(depth - 1, 0)}- [`{path}`](#{anchor})")
     lines.append("")
+    lines += exit_status()
     for path, text in entries:
         lines += [f"## {path}", "", "```text", text.rstrip(), "```", ""]
     return "\n".join(lines)

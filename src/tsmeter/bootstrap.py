@@ -16,6 +16,10 @@ Store URLs:
 * nothing: ``$TSMETER_STORE_URL``, else the default file
   ``$XDG_DATA_HOME/tsmeter/tsmeter.db`` (``~/.local/share/tsmeter/tsmeter.db``).
 
+An embedded store's file is created when missing unless ``connect(..., create=False)``
+(what the CLI passes without ``--create``, except for the default file); an existing file
+that is not a tsmeter store is refused either way, never given tsmeter's tables.
+
 Files tsmeter creates (stores, state, outbox, logs) are 0600 and the directories it creates
 for them 0700 (see :mod:`tsmeter.files`); existing ones keep their mode.
 """
@@ -30,13 +34,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tsmeter.errors import ValidationError
+from tsmeter.errors import StorageUnavailableError, ValidationError
+from tsmeter.extras import needs
 from tsmeter.metering.meter import Meter
 
 __all__ = [
+    "check_store_file",
     "connect",
     "default_state_path",
     "default_store_path",
+    "is_default_store",
     "migrate_state",
     "resolve_state_url",
     "resolve_store_url",
@@ -96,6 +103,71 @@ def resolve_store_url(url: str | None = None) -> str:
     return url or os.environ.get(ENV_STORE_URL) or f"sqlite:///{default_store_path()}"
 
 
+def is_default_store(url: str | None = None) -> bool:
+    """Whether ``url`` (None: not given) leaves the store to the default file: neither the
+    argument nor ``$TSMETER_STORE_URL`` names one."""
+    return not url and not os.environ.get(ENV_STORE_URL)
+
+
+#: the first bytes of every SQLite database file
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_store_file(path: str, *, create: bool) -> None:
+    """Refuse an embedded store file that cannot be meant: a missing one unless ``create``,
+    and an existing file that is not a tsmeter store (not SQLite, or a SQLite database of
+    something else), which tsmeter must not add its tables to. An empty file is a new store.
+
+    >>> check_store_file("/nonexistent/usage.db", create=False)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    tsmeter.errors.StorageUnavailableError: no store at '/nonexistent/usage.db': check the path...
+    """
+    if path == ":memory:":
+        return
+    file = Path(path).expanduser()
+    if not file.exists():
+        if create:
+            return
+        raise StorageUnavailableError(
+            f"no store at {path!r}: check the path, or ask for a new store "
+            "(tsmeter --create, or connect(..., create=True))"
+        )
+    if file.is_dir():
+        raise StorageUnavailableError(f"store {path!r} is a directory, not a store file")
+    try:
+        with file.open("rb") as fh:
+            header = fh.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise StorageUnavailableError(f"cannot read store {path!r}: {exc.strerror}") from exc
+    if not header:
+        return  # an empty file: SQLite makes it a new database
+    if header != _SQLITE_HEADER:
+        raise StorageUnavailableError(
+            f"{path!r} is not a tsmeter store: it is not a SQLite database"
+        )
+    tables = _tables(file)
+    if tables and "meta" not in tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StorageUnavailableError(
+            f"{path!r} is not a tsmeter store: it is a SQLite database of something else "
+            f"(tables {shown}); tsmeter leaves it as it is"
+        )
+
+
+def _tables(file: Path) -> set[str]:
+    """The table names of a SQLite file, read only (empty when it cannot be read: opening
+    the store then reports why)."""
+    try:
+        conn = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return set()
+    return {str(name) for (name,) in rows}
+
+
 def _sqlite_path(url: str) -> str | None:
     if url.startswith("sqlite:///"):
         return url[len("sqlite:///") :] or None
@@ -109,6 +181,7 @@ def connect(
     *,
     timezone: str | None = None,
     mirror: bool | None = None,
+    create: bool = True,
     **options: Any,
 ) -> Meter:
     """Open a :class:`~tsmeter.metering.meter.Meter` on the store named by ``url``.
@@ -122,7 +195,10 @@ def connect(
     is "outbox" (``record`` returns once the record is committed to the outbox file; the
     default) or "memory" (at once; default ``$TSMETER_DURABILITY``). ``mirror`` (default: when
     ``$TSMETER_POSTHOG_API_KEY`` is set) attaches the PostHog mirror as ``meter.mirror``.
-    Other options go to the Meter (``chunk_size``, ``outbox_options``).
+    ``create=False`` refuses an embedded store whose file does not exist (a
+    :class:`~tsmeter.errors.StorageUnavailableError`) instead of creating it; a file that is
+    not a tsmeter store is refused either way. Other options go to the Meter (``chunk_size``,
+    ``outbox_options``).
 
     Example::
 
@@ -137,9 +213,10 @@ def connect(
     from tsmeter.adapters.sqlite import SQLiteStore
 
     if resolved.startswith(("influxdb://", "influxdbs://", "influxdb2://")):
-        from tsmeter.adapters.influxdb.client import InfluxV1Config
-        from tsmeter.adapters.influxdb.store import InfluxStore
-        from tsmeter.adapters.influxdb.v2client import InfluxV2Config
+        with needs("influxdb"):
+            from tsmeter.adapters.influxdb.client import InfluxV1Config
+            from tsmeter.adapters.influxdb.store import InfluxStore
+            from tsmeter.adapters.influxdb.v2client import InfluxV2Config
 
         if resolved.startswith("influxdb2://"):
             config2 = InfluxV2Config.from_url(resolved)
@@ -174,6 +251,7 @@ def connect(
             f"unsupported store scheme {scheme!r} (supported: sqlite:///PATH, a path,"
             " influxdb://HOST:PORT/DATABASE, influxdb2://HOST:PORT/BUCKET?org=ORG)",
         )
+    check_store_file(path, create=create)
     store = SQLiteStore(path)
     try:
         meter = Meter(store, store, timezone=tz, capabilities=store.capabilities(), **options)
@@ -216,11 +294,13 @@ def _connect_fleet(
     id ledger, the notification deliveries and the job leases; what stays per host (the
     outbox, the PostHog journal) in the local state file of the store."""
     from tsmeter.adapters.influxdb.store import InfluxStore
-    from tsmeter.adapters.postgres.catalog import PostgresCatalog
-    from tsmeter.adapters.postgres.database import StateDatabase
-    from tsmeter.adapters.postgres.dedupe import PostgresDedupe
-    from tsmeter.adapters.postgres.deliveries import PostgresDeliveryLog
-    from tsmeter.adapters.postgres.leases import PostgresLeases
+
+    with needs("postgres"):
+        from tsmeter.adapters.postgres.catalog import PostgresCatalog
+        from tsmeter.adapters.postgres.database import StateDatabase
+        from tsmeter.adapters.postgres.dedupe import PostgresDedupe
+        from tsmeter.adapters.postgres.deliveries import PostgresDeliveryLog
+        from tsmeter.adapters.postgres.leases import PostgresLeases
 
     db = StateDatabase(state_url)
     try:
@@ -260,7 +340,8 @@ def _integrate(meter: Meter, mirror: bool | None) -> Meter:
         from tsmeter.integrations.posthog.mirror import PostHogMirror
 
         try:
-            attached = PostHogMirror(settings, meter)
+            with needs("posthog"):
+                attached = PostHogMirror(settings, meter)
         except BaseException:
             meter.close()
             raise
@@ -291,8 +372,9 @@ def migrate_state(url: str, *, dry_run: bool = False) -> tuple[list[str], list[s
     """Bring the PostgreSQL state store at ``url`` up to this version's schema (``tsmeter
     state migrate``): (migrations applied now, migrations already applied), each as
     ``"NNNN name"``; with ``dry_run``, what would be applied, applying nothing."""
-    from tsmeter.adapters.postgres.database import StateDatabase
-    from tsmeter.adapters.postgres.migrations import MIGRATIONS
+    with needs("postgres"):
+        from tsmeter.adapters.postgres.database import StateDatabase
+        from tsmeter.adapters.postgres.migrations import MIGRATIONS
 
     db = StateDatabase(url, migrate=False, max_size=1)
     try:

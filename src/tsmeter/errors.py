@@ -11,7 +11,8 @@ know they have handled everything tsmeter itself reports::
     │   ├── RejectedError      the store refused the data itself (sending it again fails again)
     │   └── SeriesError        some series cannot be read or summed; the others were
     ├── QuotaExceededError     recording would pass a BLOCK threshold (``enforce=True``)
-    └── OutboxFullError        the outbox stayed full for the whole timeout: nothing was queued
+    ├── OutboxFullError        the outbox stayed full for the whole timeout: nothing was queued
+    └── MissingExtraError      an optional dependency is not installed: names the extra to install
 
 Adapters translate their SDK's exceptions into these at their boundary
 (``raise StorageUnavailableError(...) from exc``).
@@ -24,6 +25,7 @@ from typing import Any
 
 __all__ = [
     "ConflictError",
+    "MissingExtraError",
     "NotFoundError",
     "OutboxFullError",
     "QuotaExceededError",
@@ -132,3 +134,25 @@ class QuotaExceededError(TsmeterError):
     def __init__(self, message: str, decision: object) -> None:
         super().__init__(message)
         self.decision = decision
+
+
+class MissingExtraError(TsmeterError, ImportError):
+    """An optional package a feature needs is not installed; ``extra`` names the tsmeter
+    extra that installs it and ``install`` the command to run (see :mod:`tsmeter.extras`).
+
+    It is also an ImportError, so code that treats an optional import as absent still does.
+
+    Example::
+
+        >>> print(MissingExtraError("report", "matplotlib", "tsmeter report"))
+        tsmeter report needs the package 'matplotlib' (not installed): pip install 'tsmeter[report]'
+    """
+
+    def __init__(self, extra: str, module: str, feature: str) -> None:
+        self.extra = extra
+        self.module = module
+        self.install = f"pip install 'tsmeter[{extra}]'"
+        super().__init__(
+            f"{feature} needs the package {module!r} (not installed): {self.install}",
+            name=module,
+        )

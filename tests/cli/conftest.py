@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from tsmeter import connect
 from tsmeter.cli.main import cli
 
 
@@ -55,11 +56,13 @@ def one_line_error(result: Result) -> str:
 
 @pytest.fixture
 def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
-    """A CLI on an empty store in a temporary directory (the working directory too)."""
+    """A CLI on an empty store in a temporary directory (the working directory too); the
+    store file exists, as a named store must without ``--create``."""
     monkeypatch.delenv("TSMETER_STORE_URL", raising=False)
     monkeypatch.delenv("TSMETER_TIMEZONE", raising=False)
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "usage.db"
+    connect(f"sqlite:///{path}", mirror=False).close()
     return Cli(CliRunner(), f"sqlite:///{path}", path)
 
 

@@ -144,10 +144,10 @@ def test_evaluate_at_a_past_time(metered: Cli) -> None:
 
 @pytest.mark.parametrize("command", ["ack", "resolve"])
 def test_unknown_alert_is_one_clear_error(metered: Cli, command: str) -> None:
-    """An alert id that does not exist is one Error line and exit status 1."""
+    """An alert id that does not exist is one Error line and exit status 6 (not found)."""
     result = metered("alert", command, "no-such-alert")
     assert one_line_error(result) == "Error: alert 'no-such-alert' not found"
-    assert result.exit_code == 1
+    assert result.exit_code == 6
 
 
 def test_bad_status_is_a_usage_error(metered: Cli) -> None:
@@ -158,7 +158,7 @@ def test_bad_status_is_a_usage_error(metered: Cli) -> None:
 
 
 def test_threshold_check_exit_codes(metered: Cli) -> None:
-    """check exits 0 when allowed, 1 when a BLOCK threshold refuses; it records nothing."""
+    """check exits 0 when allowed, 3 when a BLOCK threshold refuses; it records nothing."""
     free = metered.json("threshold", "check", "api_calls", "org", "o1")
     assert free["allowed"] is True and free["limit"] is None and free["thresholdId"] is None
     metered.ok("threshold", "create", "api_calls", "org", "3", "--action", "block")
@@ -169,7 +169,7 @@ def test_threshold_check_exit_codes(metered: Cli) -> None:
     assert (Decimal(allowed["used"]), Decimal(allowed["remaining"])) == (2, 1)
     assert Decimal(allowed["limit"]) == 3 and allowed["windowEnd"].endswith("T00:00:00Z")
     result = metered("threshold", "check", "api_calls", "org", "o1", "--quantity", "2")
-    assert result.exit_code == 1 and result.stderr == ""
+    assert result.exit_code == 3 and result.stderr == ""
     lines = result.stdout.splitlines()
     assert "allowed      no" in lines
     fields = dict(line.split(maxsplit=1) for line in lines)
@@ -198,7 +198,7 @@ def test_threshold_check_errors(metered: Cli) -> None:
 def test_threshold_check_help_documents_the_exit_status(run: Cli) -> None:
     """The help says what the exit status means."""
     text = run.ok("threshold", "check", "--help").stdout
-    assert "Exit status: 0 if allowed, 1 if not" in text
+    assert "Exit status: 0 if allowed, 3 if not" in " ".join(text.split())
 
 
 def test_hostile_subject_ids_in_output(metered: Cli) -> None:
@@ -222,7 +222,7 @@ def test_hostile_subject_ids_in_output(metered: Cli) -> None:
         assert found["id"] == by_id[subject_id]
         assert metered.json("alert", "ack", found["id"])["subjectId"] == subject_id
         result = metered("threshold", "check", "api_calls", "org", subject_id, fmt="json")
-        assert result.exit_code == 1
+        assert result.exit_code == 3
         assert json.loads(result.stdout)["subjectId"] == subject_id
         lines = metered("threshold", "check", "api_calls", "org", subject_id).stdout
         # lines end without trailing blanks (an id of " " shows as nothing); split on the

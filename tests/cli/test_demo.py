@@ -75,7 +75,7 @@ def test_demo_thresholds_raise_alerts_and_block_a_record(run: Cli) -> None:
     alerts = store.json("alert", "list", "--status", "pending")
     assert len(alerts) == len(re.findall(r" (exceeded|approaching) ", section))
     assert {"acme", "tyrell"} <= {a["subjectId"] for a in alerts if a["level"] == "exceeded"}
-    assert store("threshold", "check", "credits", "org", "tyrell").exit_code == 1
+    assert store("threshold", "check", "credits", "org", "tyrell").exit_code == 3
     assert store("threshold", "check", "credits", "org", "acme").exit_code == 0
     assert "tsmeter --store tsmeter-demo.db alert list" in report
 
@@ -187,4 +187,4 @@ def test_demo_on_influxdb_raises_alerts_and_blocks(
     assert "raised QuotaExceededError" in report
     levels = {(a["subjectId"], a["metricKey"], a["level"]) for a in store.json("alert", "list")}
     assert {("acme", "api_calls", "exceeded"), ("tyrell", "credits", "exceeded")} <= levels
-    assert store("threshold", "check", "credits", "org", "tyrell").exit_code == 1
+    assert store("threshold", "check", "credits", "org", "tyrell").exit_code == 3

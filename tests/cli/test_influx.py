@@ -27,7 +27,8 @@ def test_influx_init_creates_the_database(influxd: InfluxServer, tmp_path: Path)
 
 def test_influx_init_on_the_embedded_store_is_one_clear_error(tmp_path: Path) -> None:
     """On a SQLite store the command says it needs an InfluxDB store, in one line."""
-    result = CliRunner().invoke(cli, ["--store", str(tmp_path / "x.db"), "influx", "init"])
+    store = ["--store", str(tmp_path / "x.db"), "--create"]
+    result = CliRunner().invoke(cli, [*store, "influx", "init"])
     assert result.exit_code == 1
     assert "is not an InfluxDB store" in result.output
     assert "Traceback" not in result.output
@@ -35,7 +36,8 @@ def test_influx_init_on_the_embedded_store_is_one_clear_error(tmp_path: Path) ->
 
 def test_influx_convert_on_the_embedded_store_is_one_clear_error(tmp_path: Path) -> None:
     """convert, too, says it needs an InfluxDB store (the embedded store converts itself)."""
-    result = CliRunner().invoke(cli, ["--store", str(tmp_path / "x.db"), "influx", "convert"])
+    store = ["--store", str(tmp_path / "x.db"), "--create"]
+    result = CliRunner().invoke(cli, [*store, "influx", "convert"])
     assert result.exit_code == 1
     assert "is not an InfluxDB store" in result.output
     assert "Traceback" not in result.output

@@ -237,6 +237,7 @@ def test_scheduler_process_evaluates_thresholds(tmp_path: Path) -> None:
 def test_scheduler_process_stops_on_sigint_too(tmp_path: Path) -> None:
     """Ctrl-C (SIGINT) stops it the same way: exit status 0, no traceback."""
     store = f"sqlite:///{tmp_path / 'usage.db'}"
+    tsmeter.connect(store).close()  # a store named by --store must exist
     status, seconds, lines = run_scheduler_until(
         tmp_path, store, "aggregate-daily", 1, "--aggregate-every", "0.2s", sig=signal.SIGINT
     )

@@ -264,6 +264,7 @@ def test_export_import_round_trip(metered: Cli, tmp_path: Path) -> None:
         "src",
     )
     fresh = Cli(CliRunner(), f"sqlite:///{tmp_path / 'fresh.db'}", tmp_path / "fresh.db")
+    fresh.ok("--create", "metric", "list")
     fresh.ok("metric", "define", "api_calls", "-a", "count")
     fresh.ok("metric", "define", "storage_gb", "-a", "max")
     for name in ("all.csv", "all.jsonl"):
@@ -294,7 +295,8 @@ def test_export_then_import_into_the_same_store_changes_nothing(metered: Cli) ->
 
 
 def test_main_entry_point_reports_errors_in_one_line(metered: Cli) -> None:
-    """The console script's group turns errors into one line with the right exit code."""
+    """The console script's group turns errors into one line with the right exit code (6:
+    not found)."""
     result = CliRunner().invoke(cli, ["--store", metered.store, "usage", "get", "nope"])
-    assert result.exit_code == 1
+    assert result.exit_code == 6
     assert result.stderr == "Error: metric 'nope' not found\n"

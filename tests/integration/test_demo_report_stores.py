@@ -39,6 +39,7 @@ def test_demo_report_is_identical_on_sqlite_and_influxdb(
     """The report and every monthly summary (as JSON, decimal strings) match exactly."""
     server, name = influx_db
     embedded = Cli(CliRunner(), str(tmp_path / "embedded.db"), tmp_path / "embedded.db")
+    embedded.ok("--create", "metric", "list")  # the demo needs a store to exist
     url = f"influxdb://127.0.0.1:{server.port}/{name}?state={tmp_path / 'state.db'}"
     influx = Cli(CliRunner(), url, tmp_path / "state.db")
     left, right = _report(embedded), _report(influx)

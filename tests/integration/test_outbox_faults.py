@@ -337,7 +337,7 @@ def test_cli_import_reports_each_bad_line_and_queues_the_rest(
     their line and field, a 10 MB line by its size; the good lines are queued and delivered
     once."""
     store, box = f"sqlite:///{tmp_path / 'u.db'}", str(tmp_path / "o.db")
-    assert tsmeter_cli("--store", store, "metric", "define", "storage_gb",
+    assert tsmeter_cli("--store", store, "--create", "metric", "define", "storage_gb",
                        "--aggregation-type", "sum").exit_code == 0  # fmt: skip
     monkeypatch.setenv("TSMETER_OUTBOX", box)
     good = '"metricKey": "storage_gb", "subjectType": "org", "subjectId": "o1"'

@@ -74,7 +74,8 @@ def test_demo_store_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     """``tsmeter demo`` (store, thresholds, alerts) leaves only private files behind."""
     monkeypatch.chdir(tmp_path)
     store = tmp_path / "demo" / "nested" / "demo.db"
-    result = CliRunner().invoke(cli, ["--store", str(store), "demo", "--records", "100"])
+    argv = ["--store", str(store), "--create", "demo", "--records", "100"]
+    result = CliRunner().invoke(cli, argv)
     assert result.exit_code == 0, result.output
     assert "demo/nested/demo.db" in assert_private(tmp_path)
 

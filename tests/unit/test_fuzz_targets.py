@@ -180,7 +180,7 @@ def test_cli_options(tmp_path: Path, option: str, value: str) -> None:
         value = value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
     store = f"sqlite:///{tmp_path / 'usage.db'}"
     runner = CliRunner()
-    runner.invoke(cli, ["--store", store, "metric", "define", "api_calls"])
+    runner.invoke(cli, ["--store", store, "--create", "metric", "define", "api_calls"])
     result = runner.invoke(cli, ["--store", store, "threshold", "create", "api_calls", "org",
                                  "10", option, value])  # fmt: skip
     if option == "--notify-webhook":

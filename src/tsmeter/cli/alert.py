@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from tsmeter.cli.context import CliState, pass_state
+from tsmeter.cli.exit_codes import ExitCode
 from tsmeter.cli.output import Column, emit_list, emit_one, json_fields, visible
 from tsmeter.cli.params import subject_options
 from tsmeter.domain import AlertStatus, UsageAlert
@@ -134,7 +135,7 @@ def evaluate(state: CliState, at: str | None) -> None:
     if result.errors:  # every other series was evaluated; say which were not, and fail
         for error in result.errors:
             click.echo(f"Error: {visible(error, backslash=False)}", err=True)
-        raise SystemExit(1)
+        raise SystemExit(ExitCode.ERROR)
 
 
 def _count(n: int, noun: str) -> str:

@@ -9,7 +9,7 @@ from typing import Concatenate, Literal, ParamSpec, TypeVar
 
 import click
 
-from tsmeter.bootstrap import connect
+from tsmeter.bootstrap import connect, is_default_store
 from tsmeter.domain import PeriodType
 from tsmeter.domain.validation import from_ns, parse_timestamp, to_ns
 from tsmeter.metering.meter import Meter
@@ -23,16 +23,18 @@ R = TypeVar("R")
 
 @dataclass
 class CliState:
-    """The root options (``--store``, ``--format``, ``--timezone``, ``--outbox``,
-    ``--csv-neutralise``) and the open Meter.
+    """The root options (``--store``, ``--create``, ``--format``, ``--timezone``,
+    ``--outbox``, ``--csv-neutralise``) and the open Meter.
 
     ``store`` and ``timezone`` are None when not given; :func:`tsmeter.connect` then
     falls back to the environment and the defaults. The Meter is opened lazily,
-    so ``--help`` and argument errors never touch the store.
+    so ``--help`` and argument errors never touch the store. A missing embedded store file
+    is an error unless ``create`` (``--create``) or the store is the default one.
     Example: ``state.meter().list_metrics()`` inside a command decorated with ``@pass_state``.
     """
 
     store: str | None = None
+    create: bool = False  # --create: a missing embedded store file is created
     fmt: OutputFormat = "table"
     timezone: str | None = None
     outbox: str | None = None  # a root --outbox PATH or "off"; None: connect() decides
@@ -46,14 +48,24 @@ class CliState:
         the mirror themselves); by default the environment decides (see ``connect``).
         """
         if not self._meters:
+            create = self.create or is_default_store(self.store)
             self._meters.append(
-                connect(self.store, timezone=self.timezone, outbox=self.outbox, mirror=mirror)
+                connect(
+                    self.store,
+                    timezone=self.timezone,
+                    outbox=self.outbox,
+                    mirror=mirror,
+                    create=create,
+                )
             )
         return self._meters[0]
 
     def open(self, url: str) -> Meter:
-        """Open an extra Meter on ``url`` (closed on exit, like :meth:`meter`)."""
-        meter = connect(url, timezone=self.timezone, outbox=self.outbox)
+        """Open an extra Meter on ``url`` (closed on exit, like :meth:`meter`). The store
+        named by ``--store`` follows its rule (it must exist unless ``--create``); a URL the
+        command chose itself (the demo's own file) is created when missing."""
+        create = self.create or url != self.store
+        meter = connect(url, timezone=self.timezone, outbox=self.outbox, create=create)
         self._meters.append(meter)
         return meter
 

@@ -16,6 +16,7 @@ import click
 from tsmeter.cli.context import CliState, pass_state
 from tsmeter.cli.output import Column, emit_list, emit_one
 from tsmeter.errors import TsmeterError
+from tsmeter.extras import needs
 from tsmeter.integrations.notify import Notifier, NotifySettings
 from tsmeter.integrations.posthog.job import mirror_job
 from tsmeter.jobs.registry import JobRegistry, ScheduleSettings, default_jobs, format_run
@@ -186,14 +187,8 @@ def run_scheduler(
         tsmeter --store usage.db scheduler run --job evaluate-thresholds --evaluate-every 15s
         tsmeter --store usage.db scheduler run --aggregate-every 10m --lateness 0s
     """
-    try:
+    with needs("scheduler"):
         from tsmeter.jobs import scheduler as runner
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("apscheduler"):
-            raise
-        raise click.ClickException(
-            "the scheduler needs APScheduler: pip install 'tsmeter[scheduler]'"
-        ) from None
     if lease_ttl <= timedelta(0):
         raise click.BadParameter("must be positive", param_hint="'--lease-ttl'")
     meter = state.meter()

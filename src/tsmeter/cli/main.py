@@ -1,8 +1,8 @@
 """The root ``tsmeter`` command: global options, the command tree and error handling.
 
 User errors never end in a traceback: :class:`~tsmeter.errors.TsmeterError`
-and click's usage errors become one ``Error: ...`` line on stderr and a
-non-zero exit status (1 for errors reported by tsmeter, 2 for bad usage).
+and click's usage errors become one ``Error: ...`` line on stderr and the exit status
+:func:`exit_code` gives (see :class:`~tsmeter.cli.exit_codes.ExitCode`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from tsmeter.cli.aggregate import aggregate
 from tsmeter.cli.alert import alert
 from tsmeter.cli.context import CliState, OutputFormat
 from tsmeter.cli.demo import demo
+from tsmeter.cli.exit_codes import ExitCode
 from tsmeter.cli.influx import influx
 from tsmeter.cli.jobs import jobs, scheduler
 from tsmeter.cli.metric import metric
@@ -29,15 +30,45 @@ from tsmeter.cli.reconcile import reconcile
 from tsmeter.cli.state import state
 from tsmeter.cli.threshold import threshold
 from tsmeter.cli.usage import usage
-from tsmeter.errors import TsmeterError
+from tsmeter.errors import (
+    NotFoundError,
+    QuotaExceededError,
+    StorageUnavailableError,
+    TsmeterError,
+)
+from tsmeter.extras import explain
 
-__all__ = ["TsmeterGroup", "cli", "main"]
+__all__ = ["TsmeterGroup", "cli", "exit_code", "main"]
+
+#: the exit status of each kind of error tsmeter reports, most specific first
+_EXIT_CODES: list[tuple[type[TsmeterError], ExitCode]] = [
+    (NotFoundError, ExitCode.NOT_FOUND),
+    (StorageUnavailableError, ExitCode.STORE),
+    (QuotaExceededError, ExitCode.OVER_LIMIT),
+    (TsmeterError, ExitCode.ERROR),
+]
+
+
+def exit_code(exc: BaseException) -> ExitCode:
+    """The exit status for an error: :data:`_EXIT_CODES` for tsmeter's own errors, USAGE for
+    click's usage errors, ERROR for the rest.
+
+    >>> from tsmeter.errors import NotFoundError, ValidationError
+    >>> exit_code(NotFoundError("metric 'x' not found")), exit_code(ValidationError("f", "bad"))
+    (<ExitCode.NOT_FOUND: 6>, <ExitCode.ERROR: 1>)
+    """
+    if isinstance(exc, click.UsageError):
+        return ExitCode.USAGE
+    for kind, code in _EXIT_CODES:
+        if isinstance(exc, kind):
+            return code
+    return ExitCode.ERROR
 
 
 class UsageLineError(click.ClickException):
     """A click usage error shown as one line that points at ``--help``."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
     def __init__(self, error: click.UsageError | str) -> None:
         if isinstance(error, str):
@@ -47,6 +78,13 @@ class UsageLineError(click.ClickException):
         super().__init__(_line(error.format_message()) + hint)
 
 
+#: an ``Error:`` line class per exit status (click reads the status from the class)
+_ERROR_LINES: dict[ExitCode, type[click.ClickException]] = {
+    code: type(f"ErrorLine{code.value}", (click.ClickException,), {"exit_code": int(code)})
+    for code in ExitCode
+}
+
+
 def _line(message: str) -> str:
     """A message as one line a terminal shows as it is: newlines, bidi and other hidden
     characters (which a message may quote from the input) as visible escapes."""
@@ -54,7 +92,7 @@ def _line(message: str) -> str:
 
 
 def _one_line(exc: BaseException) -> click.ClickException:
-    """The one-line error to show for an exception a user can fix."""
+    """The one-line error to show for an exception a user can fix, with its exit status."""
     if isinstance(exc, click.UsageError):
         return UsageLineError(exc)
     if isinstance(exc, click.ClickException):
@@ -63,10 +101,15 @@ def _one_line(exc: BaseException) -> click.ClickException:
             return exc
         # the exit status stays: 2 for bad usage, 1 for the rest
         return UsageLineError(line) if exc.exit_code == 2 else click.ClickException(line)
+    if isinstance(exc, ModuleNotFoundError):  # an optional package imported outside needs()
+        missing = explain(exc)
+        if missing is None:
+            raise exc
+        exc = missing
     if isinstance(exc, OSError):
         name = exc.filename if exc.filename is not None else ""
         return click.ClickException(_line(f"{name}: {exc.strerror}" if name else str(exc)))
-    return click.ClickException(_line(str(exc)))
+    return _ERROR_LINES[exit_code(exc)](_line(str(exc)))
 
 
 class TsmeterGroup(click.Group):
@@ -100,7 +143,7 @@ class TsmeterGroup(click.Group):
         except BrokenPipeError:
             _silence_stdout()
             ctx.exit(1)
-        except (TsmeterError, click.ClickException, OSError) as exc:
+        except (TsmeterError, click.ClickException, OSError, ModuleNotFoundError) as exc:
             raise _one_line(exc) from None
 
 
@@ -114,7 +157,10 @@ def _silence_stdout() -> None:
 
 
 @click.group(
-    name="tsmeter", cls=TsmeterGroup, context_settings={"help_option_names": ["-h", "--help"]}
+    name="tsmeter",
+    cls=TsmeterGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=ExitCode.summary() + " The CLI reference (docs/cli.md) explains each.",
 )
 @click.option(
     "--store",
@@ -123,6 +169,13 @@ def _silence_stdout() -> None:
     help="Store URL: sqlite:///PATH, a file path, influxdb://HOST:PORT/DB or "
     "influxdb2://HOST:PORT/BUCKET?org=ORG [default: $TSMETER_STORE_URL, else "
     "tsmeter/tsmeter.db in $XDG_DATA_HOME or ~/.local/share].",
+)
+@click.option(
+    "--create",
+    is_flag=True,
+    help="Create the embedded store if its file does not exist. Without it a store file "
+    "named by --store or $TSMETER_STORE_URL must exist (exit status 5 otherwise); the "
+    "default store is created on first use.",
 )
 @click.option(
     "--outbox",
@@ -161,6 +214,7 @@ def _silence_stdout() -> None:
 def cli(
     ctx: click.Context,
     store: str | None,
+    create: bool,
     outbox: str | None,
     fmt: str,
     timezone: str | None,
@@ -175,12 +229,13 @@ def cli(
     \b
     Example:
         tsmeter demo
-        tsmeter --store usage.db metric define api_calls --aggregation-type count
+        tsmeter --store usage.db --create metric define api_calls --aggregation-type count
         tsmeter --store usage.db usage record api_calls org org-1
         tsmeter --store usage.db --format json usage summary api_calls --period daily
     """
     state = CliState(
         store=store,
+        create=create,
         fmt=cast(OutputFormat, fmt.lower()),
         timezone=timezone,
         outbox=outbox,

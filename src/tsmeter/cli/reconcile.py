@@ -3,9 +3,10 @@
 Totals are compared exactly (Decimals at the metric's precision; PostHog sums integer
 units), and shown digit for digit: in JSON and CSV as decimal strings.
 
-Exit status: 0 when the copies agree (within the tolerance, zero unless given), 3 when some
-subject-period differs beyond it (the table lists them), 1 when the comparison could not be
-made (PostHog unreachable or refusing the key, an unknown metric, ...), 2 for bad usage.
+Exit status: 0 when the copies agree (within the tolerance, zero unless given), 4 (drift) when
+some subject-period differs beyond it (the table lists them), 5 when PostHog or the store
+cannot be used (unreachable, refusing the key), 1 for other errors (an unknown metric, ...),
+2 for bad usage.
 """
 
 from __future__ import annotations
@@ -17,16 +18,18 @@ from typing import Any
 import click
 
 from tsmeter.cli.context import CliState, pass_state
+from tsmeter.cli.exit_codes import ExitCode
 from tsmeter.cli.output import Column, emit_list
 from tsmeter.cli.params import org_option, subject_options
 from tsmeter.domain import PeriodType
 from tsmeter.domain.validation import parse_timestamp
 from tsmeter.errors import ValidationError
+from tsmeter.extras import needs
 
 __all__ = ["DIFFERENCES_FOUND", "reconcile"]
 
 #: The exit status when some subject-period differs beyond the tolerance.
-DIFFERENCES_FOUND = 3
+DIFFERENCES_FOUND = ExitCode.DRIFT
 
 _PERIOD_NAMES = {
     "hour": PeriodType.HOURLY, "day": PeriodType.DAILY, "week": PeriodType.WEEKLY,
@@ -103,18 +106,19 @@ def reconcile(
     counted once per event uuid. Needs TSMETER_POSTHOG_PERSONAL_API_KEY (query:read),
     TSMETER_POSTHOG_PROJECT_ID and TSMETER_POSTHOG_HOST (unless PostHog Cloud US).
 
-    Exit status: 0 the copies agree within the tolerance; 3 differences beyond it (listed);
-    1 the comparison could not be made; 2 bad usage.
+    Exit status: 0 the copies agree within the tolerance; 4 differences beyond it (listed);
+    5 PostHog or the store cannot be used; 1 other errors; 2 bad usage.
 
     \b
     Example:
         tsmeter reconcile api_calls --from 2026-01-01 --to 2026-02-01 --period day
         tsmeter reconcile storage_gb --from 2026-01-01 --to 2026-01-08 --tolerance 0.5%
     """
-    from tsmeter.integrations.posthog.reader import PostHogReader
-    from tsmeter.integrations.posthog.reconcile import Tolerance
-    from tsmeter.integrations.posthog.reconcile import reconcile as compare
-    from tsmeter.integrations.posthog.settings import PostHogSettings
+    with needs("posthog"):
+        from tsmeter.integrations.posthog.reader import PostHogReader
+        from tsmeter.integrations.posthog.reconcile import Tolerance
+        from tsmeter.integrations.posthog.reconcile import reconcile as compare
+        from tsmeter.integrations.posthog.settings import PostHogSettings
 
     lo, hi = _utc_time("--from", start), _utc_time("--to", end)
     if hi <= lo:

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from tsmeter.cli.context import CliState, pass_state
+from tsmeter.cli.exit_codes import ExitCode
 from tsmeter.cli.output import Column, emit_list, emit_one, json_fields
 from tsmeter.cli.params import (
     ACTIONS,
@@ -295,13 +296,14 @@ def check(
     BLOCK threshold; none if no BLOCK threshold applies), the usage in its
     current window, what remains and when the window ends. Nothing is recorded.
 
-    Exit status: 0 if allowed, 1 if not (and 1 with an "Error:" line if the
-    check itself failed, e.g. an unknown metric; 2 for bad usage).
+    Exit status: 0 if allowed, 3 if not; an "Error:" line and another status
+    if the check itself failed (1 an unknown metric, 5 the store cannot be
+    used, 2 bad usage).
 
     \b
     Example:
         tsmeter threshold check api_calls org org-1 --quantity 50
-        tsmeter threshold check api_calls org org-1 || echo "over quota"
+        tsmeter threshold check api_calls org org-1; [ $? -eq 3 ] && echo "over quota"
     """
     decision = state.meter().check(metric_key, subject_type, subject_id, quantity, org_id=org_id)
     doc = {
@@ -318,4 +320,4 @@ def check(
     }
     emit_one(state, doc)
     if not decision.allowed:
-        click.get_current_context().exit(1)
+        click.get_current_context().exit(ExitCode.OVER_LIMIT)

@@ -16,14 +16,11 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tsmeter.errors import StorageUnavailableError, ValidationError
+from tsmeter.extras import needs
 
-try:
+with needs("postgres"):  # the extra is not installed: say which to install
     import psycopg
     import psycopg_pool
-except ImportError as _missing:  # the extra is not installed: say which to install
-    raise StorageUnavailableError(
-        f"a PostgreSQL state store needs {_missing.name}: pip install 'tsmeter[postgres]'"
-    ) from None
 
 __all__ = ["StateDatabase", "redact"]
 
