@@ -16,6 +16,7 @@ from click.exceptions import NoArgsIsHelpError
 
 from tsmeter.cli.aggregate import aggregate
 from tsmeter.cli.alert import alert
+from tsmeter.cli.apply import apply
 from tsmeter.cli.context import CliState, OutputFormat
 from tsmeter.cli.demo import demo
 from tsmeter.cli.exit_codes import ExitCode
@@ -246,7 +247,7 @@ def cli(
 
 
 for _command in (metric, usage, threshold, alert, aggregate, demo, influx, scheduler, jobs,
-                 notifications, posthog, reconcile, outbox, state):  # fmt: skip
+                 notifications, posthog, reconcile, outbox, state, apply):  # fmt: skip
     cli.add_command(_command)
 
 
