@@ -50,6 +50,14 @@ def write(tmp: Path, text: str, name: str = "tsmeter.yaml") -> str:
     return str(path)
 
 
+def dry_run(run: Cli, *args: str, fmt: str | None = None) -> str:
+    """Run ``apply ... --dry-run`` on a store that differs from the file: exit status 4
+    (drift); return what it printed."""
+    result = run("apply", *args, "--dry-run", fmt=fmt)
+    assert result.exit_code == 4, result.output
+    return result.stdout
+
+
 def state(run: Cli) -> tuple[Any, Any]:
     """The metrics and thresholds in the store, as JSON."""
     return run.json("metric", "list", "--all-orgs"), run.json("threshold", "list")
@@ -58,7 +66,7 @@ def state(run: Cli) -> tuple[Any, Any]:
 def test_dry_run_prints_the_plan_and_changes_nothing(run: Cli, tmp_path: Path) -> None:
     """--dry-run shows every create with its fields, says nothing changed, and the store
     stays empty; the webhook's token is never printed."""
-    out = run.ok("apply", write(tmp_path, FILE), "--dry-run").stdout
+    out = dry_run(run, write(tmp_path, FILE))
     lines = out.splitlines()
     assert lines[0].endswith("tsmeter.yaml: 4 to create, 0 to update, 0 to delete, 0 unchanged.")
     assert lines[-1] == "Dry run: nothing was changed."
@@ -92,7 +100,7 @@ def test_json_plan_shows_updates_field_by_field(run: Cli, tmp_path: Path) -> Non
     exact strings; the store then holds the new values."""
     run.ok("apply", write(tmp_path, FILE))
     edited = FILE.replace("limit: 0.1", "limit: 0.25").replace("unit: calls", "unit: requests")
-    doc = run.json("apply", write(tmp_path, edited), "--dry-run")
+    doc = json.loads(dry_run(run, write(tmp_path, edited), fmt="json"))
     assert (doc["dryRun"], doc["changed"], doc["applied"]) == (True, True, False)
     assert doc["summary"] == {"create": 0, "update": 2, "delete": 0, "unchanged": 2}
     changes = [(s["kind"], s["metricKey"], s["changes"]) for s in doc["steps"]
@@ -116,7 +124,7 @@ def test_csv_plan_has_one_row_per_field(run: Cli, tmp_path: Path) -> None:
     """CSV: a header and one row per changed field (a step without changes: one row)."""
     run.ok("apply", write(tmp_path, FILE))
     edited = FILE.replace("limit: 10000", "limit: 20000")
-    out = run.ok("apply", write(tmp_path, edited), "--dry-run", fmt="csv").stdout
+    out = dry_run(run, write(tmp_path, edited), fmt="csv")
     lines = out.splitlines()
     assert lines[0].startswith("action,kind,path,metricKey,orgId,thresholdId")
     updates = [line for line in lines if line.startswith("update,")]
@@ -218,12 +226,12 @@ limit = 0.1
     yaml_path = write(tmp_path, FILE)
 
     def steps(path: str) -> list[Any]:
-        doc = run.json("apply", path, "--dry-run")
+        doc = json.loads(dry_run(run, path, fmt="json"))
         return [{k: v for k, v in s.items() if k != "thresholdId"} for s in doc["steps"]]
 
     assert steps(toml_path) == steps(yaml_path)
     run.ok("apply", yaml_path)
-    assert "No changes" in run.ok("apply", toml_path).stdout
+    assert "No changes" in run.ok("apply", toml_path, "--dry-run").stdout  # in sync: status 0
 
 
 HOSTILE = ["a,b=c \"q\" 's'", "ünï 😀", "rtl\u202eevil", "back\\slash", "- x: y"]

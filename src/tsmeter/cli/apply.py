@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from tsmeter.cli.context import CliState, pass_state
+from tsmeter.cli.exit_codes import ExitCode
 from tsmeter.cli.output import cell_text, emit_list, emit_one, progress, table_lines, visible
 from tsmeter.domain import UsageThreshold
 from tsmeter.domain.targets import mask_url
@@ -51,6 +52,9 @@ def apply(state: CliState, file: Path, dry_run: bool, prune: bool) -> None:
     nothing. Limits are exact decimals, never floats. Without --prune, what
     the store holds beyond FILE is kept.
 
+    Exit status: 0 when applied or nothing differs; with --dry-run, 4 (drift)
+    when the store differs from FILE, so CI can check that they agree.
+
     \b
     Example:
         tsmeter apply tsmeter.yaml --dry-run
@@ -67,11 +71,14 @@ def apply(state: CliState, file: Path, dry_run: bool, prune: bool) -> None:
     else:
         for line in plan_lines(plan, state):
             click.echo(line)
-    if dry_run or not plan.changed:
+    if not plan.changed:
         if state.fmt == "table":
-            click.echo("Dry run: nothing was changed." if dry_run and plan.changed
-                       else f"No changes: the store matches {visible(plan.source)}.")  # fmt: skip
+            click.echo(f"No changes: the store matches {visible(plan.source)}.")
         return
+    if dry_run:
+        if state.fmt == "table":
+            click.echo("Dry run: nothing was changed.")
+        click.get_current_context().exit(ExitCode.DRIFT)  # the store differs from the file
     pending = len(plan.pending)
     with progress(pending, "Applying", step=max(1, pending // 100)) as (advance, _say):
         meter.apply(plan, on_step=lambda _step: advance(1))

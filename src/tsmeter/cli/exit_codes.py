@@ -55,7 +55,8 @@ _MEANINGS = {
     ExitCode.USAGE: "bad usage: an unknown command or option, a missing or malformed argument",
     ExitCode.OVER_LIMIT: "over a limit: threshold check would block, or recording was "
     "refused by a quota",
-    ExitCode.DRIFT: "drift: reconcile found differences beyond the tolerance",
+    ExitCode.DRIFT: "drift: reconcile found differences beyond the tolerance; apply --dry-run "
+    "found the store differing from the file",
     ExitCode.STORE: "the store or a service cannot be used: unreachable, refusing, missing (no "
     "--create), not a tsmeter store",
     ExitCode.NOT_FOUND: "not found: a named metric, threshold, alert or record does not exist",
