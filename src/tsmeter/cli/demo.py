@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -357,7 +358,7 @@ def _set_thresholds(meter: Meter, start: datetime, end: datetime) -> _Thresholds
     shares = sum(Decimal(repr(o.api_share)) for o in ORGS)
     plan = _nice(api * 23 / shares)
     fair_use = _nice(compute * Decimal("0.21"))
-    monthly = {"period_type": "MONTHLY", "action": "ALERT"}
+    monthly: dict[str, Any] = {"period_type": "MONTHLY", "action": "ALERT"}
     rules = [
         (meter.create_threshold("api_calls", "org", plan, **monthly), "the plan limit"),
         (meter.create_threshold("compute_minutes", "org", fair_use, **monthly), "fair use"),

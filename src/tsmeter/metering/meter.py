@@ -409,8 +409,8 @@ class Meter:
 
     # -- thresholds -------------------------------------------------------------------
     def create_threshold(self, metric_key: str, subject_type: str,
-                         threshold: int | float | str | Decimal, subject_id: str = "*",
-                         **fields: Any) -> UsageThreshold:  # fmt: skip
+                         threshold: int | float | str | Decimal, subject_id: str = "*", *,
+                         exist_ok: bool = False, **fields: Any) -> UsageThreshold:  # fmt: skip
         """Create a limit for one subject (or ``*``: every subject of the type).
 
         With ``exist_ok=True`` it is safe to repeat: a threshold of the same metric, org, subject
@@ -418,7 +418,7 @@ class Meter:
         stored; one whose fields differ is a ConflictError naming them.
         Example: ``meter.create_threshold("api_calls", "org", 10_000, action="BLOCK")``.
         """
-        if fields.pop("exist_ok", False):
+        if exist_ok:
             wanted = build(UsageThreshold, {
                 **fields, "metric_key": metric_key, "subject_type": subject_type,
                 "subject_id": subject_id, "threshold": threshold,
