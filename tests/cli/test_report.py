@@ -1,0 +1,331 @@
+"""``tsmeter report``: its numbers against an independent computation with decimal, hostile
+names escaped, the empty cases, and the file it writes."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import stat
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from html.parser import HTMLParser
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from click.testing import CliRunner
+
+from tests.cli.conftest import Cli, one_line_error
+from tsmeter import connect
+from tsmeter.cli.main import cli
+from tsmeter.domain import PeriodType
+from tsmeter.metering.meter import Meter
+from tsmeter.reporting import chart_count, gather, render
+
+PARIS = ZoneInfo("Europe/Paris")
+# a week across the change to summer time (Sunday 29 March 2026 has 23 hours in Paris)
+START = datetime(2026, 3, 26, tzinfo=PARIS)
+END = datetime(2026, 4, 2, tzinfo=PARIS)
+SUBJECTS = ("acme", "globex", "initech", "hooli")
+# key, aggregation, precision
+METRICS = (
+    ("calls", "COUNT", 0),
+    ("spend", "SUM", 2),
+    ("latency", "AVG", 1),
+    ("peak", "MAX", 3),
+    ("low", "MIN", 0),
+    ("level", "LAST", 2),
+)
+
+
+@dataclass(frozen=True)
+class Rec:
+    """A record as the test made it."""
+
+    metric: str
+    subject: str
+    quantity: Decimal
+    at: datetime
+
+
+def _records(seed: int = 7) -> list[Rec]:
+    """Records of every metric at distinct instants, some outside the report's range."""
+    rng = random.Random(seed)
+    out = []
+    begin = (START - timedelta(days=2)).astimezone(UTC)  # instants: arithmetic in UTC
+    span = int((END - begin).total_seconds()) + 2 * 86_400
+    seconds = rng.sample(range(span), 1200)
+    for i, offset in enumerate(seconds):
+        key, _, precision = METRICS[i % len(METRICS)]
+        scale = Decimal(10) ** -precision
+        quantity = Decimal(1) if key == "calls" else Decimal(rng.randint(-500, 90_000)) * scale
+        out.append(Rec(key, rng.choice(SUBJECTS), quantity, begin + timedelta(seconds=offset)))
+    return out
+
+
+def _expected(recs: list[Rec], aggregation: str, precision: int) -> Decimal:
+    """The aggregation over ``recs`` computed with decimal directly."""
+    quantities = [r.quantity for r in recs]
+    if aggregation == "COUNT":
+        return Decimal(len(recs))
+    if aggregation == "SUM":
+        return sum(quantities, Decimal(0))
+    if aggregation == "AVG":
+        with localcontext(prec=80):
+            mean = sum(quantities, Decimal(0)) / len(recs)
+            return mean.quantize(Decimal(10) ** -precision, rounding=ROUND_HALF_EVEN)
+    if aggregation == "MAX":
+        return max(quantities)
+    if aggregation == "MIN":
+        return min(quantities)
+    return max(recs, key=lambda r: r.at).quantity  # LAST
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> tuple[Meter, list[Rec]]:
+    """A Paris-time embedded store with six metrics (one per aggregation) and their records."""
+    meter = connect(f"sqlite:///{tmp_path / 'report.db'}", timezone="Europe/Paris", mirror=False)
+    for key, aggregation, precision in METRICS:
+        meter.define_metric(key, aggregation_type=aggregation, precision=precision, unit="u")
+    recs = _records()
+    meter.record_batch(
+        [
+            {
+                "metric_key": r.metric,
+                "subject_type": "org",
+                "subject_id": r.subject,
+                "quantity": r.quantity,
+                "timestamp": r.at,
+            }
+            for r in recs
+        ]
+    )
+    meter.aggregate("HOURLY")
+    yield meter, recs
+    meter.close()
+
+
+def _in(recs: list[Rec], key: str, start: datetime, end: datetime) -> list[Rec]:
+    return [r for r in recs if r.metric == key and start <= r.at < end]
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "period"),
+    [
+        (START, END, None),  # daily buckets from daily summaries
+        (START + timedelta(hours=10), END - timedelta(hours=3), PeriodType.DAILY),  # from hours
+        (START, END, PeriodType.HOURLY),
+        (START, END, PeriodType.WEEKLY),  # weeks cut at the range's ends
+    ],
+)
+def test_report_values_equal_decimal_over_the_records(
+    filled: tuple[Meter, list[Rec]], start: datetime, end: datetime, period: PeriodType | None
+) -> None:
+    """Every bucket, every subject and every total equals the metric's aggregation computed
+    with decimal over the test's own records, in local periods (a 23-hour day included)."""
+    meter, recs = filled
+    report = gather(meter, start, end, period=period, top=len(SUBJECTS))
+    assert not report.widened
+    assert [m.metric.key for m in report.metrics] == sorted(k for k, _, _ in METRICS)
+    page = render(report)
+    for item in report.metrics:
+        key, aggregation = item.metric.key, item.metric.aggregation_type.value
+        precision = item.metric.precision
+        mine = _in(recs, key, start, end)
+        assert item.records == len(mine)
+        assert item.total == _expected(mine, aggregation, precision)
+        # buckets: local calendar periods, clipped to the range
+        assert item.buckets[0].start == start and item.buckets[-1].end == end
+        for bucket in item.buckets:
+            inside = _in(recs, key, bucket.start, bucket.end)
+            assert bucket.records == len(inside), (key, bucket.start)
+            want = _expected(inside, aggregation, precision) if inside else None
+            assert bucket.value == want, (key, bucket.start)
+        if item.period is PeriodType.DAILY:
+            days = [b.start.date() for b in item.buckets]
+            assert days[0] == start.date() and len(set(days)) == len(days)
+        # subjects
+        by_subject: dict[str, list[Rec]] = defaultdict(list)
+        for r in mine:
+            by_subject[r.subject].append(r)
+        want_subjects = {s: _expected(rs, aggregation, precision) for s, rs in by_subject.items()}
+        assert {s.subject_id: s.value for s in item.subjects} == want_subjects
+        values = [s.value for s in item.subjects]
+        assert values == sorted(values, reverse=True)
+        # the page shows the exact digits of the total and of each subject
+        assert item.total is not None
+        for value in [item.total, *want_subjects.values()]:
+            assert f">{format(value, ',f')}<" in page, (key, value)
+
+
+def test_the_23_hour_day_is_one_bucket(filled: tuple[Meter, list[Rec]]) -> None:
+    """Sunday 29 March 2026 in Paris: one daily bucket of 23 hours, and 167 hourly ones in
+    the week."""
+    meter, _ = filled
+    daily = gather(meter, START, END, metrics=["calls"]).metrics[0].buckets
+    lengths = {b.start.date(): b.end.astimezone(UTC) - b.start.astimezone(UTC) for b in daily}
+    assert lengths[date(2026, 3, 29)] == timedelta(hours=23)
+    hourly = gather(meter, START, END, metrics=["calls"], period=PeriodType.HOURLY)
+    assert len(hourly.metrics[0].buckets) == 7 * 24 - 1
+
+
+def test_a_range_off_whole_hours_is_widened_and_said(filled: tuple[Meter, list[Rec]]) -> None:
+    """--from 10:30 starts the report at 10:00, and the page says it was widened."""
+    meter, _ = filled
+    report = gather(meter, START + timedelta(hours=10, minutes=30), END)
+    assert report.widened and report.start == START + timedelta(hours=10)
+    assert "was widened" in render(report)
+
+
+def test_threshold_usage_and_alerts(filled: tuple[Meter, list[Rec]]) -> None:
+    """A daily threshold's usage per subject and day equals decimal over the records; the
+    limit is drawn; an alert raised in the range is on the timeline and in its table."""
+    meter, recs = filled
+    limit = Decimal("1234.56")
+    threshold = meter.create_threshold("spend", "org", limit, period_type="DAILY")
+    meter.evaluate_thresholds(now=datetime(2026, 3, 30, 12, tzinfo=PARIS))
+    alerts = meter.list_alerts(metric_key="spend")
+    assert alerts, "the seeded data should put someone over 80 % of the limit"
+    report = gather(meter, START, END, metrics=["spend"])
+    (item,) = report.metrics[0].thresholds
+    assert item.threshold.id == threshold.id
+    for usage in item.usage:
+        assert usage.start is not None and usage.end is not None
+        inside = [r for r in _in(recs, "spend", usage.start, usage.end)
+                  if r.subject == usage.subject_id]  # fmt: skip
+        assert usage.value == _expected(inside, "SUM", 2)
+    days = {u.start for u in item.usage}
+    assert len(days) == 7
+    assert {a.id for a in report.metrics[0].alerts} == {a.id for a in alerts}
+    page = render(report)
+    assert page.count('data-chart="threshold"') == 1
+    assert page.count('data-chart="alerts"') == 1
+    assert f"Limit <strong>{format(limit, ',f')}</strong>" in page
+    exceeded = [u for u in item.usage if u.value >= limit]
+    assert len(item.exceeded) == len(exceeded)
+    assert page.count('<span class="exceeded">exceeded</span>') >= len(exceeded)
+
+
+class _Collect(HTMLParser):
+    """Every start tag and every piece of text of a page (entities decoded)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+HOSTILE = (
+    '<script>alert("x")</script>',
+    "a\"b'c&amp;<b>bold</b>",
+    "</svg><img src=x onerror=alert(1)>",
+    "line\u2028break\u202eevil",
+    "ünïcødé 😀 👨‍👩‍👧 $\\frac{1}{2}$",
+    "-->--!><!--",
+)
+
+
+def test_hostile_names_are_escaped(tmp_path: Path) -> None:
+    """Subject ids, a metric's name and unit with markup, quotes, newlines (names and units
+    may hold them; subject ids may not), line separators, bidi marks, emoji and math text
+    come out as text: no element they could open, each shown
+    whole in the tables and as a visible label in the charts."""
+    meter = connect(f"sqlite:///{tmp_path / 'h.db'}", mirror=False)
+    meter.define_metric(
+        "calls", aggregation_type="COUNT", name="<i>n</i>\nline", unit='"><script>\nu'
+    )
+    at = datetime(2026, 3, 3, tzinfo=UTC)
+    meter.record_batch(
+        [
+            {"metric_key": "calls", "subject_type": "org<x>", "subject_id": s, "timestamp": at}
+            for s in HOSTILE
+        ]
+    )
+    meter.create_threshold("calls", "org<x>", 1, period_type="MONTHLY")
+    meter.evaluate_thresholds(now=at)
+    page = render(gather(meter, at - timedelta(days=2), at + timedelta(days=2)))
+    meter.close()
+    parsed = _Collect()
+    parsed.feed(page)
+    assert "script" not in parsed.tags and "img" not in parsed.tags and "i" not in parsed.tags
+    assert "b" not in parsed.tags
+    assert re.search(r"<script|<img", page, re.I) is None
+    text = "".join(parsed.text)
+    for name in HOSTILE:
+        assert name in text, name  # in the tables, whole
+    assert "<i>n</i>\nline" in text and '"><script>\nu' in text
+    # the charts' labels: hidden characters shown as escapes, math text left as it is
+    assert "line\\u2028break\\u202eevil" in text
+    assert '"><script>\\u000au' in text  # the unit on the usage chart's axis
+    assert "$\\frac{1}{2}$" in text
+
+
+def test_no_metrics_is_a_clear_page(run: Cli) -> None:
+    """An empty store: a page that says there is nothing to report, no chart."""
+    result = run.ok("report", "--from", "2026-03-01", "--to", "2026-04-01", "-o", "r.html")
+    assert "0 metrics, 0 charts" in result.stdout
+    page = Path("r.html").read_text("utf-8")
+    assert "No metrics are defined in this store" in page
+    assert "<svg" not in page
+
+
+def test_no_records_is_a_clear_page(run: Cli) -> None:
+    """A metric and a threshold without usage: each says so, no chart, no crash."""
+    run.ok("metric", "define", "api_calls", "--aggregation-type", "count")
+    run.ok("threshold", "create", "api_calls", "org", "100")
+    run.ok("report", "--from", "2026-03-01", "--to", "2026-04-01", "-o", "r.html")
+    page = Path("r.html").read_text("utf-8")
+    assert "No usage recorded in this period." in page
+    assert "No usage in its windows." in page
+    assert "<svg" not in page
+    with connect(run.store, mirror=False) as meter:
+        assert chart_count(gather(meter, _utc(3), _utc(4))) == 0
+
+
+def _utc(month: int) -> datetime:
+    return datetime(2026, month, 1, tzinfo=UTC)
+
+
+def test_the_file_is_private_and_replaced_whole(run: Cli) -> None:
+    """A new report is 0600; an existing file keeps its mode; no partial file is left."""
+    run.ok("report", "-o", "new.html")
+    assert stat.S_IMODE(os.stat("new.html").st_mode) == 0o600
+    Path("old.html").write_text("old")
+    os.chmod("old.html", 0o640)
+    run.ok("report", "-o", "old.html")
+    assert stat.S_IMODE(os.stat("old.html").st_mode) == 0o640
+    assert Path("old.html").read_text("utf-8").startswith("<!DOCTYPE html>")
+    assert sorted(p.name for p in Path().iterdir() if p.name.endswith(".partial")) == []
+
+
+def test_the_default_range_is_the_current_month(run: Cli) -> None:
+    """Without --from/--to the report covers the calendar month containing now."""
+    now = datetime.now(UTC)
+    doc = run.json("report", "-o", "r.html")
+    first = datetime(now.year, now.month, 1, tzinfo=UTC)
+    assert doc["from"] == first.isoformat()
+    assert doc["to"] > now.isoformat()
+
+
+def test_bad_arguments_are_one_line_errors(run: Cli) -> None:
+    """An unknown metric and a reversed range are named in one line."""
+    assert "nope" in run.fails("report", "--metric", "nope", "-o", "r.html")
+    assert "--to" in run.fails("report", "--from", "2026-04-01", "--to", "2026-03-01")
+    assert not Path("r.html").exists()
+
+
+def test_an_unwritable_output_is_one_line(run: Cli, tmp_path: Path) -> None:
+    """A directory that does not exist: one line naming the file."""
+    line = one_line_error(
+        CliRunner().invoke(cli, ["--store", run.store, "report", "-o", "no/such/dir/r.html"])
+    )
+    assert "no/such/dir/r.html" in line
