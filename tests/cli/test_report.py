@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.cli.conftest import Cli, one_line_error
+from tests.cli.test_extras import run_without
 from tsmeter import connect
 from tsmeter.cli.main import cli
 from tsmeter.domain import PeriodType
@@ -142,7 +143,8 @@ def test_report_values_equal_decimal_over_the_records(
         for bucket in item.buckets:
             inside = _in(recs, key, bucket.start, bucket.end)
             assert bucket.records == len(inside), (key, bucket.start)
-            want = _expected(inside, aggregation, precision) if inside else None
+            empty_is_zero = aggregation in ("COUNT", "SUM")
+            want = _expected(inside, aggregation, precision) if inside or empty_is_zero else None
             assert bucket.value == want, (key, bucket.start)
         if item.period is PeriodType.DAILY:
             days = [b.start.date() for b in item.buckets]
@@ -329,3 +331,46 @@ def test_an_unwritable_output_is_one_line(run: Cli, tmp_path: Path) -> None:
         CliRunner().invoke(cli, ["--store", run.store, "report", "-o", "no/such/dir/r.html"])
     )
     assert "no/such/dir/r.html" in line
+
+
+def test_the_command_without_matplotlib_names_the_extra(tmp_path: Path) -> None:
+    """Without the report extra: one Error line naming the install, status 1, no file."""
+    done = run_without(
+        tmp_path, "matplotlib", ["--store", "u.db", "--create", "report", "-o", "r.html"]
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        "Error: tsmeter report needs the package 'matplotlib' (not installed): "
+        "pip install 'tsmeter[report]'"
+    ]
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_periods_are_those_of_the_timezone_option(run: Cli) -> None:
+    """--timezone Asia/Kathmandu (+05:45): the range and the days are Kathmandu's."""
+    run.ok("metric", "define", "api_calls", "--aggregation-type", "count")
+    for at in ("2026-03-01T18:14:00Z", "2026-03-01T18:15:00Z"):  # 23:59 and 00:00 local
+        run.ok("usage", "record", "api_calls", "org", "o", "--timestamp", at)
+    options = ["--store", run.store, "--format", "json", "--timezone", "Asia/Kathmandu"]
+    result = run.runner.invoke(
+        cli,
+        [
+            *options,
+            "report",
+            "--from",
+            "2026-03-01",
+            "--to",
+            "2026-03-04",
+            "--period",
+            "daily",
+            "-o",
+            "k.html",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert '"from": "2026-03-01T00:00:00+05:45"' in result.stdout
+    page = Path("k.html").read_text("utf-8")
+    # one record on Sunday 1 March, one on Monday 2 March, local time
+    assert "<td>Sun 01 Mar 2026</td><td class=n>1</td>" in page
+    assert "<td>Mon 02 Mar 2026</td><td class=n>1</td>" in page
+    assert "<td>Tue 03 Mar 2026</td><td class=n>0</td><td class=n>0</td>" in page

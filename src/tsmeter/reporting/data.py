@@ -63,10 +63,13 @@ _NESTED = {
 }  # fmt: skip
 
 
+_ZERO_WHEN_EMPTY = ("COUNT", "SUM")
+
+
 @dataclass(frozen=True)
 class Bucket:
     """One period of the usage-over-time chart (clipped to the report's range): its value
-    under the metric's aggregation, None when it has no record."""
+    under the metric's aggregation (None without records, unless a COUNT or SUM: 0)."""
 
     start: datetime
     end: datetime
@@ -178,8 +181,9 @@ class _Components:
             self.last_value = metric.units("lastValue", row.last_value or 0)
 
     def value(self, metric: MetricDefinition) -> Decimal | None:
-        """The value under the metric's aggregation; None without records."""
-        if not self.record_count:
+        """The value under the metric's aggregation; without records 0 for a COUNT or a
+        SUM, else None (no mean, peak or latest value)."""
+        if not self.record_count and metric.aggregation_type.value not in _ZERO_WHEN_EMPTY:
             return None
         return metric.usage(aggregate_units(metric.aggregation_type.value, self))
 
@@ -315,7 +319,7 @@ def _metric_report(
     subjects = [
         SubjectUsage(kind, sid, value, parts.record_count)
         for (kind, sid), parts in per_subject.items()
-        if (value := parts.value(metric)) is not None
+        if parts.record_count and (value := parts.value(metric)) is not None
     ]
     subjects.sort(key=lambda s: (-s.value, s.subject_type, s.subject_id))
     mine = [t for t in thresholds if t.metric_key == metric.key and t.org_id == metric.org_id]
@@ -349,7 +353,7 @@ def _threshold_report(
         usage = [
             WindowUsage(None, None, threshold.subject_type, sid, value)
             for sid, parts in totals.items()
-            if (value := parts.value(metric)) is not None
+            if parts.record_count and (value := parts.value(metric)) is not None
         ]
     else:
         rows = meter.get_usage_summaries(
