@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from tests.conftest import in_ci
+from tsmeter.cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -240,3 +241,15 @@ def test_env_example_names_exactly_what_compose_reads() -> None:
               if line and not line.startswith("#")}  # fmt: skip
     assert used <= listed, used - listed
     assert listed - used == {"COMPOSE_PROJECT_NAME"}, listed - used
+
+
+def test_the_scheduler_healthcheck_is_tsmeter_health(resolved: dict[str, dict[str, Any]]) -> None:
+    """The tsmeter service's healthcheck runs ``tsmeter health`` (which contacts the store,
+    where ``metric list`` read only the local catalog), with options the command accepts and
+    a --timeout below Docker's, so the command reports why before Docker kills it."""
+    check = resolved["v2"]["services"]["tsmeter"]["healthcheck"]
+    kind, program, *args = check["test"]
+    assert (kind, program, args[0]) == ("CMD", "tsmeter", "health"), check["test"]
+    command = cli.commands["health"]
+    context = command.make_context("health", list(args[1:]))
+    assert context.params["timeout"] < check["timeout"], (context.params, check)

@@ -20,6 +20,7 @@ from tsmeter.cli.apply import apply
 from tsmeter.cli.context import CliState, OutputFormat
 from tsmeter.cli.demo import demo
 from tsmeter.cli.exit_codes import ExitCode
+from tsmeter.cli.health import health
 from tsmeter.cli.influx import influx
 from tsmeter.cli.jobs import jobs, scheduler
 from tsmeter.cli.metric import metric
@@ -248,7 +249,8 @@ def cli(
 
 
 for _command in (metric, usage, threshold, alert, aggregate, demo, influx, scheduler, jobs,
-                 notifications, posthog, reconcile, outbox, state, apply, report):  # fmt: skip
+                 notifications, posthog, reconcile, outbox, state, apply, report,
+                 health):  # fmt: skip
     cli.add_command(_command)
 
 
