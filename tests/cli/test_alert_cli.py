@@ -136,8 +136,8 @@ def test_evaluate_at_a_past_time(metered: Cli) -> None:
     assert metered.json("alert", "evaluate", "--at", "2026-03-31")["exceeded"] == 1
     (alert,) = metered.json("alert", "list")
     assert (alert["periodStart"], alert["periodEnd"]) == (
-        "2026-03-01T00:00:00Z",
-        "2026-04-01T00:00:00Z",
+        "2026-03-01T00:00:00+00:00",
+        "2026-04-01T00:00:00+00:00",
     )
     assert "--at" in metered.fails("alert", "evaluate", "--at", "yesterday")
 
@@ -167,7 +167,7 @@ def test_threshold_check_exit_codes(metered: Cli) -> None:
     allowed = metered.json("threshold", "check", "api_calls", "org", "o1")
     assert allowed["allowed"] is True
     assert (Decimal(allowed["used"]), Decimal(allowed["remaining"])) == (2, 1)
-    assert Decimal(allowed["limit"]) == 3 and allowed["windowEnd"].endswith("T00:00:00Z")
+    assert Decimal(allowed["limit"]) == 3 and allowed["windowEnd"].endswith("T00:00:00+00:00")
     result = metered("threshold", "check", "api_calls", "org", "o1", "--quantity", "2")
     assert result.exit_code == 3 and result.stderr == ""
     lines = result.stdout.splitlines()

@@ -172,7 +172,7 @@ def test_csv_import(metered: Cli, tmp_path: Path) -> None:
         ("c2", "12.500000", {"tier": "gold"}, "csv"),
         ("c6", "2.000000", {}, None),
     ]
-    assert storage[1]["timestamp"] == "2026-01-07T10:00:00Z"
+    assert storage[1]["timestamp"] == "2026-01-07T10:00:00+00:00"
     (call,) = metered.json("usage", "get", "api_calls")
     assert (Decimal(call["quantity"]), call["subjectId"]) == (1, "o2")
     assert "0 new, 3 already recorded, 4 bad" in metered("usage", "import", path).stdout

@@ -111,7 +111,7 @@ def test_list_quarantined_shows_ids_and_the_servers_message(metered: Cli, box_pa
         ("q-3", "HTTP 400: bad point q-3"),
         ("q-7", "HTTP 400: bad point q-7"),
     ]
-    assert items[0]["quarantinedAt"].endswith("Z")
+    assert items[0]["quarantinedAt"].endswith("+00:00")
     table = metered.ok("outbox", "--outbox", box_path, "list-quarantined", "--limit", "1").stdout
     assert "q-3" in table and "bad point q-3" in table and "q-7" not in table
 

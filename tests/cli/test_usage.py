@@ -18,6 +18,11 @@ T2 = "2026-01-05T23:30:00Z"
 T3 = "2026-01-20T08:00:00Z"
 
 
+def shown(time: str) -> str:
+    """A UTC time as the CLI prints it in the default zone (UTC): ISO-8601 with its offset."""
+    return time.replace("Z", "+00:00")
+
+
 def record_some(run: Cli) -> None:
     """Three api_calls by two orgs and two storage_gb samples in January 2026."""
     for subject, at in (("o1", T1), ("o1", T2), ("o2", T3)):
@@ -49,7 +54,7 @@ def test_record_prints_the_stored_record(metered: Cli) -> None:
         "subjectType": "org",
         "subjectId": "o1",
         "quantity": "1.000000",
-        "timestamp": T1,
+        "timestamp": shown(T1),
         "metadata": {"region": "eu"},
         "source": "gateway",
         "orgId": None,
@@ -107,12 +112,16 @@ def test_get_formats_and_filters(metered: Cli) -> None:
     """get lists records oldest first, filtered by subject and range, in every format."""
     record_some(metered)
     docs = metered.json("usage", "get", "api_calls")
-    assert [(d["subjectId"], d["timestamp"]) for d in docs] == [("o1", T1), ("o1", T2), ("o2", T3)]
+    assert [(d["subjectId"], d["timestamp"]) for d in docs] == [
+        ("o1", shown(T1)),
+        ("o1", shown(T2)),
+        ("o2", shown(T3)),
+    ]
     assert len(metered.json("usage", "get", "api_calls", "--subject-id", "o2")) == 1
     ranged = metered.json(
         "usage", "get", "api_calls", "--from", "2026-01-05T12:00:00Z", "--to", "2026-01-06"
     )
-    assert [d["timestamp"] for d in ranged] == [T2]
+    assert [d["timestamp"] for d in ranged] == [shown(T2)]
     assert len(metered.json("usage", "get", "api_calls", "--limit", "2")) == 2
     rows = list(
         csv.DictReader(io.StringIO(metered.ok("usage", "get", "storage_gb", fmt="csv").stdout))
@@ -120,19 +129,24 @@ def test_get_formats_and_filters(metered: Cli) -> None:
     assert [r["quantity"] for r in rows] == ["40.000000", "42.500000"]
     table = metered.ok("usage", "get", "storage_gb").stdout.splitlines()
     assert table[0].split()[:2] == ["TIMESTAMP", "SUBJECT"]
-    assert table[2].startswith("2026-01-05 10:00:00+00:00")
-    assert table[3].split()[4] == "42.500000"
+    assert table[2].startswith("2026-01-05T10:00:00+00:00 ")
+    assert table[3].split()[3] == "42.500000"  # the time is one word: ISO-8601
 
 
 def test_table_times_follow_the_time_zone(metered: Cli) -> None:
-    """Table output shows times in --timezone; JSON keeps UTC."""
+    """Every format shows times in --timezone, as ISO-8601 with the zone's offset."""
     record_some(metered)
     table = metered.ok("--timezone", "Asia/Kathmandu", "usage", "get", "api_calls").stdout
-    assert "2026-01-05 15:45:00+05:45" in table
+    assert "2026-01-05T15:45:00+05:45" in table
     assert (
         metered.json("--timezone", "Asia/Kathmandu", "usage", "get", "api_calls")[0]["timestamp"]
-        == T1
+        == "2026-01-05T15:45:00+05:45"
     )
+    rows = csv.DictReader(
+        io.StringIO(metered.ok("--timezone", "Asia/Kathmandu", "usage", "get", "api_calls",
+                               fmt="csv").stdout)
+    )  # fmt: skip
+    assert next(iter(rows))["timestamp"] == "2026-01-05T15:45:00+05:45"
 
 
 def test_summary_daily(metered: Cli) -> None:
@@ -150,7 +164,10 @@ def test_summary_daily(metered: Cli) -> None:
         "2026-02-01",
     )
     got = [(d["periodStart"], d["subjectId"], d["totalQuantity"]) for d in docs]
-    assert got == [("2026-01-05T00:00:00Z", "o1", "2"), ("2026-01-20T00:00:00Z", "o2", "1")]
+    assert got == [
+        ("2026-01-05T00:00:00+00:00", "o1", "2"),
+        ("2026-01-20T00:00:00+00:00", "o2", "1"),
+    ]
     monthly = metered.json(
         "usage",
         "summary",
@@ -182,7 +199,8 @@ def test_summary_dates_are_local_midnight(metered: Cli) -> None:
         "2026-01-07",
     )
     got = [(d["periodStart"], d["totalQuantity"]) for d in docs]
-    assert got == [("2026-01-04T23:00:00Z", "1"), ("2026-01-05T23:00:00Z", "1")]  # COUNT
+    # local midnights in the zone they are days of (COUNT)
+    assert got == [("2026-01-05T00:00:00+01:00", "1"), ("2026-01-06T00:00:00+01:00", "1")]
 
 
 def test_summary_defaults_to_the_current_month(metered: Cli) -> None:

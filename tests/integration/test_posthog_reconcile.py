@@ -107,14 +107,14 @@ def test_a_dropped_event_is_found(mirrored: tuple[Path, list[dict[str, Any]]],
                                 "POSTHOG", "DIFFERENCE", "RECORDS", "KIND"]  # fmt: skip
     assert len(lines) == 3, result.stdout
     row = lines[2]
-    assert "org-2" in row and "2026-01-02 00:00:00+00:00" in row
+    assert "org-2" in row and "2026-01-02T00:00:00+00:00" in row
     assert "missing in PostHog" in row and "4/3" in row and " -2.000000 " in row
     assert "1 beyond tolerance 0" in result.stderr and "compared 9 subject-periods" in result.stderr
 
     doc = json.loads(run(path, endpoint, fmt="json").stdout)
     assert doc == [{
-        "subjectType": "org", "subjectId": "org-2", "periodStart": "2026-01-02T00:00:00Z",
-        "periodEnd": "2026-01-03T00:00:00Z", "primary": "10.000000", "posthog": "8.000000",
+        "subjectType": "org", "subjectId": "org-2", "periodStart": "2026-01-02T00:00:00+00:00",
+        "periodEnd": "2026-01-03T00:00:00+00:00", "primary": "10.000000", "posthog": "8.000000",
         "difference": "-2.000000", "primaryRecords": 4, "posthogRecords": 3,
         "kind": "missing in PostHog", "beyondTolerance": True,
     }]  # fmt: skip
@@ -148,7 +148,7 @@ def test_hourly_reconciliation_pins_the_hour(mirrored: tuple[Path, list[dict[str
     doc = json.loads(run(path, endpoint, "--period", "hour", fmt="json").stdout)
     assert [(d["subjectId"], d["periodStart"], d["kind"], d["primaryRecords"],
              d["posthogRecords"]) for d in doc] == [
-        (HOSTILE, "2026-01-01T04:00:00Z", "missing in PostHog", 1, 0)
+        (HOSTILE, "2026-01-01T04:00:00+00:00", "missing in PostHog", 1, 0)
     ]  # fmt: skip
 
 

@@ -7,7 +7,7 @@ import click
 from tsmeter.cli.context import CliState, pass_state
 from tsmeter.cli.exit_codes import ExitCode
 from tsmeter.cli.output import Column, emit_list, emit_one, json_fields, visible
-from tsmeter.cli.params import subject_options
+from tsmeter.cli.params import TIME_FORMS, subject_options
 from tsmeter.domain import AlertStatus, UsageAlert
 
 __all__ = ["alert"]
@@ -110,8 +110,8 @@ def resolve(state: CliState, alert_id: str) -> None:
     "--at",
     metavar="TIME",
     default=None,
-    help="Evaluate as of TIME (ISO-8601 with offset, or a date): the windows that contain it "
-    "[default: now].",
+    help=f"Evaluate as of TIME ({TIME_FORMS}: its start in the time zone): the windows that "
+    "contain it [default: now].",
 )
 @pass_state
 def evaluate(state: CliState, at: str | None) -> None:

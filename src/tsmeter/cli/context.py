@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Concatenate, Literal, ParamSpec, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
-from tsmeter.bootstrap import connect, is_default_store
+from tsmeter.bootstrap import ENV_TIMEZONE, connect, is_default_store
+from tsmeter.cli.params import calendar_date
 from tsmeter.domain import PeriodType
 from tsmeter.domain.validation import from_ns, parse_timestamp, to_ns
 from tsmeter.metering.meter import Meter
@@ -77,12 +80,13 @@ class CliState:
     # -- time arguments ---------------------------------------------------------------
     def when(self, option: str, text: str | None) -> datetime | None:
         """Parse a ``--from``/``--to`` value: an ISO-8601 timestamp with an offset, or a date
-        (``2026-01-31``), which means local midnight in the configured time zone."""
+        (``2026-01-31``), a month (``2026-01``) or a year (``2026``), each meaning the local
+        midnight it starts at in the configured time zone (so ``--from 2026-11 --to 2026-12``
+        is November there)."""
         if text is None:
             return None
-        try:
-            day = datetime.strptime(text.strip(), "%Y-%m-%d")
-        except ValueError:
+        day = calendar_date(option, text)
+        if day is None:
             return parse_timestamp(option, text)
         meter = self.meter()
         noon = datetime(day.year, day.month, day.day, 12, tzinfo=meter.calendar.zone)
@@ -95,8 +99,16 @@ class CliState:
         return from_ns(start), from_ns(end)
 
     def zone(self) -> tzinfo:
-        """The zone table output shows times in (the open Meter's; UTC before one is open)."""
-        return self._meters[0].calendar.zone if self._meters else UTC
+        """The zone every format shows times in: the open Meter's, else the configured one
+        (``--timezone``, ``$TSMETER_TIMEZONE``, else UTC; a name no zone has is the Meter's
+        error to report, so UTC here)."""
+        if self._meters:
+            return self._meters[0].calendar.zone
+        name = self.timezone or os.environ.get(ENV_TIMEZONE) or "UTC"
+        try:
+            return ZoneInfo(name)
+        except (ValueError, ZoneInfoNotFoundError):
+            return UTC
 
 
 _pass_state = click.make_pass_decorator(CliState)

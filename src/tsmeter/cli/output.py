@@ -1,12 +1,16 @@
 """Printing results in the format chosen with ``--format``.
 
-* ``table``: aligned columns for lists, ``field  value`` lines for one object;
-  times are shown in the configured time zone. Characters that would reorder or hide
-  text on a terminal (bidi controls, zero-width and other format characters, C0/C1
-  controls, line separators) show as escapes such as ``\\u202e``, and a backslash as
-  ``\\\\``, so a hostile subject id cannot disguise itself or its neighbours.
+Times follow one rule in every format: each is shown in the configured time zone
+(``--timezone``, else ``$TSMETER_TIMEZONE``, else UTC) as ISO-8601 with its offset and every
+digit it has (``2026-03-29T03:00:00+02:00``, ``2026-03-01T00:00:00.250000+00:00``), see
+:func:`time_text`.
+
+* ``table``: aligned columns for lists, ``field  value`` lines for one object. Characters
+  that would reorder or hide text on a terminal (bidi controls, zero-width and other format
+  characters, C0/C1 controls, line separators) show as escapes such as ``\\u202e``, and a
+  backslash as ``\\\\``, so a hostile subject id cannot disguise itself or its neighbours.
 * ``json``: one JSON document per command, camelCase keys: an object for one
-  result, an array for a list (times in UTC, ISO-8601). Quantities are exact decimals
+  result, an array for a list. Quantities are exact decimals
   and are written as decimal strings with the metric's places (``"42.500000"``), never
   through a float. A value JSON cannot hold (infinity, NaN) is an error naming it,
   never non-JSON output.
@@ -49,6 +53,7 @@ __all__ = [
     "json_fields",
     "progress",
     "table_lines",
+    "time_text",
     "visible",
 ]
 
@@ -227,21 +232,29 @@ def _has_id(row: Row) -> bool:
     return "id" in row if isinstance(row, Mapping) else hasattr(row, "id")
 
 
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+def time_text(value: datetime, zone: tzinfo = UTC) -> str:
+    """A time as every format prints it: ISO-8601 in ``zone`` with its offset, nothing
+    dropped (microseconds when it has them).
+
+    >>> from zoneinfo import ZoneInfo
+    >>> when = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
+    >>> time_text(when, ZoneInfo("Europe/Paris")), time_text(when)
+    ('2026-03-29T03:00:00+02:00', '2026-03-29T01:00:00+00:00')
+    """
+    return value.astimezone(zone).isoformat()
 
 
-def _jsonable(value: Any) -> Any:
+def _jsonable(value: Any, zone: tzinfo = UTC) -> Any:
     if isinstance(value, datetime):
-        return _iso(value)
+        return time_text(value, zone)
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, Decimal):  # exact: a decimal string, as pydantic's JSON mode does
         return format(value, "f") if value.is_finite() else float(value)
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): _jsonable(v, zone) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(v, zone) for v in value]
     return value
 
 
@@ -256,7 +269,7 @@ def _numbers(row: Model) -> dict[str, Decimal | float | int]:
     }
 
 
-def _json_doc(row: Row, index: int | None = None) -> dict[str, Any]:
+def _json_doc(row: Row, zone: tzinfo, index: int | None = None) -> dict[str, Any]:
     """``row`` for JSON output; a non-finite Decimal field (which pydantic would write as the
     string "Infinity") is an :class:`UnprintableError` naming it."""
     if isinstance(row, Model):
@@ -264,12 +277,12 @@ def _json_doc(row: Row, index: int | None = None) -> dict[str, Any]:
             if isinstance(value, Decimal) and not value.is_finite():
                 where = key if index is None else f"[{index}].{key}"
                 _finite({where: float(value)}, "")
-    return _doc(row)
+    return _doc(row, zone)
 
 
-def _csv_doc(row: Row) -> dict[str, Any]:
+def _csv_doc(row: Row, zone: tzinfo) -> dict[str, Any]:
     """``row`` for CSV output: numbers stay numbers (never neutralised as text)."""
-    doc = _doc(row)
+    doc = _doc(row, zone)
     if isinstance(row, Model):
         doc.update(_numbers(row))
     else:
@@ -277,11 +290,16 @@ def _csv_doc(row: Row) -> dict[str, Any]:
     return doc
 
 
-def _doc(row: Row) -> dict[str, Any]:
+def _doc(row: Row, zone: tzinfo) -> dict[str, Any]:
+    """``row`` as a JSON-ready dict, its times in ``zone`` (see :func:`time_text`)."""
     try:
         if isinstance(row, Model):
-            return row.to_json_dict()
-        return {str(k): _jsonable(v) for k, v in row.items()}
+            doc = row.to_json_dict()
+            for name, info in type(row).model_fields.items():
+                if isinstance(value := getattr(row, name), datetime):
+                    doc[info.alias or name] = time_text(value, zone)
+            return doc
+        return {str(k): _jsonable(v, zone) for k, v in row.items()}
     except RecursionError:
         raise _too_deep(row) from None
     except ValueError as exc:  # pydantic: "Maximum serialization depth exceeded"
@@ -312,7 +330,7 @@ def _cell_pieces(value: Any, zone: tzinfo) -> list[str]:
     if value is None:
         return []
     if isinstance(value, datetime):
-        return [value.astimezone(zone).isoformat(sep=" ", timespec="seconds")]
+        return [time_text(value, zone)]
     if isinstance(value, Enum):
         return _pieces(str(value.value))
     if isinstance(value, bool):
@@ -330,7 +348,7 @@ def _cell_pieces(value: Any, zone: tzinfo) -> list[str]:
     if isinstance(value, Mapping):
         # JSON text escapes its own backslashes and quotes; hidden characters get JSON escapes
         try:
-            text = json.dumps(_jsonable(value), separators=(",", ":"), ensure_ascii=False)
+            text = json.dumps(_jsonable(value, zone), separators=(",", ":"), ensure_ascii=False)
         except RecursionError:
             raise _too_deep(None) from None
         return _pieces(text, backslash=False, json_text=True)
@@ -397,15 +415,15 @@ def emit_list(
         emit_list(state, meter.list_metrics(), [Column("KEY", "key")])
     """
     items = list(rows)
+    zone = state.zone()
     if state.fmt == "json":
-        click.echo(_json([_json_doc(r, i) for i, r in enumerate(items)]))
+        click.echo(_json([_json_doc(r, zone, i) for i, r in enumerate(items)]))
     elif state.fmt == "csv":
-        docs = [_csv_doc(r) for r in items]
+        docs = [_csv_doc(r, zone) for r in items]
         _write_csv(state, docs, fields if fields is not None else list(docs[0]) if docs else [])
     elif not items:
         click.echo(empty, err=True)
     else:
-        zone = state.zone()
         cells = [[_column_cell(c, _get(r, c.attr), zone) for c in columns] for r in items]
         right = {i for i, c in enumerate(columns) if c.right}
         for text in table_lines([visible(c.header) for c in columns], cells, right):
@@ -428,15 +446,15 @@ def emit_one(
 
     Example: ``emit_one(state, metric)`` or ``emit_one(state, {"deleted": key}, text=...)``.
     """
+    zone = state.zone()
     if state.fmt == "json":
-        click.echo(_json(_json_doc(row)))
+        click.echo(_json(_json_doc(row, zone)))
     elif state.fmt == "csv":
-        doc = _csv_doc(row)
+        doc = _csv_doc(row, zone)
         _write_csv(state, [doc], list(doc))
     elif text is not None:
         click.echo("\n".join(visible(line, backslash=False) for line in text.split("\n")))
     else:
-        zone = state.zone()
         if isinstance(row, Model):
             pairs = [
                 (info.alias or name, getattr(row, name))

@@ -7,12 +7,14 @@ import json
 import math
 import re
 from collections.abc import Callable
+from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from tsmeter.domain import AggregationType, PeriodType, ResetPeriod, Rounding, ThresholdAction
+from tsmeter.errors import ValidationError
 
 __all__ = [
     "ACTIONS",
@@ -21,7 +23,9 @@ __all__ = [
     "PERIODS",
     "RESET_PERIODS",
     "ROUNDINGS",
+    "TIME_FORMS",
     "Number",
+    "calendar_date",
     "check_exact",
     "json_object",
     "org_option",
@@ -152,6 +156,51 @@ class Number(_NumberBase):
 NUMBER = Number()
 
 
+_YEAR = re.compile(r"[0-9]{4}")
+_MONTH = re.compile(r"([0-9]{4})-([0-9]{1,2})")
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+#: what a --from/--to value may be, for help texts and errors
+TIME_FORMS = "ISO-8601 with offset, a date 2026-11-05, a month 2026-11 or a year 2026"
+
+
+def calendar_date(option: str, text: str) -> date | None:
+    """The day a ``--from``/``--to`` value names by the calendar: a year ``2026`` (1 January),
+    a month ``2026-11`` (its 1st) or a date ``2026-11-05``; None for anything else (a
+    timestamp). A misspelt or impossible one is a :class:`~tsmeter.errors.ValidationError`
+    naming ``option``, never read as something else.
+
+    >>> calendar_date("--from", "2026"), calendar_date("--from", "2026-11")
+    (datetime.date(2026, 1, 1), datetime.date(2026, 11, 1))
+    >>> calendar_date("--to", "2026-11-05"), calendar_date("--to", "2026-11-05T10:00:00Z")
+    (datetime.date(2026, 11, 5), None)
+    >>> calendar_date("--from", "2026-13")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    tsmeter.errors.ValidationError: --from: month 13 does not exist: expected YYYY-MM with a ...
+    """
+    value = text.strip()
+    if month := _MONTH.fullmatch(value):
+        number = month.group(2)
+        if len(number) != 2:
+            raise ValidationError(
+                option, f"expected YYYY-MM with a two-digit month (2026-01), got {text!r}"
+            )
+        if not 1 <= int(number) <= 12:
+            raise ValidationError(
+                option,
+                f"month {number} does not exist: expected YYYY-MM with a month from 01 to 12, "
+                f"got {text!r}",
+            )
+        value = f"{value}-01"
+    elif _YEAR.fullmatch(value):
+        value = f"{value}-01-01"
+    elif not _DAY.fullmatch(value):
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError:  # year 0000, 2026-02-30
+        raise ValidationError(option, f"no such date {text!r}") from None
+
+
 def org_option(help_text: str = "Organisation scope (default: global).") -> Callable[[F], F]:
     """``--org-id ORG``: the organisation whose metric definitions apply."""
     return click.option("--org-id", "org_id", metavar="ORG", default=None, help=help_text)
@@ -166,14 +215,15 @@ def range_options(what: str) -> Callable[[F], F]:
             "end",
             metavar="TIME",
             default=None,
-            help=f"End of the range, exclusive (ISO-8601 with offset, or a date); {what}.",
+            help=f"End of the range, exclusive ({TIME_FORMS}: its start in the time zone); {what}.",
         )(fn)
         return click.option(
             "--from",
             "start",
             metavar="TIME",
             default=None,
-            help=f"Start of the range, inclusive (ISO-8601 with offset, or a date); {what}.",
+            help=f"Start of the range, inclusive ({TIME_FORMS}: its start in the time zone); "
+            f"{what}.",
         )(fn)
 
     return decorate

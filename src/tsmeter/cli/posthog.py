@@ -16,7 +16,7 @@ import click
 
 from tsmeter.cli.context import CliState, pass_state
 from tsmeter.cli.output import emit_one, table_lines
-from tsmeter.cli.params import org_option, usage_error
+from tsmeter.cli.params import TIME_FORMS, org_option, usage_error
 from tsmeter.errors import StorageUnavailableError, ValidationError
 from tsmeter.integrations.posthog import (
     Journal,
@@ -213,14 +213,14 @@ def ping_(state: CliState, timeout: float) -> None:
     "start",
     metavar="TIME",
     required=True,
-    help="Start of the range, inclusive (ISO-8601 with offset, or a date).",
+    help=f"Start of the range, inclusive ({TIME_FORMS}: its start in the time zone).",
 )
 @click.option(
     "--to",
     "end",
     metavar="TIME",
     required=True,
-    help="End of the range, exclusive (ISO-8601 with offset, or a date).",
+    help=f"End of the range, exclusive ({TIME_FORMS}: its start in the time zone).",
 )
 @org_option("The organisation whose own metric this is (default: the global metric).")
 @click.option(

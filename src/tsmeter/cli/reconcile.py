@@ -20,7 +20,7 @@ import click
 from tsmeter.cli.context import CliState, pass_state
 from tsmeter.cli.exit_codes import ExitCode
 from tsmeter.cli.output import Column, emit_list
-from tsmeter.cli.params import org_option, subject_options
+from tsmeter.cli.params import calendar_date, org_option, subject_options
 from tsmeter.domain import PeriodType
 from tsmeter.domain.validation import parse_timestamp
 from tsmeter.errors import ValidationError
@@ -50,23 +50,25 @@ _COLUMNS = [
 
 
 def _utc_time(option: str, text: str) -> datetime:
-    """An ISO-8601 time with an offset, or a date (midnight UTC)."""
-    try:
-        day = datetime.strptime(text.strip(), "%Y-%m-%d")
-    except ValueError:
+    """An ISO-8601 time with an offset, or a date, month or year (its start in UTC: the
+    periods compared are UTC ones)."""
+    day = calendar_date(option, text)
+    if day is None:
         return parse_timestamp(option, text)
-    return day.replace(tzinfo=UTC)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 @click.command()
 @click.argument("metric_key", metavar="METRIC")
 @click.option(
     "--from", "start", metavar="TIME", required=True,
-    help="Start, inclusive (ISO-8601 with offset, or a date: midnight UTC).",
+    help="Start, inclusive (ISO-8601 with offset, or a date, month 2026-11 or year 2026: "
+    "its start in UTC).",
 )  # fmt: skip
 @click.option(
     "--to", "end", metavar="TIME", required=True,
-    help="End, exclusive (ISO-8601 with offset, or a date: midnight UTC).",
+    help="End, exclusive (ISO-8601 with offset, or a date, month 2026-11 or year 2026: "
+    "its start in UTC).",
 )  # fmt: skip
 @click.option(
     "--period",
