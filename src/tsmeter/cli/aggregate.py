@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from tsmeter.cli.context import CliState, pass_state
-from tsmeter.cli.output import Column, emit_list, json_fields
+from tsmeter.cli.output import Column, emit_list, json_fields, progress
 from tsmeter.cli.params import PERIODS, range_options, usage_error
 from tsmeter.domain import AggregationResult, PeriodType
 
@@ -45,7 +45,8 @@ def aggregate(
     records since the last run is recomputed, late records included. With a
     range, every period overlapping it is recomputed. Re-running gives the
     same summaries. Queries never need it (they include new records), but
-    stored summaries make them fast.
+    stored summaries make them fast. On a terminal a progress bar counts the
+    period types done.
 
     \b
     Example:
@@ -58,5 +59,10 @@ def aggregate(
     order = [p for p in PeriodType if not chosen or p.value in chosen]
     meter = state.meter()
     lo, hi = state.when("--from", start), state.when("--to", end)
-    results: list[AggregationResult] = [meter.aggregate(p, lo, hi) for p in order]
+    results: list[AggregationResult] = []
+    # on a terminal, a bar over the period types (each a roll-up of its own)
+    with progress(len(order), "Aggregating") as (advance, _say):
+        for period in order:
+            results.append(meter.aggregate(period, lo, hi))
+            advance(1)
     emit_list(state, results, _COLUMNS, fields=json_fields(AggregationResult))

@@ -50,6 +50,7 @@ __all__ = [
     "emit_list",
     "emit_one",
     "format_number",
+    "isatty",
     "json_fields",
     "progress",
     "table_lines",
@@ -470,6 +471,12 @@ def emit_one(
             click.echo(f"{key.ljust(width)}  {cell}".rstrip())
 
 
+def isatty() -> bool:
+    """Whether stderr is a terminal, i.e. whether :func:`progress` draws a bar (a command
+    asks a store to count what it will do only then)."""
+    return sys.stderr.isatty()
+
+
 @contextmanager
 def progress(
     total: int | None, label: str, *, step: int = 1
@@ -484,7 +491,7 @@ def progress(
             advance(len(line))
     """
     stderr = sys.stderr
-    if not total or not stderr.isatty():
+    if not total or not isatty():
         yield (lambda n: None), (lambda text: click.echo(text, err=True))
         return
     with click.progressbar(length=total, label=label, file=stderr) as bar:

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from tsmeter.cli.context import CliState, pass_state
-from tsmeter.cli.output import emit_one, table_lines
+from tsmeter.cli.output import emit_one, isatty, progress, table_lines
 from tsmeter.cli.params import TIME_FORMS, org_option, usage_error
 from tsmeter.errors import StorageUnavailableError, ValidationError
 from tsmeter.integrations.posthog import (
@@ -237,8 +237,9 @@ def backfill(
     """Send a metric's records of [--from, --to) to PostHog as historical events (PostHog's
     historical-migration path). Records mirrored before are the same events (same uuid).
 
-    Exits 1 if some events were not accepted; they are kept in the journal for
-    `tsmeter posthog retry --failed`.
+    On a terminal a progress bar counts the records sent. Exits 5 if some events
+    were not accepted; they are kept in the journal for `tsmeter posthog retry
+    --failed`.
 
     \b
     Example:
@@ -247,17 +248,23 @@ def backfill(
             --to 2026-03-02T00:00:00Z
     """
     settings = _settings(required=True)
+    # opened before --from/--to are read (which open the Meter), so no live mirror (a
+    # second PostHog client) is attached beside the backfill's own
+    meter = state.meter(mirror=False)
     lo, hi = state.when("--from", start), state.when("--to", end)
     assert lo is not None and hi is not None
     if hi <= lo:
         raise usage_error("--to must be after --from")
-    meter = state.meter(mirror=False)
     path = _journal_path(state, settings)
     journal = Journal(path) if path is not None else None
+    # a bar against the store's count, asked for only on a terminal
+    total = meter.count_usage(metric_key, start=lo, end=hi, org_id=org_id) if isatty() else None
     try:
-        result = run_backfill(
-            settings, meter, metric_key, lo, hi, org_id=org_id, timeout=timeout, journal=journal
-        )
+        with progress(total, "Sending") as (advance, _say):
+            result = run_backfill(
+                settings, meter, metric_key, lo, hi, org_id=org_id, timeout=timeout,
+                journal=journal, progress=advance,
+            )  # fmt: skip
     finally:
         if journal is not None:
             journal.close()

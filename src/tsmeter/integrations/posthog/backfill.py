@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from tsmeter.domain import Model
@@ -51,11 +51,13 @@ def backfill(
     org_id: str | None = None,
     timeout: float = 60.0,
     journal: Journal | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> BackfillResult:
     """Send the records of ``metric_key`` in ``[start, end)`` as historical events.
 
     ``timeout`` bounds each chunk of ``settings.batch_size`` events. Failed events go to
     ``journal`` when given, and a dropped range the backfill covered is cleared there.
+    ``progress(n)`` is called after each chunk with the number of its records.
     Example: ``backfill(settings, meter, "api_calls", "2026-01-01T00:00:00Z",
     "2026-02-01T00:00:00Z")``.
     """
@@ -77,9 +79,13 @@ def backfill(
             chunk.append(record_event(row, settings, unit=metric.unit, precision=metric.precision))
             if len(chunk) >= settings.batch_size:
                 sent += _send(sdk, chunk, settings, timeout, failed)
+                if progress is not None:
+                    progress(len(chunk))
                 chunk = []
         if chunk:
             sent += _send(sdk, chunk, settings, timeout, failed)
+            if progress is not None:
+                progress(len(chunk))
     finally:
         sdk.shutdown(2.0)
     if journal is not None:
