@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import click
 import pytest
@@ -119,6 +121,15 @@ def test_status_and_retry_after_failures(store: str, env: CaptureServer) -> None
     doc = json.loads(run(store, "status", fmt="json").output)
     assert doc["runs"][0]["failed"] == 3 and doc["unsent"] == {"pending": 0, "failed": 3}
     assert "phc_cli_test" not in json.dumps(doc)
+    # the run's times follow the time rule: the configured zone, with its offset, everywhere
+    started = datetime.fromisoformat(doc["runs"][0]["startedAt"])
+    local = started.astimezone(ZoneInfo("Asia/Kathmandu")).isoformat()
+    zone = ["--store", store, "--timezone", "Asia/Kathmandu"]
+    zoned = json.loads(CliRunner().invoke(root, [*zone, "--format", "json", "posthog",
+                                                 "status"]).output)  # fmt: skip
+    assert zoned["runs"][0]["startedAt"] == local and local.endswith("+05:45")
+    assert started.utcoffset() == timedelta(0)
+    assert local in CliRunner().invoke(root, [*zone, "posthog", "status"]).output
     env.recover()
     result = run(store, "retry", "--failed", "--timeout", "10")
     assert result.exit_code == 0, result.output

@@ -9,13 +9,13 @@ elsewhere), which every running mirror updates about once a second.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import click
 
 from tsmeter.cli.context import CliState, pass_state
-from tsmeter.cli.output import emit_one, isatty, progress, table_lines
+from tsmeter.cli.output import emit_one, isatty, progress, table_lines, time_text
 from tsmeter.cli.params import TIME_FORMS, org_option, usage_error
 from tsmeter.errors import StorageUnavailableError, ValidationError
 from tsmeter.integrations.posthog import (
@@ -51,10 +51,6 @@ def _run_state(run: MirrorRun, now: datetime) -> str:
     if now - run.updated_at > _STALE:
         return "silent"  # the process ended without shutdown(), or hangs
     return "running"
-
-
-def _iso(value: datetime | None) -> str:
-    return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @click.group()
@@ -109,18 +105,19 @@ def status(state: CliState, runs: int) -> None:
         journal = Journal(path)
         try:
             found = journal.runs(runs)
-            doc["runs"] = [{**r.to_json_dict(), "state": _run_state(r, now)} for r in found]
+            # times stay datetimes: every format shows them in the configured zone
+            doc["runs"] = [{**r.model_dump(), "state": _run_state(r, now)} for r in found]
             doc["unsent"] = journal.unsent_counts()
-            doc["dropped"] = [d.to_json_dict() for d in journal.dropped()]
+            doc["dropped"] = [d.model_dump() for d in journal.dropped()]
         finally:
             journal.close()
     if state.fmt != "table":
         emit_one(state, doc)
         return
-    _print_status(settings, doc)
+    _print_status(settings, doc, state.zone())
 
 
-def _print_status(settings: PostHogSettings, doc: dict[str, Any]) -> None:
+def _print_status(settings: PostHogSettings, doc: dict[str, Any], zone: tzinfo) -> None:
     shown = settings.describe()
     mode = f"on (project key {shown['api_key']})" if settings.enabled else "off (no API key)"
     click.echo(f"PostHog mirror: {mode}")
@@ -144,11 +141,11 @@ def _print_status(settings: PostHogSettings, doc: dict[str, Any]) -> None:
         ]
         rows = [
             [
-                _iso(datetime.fromisoformat(r["startedAt"])),
+                time_text(r["startedAt"], zone),
                 str(r["pid"]),
                 r["hostname"],
                 r["state"],
-                _iso(datetime.fromisoformat(r["updatedAt"])),
+                time_text(r["updatedAt"], zone),
                 *(f"{r[k]:,}" for k in ("mirrored", "retried", "failed", "dropped", "pending")),
                 (r["lastError"] or "-")[:60],
             ]
@@ -167,8 +164,8 @@ def _print_status(settings: PostHogSettings, doc: dict[str, Any]) -> None:
             f" {unsent['failed']} failed (tsmeter posthog retry --failed)"
         )
     for d in doc["dropped"]:
-        start = datetime.fromisoformat(d["first"]).astimezone(UTC)
-        end = datetime.fromisoformat(d["last"]).astimezone(UTC) + timedelta(microseconds=1)
+        start = d["first"].astimezone(zone)
+        end = d["last"].astimezone(zone) + timedelta(microseconds=1)
         org = f" --org-id {d['orgId']}" if d["orgId"] else ""
         click.echo(
             f"Dropped (buffer full): {d['records']:,} records of"
