@@ -30,6 +30,7 @@ from tsmeter.domain.periods import Calendar
 __all__ = [
     "AlertOpening",
     "AlertResolution",
+    "ApiKeyRow",
     "Capabilities",
     "Catalog",
     "Dedupe",
@@ -37,6 +38,7 @@ __all__ = [
     "DeliveryRow",
     "EventRow",
     "JobLeases",
+    "KeyStore",
     "Probe",
     "RecordQuery",
     "RollupStats",
@@ -520,6 +522,44 @@ class DeliveryQueue(Protocol):
         ...
 
 
+class ApiKeyRow(NamedTuple):
+    """An API key as the state store keeps it: never the key itself, only its SHA-256
+    (``secret_hash``); ``scopes`` comma-separated (``"ingest,read"``); times in ns."""
+
+    id: str
+    name: str
+    scopes: str
+    secret_hash: bytes
+    created_at: int
+    revoked_at: int | None = None
+
+
+class KeyStore(Protocol):
+    """The API keys of the HTTP API, in the state store (the SQLite state file, or the
+    fleet's PostgreSQL, so every server of a fleet accepts the same keys). It keeps rows;
+    hashing and checking keys is :class:`tsmeter.access.ApiKeys`'s work. Implementations:
+    :class:`tsmeter.adapters.sqlite.SQLiteStore`,
+    ``tsmeter.adapters.postgres.keys.PostgresKeys``; the suite in
+    ``tests/contract/test_key_store.py`` runs against each."""
+
+    def add_key(self, row: ApiKeyRow) -> None:
+        """Store a new key; ConflictError if its id exists."""
+        ...
+
+    def get_key(self, key_id: str) -> ApiKeyRow | None:
+        """The key with this id (revoked or not), or None."""
+        ...
+
+    def list_keys(self) -> list[ApiKeyRow]:
+        """Every key, revoked ones too, oldest first."""
+        ...
+
+    def revoke_key(self, key_id: str, at: int) -> ApiKeyRow | None:
+        """Mark the key revoked at ``at`` (a key revoked before keeps its first time); the
+        key as stored now, or None if there is none."""
+        ...
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What the store behind a Meter can do beyond :class:`UsageStore`, as bootstrap wired it;
@@ -537,3 +577,5 @@ class Capabilities:
     state_path: str | None = None
     deliveries: DeliveryQueue | None = None
     leases: JobLeases | None = None
+    #: where the HTTP API's keys are kept (the state store); None: no keys can be made
+    keys: KeyStore | None = None

@@ -78,3 +78,18 @@ def test_no_probing_of_stores_catalogs_or_meters(path: Path) -> None:
         ):
             bad.append((node.lineno, ast.unparse(node)))
     assert not bad, f"{_name(path)} probes: {bad}"
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in MODULES if _name(p).startswith("tsmeter.access")], ids=_name
+)
+def test_access_imports_only_domain_ports_and_errors(path: Path) -> None:
+    """The API keys service is core: it reaches its store through the KeyStore port, and
+    knows nothing of the HTTP server or the CLI that use it."""
+    allowed = ("tsmeter.access", "tsmeter.domain", "tsmeter.ports", "tsmeter.errors")
+    bad = [
+        (line, m)
+        for line, m in _imports(path)
+        if m.startswith("tsmeter") and not m.startswith(allowed)
+    ]
+    assert not bad, f"{_name(path)} imports {bad}"

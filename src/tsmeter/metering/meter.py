@@ -30,6 +30,7 @@ from decimal import Decimal
 from functools import partial
 from typing import IO, Any, Literal, TypeVar
 
+from tsmeter.access import ApiKeys
 from tsmeter.domain import (
     AggregationResult,
     AlertStatus,
@@ -111,6 +112,11 @@ class Meter:
         self.durability = durability
         #: the PostHog mirror attached by :func:`tsmeter.connect`, if one is configured
         self.mirror: Any = None
+        #: the HTTP API's keys in the state store (see :mod:`tsmeter.access`); None where
+        #: bootstrap wired no key store
+        self.api_keys = (
+            ApiKeys(self.capabilities.keys) if self.capabilities.keys is not None else None
+        )
         self._closed = False
         self._close_hooks: list[Callable[[], object]] = []
         self._sinks = RecordSinks()

@@ -123,6 +123,15 @@ CREATE TABLE IF NOT EXISTS metering_events (
     data TEXT NOT NULL              -- JSON object
 );
 CREATE INDEX IF NOT EXISTS metering_events_ts ON metering_events (ts);
+-- API keys of the HTTP API: only the SHA-256 of each key, never the key (see tsmeter.access).
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    scopes TEXT NOT NULL,           -- comma-separated: ingest, read, admin
+    secret_hash BLOB NOT NULL,
+    created_at INTEGER NOT NULL,    -- ns
+    revoked_at INTEGER              -- ns, NULL while the key is valid
+);
 CREATE TABLE IF NOT EXISTS rollup_state (
     period_type TEXT NOT NULL,
     tz TEXT NOT NULL,

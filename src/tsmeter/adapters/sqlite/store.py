@@ -36,6 +36,7 @@ from tsmeter.errors import ConflictError, SeriesError, StorageUnavailableError, 
 from tsmeter.ports import (
     AlertOpening,
     AlertResolution,
+    ApiKeyRow,
     Capabilities,
     DeliveryRow,
     EventRow,
@@ -153,8 +154,9 @@ class SQLiteStore:
 
     def capabilities(self) -> Capabilities:
         """What this store offers beyond the ports it implements: its file is the state
-        file. Example: ``Meter(store, store, capabilities=store.capabilities())``."""
-        return Capabilities(state_path=self.path)
+        file, and keeps the API keys. Example:
+        ``Meter(store, store, capabilities=store.capabilities())``."""
+        return Capabilities(state_path=self.path, keys=self)
 
     # -- series -----------------------------------------------------------------------
     def _series_ids(self, conn: sqlite3.Connection, keys: set[SeriesKey]) -> dict[SeriesKey, int]:
@@ -706,6 +708,49 @@ class SQLiteStore:
             rows = conn.execute(sql + " ORDER BY ts, seq", args).fetchall()
         return [EventRow(ts, n, mk, st, si, org or None, data) for ts, n, mk, st, si, org, data
                 in rows]  # fmt: skip
+
+    # -- API keys (the KeyStore port) -------------------------------------------------
+    _KEY_COLUMNS = "SELECT id, name, scopes, secret_hash, created_at, revoked_at FROM api_keys"
+
+    def add_key(self, row: ApiKeyRow) -> None:
+        """Store a new API key; ConflictError if its id exists."""
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT INTO api_keys (id, name, scopes, secret_hash, created_at, revoked_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (row.id, row.name, row.scopes, row.secret_hash, row.created_at,
+                     row.revoked_at),
+                )  # fmt: skip
+        except sqlite3.IntegrityError:
+            raise ConflictError(f"API key {row.id!r} already exists") from None
+
+    def get_key(self, key_id: str) -> ApiKeyRow | None:
+        """The API key with this id, or None."""
+        with self._read() as conn:
+            found = conn.execute(self._KEY_COLUMNS + " WHERE id = ?", (key_id,)).fetchone()
+        return None if found is None else _key_row(found)
+
+    def list_keys(self) -> list[ApiKeyRow]:
+        """Every API key, oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(self._KEY_COLUMNS + " ORDER BY created_at, id").fetchall()
+        return [_key_row(r) for r in rows]
+
+    def revoke_key(self, key_id: str, at: int) -> ApiKeyRow | None:
+        """Revoke an API key at ``at`` (kept if revoked before); the key now, or None."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?",
+                (at, key_id),
+            )
+            found = conn.execute(self._KEY_COLUMNS + " WHERE id = ?", (key_id,)).fetchone()
+        return None if found is None else _key_row(found)
+
+
+def _key_row(values: tuple[Any, ...]) -> ApiKeyRow:
+    key_id, name, scopes, secret_hash, created_at, revoked_at = values
+    return ApiKeyRow(key_id, name, scopes, bytes(secret_hash), created_at, revoked_at)
 
 
 def _where_args(series: dict[int, Any], query: RecordQuery) -> tuple[Any, ...]:
