@@ -39,6 +39,8 @@ EXTRAS: dict[str, Extra] = {
     "scheduler": Extra(("apscheduler",), "the scheduler"),
     "postgres": Extra(("psycopg", "psycopg_pool"), "a PostgreSQL state store"),
     "report": Extra(("matplotlib",), "tsmeter report"),
+    "api": Extra(("fastapi", "uvicorn", "prometheus_client"), "the HTTP API (tsmeter serve)"),
+    "client": Extra(("httpx",), "the HTTP client"),
 }
 
 
@@ -80,17 +82,21 @@ def require(extra: str) -> None:
 
 
 def explain(exc: ModuleNotFoundError) -> MissingExtraError | None:
-    """The :class:`~tsmeter.errors.MissingExtraError` for a missing module an extra installs
-    (the first extra that lists it), or None for any other module: the CLI's last resort for
-    an import outside :func:`needs`.
+    """The :class:`~tsmeter.errors.MissingExtraError` for a missing module an extra installs,
+    or None for any other module: the CLI's last resort for an import outside :func:`needs`.
+    A module several extras install names them all (installing them all is sure to help).
 
     >>> print(explain(ModuleNotFoundError("No module named 'apscheduler'", name="apscheduler")))
     the scheduler needs the package 'apscheduler' (not installed): pip install 'tsmeter[scheduler]'
+    >>> explain(ModuleNotFoundError("No module named 'requests'", name="requests")).install
+    "pip install 'tsmeter[influxdb,posthog]'"
     >>> explain(ModuleNotFoundError("No module named 'nope'", name="nope")) is None
     True
     """
     module = _top(exc.name)
-    for extra, known in EXTRAS.items():
-        if module in known.modules:
-            return MissingExtraError(extra, module, known.feature)
-    return None
+    extras = [extra for extra, known in EXTRAS.items() if module in known.modules]
+    if not extras:
+        return None
+    if len(extras) == 1:
+        return MissingExtraError(extras[0], module, EXTRAS[extras[0]].feature)
+    return MissingExtraError(",".join(extras), module, "this command")

@@ -106,3 +106,17 @@ def test_require_report_names_matplotlib(tmp_path: Path) -> None:
         "MissingExtraError tsmeter report needs the package 'matplotlib' (not installed): "
         "pip install 'tsmeter[report]'"
     ), done.stderr
+
+
+def test_a_package_two_extras_share_names_the_one_in_use(tmp_path: Path) -> None:
+    """requests belongs to the influxdb and the posthog extras: a posthog command names
+    posthog (not influxdb, which this store does not use)."""
+    done = run_without(
+        tmp_path, "requests", ["--store", "u.db", "--create", "posthog", "ping", "--timeout", "1"],
+        TSMETER_POSTHOG_API_KEY="phc_test", TSMETER_POSTHOG_HOST="http://127.0.0.1:9",
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        "Error: the PostHog integration needs the package 'requests' (not installed): "
+        "pip install 'tsmeter[posthog]'"
+    ]

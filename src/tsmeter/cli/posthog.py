@@ -18,6 +18,7 @@ from tsmeter.cli.context import CliState, pass_state
 from tsmeter.cli.output import emit_one, isatty, progress, table_lines, time_text
 from tsmeter.cli.params import TIME_FORMS, org_option, usage_error
 from tsmeter.errors import StorageUnavailableError, ValidationError
+from tsmeter.extras import needs
 from tsmeter.integrations.posthog import (
     Journal,
     PostHogMirror,
@@ -53,7 +54,17 @@ def _run_state(run: MirrorRun, now: datetime) -> str:
     return "running"
 
 
-@click.group()
+class _PostHogGroup(click.Group):
+    """The ``posthog`` group: a package of the posthog extra missing while a command runs is
+    an error naming that extra."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the chosen command inside :func:`tsmeter.extras.needs`."""
+        with needs("posthog"):
+            return super().invoke(ctx)
+
+
+@click.group(cls=_PostHogGroup)
 def posthog() -> None:
     """Mirror usage to PostHog: configuration, a test event, backfills, re-sends.
 
