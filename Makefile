@@ -12,7 +12,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml setup.py src/tsmeter/adapters/influxdb/_speedups.c src/tsmeter/metering/_intake.c Makefile | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,influxdb,scheduler,posthog,postgres,report]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,influxdb,scheduler,posthog,postgres,report,api,client]'
 	touch $(STAMP)
 
 # influxd 1.x for the InfluxDB server tests: installed from Debian when running as root and

@@ -50,6 +50,21 @@ def test_only_adapters_and_bootstrap_import_adapters(path: Path) -> None:
     assert not bad, f"{module} imports adapters: {bad}"
 
 
+CORE = ("tsmeter.domain", "tsmeter.metering", "tsmeter.limits", "tsmeter.outbox")
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if _name(p).startswith(CORE)], ids=_name)
+def test_core_never_imports_the_api_or_the_cli(path: Path) -> None:
+    """Core (domain, metering, limits, outbox) never imports the HTTP API or the CLI: they
+    are entry points over it."""
+    bad = [
+        (line, m)
+        for line, m in _imports(path)
+        if m.startswith(("tsmeter.api", "tsmeter.cli", "fastapi", "starlette", "uvicorn"))
+    ]
+    assert not bad, f"{_name(path)} imports {bad}"
+
+
 @pytest.mark.parametrize(
     "path", [p for p in MODULES if _name(p).startswith("tsmeter.domain")], ids=_name
 )

@@ -1,0 +1,99 @@
+"""Request bodies: read with a size limit, decoded by msgspec with JSON numbers kept exact.
+
+A number such as ``0.1`` or ``12345678901234567.89`` is decoded as a :class:`~decimal.Decimal`
+of its digits, never through a float, so a quantity arrives exactly as the caller wrote it.
+Bodies are plain dicts handed to the Meter, whose intake validates them (a record batch is
+never turned into a pydantic model per record). Field names follow the domain models: camelCase
+or snake_case, one spelling per field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from pydantic import BaseModel
+from starlette.requests import Request
+
+from tsmeter.api.problems import ApiError
+from tsmeter.errors import ValidationError
+
+__all__ = ["decode", "fields_of", "read_body"]
+
+_DECODER = msgspec.json.Decoder(float_hook=Decimal)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, at most ``limit`` bytes: a larger one is refused with 413 as soon
+    as its length is known (the header) or passed (while reading), never held whole."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        413, "too-large", "Content too large", f"the body is larger than {limit:,} bytes"
+    )
+
+
+def decode(body: bytes) -> Any:
+    """JSON ``body`` as Python values, numbers with a fraction or exponent as Decimal.
+
+    >>> decode(b'{"quantity": 0.1, "n": 3}')
+    {'quantity': Decimal('0.1'), 'n': 3}
+    """
+    if not body:
+        raise ApiError(400, "malformed", "Malformed JSON", "the body is empty; send JSON")
+    try:
+        return _DECODER.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "malformed", "Malformed JSON", f"the body is not JSON: {exc}") from exc
+
+
+def fields_of(body: object, model: type[BaseModel], *, where: str = "") -> dict[str, Any]:
+    """``body`` (a JSON object) as keyword arguments named like ``model``'s fields (snake_case),
+    accepting each field's camelCase or snake_case spelling. An unknown field, a field given in
+    both spellings or a body that is not an object is a ValidationError naming it.
+
+    >>> from tsmeter.api.schemas import MetricUpdate
+    >>> fields_of({"aggregationType": "MAX", "unit": "GB"}, MetricUpdate)
+    {'aggregation_type': 'MAX', 'unit': 'GB'}
+    """
+    if not isinstance(body, Mapping):
+        raise ValidationError(where, f"must be a JSON object, got {_kind(body)}")
+    names: dict[str, str] = {}
+    for name, info in model.model_fields.items():
+        names[name] = name
+        if info.alias is not None:
+            names[info.alias] = name
+    out: dict[str, Any] = {}
+    for key, value in body.items():
+        target = names.get(key)
+        field = f"{where}.{key}" if where else str(key)
+        if target is None:
+            raise ValidationError(field, "Extra inputs are not permitted")
+        if target in out:
+            raise ValidationError(field, "given twice (camelCase and snake_case); give one")
+        out[target] = value
+    return out
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    return "a number" if isinstance(value, int | Decimal) else type(value).__name__

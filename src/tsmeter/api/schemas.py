@@ -1,0 +1,171 @@
+"""The API's request and response shapes where they are not the domain models themselves.
+
+Request models name the fields a route takes (a subset of a domain model); the OpenAPI
+document shows them, and :func:`tsmeter.api.bodies.fields_of` accepts exactly their fields.
+The values are validated by the Meter (the same rules, and messages, as in Python).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import Field
+
+from tsmeter.domain import (
+    AggregationType,
+    MetricDefinition,
+    PeriodType,
+    ResetPeriod,
+    ThresholdAction,
+    UsageAlert,
+    UsageRecord,
+    UsageSummary,
+    UsageThreshold,
+)
+from tsmeter.domain.models import Model
+from tsmeter.domain.quantities import Rounding
+
+__all__ = [
+    "AlertList",
+    "BatchAccepted",
+    "Deleted",
+    "MetricCreate",
+    "MetricList",
+    "MetricUpdate",
+    "Problem",
+    "ProblemItem",
+    "RecordBatch",
+    "RecordIn",
+    "RecordList",
+    "SummaryList",
+    "ThresholdCreate",
+    "ThresholdList",
+    "ThresholdUpdate",
+]
+
+
+class MetricCreate(Model):
+    """A metric to define (``POST /v1/metrics``)."""
+
+    key: str
+    name: str = ""
+    description: str = ""
+    unit: str = ""
+    aggregation_type: AggregationType = AggregationType.SUM
+    reset_period: ResetPeriod = ResetPeriod.MONTHLY
+    precision: int = 6
+    rounding: Rounding | None = None
+    org_id: str | None = None
+
+
+class MetricUpdate(Model):
+    """Changes to a metric (``PATCH /v1/metrics/{key}``)."""
+
+    name: str | None = None
+    description: str | None = None
+    unit: str | None = None
+    aggregation_type: AggregationType | None = None
+    reset_period: ResetPeriod | None = None
+
+
+class RecordIn(Model):
+    """One usage record to store; ``id`` is its idempotency key (generated when absent).
+    ``quantity`` is a JSON number or a decimal string, kept exactly."""
+
+    id: str | None = None
+    metric_key: str
+    subject_type: str
+    subject_id: str
+    quantity: Decimal | None = None
+    timestamp: datetime | None = None
+    metadata: dict[str, Any] | None = None
+    source: str | None = None
+    org_id: str | None = None
+
+
+class RecordBatch(Model):
+    """Records stored all or nothing: one bad record stores none and is named
+    (``records[3].quantity``)."""
+
+    records: list[RecordIn]
+
+
+class BatchAccepted(Model):
+    """A batch taken: ``accepted`` records (every one), their ``ids`` in the order sent;
+    ``recorded`` newly stored, ``duplicates`` already there, ``queued`` in the outbox for the
+    store."""
+
+    accepted: int
+    ids: list[str]
+    recorded: int
+    duplicates: int
+    queued: int
+
+
+class ThresholdCreate(Model):
+    """A limit to create (``POST /v1/thresholds``)."""
+
+    metric_key: str
+    subject_type: str
+    subject_id: str = "*"
+    threshold: Decimal
+    warn_threshold: Decimal | None = None
+    period_type: PeriodType | None = None
+    action: ThresholdAction = ThresholdAction.ALERT
+    notify_emails: list[str] = Field(default_factory=list)
+    notify_webhook: str | None = None
+    org_id: str | None = None
+
+
+class ThresholdUpdate(Model):
+    """Changes to a threshold (``PATCH /v1/thresholds/{id}``)."""
+
+    threshold: Decimal | None = None
+    warn_threshold: Decimal | None = None
+    period_type: PeriodType | None = None
+    action: ThresholdAction | None = None
+    notify_emails: list[str] | None = None
+    notify_webhook: str | None = None
+
+
+class MetricList(Model):
+    metrics: list[MetricDefinition]
+
+
+class RecordList(Model):
+    records: list[UsageRecord]
+
+
+class SummaryList(Model):
+    summaries: list[UsageSummary]
+
+
+class ThresholdList(Model):
+    thresholds: list[UsageThreshold]
+
+
+class AlertList(Model):
+    alerts: list[UsageAlert]
+
+
+class Deleted(Model):
+    """What a delete removed: records purged with a metric (0 without ``purge``)."""
+
+    deleted_records: int
+
+
+class ProblemItem(Model):
+    field: str
+    message: str
+
+
+class Problem(Model):
+    """An error (``application/problem+json``); ``errors`` name the fields at fault."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[ProblemItem]
