@@ -30,6 +30,7 @@ from tsmeter.cli.output import visible
 from tsmeter.cli.posthog import posthog
 from tsmeter.cli.reconcile import reconcile
 from tsmeter.cli.report import report
+from tsmeter.cli.serve import serve
 from tsmeter.cli.state import state
 from tsmeter.cli.threshold import threshold
 from tsmeter.cli.usage import usage
@@ -250,7 +251,7 @@ def cli(
 
 for _command in (metric, usage, threshold, alert, aggregate, demo, influx, scheduler, jobs,
                  notifications, posthog, reconcile, outbox, state, apply, report,
-                 health):  # fmt: skip
+                 health, serve):  # fmt: skip
     cli.add_command(_command)
 
 

@@ -59,7 +59,7 @@ def router(service: Service) -> APIRouter:
         return json_response({"metrics": meter.list_metrics(org_id, all_orgs=all_orgs)})
 
     @api.get(
-        "/{key}",
+        "/{key:path}",
         operation_id="metric.get",
         response_model=MetricDefinition,
         dependencies=scope(service, "read"),
@@ -70,7 +70,7 @@ def router(service: Service) -> APIRouter:
         return json_response(meter.get_metric(key, org_id))
 
     @api.patch(
-        "/{key}",
+        "/{key:path}",
         operation_id="metric.update",
         response_model=MetricDefinition,
         dependencies=scope(service, "admin"),
@@ -84,7 +84,7 @@ def router(service: Service) -> APIRouter:
         return json_response(metric)
 
     @api.delete(
-        "/{key}",
+        "/{key:path}",
         operation_id="metric.delete",
         response_model=Deleted,
         dependencies=scope(service, "admin"),
