@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 import pytest
+from click.testing import CliRunner
 
 from tests.cli.conftest import Cli, one_line_error
 from tsmeter.cli.main import cli
@@ -152,6 +153,22 @@ def test_retry_needs_a_store_then_delivers_everything(
     monkeypatch.setenv("TSMETER_OUTBOX", box_path)
     text = metered.ok("outbox", "retry").stdout
     assert "made due 0 deferred record(s), re-queued 0 quarantined; delivered 0" in text
+
+
+def test_retry_to_a_store_that_does_not_exist_creates_nothing(
+    box_path: str, tmp_path: Path
+) -> None:
+    """retry names its store like every command: a missing store file is an error (status 5)
+    unless --create, and nothing is created; the records stay in the outbox."""
+    missing = tmp_path / "nowhere" / "store.db"
+    result = CliRunner().invoke(
+        cli, ["--store", str(missing), "outbox", "--outbox", box_path, "retry", "--timeout", "5"]
+    )
+    assert result.exit_code == 5, result.output
+    assert str(missing) in one_line_error(result)
+    assert not missing.exists() and not missing.parent.exists()
+    status = CliRunner().invoke(cli, ["--format", "json", "outbox", "--outbox", box_path, "status"])
+    assert json.loads(status.stdout)["pending"] == 5
 
 
 def test_the_schema_the_commands_read_is_the_outboxs(tmp_path: Path) -> None:

@@ -348,7 +348,7 @@ def retry(state: CliState, timeout: float) -> None:
     quiet = logging.getLogger("tsmeter.outbox")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # each failed attempt is a warning: the report says it once
-    meter = connect(store, timezone=state.timezone, outbox=path)
+    meter = connect(store, timezone=state.timezone, outbox=path, create=state.create)
     meter.close_timeout = 1.0  # the waiting is done here, bounded by --timeout
     try:
         box = meter.outbox
