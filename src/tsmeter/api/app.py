@@ -104,8 +104,10 @@ class Service:
     gate: OutboxGate
 
 
-#: request bodies the routes read themselves, shown in the OpenAPI document
-REQUEST_MODELS = (
+#: request bodies the routes read themselves, and the problem body, shown in the OpenAPI
+#: document
+DOCUMENTED_MODELS = (
+    schemas.Problem,
     schemas.MetricCreate,
     schemas.MetricUpdate,
     schemas.RecordIn,
@@ -145,12 +147,13 @@ def create_app(meter: Meter, *, authenticator: Guard, settings: ApiSettings) -> 
                 title=app.title, version=app.version, summary=app.summary, routes=app.routes
             )
             _, defs = models_json_schema(
-                [(model, "validation") for model in REQUEST_MODELS],
+                [(model, "validation") for model in DOCUMENTED_MODELS],
                 ref_template="#/components/schemas/{model}",
             )
             components = document.setdefault("components", {}).setdefault("schemas", {})
             for name, schema in defs.get("$defs", {}).items():
                 components.setdefault(name, schema)
+            _problems_only(document)
             app.openapi_schema = document
         return app.openapi_schema
 
@@ -168,23 +171,33 @@ def request_body(model: type[Any], media_type: str = "application/json") -> dict
     }
 
 
-#: the error responses every route may give, for the OpenAPI document
+_PROBLEM_CONTENT = {problems.PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def _problems_only(document: dict[str, Any]) -> None:
+    """Every error response of ``document`` as problem+json: FastAPI's own 422 schema
+    (HTTPValidationError) is replaced, since :mod:`tsmeter.api.problems` answers instead."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            for status, response in operation.get("responses", {}).items():
+                if str(status).startswith(("4", "5")):
+                    response["content"] = _PROBLEM_CONTENT
+                    if status == "422":
+                        response["description"] = _DESCRIPTIONS[422]
+    schemas_ = document.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas_.pop(name, None)
+
+
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a route: problem+json bodies for ``statuses``."""
-    return {
-        status: {
-            "model": schemas.Problem,
-            "content": {problems.PROBLEM_JSON: {}},
-            "description": _DESCRIPTIONS[status],
-        }
-        for status in statuses
-    }
+    return {status: {"description": _DESCRIPTIONS[status]} for status in statuses}
 
 
 _DESCRIPTIONS = {
     400: "Malformed JSON",
     401: "No key, or a key that is not valid",
-    403: "The key lacks the scope; or the quota of a BLOCK threshold is reached",
+    403: "The key lacks the scope (or, with enforce=true, a BLOCK threshold is reached)",
     404: "Not found",
     409: "Conflict with what is stored",
     413: "Body larger than the limit",
