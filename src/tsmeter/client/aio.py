@@ -26,7 +26,7 @@ from tsmeter.client._protocol import (
     wanted_threshold,
 )
 from tsmeter.client.batching import AsyncBatcher, Rejected
-from tsmeter.client.transport import NEVER_SENT, headers, unreachable
+from tsmeter.client.transport import headers, retryable, unreachable
 from tsmeter.domain import (
     AlertStatus,
     BatchResult,
@@ -120,7 +120,7 @@ class AsyncClient:
             try:
                 response = await self._http.send(request, stream=True)
             except httpx.TransportError as exc:
-                if last or not (call.idempotent or isinstance(exc, NEVER_SENT)):
+                if last or not retryable(call, exc):
                     raise unreachable(call, exc) from exc
                 await asyncio.sleep(self.retry.delay(attempt))
                 continue

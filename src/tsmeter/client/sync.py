@@ -26,7 +26,7 @@ from tsmeter.client._protocol import (
     wanted_threshold,
 )
 from tsmeter.client.batching import Batcher, Rejected
-from tsmeter.client.transport import NEVER_SENT, headers, unreachable
+from tsmeter.client.transport import headers, retryable, unreachable
 from tsmeter.domain import (
     AlertStatus,
     BatchResult,
@@ -119,7 +119,7 @@ class Client:
             try:
                 response = self._http.send(request, stream=True)
             except httpx.TransportError as exc:
-                if last or not (call.idempotent or isinstance(exc, NEVER_SENT)):
+                if last or not retryable(call, exc):
                     raise unreachable(call, exc) from exc
                 time.sleep(self.retry.delay(attempt))
                 continue
