@@ -16,6 +16,7 @@ from click.exceptions import NoArgsIsHelpError
 
 from tsmeter.cli.aggregate import aggregate
 from tsmeter.cli.alert import alert
+from tsmeter.cli.apikey import apikey
 from tsmeter.cli.apply import apply
 from tsmeter.cli.context import CliState, OutputFormat
 from tsmeter.cli.demo import demo
@@ -251,7 +252,7 @@ def cli(
 
 for _command in (metric, usage, threshold, alert, aggregate, demo, influx, scheduler, jobs,
                  notifications, posthog, reconcile, outbox, state, apply, report,
-                 health, serve):  # fmt: skip
+                 health, serve, apikey):  # fmt: skip
     cli.add_command(_command)
 
 
