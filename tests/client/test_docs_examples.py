@@ -1,0 +1,102 @@
+"""The curl, Python and Node examples of docs/clients.md, run against a real ``tsmeter
+serve`` started here. The page fences them as text (tests/unit/test_docs.py runs blocks
+without a server); this test takes each block after its ``<!-- example: NAME -->`` marker,
+so the page cannot drift from what runs. Node runs where ``node`` is on the PATH; in CI it
+must be."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.client.live import ROOT, LiveServer
+from tests.conftest import in_ci
+from tsmeter.client import Client
+
+PAGE = ROOT / "docs" / "clients.md"
+_EXAMPLE = re.compile(r"^<!-- example: ([\w-]+) -->\n```text\n(.*?)^```", re.M | re.S)
+
+
+def examples() -> dict[str, str]:
+    """Each marked example of the page by name."""
+    return {m.group(1): m.group(2) for m in _EXAMPLE.finditer(PAGE.read_text("utf-8"))}
+
+
+def test_the_page_marks_every_example() -> None:
+    assert set(examples()) == {"curl", "python", "python-async", "node"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server of its own: the examples' totals build on one another."""
+    with LiveServer(tmp_path_factory.mktemp("docs-serve")) as live:
+        with Client(live.url) as client:
+            client.define_metric("api_calls", aggregation_type="COUNT")
+        yield live
+
+
+def _run(argv: list[str], server: LiveServer, cwd: Path) -> str:
+    env = {
+        **os.environ,
+        "TSMETER_URL": server.url,
+        "TSMETER_API_KEY": "",
+        "PYTHONPATH": str(ROOT / "src"),
+    }
+    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"{argv[0]} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def _documents(text: str) -> list[dict[str, object]]:
+    decoder, found, at = json.JSONDecoder(), [], 0
+    while at < len(text.rstrip()):
+        document, at = decoder.raw_decode(text, at)
+        found.append(document)
+    return found
+
+
+def _total(server: LiveServer) -> int:
+    with Client(server.url) as client:
+        summary = client.get_usage_summary(
+            "api_calls", "org", "org-1", "MONTHLY", at="2026-01-20T00:00:00Z"
+        )
+    return int(summary.total_quantity)
+
+
+def test_curl(server: LiveServer, tmp_path: Path) -> None:
+    if shutil.which("curl") is None and not in_ci():
+        pytest.skip("curl is not installed")
+    before = _total(server)
+    out = _run(["bash", "-e", "-c", examples()["curl"]], server, tmp_path)
+    summary = _documents(out)[-1]  # curl prints the two answers one after the other
+    assert summary["totalQuantity"] == str(before + 1)
+    _run(["bash", "-e", "-c", examples()["curl"]], server, tmp_path)  # the same id again
+    assert _total(server) == before + 1
+
+
+@pytest.mark.parametrize("name", ["python", "python-async"])
+def test_python(server: LiveServer, tmp_path: Path, name: str) -> None:
+    before = _total(server)
+    script = tmp_path / "example.py"
+    script.write_text(examples()[name])
+    assert _run([sys.executable, str(script)], server, tmp_path).strip() == str(before + 1)
+
+
+def test_node(server: LiveServer, tmp_path: Path) -> None:
+    node = shutil.which("node")
+    if node is None:
+        if in_ci():
+            pytest.fail("CI needs node for the Node example of docs/clients.md")
+        pytest.skip("node is not installed")
+    before = _total(server)
+    script = tmp_path / "record.mjs"
+    script.write_text(examples()["node"])
+    assert _run([node, str(script)], server, tmp_path).strip() == str(before + 1)
