@@ -85,15 +85,16 @@ class Served:
         self.stop()
         raise RuntimeError(f"tsmeter serve not ready in 30 s:\n{self.log_tail()}")
 
-    def stop(self) -> int | None:
-        """SIGTERM by PID (a graceful stop), SIGKILL after 30 s; the exit status."""
+    def stop(self, signum: int = signal.SIGTERM) -> int | None:
+        """``signum`` by PID (SIGTERM: a graceful stop, which may deliver the outbox for up
+        to its close timeout), SIGKILL after 60 s; the exit status."""
         process, self.process = self.process, None
         if process is None:
             return None
         if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
+            os.kill(process.pid, signum)
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.kill(process.pid, signal.SIGKILL)
                 process.wait()
