@@ -12,8 +12,8 @@ with the same id is counted once. Run it with::
 
     TSMETER_URL=http://127.0.0.1:8080 TSMETER_API_KEY=... uvicorn examples.fastapi_app:app
 
-(``TSMETER_API_KEY`` needs the ``ingest`` and ``admin`` scopes, for the definition made at
-start-up; leave it unset for a server started with ``--no-auth``.)
+(``TSMETER_API_KEY`` needs the ``ingest`` and ``read`` scopes, and ``admin`` the first time,
+when start-up defines the metric; leave it unset for a server started with ``--no-auth``.)
 """
 
 from __future__ import annotations

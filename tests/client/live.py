@@ -14,6 +14,7 @@ holds every request that long before forwarding it (a slow tsmeter server).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -34,10 +35,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class LiveServer:
-    """``tsmeter serve`` on a free loopback port over ``<directory>/s.db``."""
+    """``tsmeter serve`` on a free loopback port over ``<directory>/s.db``; with ``auth``
+    it wants API keys (see :meth:`create_key`), else it runs with ``--no-auth``."""
 
-    def __init__(self, directory: Path, *, startup_timeout: float = 60.0) -> None:
+    def __init__(
+        self, directory: Path, *, auth: bool = False, startup_timeout: float = 60.0
+    ) -> None:
         self.directory = Path(directory)
+        self.auth = auth
         self.store = f"sqlite:///{self.directory / 's.db'}"
         self.log_path = self.directory / "serve.log"
         self.startup_timeout = startup_timeout
@@ -66,11 +71,18 @@ class LiveServer:
         assert done.returncode == 0, done.stderr
         return done.stdout
 
+    def create_key(self, *scopes: str) -> str:
+        """A new API key with ``scopes``, made by ``tsmeter apikey create`` on the store."""
+        options = [arg for scope in scopes for arg in ("--scope", scope)]
+        made = self.tsmeter("--format", "json", "apikey", "create", "test", *options)
+        return str(json.loads(made)["key"])
+
     def start(self) -> LiveServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         argv = [sys.executable, "-m", "tsmeter", "--store", self.store, "--create", "serve"]
-        argv += ["--host", "127.0.0.1", "--port", str(self.port), "--no-auth"]
+        argv += ["--host", "127.0.0.1", "--port", str(self.port)]
+        argv += [] if self.auth else ["--no-auth"]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 argv,

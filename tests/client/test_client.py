@@ -7,11 +7,12 @@ from __future__ import annotations
 import io
 import json
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from tests.client.live import LiveServer, TcpProxy
-from tsmeter.client import Client, Retry
+from tsmeter.client import ApiError, Client, Retry
 from tsmeter.domain import MetricDefinition, UsageRecord, UsageSummary, UsageThreshold
 from tsmeter.errors import (
     ConflictError,
@@ -189,7 +190,8 @@ def test_a_dropped_answer_is_retried_with_the_same_id_and_counted_once(
 
 def test_a_dropped_answer_to_a_define_is_not_sent_again(live: LiveServer, key: str) -> None:
     """Defining a metric without exist_ok is not safe to repeat: the client says the server
-    may have done it instead of trying again (and getting a 409)."""
+    may have done it instead of trying again (and getting a 409). With exist_ok it is: the
+    second try's 409 is compared with what is stored."""
     proxy = TcpProxy(live.port)
     try:
         with Client(proxy.url, retry=Retry(backoff=0.01)) as client:
@@ -198,9 +200,31 @@ def test_a_dropped_answer_to_a_define_is_not_sent_again(live: LiveServer, key: s
                 client.define_metric(key)
             assert client.get_metric(key).key == key
             proxy.drop_next(b"POST /v1/metrics ")
-            assert client.define_metric(key, exist_ok=True).key == key
+            made = client.define_metric(key + "-2", unit="GB", exist_ok=True)
+            assert proxy.dropped == 2
+            assert made == client.get_metric(key + "-2") and made.unit == "GB"
     finally:
         proxy.close()
+
+
+def test_keys_and_scopes(tmp_path: Path) -> None:
+    """Against a server that wants keys: none or a wrong one is ApiError 401, a key without
+    the scope 403 (neither retried); exist_ok with a read key declares a metric that exists."""
+    with LiveServer(tmp_path, auth=True) as server:
+        admin, ingest = server.create_key("admin"), server.create_key("ingest", "read")
+        with Client(server.url, admin) as client:
+            client.define_metric("calls", aggregation_type="COUNT")
+        for key, status in ((None, 401), ("tsm_wrong", 401)):
+            with Client(server.url, key) as client, pytest.raises(ApiError) as caught:
+                client.record("calls", "org", "o")
+            assert caught.value.status == status
+        with Client(server.url, ingest) as client:
+            assert client.define_metric("calls", aggregation_type="COUNT", exist_ok=True).key
+            with pytest.raises(ApiError) as refused:
+                client.define_metric("other")
+            assert refused.value.status == 403
+            client.record("calls", "org", "o", timestamp=JAN)
+            assert client.get_usage_summary("calls", "org", "o", at=AT).record_count == 1
 
 
 def test_no_server_is_storage_unavailable_after_retries() -> None:

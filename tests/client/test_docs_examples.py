@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -34,20 +35,31 @@ def test_the_page_marks_every_example() -> None:
     assert set(examples()) == {"curl", "python", "python-async", "node"}
 
 
+@dataclass(frozen=True)
+class Docs:
+    """A server of the examples' own (their totals build on one another) that wants keys,
+    and a key with the scopes the page asks for."""
+
+    server: LiveServer
+    key: str
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A server of its own: the examples' totals build on one another."""
-    with LiveServer(tmp_path_factory.mktemp("docs-serve")) as live:
-        with Client(live.url) as client:
-            client.define_metric("api_calls", aggregation_type="COUNT")
-        yield live
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docs]:
+    with LiveServer(tmp_path_factory.mktemp("docs-serve"), auth=True) as live:
+        live.tsmeter("metric", "define", "api_calls", "--aggregation-type", "count")
+        yield Docs(live, live.create_key("ingest", "read"))
 
 
-def _run(argv: list[str], server: LiveServer, cwd: Path) -> str:
+def _run(argv: list[str], server: Docs, cwd: Path) -> str:
     env = {
         **os.environ,
         "TSMETER_URL": server.url,
-        "TSMETER_API_KEY": "",
+        "TSMETER_API_KEY": server.key,
         "PYTHONPATH": str(ROOT / "src"),
     }
     done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
@@ -63,15 +75,15 @@ def _documents(text: str) -> list[dict[str, object]]:
     return found
 
 
-def _total(server: LiveServer) -> int:
-    with Client(server.url) as client:
+def _total(server: Docs) -> int:
+    with Client(server.url, server.key) as client:
         summary = client.get_usage_summary(
             "api_calls", "org", "org-1", "MONTHLY", at="2026-01-20T00:00:00Z"
         )
     return int(summary.total_quantity)
 
 
-def test_curl(server: LiveServer, tmp_path: Path) -> None:
+def test_curl(server: Docs, tmp_path: Path) -> None:
     if shutil.which("curl") is None and not in_ci():
         pytest.skip("curl is not installed")
     before = _total(server)
@@ -83,14 +95,14 @@ def test_curl(server: LiveServer, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["python", "python-async"])
-def test_python(server: LiveServer, tmp_path: Path, name: str) -> None:
+def test_python(server: Docs, tmp_path: Path, name: str) -> None:
     before = _total(server)
     script = tmp_path / "example.py"
     script.write_text(examples()[name])
     assert _run([sys.executable, str(script)], server, tmp_path).strip() == str(before + 1)
 
 
-def test_node(server: LiveServer, tmp_path: Path) -> None:
+def test_node(server: Docs, tmp_path: Path) -> None:
     node = shutil.which("node")
     if node is None:
         if in_ci():

@@ -37,7 +37,7 @@ from tsmeter.domain import (
     UsageSummary,
     UsageThreshold,
 )
-from tsmeter.errors import ConflictError
+from tsmeter.errors import ConflictError, NotFoundError
 from tsmeter.metering.planning import same_threshold
 
 __all__ = ["Client"]
@@ -150,14 +150,18 @@ class Client:
     # -- metrics ----------------------------------------------------------------------
     def define_metric(self, key: str, *, exist_ok: bool = False, **fields: Any) -> MetricDefinition:
         """Define a metric (see ``Meter.define_metric``); with ``exist_ok`` one stored with the
-        same fields is returned, one whose fields differ is a ConflictError naming them."""
+        same fields is returned (a key with the read scope is enough then), one whose fields
+        differ is a ConflictError naming them."""
         if not exist_ok:
             return self._run(Calls.define_metric(key, exist_ok=False, fields=fields))
         wanted = wanted_metric(key, fields)
-        try:
-            return self._run(Calls.define_metric(key, exist_ok=True, fields=fields))
-        except ConflictError:
+        try:  # read first: a key with the read scope can declare a metric that exists
             current = self.get_metric(key, wanted.org_id)
+        except NotFoundError:
+            try:
+                return self._run(Calls.define_metric(key, exist_ok=True, fields=fields))
+            except ConflictError:  # defined meanwhile
+                current = self.get_metric(key, wanted.org_id)
         return existing_metric(current, wanted)
 
     def update_metric(
