@@ -66,6 +66,31 @@ def test_core_never_imports_the_api_or_the_cli(path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "path", [p for p in MODULES if _name(p).startswith((*CORE, "tsmeter.client"))], ids=_name
+)
+def test_the_client_stands_apart(path: Path) -> None:
+    """The HTTP client is a way in from another process: core never imports it (nor httpx),
+    and it imports neither the server, the CLI, the adapters nor bootstrap itself, so a
+    service that only calls a server needs neither the api extra nor a store's packages."""
+    module = _name(path)
+    if module.startswith("tsmeter.client"):
+        banned: tuple[str, ...] = (
+            "tsmeter.api",
+            "tsmeter.cli",
+            "tsmeter.adapters",
+            "tsmeter.bootstrap",
+            "fastapi",
+            "starlette",
+            "uvicorn",
+        )
+    else:
+        banned = ("tsmeter.client", "httpx")
+    dotted = tuple(f"{name}." for name in banned)  # tsmeter.cli is not tsmeter.client
+    bad = [(line, m) for line, m in _imports(path) if m in banned or m.startswith(dotted)]
+    assert not bad, f"{module} imports {bad}"
+
+
+@pytest.mark.parametrize(
     "path", [p for p in MODULES if _name(p).startswith("tsmeter.domain")], ids=_name
 )
 def test_domain_imports_only_domain_and_errors(path: Path) -> None:
