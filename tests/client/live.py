@@ -35,15 +35,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class LiveServer:
-    """``tsmeter serve`` on a free loopback port over ``<directory>/s.db``; with ``auth``
+    """``tsmeter serve`` on a free loopback port over ``store`` (default: the embedded store
+    ``<directory>/s.db``); with ``auth``
     it wants API keys (see :meth:`create_key`), else it runs with ``--no-auth``."""
 
     def __init__(
-        self, directory: Path, *, auth: bool = False, startup_timeout: float = 60.0
+        self,
+        directory: Path,
+        *,
+        store: str | None = None,
+        auth: bool = False,
+        startup_timeout: float = 60.0,
     ) -> None:
         self.directory = Path(directory)
         self.auth = auth
-        self.store = f"sqlite:///{self.directory / 's.db'}"
+        self.store = store or f"sqlite:///{self.directory / 's.db'}"
         self.log_path = self.directory / "serve.log"
         self.startup_timeout = startup_timeout
         self.port = 0
