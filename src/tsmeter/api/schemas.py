@@ -60,14 +60,23 @@ class MetricCreate(Model):
     org_id: str | None = None
 
 
-class MetricUpdate(Model):
-    """Changes to a metric (``PATCH /v1/metrics/{key}``)."""
+def _absent() -> Any:
+    """A field that may be left out but not sent as null (the schema shows no default)."""
+    return Field(default=None, json_schema_extra=_no_default)
 
-    name: str | None = None
-    description: str | None = None
-    unit: str | None = None
-    aggregation_type: AggregationType | None = None
-    reset_period: ResetPeriod | None = None
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+class MetricUpdate(Model):
+    """Changes to a metric (``PATCH /v1/metrics/{key}``): the fields sent change."""
+
+    name: str = _absent()
+    description: str = _absent()
+    unit: str = _absent()
+    aggregation_type: AggregationType = _absent()
+    reset_period: ResetPeriod = _absent()
 
 
 class RecordIn(Model):
@@ -120,13 +129,15 @@ class ThresholdCreate(Model):
 
 
 class ThresholdUpdate(Model):
-    """Changes to a threshold (``PATCH /v1/thresholds/{id}``)."""
+    """Changes to a threshold (``PATCH /v1/thresholds/{id}``): the fields sent change; a null
+    ``warnThreshold`` is the default share again, a null ``periodType`` the metric's reset
+    period, a null ``notifyWebhook`` none."""
 
-    threshold: Decimal | None = None
+    threshold: Decimal = _absent()
     warn_threshold: Decimal | None = None
     period_type: PeriodType | None = None
-    action: ThresholdAction | None = None
-    notify_emails: list[str] | None = None
+    action: ThresholdAction = _absent()
+    notify_emails: list[str] = _absent()
     notify_webhook: str | None = None
 
 
