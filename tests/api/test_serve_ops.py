@@ -118,3 +118,24 @@ def test_no_auth_is_refused_off_loopback(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert "--no-auth serves anyone who can reach '0.0.0.0'" in done.stderr
+
+
+def test_an_unreachable_store_without_outbox_answers_503(tmp_path: Path) -> None:
+    """With InfluxDB down and no outbox, records and reads get 503 storage-unavailable with
+    Retry-After, and /readyz says the store does not answer."""
+    state = tmp_path / "state.db"
+    with tsmeter.connect(f"sqlite:///{state}") as meter:
+        meter.define_metric("gb", aggregation_type="SUM", precision=2)
+    url = f"influxdb://127.0.0.1:{free_port()}/nowhere?state={state}"
+    with Served(url, tmp_path, root_args=("--outbox", "off"), wait_for="/healthz") as server:
+        for answer in (server.post("/v1/usage/records", json=RECORD),
+                       server.post("/v1/usage/records/batch", json={"records": [RECORD]}),
+                       server.get("/v1/usage/records", params={"metricKey": "gb"})):  # fmt: skip
+            assert problem(answer, 503)["type"] == "/problems/storage-unavailable"
+            assert answer.headers["retry-after"] == "5"
+        ready = server.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["problems"] == ["the store does not answer"]
+        metrics = server.get("/metrics").text
+        assert 'tsmeter_api_records_rejected_total{reason="unavailable"} 2.0' in metrics
+        assert server.stop() == 0
