@@ -97,6 +97,7 @@ def test_records_and_reads_are_exact(live: LiveServer, key: str) -> None:
         ]
         records = client.get_usage(key, "org", "o-1", start="2026-01-01T00:00:00Z")
         assert sorted(r.quantity for r in records) == [Decimal("0.10"), Decimal("0.20")]
+        assert len(client.get_usage(key, limit=None)) == 3
         out = io.StringIO()
         assert client.export_usage(out, key) == 3
         lines = [json.loads(line) for line in out.getvalue().splitlines()]

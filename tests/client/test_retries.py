@@ -150,3 +150,22 @@ def test_the_async_client_retries_the_same_way(stand_in: StandIn) -> None:
 
     assert asyncio.run(main()) == "r-1"
     assert len(stand_in.seen) == 2 and stand_in.seen[0][2]["id"] == stand_in.seen[1][2]["id"]
+
+
+def test_the_batcher_keeps_a_batch_the_server_failed_and_sends_it_again(
+    stand_in: StandIn,
+) -> None:
+    accepted = {"accepted": 2, "ids": [], "recorded": 2, "duplicates": 0, "queued": 0}
+    stand_in.plan.extend(
+        [
+            _problem(500, "internal"),
+            (200, {"Content-Type": "application/json"}, json.dumps(accepted).encode()),
+        ]
+    )
+    with Client(stand_in.url, retry=Retry(backoff=0.01)) as client:
+        with client.batcher(max_delay=0.01) as batcher:
+            first = batcher.add("m", "org", "o")
+            second = batcher.add("m", "org", "o")
+        assert batcher.sent == 2 and batcher.rejected == [] and batcher.pending == []
+    sent = [[r["id"] for r in body["records"]] for _, _, body in stand_in.seen]
+    assert sent == [[first, second], [first, second]]

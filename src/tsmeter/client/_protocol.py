@@ -330,6 +330,10 @@ def wanted_threshold(
     )
 
 
+#: the most records one ``GET /v1/usage/records`` returns; ``get_usage(limit=None)`` asks for it
+MAX_USAGE_LIMIT = 100_000
+
+
 class Calls:
     """Every API call, named and shaped as the Meter method it stands for."""
 
@@ -424,7 +428,7 @@ class Calls:
             subjectId=subject_id,
             **{"from": start, "to": end},
             orgId=org_id,
-            limit=limit,
+            limit=MAX_USAGE_LIMIT if limit is None else limit,
         )
         return Call(
             "GET", "/v1/usage/records", _many(UsageRecord, "records"), query, idempotent=True

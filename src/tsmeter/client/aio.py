@@ -239,7 +239,9 @@ class AsyncClient:
         org_id: str | None = None,
         limit: int | None = 1000,
     ) -> list[UsageRecord]:
-        """Raw records in ``[start, end)``, oldest first (see ``Meter.get_usage``)."""
+        """Raw records in ``[start, end)``, oldest first (see ``Meter.get_usage``); at most
+        100,000 (the server's limit), also with ``limit=None``: use :meth:`export_usage` for
+        more."""
         return await self._run(
             Calls.get_usage(metric_key, subject_type, subject_id, start, end, org_id, limit)
         )

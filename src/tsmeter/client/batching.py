@@ -10,10 +10,11 @@ What a send can end in, and what the batcher does:
 * accepted: the records are done;
 * a record the server refuses (``records[3].quantity``): that record is set aside in
   ``rejected`` and given to ``on_error``, the others are sent again;
-* the whole batch refused for good (quota with ``enforce``, a refused key): every record
-  of it goes to ``rejected`` and ``on_error``;
-* the server unreachable or busy after the client's own retries: the records stay
-  pending and are sent again a moment later; :meth:`Batcher.close` raises
+* the whole batch refused for good (quota with ``enforce``, a key refused with 401 or 403):
+  every record of it goes to ``rejected`` and ``on_error``;
+* the server unreachable, busy or failing (503, 429, another 5xx) after the client's own
+  retries, or a fault in this process: the records stay pending and are sent again a moment
+  later (their ids make that safe); :meth:`Batcher.close` raises
   StorageUnavailableError if some are still pending at its timeout (they stay in
   ``pending``), so nothing is dropped without a word.
 """
@@ -30,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tsmeter.client._protocol import Quantity, TimeLike, record_body
+from tsmeter.client._protocol import ApiError, Quantity, TimeLike, record_body
 from tsmeter.errors import (
     OutboxFullError,
     StorageUnavailableError,
@@ -111,7 +112,12 @@ class _State:
             self.sent += len(batch)
             self.first_at = time.monotonic()
             return False
-        if isinstance(error, StorageUnavailableError | OutboxFullError):
+        if isinstance(error, StorageUnavailableError | OutboxFullError) or (
+            isinstance(error, ApiError) and error.status >= 500
+        ):
+            return True
+        if not isinstance(error, TsmeterError):  # a fault of this process: keep the records
+            log.error("tsmeter batcher: sending failed, will send again", exc_info=error)
             return True
         index = _INDEX.match(error.field) if isinstance(error, ValidationError) else None
         if index and int(index.group(1)) < len(batch):
@@ -120,9 +126,7 @@ class _State:
         else:
             bad = batch
             del self.pending[: len(batch)]
-        refused = Rejected(
-            error if isinstance(error, TsmeterError) else TsmeterError(str(error)), bad
-        )
+        refused = Rejected(error, bad)
         self.rejected.append(refused)
         try:
             self.on_error(refused)
@@ -269,7 +273,7 @@ class Batcher:
             error: Exception | None = None
             try:
                 self._client.record_batch(batch, enforce=self._enforce)
-            except TsmeterError as exc:
+            except Exception as exc:  # every failure is settled: the thread must not die
                 error = exc
             with self._lock:
                 self._busy = False
@@ -416,7 +420,7 @@ class AsyncBatcher:
             error: Exception | None = None
             try:
                 await self._client.record_batch(batch, enforce=self._enforce)
-            except TsmeterError as exc:
+            except Exception as exc:  # every failure is settled: the task must not die
                 error = exc
             if self._state.settle(batch, error):
                 await asyncio.sleep(_RESEND_PAUSE)
