@@ -39,11 +39,12 @@ demo: $(STAMP)
 	$(BIN)/tsmeter demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks tools
-	$(BIN)/ruff format --check src tests benchmarks tools
+	$(BIN)/ruff check src tests benchmarks tools examples
+	$(BIN)/ruff format --check src tests benchmarks tools examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy -p tsmeter
+	$(BIN)/mypy --strict examples
 
 # Flux's parser (npm @influxdata/flux, pinned in package-lock.json) for the Flux syntax tests;
 # without npm, a one-line note (those tests then skip, and fail in CI).
