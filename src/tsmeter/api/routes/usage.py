@@ -16,7 +16,7 @@ from tsmeter.api.problems import ApiError
 from tsmeter.api.routes import json_response, scope
 from tsmeter.api.schemas import BatchAccepted, RecordBatch, RecordIn, RecordList, SummaryList
 from tsmeter.api.streaming import ExportStream
-from tsmeter.domain import PeriodType, UsageRecord, UsageSummary, new_ids
+from tsmeter.domain import BatchResult, PeriodType, UsageRecord, UsageSummary, new_ids
 from tsmeter.errors import (
     OutboxFullError,
     QuotaExceededError,
@@ -97,8 +97,12 @@ def router(service: Service) -> APIRouter:
             for name in _REQUIRED:
                 if name not in fields:
                     raise ValidationError(_camel(name), "Field required")
-            service.gate.check(1)
-            stored = await run_in_threadpool(lambda: meter.record(**fields, enforce=enforce))
+
+            def store() -> UsageRecord:
+                service.gate.check(1)  # reads the outbox's status now and then: not on the loop
+                return meter.record(**fields, enforce=enforce)
+
+            stored = await run_in_threadpool(store)
         except Exception as exc:
             rejected(exc, 1)
             raise
@@ -117,25 +121,32 @@ def router(service: Service) -> APIRouter:
         """Store up to 10,000 records (16 MiB) all or nothing: one bad record stores none and
         is named (``records[3].quantity``). Ids are idempotency keys: a retried batch counts
         once. A record without an id gets one; ``ids`` lists every record's, in order."""
-        size = 1
-        try:
-            body = decode(await read_body(request, settings.max_body_bytes))
-            records = _records(body)
-            size = len(records)
-            if size > settings.max_batch_records:
+        taken: list[int] = [1]  # how many records the body held, once known
+
+        def store(body: bytes) -> tuple[list[str], BatchResult]:
+            # decoding a large body takes a while: here, not on the event loop
+            records = _records(decode(body))
+            taken[0] = len(records)
+            if len(records) > settings.max_batch_records:
                 raise ApiError(
                     413,
                     "too-large",
                     "Content too large",
-                    f"{size:,} records; a batch holds at most {settings.max_batch_records:,}",
+                    f"{len(records):,} records; a batch holds at most"
+                    f" {settings.max_batch_records:,}",
                     "records",
                 )
             ids = _ids(records)
-            service.gate.check(size)
-            result = await run_in_threadpool(lambda: meter.record_batch(records, enforce=enforce))
+            service.gate.check(len(records))
+            return ids, meter.record_batch(records, enforce=enforce)
+
+        try:
+            body = await read_body(request, settings.max_body_bytes)
+            ids, result = await run_in_threadpool(store, body)
         except Exception as exc:
-            rejected(exc, size)
+            rejected(exc, taken[0])
             raise
+        size = taken[0]
         counted.accepted.inc(size)
         return json_response(
             {
