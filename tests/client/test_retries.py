@@ -42,6 +42,7 @@ class StandIn(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.plan: deque[tuple[int, dict[str, str], bytes]] = deque()
         self.seen: list[tuple[float, str, Any]] = []
+        self.hang = 0.0  # seconds to wait before each answer
 
     @property
     def url(self) -> str:
@@ -55,6 +56,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # http.server's naming
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.server.seen.append((time.monotonic(), self.path, json.loads(body)))
+        if self.server.hang:
+            time.sleep(self.server.hang)
         status, headers, payload = (
             self.server.plan.popleft()
             if self.server.plan
@@ -169,3 +172,13 @@ def test_the_batcher_keeps_a_batch_the_server_failed_and_sends_it_again(
         assert batcher.sent == 2 and batcher.rejected == [] and batcher.pending == []
     sent = [[r["id"] for r in body["records"]] for _, _, body in stand_in.seen]
     assert sent == [[first, second], [first, second]]
+
+
+def test_a_timeout_is_retried_with_the_same_id_then_unavailable(stand_in: StandIn) -> None:
+    stand_in.hang = 1.0
+    with Client(stand_in.url, timeout=0.2, retry=Retry(attempts=2, backoff=0.01)) as client:
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailableError, match="ReadTimeout"):
+            client.record("m", "org", "o")
+        assert time.monotonic() - started < 1.0
+    assert len(stand_in.seen) == 2 and stand_in.seen[0][2]["id"] == stand_in.seen[1][2]["id"]
