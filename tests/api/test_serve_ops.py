@@ -7,7 +7,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
+
+import requests
 
 import tsmeter
 from tests.api.server import ROOT, Served
@@ -139,3 +142,41 @@ def test_an_unreachable_store_without_outbox_answers_503(tmp_path: Path) -> None
         metrics = server.get("/metrics").text
         assert 'tsmeter_api_records_rejected_total{reason="unavailable"} 2.0' in metrics
         assert server.stop() == 0
+
+
+def _children(pid: int) -> list[int]:
+    """The PIDs whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
+    """--workers 3 runs three processes on one port, each with its own Meter on the store:
+    batches sent over new connections all count, exactly once; SIGTERM stops every worker
+    and the exit status is 0."""
+    store = f"sqlite:///{tmp_path / 'usage.db'}"
+    server = Served(store, tmp_path, create=True, args=("--no-auth", "--workers", "3"))
+    with server:
+        assert server.process is not None
+        workers = _children(server.process.pid)
+        assert len(workers) == 3
+        assert server.post("/v1/metrics", json={"key": "gb", "precision": 2}).status_code == 201
+        for attempt in range(2):  # the second round repeats the ids: it counts nothing
+            for part in range(30):
+                batch = {"records": [{**RECORD, "id": f"w{part}-{i}"} for i in range(100)]}
+                answer = requests.post(f"{server.url}/v1/usage/records/batch", json=batch,
+                                       headers={"connection": "close"}, timeout=60)  # fmt: skip
+                assert answer.status_code == 200, (attempt, answer.text)
+        summary = server.get("/v1/usage/summary", params={
+            "metricKey": "gb", "subjectType": "org", "subjectId": "acme", "periodType": "MONTHLY",
+            "at": "2026-03-20T00:00:00Z"}).json()  # fmt: skip
+        assert Decimal(summary["totalQuantity"]) == Decimal("1.5") * 3000
+        assert server.stop() == 0
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]

@@ -9,8 +9,13 @@ the outbox file for the next process).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import ipaddress
+import os
 import signal
+import socket
+import sys
 from types import FrameType
 
 import click
@@ -56,13 +61,21 @@ def _stopped(signum: int, frame: FrameType | None) -> None:
 @click.option(
     "--no-auth", is_flag=True, help="Ask for no API key (local development; refused off loopback)."
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes serving the one port, each with its own Meter on the store.",
+)
 @pass_state
-def serve(state: CliState, host: str, port: int, no_auth: bool) -> None:
+def serve(state: CliState, host: str, port: int, no_auth: bool, workers: int) -> None:
     """Serve the HTTP API (/v1/...) over the store until SIGINT or SIGTERM.
 
     Requests carry an API key (Authorization: Bearer KEY) with the scope a route needs
     (ingest, read, admin); /healthz, /readyz and /metrics need none. Put TLS in a reverse
-    proxy in front of it (docs/api.md).
+    proxy in front of it (docs/api.md). With --workers N, N processes share the port (the
+    kernel spreads connections); each stops gracefully when this one is told to stop.
 
     \b
     Example:
@@ -74,6 +87,27 @@ def serve(state: CliState, host: str, port: int, no_auth: bool) -> None:
             f"--no-auth serves anyone who can reach {host!r}: use it on 127.0.0.1 only",
         )
     require("api")
+    shown = f"http://{host}:{port} ({'no auth' if no_auth else 'API keys required'})"
+    if workers == 1:
+        click.echo(f"tsmeter serving on {shown}", err=True)
+        _run(state, host, port, no_auth, None)
+        click.echo("tsmeter serve: stopped; closing the store", err=True)
+        return
+    state.meter()  # the store is opened (and created with --create) once, before the fork
+    state.close()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.create_server((host.strip("[]"), port), family=family, backlog=2048)
+    click.echo(f"tsmeter serving on {shown} with {workers} workers", err=True)
+    children = [_fork(state, listener, host, port, no_auth) for _ in range(workers)]
+    listener.close()
+    failed = _supervise(children)
+    click.echo("tsmeter serve: workers stopped", err=True)
+    if failed:
+        raise click.ClickException(f"{failed} of {workers} workers failed (see above)")
+
+
+def _run(state: CliState, host: str, port: int, no_auth: bool, sock: socket.socket | None) -> None:
+    """Serve on uvicorn until SIGINT or SIGTERM, then return (the caller closes the Meter)."""
     import uvicorn
 
     from tsmeter.api import ApiSettings, create_app
@@ -97,10 +131,57 @@ def serve(state: CliState, host: str, port: int, no_auth: bool) -> None:
     # (the outbox delivers) instead of dying by the signal
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _stopped)
-    click.echo(
-        f"tsmeter serving on http://{host}:{port} "
-        f"({'no auth' if no_auth else 'API keys required'})",
-        err=True,
-    )
-    server.run()
-    click.echo("tsmeter serve: stopped; closing the store", err=True)
+    server.run(sockets=None if sock is None else [sock])
+
+
+def _fork(state: CliState, listener: socket.socket, host: str, port: int, no_auth: bool) -> int:
+    """Start one worker process on ``listener``; its PID."""
+    pid = os.fork()
+    if pid:
+        return pid
+    status = 1
+    try:
+        # its own process group: a terminal's Ctrl-C reaches the parent alone, which passes
+        # one SIGTERM on (a second signal would make uvicorn skip the graceful stop)
+        os.setpgid(0, 0)
+        _die_with_parent()
+        _run(state, host, port, no_auth, listener)
+        state.close()
+        status = 0
+    except BaseException as exc:  # the worker's last word: the parent reports the failure
+        click.echo(f"tsmeter serve: worker {os.getpid()} failed: {exc}", err=True)
+    finally:
+        sys.stderr.flush()
+        os._exit(status)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send this worker SIGTERM if the parent dies (elsewhere: nothing)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _supervise(children: list[int]) -> int:
+    """Pass SIGINT and SIGTERM on to the workers as SIGTERM, wait for all of them; how many
+    failed (a worker that stops on its own makes the others stop too)."""
+    running = set(children)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        for pid in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+    failed = 0
+    while running:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        running.discard(pid)
+        if os.waitstatus_to_exitcode(status) != 0:
+            failed += 1
+        stop(signal.SIGTERM, None)
+    return failed
