@@ -74,9 +74,12 @@ class _State:
     max_pending: int
     on_error: Callable[[Rejected], object]
     pending: list[dict[str, Any]] = field(default_factory=list)
+    #: when each pending record was added (monotonic), in the same order
+    added: list[float] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     sent: int = 0
-    first_at: float = 0.0
+    #: a flush asked for everything pending to go now
+    urgent: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_records <= 10_000:
@@ -89,17 +92,16 @@ class _State:
             raise OutboxFullError(
                 f"{len(self.pending)} records are waiting to be sent (max_pending): not added"
             )
-        if not self.pending:
-            self.first_at = time.monotonic()
         self.pending.append(body)
+        self.added.append(time.monotonic())
 
     def due(self, now: float) -> float | None:
         """Seconds until the next batch should go (0: now), None when nothing is pending."""
         if not self.pending:
             return None
-        if len(self.pending) >= self.max_records:
+        if self.urgent or len(self.pending) >= self.max_records:
             return 0.0
-        return max(0.0, self.first_at + self.max_delay - now)
+        return max(0.0, self.added[0] + self.max_delay - now)
 
     def take(self) -> list[dict[str, Any]]:
         return self.pending[: self.max_records]
@@ -108,9 +110,8 @@ class _State:
         """Apply a send's outcome to ``batch`` (the head of pending); whether to pause before
         sending again."""
         if error is None:
-            del self.pending[: len(batch)]
+            self._drop(slice(0, len(batch)))
             self.sent += len(batch)
-            self.first_at = time.monotonic()
             return False
         if isinstance(error, StorageUnavailableError | OutboxFullError) or (
             isinstance(error, ApiError) and error.status >= 500
@@ -121,11 +122,12 @@ class _State:
             return True
         index = _INDEX.match(error.field) if isinstance(error, ValidationError) else None
         if index and int(index.group(1)) < len(batch):
-            bad = [batch[int(index.group(1))]]
-            self.pending.remove(bad[0])
+            at = int(index.group(1))
+            bad = [batch[at]]
+            self._drop(slice(at, at + 1))
         else:
             bad = batch
-            del self.pending[: len(batch)]
+            self._drop(slice(0, len(batch)))
         refused = Rejected(error, bad)
         self.rejected.append(refused)
         try:
@@ -133,6 +135,13 @@ class _State:
         except Exception:  # a failing handler must not stop the batcher
             log.exception("tsmeter batcher: on_error failed")
         return False
+
+    def _drop(self, part: slice) -> None:
+        """Take ``part`` of the pending records (at the head: the batch just sent) away."""
+        del self.pending[part]
+        del self.added[part]
+        if not self.pending:
+            self.urgent = False
 
 
 def _settings(
@@ -229,7 +238,7 @@ class Batcher:
         """Send everything added so far; whether it was sent (or refused) within ``timeout``."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            self._state.first_at = 0.0  # due now
+            self._state.urgent = bool(self._state.pending)
             self._lock.notify_all()
             while self._state.pending or self._busy:
                 left = deadline - time.monotonic()
@@ -371,7 +380,7 @@ class AsyncBatcher:
 
     async def flush(self, timeout: float = 30.0) -> bool:
         """Send everything added so far; whether it was sent (or refused) within ``timeout``."""
-        self._state.first_at = 0.0
+        self._state.urgent = bool(self._state.pending)
         self._wake.set()
         if self._state.pending:
             self.start()
