@@ -5,14 +5,17 @@ nothing stored is lost.
 A known set of records is recorded first on a metric of its own (``KEPT``); then every
 operation of the document gets inputs that break its schema (schemathesis' negative mode) and
 inputs that follow it (positive mode; those naming a metric name ``FUZZED`` instead, so that
-valid requests reach the store). The budget is fixed and the run derandomized: the same
+valid requests reach the store), all with an admin key, and a few with the key missing or
+broken. The budget is fixed and the run derandomized: the same
 requests every time. Afterwards ``KEPT``'s records and totals are exactly what was sent, over
-HTTP while the server runs and in the store file after it stopped.
+HTTP while the server runs and in the store after it stopped. Run on the embedded store and
+on influxd (where the fuzzed strings reach InfluxQL queries).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -70,15 +73,30 @@ def served_totals(client: httpx.Client) -> dict[str, tuple[int, Decimal]]:
     return {s["subjectId"]: (s["recordCount"], Decimal(s["totalQuantity"])) for s in summaries}
 
 
-@pytest.fixture
-def keyed_server(tmp_path: Path) -> Iterator[tuple[Served, str]]:
-    """``tsmeter serve`` on a new embedded store, and an admin API key made before it started."""
+def wait_for_totals(client: httpx.Client, expected: dict[str, tuple[int, Decimal]]) -> None:
+    """``KEPT``'s totals as the server answers them become ``expected`` (on influxd, once the
+    server's outbox has delivered), and stay so."""
+    deadline = time.monotonic() + 60
+    while served_totals(client) != expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert served_totals(client) == expected
+
+
+@pytest.fixture(params=["embedded", "influxdb"])
+def keyed_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Served, str]]:
+    """``tsmeter serve`` on a new embedded store, or on a fresh influxd database (its outbox and
+    state file in ``tmp_path``), and an admin API key made before it started."""
     import tsmeter
 
-    url = f"sqlite:///{tmp_path}/usage.db"
-    with tsmeter.connect(url, mirror=False) as meter:
+    if request.param == "embedded":
+        url, root_args = f"sqlite:///{tmp_path}/usage.db", ()
+    else:
+        influxd, db = request.getfixturevalue("influx_db")
+        url = f"influxdb://127.0.0.1:{influxd.port}/{db}?state={tmp_path / 'state.db'}"
+        root_args = ("--outbox", str(tmp_path / "outbox.db"))
+    with tsmeter.connect(url, mirror=False, outbox=False) as meter:
         key = meter.api_keys.create("properties", ["admin"]).key
-    with Served(url, tmp_path, args=()) as process:
+    with Served(url, tmp_path, root_args=root_args, args=()) as process:
         yield process, key
 
 
@@ -199,7 +217,7 @@ def test_fuzzed_requests_get_problems_and_lose_nothing(
     for r in sent[250:]:
         assert client.post("/v1/usage/records", json=r).status_code == 201
     expected = expected_totals()
-    assert served_totals(client) == expected
+    wait_for_totals(client, expected)
 
     schema = schemathesis.openapi.from_url(f"{server.url}/v1/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -222,13 +240,13 @@ def test_fuzzed_requests_get_problems_and_lose_nothing(
     assert not failures, f"{len(failures)} of {calls} answers were wrong:\n" + "\n".join(
         failures[:20]
     )
-    # nothing stored is lost: over HTTP, then in the store file once the server has stopped
-    assert served_totals(client) == expected
+    # nothing stored is lost: over HTTP, then in the store once the server has stopped
+    wait_for_totals(client, expected)
     client.close()
-    server.stop()
+    assert server.stop() == 0, server.log_tail()
     import tsmeter
 
-    with tsmeter.connect(server.store, create=False, mirror=False) as meter:
+    with tsmeter.connect(server.store, create=False, mirror=False, outbox=False) as meter:
         summaries = meter.get_usage_summaries(KEPT, "DAILY", start=DAY,
                                               end=DAY + timedelta(days=1))  # fmt: skip
         stored = {s.subject_id: (s.record_count, Decimal(str(s.total_quantity)))
