@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.influx_server import free_port
 from tsmeter.client import AsyncClient, Client, Retry
 from tsmeter.errors import OutboxFullError, StorageUnavailableError, ValidationError
 
@@ -185,3 +186,32 @@ def test_a_timeout_is_retried_with_the_same_id_then_unavailable(stand_in: StandI
             client.record("m", "org", "o")
         assert time.monotonic() - started < 1.0
     assert len(stand_in.seen) == 2 and stand_in.seen[0][2]["id"] == stand_in.seen[1][2]["id"]
+
+
+def test_without_a_server_the_batcher_keeps_records_and_says_so() -> None:
+    """Nothing listens: records stay pending (add refuses past max_pending), close raises
+    naming how many are left, and they are still there to be saved."""
+    url = f"http://127.0.0.1:{free_port()}"
+    with Client(url, retry=Retry(attempts=1)) as client:
+        batcher = client.batcher(max_pending=5, max_delay=0.01)
+        ids = [batcher.add("m", "org", "o") for _ in range(5)]
+        with pytest.raises(OutboxFullError):
+            batcher.add("m", "org", "o")
+        with pytest.raises(StorageUnavailableError, match="5 records could not be sent"):
+            batcher.close(timeout=0.3)
+        assert [r["id"] for r in batcher.pending] == ids and batcher.sent == 0
+
+
+def test_without_a_server_the_async_batcher_keeps_records_and_says_so() -> None:
+    async def main() -> None:
+        url = f"http://127.0.0.1:{free_port()}"
+        async with AsyncClient(url, retry=Retry(attempts=1)) as client:
+            batcher = client.batcher(max_pending=3, max_delay=0.01)
+            ids = [batcher.add("m", "org", "o") for _ in range(3)]
+            with pytest.raises(OutboxFullError):
+                batcher.add("m", "org", "o")
+            with pytest.raises(StorageUnavailableError, match="3 records could not be sent"):
+                await batcher.aclose(timeout=0.3)
+            assert [r["id"] for r in batcher.pending] == ids and batcher.sent == 0
+
+    asyncio.run(main())
