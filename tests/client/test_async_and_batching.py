@@ -5,12 +5,16 @@ while the rest of its batch is stored, quotas refused as QuotaExceededError."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
-from tests.client.live import LiveServer, TcpProxy
+from tests.client.live import ROOT, LiveServer, TcpProxy
 from tsmeter.client import AsyncBatcher, AsyncClient, Client, Rejected, Retry
 from tsmeter.domain import UsageSummary
 from tsmeter.errors import NotFoundError, QuotaExceededError, ValidationError
@@ -121,3 +125,23 @@ def test_quota_block_is_quota_exceeded(live: LiveServer, key: str) -> None:
             client.record_batch(
                 [{"metricKey": key, "subjectType": "org", "subjectId": "o"}], enforce=True
             )
+
+
+def test_a_sync_batcher_left_open_is_closed_at_exit(
+    live: LiveServer, key: str, tmp_path: Path
+) -> None:
+    """A program that ends without closing its batcher still sends what it added."""
+    with Client(live.url) as client:
+        client.define_metric(key, aggregation_type="COUNT")
+    script = tmp_path / "forgets.py"
+    script.write_text(
+        "import sys\n"
+        "from tsmeter.client import Client\n"
+        "batcher = Client(sys.argv[1]).batcher(max_delay=60)\n"
+        "for _ in range(7):\n"
+        "    batcher.add(sys.argv[2], 'org', 'o', timestamp='2026-01-05T10:00:00Z')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    subprocess.run([sys.executable, str(script), live.url, key], env=env, check=True, timeout=60)
+    with Client(live.url) as client:
+        assert client.get_usage_summary(key, "org", "o", at=AT).record_count == 7

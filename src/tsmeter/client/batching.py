@@ -16,17 +16,21 @@ What a send can end in, and what the batcher does:
   retries, or a fault in this process: the records stay pending and are sent again a moment
   later (their ids make that safe); :meth:`Batcher.close` raises
   StorageUnavailableError if some are still pending at its timeout (they stay in
-  ``pending``), so nothing is dropped without a word.
+  ``pending``), so nothing is dropped without a word. A sync batcher still open when the
+  interpreter exits is closed then (an async one closes with its ``async with`` block, or
+  :meth:`AsyncBatcher.aclose`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -180,6 +184,7 @@ class Batcher:
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="tsmeter-batcher", daemon=True)
         self._thread.start()
+        _OPEN.add(self)
 
     @property
     def pending(self) -> list[dict[str, Any]]:
@@ -250,6 +255,7 @@ class Batcher:
     def close(self, timeout: float = 30.0) -> None:
         """Send what is left and stop; StorageUnavailableError if records are still pending
         after ``timeout`` (they stay in :attr:`pending`)."""
+        _OPEN.discard(self)
         done = self.flush(timeout)
         with self._lock:
             self._closing = True
@@ -292,6 +298,20 @@ class Batcher:
                     self._lock.wait(_RESEND_PAUSE)
                 elif pause:
                     return
+
+
+#: sync batchers not closed yet: the interpreter closes them as it exits (their thread is a
+#: daemon, which would otherwise stop with records still pending)
+_OPEN: weakref.WeakSet[Batcher] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_batchers() -> None:
+    for batcher in list(_OPEN):
+        try:
+            batcher.close(timeout=10.0)
+        except TsmeterError as exc:
+            log.error("tsmeter batcher at exit: %s", exc)
 
 
 class AsyncBatcher:
