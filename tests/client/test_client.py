@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from tests.client.live import LiveServer, TcpProxy
+from tests.hostile import NASTY_NAMES
 from tsmeter.client import ApiError, Client, Retry
 from tsmeter.domain import MetricDefinition, UsageRecord, UsageSummary, UsageThreshold
 from tsmeter.errors import (
@@ -237,3 +239,27 @@ def test_no_server_is_storage_unavailable_after_retries() -> None:
         pytest.raises(StorageUnavailableError, match="no answer"),
     ):
         client.record("m", "org", "o")
+
+
+@pytest.mark.parametrize("name", NASTY_NAMES, ids=range(len(NASTY_NAMES)))
+def test_hostile_names_are_data(live: LiveServer, name: str) -> None:
+    """Names that break encoders, as metric key, subject and metadata, in paths, queries and
+    bodies, come back as they went."""
+    key = f"{name[:200]}/{uuid.uuid4().hex[:8]}"
+    with Client(live.url) as client:
+        client.define_metric(key, aggregation_type="COUNT", unit=name)
+        assert client.get_metric(key).unit == name
+        stored = client.record(
+            key,
+            name,
+            name,
+            id=f"{name[:200]}-id",
+            metadata={name: [name]},
+            source=name,
+            timestamp=JAN,
+        )
+        assert (stored.subject_type, stored.subject_id, stored.source) == (name, name, name)
+        assert stored.metadata == {name: [name]}
+        assert client.get_usage_summary(key, name, name, at=AT).record_count == 1
+        (read,) = client.get_usage(key, name, name)
+        assert read == stored
