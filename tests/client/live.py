@@ -7,7 +7,8 @@ waits until ``/readyz`` answers 200 and stops it by its PID.
 :class:`TcpProxy` forwards bytes between a client and the server and misbehaves on request:
 ``drop_next(prefix)`` makes it forward the next request starting with ``prefix`` (so the
 server does the work) and then close the client's connection instead of passing the answer
-on: the client sees a dropped connection after the server stored what it sent. ``delay``
+on (or after passing its headers on): the client sees a dropped connection after the server
+stored what it sent. ``delay``
 holds every request that long before forwarding it (a slow tsmeter server).
 """
 
@@ -137,7 +138,7 @@ class TcpProxy:
         self.upstream = port
         self.delay = delay
         self.dropped = 0
-        self._drop: list[bytes] = []
+        self._drop: list[tuple[bytes, bool]] = []
         self._lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._closed = False
@@ -147,10 +148,11 @@ class TcpProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
 
-    def drop_next(self, prefix: bytes) -> None:
-        """Drop the answer to the next request that starts with ``prefix``."""
+    def drop_next(self, prefix: bytes, *, after_headers: bool = False) -> None:
+        """Drop the answer to the next request that starts with ``prefix`` (with
+        ``after_headers``: pass its status line and headers on, then hang up mid-body)."""
         with self._lock:
-            self._drop.append(prefix)
+            self._drop.append((prefix, after_headers))
 
     def close(self) -> None:
         self._closed = True
@@ -167,14 +169,16 @@ class TcpProxy:
     def _serve(self, client: socket.socket) -> None:
         upstream = socket.create_connection(("127.0.0.1", self.upstream))
         drop = threading.Event()
+        cut: list[bool] = []
 
         def requests() -> None:  # client -> server
             with contextlib.suppress(OSError):
                 while data := client.recv(65536):
                     with self._lock:
-                        for prefix in self._drop:
-                            if data.startswith(prefix):
-                                self._drop.remove(prefix)
+                        for planned in self._drop:
+                            if data.startswith(planned[0]):
+                                self._drop.remove(planned)
+                                cut[:] = [planned[1]]
                                 drop.set()
                                 break
                     if self.delay:
@@ -189,6 +193,8 @@ class TcpProxy:
                 if drop.is_set():  # the server has answered, so it did the work: hang up
                     with self._lock:
                         self.dropped += 1
+                    if cut and cut[0]:
+                        client.sendall(data[: data.find(b"\r\n\r\n") + 4])
                     break
                 client.sendall(data)
         for sock in (client, upstream):

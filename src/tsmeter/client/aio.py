@@ -109,9 +109,9 @@ class AsyncClient:
         )
 
     # -- transport --------------------------------------------------------------------
-    async def _send(self, call: Call[Any]) -> httpx.Response:
-        """The response to ``call`` (streamed, unread), after retries; tsmeter's error for
-        an error answer."""
+    async def _send(self, call: Call[Any], *, stream: bool = False) -> httpx.Response:
+        """The response to ``call`` after retries (read, unless ``stream``: then the caller
+        reads and closes it); tsmeter's error for an error answer."""
         request = self._http.build_request(
             call.method, call.path, params=call.params, content=call.content()
         )
@@ -119,6 +119,11 @@ class AsyncClient:
             last = attempt + 1 >= self.retry.attempts
             try:
                 response = await self._http.send(request, stream=True)
+                if not stream or response.status_code >= 400:
+                    try:
+                        await response.aread()
+                    finally:
+                        await response.aclose()
             except httpx.TransportError as exc:
                 if last or not retryable(call, exc):
                     raise unreachable(call, exc) from exc
@@ -126,12 +131,9 @@ class AsyncClient:
                 continue
             if response.status_code < 400:
                 return response
-            await response.aread()
-            await response.aclose()
             if response.status_code in (429, 503) and not last:
-                await asyncio.sleep(
-                    self.retry.delay(attempt, retry_after(response.headers.get("Retry-After")))
-                )
+                wait = retry_after(response.headers.get("Retry-After"))
+                await asyncio.sleep(self.retry.delay(attempt, wait))
                 continue
             raise error_for(
                 response.status_code, response.content, response.headers.get("Content-Type", "")
@@ -140,13 +142,7 @@ class AsyncClient:
 
     async def _run(self, call: Call[T]) -> T:
         response = await self._send(call)
-        try:
-            payload = await response.aread()
-        except httpx.TransportError as exc:
-            raise unreachable(call, exc) from exc
-        finally:
-            await response.aclose()
-        return call.parse(decode(payload))
+        return call.parse(decode(response.content))
 
     # -- metrics ----------------------------------------------------------------------
     async def define_metric(
@@ -296,7 +292,7 @@ class AsyncClient:
         """Stream records to ``out`` as JSON Lines or CSV, as the server writes them; return
         the count (see ``Meter.export_usage``)."""
         call = Calls.export_usage(metric_key, fmt, start, end, subject_type, subject_id, org_id)
-        response = await self._send(call)
+        response = await self._send(call, stream=True)
         counter = RowCounter(fmt)
         try:
             async for text in response.aiter_text():

@@ -108,9 +108,9 @@ class Client:
         )
 
     # -- transport --------------------------------------------------------------------
-    def _send(self, call: Call[Any]) -> httpx.Response:
-        """The response to ``call`` (streamed, unread), after retries; tsmeter's error for
-        an error answer."""
+    def _send(self, call: Call[Any], *, stream: bool = False) -> httpx.Response:
+        """The response to ``call`` after retries (read, unless ``stream``: then the caller
+        reads and closes it); tsmeter's error for an error answer."""
         request = self._http.build_request(
             call.method, call.path, params=call.params, content=call.content()
         )
@@ -118,6 +118,11 @@ class Client:
             last = attempt + 1 >= self.retry.attempts
             try:
                 response = self._http.send(request, stream=True)
+                if not stream or response.status_code >= 400:
+                    try:
+                        response.read()
+                    finally:
+                        response.close()
             except httpx.TransportError as exc:
                 if last or not retryable(call, exc):
                     raise unreachable(call, exc) from exc
@@ -125,12 +130,9 @@ class Client:
                 continue
             if response.status_code < 400:
                 return response
-            response.read()
-            response.close()
             if response.status_code in (429, 503) and not last:
-                time.sleep(
-                    self.retry.delay(attempt, retry_after(response.headers.get("Retry-After")))
-                )
+                wait = retry_after(response.headers.get("Retry-After"))
+                time.sleep(self.retry.delay(attempt, wait))
                 continue
             raise error_for(
                 response.status_code, response.content, response.headers.get("Content-Type", "")
@@ -139,13 +141,7 @@ class Client:
 
     def _run(self, call: Call[T]) -> T:
         response = self._send(call)
-        try:
-            payload = response.read()
-        except httpx.TransportError as exc:
-            raise unreachable(call, exc) from exc
-        finally:
-            response.close()
-        return call.parse(decode(payload))
+        return call.parse(decode(response.content))
 
     # -- metrics ----------------------------------------------------------------------
     def define_metric(self, key: str, *, exist_ok: bool = False, **fields: Any) -> MetricDefinition:
@@ -291,7 +287,7 @@ class Client:
         """Stream records to ``out`` as JSON Lines or CSV, as the server writes them; return
         the count (see ``Meter.export_usage``)."""
         call = Calls.export_usage(metric_key, fmt, start, end, subject_type, subject_id, org_id)
-        response = self._send(call)
+        response = self._send(call, stream=True)
         counter = RowCounter(fmt)
         try:
             for text in response.iter_text():
