@@ -18,6 +18,7 @@ when start-up defines the metric; leave it unset for a server started with ``--n
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -25,9 +26,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from tsmeter.client import AsyncClient
+from tsmeter.errors import OutboxFullError
 
 TSMETER_URL = os.environ.get("TSMETER_URL", "http://127.0.0.1:8080")
 TSMETER_API_KEY = os.environ.get("TSMETER_API_KEY") or None
+
+log = logging.getLogger("example")
 
 
 @asynccontextmanager
@@ -52,13 +56,20 @@ async def meter_requests(
     response = await call_next(request)
     org = request.headers.get("X-Org-Id")
     if org:
-        request.app.state.batcher.add(
-            "api_calls",
-            "org",
-            org,
-            id=request.headers.get("X-Request-Id"),
-            metadata={"path": request.url.path, "status": response.status_code},
-        )
+        record_id = request.headers.get("X-Request-Id")
+        try:
+            request.app.state.batcher.add(
+                "api_calls",
+                "org",
+                org,
+                id=record_id,
+                metadata={"path": request.url.path, "status": response.status_code},
+            )
+        except OutboxFullError:
+            # tsmeter has been unreachable for so long that max_pending records wait: this
+            # service chooses to answer and log what it could not meter (answering 503 here
+            # instead would refuse use that cannot be billed)
+            log.error("not metered: api_calls for org %r, request %r", org, record_id)
     return response
 
 
