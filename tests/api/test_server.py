@@ -322,3 +322,24 @@ def _env(served: Served) -> dict[str, str]:
     if "influxdb://" in served.store:
         env["TSMETER_OUTBOX"] = str(served.home / "outbox.db")
     return env
+
+
+def test_values_of_the_wrong_json_type_are_named_before_any_lookup(served: Served) -> None:
+    """An object, number or array where a name goes is 422 naming the field (it once reached
+    the catalog's query and came back as 503); enum names are taken in any case."""
+    define(served, aggregationType="sum")
+    base = {"metricKey": "gb", "subjectType": "org", "threshold": "1"}
+    for path, body, field in (
+        ("/v1/thresholds", {**base, "orgId": {"a": 1}}, "orgId"),
+        ("/v1/thresholds", {**base, "orgId": 1.5}, "orgId"),
+        ("/v1/thresholds", {**base, "notifyEmails": ["a@b.example", 5]}, "notifyEmails[1]"),
+        ("/v1/metrics", {"key": "k", "orgId": ["x"]}, "orgId"),
+        ("/v1/usage/records", {"metricKey": ["gb"], "subjectType": "o", "subjectId": "a"},
+         "metricKey"),
+        ("/v1/usage/records/batch", {"records": [
+            {"metricKey": "gb", "subjectType": "o", "subjectId": "a", "orgId": {}}]},
+         "records[0].orgId"),
+    ):  # fmt: skip
+        assert problem(served.post(path, json=body), 422)["errors"][0]["field"] == field, body
+    made = served.post("/v1/thresholds", json={**base, "action": "warn", "periodType": "daily"})
+    assert made.status_code == 201 and made.json()["action"] == "WARN"

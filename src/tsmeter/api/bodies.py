@@ -15,9 +15,10 @@ from typing import Any
 
 import msgspec
 from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
 from starlette.requests import Request
 
-from tsmeter.api.problems import ApiError
+from tsmeter.api.problems import ApiError, field_name
 from tsmeter.errors import ValidationError
 
 __all__ = ["decode", "fields_of", "read_body"]
@@ -86,7 +87,20 @@ def fields_of(body: object, model: type[BaseModel], *, where: str = "") -> dict[
         if target in out:
             raise ValidationError(field, "given twice (camelCase and snake_case); give one")
         out[target] = value
+    _check_types(body, model, where)
     return out
+
+
+def _check_types(body: Mapping[Any, Any], model: type[BaseModel], where: str) -> None:
+    """Refuse a value of the wrong JSON type (an object where a name goes) here, naming the
+    field, before the Meter looks anything up with it; the values themselves are the Meter's
+    to check, with its own messages."""
+    try:
+        model.model_validate(body)
+    except PydanticValidationError as exc:
+        error = exc.errors()[0]
+        field = field_name([where, *error["loc"]] if where else ["body", *error["loc"]])
+        raise ValidationError(field, error["msg"]) from None
 
 
 def _kind(value: object) -> str:

@@ -28,7 +28,7 @@ from tsmeter.errors import (
     ValidationError,
 )
 
-__all__ = ["PROBLEM_JSON", "ApiError", "install", "problem", "status_of"]
+__all__ = ["PROBLEM_JSON", "ApiError", "field_name", "install", "problem", "status_of"]
 
 log = logging.getLogger("tsmeter.api")
 
@@ -122,7 +122,7 @@ def install(app: FastAPI, *, retry_after: int, unavailable_retry_after: int) -> 
     async def request_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         errors = [
-            {"field": _field(error.get("loc", ())), "message": str(error.get("msg", ""))}
+            {"field": field_name(error.get("loc", ())), "message": str(error.get("msg", ""))}
             for error in exc.errors()
         ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
@@ -167,10 +167,10 @@ _TITLES = {
 }
 
 
-def _field(loc: Sequence[object]) -> str:
+def field_name(loc: Sequence[object]) -> str:
     """A FastAPI error location as the field it names: ``("query", "limit")`` -> ``limit``.
 
-    >>> _field(("query", "limit")), _field(("body", "records", 3, "quantity"))
+    >>> field_name(("query", "limit")), field_name(("body", "records", 3, "quantity"))
     ('limit', 'records[3].quantity')
     """
     parts = list(loc[1:] if loc and loc[0] in ("query", "path", "body", "header") else loc)

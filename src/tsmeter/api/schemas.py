@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from tsmeter.domain import (
     AggregationType,
@@ -46,6 +46,11 @@ __all__ = [
 ]
 
 
+def _upper(value: object) -> object:
+    """Enum names in any case, as the domain models take them (``block`` is ``BLOCK``)."""
+    return value.upper() if isinstance(value, str) else value
+
+
 class MetricCreate(Model):
     """A metric to define (``POST /v1/metrics``)."""
 
@@ -58,6 +63,10 @@ class MetricCreate(Model):
     precision: int = 6
     rounding: Rounding | None = None
     org_id: str | None = None
+
+    _upper_enums = field_validator("aggregation_type", "reset_period", "rounding", mode="before")(
+        classmethod(lambda cls, v: _upper(v))
+    )
 
 
 def _absent() -> Any:
@@ -77,6 +86,10 @@ class MetricUpdate(Model):
     unit: str = _absent()
     aggregation_type: AggregationType = _absent()
     reset_period: ResetPeriod = _absent()
+
+    _upper_enums = field_validator("aggregation_type", "reset_period", mode="before")(
+        classmethod(lambda cls, v: _upper(v))
+    )
 
 
 class RecordIn(Model):
@@ -127,6 +140,10 @@ class ThresholdCreate(Model):
     notify_webhook: str | None = None
     org_id: str | None = None
 
+    _upper_enums = field_validator("period_type", "action", mode="before")(
+        classmethod(lambda cls, v: _upper(v))
+    )
+
 
 class ThresholdUpdate(Model):
     """Changes to a threshold (``PATCH /v1/thresholds/{id}``): the fields sent change; a null
@@ -139,6 +156,10 @@ class ThresholdUpdate(Model):
     action: ThresholdAction = _absent()
     notify_emails: list[str] = _absent()
     notify_webhook: str | None = None
+
+    _upper_enums = field_validator("period_type", "action", mode="before")(
+        classmethod(lambda cls, v: _upper(v))
+    )
 
 
 class MetricList(Model):
