@@ -47,3 +47,14 @@ def test_every_operation_of_the_contract_is_there_and_errors_are_problems() -> N
             for status, response in op["responses"].items():
                 if status[0] in "45":
                     assert list(response["content"]) == ["application/problem+json"]
+
+
+def test_the_server_serves_the_same_document_without_a_key(tmp_path: Path) -> None:
+    """A running server (keys required) answers /v1/openapi.json without a key, and it is the
+    committed document."""
+    from tests.api.server import Served
+
+    with Served(f"sqlite:///{tmp_path / 'usage.db'}", tmp_path, create=True, args=()) as server:
+        answer = server.get("/v1/openapi.json")
+    assert answer.status_code == 200
+    assert answer.json() == json.loads(DOCUMENT.read_text(encoding="utf-8"))

@@ -117,7 +117,7 @@ DOCUMENTED_MODELS = (
 )
 
 
-def create_app(meter: Meter, *, authenticator: Guard, settings: ApiSettings) -> Any:
+def create_app(meter: Meter, *, authenticator: Guard, settings: ApiSettings) -> FastAPI:
     """The FastAPI application serving ``meter`` (see the module docstring and
     ``docs/api.md``)."""
     from tsmeter.api.routes import alerts, metrics, ops, thresholds, usage
