@@ -343,3 +343,37 @@ def test_values_of_the_wrong_json_type_are_named_before_any_lookup(served: Serve
         assert problem(served.post(path, json=body), 422)["errors"][0]["field"] == field, body
     made = served.post("/v1/thresholds", json={**base, "action": "warn", "periodType": "daily"})
     assert made.status_code == 201 and made.json()["action"] == "WARN"
+
+
+def test_org_scoped_metrics_and_summaries(served: Served) -> None:
+    """A metric of an org's own is found with orgId (and with allOrgs), its records carry the
+    org, and summaries per day add up exactly for every aggregation read back."""
+    org = 'org ,="\\ é'
+    define(served, "calls", aggregationType="SUM", precision=3, orgId=org)
+    define(served, "calls", aggregationType="COUNT")
+    assert served.get("/v1/metrics/calls", params={"orgId": org}).json()["aggregationType"] == (
+        "SUM"
+    )
+    assert served.get("/v1/metrics/calls").json()["aggregationType"] == "COUNT"
+    assert [m["orgId"] for m in served.get("/v1/metrics", params={"orgId": org}).json()[
+        "metrics"]] == [org]  # fmt: skip
+    assert len(served.get("/v1/metrics", params={"allOrgs": "true"}).json()["metrics"]) == 2
+    values = ["0.001", "2.5", "7.125", "0.374"]
+    records = [{"metricKey": "calls", "orgId": org, "subjectType": "team", "subjectId": "t1",
+                "quantity": v, "timestamp": f"2026-03-{10 + i // 2}T0{i}:30:00Z"}
+               for i, v in enumerate(values)]  # fmt: skip
+    assert served.post("/v1/usage/records/batch", json={"records": records}).status_code == 200
+    daily = {"metricKey": "calls", "orgId": org, "periodType": "DAILY",
+             "from": "2026-03-01T00:00:00Z", "to": "2026-04-01T00:00:00Z"}  # fmt: skip
+    got = served.get("/v1/usage/summaries", params=daily).json()["summaries"]
+    assert [(s["periodStart"], s["totalQuantity"], s["recordCount"]) for s in got] == [
+        ("2026-03-10T00:00:00Z", "2.501", 2), ("2026-03-11T00:00:00Z", "7.499", 2)]  # fmt: skip
+    summary = served.get("/v1/usage/summary", params={
+        "metricKey": "calls", "orgId": org, "subjectType": "team", "subjectId": "t1",
+        "periodType": "MONTHLY", "at": "2026-03-31T23:59:59Z"}).json()  # fmt: skip
+    assert Decimal(summary["totalQuantity"]) == sum(map(Decimal, values), Decimal(0))
+    assert (summary["min"], summary["max"], summary["lastValue"]) == ("0.001", "7.125", "0.374")
+    stored = served.get("/v1/usage/records", params={"metricKey": "calls", "orgId": org,
+                                                      "limit": 2}).json()["records"]  # fmt: skip
+    assert [r["quantity"] for r in stored] == ["0.001", "2.500"]
+    assert {r["orgId"] for r in stored} == {org}
