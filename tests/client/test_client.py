@@ -117,6 +117,7 @@ def test_thresholds_and_alerts_round_trip(live: LiveServer, key: str) -> None:
             client.create_threshold(key, "org", "2", "o-1", action="ALERT", exist_ok=True) == made
         )
         assert [t.id for t in client.list_thresholds(key)] == [made.id]
+        assert client.get_threshold(made.id) == made
         changed = client.update_threshold(made.id, threshold="3.5")
         assert changed.threshold == Decimal("3.5")
         client.record_batch([{"metricKey": key, "subjectType": "org", "subjectId": "o-1"}] * 4)

@@ -24,6 +24,7 @@ METHODS = [
     "get_usage_summaries",
     "export_usage",
     "create_threshold",
+    "get_threshold",
     "update_threshold",
     "delete_threshold",
     "list_thresholds",

@@ -516,6 +516,11 @@ class Calls:
         return Call("POST", "/v1/thresholds", _one(UsageThreshold), body=body)
 
     @staticmethod
+    def get_threshold(threshold_id: str) -> Call[UsageThreshold]:
+        path = f"/v1/thresholds/{_segment(threshold_id)}"
+        return Call("GET", path, _one(UsageThreshold), idempotent=True)
+
+    @staticmethod
     def update_threshold(threshold_id: str, changes: Mapping[str, Any]) -> Call[UsageThreshold]:
         return Call(
             "PATCH",

@@ -327,6 +327,10 @@ class AsyncClient:
         call = Calls.create_threshold(metric_key, subject_type, threshold, subject_id, fields)
         return await self._run(call)
 
+    async def get_threshold(self, threshold_id: str) -> UsageThreshold:
+        """The threshold with this id; NotFoundError if none."""
+        return await self._run(Calls.get_threshold(threshold_id))
+
     async def update_threshold(self, threshold_id: str, **changes: Any) -> UsageThreshold:
         """Change a threshold (see ``Meter.update_threshold``)."""
         return await self._run(Calls.update_threshold(threshold_id, changes))

@@ -322,6 +322,10 @@ class Client:
         call = Calls.create_threshold(metric_key, subject_type, threshold, subject_id, fields)
         return self._run(call)
 
+    def get_threshold(self, threshold_id: str) -> UsageThreshold:
+        """The threshold with this id; NotFoundError if none."""
+        return self._run(Calls.get_threshold(threshold_id))
+
     def update_threshold(self, threshold_id: str, **changes: Any) -> UsageThreshold:
         """Change a threshold (see ``Meter.update_threshold``)."""
         return self._run(Calls.update_threshold(threshold_id, changes))
