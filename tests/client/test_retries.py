@@ -215,3 +215,17 @@ def test_without_a_server_the_async_batcher_keeps_records_and_says_so() -> None:
             assert [r["id"] for r in batcher.pending] == ids and batcher.sent == 0
 
     asyncio.run(main())
+
+
+def test_an_async_batcher_cancelled_with_records_says_how_many(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        client = AsyncClient(f"http://127.0.0.1:{free_port()}")
+        batcher = client.batcher(max_delay=60)
+        for _ in range(4):
+            batcher.add("m", "org", "o")
+        await asyncio.sleep(0)  # the loop ends here without closing the batcher
+
+    asyncio.run(main())
+    assert "tsmeter batcher cancelled with 4 records not sent" in caplog.text

@@ -431,6 +431,18 @@ class AsyncBatcher:
         await self.aclose()
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        except asyncio.CancelledError:  # the loop is ending without aclose: say what is lost
+            if self._state.pending:
+                log.error(
+                    "tsmeter batcher cancelled with %d records not sent (close it with"
+                    " 'async with' or aclose())",
+                    len(self._state.pending),
+                )
+            raise
+
+    async def _loop(self) -> None:
         while True:
             wait = self._state.due(time.monotonic())
             if wait is None:
