@@ -180,3 +180,20 @@ def test_workers_share_the_port_and_stop_together(tmp_path: Path) -> None:
         assert Decimal(summary["totalQuantity"]) == Decimal("1.5") * 3000
         assert server.stop() == 0
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+
+
+def test_an_idle_keep_alive_connection_stays_open(tmp_path: Path) -> None:
+    """A connection left idle longer than httpx keeps one (5 s) is still open: the server does
+    not close it under the client's next request."""
+    import http.client
+    import time
+
+    with Served(f"sqlite:///{tmp_path / 'u.db'}", tmp_path, create=True) as server:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        connection.request("GET", "/healthz")
+        connection.getresponse().read()
+        time.sleep(6)
+        connection.request("POST", "/v1/metrics", body=b'{"key": "gb"}',
+                           headers={"content-type": "application/json"})  # fmt: skip
+        assert connection.getresponse().status == 201
+        connection.close()

@@ -124,6 +124,9 @@ def _run(state: CliState, host: str, port: int, no_auth: bool, sock: socket.sock
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=30,
+        # longer than clients' and proxies' own idle timeouts (httpx 5 s, nginx 60 s), so a
+        # pooled connection is closed by the client, never under a request it just sent
+        timeout_keep_alive=75,
     )
     server = uvicorn.Server(config)
     # uvicorn stops on SIGINT/SIGTERM and then raises the signal again to the handler it
