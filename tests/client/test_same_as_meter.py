@@ -90,3 +90,15 @@ def test_metadata_with_a_fraction(live: LiveServer, key: str, tmp_path: Path) ->
     with Client(live.url) as client:
         client.define_metric(key, aggregation_type="COUNT")
         assert client.record(key, "org", "o", metadata={"latency": 2.5}).metadata["latency"] == 2.5
+
+
+def test_metadata_reads_as_the_meter_returns_it(live: LiveServer, key: str) -> None:
+    """Metadata stored by the Meter beside the server (its embedded store) reads back through
+    the client as the Meter returns it: a fraction a float, not a Decimal."""
+    with Client(live.url) as client:
+        client.define_metric(key, aggregation_type="COUNT")
+        with tsmeter.connect(live.store) as meter:
+            stored = meter.record(key, "org", "o", metadata={"latency": 2.5, "n": [1, "x"]})
+        (read,) = client.get_usage(key)
+    assert read.metadata == stored.metadata
+    assert type(read.metadata["latency"]) is float

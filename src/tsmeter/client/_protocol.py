@@ -106,10 +106,12 @@ def retry_after(value: str | None) -> float | None:
 
 
 def decode(payload: bytes) -> Any:
-    """JSON with every non-integer number as an exact Decimal.
+    """An answer's JSON. Quantities come as decimal strings, which the models parse into exact
+    Decimals; a number is what JSON says, so metadata reads as the Meter returns it (2.5 a
+    float, as stored).
 
-    >>> decode(b'{"quantity": 0.1, "n": 2}')
-    {'quantity': Decimal('0.1'), 'n': 2}
+    >>> decode(b'{"quantity": "0.1", "metadata": {"latency": 2.5}}')
+    {'quantity': '0.1', 'metadata': {'latency': 2.5}}
     """
     return _DECODER.decode(payload) if payload else None
 
@@ -131,7 +133,7 @@ def _plain(value: object) -> object:
 
 # msgspec (a core dependency) writes Decimal as its exact string and datetimes as RFC 3339
 _ENCODER = msgspec.json.Encoder(enc_hook=_plain, decimal_format="string")
-_DECODER = msgspec.json.Decoder(float_hook=Decimal)
+_DECODER = msgspec.json.Decoder()
 
 
 def error_for(status: int, payload: bytes, content_type: str = "") -> TsmeterError:
