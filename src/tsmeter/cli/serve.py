@@ -114,6 +114,11 @@ def _run(state: CliState, host: str, port: int, no_auth: bool, sock: socket.sock
     from tsmeter.api.auth import Authenticator
 
     meter = state.meter()
+    if not no_auth and meter.api_keys is None:  # never serve without keys by accident
+        raise click.ClickException(
+            "this store keeps no API keys, so requests could not be checked: use a store with"
+            " a state file or a PostgreSQL state store, or --no-auth on loopback"
+        )
     authenticator = Authenticator(None if no_auth else meter.api_keys)
     app = create_app(meter, authenticator=authenticator, settings=ApiSettings())
     config = uvicorn.Config(
