@@ -21,7 +21,7 @@ from starlette.requests import Request
 from tsmeter.api.problems import ApiError, field_name
 from tsmeter.errors import ValidationError
 
-__all__ = ["decode", "fields_of", "read_body"]
+__all__ = ["decode", "fields_of", "plain_numbers", "read_body"]
 
 _DECODER = msgspec.json.Decoder(float_hook=Decimal)
 
@@ -60,6 +60,29 @@ def decode(body: bytes) -> Any:
         return _DECODER.decode(body)
     except msgspec.DecodeError as exc:
         raise ApiError(400, "malformed", "Malformed JSON", f"the body is not JSON: {exc}") from exc
+
+
+def plain_numbers(value: Any) -> Any:
+    """``value`` (metadata) with the Decimals :func:`decode` made of its fractions turned into
+    the floats ``json.loads`` gives, in place: metadata is described, not billed, and the
+    Meter takes it as JSON values, so over HTTP it is stored as it is in process. Walked
+    without recursion; levels beyond any the Meter accepts are left for it to refuse.
+
+    >>> plain_numbers({"latency": Decimal("2.5"), "path": [Decimal("1e3"), "x"], "n": 3})
+    {'latency': 2.5, 'path': [1000.0, 'x'], 'n': 3}
+    """
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        node, depth = pending.pop()
+        if depth > 64:
+            continue
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, item in items:
+            if type(item) is Decimal:
+                node[key] = float(item)
+            elif isinstance(item, (dict, list)):
+                pending.append((item, depth + 1))
+    return value
 
 
 def fields_of(body: object, model: type[BaseModel], *, where: str = "") -> dict[str, Any]:

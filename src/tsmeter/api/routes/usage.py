@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 
 from tsmeter.api.app import Service, errors, request_body
-from tsmeter.api.bodies import decode, fields_of, read_body
+from tsmeter.api.bodies import decode, fields_of, plain_numbers, read_body
 from tsmeter.api.problems import ApiError
 from tsmeter.api.routes import json_response, scope
 from tsmeter.api.schemas import BatchAccepted, RecordBatch, RecordIn, RecordList, SummaryList
@@ -97,6 +97,8 @@ def router(service: Service) -> APIRouter:
             for name in _REQUIRED:
                 if name not in fields:
                     raise ValidationError(_camel(name), "Field required")
+            if isinstance(fields.get("metadata"), (dict, list)):
+                plain_numbers(fields["metadata"])
 
             def store() -> UsageRecord:
                 service.gate.check(1)  # reads the outbox's status now and then: not on the loop
@@ -127,6 +129,9 @@ def router(service: Service) -> APIRouter:
             # decoding a large body takes a while: here, not on the event loop
             records = _records(decode(body))
             taken[0] = len(records)
+            for record in records:
+                if type(record) is dict and isinstance(record.get("metadata"), (dict, list)):
+                    plain_numbers(record["metadata"])
             if len(records) > settings.max_batch_records:
                 raise ApiError(
                     413,
