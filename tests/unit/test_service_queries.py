@@ -176,6 +176,8 @@ def test_threshold_crud(meter: Meter) -> None:
         ({"threshold": -5}, "threshold"),
         ({"threshold": float("nan")}, "threshold"),
         ({"action": "EXPLODE"}, "action"),
+        ({"org_id": {"a": 1}}, "orgId"),  # checked before the metric is looked up with it
+        ({"orgId": 7}, "orgId"),
     ],
 )
 def test_threshold_validation(meter: Meter, fields: dict[str, Any], field: str) -> None:

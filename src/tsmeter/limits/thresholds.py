@@ -39,7 +39,10 @@ class Thresholds:
     def create_threshold(self, metric_key: str, subject_type: str, threshold: object,
                          subject_id: str = "*", **fields: Any) -> UsageThreshold:  # fmt: skip
         """Create a limit for one subject (or ``*``: every subject of the type)."""
-        metric = self._get_metric(metric_key, fields.get("org_id", fields.get("orgId")))
+        org_id = fields.get("org_id", fields.get("orgId"))
+        if org_id is not None and not isinstance(org_id, str):  # before it reaches a query
+            raise ValidationError("orgId", f"must be a string, got {type(org_id).__name__}")
+        metric = self._get_metric(metric_key, org_id)
         now = datetime.now(UTC)
         item = build(UsageThreshold, {
             **fields, "metric_key": metric.key, "subject_type": subject_type,
