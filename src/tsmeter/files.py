@@ -16,10 +16,21 @@ Example::
 from __future__ import annotations
 
 import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "open_private", "private_dir", "private_file"]
+__all__ = [
+    "PRIVATE_DIR_MODE",
+    "PRIVATE_FILE_MODE",
+    "open_private",
+    "private_dir",
+    "private_file",
+    "replaced_whole",
+]
 
 PRIVATE_FILE_MODE = 0o600
 """The mode of every file tsmeter creates."""
@@ -92,3 +103,31 @@ def open_private(path: str | os.PathLike[str]) -> TextIO:
         PRIVATE_FILE_MODE,
     )
     return os.fdopen(fd, "a", encoding="utf-8")
+
+
+@contextmanager
+def replaced_whole(path: str | os.PathLike[str], *, newline: str | None = None) -> Iterator[TextIO]:
+    """A text file that becomes ``path`` whole when the block ends: written beside it under a
+    private temporary name (0600, or the mode of the file it replaces, which its owner
+    chose), then renamed over it. If the block fails, the temporary file is removed and
+    ``path`` is as it was: a reader never sees half an export or report.
+
+    >>> with tempfile.TemporaryDirectory() as top:
+    ...     with replaced_whole(Path(top) / "out.txt") as out:
+    ...         _ = out.write("all of it")
+    ...     (Path(top) / "out.txt").read_text(), oct((Path(top) / "out.txt").stat().st_mode & 0o777)
+    ('all of it', '0o600')
+    """
+    target = Path(path)
+    fd, partial = tempfile.mkstemp(  # mode 0600, beside the target so the rename is atomic
+        prefix=f".{target.name}.", suffix=".partial", dir=target.parent
+    )
+    try:
+        with open(fd, "w", encoding="utf-8", newline=newline) as out:
+            with suppress(FileNotFoundError):
+                os.fchmod(fd, stat.S_IMODE(os.stat(target).st_mode))
+            yield out
+        os.replace(partial, target)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import stat
-import tempfile
 from datetime import datetime
-from pathlib import Path
 
 import click
 
@@ -16,6 +12,7 @@ from tsmeter.cli.params import PERIODS, range_options, usage_error
 from tsmeter.domain import PeriodType
 from tsmeter.domain.validation import from_ns, to_ns
 from tsmeter.extras import require
+from tsmeter.files import replaced_whole
 from tsmeter.reporting import chart_count, gather, render
 
 __all__ = ["report"]
@@ -132,26 +129,9 @@ def _range(state: CliState, start: str | None, end: str | None) -> tuple[datetim
 
 
 def _write(output: str, text: str) -> None:
-    """Write ``text`` to ``output`` atomically: a private temporary file beside it, then a
-    rename; an existing file keeps its mode."""
-    partial: str | None = None
+    """Write ``text`` to ``output`` whole (see :func:`~tsmeter.files.replaced_whole`)."""
     try:
-        target = Path(output)
-        fd, partial = tempfile.mkstemp(  # mode 0600, beside the target so replace is atomic
-            prefix=f".{target.name}.", suffix=".partial", dir=target.parent
-        )
-        try:
-            mode = stat.S_IMODE(os.stat(output).st_mode)
-        except FileNotFoundError:
-            pass
-        else:
-            os.fchmod(fd, mode)
-        with open(fd, "w", encoding="utf-8") as out:
+        with replaced_whole(output) as out:
             out.write(text)
-        os.replace(partial, output)
-        partial = None
     except OSError as exc:
         raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
-    finally:
-        if partial is not None:
-            Path(partial).unlink(missing_ok=True)

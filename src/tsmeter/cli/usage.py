@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import stat
 import sys
-import tempfile
 from contextlib import ExitStack
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +24,7 @@ from tsmeter.cli.params import (
     usage_error,
 )
 from tsmeter.domain import UsageRecord, UsageSummary
+from tsmeter.files import replaced_whole
 from tsmeter.metering.meter import Meter
 
 __all__ = ["usage"]
@@ -426,27 +425,11 @@ def export(
             count = _export(meter, stdout, metric_key, options)
         click.echo(f"Exported {count} records.", err=True)
         return
-    partial: str | None = None
     try:
-        target = Path(output)
-        fd, partial = tempfile.mkstemp(  # mode 0600, beside the target so replace is atomic
-            prefix=f".{target.name}.", suffix=".partial", dir=target.parent
-        )
-        try:
-            mode = stat.S_IMODE(os.stat(output).st_mode)
-        except FileNotFoundError:
-            pass
-        else:
-            os.fchmod(fd, mode)  # overwriting: the file keeps the mode its owner gave it
-        with open(fd, "w", encoding="utf-8", newline="") as out:
+        with replaced_whole(output, newline="") as out:
             count = _export(meter, out, metric_key, options)
-        os.replace(partial, output)
-        partial = None
     except OSError as exc:
         raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
-    finally:
-        if partial is not None:
-            Path(partial).unlink(missing_ok=True)
     doc = {"output": output, "format": fmt, "records": count}
     emit_one(state, doc, text=f"Exported {count} records to {output}.")
 
