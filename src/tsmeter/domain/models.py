@@ -22,6 +22,7 @@ from tsmeter.domain.ids import new_id
 from tsmeter.domain.quantities import (
     DEFAULT_PRECISION,
     MAX_PRECISION,
+    MAX_UNITS,
     Rounding,
     from_units,
     parse_decimal,
@@ -349,6 +350,8 @@ class UsageThreshold(Model):
         number = parse_decimal("threshold", value)
         if number <= 0:
             raise ValueError("must be greater than zero")
+        if number > MAX_UNITS:  # beyond any total a metric can hold, at any precision
+            raise ValueError(f"must be at most {MAX_UNITS} (no usage total can reach more)")
         return number
 
     @field_validator("warn_threshold", mode="before")
