@@ -201,9 +201,15 @@ def test_queries_name_their_parameters(served: Served) -> None:
     define(served)
     for params, field in (({"metricKey": "gb", "from": "yesterday"}, "from"),
                           ({"metricKey": "gb", "limit": "many"}, "limit"),
-                          ({}, "metricKey")):  # fmt: skip
+                          ({}, "metricKey"),
+                          # a filter naming what no record can have is a mistake, not "none"
+                          ({"metricKey": "gb", "subjectId": ""}, "subjectId"),
+                          ({"metricKey": "gb", "subjectType": "a\nb"}, "subjectType"),
+                          ({"metricKey": "gb", "orgId": "o" * 257}, "orgId")):  # fmt: skip
         got = problem(served.get("/v1/usage/records", params=params), 422)
         assert got["errors"][0]["field"] == field
+    got = problem(served.get("/v1/usage/export", params={"subjectId": ""}), 422)
+    assert got["errors"][0]["field"] == "subjectId"
     got = problem(served.get("/v1/usage/summaries", params={"metricKey": "gb", "from": T0}), 422)
     assert got["errors"][0]["field"] == "to"
     got = served.get("/v1/usage/summaries", params={"metricKey": "gb", "from": T0,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 
@@ -25,9 +25,13 @@ from tsmeter.domain import (
     UsageThreshold,
 )
 from tsmeter.domain.models import Model
-from tsmeter.domain.quantities import Rounding
+from tsmeter.domain.quantities import MAX_PRECISION, Rounding
+from tsmeter.domain.validation import MAX_NAME_LENGTH
 
 __all__ = [
+    "NAME_QUERY",
+    "NAME_RULE",
+    "TIME_RULE",
     "AlertList",
     "BatchAccepted",
     "Deleted",
@@ -46,6 +50,26 @@ __all__ = [
 ]
 
 
+#: what :func:`tsmeter.domain.validation.check_name` accepts, stated in the OpenAPI document
+#: for clients; the Meter checks it (with its own messages), not the schema
+NAME_RULE: dict[str, Any] = {
+    "minLength": 1,
+    "maxLength": MAX_NAME_LENGTH,
+    "pattern": "^[^\u0000-\u001f\u007f-\u009f]*$",
+}
+#: the same rule, checked, for a query parameter that names something (a filter naming what
+#: cannot exist is a mistake to report, not an empty answer)
+NAME_QUERY: dict[str, Any] = {
+    "min_length": 1,
+    "max_length": MAX_NAME_LENGTH,
+    "pattern": "^[^\x00-\x1f\x7f-\x9f]*$",
+}
+#: a time parameter: ISO-8601 with an offset (the Meter reads it)
+TIME_RULE: dict[str, Any] = {"format": "date-time"}
+Name = Annotated[str, Field(json_schema_extra=NAME_RULE)]
+_PRECISION = Field(6, json_schema_extra={"minimum": 0, "maximum": MAX_PRECISION})
+
+
 def _upper(value: object) -> object:
     """Enum names in any case, as the domain models take them (``block`` is ``BLOCK``)."""
     return value.upper() if isinstance(value, str) else value
@@ -54,15 +78,15 @@ def _upper(value: object) -> object:
 class MetricCreate(Model):
     """A metric to define (``POST /v1/metrics``)."""
 
-    key: str
+    key: Name
     name: str = ""
     description: str = ""
     unit: str = ""
     aggregation_type: AggregationType = AggregationType.SUM
     reset_period: ResetPeriod = ResetPeriod.MONTHLY
-    precision: int = 6
+    precision: int = _PRECISION
     rounding: Rounding | None = None
-    org_id: str | None = None
+    org_id: Name | None = None
 
     _upper_enums = field_validator("aggregation_type", "reset_period", "rounding", mode="before")(
         classmethod(lambda cls, v: _upper(v))
@@ -96,15 +120,15 @@ class RecordIn(Model):
     """One usage record to store; ``id`` is its idempotency key (generated when absent).
     ``quantity`` is a JSON number or a decimal string, kept exactly."""
 
-    id: str | None = None
-    metric_key: str
-    subject_type: str
-    subject_id: str
+    id: Name | None = None
+    metric_key: Name
+    subject_type: Name
+    subject_id: Name
     quantity: Decimal | None = None
     timestamp: datetime | None = None
     metadata: dict[str, Any] | None = None
     source: str | None = None
-    org_id: str | None = None
+    org_id: Name | None = None
 
 
 class RecordBatch(Model):
@@ -129,9 +153,9 @@ class BatchAccepted(Model):
 class ThresholdCreate(Model):
     """A limit to create (``POST /v1/thresholds``)."""
 
-    metric_key: str
-    subject_type: str
-    subject_id: str = "*"
+    metric_key: Name
+    subject_type: Name
+    subject_id: Name = "*"
     threshold: Decimal
     warn_threshold: Decimal | None = None
     period_type: PeriodType | None = None

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from tsmeter.api.app import Service, errors
 from tsmeter.api.routes import json_response, scope
-from tsmeter.api.schemas import AlertList
+from tsmeter.api.schemas import NAME_QUERY, AlertList
 from tsmeter.domain import AlertStatus, UsageAlert
 
 __all__ = ["router"]
@@ -29,9 +29,9 @@ def router(service: Service) -> APIRouter:
     )
     def list_alerts(
         status: AlertStatus | None = None,
-        metric_key: Annotated[str | None, Query(alias="metricKey")] = None,
-        subject_type: Annotated[str | None, Query(alias="subjectType")] = None,
-        subject_id: Annotated[str | None, Query(alias="subjectId")] = None,
+        metric_key: Annotated[str | None, Query(alias="metricKey", **NAME_QUERY)] = None,
+        subject_type: Annotated[str | None, Query(alias="subjectType", **NAME_QUERY)] = None,
+        subject_id: Annotated[str | None, Query(alias="subjectId", **NAME_QUERY)] = None,
     ) -> Response:
         """Alerts, newest first, optionally filtered."""
         found = meter.list_alerts(

@@ -11,13 +11,15 @@ from fastapi.responses import Response
 from tsmeter.api.app import Service, errors, request_body
 from tsmeter.api.bodies import decode, fields_of, read_body
 from tsmeter.api.routes import json_response, scope
-from tsmeter.api.schemas import Deleted, MetricCreate, MetricList, MetricUpdate
+from tsmeter.api.schemas import NAME_QUERY, Deleted, MetricCreate, MetricList, MetricUpdate
 from tsmeter.domain import MetricDefinition
 from tsmeter.errors import ValidationError
 
 __all__ = ["router"]
 
-OrgId = Annotated[str | None, Query(alias="orgId", description="the org's own metric")]
+OrgId = Annotated[
+    str | None, Query(alias="orgId", description="the org's own metric", **NAME_QUERY)
+]
 
 
 def router(service: Service) -> APIRouter:

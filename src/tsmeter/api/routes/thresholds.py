@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from tsmeter.api.app import Service, errors, request_body
 from tsmeter.api.bodies import decode, fields_of, read_body
 from tsmeter.api.routes import json_response, scope
-from tsmeter.api.schemas import ThresholdCreate, ThresholdList, ThresholdUpdate
+from tsmeter.api.schemas import NAME_QUERY, ThresholdCreate, ThresholdList, ThresholdUpdate
 from tsmeter.domain import UsageThreshold
 from tsmeter.errors import ValidationError
 
@@ -59,9 +59,9 @@ def router(service: Service) -> APIRouter:
         responses=errors(401, 403, 422),
     )
     def list_thresholds(
-        metric_key: Annotated[str | None, Query(alias="metricKey")] = None,
-        subject_type: Annotated[str | None, Query(alias="subjectType")] = None,
-        subject_id: Annotated[str | None, Query(alias="subjectId")] = None,
+        metric_key: Annotated[str | None, Query(alias="metricKey", **NAME_QUERY)] = None,
+        subject_type: Annotated[str | None, Query(alias="subjectType", **NAME_QUERY)] = None,
+        subject_id: Annotated[str | None, Query(alias="subjectId", **NAME_QUERY)] = None,
     ) -> Response:
         """Thresholds, optionally of one metric, subject type or subject."""
         found = meter.list_thresholds(metric_key, subject_type, subject_id)

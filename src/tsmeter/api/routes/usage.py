@@ -14,7 +14,15 @@ from tsmeter.api.app import Service, errors, request_body
 from tsmeter.api.bodies import decode, fields_of, plain_numbers, read_body
 from tsmeter.api.problems import ApiError
 from tsmeter.api.routes import json_response, scope
-from tsmeter.api.schemas import BatchAccepted, RecordBatch, RecordIn, RecordList, SummaryList
+from tsmeter.api.schemas import (
+    NAME_QUERY,
+    TIME_RULE,
+    BatchAccepted,
+    RecordBatch,
+    RecordIn,
+    RecordList,
+    SummaryList,
+)
 from tsmeter.api.streaming import ExportStream
 from tsmeter.domain import BatchResult, PeriodType, UsageRecord, UsageSummary, new_ids
 from tsmeter.errors import (
@@ -28,12 +36,18 @@ __all__ = ["router"]
 
 T = TypeVar("T")
 
-OrgId = Annotated[str | None, Query(alias="orgId")]
-MetricKey = Annotated[str, Query(alias="metricKey")]
-SubjectType = Annotated[str | None, Query(alias="subjectType")]
-SubjectId = Annotated[str | None, Query(alias="subjectId")]
-From = Annotated[str | None, Query(alias="from", description="ISO-8601 time, inclusive")]
-To = Annotated[str | None, Query(alias="to", description="ISO-8601 time, exclusive")]
+OrgId = Annotated[str | None, Query(alias="orgId", **NAME_QUERY)]
+MetricKey = Annotated[str, Query(alias="metricKey", **NAME_QUERY)]
+SubjectType = Annotated[str | None, Query(alias="subjectType", **NAME_QUERY)]
+SubjectId = Annotated[str | None, Query(alias="subjectId", **NAME_QUERY)]
+From = Annotated[
+    str | None,
+    Query(alias="from", description="ISO-8601 time, inclusive", json_schema_extra=TIME_RULE),
+]
+To = Annotated[
+    str | None,
+    Query(alias="to", description="ISO-8601 time, exclusive", json_schema_extra=TIME_RULE),
+]
 Enforce = Annotated[
     bool, Query(description="refuse (403 quota-exceeded) what would pass a BLOCK threshold")
 ]
@@ -202,10 +216,13 @@ def router(service: Service) -> APIRouter:
     )
     def get_summary(
         metric_key: MetricKey,
-        subject_type: Annotated[str, Query(alias="subjectType")],
-        subject_id: Annotated[str, Query(alias="subjectId")],
+        subject_type: Annotated[str, Query(alias="subjectType", **NAME_QUERY)],
+        subject_id: Annotated[str, Query(alias="subjectId", **NAME_QUERY)],
         period_type: Annotated[PeriodType | None, Query(alias="periodType")] = None,
-        at: Annotated[str | None, Query(description="a time in the period (default: now)")] = None,
+        at: Annotated[
+            str | None,
+            Query(description="a time in the period (default: now)", json_schema_extra=TIME_RULE),
+        ] = None,
         org_id: OrgId = None,
     ) -> Response:
         """One subject's usage for the period containing ``at`` (zero if none recorded)."""
@@ -225,8 +242,8 @@ def router(service: Service) -> APIRouter:
     )
     def get_summaries(
         metric_key: MetricKey,
-        start: Annotated[str, Query(alias="from")],
-        end: Annotated[str, Query(alias="to")],
+        start: Annotated[str, Query(alias="from", json_schema_extra=TIME_RULE)],
+        end: Annotated[str, Query(alias="to", json_schema_extra=TIME_RULE)],
         period_type: Annotated[PeriodType | None, Query(alias="periodType")] = None,
         subject_type: SubjectType = None,
         subject_id: SubjectId = None,
@@ -259,7 +276,7 @@ def router(service: Service) -> APIRouter:
         },
     )
     def export(
-        metric_key: Annotated[str | None, Query(alias="metricKey")] = None,
+        metric_key: Annotated[str | None, Query(alias="metricKey", **NAME_QUERY)] = None,
         fmt: Annotated[Literal["ndjson", "csv"], Query(alias="format")] = "ndjson",
         start: From = None,
         end: To = None,
