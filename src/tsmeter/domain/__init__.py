@@ -7,6 +7,7 @@ from tsmeter.domain.models import (
     AggregationType,
     AlertStatus,
     BatchResult,
+    Dimension,
     EvaluationResult,
     MeteringEvent,
     MetricDefinition,
@@ -20,6 +21,7 @@ from tsmeter.domain.models import (
     UsageSummary,
     UsageThreshold,
 )
+from tsmeter.domain.properties import TimeUnit
 from tsmeter.domain.quantities import Rounding
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "AggregationType",
     "AlertStatus",
     "BatchResult",
+    "Dimension",
     "EvaluationResult",
     "MeteringEvent",
     "MetricDefinition",
@@ -36,6 +39,7 @@ __all__ = [
     "ResetPeriod",
     "Rounding",
     "ThresholdAction",
+    "TimeUnit",
     "UsageAlert",
     "UsageRecord",
     "UsageSummary",

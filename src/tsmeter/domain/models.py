@@ -19,6 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic.alias_generators import to_camel
 
 from tsmeter.domain.ids import new_id
+from tsmeter.domain.properties import (
+    MAX_DIMENSION_VALUES,
+    MAX_DIMENSIONS,
+    TimeUnit,
+    check_property_name,
+    property_value,
+)
 from tsmeter.domain.quantities import (
     DEFAULT_PRECISION,
     MAX_PRECISION,
@@ -48,6 +55,16 @@ class AggregationType(StrEnum):
     MAX = "MAX"
     MIN = "MIN"
     LAST = "LAST"
+    #: the number of distinct values of the metric's ``unique_property`` (active users)
+    UNIQUE_COUNT = "UNIQUE_COUNT"
+    #: each reading held until the next, integrated over the period, in value × the
+    #: metric's ``time_unit`` (GB-hours, seat-days)
+    TIME_WEIGHTED_SUM = "TIME_WEIGHTED_SUM"
+
+
+#: aggregation types whose value is not made of a summary's components: they are computed
+#: from the records of each period (see :mod:`tsmeter.metering.measures`)
+RECORD_LEVEL = frozenset({AggregationType.UNIQUE_COUNT, AggregationType.TIME_WEIGHTED_SUM})
 
 
 class PeriodType(StrEnum):
@@ -135,6 +152,40 @@ def _spellings(cls: type[Model]) -> tuple[tuple[str, str], ...]:
     return tuple((name, to_camel(name)) for name in cls.model_fields if to_camel(name) != name)
 
 
+class Dimension(Model):
+    """A record property a metric's usage can be grouped and filtered by (``model``,
+    ``region``): the key ``name`` of a record's metadata. ``values`` closes the set of values
+    it may take; else at most ``max_values`` distinct values are accepted, fleet-wide, and a
+    record bringing one more is refused (on InfluxDB each value is a tag value)."""
+
+    name: str
+    max_values: int = Field(default=100, ge=1, le=MAX_DIMENSION_VALUES, strict=True)
+    values: tuple[str, ...] | None = None
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value: object) -> str:
+        return check_property_name("name", value)
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _values(cls, value: object) -> object:
+        if value is None:
+            return None
+        if not isinstance(value, list | tuple) or not value:
+            raise ValueError("must be a non-empty list of values")
+        if len(value) > MAX_DIMENSION_VALUES:
+            raise ValueError(f"must hold at most {MAX_DIMENSION_VALUES} values")
+        kept = tuple(property_value(f"values[{i}]", v) for i, v in enumerate(value))
+        if len(set(kept)) != len(kept):
+            raise ValueError("must not repeat a value")
+        return kept
+
+    def admits(self, value: str) -> bool:
+        """Whether a closed dimension takes ``value`` (an open one takes any)."""
+        return self.values is None or value in self.values
+
+
 class MetricDefinition(Model):
     """A trackable metric, e.g. ``api_calls`` counted per organisation per month."""
 
@@ -150,13 +201,62 @@ class MetricDefinition(Model):
     precision: int = Field(default=DEFAULT_PRECISION, ge=0, le=MAX_PRECISION, strict=True)
     #: how a value with more places is rounded; None: such a value is refused
     rounding: Rounding | None = None
+    #: the record properties usage can be grouped and filtered by (see :class:`Dimension`)
+    dimensions: tuple[Dimension, ...] = ()
+    #: UNIQUE_COUNT: the record property whose distinct values are counted
+    unique_property: str | None = None
+    #: TIME_WEIGHTED_SUM: the time unit of the reported value (HOUR: value × hours)
+    time_unit: TimeUnit = TimeUnit.HOUR
     org_id: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
-    _upper_enums = field_validator("aggregation_type", "reset_period", "rounding", mode="before")(
-        classmethod(lambda cls, v: _upper(v))
-    )
+    _upper_enums = field_validator(
+        "aggregation_type", "reset_period", "rounding", "time_unit", mode="before"
+    )(classmethod(lambda cls, v: _upper(v)))
+
+    @field_validator("unique_property", mode="before")
+    @classmethod
+    def _unique_property(cls, value: object) -> str | None:
+        return None if value is None else check_property_name("uniqueProperty", value)
+
+    @field_validator("dimensions", mode="before")
+    @classmethod
+    def _dimensions(cls, value: object) -> object:
+        if value is None:
+            return ()
+        if isinstance(value, list | tuple) and len(value) > MAX_DIMENSIONS:
+            raise ValueError(f"at most {MAX_DIMENSIONS} dimensions")
+        return value
+
+    @model_validator(mode="after")
+    def _properties(self) -> MetricDefinition:
+        names = [d.name for d in self.dimensions]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"dimensions[{i}].name: {name!r} is declared twice")
+        unique = self.aggregation_type is AggregationType.UNIQUE_COUNT
+        if unique and self.unique_property is None:
+            raise ValueError(
+                "uniqueProperty: required for a UNIQUE_COUNT metric (the record property"
+                " whose distinct values are counted, e.g. user_id)"
+            )
+        if not unique and self.unique_property is not None:
+            raise ValueError(
+                f"uniqueProperty: only a UNIQUE_COUNT metric counts distinct values"
+                f" (this one is {self.aggregation_type.value})"
+            )
+        return self
+
+    @property
+    def dimension_names(self) -> tuple[str, ...]:
+        """The names of its dimensions, in declared order."""
+        return tuple(d.name for d in self.dimensions)
+
+    @property
+    def record_level(self) -> bool:
+        """Whether its value is computed from records, not summary components."""
+        return self.aggregation_type in RECORD_LEVEL
 
     def units(self, field: str, value: object) -> int:
         """``value`` in this metric's units (its precision and rounding applied)."""
@@ -168,8 +268,9 @@ class MetricDefinition(Model):
 
     def usage(self, value: int) -> Decimal:
         """A value of :func:`~tsmeter.domain.quantities.aggregate_units` as users see it:
-        for a COUNT metric the number of records, else :meth:`decimal` of the units."""
-        if self.aggregation_type is AggregationType.COUNT:
+        for a COUNT metric the number of records (UNIQUE_COUNT: of distinct values), else
+        :meth:`decimal` of the units."""
+        if self.aggregation_type in (AggregationType.COUNT, AggregationType.UNIQUE_COUNT):
             return Decimal(value)
         return self.decimal(value)
 
@@ -307,6 +408,9 @@ class UsageSummary(Model):
     max: Decimal | None
     last_value: Decimal | None
     last_timestamp: datetime | None
+    #: a grouped summary's dimension values (None: the record had no value), by name;
+    #: None when usage was not grouped
+    dimensions: dict[str, str | None] | None = None
 
 
 #: Validation context for models read back from the state store: ``model_validate_json(doc,

@@ -218,6 +218,19 @@ def avg_units(total: int, count: int) -> int:
     return quotient
 
 
+def time_weighted_units(held: int, unit_ns: int) -> int:
+    """A time-weighted sum in units × time unit: ``held`` (units × nanoseconds, exact)
+    divided by the nanoseconds of the time unit, rounded half to even to a whole unit (the
+    metric's precision).
+
+    >>> time_weighted_units(3 * 3_600_000_000_000, 3_600_000_000_000)  # 3 units for 1 h
+    3
+    >>> time_weighted_units(5 * 1_800_000_000_000, 3_600_000_000_000)  # 5 units for 30 min
+    2
+    """
+    return avg_units(held, unit_ns)
+
+
 class _Components(Protocol):
     @property
     def record_count(self) -> int: ...
