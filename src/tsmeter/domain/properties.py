@@ -71,7 +71,7 @@ def check_property_name(field: str, value: object) -> str:
     'region'
     >>> check_property_name("uniqueProperty", "user id")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    tsmeter.errors.ValidationError: uniqueProperty: must be a letter or _ followed by ... (got 'user id')
+    tsmeter.errors.ValidationError: uniqueProperty: must be a letter ... (got 'user id')
     """
     if not isinstance(value, str):
         raise ValidationError(field, f"must be a string, got {type(value).__name__}")
