@@ -41,7 +41,8 @@ MAX_ROWS = 50_000
 #: The string literals tsmeter's queries may contain: property keys and the zone name.
 ALLOWED_LITERALS = frozenset(
     {"UTC", "recordId", "subjectType", "subjectId", "quantity", "units", "precision", "source",
-     "orgId", "metricKey"}
+     "orgId", "metricKey", "correctionId", "kind", "quantityBefore", "quantityAfter",
+     "correctedAt"}
 )  # fmt: skip
 
 

@@ -18,6 +18,7 @@ import tsmeter
 from tests.hostile import NASTY_NAMES
 from tests.posthog_query_server import QueryServer, query_server
 from tsmeter.domain import AggregationType, PeriodType, RecordRow
+from tsmeter.domain.models import RECORD_LEVEL
 from tsmeter.domain.validation import to_ns
 from tsmeter.errors import StorageUnavailableError, ValidationError
 from tsmeter.integrations.posthog.events import record_event
@@ -142,7 +143,9 @@ def test_hostile_names_round_trip_through_every_filter(endpoint: QueryServer) ->
                        if x.metric_key == metric and x.org_id == org})  # fmt: skip
     assert [(s.subject_type, s.subject_id) for s in summaries] == expected
     texts = {r["query"] for r in endpoint.requests}
-    assert len(texts) == 2  # one records text with subject filters, one summaries text
+    # one records text with subject filters, one summaries text, and the corrections asked
+    # for before each read (with and without subject filters)
+    assert len(texts) == 4
     for request in endpoint.requests:
         for nasty in NASTY_NAMES:
             if len(nasty) > 1:
@@ -160,11 +163,11 @@ def test_paging_past_50000_rows(endpoint: QueryServer) -> None:
     end = T0 + timedelta(hours=n)
     with make_reader(endpoint) as reader:
         records = reader.get_usage("api_calls", start=T0, end=end)
-        assert len(endpoint.requests) == 2
+        assert len(endpoint.requests) == 3  # the corrections (none), then two pages
         summaries = reader.get_usage_summaries("api_calls", "HOURLY", start=T0, end=end)
-        assert len(endpoint.requests) == 4
-        trend = reader.get_trend("api_calls", "HOURLY", start=T0, end=end)
         assert len(endpoint.requests) == 6
+        trend = reader.get_trend("api_calls", "HOURLY", start=T0, end=end)
+        assert len(endpoint.requests) == 9
     assert [r.id for r in records] == [r.id for r in rows]
     assert len(summaries) == n and all(s.record_count == 1 for s in summaries)
     assert sorted((s.subject_id, s.period_start) for s in summaries) == sorted(
@@ -234,7 +237,10 @@ def test_periods_are_utc_whatever_the_project_zone(zone: str) -> None:
     assert starts[PeriodType.YEARLY] == [utc(2026, 1, 1), utc(2027, 1, 1)]
 
 
-@pytest.mark.parametrize("aggregation", list(AggregationType))
+COMPOSABLE = [a for a in AggregationType if a not in RECORD_LEVEL]
+
+
+@pytest.mark.parametrize("aggregation", COMPOSABLE)
 def test_summaries_equal_the_primary_stores(
     endpoint: QueryServer, aggregation: AggregationType
 ) -> None:
@@ -288,6 +294,9 @@ def test_trends_combine_all_subjects(endpoint: QueryServer) -> None:
         assert totals("LAST") == ["10.000000", "1.000000"]  # x's last (6) + y's last (4)
         with pytest.raises(ValidationError, match="aggregation"):
             totals("MEDIAN")
+        for record_level in ("UNIQUE_COUNT", "TIME_WEIGHTED_SUM"):
+            with pytest.raises(ValidationError, match=r"aggregation: .* reads COUNT, SUM"):
+                totals(record_level)
 
 
 # -- errors -----------------------------------------------------------------------------
@@ -300,7 +309,7 @@ def test_429_is_retried_after_retry_after(endpoint: QueryServer) -> None:
     with make_reader(endpoint, sleeps) as reader:
         assert [r.id for r in reader.get_usage("api_calls", start=T0, end=FAR)] == ["r1"]
     assert sleeps[0] == 2.0 and len(sleeps) == 2 and 0 < sleeps[1] <= 60
-    assert len(endpoint.requests) == 3
+    assert len(endpoint.requests) == 4  # the corrections asked for three times, the records
 
 
 def test_429_that_does_not_stop_is_a_clear_error(endpoint: QueryServer) -> None:
@@ -458,7 +467,7 @@ def check_exact(
         by_key.setdefault((r.subject_id, day), []).append((when, r.id, a))
         by_day.setdefault(day, []).append(a)
     expected = expected_summaries(by_key, precision)
-    for agg in AggregationType:
+    for agg in COMPOSABLE:
         summaries = reader.get_usage_summaries("api_calls", "DAILY", start=T0, end=FAR,
                                                aggregation=agg, precision=read_at)  # fmt: skip
         assert {(s.subject_id, s.period_start): str(s.total_quantity) for s in summaries} == {

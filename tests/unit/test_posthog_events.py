@@ -6,6 +6,8 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from enum import StrEnum
+from types import SimpleNamespace
 
 import pytest
 
@@ -21,6 +23,7 @@ from tsmeter.errors import ValidationError
 from tsmeter.integrations.posthog.events import (
     NAMESPACE,
     CaptureEvent,
+    correction_event,
     record_event,
     summary_event,
     summary_id,
@@ -290,3 +293,64 @@ def test_period_type_enum_is_sent_by_value() -> None:
     """Enums go out as their plain values."""
     event = summary_event(summary(), PostHogSettings())
     assert event.properties["periodType"] == PeriodType.DAILY.value == "DAILY"
+
+
+def test_record_events_carry_dimension_values() -> None:
+    """``dim_<name>`` for each dimension: the value as tsmeter keeps it, null where the record
+    has none or one recording refuses; metadata itself only with include_metadata."""
+    meta = json.dumps({"model": 'a, "b"=c\\', "seats": 3, "beta": False, "x": 1.5})
+    event = record_event(row(metadata=meta), PostHogSettings(), precision=6,
+                         dimensions=("model", "seats", "beta", "region", "x"))  # fmt: skip
+    assert {k: v for k, v in event.properties.items() if k.startswith("dim_")} == {
+        "dim_model": 'a, "b"=c\\', "dim_seats": "3", "dim_beta": "false", "dim_region": None,
+        "dim_x": None,
+    }  # fmt: skip
+    assert "metadata" not in event.properties
+    plain = record_event(row(metadata=meta), PostHogSettings(), precision=6)
+    assert not any(k.startswith("dim_") for k in plain.properties)
+    assert plain.uuid == event.uuid
+
+
+class Kind(StrEnum):
+    CANCEL = "CANCEL"
+    AMEND = "AMEND"
+
+
+def correction(**changes: object) -> SimpleNamespace:
+    base = {"id": "corr-1", "record_id": "req-1", "kind": Kind.CANCEL,
+            "quantity_before": Decimal("2.5"), "quantity_after": None, "reason": "duplicate",
+            "actor": "ops@example.com", "corrected_at": datetime(2026, 1, 6, tzinfo=UTC),
+            "metric_key": "api_calls", "subject_type": "org", "subject_id": "acme",
+            "org_id": "acme", "record_timestamp": T0}  # fmt: skip
+    return SimpleNamespace(**{**base, **changes})
+
+
+def test_correction_events() -> None:
+    """A cancel's after is 0; quantities are exact decimal strings at the precision; the uuid
+    comes from the correction id; the time is the record's (ns or datetime); a kind other
+    than CANCEL/AMEND and a quantity with more places than the metric are refused."""
+    metric = SimpleNamespace(unit="calls", precision=3)
+    settings = PostHogSettings(event_prefix="billing", groups=parse_groups("org=company"))
+    e = correction_event(correction(), metric, settings)
+    assert e.name == "billing.usage_corrected" and e.kind == "correction"
+    assert e.uuid == str(uuid.uuid5(NAMESPACE, "billing.usage_corrected:corr-1"))
+    assert e.timestamp == datetime(2026, 1, 5, 10, tzinfo=UTC)
+    assert e.groups == {"company": "acme"} and e.distinct_id == "org:acme"
+    p = e.properties
+    assert (p["kind"], p["quantityBefore"], p["quantityAfter"], p["unit"]) == (
+        "CANCEL",
+        "2.500",
+        "0.000",
+        "calls",
+    )
+    assert p["correctedAt"] == "2026-01-06T00:00:00+00:00" and "actor" not in p
+    amend = correction_event(
+        correction(kind="amend", quantity_after=Decimal("1E+3"),
+                   record_timestamp=datetime(2026, 1, 5, 10, tzinfo=UTC)), metric
+    )  # fmt: skip
+    assert (amend.properties["kind"], amend.properties["quantityAfter"]) == ("AMEND", "1000.000")
+    assert amend.timestamp == e.timestamp
+    with pytest.raises(ValueError, match="CANCEL or AMEND"):
+        correction_event(correction(kind="UNDO"), metric)
+    with pytest.raises(ValidationError, match="quantityAfter"):
+        correction_event(correction(kind="AMEND", quantity_after=Decimal("0.0001")), metric)

@@ -18,6 +18,7 @@ from tsmeter.integrations.posthog.hogql import (
     EventFilter,
     HogQLQuery,
     check_prefix,
+    corrections_query,
     event_name,
     records_query,
     summaries_query,
@@ -59,6 +60,11 @@ BUILDERS: dict[str, tuple[Builder, tuple[str, ...]]] = {
     "trend": (
         lambda v: trend_query(_filter(v), PeriodType.HOURLY),
         ("metric_key", "org_id", "subject_type", "subject_id", "event"),
+    ),
+    "corrections": (
+        lambda v: corrections_query(_filter(v), after_time=START, after_uuid=v.get("after", ""),
+                                    limit=100),
+        ("metric_key", "org_id", "subject_type", "subject_id", "event", "after"),
     ),
 }  # fmt: skip
 

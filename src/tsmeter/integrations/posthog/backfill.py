@@ -76,7 +76,8 @@ def backfill(
         for record in meter.iter_usage(metric_key, start=start, end=end, org_id=org_id):
             records += 1
             row = record.to_row(metric.precision, metric.rounding)
-            chunk.append(record_event(row, settings, unit=metric.unit, precision=metric.precision))
+            chunk.append(record_event(row, settings, unit=metric.unit, precision=metric.precision,
+                                      dimensions=metric.dimension_names))  # fmt: skip
             if len(chunk) >= settings.batch_size:
                 sent += _send(sdk, chunk, settings, timeout, failed)
                 if progress is not None:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tsmeter.domain import MetricDefinition, PeriodType, RecordRow
 from tsmeter.domain.events import ThresholdEvent
 from tsmeter.errors import NotFoundError
 from tsmeter.integrations.posthog.events import (
     CaptureEvent,
+    correction_event,
     record_event,
     summary_event,
     threshold_event,
@@ -22,7 +23,14 @@ from tsmeter.integrations.posthog.settings import PostHogSettings
 if TYPE_CHECKING:
     from tsmeter.metering.meter import Meter
 
-__all__ = ["EventBuilder", "MetricInfo", "Source", "SummaryRequest", "describe_source"]
+__all__ = [
+    "CorrectionItem",
+    "EventBuilder",
+    "MetricInfo",
+    "Source",
+    "SummaryRequest",
+    "describe_source",
+]
 
 _UNIT_TTL = 30.0
 
@@ -36,8 +44,15 @@ class SummaryRequest:
     end: datetime
 
 
+@dataclass(frozen=True)
+class CorrectionItem:
+    """Send the ``usage.corrected`` event of one correction (a ``Correction``)."""
+
+    correction: Any
+
+
 #: What the mirror buffers before events are built.
-Source = RecordRow | ThresholdEvent | SummaryRequest
+Source = RecordRow | ThresholdEvent | SummaryRequest | CorrectionItem
 
 
 def describe_source(item: Source | CaptureEvent) -> str:
@@ -48,6 +63,8 @@ def describe_source(item: Source | CaptureEvent) -> str:
         return f"{item.name} of alert {item.alert.id!r}"
     if isinstance(item, SummaryRequest):
         return f"{item.period_type.value.lower()} summaries from {item.start.isoformat()}"
+    if isinstance(item, CorrectionItem):
+        return f"correction {item.correction.id!r} of record {item.correction.record_id!r}"
     return f"event {item.name} {item.uuid}"
 
 
@@ -56,6 +73,7 @@ class MetricInfo(NamedTuple):
 
     unit: str
     precision: int
+    dimensions: tuple[str, ...] = ()
 
 
 class EventBuilder:
@@ -90,7 +108,7 @@ class EventBuilder:
 
     def learn(self, metric: MetricDefinition) -> None:
         """Remember a definition (from the meter's metric events)."""
-        self._known[(metric.key, metric.org_id)] = MetricInfo(metric.unit, metric.precision)
+        self._known[(metric.key, metric.org_id)] = _info(metric)
 
     def forget(self, metric: MetricDefinition) -> None:
         """Forget a deleted definition."""
@@ -105,7 +123,17 @@ class EventBuilder:
                     f"metric {item.metric_key!r} (org {item.org_id!r}): its precision is"
                     f" needed to send record {item.id!r}"
                 )
-            return [record_event(item, self.settings, unit=info.unit, precision=info.precision)]
+            return [record_event(item, self.settings, unit=info.unit, precision=info.precision,
+                                 dimensions=info.dimensions)]  # fmt: skip
+        if isinstance(item, CorrectionItem):
+            c = item.correction
+            info = self.metric(c.metric_key, c.org_id)
+            if info is None:
+                raise NotFoundError(
+                    f"metric {c.metric_key!r} (org {c.org_id!r}): its precision is needed to"
+                    f" send correction {c.id!r}"
+                )
+            return [correction_event(c, info, self.settings)]
         if isinstance(item, ThresholdEvent):
             unit = self.unit(item.alert.metric_key, item.threshold.org_id)
             return [
@@ -150,7 +178,7 @@ class EventBuilder:
                 if known is not None:  # or what the meter told before
                     return known
                 raise
-            info = MetricInfo(metric.unit, metric.precision)
+            info = _info(metric)
             self._metrics[key] = (time.monotonic(), info)
             return info
         self._metrics[key] = (time.monotonic(), None)
@@ -175,3 +203,7 @@ class EventBuilder:
                 for s in found
             ]
         return events
+
+
+def _info(metric: MetricDefinition) -> MetricInfo:
+    return MetricInfo(metric.unit, metric.precision, metric.dimension_names)

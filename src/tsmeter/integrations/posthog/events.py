@@ -17,7 +17,16 @@ event                                     uuid derived from
                                           ``computedAt`` orders them
 ``{prefix}.threshold_approaching`` …      the alert id (one alert per threshold, subject,
 ``_exceeded``, ``_resolved``              window and level)
+``{prefix}.usage_corrected``              the correction id (a cancel or an amendment of
+                                          one record, timed at the record's timestamp)
 ========================================  ==================================================
+
+A record of a metric with dimensions carries each dimension's value as property
+``dim_<name>`` (the text tsmeter keeps: ``property_value``), null where the record has none.
+A correction carries ``recordId``, ``correctionId``, ``kind`` (``CANCEL`` or ``AMEND``) and
+``quantityBefore``/``quantityAfter`` as exact decimal strings (a cancel's after is ``0``), so
+a reader nets it against the record's event (see
+:mod:`~tsmeter.integrations.posthog.reader`).
 
 Quantities: a record's event carries ``units`` (the exact quantity times ``10 **
 precision``, an integer), ``precision``, and ``quantity`` as a JSON number for PostHog's own
@@ -43,11 +52,11 @@ from __future__ import annotations
 
 import json
 import uuid as uuidlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from tsmeter.domain import (
     AggregationType,
@@ -56,14 +65,18 @@ from tsmeter.domain import (
     UsageSummary,
     UsageThreshold,
 )
+from tsmeter.domain.properties import property_value
 from tsmeter.domain.quantities import MAX_PRECISION, from_units, to_units
 from tsmeter.domain.validation import from_ns, load_metadata, to_ns
+from tsmeter.errors import ValidationError
 from tsmeter.integrations.posthog.settings import PostHogSettings
 
 __all__ = [
     "NAMESPACE",
     "CaptureEvent",
     "chart_number",
+    "correction_event",
+    "dimension_properties",
     "distinct_id",
     "event_uuid",
     "group_map",
@@ -222,11 +235,39 @@ def chart_number(value: Decimal) -> int | float:
     return float(value)
 
 
+def dimension_properties(names: Sequence[str], metadata: str | None) -> dict[str, str | None]:
+    """The ``dim_<name>`` properties of a record whose metric declares dimensions ``names``:
+    each value as tsmeter keeps it (text; integers in decimal; ``true``/``false``), None
+    where the record has none (or one recording would have refused).
+
+    >>> dimension_properties(("model", "seats", "region"), '{"model": "gpt-4o", "seats": 3}')
+    {'dim_model': 'gpt-4o', 'dim_seats': '3', 'dim_region': None}
+    """
+    try:
+        found = load_metadata(metadata)
+    except ValueError:  # not JSON: stores keep valid JSON text only
+        found = {}
+    out: dict[str, str | None] = {}
+    for name in names:
+        value = found.get(name) if isinstance(found, dict) else None
+        try:
+            out[f"dim_{name}"] = None if value is None else property_value(name, value)
+        except ValidationError:
+            out[f"dim_{name}"] = None
+    return out
+
+
 def record_event(
-    row: RecordRow, settings: PostHogSettings, *, unit: str = "", precision: int
+    row: RecordRow,
+    settings: PostHogSettings,
+    *,
+    unit: str = "",
+    precision: int,
+    dimensions: Sequence[str] = (),
 ) -> CaptureEvent:
     """``{prefix}.usage_recorded`` for one stored record (``row.quantity`` in units of a metric
-    of ``precision``); uuid from the record id."""
+    of ``precision``, declaring ``dimensions``: properties ``dim_<name>``); uuid from the
+    record id."""
     units = row.quantity
     if isinstance(units, bool) or not isinstance(units, int):
         raise TypeError(f"RecordRow.quantity must be int units, got {units!r}")
@@ -240,6 +281,8 @@ def record_event(
         recordId=row.id,
         source=row.source,
     )
+    if dimensions:
+        properties.update(dimension_properties(dimensions, row.metadata))
     if settings.include_metadata and row.metadata:
         properties["metadata"] = load_metadata(row.metadata)
     return CaptureEvent(
@@ -403,4 +446,88 @@ def threshold_event(
         properties=properties,
         groups=group_map(settings.groups, alert.subject_type, alert.subject_id, threshold.org_id),
         kind="threshold",
+    )
+
+
+class _MetricLike(Protocol):
+    """What a correction's event needs of its metric (a MetricDefinition, or the mirror's
+    MetricInfo)."""
+
+    @property
+    def unit(self) -> str: ...
+
+    @property
+    def precision(self) -> int: ...
+
+
+def _decimal_text(field_name: str, value: object, places: int) -> str:
+    """A quantity as exact decimal text at ``places`` (no exponent): ``"2.500000"``."""
+    if value is None:
+        value = 0
+    exact = Decimal(repr(value)) if isinstance(value, float) else Decimal(str(value))
+    return format(from_units(to_units(field_name, exact, places, None), places), "f")
+
+
+def _when_ns(value: object) -> datetime:
+    """A time given as ns since the epoch or as a datetime, as aware UTC."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return from_ns(value)
+    if isinstance(value, datetime):
+        return _utc(value)
+    raise TypeError(f"a correction's time must be a datetime or ns, got {value!r}")
+
+
+def correction_event(
+    correction: Any, metric: _MetricLike, settings: PostHogSettings | None = None
+) -> CaptureEvent:
+    """``{prefix}.usage_corrected`` for one correction of a record of ``metric``.
+
+    ``correction`` is a ``Correction`` (id, record_id, kind CANCEL/AMEND, quantity_before,
+    quantity_after, reason, corrected_at, metric_key, subject_type, subject_id, org_id,
+    record_timestamp). The uuid comes from the correction id, so sending it again is the
+    same event; the timestamp is the *record's*, so a read over a time range finds the
+    corrections of the records it finds. ``quantityBefore``/``quantityAfter`` are exact
+    decimal strings at the metric's precision (a cancel's after: ``0``); ``correctedAt``
+    orders the corrections of one record. The actor is not sent (it names a person).
+
+    >>> from types import SimpleNamespace as NS
+    >>> c = NS(id="c1", record_id="req-1", kind="AMEND", quantity_before=Decimal("5"),
+    ...        quantity_after=Decimal("2.5"), reason="dup", metric_key="api_calls",
+    ...        subject_type="org", subject_id="acme", org_id=None,
+    ...        corrected_at=datetime(2026, 1, 2, tzinfo=UTC),
+    ...        record_timestamp=datetime(2026, 1, 1, tzinfo=UTC))
+    >>> e = correction_event(c, NS(unit="calls", precision=2))
+    >>> e.name, e.timestamp.isoformat(), e.uuid == event_uuid(e.name, "c1")
+    ('metering.usage_corrected', '2026-01-01T00:00:00+00:00', True)
+    >>> [e.properties[k] for k in ("kind", "quantityBefore", "quantityAfter", "recordId")]
+    ['AMEND', '5.00', '2.50', 'req-1']
+    """
+    settings = settings or PostHogSettings()
+    places = _precision(metric.precision)
+    kind = str(getattr(correction.kind, "value", correction.kind)).upper()
+    if kind not in ("CANCEL", "AMEND"):
+        raise ValueError(f"a correction's kind must be CANCEL or AMEND, got {kind!r}")
+    name = settings.event_name("usage_corrected")
+    org_id = correction.org_id
+    properties = _base(correction.subject_type, correction.subject_id, correction.metric_key,
+                       org_id, metric.unit)  # fmt: skip
+    after = 0 if kind == "CANCEL" else correction.quantity_after
+    properties.update(
+        recordId=correction.record_id,
+        correctionId=correction.id,
+        kind=kind,
+        quantityBefore=_decimal_text("quantityBefore", correction.quantity_before, places),
+        quantityAfter=_decimal_text("quantityAfter", after, places),
+        precision=places,
+        correctedAt=_iso(_when_ns(correction.corrected_at)),
+        reason=getattr(correction, "reason", None) or "",
+    )
+    return CaptureEvent(
+        name=name,
+        uuid=event_uuid(name, correction.id),
+        distinct_id=distinct_id(correction.subject_type, correction.subject_id),
+        timestamp=_when_ns(correction.record_timestamp),
+        properties=properties,
+        groups=group_map(settings.groups, correction.subject_type, correction.subject_id, org_id),
+        kind="correction",
     )

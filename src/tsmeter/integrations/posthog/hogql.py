@@ -47,6 +47,7 @@ from tsmeter.integrations.posthog.settings import PREFIX_PATTERN
 
 __all__ = [
     "BUCKETS",
+    "CORRECTION_COLUMNS",
     "MAX_ROWS",
     "RECORD_COLUMNS",
     "SUMMARY_COLUMNS",
@@ -55,6 +56,7 @@ __all__ = [
     "HogQLQuery",
     "QueryValue",
     "check_prefix",
+    "corrections_query",
     "event_name",
     "records_query",
     "summaries_query",
@@ -234,6 +236,51 @@ def records_query(
     {_PRECISION} AS precision,
     {_PROP.format("source")} AS source,
     {_PROP.format("orgId")} AS org_id
+FROM events
+WHERE {_and(conditions, "    ")}
+ORDER BY event_time ASC, event_uuid ASC
+LIMIT 1 BY event_uuid
+LIMIT {_limit(limit)}"""
+    return HogQLQuery(text, values)
+
+
+#: The columns of :func:`corrections_query`, in order.
+CORRECTION_COLUMNS = (
+    "event_uuid", "event_time", "record_id", "correction_id", "kind", "quantity_before",
+    "quantity_after", "corrected_at",
+)  # fmt: skip
+
+
+def corrections_query(
+    filt: EventFilter, *, after_time: datetime, after_uuid: str, limit: int
+) -> HogQLQuery:
+    """One page of ``usage_corrected`` events (``filt.event`` names them), paged like
+    :func:`records_query`. A correction is timed at its record's timestamp and carries its
+    subject, metric and org, so ``filt`` finds the corrections of the records it finds.
+    ``quantity_before``/``quantity_after`` are the exact decimal strings sent.
+
+    >>> jan, feb = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
+    >>> f = EventFilter(event="metering.usage_corrected", metric_key="api_calls", start=jan,
+    ...                 end=feb)
+    >>> "'quantityAfter'" in corrections_query(f, after_time=f.start, after_uuid="", limit=5).text
+    True
+    """
+    conditions, values = filt.where()
+    conditions.append(
+        "(timestamp > toDateTime({after_time})"
+        " OR (timestamp = toDateTime({after_time}) AND toString(uuid) > {after_uuid}))"
+    )
+    values["after_time"] = utc_text(after_time)
+    values["after_uuid"] = after_uuid
+    text = f"""SELECT
+    toString(uuid) AS event_uuid,
+    toTimeZone(timestamp, 'UTC') AS event_time,
+    {_PROP.format("recordId")} AS record_id,
+    {_PROP.format("correctionId")} AS correction_id,
+    {_PROP.format("kind")} AS kind,
+    {_PROP.format("quantityBefore")} AS quantity_before,
+    {_PROP.format("quantityAfter")} AS quantity_after,
+    {_PROP.format("correctedAt")} AS corrected_at
 FROM events
 WHERE {_and(conditions, "    ")}
 ORDER BY event_time ASC, event_uuid ASC

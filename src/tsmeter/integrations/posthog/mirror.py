@@ -1,5 +1,5 @@
-"""The PostHog mirror: every stored record, summary and threshold event, sent to PostHog
-as an analytics event, without ever failing or slowing down recording.
+"""The PostHog mirror: every stored record, summary, threshold event and correction, sent to
+PostHog as an analytics event, without ever failing or slowing down recording.
 
 ::
 
@@ -31,9 +31,10 @@ import time
 import weakref
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tsmeter.domain import Model, RecordRow
+from tsmeter.domain import events as domain_events
 from tsmeter.domain.events import (
     MetricDefined,
     MetricDeleted,
@@ -45,7 +46,7 @@ from tsmeter.domain.modelio import TimeLike
 from tsmeter.domain.validation import from_ns
 from tsmeter.errors import ConflictError
 from tsmeter.integrations.posthog.backfill import BackfillResult, backfill
-from tsmeter.integrations.posthog.builder import SummaryRequest
+from tsmeter.integrations.posthog.builder import CorrectionItem, SummaryRequest
 from tsmeter.integrations.posthog.events import CaptureEvent
 from tsmeter.integrations.posthog.journal import Journal, now_ns
 from tsmeter.integrations.posthog.sdk import SdkClient
@@ -154,6 +155,9 @@ class PostHogMirror(Sender):
             meter.subscribe(ThresholdEvent, self.on_threshold),
             meter.subscribe(UsageAggregated, self.on_aggregated),
         ]
+        corrected = getattr(domain_events, "UsageCorrected", None)
+        if isinstance(corrected, type) and issubclass(corrected, domain_events.Event):
+            self._detach.append(meter.subscribe(corrected, self.on_corrected))
         meter.mirror = self
 
     def detach(self) -> None:
@@ -186,6 +190,24 @@ class PostHogMirror(Sender):
         result = event.result
         if result.range_start is not None and result.range_end is not None:
             self._offer(SummaryRequest(result.period_type, result.range_start, result.range_end))
+
+    def corrections(self, corrections: Iterable[Any]) -> int:
+        """Buffer the ``usage_corrected`` events of ``corrections`` (``Correction`` models:
+        cancels and amendments of stored records; see
+        :func:`~tsmeter.integrations.posthog.events.correction_event`), built on the sender
+        thread like every event; a correction whose id was not applied now (``applied``
+        False: a repeat) is sent again with its uuid, which PostHog counts once. Returns how
+        many found room. Example: ``mirror.corrections([meter.cancel_record(...)])``."""
+        return sum(self._offer(CorrectionItem(c)) for c in corrections)
+
+    def on_corrected(self, event: Any) -> None:
+        """Handler of the meter's ``usage.corrected`` event: the correction (or corrections)
+        it carries are buffered (see :meth:`corrections`)."""
+        found = getattr(event, "corrections", None)
+        if found is None:
+            single = getattr(event, "correction", None)
+            found = [] if single is None else [single]
+        self.corrections(found)
 
     def enqueue(self, events: Iterable[CaptureEvent]) -> int:
         """Buffer ready-made events (e.g. from :mod:`tsmeter.integrations.posthog.events`); return

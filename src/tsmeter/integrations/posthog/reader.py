@@ -21,6 +21,14 @@ the reader adds:
   largest ``|units|`` of its events prove that it cannot have (``count × max|units| ≤
   2**63-1``), or when the float sum of ``quantity`` lies close enough to it to rule out a
   wrap-around; otherwise it is an error naming the series, never a wrong number;
+* **corrections**: a ``usage_corrected`` event (timed at its record's timestamp, with the
+  record's subject, metric and org) cancels its record (``kind`` CANCEL) or sets its quantity
+  (AMEND: ``quantityAfter``, exact decimal text); the latest by ``correctedAt`` (then
+  ``correctionId``) of a record wins. Every read first asks for the corrections in its range
+  (one query, empty nearly always); where there are some, the read adds the events up one by
+  one in Python with the corrections applied, so records, summaries and trends are net of
+  them, as the primary store's reads are. A record re-sent with its corrected quantity (a
+  backfill) nets the same: a correction sets the quantity, it does not add to it;
 * **events of earlier versions** (a float ``quantity``, no ``units``): read at the metric's
   ``precision`` (a reader argument), rounded half to even from the float's shortest repr, as
   the store converted its own copy. Where a query meets one (or events of another
@@ -35,8 +43,8 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -45,6 +53,7 @@ from typing import Any, NamedTuple
 from tsmeter.domain import AggregationType, PeriodType, UsageRecord, UsageSummary
 from tsmeter.domain.modelio import TimeLike
 from tsmeter.domain.modelio import period_type as parse_period
+from tsmeter.domain.models import RECORD_LEVEL
 from tsmeter.domain.periods import Calendar
 from tsmeter.domain.quantities import (
     MAX_PRECISION,
@@ -58,11 +67,14 @@ from tsmeter.domain.quantities import (
 from tsmeter.domain.validation import from_ns, parse_timestamp, to_ns
 from tsmeter.errors import ValidationError
 from tsmeter.integrations.posthog.hogql import (
+    CORRECTION_COLUMNS,
     MAX_ROWS,
     RECORD_COLUMNS,
     SUMMARY_COLUMNS,
     TREND_COLUMNS,
     EventFilter,
+    HogQLQuery,
+    corrections_query,
     event_name,
     records_query,
     summaries_query,
@@ -231,11 +243,18 @@ def _when(field: str, value: TimeLike) -> datetime:
 
 
 def _aggregation(value: AggregationType | str) -> AggregationType:
+    composable = [a.value for a in AggregationType if a not in RECORD_LEVEL]
     try:
-        return AggregationType(str(value).upper())
+        found = AggregationType(str(value).upper())
     except ValueError:
-        choices = ", ".join(a.value for a in AggregationType)
-        raise ValidationError("aggregation", f"must be one of {choices}") from None
+        raise ValidationError("aggregation", f"must be one of {', '.join(composable)}") from None
+    if found in RECORD_LEVEL:
+        raise ValidationError(
+            "aggregation", f"{found.value} is computed from the records' properties and"
+            " readings, which usage events do not carry: the PostHog reader reads"
+            f" {', '.join(composable)}"
+        )  # fmt: skip
+    return found
 
 
 def _columns(result: QueryResult, needed: Sequence[str]) -> dict[str, int]:
@@ -305,6 +324,31 @@ class _Parts:
             self.last, self.last_key = units, key
 
 
+class _Fix(NamedTuple):
+    """What a record's corrections leave of it: cancelled, or its quantity (``after``)."""
+
+    order: tuple[str, str]  # (correctedAt, correctionId): the latest wins
+    cancelled: bool
+    after: Decimal
+
+    def units(self, event: _Event, precision: int | None, metric_key: str) -> tuple[int, int]:
+        """``(units, precision)`` of the corrected quantity of ``event``'s record at
+        ``precision`` (None: the event's own)."""
+        at = precision if precision is not None else event.precision
+        if at is None:
+            raise _needs_precision(metric_key)
+        try:
+            return to_units("quantityAfter", self.after, at, None), at
+        except ValidationError:
+            raise ValidationError(
+                "precision", f"a correction of record {event.record_id!r} of {metric_key!r}"
+                f" sets {self.after}, more places than precision {at}"
+            ) from None  # fmt: skip
+
+
+Fixes = dict[str, _Fix]
+
+
 class PostHogReader:
     """Reads the usage events the mirror sent back from one PostHog project.
 
@@ -334,6 +378,7 @@ class PostHogReader:
         self.settings = settings
         self.page_size = page_size
         self.event = event_name(settings.event_prefix, "usage_recorded")
+        self.corrected = event_name(settings.event_prefix, "usage_corrected")
         self.client = client or QueryClient(settings, **client_options)
 
     def close(self) -> None:
@@ -358,21 +403,27 @@ class PostHogReader:
     ) -> EventFilter:
         return EventFilter(self.event, metric_key, start, end, org_id, subject_type, subject_id)
 
-    def _events(self, filt: EventFilter) -> Iterator[_Event]:
-        """Every event of ``filt``, oldest first (by time, then uuid), each uuid once."""
+    def _pages(
+        self,
+        filt: EventFilter,
+        query: Callable[..., HogQLQuery],
+        columns: Sequence[str],
+    ) -> Iterator[tuple[str, Sequence[Any], dict[str, int]]]:
+        """``(uuid, row, column index)`` of every row of the paged ``query`` over ``filt``,
+        oldest first (by time, then uuid), each uuid once."""
         after: tuple[datetime, str] = (filt.start, "")
         seen: set[str] = set()
         while True:
             result = self.client.run(
-                records_query(filt, after_time=after[0], after_uuid=after[1], limit=self.page_size)
+                query(filt, after_time=after[0], after_uuid=after[1], limit=self.page_size)
             )
-            index = _columns(result, RECORD_COLUMNS)
+            index = _columns(result, columns)
             for row in result.rows:
                 uuid = str(row[index["event_uuid"]])
                 if uuid in seen:
                     continue
                 seen.add(uuid)
-                yield self._event(uuid, row, index)
+                yield uuid, row, index
             if _last_page(result, self.page_size):
                 return
             last = result.rows[-1]
@@ -380,6 +431,50 @@ class PostHogReader:
             if key <= after:
                 raise PostHogError("PostHog returned a page that does not move past the last one")
             after = key
+
+    def _events(self, filt: EventFilter) -> Iterator[_Event]:
+        """Every event of ``filt``, oldest first (by time, then uuid), each uuid once."""
+        for uuid, row, index in self._pages(filt, records_query, RECORD_COLUMNS):
+            yield self._event(uuid, row, index)
+
+    def _fixes(self, filt: EventFilter) -> Fixes:
+        """What the corrections of the records of ``filt`` leave of each (by record id): the
+        latest correction of a record by ``correctedAt``, then ``correctionId``."""
+        fixes: Fixes = {}
+        corrections = replace(filt, event=self.corrected)
+        for _, row, index in self._pages(corrections, corrections_query, CORRECTION_COLUMNS):
+            record_id = _text(row[index["record_id"]])
+            kind = str(row[index["kind"]]).upper()
+            if record_id is None or kind not in ("CANCEL", "AMEND"):
+                raise PostHogError(f"PostHog returned a correction it cannot apply: {row!r}")
+            try:
+                after = Decimal(str(row[index["quantity_after"]]))
+            except ArithmeticError:
+                raise PostHogError(f"PostHog returned a correction without a quantity: {row!r}"
+                                   ) from None  # fmt: skip
+            if not after.is_finite():
+                raise PostHogError(f"PostHog returned a correction without a quantity: {row!r}")
+            order = (str(row[index["corrected_at"]]), str(row[index["correction_id"]]))
+            held = fixes.get(record_id)
+            if held is None or order > held.order:
+                fixes[record_id] = _Fix(order, kind == "CANCEL", after)
+        return fixes
+
+    @staticmethod
+    def _corrected(
+        events: Iterator[_Event], fixes: Fixes, precision: int | None, metric_key: str
+    ) -> Iterator[tuple[_Event, int, int]]:
+        """``(event, units, precision)`` of each event net of ``fixes``: a cancelled record
+        left out, an amended one at its corrected quantity."""
+        for event in events:
+            fix = fixes.get(event.record_id or "") if fixes else None
+            if fix is None:
+                units, at = event.units_at(precision, metric_key)
+            elif fix.cancelled:
+                continue
+            else:
+                units, at = fix.units(event, precision, metric_key)
+            yield event, units, at
 
     @staticmethod
     def _event(uuid: str, row: Sequence[Any], index: dict[str, int]) -> _Event:
@@ -412,13 +507,15 @@ class PostHogReader:
         first (by time, then event uuid), each event once; streamed page by page. Quantities
         are Decimals at ``precision`` (None: each event's own; see the class).
 
-        Records read back carry no metadata (the mirror does not send it by default).
+        Records read back carry no metadata (the mirror does not send it by default); they
+        are net of their corrections (a cancelled record is left out, an amended one has its
+        corrected quantity).
         """
         places = _precision(precision)
         lo, hi = _when("start", start), _when("end", end)
         filt = self._filter(metric_key, lo, hi, org_id, subject_type, subject_id)
-        for event in self._events(filt):
-            units, at = event.units_at(places, metric_key)
+        fixes = self._fixes(filt)
+        for event, units, at in self._corrected(self._events(filt), fixes, places, metric_key):
             yield UsageRecord.model_construct(
                 id=event.record_id or event.uuid,
                 metric_key=metric_key,
@@ -457,11 +554,16 @@ class PostHogReader:
 
     # -- components added up in Python (events of earlier versions, mixed precisions) ---
     def _parts(
-        self, filt: EventFilter, period: PeriodType, precision: int | None, per_subject: bool
+        self,
+        filt: EventFilter,
+        period: PeriodType,
+        precision: int | None,
+        per_subject: bool,
+        fixes: Fixes | None = None,
     ) -> tuple[dict[tuple[str, str, datetime], _Parts], int]:
         """The components per (subject, UTC period), or per period (subject ``("", "")``),
-        of every event of ``filt``, in units of ``precision`` (None: the one precision of
-        every event), and that precision."""
+        of every event of ``filt`` net of ``fixes``, in units of ``precision`` (None: the one
+        precision of every event), and that precision."""
         events = list(self._events(filt))
         if precision is None:
             found = {e.precision for e in events}
@@ -475,8 +577,7 @@ class PostHogReader:
                 )  # fmt: skip
             precision = next((p for p in found if p is not None), 0)
         parts: dict[tuple[str, str, datetime], _Parts] = {}
-        for e in events:
-            units, _ = e.units_at(precision, filt.metric_key)
+        for e, units, _ in self._corrected(iter(events), fixes or {}, precision, filt.metric_key):
             begin = from_ns(_UTC.start_of(period, to_ns(e.time)))
             key = (e.subject_type, e.subject_id, begin) if per_subject else ("", "", begin)
             parts.setdefault(key, _Parts()).add(units, (e.time, e.record_id or ""))
@@ -512,6 +613,9 @@ class PostHogReader:
         places = _precision(precision)
         lo, hi = _aligned(period, start, end)
         filt = self._filter(metric_key, lo, hi, org_id, subject_type, subject_id)
+        fixes = self._fixes(filt)
+        if fixes:  # net of corrections: the events added up one by one
+            return self._summaries_by_event(filt, period, agg, places, fixes)
         subject, after_time = ("", ""), lo
         out: list[UsageSummary] = []
         seen: set[tuple[str, str, datetime]] = set()
@@ -524,7 +628,7 @@ class PostHogReader:
             for doc in result.dicts():
                 summary = self._summary(filt, period, agg, places, doc)
                 if summary is None:  # events to add up one by one
-                    return self._summaries_by_event(filt, period, agg, places)
+                    return self._summaries_by_event(filt, period, agg, places, fixes)
                 key = (summary.subject_type, summary.subject_id, summary.period_start)
                 if key not in seen:
                     seen.add(key)
@@ -587,9 +691,14 @@ class PostHogReader:
         )  # fmt: skip
 
     def _summaries_by_event(
-        self, filt: EventFilter, period: PeriodType, agg: AggregationType, places: int | None
+        self,
+        filt: EventFilter,
+        period: PeriodType,
+        agg: AggregationType,
+        places: int | None,
+        fixes: Fixes,
     ) -> list[UsageSummary]:
-        parts, at = self._parts(filt, period, places, per_subject=True)
+        parts, at = self._parts(filt, period, places, per_subject=True, fixes=fixes)
         out = []
         for key in sorted(parts):
             p = parts[key]
@@ -627,6 +736,10 @@ class PostHogReader:
             return self._trend_of_lasts(metric_key, period, start, end, subject_type,
                                         subject_id, org_id, places)  # fmt: skip
         lo, hi = _aligned(period, start, end)
+        whole = self._filter(metric_key, lo, hi, org_id, subject_type, subject_id)
+        fixes = self._fixes(whole)
+        if fixes:  # net of corrections: the events added up one by one
+            return self._trend_by_event(whole, period, agg, places, fixes)
         out: list[TrendPoint] = []
         while True:
             filt = self._filter(metric_key, lo, hi, org_id, subject_type, subject_id)
@@ -638,9 +751,7 @@ class PostHogReader:
                     continue
                 exact = self._exact_components(filt, begin.isoformat(), places, doc)
                 if exact is None:  # events to add up one by one
-                    whole = self._filter(metric_key, *_aligned(period, start, end), org_id,
-                                         subject_type, subject_id)  # fmt: skip
-                    return self._trend_by_event(whole, period, agg, places)
+                    return self._trend_by_event(whole, period, agg, places, fixes)
                 count, at, total, lowest, highest = exact
                 finish = from_ns(_UTC.next_start(period, to_ns(begin)))
                 value = total_of(agg, count, total, lowest, highest, None, at)
@@ -650,9 +761,14 @@ class PostHogReader:
             lo = out[-1].period_end
 
     def _trend_by_event(
-        self, filt: EventFilter, period: PeriodType, agg: AggregationType, places: int | None
+        self,
+        filt: EventFilter,
+        period: PeriodType,
+        agg: AggregationType,
+        places: int | None,
+        fixes: Fixes,
     ) -> list[TrendPoint]:
-        parts, at = self._parts(filt, period, places, per_subject=False)
+        parts, at = self._parts(filt, period, places, per_subject=False, fixes=fixes)
         out = []
         for _, _, begin in sorted(parts):
             p = parts[("", "", begin)]

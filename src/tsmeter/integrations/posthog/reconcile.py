@@ -229,6 +229,12 @@ def reconcile(
     first, last = from_ns(edges[0]), from_ns(edges[-1])
     metric = meter.get_metric(metric_key, org_id)
     agg = metric.aggregation_type
+    if metric.record_level:
+        raise ValidationError(
+            "metricKey", f"{metric.key!r} is a {agg.value} metric, computed from its records'"
+            " properties and readings, which usage events do not carry: only metrics of the"
+            " composable types (COUNT, SUM, AVG, MAX, MIN, LAST) can be reconciled"
+        )  # fmt: skip
     primary = _primary(meter, metric.key, period, first, last, subject_type, subject_id,
                        metric.org_id, agg, metric.precision)  # fmt: skip
     copies = reader.get_usage_summaries(
