@@ -134,7 +134,8 @@ def resolve(
     dashboard: Mapping[str, Any], run: Callable[[str, Values], list[str]]
 ) -> dict[str, list[str]]:
     """Every template variable's value as Grafana sets it on load: a custom variable its
-    current value, a query variable all its values ("All") when multi, else the first one.
+    current value, a query variable all its values ("All") when multi, else the first one;
+    a variable's ``regex`` (``/pattern/``, no capture group) keeps the values it matches.
     ``run(query, values_so_far)`` answers a variable query."""
     values: dict[str, list[str]] = {}
     for name, var in variables(dashboard).items():
@@ -142,6 +143,9 @@ def resolve(
             values[name] = [var["current"]["value"]]
             continue
         found = run(var["query"], values)
+        if var.get("regex"):
+            keep = re.compile(var["regex"][1:-1])
+            found = [v for v in found if keep.search(v)]
         assert found, f"variable ${name} has no values"
         values[name] = found if var["multi"] else found[:1]
     return values

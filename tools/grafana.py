@@ -16,6 +16,14 @@ What a panel means (the rules the tests check):
   ``last(units_last)`` per subject. Units are divided by ``10 ** precision`` of the metric;
 - the summaries variable lists the summary measurements found, each period in each zone
   (``usage_daily``, ``usage_daily.Europe/Paris``), so a meter's own zone is selectable;
+- a metric that declares dimensions also gets a panel "by dimension": its usage over time
+  from the raw records (measurement ``usage``), one series per value of the dimension chosen
+  in the variable ``dimension`` (the ``dim.<name>`` tag keys of the raw measurement; records
+  without a value are the series with an empty value). Raw records are read for this, since
+  summaries are per subject only: COUNT ``count(units)``, SUM ``sum(units)``, AVG
+  ``mean(units)`` (of the records themselves), MAX ``max(units)``, MIN ``min(units)``,
+  LAST ``last(units)`` per subject and value; scaled as above. Metrics of the record-level types
+  (UNIQUE_COUNT, TIME_WEIGHTED_SUM: nothing in the summaries) are left out;
 - threshold annotations are regions over the window the event is about (``periodStart`` ..
   ``periodEnd`` of its data), windows that started up to 367 days before the time range
   included. Flux reads the event's JSON; InfluxQL cannot, so it reads the points the store
@@ -42,11 +50,12 @@ from pathlib import Path
 from typing import Any
 
 from tsmeter.adapters.influxdb.lineprotocol import tag_value
-from tsmeter.adapters.influxdb.schema import THRESHOLD_WINDOWS
+from tsmeter.adapters.influxdb.schema import RAW, THRESHOLD_WINDOWS
 from tsmeter.domain import AggregationType, MetricDefinition
 
 __all__ = [
     "DATASOURCES",
+    "DIMENSION_KEYS",
     "FIELDS",
     "FLUX_UID",
     "INFLUXQL_UID",
@@ -82,6 +91,18 @@ MEANING = {
     AggregationType.MAX: "largest record",
     AggregationType.MIN: "smallest record",
     AggregationType.LAST: "latest record, per subject",
+}
+# the tag keys the variable ``dimension`` offers: a dimension's tag on raw points (its name is
+# an identifier, so the key can stand in a quoted identifier or a Flux string as it is)
+DIMENSION_KEYS = r"^dim\.[A-Za-z_][A-Za-z0-9_]{0,63}$"
+# how the raw records of a metric combine in the "by dimension" panel (field ``units``)
+RAW_FUNCTIONS: dict[AggregationType, str] = {
+    AggregationType.COUNT: "count",
+    AggregationType.SUM: "sum",
+    AggregationType.AVG: "mean",  # of the records themselves: sum(units) / count(units)
+    AggregationType.MAX: "max",
+    AggregationType.MIN: "min",
+    AggregationType.LAST: "last",
 }
 # an annotation window that starts this long before the time range is still found (a yearly
 # window is at most 366 days); lifetime windows that began earlier are not
@@ -370,6 +391,39 @@ def _ql_annotation(subjects: str) -> Json:
     }
 
 
+def _ql_raw_value(metric: MetricDefinition) -> str:
+    """The metric's usage over the raw records a query selects, in the metric's own units."""
+    return _ql_scaled(f'{RAW_FUNCTIONS[metric.aggregation_type]}("units")', metric)
+
+
+def _ql_by_dimension(metric: MetricDefinition, subjects: str) -> str:
+    """The metric's usage over time from its raw records, one series per value of the chosen
+    dimension tag (LAST: per subject and value)."""
+    per_subject = ', "subject_type", "subject_id"' if metric.aggregation_type is (
+        AggregationType.LAST) else ""  # fmt: skip
+    return (
+        f'SELECT {_ql_raw_value(metric)} AS "usage" FROM "{RAW}"'
+        f" WHERE $timeFilter AND {_ql_metric(metric)} AND {subjects}"
+        f' GROUP BY time($__interval), "${{dimension:raw}}"{per_subject} fill(none)'
+    )
+
+
+def _dimension_var(lang: str) -> Json:
+    """The variable ``dimension``: the ``dim.<name>`` tag keys of the raw measurement."""
+    if lang == "influxql":
+        query = f'SHOW TAG KEYS FROM "{RAW}"'
+    else:
+        query = (
+            'import "influxdata/influxdb/schema"\n\n'
+            f'schema.tagKeys(bucket: v.defaultBucket, predicate: (r) => r._measurement == "{RAW}",'
+            " start: v.timeRangeStart, stop: v.timeRangeStop)\n"
+            f"  |> filter(fn: (r) => r._value =~ /{DIMENSION_KEYS}/)"
+        )
+    var = _query_var(lang, "dimension", "Dimension", query, multi=False)
+    var["regex"] = f"/{DIMENSION_KEYS}/"
+    return var
+
+
 def _ql_variables(*, one: bool) -> list[Json]:
     summaries = _query_var(
         "influxql", "summaries", "Summaries (period.zone)",
@@ -456,6 +510,32 @@ def _flux_per_subject(metric: MetricDefinition, subjects: str) -> str:
         + "  |> group()\n"
         + "  |> map(fn: (r) => ({subject_type: r.subject_type, subject_id: r.subject_id,"
         + f" usage: {_flux_scaled('r._value', metric)}}}))\n"
+    )
+
+
+def _flux_by_dimension(metric: MetricDefinition, subjects: str) -> str:
+    """The metric's usage over time from its raw records, one series per value of the chosen
+    dimension tag (column ``dimension``; LAST: per subject and value)."""
+    agg = metric.aggregation_type
+    window = 'every: v.windowPeriod, createEmpty: false, timeSrc: "_start"'
+    by = '"dimension", "subject_type", "subject_id"' if agg is AggregationType.LAST else (
+        '"dimension"')  # fmt: skip
+    query = (
+        _FROM
+        + f'  |> filter(fn: (r) => r._measurement == "{RAW}" and r._field == "units")\n'
+        + f"  |> filter(fn: (r) => {_flux_metric(metric)})\n"
+        + f"  |> filter(fn: (r) => {subjects})\n"
+        + '  |> map(fn: (r) => ({r with dimension: if exists r["${dimension}"]'
+        + ' then r["${dimension}"] else ""}))\n'
+        + f"  |> group(columns: [{by}])\n"
+        + '  |> sort(columns: ["_time"])\n'
+    )
+    return (
+        query
+        + f"  |> aggregateWindow({window}, fn: {RAW_FUNCTIONS[agg]})\n"
+        + f"  |> map(fn: (r) => ({{r with _value: {_flux_scaled('r._value', metric)}}}))\n"
+        + '  |> rename(columns: {_value: "usage"})\n'
+        + '  |> keep(columns: ["_time", "usage", "dimension", "subject_type", "subject_id"])'
     )
 
 
@@ -585,6 +665,23 @@ def _overview(lang: str, metrics: Sequence[MetricDefinition]) -> Json:
         ]  # fmt: skip
         pid += 3
     variables = _ql_variables(one=False) if lang == "influxql" else _flux_variables(one=False)
+    dimensioned = [m for m in metrics if m.dimensions]
+    if dimensioned:
+        variables.append(_dimension_var(lang))
+    top = 9 * len(metrics)
+    for k, m in enumerate(dimensioned):
+        query = (_ql_by_dimension(m, _QL_SUBJECTS) if lang == "influxql"
+                 else _flux_by_dimension(m, _FLUX_SUBJECTS))  # fmt: skip
+        declared = ", ".join(f"dim.{name}" for name in m.dimension_names)
+        panels.append(_panel(
+            pid, "timeseries", f"{_label(m)}: usage by dimension", lang, query,
+            (12 * (k % 2), top + 9 * (k // 2), 12, 9),
+            _describe(m).replace("over the selected summaries", "over the raw records")
+            + f" One series per value of the dimension chosen above ({_text(declared)});"
+            " records without a value are the series with an empty value.",
+            metric=m,
+        ))  # fmt: skip
+        pid += 1
     annotation = (
         _ql_annotation(_QL_SUBJECTS) if lang == "influxql" else _flux_annotation(_FLUX_SUBJECTS)
     )
@@ -637,9 +734,13 @@ def _subject(lang: str, metrics: Sequence[MetricDefinition]) -> Json:
 # -- output ---------------------------------------------------------------------------------
 def dashboards(metrics: Sequence[MetricDefinition] | None = None) -> dict[str, Json]:
     """Every dashboard for ``metrics`` (default: the demo's) by its path under ``dashboards/``."""
-    chosen = list(demo_metrics() if metrics is None else metrics)
+    given = list(demo_metrics() if metrics is None else metrics)
+    chosen = [m for m in given if not m.record_level]  # nothing of theirs in the summaries
     if not chosen:
-        raise ValueError("no metrics: a dashboard needs at least one metric definition")
+        raise ValueError(
+            "no metrics: a dashboard needs at least one metric definition (of a type other than"
+            " UNIQUE_COUNT and TIME_WEIGHTED_SUM, which have no summaries to chart)"
+        )
     return {
         "influxql/usage-overview.json": _overview("influxql", chosen),
         "influxql/subject-detail.json": _subject("influxql", chosen),
@@ -679,6 +780,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--metrics", type=Path, help="JSON list of metric definitions")
     args = parser.parse_args(argv)
     metrics = load_metrics(args.metrics) if args.metrics else None
+    for m in metrics or ():
+        if m.record_level:
+            print(f"left out: {m.key} ({m.aggregation_type.value} has no summaries to chart)")
     for path in write(args.directory, metrics):
         print(path)
     return 0

@@ -26,25 +26,34 @@ from tests import grafana_macros
 from tests.influx2_server import Influx2Server
 from tests.influx_server import InfluxServer
 from tools import grafana
-from tsmeter.adapters.influxdb.lineprotocol import decode_tag, encode_point
+from tsmeter.adapters.influxdb.lineprotocol import UsageEncoder, decode_tag, encode_point
 from tsmeter.adapters.influxdb.store import InfluxStore
-from tsmeter.domain import AggregationType, MetricDefinition
+from tsmeter.domain import AggregationType, MetricDefinition, RecordRow
 from tsmeter.ports import EventRow
 
 A = AggregationType
 # every aggregation type, precisions 0 to 12, a hostile key, and one key in two scopes
+TIER = [{"name": "tier"}]
 METRICS = [
-    MetricDefinition(key="api_calls", aggregation_type=A.COUNT, unit="calls", precision=0),
-    MetricDefinition(key="cents", aggregation_type=A.SUM, unit="EUR", precision=2),
+    MetricDefinition(key="api_calls", aggregation_type=A.COUNT, unit="calls", precision=0,
+                     dimensions=[*TIER, {"name": "region"}]),
+    MetricDefinition(key="cents", aggregation_type=A.SUM, unit="EUR", precision=2,
+                     dimensions=TIER),
     MetricDefinition(key="corrections", aggregation_type=A.SUM, unit="min", precision=6),
-    MetricDefinition(key="latency", aggregation_type=A.AVG, unit="ms", precision=3),
+    MetricDefinition(key="latency", aggregation_type=A.AVG, unit="ms", precision=3,
+                     dimensions=TIER),
     MetricDefinition(key="storage_gb", aggregation_type=A.MAX, unit="GB", precision=0),
-    MetricDefinition(key="temperature", aggregation_type=A.MIN, unit="°C", precision=1),
-    MetricDefinition(key="balance", aggregation_type=A.LAST, unit="credits", precision=4),
+    MetricDefinition(key="temperature", aggregation_type=A.MIN, unit="°C", precision=1,
+                     dimensions=TIER),
+    MetricDefinition(key="balance", aggregation_type=A.LAST, unit="credits", precision=4,
+                     dimensions=TIER),
     MetricDefinition(key="o'k $summaries/[[x]] \\", aggregation_type=A.SUM, unit="u",
-                     precision=12),
-    MetricDefinition(key="cents", aggregation_type=A.MAX, unit="EUR", precision=2, org_id="o2"),
+                     precision=12, dimensions=TIER),
+    MetricDefinition(key="cents", aggregation_type=A.MAX, unit="EUR", precision=2, org_id="o2",
+                     dimensions=TIER),
 ]  # fmt: skip
+#: dimension values that are syntax in line protocol, InfluxQL or Grafana, and no value
+TIERS = ["gold", "a b,c=d", 'say "hi"', "back\\", "⧵x", "$tier [[y]]", None]
 SUBJECTS = [("org", "acme"), ("org", "globex"), ("user", "o'hara $x")]
 ZONES = {"usage_daily": timedelta(0), "usage_daily.Europe/Paris": timedelta(hours=-1)}
 DAY0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -80,6 +89,52 @@ def make_summaries() -> list[Summary]:
 
 
 SUMMARIES = make_summaries()
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A raw record written for the "usage by dimension" panels."""
+
+    metric: MetricDefinition
+    subject: tuple[str, str]
+    at: datetime
+    tier: str | None
+    units: int
+
+
+def make_raw() -> list[Raw]:
+    rng = random.Random(24)
+    out = []
+    tick = 0
+    for metric in METRICS:
+        if not metric.dimensions:
+            continue
+        for subject in SUBJECTS:
+            for _ in range(25):
+                tick += 1  # every point at its own time: none collapses
+                at = DAY0 + timedelta(hours=rng.randint(0, 24 * DAYS - 1),
+                                      microseconds=tick)  # fmt: skip
+                top = 10 ** (metric.precision + 3)
+                out.append(Raw(metric, subject, at, rng.choice(TIERS),
+                               rng.randint(-top // 10, top)))  # fmt: skip
+    return out
+
+
+RAW_RECORDS = make_raw()
+
+
+def raw_lines(raw: list[Raw]) -> bytes:
+    """The raw records as the store's encoder writes them (tags dim.<name>)."""
+    encoder = UsageEncoder("usage", writer="w1")
+    for metric in METRICS:
+        encoder.know(metric.key, metric.org_id, metric.dimension_names)
+    rows = [
+        RecordRow(f"raw-{i}", r.metric.key, *r.subject, r.metric.org_id, r.units,
+                  int(r.at.timestamp()) * NS + r.at.microsecond * 1000,
+                  json.dumps({} if r.tier is None else {"tier": r.tier, "region": "eu"}), None)
+        for i, r in enumerate(raw)
+    ]  # fmt: skip
+    return encoder.encode(rows)
 
 
 def lines(summaries: list[Summary]) -> bytes:
@@ -148,7 +203,10 @@ def matching(measurement: str, metric: MetricDefinition, subjects: list[tuple[st
 
 
 def metric_of(panel: dict[str, Any]) -> MetricDefinition | None:
-    """The catalog metric a panel reads (panels are generated in catalog order, 3 per metric)."""
+    """The catalog metric a summaries panel reads (panels are generated in catalog order, 3
+    per metric; the "by dimension" panels follow them)."""
+    if panel["id"] > 3 * len(METRICS):
+        return None
     return METRICS[(panel["id"] - 1) // 3] if "units" in json.dumps(panel["targets"]) or (
         "count" in panel["targets"][0]["query"] and "summaries" in panel["targets"][0]["query"]
     ) else None  # fmt: skip
@@ -167,7 +225,7 @@ def loaded_db(influxd: InfluxServer) -> Iterator[tuple[InfluxServer, str]]:
     name = f"grafana{os.getpid()}"
     influxd.create_database(name)
     try:
-        answer = influxd.write(name, lines(SUMMARIES))
+        answer = influxd.write(name, lines(SUMMARIES) + raw_lines(RAW_RECORDS))
         assert answer.status_code == 204, answer.text
         yield influxd, name
     finally:
@@ -199,7 +257,8 @@ def test_influxql_panels_show_each_metrics_own_aggregation(
 
     def run_variable(query: str, values: grafana_macros.Values) -> list[str]:
         rows = influxql_series(server, db, grafana_macros.influxql(query, values, multi))
-        return sorted({str(row.get("name", row.get("value"))) for row in rows})
+        return sorted({str(row.get("name", row.get("value", row.get("tagKey"))))
+                       for row in rows})  # fmt: skip
 
     values = grafana_macros.resolve(dashboard, run_variable)
     listed = run_variable(grafana_macros.variables(dashboard)["summaries"]["query"], values)
@@ -248,6 +307,72 @@ def test_influxql_panels_show_each_metrics_own_aggregation(
             assert_shows(row["usage"], usage(metric, group), metric, panel["title"])
         checked += 1
     assert checked == 2 * len(METRICS)
+
+
+def raw_usage(metric: MetricDefinition, records: list[Raw]) -> Decimal:
+    """The metric's usage over raw records, in exact decimals (AVG: their mean)."""
+    one = Decimal(10) ** -metric.precision
+    units = [r.units for r in sorted(records, key=lambda r: r.at)]
+    agg = metric.aggregation_type
+    if agg is A.COUNT:
+        return Decimal(len(units))
+    if agg is A.SUM:
+        return sum((Decimal(u) for u in units), Decimal(0)) * one
+    if agg is A.AVG:
+        return sum((Decimal(u) for u in units), Decimal(0)) * one / len(units)
+    return Decimal({A.MAX: max, A.MIN: min}.get(agg, lambda u: u[-1])(units)) * one
+
+
+def test_influxql_usage_by_dimension_panels(loaded_db: tuple[InfluxServer, str]) -> None:
+    """The overview's "usage by dimension" panels on raw records the store's encoder wrote:
+    the variable offers the dim.* tag keys only; with ``dim.tier`` chosen each panel shows,
+    per day and tier value (hostile ones read back exactly; records without one under the
+    empty value; LAST per subject too), its metric's aggregation of the records, as
+    ``decimal`` computes it; with ``dim.region`` (declared by one metric only) the records of
+    that metric with a region are one series, and every other metric's are one series."""
+    server, db = loaded_db
+    dashboard = GENERATED["influxql/usage-overview.json"]
+    multi = grafana_macros.multi_flags(dashboard)
+
+    def run_variable(query: str, values: grafana_macros.Values) -> list[str]:
+        rows = influxql_series(server, db, grafana_macros.influxql(query, values, multi))
+        return sorted({str(row.get("name", row.get("value", row.get("tagKey"))))
+                       for row in rows})  # fmt: skip
+
+    values = grafana_macros.resolve(dashboard, run_variable)
+    assert values["dimension"] == ["dim.region"]  # the first of the dim.* keys
+    keys = run_variable(grafana_macros.variables(dashboard)["dimension"]["query"], values)
+    assert {"dim.tier", "dim.region", "metric", "w"} <= set(keys)
+    values["subject_type"] = sorted({t for t, _ in SUBJECTS})
+    values["subject"] = sorted({s for _, s in SUBJECTS})
+    panels = [p for p in dashboard["panels"] if p["id"] > 3 * len(METRICS)]
+    dimensioned = [m for m in METRICS if m.dimensions]
+    assert len(panels) == len(dimensioned)
+    for key, value_of in (
+        ("dim.tier", lambda r: r.tier or ""),
+        # a metric that does not declare region has no such tag, whatever its metadata
+        ("dim.region", lambda r: "eu" if r.tier and "region" in r.metric.dimension_names
+         else ""),
+    ):  # fmt: skip
+        values["dimension"] = [key]
+        for panel, metric in zip(panels, dimensioned, strict=True):
+            sent = grafana_macros.influxql(panel["targets"][0]["query"], values, multi)
+            rows = influxql_series(server, db, sent)
+            last = metric.aggregation_type is A.LAST
+            expected: dict[tuple[Any, ...], list[Raw]] = defaultdict(list)
+            for r in RAW_RECORDS:
+                if r.metric is metric:
+                    day = r.at.replace(hour=0, minute=0, second=0, microsecond=0)
+                    per = r.subject if last else ()
+                    expected[(int(day.timestamp()) * NS, value_of(r), *per)].append(r)
+            shown = {
+                (r["time"], decode_tag(r.get(key) or ""),
+                 *((r["subject_type"], r["subject_id"]) if last else ())): r["usage"]
+                for r in rows
+            }  # fmt: skip
+            assert set(shown) == set(expected), (key, panel["title"])
+            for k, records in expected.items():
+                assert_shows(shown[k], raw_usage(metric, records), metric, (key, k))
 
 
 def utc(year: int, month: int, day: int) -> datetime:
@@ -355,7 +480,9 @@ def loaded_bucket(influxdb2: Influx2Server) -> Iterator[tuple[Influx2Server, str
     influxdb2.create_bucket(name)
     try:
         with influxdb2.client() as client:
-            client.write_api().write(bucket=name, record=lines(SUMMARIES).decode())
+            client.write_api().write(
+                bucket=name, record=(lines(SUMMARIES) + raw_lines(RAW_RECORDS)).decode()
+            )
         yield influxdb2, name
     finally:
         influxdb2.drop_bucket(name)

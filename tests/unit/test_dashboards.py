@@ -222,6 +222,39 @@ def check_influxql_annotation(dashboard: dict[str, Any]) -> None:
     assert '"subject_type" =~ /^' in where and '"subject_id" =~ /^' in where
 
 
+def _reads_raw(query: str) -> bool:
+    return 'FROM "usage"' in query or 'r._measurement == "usage"' in query
+
+
+def check_by_dimension(panel: dict[str, Any], lang: str, metric: MetricDefinition) -> None:
+    """A "by dimension" panel: the metric's raw records (field units) under its aggregation's
+    function over the records, scaled to its precision, with its unit; grouped by the tag the
+    variable ``dimension`` names (LAST: per subject too)."""
+    assert metric.dimensions, panel["title"]
+    query = panel["targets"][0]["query"]
+    want = grafana.RAW_FUNCTIONS[metric.aggregation_type]
+    if lang == "influxql":
+        assert set(_QL_FUNCTIONS.findall(query)) == {want}, (panel["title"], query)
+        assert set(_QL_FIELDS.findall(query)) - {"usage"} == {"units"}
+        group = query.split("GROUP BY")[-1]
+        assert '"${dimension:raw}"' in group
+        per_subject = '"subject_id"' in group
+    else:
+        assert set(_FLUX_FUNCTIONS.findall(query)) == {want}, (panel["title"], query)
+        assert set(_FLUX_FIELDS.findall(query)) == {"units"}
+        assert 'r["${dimension}"]' in query
+        per_subject = 'group(columns: ["dimension", "subject_type", "subject_id"])' in query
+    assert per_subject == (metric.aggregation_type is A.LAST), panel["title"]
+    scales = {int(x) for x in _SCALE.findall(query)}
+    assert scales == (set() if scale_of(metric) == 1 else {scale_of(metric)}), panel["title"]
+    unit = panel["fieldConfig"]["defaults"]["unit"]
+    assert unit == (f"suffix: {metric.unit}" if metric.unit else "none"), panel["title"]
+
+
+def scale_of(metric: MetricDefinition) -> int:
+    return 1 if metric.aggregation_type is A.COUNT else 10**metric.precision
+
+
 def check_semantics(dashboard: dict[str, Any], metrics: list[MetricDefinition]) -> int:
     """Every panel that reads summaries: one metric, its aggregation's functions and fields
     only, divided by 10**precision (not for COUNT), labelled with the metric's unit; LAST per
@@ -238,6 +271,9 @@ def check_semantics(dashboard: dict[str, Any], metrics: list[MetricDefinition]) 
             'r._measurement == "${summaries}"' in query
         )
         metric = _panel_metric(lang, query, metrics)
+        if _reads_raw(query):
+            check_by_dimension(panel, lang, metric)
+            continue
         if not reads_summaries:
             assert "metering_events" in query and "fieldConfig" not in panel, panel["title"]
             continue
@@ -413,3 +449,70 @@ def test_no_secrets_in_compose_and_env_example_covers_every_variable() -> None:
     for line in text.splitlines():
         if re.search(r"(PASSWORD|TOKEN)\w*:", line):
             assert "${" in line, line
+
+
+DIMENSIONED = [
+    MetricDefinition(key="calls", aggregation_type=A.COUNT, unit="calls", precision=0,
+                     dimensions=[{"name": "model"}, {"name": "region"}]),
+    MetricDefinition(key="eur", aggregation_type=A.SUM, unit="EUR", precision=2,
+                     dimensions=[{"name": "plan"}]),
+    MetricDefinition(key="ms", aggregation_type=A.AVG, unit="ms", precision=3,
+                     dimensions=[{"name": "model"}]),
+    MetricDefinition(key="gb", aggregation_type=A.MAX, unit="GB", precision=0),
+    MetricDefinition(key="bal", aggregation_type=A.LAST, unit="credits", precision=12,
+                     dimensions=[{"name": "pool"}]),
+    MetricDefinition(key="o'k $x [[y]]", aggregation_type=A.MIN, unit="u", precision=1,
+                     dimensions=[{"name": "model"}], org_id="o2"),
+    MetricDefinition(key="users", aggregation_type=A.UNIQUE_COUNT, unique_property="user_id",
+                     dimensions=[{"name": "model"}]),
+]  # fmt: skip
+
+
+def test_usage_by_dimension_panels_and_variable() -> None:
+    """Each metric with dimensions gets a "usage by dimension" panel on the overview (not the
+    subject detail), after the per-metric rows; the variable ``dimension`` lists the raw
+    measurement's tag keys and keeps the ``dim.<identifier>`` ones (so its value is never
+    syntax); metrics without dimensions get neither, record-level metrics are left out; the
+    Flux queries parse."""
+    generated = grafana.dashboards(DIMENSIONED)
+    charted = [m for m in DIMENSIONED if not m.record_level]
+    with_dims = [m for m in charted if m.dimensions]
+    keys = re.compile(grafana.DIMENSION_KEYS)
+    assert keys.match("dim.model") and keys.match("dim._x9")
+    for bad in ("dim.", "dim.a b", 'dim.a"', "dim.a/", "metric", "dimx.y", "dim.1a", "w"):
+        assert not keys.match(bad), bad
+    for name, dashboard in generated.items():
+        lang = grafana_macros.language(dashboard)
+        variables = grafana_macros.variables(dashboard)
+        raw = [p for p in dashboard["panels"] if _reads_raw(p["targets"][0]["query"])]
+        if "subject-detail" in name:
+            assert not raw and "dimension" not in variables
+            continue
+        assert list(variables) == ["summaries", "subject_type", "subject", "dimension"]
+        var = variables["dimension"]
+        assert var["regex"] == f"/{grafana.DIMENSION_KEYS}/" and not var["multi"]
+        assert ('SHOW TAG KEYS FROM "usage"' if lang == "influxql"
+                else "schema.tagKeys(") in var["query"]  # fmt: skip
+        assert [p["title"] for p in raw] == [
+            f"{grafana._label(m)}: usage by dimension" for m in with_dims
+        ]
+        assert min(p["id"] for p in raw) == 3 * len(charted) + 1
+        assert all(p["gridPos"]["y"] >= 9 * len(charted) for p in raw)
+        assert check_semantics(dashboard, charted) == 2 * len(charted)
+        for panel in raw:
+            assert "$" not in panel["title"].replace("＄", ""), panel["title"]
+            declared = panel["description"]
+            metric = _panel_metric(lang, panel["targets"][0]["query"], charted)
+            assert all(f"dim.{n}" in declared for n in metric.dimension_names)
+    plain = grafana.dashboards(CATALOG)
+    assert all("dimension" not in grafana_macros.variables(d) for d in plain.values())
+    with pytest.raises(ValueError, match="UNIQUE_COUNT"):
+        grafana.dashboards(DIMENSIONED[-1:])
+    values = {"summaries": ["usage_daily"], "subject_type": ["org"], "subject": ["acme"],
+              "dimension": ["dim.model"]}  # fmt: skip
+    fluxcheck.assert_valid(*[
+        grafana_macros.flux(q, values, "b")
+        for name, d in generated.items() if name.startswith("flux/")
+        for q in [*(q for _, q in grafana_macros.panel_queries(d)),
+                  *(v["query"] for v in grafana_macros.variables(d).values())]
+    ])  # fmt: skip
