@@ -217,3 +217,29 @@ def test_knowing_a_metric_later_drops_its_cached_prefixes() -> None:
     assert enc.dimensions("api_calls", None) == ("model",) and enc.knows("other", None)
     enc.know("api_calls", None, ())
     assert "dim." not in enc.encode([row(metadata=meta)]).decode()
+
+
+def test_dimension_values_are_remembered_only_while_metadata_repeats(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Repeated metadata is decoded once; metadata unique to each record stops being
+    remembered; the lines are the same either way."""
+    monkeypatch.setattr(UsageEncoder, "DIMENSION_TEXTS", 10)
+    enc = UsageEncoder()
+    enc.know("api_calls", None, ("model",))
+    same = [row(id=f"r{i}", metadata='{"model": "m"}') for i in range(50)]
+    unique = [row(id=f"u{i}", metadata=json.dumps({"model": f"m{i % 3}", "req": i}))
+              for i in range(50)]  # fmt: skip
+    assert enc.encode(same).decode().count("dim.model=m,") == 50
+    assert enc._remembering and len(enc._dimension_values) == 1
+    body = enc.encode(unique).decode().splitlines()
+    assert not enc._remembering
+    assert [",".join(line.split(",")[:2]) for line in body] == [f"usage,dim.model=m{i % 3}"
+                                                        for i in range(50)]  # fmt: skip
+    assert enc.encode(unique) == UsageEncoder.encode(_knowing(("model",)), unique)
+
+
+def _knowing(names: tuple[str, ...]) -> UsageEncoder:
+    fresh = UsageEncoder()
+    fresh.know("api_calls", None, names)
+    return fresh

@@ -202,6 +202,9 @@ class UsageEncoder:
     units=1000000i,rid="r1",tsn=5i,metadata="{\\"model\\": \\"a=b c\\", \\"x\\": 1}" 5
     """
 
+    #: metadata texts whose dimension tags are remembered at most (see ``_dimension_tags``)
+    DIMENSION_TEXTS = 20_000
+
     def __init__(self, measurement: str = "usage", *, writer: str = "") -> None:
         self.measurement = measurement
         self.writer = writer
@@ -210,6 +213,12 @@ class UsageEncoder:
         self._dimensions: dict[tuple[str, str | None], tuple[str, ...]] = {}
         # (metric, subject type, subject id, org, overflow, dimension tags) -> prefix
         self._dimension_prefixes: dict[tuple[object, ...], str] = {}
+        # (dimension names, metadata text) -> its dimension tags, while that pays
+        self._remembering = True
+        self._hits = 0
+        self._dimension_values: dict[
+            tuple[tuple[str, ...], str | None], tuple[tuple[str, str], ...]
+        ] = {}
 
     def know(self, metric_key: str, org_id: str | None, dimensions: Sequence[str]) -> None:
         """Say which dimensions the metric ``metric_key`` of scope ``org_id`` declares (its
@@ -254,9 +263,33 @@ class UsageEncoder:
         found = self._prefixes[key] = series_prefix(self.measurement, tags)
         return found
 
+    def _dimension_tags(
+        self, names: tuple[str, ...], text: str | None
+    ) -> tuple[tuple[str, str], ...]:
+        """:func:`dimension_tags`, remembered by metadata text while records repeat theirs (at
+        least every other lookup a hit); metadata unique to each record (request ids) is not
+        remembered, and is tried again ten times DIMENSION_TEXTS records later."""
+        if self._remembering:
+            held = self._dimension_values.get((names, text))
+            if held is not None:
+                self._hits += 1
+                return held
+        tags = dimension_tags(names, text)
+        if self._remembering:
+            self._dimension_values[(names, text)] = tags
+            if len(self._dimension_values) >= self.DIMENSION_TEXTS:
+                self._remembering = self._hits >= len(self._dimension_values)
+                self._dimension_values.clear()
+                self._hits = 0
+        else:
+            self._hits += 1  # records since remembering stopped
+            if self._hits >= 10 * self.DIMENSION_TEXTS:
+                self._remembering, self._hits = True, 0
+        return tags
+
     def _dimension_prefix(self, row: RecordRow, overflow: int, names: tuple[str, ...]) -> str:
         """The prefix of a row of a metric with dimensions (never in the per-series cache)."""
-        dims = dimension_tags(names, row[7])
+        dims = self._dimension_tags(names, row[7])
         key = (row[1], row[2], row[3], row[4], overflow, dims)
         found = self._dimension_prefixes.get(key)
         if found is None:
