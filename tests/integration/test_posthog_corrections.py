@@ -256,3 +256,15 @@ def test_reconcile_agrees_with_a_corrected_store_and_finds_a_lost_correction(
     (d,) = result.differences
     assert (d.subject_id, d.kind) == (rec["subjectId"], DifferenceKind.DRIFT)
     assert d.difference == Decimal(rec["quantity"]) - Decimal("2.5")
+
+
+def test_a_corrected_event_without_a_correction_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The bus handler says so when an event carries no correction, rather than send
+    nothing silently; a mirror without an API key takes nothing."""
+    mirror = PostHogMirror(PostHogSettings())
+    with caplog.at_level("ERROR", logger="tsmeter.posthog"):
+        mirror.on_corrected(SimpleNamespace(name="usage.corrected"))
+    assert "carries no correction" in caplog.text
+    assert mirror.corrections([object()]) == 0

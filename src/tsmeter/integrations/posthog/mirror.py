@@ -206,7 +206,10 @@ class PostHogMirror(Sender):
         found = getattr(event, "corrections", None)
         if found is None:
             single = getattr(event, "correction", None)
-            found = [] if single is None else [single]
+            if single is None:
+                log.error("PostHog mirror: %r carries no correction; nothing sent", event)
+                return
+            found = [single]
         self.corrections(found)
 
     def enqueue(self, events: Iterable[CaptureEvent]) -> int:
