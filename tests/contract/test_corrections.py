@@ -237,6 +237,25 @@ def test_an_exceeded_threshold_resolves_after_a_cancel(meter: Meter) -> None:
     assert meter.check("calls", "org", "acme", 2).allowed
 
 
+def test_a_quota_opens_at_once_after_a_cancel(open_same: Callable[[], Store]) -> None:
+    """A BLOCK quota reached this month refuses more; a cancel frees its room at once (the
+    quota view reads the series again, without waiting for its refresh)."""
+    store = open_same()
+    with Meter(store, store, capabilities=store.capabilities(), quota_refresh=3600) as meter:
+        meter.define_metric("gb", aggregation_type="SUM", reset_period="MONTHLY")
+        meter.create_threshold("gb", "org", 10, subject_id="acme", action="BLOCK")
+        now = datetime.now(UTC)
+        meter.record("gb", "org", "acme", 6, id="g1", timestamp=now, enforce=True)
+        meter.record("gb", "org", "acme", 4, id="g2", timestamp=now, enforce=True)
+        decision = meter.check("gb", "org", "acme", 3)
+        assert not decision.allowed and decision.used == 10
+        meter.amend_record("g1", 5, reason="overcounted", actor="ops")
+        assert meter.check("gb", "org", "acme", 1).used == 9
+        meter.cancel_record("g2", reason="refunded", actor="ops")
+        decision = meter.check("gb", "org", "acme", 3)
+        assert decision.allowed and decision.used == 5
+
+
 def test_the_audit_trail_lists_who_when_why(meter: Meter) -> None:
     """Each correction is listed with its actor, reason, time, record and series, filtered by
     metric, org, record and the records' time; a stored ``usage.corrected`` event each."""
