@@ -17,11 +17,12 @@ lists.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
+
+import msgspec
 
 from tsmeter.domain.validation import check_name
 from tsmeter.errors import ValidationError
@@ -38,6 +39,7 @@ __all__ = [
     "stored_values",
 ]
 
+_decode = msgspec.json.Decoder().decode
 #: what a declared property name looks like
 PROPERTY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 #: the most dimensions one metric declares
@@ -132,19 +134,24 @@ def stored_values(names: Sequence[str], metadata: str | None) -> tuple[str | Non
     if not metadata:
         return (None,) * len(names)
     try:
-        doc = json.loads(metadata)
-    except ValueError:
-        doc = None
-    if not isinstance(doc, dict):
+        doc = _decode(metadata)
+    except (msgspec.DecodeError, UnicodeError):
         return (None,) * len(names)
-    return tuple(_stored(name, doc.get(name)) for name in names)
+    if doc.__class__ is not dict:
+        return (None,) * len(names)
+    out: list[str | None] = []
+    for name in names:
+        value = doc.get(name)
+        if value.__class__ is str and 0 < len(value) <= 64 and value.isprintable():
+            out.append(value)  # the common case, valid without the full check
+        else:
+            out.append(_stored(name, value))
+    return tuple(out)
 
 
 def _stored(name: str, value: Any) -> str | None:
     if value is None:
         return None
-    if isinstance(value, str) and 0 < len(value) <= 64 and value.isprintable():
-        return value  # the common case, valid without the full check
     try:
         return property_value(name, value)
     except ValidationError:
