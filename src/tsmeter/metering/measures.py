@@ -121,7 +121,7 @@ def grouping(
     return Grouping(tuple(names), tuple(kept))
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Measure:
     """Usage of one subject (and group of dimension values) over one period ``[start, end)``
     (ns): the components of its records in the metric's units, the distinct values
