@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
+import msgspec
+
 from tsmeter.domain.validation import check_name
 from tsmeter.errors import ValidationError
 
@@ -34,8 +36,10 @@ __all__ = [
     "check_property_name",
     "dimension_values",
     "property_value",
+    "stored_values",
 ]
 
+_decode = msgspec.json.Decoder().decode
 #: what a declared property name looks like
 PROPERTY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 #: the most dimensions one metric declares
@@ -115,3 +119,40 @@ def dimension_values(
         value = metadata.get(name)
         out.append(None if value is None else property_value(f"{field}.{name}", value))
     return tuple(out)
+
+
+def stored_values(names: Sequence[str], metadata: str | None) -> tuple[str | None, ...]:
+    """The values of properties ``names`` in a stored record's metadata (JSON text), as
+    reads group and count them: kept as :func:`property_value` keeps them, None where the
+    record has none. Never raises: a value recording refuses (a float, a list, an empty
+    string; a record stored before its metric declared the property) counts as no value, as
+    on InfluxDB, where such a value has no tag; metadata that is not a JSON object has none.
+
+    >>> stored_values(("model", "seats", "beta", "x"), '{"model": "o3", "seats": 3, "x": 0.5}')
+    ('o3', '3', None, None)
+    """
+    if not metadata:
+        return (None,) * len(names)
+    try:
+        doc = _decode(metadata)
+    except (msgspec.DecodeError, UnicodeError):
+        return (None,) * len(names)
+    if doc.__class__ is not dict:
+        return (None,) * len(names)
+    out: list[str | None] = []
+    for name in names:
+        value = doc.get(name)
+        if value.__class__ is str and 0 < len(value) <= 64 and value.isprintable():
+            out.append(value)  # the common case, valid without the full check
+        else:
+            out.append(_stored(name, value))
+    return tuple(out)
+
+
+def _stored(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        return property_value(name, value)
+    except ValidationError:
+        return None
