@@ -41,6 +41,7 @@ __all__ = [
     "EventRow",
     "JobLeases",
     "KeyStore",
+    "MetricAware",
     "Probe",
     "RecordQuery",
     "RollupStats",
@@ -617,6 +618,20 @@ class KeyStore(Protocol):
         ...
 
 
+class MetricAware(Protocol):
+    """A store that writes records by their metric's definition (InfluxDB writes a metric's
+    dimensions as tags): told of definitions as they are made, it asks ``find`` for a
+    metric it was not told about before writing its records."""
+
+    def know_metrics(self, metrics: Iterable[MetricDefinition]) -> None:
+        """Take these definitions as the current ones."""
+        ...
+
+    def look_up_metrics(self, find: Callable[[str, str | None], MetricDefinition | None]) -> None:
+        """Ask ``find(key, org_id)`` for a metric first met in records to write."""
+        ...
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What the store behind a Meter can do beyond :class:`UsageStore`, as bootstrap wired it;
@@ -636,3 +651,6 @@ class Capabilities:
     leases: JobLeases | None = None
     #: where the HTTP API's keys are kept (the state store); None: no keys can be made
     keys: KeyStore | None = None
+    #: a store that must know metric definitions to write records (InfluxDB: dimensions
+    #: as tags); None where the store needs none
+    metrics: MetricAware | None = None

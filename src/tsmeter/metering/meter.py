@@ -129,11 +129,10 @@ class Meter:
                                       cache_seconds=metric_cache_seconds)  # fmt: skip
         # a store that writes dimensions as tags (InfluxDB) asks the catalog for the metrics
         # it was not told about, and hears of new definitions at once
-        look_up = getattr(store, "look_up_metrics", None)
-        if look_up is not None:
-            look_up(catalog.find_metric)
-            know = store.know_metrics  # type: ignore[attr-defined]
-            self.events.subscribe(MetricDefined, lambda event: know([event.metric]))
+        aware = self.capabilities.metrics
+        if aware is not None:
+            aware.look_up_metrics(catalog.find_metric)
+            self.events.subscribe(MetricDefined, lambda event: aware.know_metrics([event.metric]))
         self.outbox: Outbox | None = None
         if outbox is not None:
             self.outbox = _open_outbox(outbox, store, self.capabilities, self._sinks,

@@ -208,8 +208,9 @@ class InfluxStore:
         its transport can ping, and administration. Example:
         ``Meter(store, catalog, capabilities=store.capabilities())``."""
         return Capabilities(
-            stream=self, probe=self if self.transport.can_ping else None, admin=self
-        )
+            stream=self, probe=self if self.transport.can_ping else None, admin=self,
+            metrics=self,
+        )  # fmt: skip
 
     # -- administration ---------------------------------------------------------------
     def init(self) -> str:
