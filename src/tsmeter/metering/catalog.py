@@ -171,8 +171,8 @@ def fixed_field_problems(
     summaries the other types compose). Fields by their camelCase names.
 
     >>> a = MetricDefinition(key="gb", aggregation_type="TIME_WEIGHTED_SUM")
-    >>> fixed_field_problems(a, a.model_copy(update={"time_unit": "DAY"}))[0][0]
-    'timeUnit'
+    >>> fixed_field_problems(a, MetricDefinition(key="gb", aggregation_type="SUM"))[0][0]
+    'aggregationType'
     """
     problems: list[tuple[str, str]] = []
     key = current.key
