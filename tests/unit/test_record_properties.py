@@ -209,3 +209,14 @@ def test_the_outbox_path_refuses_before_queueing(tmp_path: Path) -> None:
         status = meter.outbox.status()
         assert status.delivered + status.pending == 10
         assert stored(meter) == 10
+
+
+def test_a_unique_count_record_may_leave_the_quantity_out(meter: Meter, path: str) -> None:
+    """A distinct count counts the unique property, not quantities: a record without one
+    counts 1, as for COUNT; a SUM record still needs one."""
+    batch = [{"metricKey": "mau", "subjectType": "org", "subjectId": "o1", "id": f"u{i}",
+              "metadata": {"user_id": f"u{i % 3}"}} for i in range(3000)]  # fmt: skip
+    assert meter.record_batch(batch).recorded == 3000
+    assert {r.quantity for r in meter.iter_usage("mau")} == {1}
+    with pytest.raises(ValidationError, match="quantity: is required for SUM metric 'tokens'"):
+        meter.record("tokens", "org", "o1", metadata={"model": "a"})
