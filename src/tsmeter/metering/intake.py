@@ -4,7 +4,7 @@ The rules are those of :class:`~tsmeter.domain.UsageRecord` (the same checker
 functions), applied without building a pydantic model per record. A row's quantity is in
 units of its metric (``metric.units``, see :mod:`tsmeter.domain.quantities`): an int, a float
 (by its shortest repr), a str or a Decimal, with at most the metric's places unless it
-declares a rounding, within 64 bits; a COUNT metric's record without one counts 1.
+declares a rounding, within 64 bits; a COUNT or UNIQUE_COUNT metric's record without one counts 1.
 
 Where the compiled fast path (``_intake.c`` here) is built, it takes plain records up to the
 first it cannot decide, and the Python loop takes that one (resolving its metric, or raising
@@ -44,6 +44,7 @@ from tsmeter.domain.validation import (
     to_ns,
 )
 from tsmeter.errors import ValidationError
+from tsmeter.metering.properties import PropertyCheck
 
 # field name in JSON -> attribute name; both spellings are accepted
 _FIELDS = {
@@ -170,11 +171,17 @@ class _Undecided(Exception):
 
 
 class Intake:
-    """Validates records against the catalog; remembers names already found valid."""
+    """Validates records against the catalog; remembers names already found valid.
+    ``properties`` checks the records of metrics that declare dimensions or a unique property
+    (default: a :class:`~tsmeter.metering.properties.PropertyCheck` keeping values in this
+    process)."""
 
-    def __init__(self, resolve_metric: MetricResolver) -> None:
+    def __init__(
+        self, resolve_metric: MetricResolver, properties: PropertyCheck | None = None
+    ) -> None:
         self._resolve = resolve_metric
         self._valid_names: set[str] = set()
+        self.properties = properties if properties is not None else PropertyCheck()
 
     def _name(self, field: str, value: object) -> str:
         if value in self._valid_names:
@@ -193,30 +200,42 @@ class Intake:
         errors: list[ValidationError | None] = []
         for item in items:
             try:
-                self.rows([item])
+                self.rows([item], admit=False)
                 errors.append(None)
             except ValidationError as exc:
                 errors.append(exc.unprefixed("records[0]"))
         return errors
 
     def rows(
-        self, items: Iterable[Mapping[str, Any] | UsageRecord], now_ns: int | None = None
+        self,
+        items: Iterable[Mapping[str, Any] | UsageRecord],
+        now_ns: int | None = None,
+        *,
+        admit: bool = True,
     ) -> list[RecordRow]:
         """Validate records given as mappings (camelCase or snake_case keys) or UsageRecords.
 
-        Raises ValidationError naming ``records[i].field`` for the first bad one.
+        Raises ValidationError naming ``records[i].field`` for the first bad one. Records of
+        metrics that declare properties are checked once their rows are built (see
+        :mod:`tsmeter.metering.properties`; ``admit=False``: an open dimension's new values
+        are checked against its bound, not admitted).
         """
         now = time.time_ns() if now_ns is None else now_ns
         items = items if type(items) is list else list(items)
         metrics: dict[tuple[str, str | None], MetricDefinition] = {}
         ids: list[str] = []  # fresh record ids, popped from the end
         if compiled is not None and compiled_path:
-            return self._compiled(items, now, metrics, ids, compiled.rows_fast)
-        out: list[RecordRow] = []
-        for start in range(0, len(items), CHUNK):
-            chunk = items[start : start + CHUNK] if len(items) > CHUNK else items
-            rows = self._plain(chunk, now, metrics, ids) if fast_path else None
-            out += self._loop(chunk, start, now, metrics, ids) if rows is None else rows
+            out = self._compiled(items, now, metrics, ids, compiled.rows_fast)
+        else:
+            out = []
+            for start in range(0, len(items), CHUNK):
+                chunk = items[start : start + CHUNK] if len(items) > CHUNK else items
+                rows = self._plain(chunk, now, metrics, ids) if fast_path else None
+                out += self._loop(chunk, start, now, metrics, ids) if rows is None else rows
+        for metric in metrics.values():  # a few metrics per call: nothing to do for most
+            if metric.dimensions or metric.unique_property is not None:
+                self.properties.rows(items, out, metrics.values(), admit=admit)
+                break
         return out
 
     def _compiled(
@@ -380,6 +399,7 @@ class Intake:
                 if type(item) is not dict:
                     if isinstance(item, UsageRecord):
                         found = self._resolve(item.metric_key, item.org_id)
+                        metrics[(item.metric_key, item.org_id)] = found
                         row = item.to_row(found.precision, found.rounding)
                         append(row._replace(org_id=found.org_id))
                         continue
@@ -402,7 +422,7 @@ class Intake:
                     )
                 scale = _SCALES[metric.precision]
                 if scopes is not None and (metric_key, org_id) not in scopes:
-                    counted = metric.aggregation_type is AggregationType.COUNT
+                    counted = metric.aggregation_type in _QUANTITY_OPTIONAL
                     if type(metric_key) is str and type(org_id) in (str, type(None)):
                         default = scale if counted else None
                         scopes[(metric_key, org_id)] = (metric.org_id, default, scale)
@@ -528,9 +548,15 @@ _SCALES: tuple[int, ...] = tuple(10**places for places in range(MAX_PRECISION + 
 _EXACT = 2**53  # floats below this magnitude hold every integer exactly (as to_units)
 
 
+#: the types whose records may leave the quantity out (it then is 1): a count, and a
+#: distinct count (which counts the records' unique property, not their quantities)
+_QUANTITY_OPTIONAL = frozenset({AggregationType.COUNT, AggregationType.UNIQUE_COUNT})
+
+
 def _default_units(metric: MetricDefinition) -> int:
-    """A record without a quantity counts 1 (in units) for a COUNT metric; others need one."""
-    if metric.aggregation_type is not AggregationType.COUNT:
+    """A record without a quantity counts 1 (in units) for a COUNT or UNIQUE_COUNT metric;
+    others need one."""
+    if metric.aggregation_type not in _QUANTITY_OPTIONAL:
         raise ValidationError(
             "quantity",
             f"is required for {metric.aggregation_type.value} metric {metric.key!r}",
