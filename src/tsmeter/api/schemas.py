@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 
 from tsmeter.domain import (
     AggregationType,
+    Dimension,
     MetricDefinition,
     PeriodType,
     ResetPeriod,
@@ -25,6 +26,7 @@ from tsmeter.domain import (
     UsageThreshold,
 )
 from tsmeter.domain.models import Model
+from tsmeter.domain.properties import MAX_DIMENSIONS, TimeUnit
 from tsmeter.domain.quantities import MAX_PRECISION, Rounding
 from tsmeter.domain.validation import MAX_NAME_LENGTH
 
@@ -86,11 +88,27 @@ class MetricCreate(Model):
     reset_period: ResetPeriod = ResetPeriod.MONTHLY
     precision: int = _PRECISION
     rounding: Rounding | None = None
+    dimensions: list[Dimension] = Field(
+        default_factory=list,
+        max_length=MAX_DIMENSIONS,
+        description="record properties (top-level metadata keys) usage is grouped and"
+        " filtered by; fixed once the metric exists",
+    )
+    unique_property: str | None = Field(
+        None,
+        description="UNIQUE_COUNT (required then, else refused): the record property whose"
+        " distinct values are counted; fixed once the metric exists",
+    )
+    time_unit: TimeUnit = Field(
+        TimeUnit.HOUR,
+        description="TIME_WEIGHTED_SUM: the unit of time the held value is multiplied by"
+        " (HOUR: GB-hours); fixed once the metric exists",
+    )
     org_id: Name | None = None
 
-    _upper_enums = field_validator("aggregation_type", "reset_period", "rounding", mode="before")(
-        classmethod(lambda cls, v: _upper(v))
-    )
+    _upper_enums = field_validator(
+        "aggregation_type", "reset_period", "rounding", "time_unit", mode="before"
+    )(classmethod(lambda cls, v: _upper(v)))
 
 
 def _absent() -> Any:
@@ -110,8 +128,12 @@ class MetricUpdate(Model):
     unit: str = _absent()
     aggregation_type: AggregationType = _absent()
     reset_period: ResetPeriod = _absent()
+    #: sent to be refused by name if they differ from the stored ones (fixed at creation)
+    dimensions: list[Dimension] = _absent()
+    unique_property: str = _absent()
+    time_unit: TimeUnit = _absent()
 
-    _upper_enums = field_validator("aggregation_type", "reset_period", mode="before")(
+    _upper_enums = field_validator("aggregation_type", "reset_period", "time_unit", mode="before")(
         classmethod(lambda cls, v: _upper(v))
     )
 
