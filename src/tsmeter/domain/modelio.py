@@ -15,7 +15,7 @@ from tsmeter.errors import ValidationError
 
 M = TypeVar("M", bound=Model)
 TimeLike = datetime | str
-_NAMED_PROBLEM = re.compile(r"^([A-Za-z_][\w.\[\]]*): (.*)$", re.S)
+_NAMED_PROBLEM = re.compile(r"^(\w+): (.*)$", re.S)
 
 
 def build(model: type[M], data: Mapping[str, Any]) -> M:
