@@ -234,7 +234,8 @@ def connect(
         except BaseException:
             usage.close()
             raise
-        wired = replace(usage.capabilities(), state_path=catalog.path, keys=catalog)
+        wired = replace(usage.capabilities(), state_path=catalog.path, keys=catalog,
+                        dimension_values=catalog)  # fmt: skip
         try:
             usage.know_metrics(catalog.list_metrics())  # precisions of points not converted
             meter = Meter(usage, catalog, timezone=tz, capabilities=wired, **options)
@@ -300,6 +301,7 @@ def _connect_fleet(
         from tsmeter.adapters.postgres.database import StateDatabase
         from tsmeter.adapters.postgres.dedupe import PostgresDedupe
         from tsmeter.adapters.postgres.deliveries import PostgresDeliveryLog
+        from tsmeter.adapters.postgres.dimensions import PostgresDimensionValues
         from tsmeter.adapters.postgres.keys import PostgresKeys
         from tsmeter.adapters.postgres.leases import PostgresLeases
 
@@ -312,7 +314,8 @@ def _connect_fleet(
     catalog = PostgresCatalog(db)
     wired = replace(usage.capabilities(), state_path=default_state_path(target),
                     deliveries=PostgresDeliveryLog(db), leases=PostgresLeases(db),
-                    keys=PostgresKeys(db))  # fmt: skip
+                    keys=PostgresKeys(db),
+                    dimension_values=PostgresDimensionValues(db))  # fmt: skip
     try:
         usage.know_metrics(catalog.list_metrics())  # precisions of points not converted
         meter = Meter(usage, catalog, timezone=tz, capabilities=wired, **options)

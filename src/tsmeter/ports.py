@@ -11,7 +11,7 @@ Times are nanoseconds since the Unix epoch (UTC) throughout.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple, Protocol, runtime_checkable
@@ -36,6 +36,7 @@ __all__ = [
     "Dedupe",
     "DeliveryQueue",
     "DeliveryRow",
+    "DimensionValues",
     "EventRow",
     "JobLeases",
     "KeyStore",
@@ -560,6 +561,26 @@ class KeyStore(Protocol):
         ...
 
 
+class DimensionValues(Protocol):
+    """The distinct values each open dimension of each metric has taken, fleet-wide, in the
+    state store (the SQLite state file, or the fleet's PostgreSQL): what bounds a dimension's
+    cardinality (its ``max_values``) for every process and host at once. Values are only
+    ever added. Implementations: :class:`tsmeter.adapters.sqlite.SQLiteStore`,
+    ``tsmeter.adapters.postgres.dimensions.PostgresDimensionValues``; the suite in
+    ``tests/contract/test_dimension_values.py`` runs against each."""
+
+    def admit(self, metric_id: str, name: str, values: Collection[str], limit: int) -> set[str]:
+        """Admit ``values`` of dimension ``name`` of metric ``metric_id``, atomically: if the
+        known values plus the new ones are at most ``limit``, every one is kept and the
+        answer is empty; else none is kept and the answer is the values that are not known
+        (the ones refused). Two callers racing for the last free value never both win."""
+        ...
+
+    def known(self, metric_id: str, name: str) -> set[str]:
+        """The values of dimension ``name`` of metric ``metric_id`` admitted so far."""
+        ...
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What the store behind a Meter can do beyond :class:`UsageStore`, as bootstrap wired it;
@@ -579,3 +600,6 @@ class Capabilities:
     leases: JobLeases | None = None
     #: where the HTTP API's keys are kept (the state store); None: no keys can be made
     keys: KeyStore | None = None
+    #: the distinct values of metrics' open dimensions, fleet-wide (the state store); None:
+    #: they are kept in this process only
+    dimension_values: DimensionValues | None = None

@@ -15,7 +15,9 @@ from tsmeter.errors import ValidationError
 
 M = TypeVar("M", bound=Model)
 TimeLike = datetime | str
-_NAMED_PROBLEM = re.compile(r"^(\w+): (.*)$", re.S)
+_NAMED_PROBLEM = re.compile(
+    r"^([A-Za-z_]\w*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*): (.*)$", re.S
+)
 
 
 def build(model: type[M], data: Mapping[str, Any]) -> M:
@@ -30,14 +32,33 @@ def build(model: type[M], data: Mapping[str, Any]) -> M:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
-        if field in model.model_fields:
-            field = model.model_fields[field].alias or field
+        field = _path(model, err["loc"])
         message = str(err["msg"]).removeprefix("Value error, ")
         named = _NAMED_PROBLEM.match(message)
-        if named and (not field or named.group(1) == field):
-            field, message = named.group(1), named.group(2)
+        if named:
+            said, last = named.group(1), field.rpartition(".")[2].split("[")[0]
+            if not field or said == field:
+                field, message = said, named.group(2)
+            elif last and (said == last or said.startswith(last + "[")):
+                # a nested model's own field (``dimensions[0].name``, ``...values[2]``)
+                field = field[: field.rfind(last)] + said
+                message = named.group(2)
         raise ValidationError(field, message) from None
+
+
+def _path(model: type[Model], loc: tuple[int | str, ...]) -> str:
+    """pydantic's error location as a field name: ``dimensions[0].name`` (top-level fields
+    by their camelCase alias)."""
+    field = ""
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            field += f"[{part}]"
+            continue
+        name = str(part)
+        if i == 0 and name in model.model_fields:
+            name = model.model_fields[name].alias or name
+        field += f".{name}" if field else name
+    return field
 
 
 def changed(current: M, changes: Mapping[str, Any]) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from tsmeter.domain.validation import (
     to_ns,
 )
 from tsmeter.errors import ValidationError
+from tsmeter.metering.properties import PropertyCheck
 
 # field name in JSON -> attribute name; both spellings are accepted
 _FIELDS = {
@@ -170,11 +171,17 @@ class _Undecided(Exception):
 
 
 class Intake:
-    """Validates records against the catalog; remembers names already found valid."""
+    """Validates records against the catalog; remembers names already found valid.
+    ``properties`` checks the records of metrics that declare dimensions or a unique property
+    (default: a :class:`~tsmeter.metering.properties.PropertyCheck` keeping values in this
+    process)."""
 
-    def __init__(self, resolve_metric: MetricResolver) -> None:
+    def __init__(
+        self, resolve_metric: MetricResolver, properties: PropertyCheck | None = None
+    ) -> None:
         self._resolve = resolve_metric
         self._valid_names: set[str] = set()
+        self.properties = properties if properties is not None else PropertyCheck()
 
     def _name(self, field: str, value: object) -> str:
         if value in self._valid_names:
@@ -193,30 +200,42 @@ class Intake:
         errors: list[ValidationError | None] = []
         for item in items:
             try:
-                self.rows([item])
+                self.rows([item], admit=False)
                 errors.append(None)
             except ValidationError as exc:
                 errors.append(exc.unprefixed("records[0]"))
         return errors
 
     def rows(
-        self, items: Iterable[Mapping[str, Any] | UsageRecord], now_ns: int | None = None
+        self,
+        items: Iterable[Mapping[str, Any] | UsageRecord],
+        now_ns: int | None = None,
+        *,
+        admit: bool = True,
     ) -> list[RecordRow]:
         """Validate records given as mappings (camelCase or snake_case keys) or UsageRecords.
 
-        Raises ValidationError naming ``records[i].field`` for the first bad one.
+        Raises ValidationError naming ``records[i].field`` for the first bad one. Records of
+        metrics that declare properties are checked once their rows are built (see
+        :mod:`tsmeter.metering.properties`; ``admit=False``: an open dimension's new values
+        are checked against its bound, not admitted).
         """
         now = time.time_ns() if now_ns is None else now_ns
         items = items if type(items) is list else list(items)
         metrics: dict[tuple[str, str | None], MetricDefinition] = {}
         ids: list[str] = []  # fresh record ids, popped from the end
         if compiled is not None and compiled_path:
-            return self._compiled(items, now, metrics, ids, compiled.rows_fast)
-        out: list[RecordRow] = []
-        for start in range(0, len(items), CHUNK):
-            chunk = items[start : start + CHUNK] if len(items) > CHUNK else items
-            rows = self._plain(chunk, now, metrics, ids) if fast_path else None
-            out += self._loop(chunk, start, now, metrics, ids) if rows is None else rows
+            out = self._compiled(items, now, metrics, ids, compiled.rows_fast)
+        else:
+            out = []
+            for start in range(0, len(items), CHUNK):
+                chunk = items[start : start + CHUNK] if len(items) > CHUNK else items
+                rows = self._plain(chunk, now, metrics, ids) if fast_path else None
+                out += self._loop(chunk, start, now, metrics, ids) if rows is None else rows
+        for metric in metrics.values():  # a few metrics per call: nothing to do for most
+            if metric.dimensions or metric.unique_property is not None:
+                self.properties.rows(items, out, metrics.values(), admit=admit)
+                break
         return out
 
     def _compiled(
@@ -380,6 +399,7 @@ class Intake:
                 if type(item) is not dict:
                     if isinstance(item, UsageRecord):
                         found = self._resolve(item.metric_key, item.org_id)
+                        metrics[(item.metric_key, item.org_id)] = found
                         row = item.to_row(found.precision, found.rounding)
                         append(row._replace(org_id=found.org_id))
                         continue

@@ -60,6 +60,7 @@ from tsmeter.metering.catalog import MetricCatalog
 from tsmeter.metering.declared import DesiredState
 from tsmeter.metering.intake import Intake
 from tsmeter.metering.planning import Plan, Planner, Step, same_threshold
+from tsmeter.metering.properties import PropertyCheck
 from tsmeter.metering.reading import Queries
 from tsmeter.metering.recording import Recorder, RecordSinks
 from tsmeter.outbox.durable import Outbox
@@ -139,7 +140,8 @@ class Meter:
         if self.outbox is not None:
             self._sinks.add(self._quotas.stored)
         self._recorder = Recorder(
-            store, Intake(self._metrics.resolve), self._quotas, self.events, self._sinks,
+            store, Intake(self._metrics.resolve, PropertyCheck(
+                self.capabilities.dimension_values)), self._quotas, self.events, self._sinks,
             outbox=self.outbox, durable=durability == "outbox",
             stream=self.capabilities.stream, chunk_size=chunk_size,
             metric_of=self._metrics.resolve,

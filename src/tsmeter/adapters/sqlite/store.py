@@ -11,13 +11,14 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from itertools import chain, pairwise
 from pathlib import Path
 from typing import Any
 
+from tsmeter.adapters.sqlite import dimensions
 from tsmeter.adapters.sqlite import rollup as rollups
 from tsmeter.adapters.sqlite.schema import connect
 from tsmeter.domain import (
@@ -156,7 +157,7 @@ class SQLiteStore:
         """What this store offers beyond the ports it implements: its file is the state
         file, and keeps the API keys. Example:
         ``Meter(store, store, capabilities=store.capabilities())``."""
-        return Capabilities(state_path=self.path, keys=self)
+        return Capabilities(state_path=self.path, keys=self, dimension_values=self)
 
     # -- series -----------------------------------------------------------------------
     def _series_ids(self, conn: sqlite3.Connection, keys: set[SeriesKey]) -> dict[SeriesKey, int]:
@@ -746,6 +747,17 @@ class SQLiteStore:
             )
             found = conn.execute(self._KEY_COLUMNS + " WHERE id = ?", (key_id,)).fetchone()
         return None if found is None else _key_row(found)
+
+    # -- dimension values (the DimensionValues port) -----------------------------------
+    def admit(self, metric_id: str, name: str, values: Collection[str], limit: int) -> set[str]:
+        """Admit the values of a metric's open dimension, at most ``limit`` (see the port)."""
+        with self._write() as conn:
+            return dimensions.admit(conn, metric_id, name, values, limit)
+
+    def known(self, metric_id: str, name: str) -> set[str]:
+        """The values of a metric's open dimension admitted so far."""
+        with self._read() as conn:
+            return dimensions.known(conn, metric_id, name)
 
 
 def _key_row(values: tuple[Any, ...]) -> ApiKeyRow:
