@@ -174,6 +174,17 @@ class UsageStore(Protocol):
         cannot tell without reading them; for progress, so it may be a moment out of date."""
         ...
 
+    def readings_before(
+        self, query: RecordQuery, at: int, dimensions: Sequence[str]
+    ) -> list[RecordRow]:
+        """For each series matching ``query`` (its metric, org and subject filters; its range
+        and limit ignored) and each combination of the values of ``dimensions`` in the
+        records' metadata (see :func:`~tsmeter.domain.properties.dimension_values`; a
+        record without one has None for it): the latest record before ``at`` (of records
+        with one time, the greatest id). The reading a time-weighted sum carries into a
+        period starting at ``at`` (:mod:`tsmeter.metering.measures`)."""
+        ...
+
     def rollup(
         self,
         period: PeriodType,

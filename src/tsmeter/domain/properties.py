@@ -17,6 +17,7 @@ lists.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
@@ -34,6 +35,7 @@ __all__ = [
     "check_property_name",
     "dimension_values",
     "property_value",
+    "stored_values",
 ]
 
 #: what a declared property name looks like
@@ -115,3 +117,36 @@ def dimension_values(
         value = metadata.get(name)
         out.append(None if value is None else property_value(f"{field}.{name}", value))
     return tuple(out)
+
+
+def stored_values(names: Sequence[str], metadata: str | None) -> tuple[str | None, ...]:
+    """The values of properties ``names`` in a stored record's metadata (JSON text), as
+    reads group and count them: kept as :func:`property_value` keeps them, None where the
+    record has none. Never raises: a value recording would refuse today (a record stored
+    before the metric declared the property) is taken as its JSON text, an empty string as
+    no value, metadata that is not a JSON object as no values.
+
+    >>> stored_values(("model", "seats", "beta"), '{"model": "gpt-4o", "seats": 3}')
+    ('gpt-4o', '3', None)
+    """
+    if not metadata:
+        return (None,) * len(names)
+    try:
+        doc = json.loads(metadata)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        return (None,) * len(names)
+    return tuple(_stored(doc.get(name)) for name in names)
+
+
+def _stored(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))

@@ -130,7 +130,7 @@ class Monitor:
         start, end = window(self._calendar, period, now)
         one = None if threshold.subject_id == "*" else threshold.subject_id
         totals = window_totals(self._store, self._calendar, metric, period, (start, end),
-                               threshold.subject_type, one, failures)  # fmt: skip
+                               threshold.subject_type, one, failures, as_of=now)  # fmt: skip
         usage = {s: metric.usage(t.value(metric.aggregation_type))
                  for s, t in totals.items()}  # fmt: skip
         if one is not None:

@@ -398,6 +398,33 @@ class Meter:
         return self._queries.get_usage_summary(metric_key, subject_type, subject_id,
                                                period_type, at=at, org_id=org_id)  # fmt: skip
 
+    def get_usage_breakdown(
+        self,
+        metric_key: str,
+        period_type: PeriodType | str | None = None,
+        *,
+        start: TimeLike,
+        end: TimeLike,
+        group_by: Sequence[str] = (),
+        where: Mapping[str, object] | None = None,
+        subject_type: str | None = None,
+        subject_id: str | None = None,
+        org_id: str | None = None,
+        as_of: TimeLike | None = None,
+    ) -> list[UsageSummary]:
+        """Usage per period overlapping ``[start, end)``, subject and group of the values of
+        the metric's dimensions ``group_by``, of the records matching ``where`` (``{name:
+        value}``, None: records without it); each summary's ``dimensions`` holds its group's
+        values. ``as_of`` (default now) ends a time-weighted sum's readings. Computed from
+        the records, always fresh (see :mod:`tsmeter.metering.measures`).
+        Example: ``meter.get_usage_breakdown("tokens", "MONTHLY", start=s, end=e,
+        group_by=["model"])``.
+        """
+        return self._queries.get_usage_breakdown(
+            metric_key, period_type, start=start, end=end, group_by=group_by, where=where,
+            subject_type=subject_type, subject_id=subject_id, org_id=org_id, as_of=as_of,
+        )  # fmt: skip
+
     def aggregate(
         self,
         period_type: PeriodType | str,

@@ -1,14 +1,17 @@
-"""Reading usage back: usage.get (raw records), usage.export, usage.getSummary.
+"""Reading usage back: usage.get (raw records), usage.export, usage.getSummary, and usage
+broken down by a metric's dimensions.
 
 Every read first lets the outbox deliver what this process accepted (``settle``), so a read
 after a write sees it while the store is up. Running aggregation is
-:mod:`tsmeter.metering.aggregation`.
+:mod:`tsmeter.metering.aggregation`. Summaries of the composable types come from the store's
+summaries; those of UNIQUE_COUNT and TIME_WEIGHTED_SUM metrics, and every breakdown by
+dimension, from the records of each period (:mod:`tsmeter.metering.measures`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO, Literal
 
 from tsmeter.domain import (
@@ -26,6 +29,7 @@ from tsmeter.domain.validation import from_ns
 from tsmeter.errors import ValidationError
 from tsmeter.metering.catalog import MetricCatalog
 from tsmeter.metering.export import RecordWriter, neutralise_cell, restore_cell
+from tsmeter.metering.measures import Measure, grouping, measure, period_edges
 from tsmeter.ports import RecordQuery, SummaryQuery, SummaryRow, UsageStore
 
 __all__ = ["Queries", "neutralise_cell", "restore_cell", "summary_period"]
@@ -193,6 +197,74 @@ class Queries:
             last_value=decimal(row.last_value), last_timestamp=from_ns(row.last_ts),
         )  # fmt: skip
 
+    def _measured(
+        self,
+        metric: MetricDefinition,
+        period: PeriodType,
+        m: Measure,
+        group_by: Sequence[str] | None = None,
+    ) -> UsageSummary:
+        """A summary from a measure (components None where the period has no record of its
+        own: a time-weighted reading carried in); ``group_by`` names its group's values."""
+        decimal = metric.decimal
+        has = m.record_count > 0
+        return UsageSummary.model_construct(
+            metric_key=metric.key, subject_type=m.subject_type, subject_id=m.subject_id,
+            org_id=metric.org_id, period_type=period, period_start=from_ns(m.start),
+            period_end=from_ns(m.end), timezone=self._calendar.timezone,
+            aggregation_type=metric.aggregation_type, total_quantity=metric.usage(m.value(metric)),
+            record_count=m.record_count, sum=decimal(m.sum),
+            min=decimal(m.min) if has else None, max=decimal(m.max) if has else None,
+            last_value=decimal(m.last_value) if has else None,
+            last_timestamp=from_ns(m.last_ts) if has else None,
+            dimensions=None if group_by is None else dict(zip(group_by, m.group, strict=True)),
+        )  # fmt: skip
+
+    def get_usage_breakdown(
+        self,
+        metric_key: str,
+        period_type: PeriodType | str | None = None,
+        *,
+        start: TimeLike,
+        end: TimeLike,
+        group_by: Sequence[str] = (),
+        where: Mapping[str, object] | None = None,
+        subject_type: str | None = None,
+        subject_id: str | None = None,
+        org_id: str | None = None,
+        as_of: TimeLike | None = None,
+    ) -> list[UsageSummary]:
+        """Summaries per period overlapping ``[start, end)``, subject and group of the values
+        of the dimensions ``group_by`` (in that order), of the records whose dimensions match
+        ``where`` (``{name: value}``; None: records without it); each summary's
+        ``dimensions`` names its group's values (None: records without the property).
+        ``as_of`` (default now) ends the readings of a TIME_WEIGHTED_SUM."""
+        self._settle()
+        metric = self._metrics.get_metric(metric_key, org_id)
+        period = summary_period(metric, period_type)
+        lo, hi = self._range(start, end)
+        group = grouping(metric, group_by, where)
+        if not metric.record_level and not group.group_by and not group.where:
+            query = SummaryQuery(metric.key, period, lo, hi, metric.org_id, subject_type,
+                                 subject_id)  # fmt: skip
+            rows = self._store.summaries(query, self._calendar)
+            return [
+                self._summary(metric, period, r).model_copy(update={"dimensions": {}}) for r in rows
+            ]
+        instant = ns("asOf", as_of) if as_of is not None else time.time_ns()
+        found = measure(self._store, metric, period_edges(self._calendar, period, lo, hi),
+                        subject_type=subject_type, subject_id=subject_id, group=group,
+                        as_of=instant)  # fmt: skip
+        return [self._measured(metric, period, m, group.group_by) for m in found]
+
+    @staticmethod
+    def _range(start: TimeLike, end: TimeLike) -> tuple[int, int]:
+        lo, hi = ns("start", start), ns("end", end)
+        assert lo is not None and hi is not None
+        if hi <= lo:
+            raise ValidationError("end", "must be after start")
+        return lo, hi
+
     def get_usage_summaries(
         self,
         metric_key: str,
@@ -209,10 +281,11 @@ class Queries:
         self._settle()
         metric = self._metrics.get_metric(metric_key, org_id)
         period = summary_period(metric, period_type)
-        lo, hi = ns("start", start), ns("end", end)
-        assert lo is not None and hi is not None
-        if hi <= lo:
-            raise ValidationError("end", "must be after start")
+        lo, hi = self._range(start, end)
+        if metric.record_level:
+            found = measure(self._store, metric, period_edges(self._calendar, period, lo, hi),
+                            subject_type=subject_type, subject_id=subject_id)  # fmt: skip
+            return [self._measured(metric, period, m) for m in found]
         query = SummaryQuery(metric.key, period, lo, hi, metric.org_id, subject_type, subject_id)
         return [
             self._summary(metric, period, r) for r in self._store.summaries(query, self._calendar)
@@ -237,6 +310,12 @@ class Queries:
         instant = ns("at", at) if at is not None else time.time_ns()
         assert instant is not None
         start, end = self._calendar.bounds(period, instant)
+        if metric.record_level:
+            found = measure(self._store, metric, [start, end], subject_type=subject_type,
+                            subject_id=subject_id)  # fmt: skip
+            if found:
+                return self._measured(metric, period, found[0])
+            return self._measured(metric, period, Measure(start, end, subject_type, subject_id, ()))
         query = SummaryQuery(
             metric.key, period, start, end, metric.org_id, subject_type, subject_id
         )

@@ -706,6 +706,14 @@ class InfluxStore:
         """How many records match ``query`` (its limit ignored), counted by the server."""
         return self.transport.count_records(query)
 
+    def readings_before(
+        self, query: RecordQuery, at: int, dimensions: Sequence[str]
+    ) -> list[RecordRow]:
+        """The latest record before ``at`` of each series of ``query`` and combination of
+        the values of ``dimensions`` (see the port): grouped by the ``dim.<name>`` tags on
+        the v1 API, from the records on InfluxDB 2.x (see each transport)."""
+        return self.transport.readings_before(query, at, dimensions)
+
     def purge_metric(self, metric_key: str, org_id: str | None) -> int:
         """Delete every point of a metric (records, summaries, marks, change log) in one org
         scope; return how many records were deleted."""

@@ -104,6 +104,13 @@ class Transport(Protocol):
         cannot count them without reading them."""
         ...
 
+    def readings_before(
+        self, query: RecordQuery, at: int, dimensions: Sequence[str]
+    ) -> list[RecordRow]:
+        """The latest record before ``at`` of each series of ``query`` and combination of
+        the values of ``dimensions`` (see the UsageStore port)."""
+        ...
+
     def purge(self, metric_key: str, org_id: str | None) -> int:
         """Delete every point of a metric in one org scope; return the records deleted."""
         ...

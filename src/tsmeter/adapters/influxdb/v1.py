@@ -205,6 +205,64 @@ class V1Transport:
             cursor = stop
             window = window * 4 if len(rows) < 10_000 else max(_HOUR, window // 2)
 
+    #: candidate times per query of the second step of :meth:`readings_before`
+    READINGS_PER_QUERY = 64
+
+    def readings_before(
+        self, query: RecordQuery, at: int, dimensions: Sequence[str]
+    ) -> list[RecordRow]:
+        """The latest record before ``at`` of each series of ``query`` and combination of
+        the values of ``dimensions`` (the port's ``readings_before``), in two steps: the
+        server finds each group's greatest exact time (``max("tsn")`` grouped by the subject
+        and the ``dim.<name>`` tags, over ``[0, at)``); then the points at those times are
+        read (batches of times in time order, so the spans read do not overlap) and, of
+        points of one group at its time (records of one instant, from several writers or
+        moved off a taken nanosecond), the greatest record id is kept."""
+        if at <= 0:
+            return []
+        tags = ["subject_type", "subject_id", *(f"dim.{name}" for name in dimensions)]
+        params: dict[str, Any] = {"at": at, "hi": (at - 1) // _US * _US + _US}
+        condition = metric_condition(
+            query.metric_key, query.org_id, query.subject_type, query.subject_id, params
+        )
+        (result,) = self.client.query(
+            f'SELECT max("tsn") FROM {quote_ident(RAW)} WHERE {condition}'
+            ' AND time >= 0 AND time < $hi AND "tsn" < $at'
+            f" GROUP BY {', '.join(quote_ident(t) for t in tags)}",
+            params,
+        )
+        latest: dict[tuple[str | None, ...], int] = {}
+        for group_tags, values in series_rows(result):
+            if values.get("max") is not None:
+                latest[_group_of(group_tags, tags)] = int(values["max"])
+        times = sorted(set(latest.values()))
+        chosen: dict[tuple[str | None, ...], RecordRow] = {}
+        for i in range(0, len(times), self.READINGS_PER_QUERY):
+            batch = times[i : i + self.READINGS_PER_QUERY]
+            bound = dict(params)
+            bound["lo"] = batch[0] // _US * _US
+            bound["top"] = batch[-1] // _US * _US + _US
+            terms = []
+            for j, t in enumerate(batch):
+                bound[f"t{j}"] = t
+                terms.append(f'"tsn" = $t{j}')
+            (result,) = self.client.query(
+                f"SELECT * FROM {quote_ident(RAW)} WHERE {condition}"
+                f" AND time >= $lo AND time < $top AND ({' OR '.join(terms)})",
+                bound,
+            )
+            for point_tags, values in series_rows(result):
+                if not complete(values):
+                    continue
+                group = _group_of({**values, **point_tags}, tags)
+                row = row_of(point_tags, values, self.precisions)
+                if latest.get(group) != row.ts:
+                    continue
+                held = chosen.get(group)
+                if held is None or row.id > held.id:
+                    chosen[group] = row
+        return sorted(chosen.values(), key=lambda r: (r.ts, r.id))
+
     def count_records(self, query: RecordQuery) -> int:
         """How many raw points match ``query`` (its limit ignored), counted by the server."""
         params: dict[str, Any] = {"lo": query.start or 0, "hi": query.end or 2**63 - 1}
@@ -352,6 +410,15 @@ class V1Transport:
         """The (period type, time zone) of every summary measurement stored."""
         (result,) = self.client.query("SHOW MEASUREMENTS")
         return rollups.summary_kinds(str(v["name"]) for _, v in series_rows(result))
+
+
+def _group_of(tags: Mapping[str, Any], names: Sequence[str]) -> tuple[str | None, ...]:
+    """The values of the tags ``names`` (decoded; None where a point has no such tag).
+
+    >>> _group_of({"subject_id": "o1", "dim.model": ""}, ["subject_id", "dim.model"])
+    ('o1', None)
+    """
+    return tuple(decode_tag(str(tags[n])) if tags.get(n) else None for n in names)
 
 
 def _days(rows: Sequence[RecordRow]) -> list[tuple[int, int, int, list[tuple[str, str]]]]:

@@ -31,6 +31,7 @@ from tsmeter.domain import (
 )
 from tsmeter.domain.models import STORED
 from tsmeter.domain.periods import Calendar
+from tsmeter.domain.properties import stored_values
 from tsmeter.domain.quantities import MAX_UNITS
 from tsmeter.domain.validation import to_ns
 from tsmeter.errors import ConflictError, SeriesError, StorageUnavailableError, ValidationError
@@ -284,6 +285,59 @@ class SQLiteStore:
             if not series:
                 return 0
             return int(conn.execute(_COUNT + _WHERE, _where_args(series, query)).fetchone()[0])
+
+    def readings_before(
+        self, query: RecordQuery, at: int, dimensions: Sequence[str]
+    ) -> list[RecordRow]:
+        """The latest record before ``at`` of each series of ``query`` and combination of
+        the values of ``dimensions`` (see the port), from one snapshot: without dimensions
+        one look-up per series on the (series, time) index; with them, one pass over the
+        series' records before ``at``, partitioned by the properties' JSON type and value
+        (finer than the values as read, so the latest of each is merged after)."""
+        at = min(_MAX_TS, at)
+        with self._snapshot() as conn:
+            conn.execute("BEGIN")
+            try:
+                series = self._matching_series(
+                    conn, query.metric_key, query.org_id, query.subject_type, query.subject_id
+                )
+                keys = {sid: (query.metric_key, st, si, query.org_id)
+                        for sid, (st, si) in series.items()}  # fmt: skip
+                found: list[tuple[Any, ...]] = []
+                if not dimensions:
+                    for sid in sorted(series):
+                        found += conn.execute(
+                            f"{_SELECT} WHERE series_id = ? AND ts < ? ORDER BY ts DESC, id DESC"
+                            " LIMIT 1",
+                            (sid, at),
+                        ).fetchall()
+                elif series:
+                    paths = [f"$.{name}" for name in dimensions]
+                    parts = ", ".join(
+                        "CASE WHEN json_valid(metadata) THEN json_type(metadata, ?) END,"
+                        " CASE WHEN json_valid(metadata) THEN json_extract(metadata, ?) END"
+                        for _ in paths
+                    )
+                    args = [p for path in paths for p in (path, path)]
+                    found = conn.execute(
+                        "SELECT id, series_id, units, ts, metadata, source FROM ("
+                        "SELECT id, series_id, units, ts, metadata, source, row_number()"
+                        f" OVER (PARTITION BY series_id, {parts} ORDER BY ts DESC, id DESC) AS n"
+                        " FROM usage_records WHERE series_id IN (SELECT value FROM json_each(?))"
+                        " AND ts < ?) WHERE n = 1",
+                        (*args, json.dumps(sorted(series)), at),
+                    ).fetchall()
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+        latest: dict[tuple[Any, ...], RecordRow] = {}
+        for rid, sid, units, ts, md, src in found:
+            row = RecordRow(rid, *keys[sid], units, ts, md, src)
+            key = (sid, *stored_values(dimensions, md))
+            held = latest.get(key)
+            if held is None or (ts, rid) > (held.ts, held.id):
+                latest[key] = row
+        return sorted(latest.values(), key=lambda r: (r.ts, r.id))
 
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
