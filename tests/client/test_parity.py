@@ -22,6 +22,7 @@ METHODS = [
     "get_usage",
     "get_usage_summary",
     "get_usage_summaries",
+    "get_usage_breakdown",
     "export_usage",
     "create_threshold",
     "get_threshold",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import IO, Any, Literal, TypeVar
 
@@ -271,6 +271,28 @@ class Client:
                 metric_key, period_type, start, end, subject_type, subject_id, org_id
             )
         )
+
+    def get_usage_breakdown(
+        self,
+        metric_key: str,
+        period_type: PeriodType | str | None = None,
+        *,
+        start: TimeLike,
+        end: TimeLike,
+        group_by: Sequence[str] = (),
+        where: Mapping[str, object] | None = None,
+        subject_type: str | None = None,
+        subject_id: str | None = None,
+        org_id: str | None = None,
+        as_of: TimeLike | None = None,
+    ) -> list[UsageSummary]:
+        """Usage per period, subject and group of ``group_by`` dimension values, of the
+        records matching ``where`` (see ``Meter.get_usage_breakdown``)."""
+        call = Calls.get_usage_breakdown(
+            metric_key, period_type, start, end, group_by, where, subject_type, subject_id,
+            org_id, as_of,
+        )  # fmt: skip
+        return self._run(call)
 
     def export_usage(
         self,
