@@ -210,3 +210,145 @@ def _stored_in_influxdb(
          int(v["units_max"]), int(v["units_last"]), int(v["last_ts"]))
         for _, v in series_rows(result)
     ]  # fmt: skip
+
+
+# -- record-level measures: UNIQUE_COUNT, TIME_WEIGHTED_SUM, dimensions ------------------------
+#: seconds in each time unit of a time-weighted sum
+UNIT_SECONDS = {"SECOND": 1, "MINUTE": 60, "HOUR": 3600, "DAY": 86400}
+
+# (period start, period end, subject type, subject id, group values, count, sum, min, max,
+#  last value, last timestamp, total); min, max, last are None for a period the subject
+#  only carries a time-weighted reading into
+MRow = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Prop:
+    """A record with properties: the :class:`Rec` fields and its ``metadata``."""
+
+    id: str
+    subject: tuple[str, str]
+    quantity: int | str | Decimal
+    ts: datetime
+    metadata: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def value(self) -> Decimal:
+        """The quantity as the exact decimal it stands for."""
+        return Decimal(self.quantity)
+
+    def prop(self, name: str) -> str | None:
+        """The property as text: strings as given, integers in decimal, booleans
+        true/false; None when absent."""
+        found = dict(self.metadata).get(name)
+        if found is None:
+            return None
+        if found is True or found is False:
+            return "true" if found else "false"
+        return str(found)
+
+
+def periods_between(
+    period: PeriodType, zone: str, start: datetime, end: datetime
+) -> list[tuple[datetime, datetime]]:
+    """Every local calendar period meeting [start, end), found by stepping with
+    :func:`period_of` from the period of ``start``."""
+    tz = ZoneInfo(zone)
+    found = [period_of(period, start, tz)]
+    while found[-1][1] < end:
+        found.append(period_of(period, found[-1][1], tz))
+    return found
+
+
+def _seconds(span: timedelta) -> Fraction:
+    return Fraction(span.days * 86400 + span.seconds) + Fraction(span.microseconds, 10**6)
+
+
+def brute_measures(
+    records: Iterable[Prop],
+    period: PeriodType,
+    zone: str,
+    agg: str,
+    start: datetime,
+    end: datetime,
+    *,
+    dimensions: tuple[str, ...] = (),
+    group_by: tuple[str, ...] = (),
+    where: dict[str, str | None] | None = None,
+    unique: str | None = None,
+    time_unit: str = "HOUR",
+    as_of: datetime,
+) -> list[MRow]:
+    """Expected summaries per period meeting [start, end), subject and group of ``group_by``
+    values, of the records matching ``where``. The first record of an id counts. A
+    time-weighted series is the subject and every dimension's value; the reading in force at
+    an instant is the latest reading at or before it (greatest id at one instant); each
+    period integrates, segment by segment, from its start to min(its end, as_of), in
+    Fractions of seconds, reported in ``time_unit`` rounded half to even to PLACES."""
+    kept = list({r.id: r for r in reversed(list(records))}.values())
+    kept = [r for r in kept if all(r.prop(k) == v for k, v in (where or {}).items())]
+    out: list[MRow] = []
+    for ps, pe in periods_between(period, zone, start, end):
+        groups: dict[tuple[Any, ...], list[Prop]] = defaultdict(list)
+        for r in kept:
+            if ps <= r.ts < pe:
+                groups[(*r.subject, tuple(r.prop(g) for g in group_by))].append(r)
+        held: dict[tuple[Any, ...], Fraction] = defaultdict(Fraction)
+        if agg == "TIME_WEIGHTED_SUM":
+            cap = min(pe, as_of)
+            series: dict[tuple[Any, ...], list[Prop]] = defaultdict(list)
+            for r in kept:
+                series[(*r.subject, tuple(r.prop(d) for d in dimensions))].append(r)
+            for (st, si, dims), readings in series.items():
+                gkey = (st, si, tuple(dims[dimensions.index(g)] for g in group_by))
+                if any(r.ts < ps for r in readings) and ps < as_of:
+                    groups.setdefault(gkey, [])
+                cuts = sorted({ps, *(r.ts for r in readings if ps < r.ts < cap)})
+                for a, b in zip(cuts, [*cuts[1:], cap], strict=True):
+                    if b <= a:
+                        continue
+                    before = [r for r in readings if r.ts <= a]
+                    if before:
+                        now = max(before, key=lambda r: (r.ts, r.id))
+                        held[gkey] += Fraction(now.value) * _seconds(b - a)
+                        groups.setdefault(gkey, [])
+        for (st, si, gvals), rs in groups.items():
+            qs = [r.value for r in rs]
+            if agg == "UNIQUE_COUNT":
+                assert unique is not None
+                total = Decimal(len({r.prop(unique) for r in rs} - {None}))
+            elif agg == "TIME_WEIGHTED_SUM":
+                per_unit = held[(st, si, gvals)] / UNIT_SECONDS[time_unit]
+                total = Decimal(round(per_unit * 10**PLACES)) / 10**PLACES
+            elif agg == "COUNT":
+                total = Decimal(len(qs))
+            elif agg == "SUM":
+                total = sum(qs, Decimal(0))
+            else:
+                raise ValueError(agg)
+            last = max(rs, key=lambda r: (r.ts, r.id)) if rs else None
+            out.append((
+                ps, pe, st, si, gvals, len(rs), sum(qs, Decimal(0)),
+                min(qs) if qs else None, max(qs) if qs else None,
+                last.value if last else None, last.ts if last else None, total,
+            ))  # fmt: skip
+    return sorted(out, key=_sort_key)
+
+
+def _sort_key(row: MRow) -> tuple[Any, ...]:
+    return (row[0], row[2], row[3], tuple((v is not None, v or "") for v in row[4]))
+
+
+def got_measures(summaries: Iterable[UsageSummary], group_by: tuple[str, ...] = ()) -> list[MRow]:
+    """Summaries from the API in :func:`brute_measures`'s shape (``dimensions`` must name
+    exactly ``group_by``, or be None when not grouped)."""
+    rows = []
+    for s in summaries:
+        if s.dimensions is not None:
+            assert tuple(s.dimensions) == group_by, s.dimensions
+        gvals = tuple((s.dimensions or {}).values())
+        rows.append((
+            s.period_start, s.period_end, s.subject_type, s.subject_id, gvals, s.record_count,
+            s.sum, s.min, s.max, s.last_value, s.last_timestamp, s.total_quantity,
+        ))  # fmt: skip
+    return sorted(rows, key=_sort_key)

@@ -180,3 +180,40 @@ def test_metadata_never_holds_a_raw_newline(text: str | None) -> None:
     """Metadata as the domain stores it never contains a line break once escaped."""
     if text is not None:
         assert "\n" not in escape_field_string(text)
+
+
+def test_dimension_tags_follow_the_metric_scope_and_values() -> None:
+    """A known metric's rows carry ``dim.<name>`` tags (escaped, sorted with the others); a
+    record without a value has none; another scope of the same key, or a metric not known,
+    gets none; a value recording would refuse gives none."""
+    enc = UsageEncoder("usage", writer="w")
+    enc.know("tokens", "acme", ("model", "seats"))
+    meta = json.dumps({"model": "a, b=c\\", "seats": 3, "other": "x"})
+    scoped = enc.encode([row(metric_key="tokens", org_id="acme", metadata=meta)]).decode()
+    assert scoped.startswith(
+        f"usage,dim.model=a\\,\\ b\\=c{ALT},dim.seats=3,metric=tokens,org=acme,subject_id=o1,"
+        "subject_type=org,w=w "
+    )
+    for other in (row(metric_key="tokens", metadata=meta), row(metadata=meta)):
+        assert "dim." not in enc.encode([other]).decode()
+    for meta in (None, "{}", "[1]", "null", json.dumps({"model": None, "seats": 1.5})):
+        line = enc.encode([row(metric_key="tokens", org_id="acme", metadata=meta)]).decode()
+        assert "dim." not in line
+
+
+def test_knowing_a_metric_later_drops_its_cached_prefixes() -> None:
+    """Rows encoded before their metric's dimensions were known do not keep a prefix without
+    them; knowing a metric without dimensions keeps the cache."""
+    enc = UsageEncoder()
+    meta = json.dumps({"model": "m"})
+    assert "dim." not in enc.encode([row(metadata=meta)]).decode()
+    plain = enc.prefix(row())
+    enc.know("other", None, ())
+    assert enc.prefix(row()) is plain
+    enc.know("api_calls", None, ("model",))
+    assert (
+        enc.encode([row(metadata=meta)]).decode().startswith("usage,dim.model=m,metric=api_calls,")
+    )
+    assert enc.dimensions("api_calls", None) == ("model",) and enc.knows("other", None)
+    enc.know("api_calls", None, ())
+    assert "dim." not in enc.encode([row(metadata=meta)]).decode()

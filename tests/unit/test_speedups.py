@@ -10,6 +10,7 @@ would go untested.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -200,3 +201,53 @@ def test_ci_runs_the_compiled_paths() -> None:
     if os.environ.get("CI") and os.environ.get("TSMETER_PURE_PYTHON", "") in ("", "0"):
         assert native is not None, speedups.describe()
         assert intake.compiled is not None, intake.describe()
+
+
+DIMENSION_VALUE = st.one_of(
+    st.text(alphabet='a ,="\\⧵é🙂\n', min_size=0, max_size=6),
+    st.integers(),
+    st.booleans(),
+    st.none(),
+    st.floats(allow_nan=False),
+    st.just([1]),
+)
+ROWS_WITH_DIMENSIONS = st.lists(
+    st.builds(
+        RecordRow,
+        st.text(alphabet="ab", min_size=1, max_size=3),
+        st.sampled_from(["tokens", "plain"]),
+        st.just("org"),
+        st.sampled_from(["o1", "o,2"]),
+        st.sampled_from([None, "acme"]),
+        st.integers(min_value=0, max_value=10**6),
+        st.sampled_from([0, 999, 1_000]),
+        st.one_of(
+            st.none(),
+            st.just("not json"),
+            st.fixed_dictionaries({}, optional={"model": DIMENSION_VALUE,
+                                                "region": DIMENSION_VALUE}).map(json.dumps),
+        ),
+        st.none(),
+    ),
+    max_size=30,
+)  # fmt: skip
+
+
+@needs_native
+@settings(max_examples=300, deadline=None)
+@given(ROWS_WITH_DIMENSIONS, st.booleans())
+def test_encoded_lines_with_dimensions_are_the_same(rows: list[RecordRow], moved: bool) -> None:
+    """Rows of a metric with dimensions take the Python prefix from the compiled path too: the
+    bytes are the same, twice over (the second encode meets the caches)."""
+    times = [r.ts + 7 for r in rows] if moved else None
+    overflow = [i % 3 for i in range(len(rows))] if moved else None
+    out = []
+    for code in (native, None):
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            monkeypatch.setattr(lineprotocol, "native", code)
+            encoder = UsageEncoder("usage", writer="w 1")
+            encoder.know("tokens", None, ("model", "region"))
+            encoder.know("tokens", "acme", ("region",))
+            out.append([encoder.encode(rows, times, overflow) for _ in range(2)])
+    assert out[0] == out[1]
+    assert out[0][0] == out[0][1]

@@ -45,7 +45,7 @@ from tsmeter.domain import (
     UsageSummary,
     UsageThreshold,
 )
-from tsmeter.domain.events import Event, EventBus
+from tsmeter.domain.events import Event, EventBus, MetricDefined
 from tsmeter.domain.modelio import TimeLike, build
 from tsmeter.domain.periods import Calendar
 from tsmeter.domain.quantities import DEFAULT_PRECISION, Rounding, to_units
@@ -123,6 +123,13 @@ class Meter:
         self._sinks = RecordSinks()
         self._metrics = MetricCatalog(catalog, store, self.events,
                                       cache_seconds=metric_cache_seconds)  # fmt: skip
+        # a store that writes dimensions as tags (InfluxDB) asks the catalog for the metrics
+        # it was not told about, and hears of new definitions at once
+        look_up = getattr(store, "look_up_metrics", None)
+        if look_up is not None:
+            look_up(catalog.find_metric)
+            know = store.know_metrics  # type: ignore[attr-defined]
+            self.events.subscribe(MetricDefined, lambda event: know([event.metric]))
         self.outbox: Outbox | None = None
         if outbox is not None:
             self.outbox = _open_outbox(outbox, store, self.capabilities, self._sinks,

@@ -26,12 +26,18 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
 
+import msgspec
+
 from tsmeter.adapters.influxdb.speedups import native
 from tsmeter.domain import RecordRow
+from tsmeter.domain.properties import property_value
+from tsmeter.errors import ValidationError
 
 __all__ = [
+    "DIMENSION_TAG",
     "UsageEncoder",
     "decode_tag",
+    "dimension_tags",
     "encode_point",
     "escape_field_string",
     "escape_tag",
@@ -44,6 +50,9 @@ _RISKY_BACKSLASH = re.compile(r"\\(?=[,= ]|$)")
 _RISKY_IN_FIELD_KEY = re.compile(r'\\(?=[,= "]|$)')  # field keys also unescape \"
 _MEASUREMENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./+-]*")
 _DECODE = re.compile(f"{_ALT}{_ALT}|{_ALT}")
+#: the tag key of dimension ``name`` on raw usage points: ``DIMENSION_TAG.format(name)``
+DIMENSION_TAG = "dim.{}"
+_metadata = msgspec.json.Decoder()
 
 
 def _alt(value: str, risky: re.Pattern[str]) -> str:
@@ -137,6 +146,36 @@ def encode_point(
     return f"{series_prefix(measurement, tags.items())} {body} {time_ns}"
 
 
+def dimension_tags(names: Sequence[str], metadata: str | None) -> tuple[tuple[str, str], ...]:
+    """The ``dim.<name>`` tags of a record whose metric declares dimensions ``names``, from its
+    metadata (JSON text): each value as :func:`~tsmeter.domain.properties.property_value`
+    keeps it; a dimension the record has no value for has no tag. A value recording refuses
+    (a float, a list, text with control characters) never reaches a store through the Meter;
+    should one come, it has no tag either: writing a point must not fail on its data.
+
+    >>> dimension_tags(("model", "beta", "region"), '{"model": "gpt 4, mini", "beta": true}')
+    (('dim.model', 'gpt 4, mini'), ('dim.beta', 'true'))
+    """
+    if metadata is None:
+        return ()
+    try:
+        found = _metadata.decode(metadata)
+    except (msgspec.DecodeError, UnicodeError):
+        return ()
+    if not isinstance(found, dict):
+        return ()
+    tags = []
+    for name in names:
+        value = found.get(name)
+        if value is None:
+            continue
+        try:
+            tags.append((DIMENSION_TAG.format(name), property_value(name, value)))
+        except ValidationError:
+            continue
+    return tuple(tags)
+
+
 class UsageEncoder:
     """Encodes usage records as points of the raw-usage measurement, fast.
 
@@ -149,29 +188,90 @@ class UsageEncoder:
     >>> row = RecordRow("r1", "api calls", "org", "o,1", None, 1_000_000, 5, None, None)
     >>> print(enc.encode([row]).decode(), end="")
     usage,metric=api\\ calls,subject_id=o\\,1,subject_type=org,w=h1 units=1000000i,rid="r1",tsn=5i 5
+
+    The rows of a metric with dimensions (``know``) carry them as tags ``dim.<name>``
+    (:func:`dimension_tags`). Their prefix depends on the record's metadata, so it is kept
+    apart from the per-series cache and made by :meth:`prefix` for each such row (the
+    compiled path calls it on every row it finds no cached prefix for): the rows of metrics
+    without dimensions cost nothing more.
+
+    >>> enc.know("tokens", None, ("model",))
+    >>> row = row._replace(metric_key="tokens", metadata='{"model": "a=b c", "x": 1}')
+    >>> print(enc.encode([row]).decode(), end="")  # doctest: +NORMALIZE_WHITESPACE
+    usage,dim.model=a\\=b\\ c,metric=tokens,subject_id=o\\,1,subject_type=org,w=h1
+    units=1000000i,rid="r1",tsn=5i,metadata="{\\"model\\": \\"a=b c\\", \\"x\\": 1}" 5
     """
 
     def __init__(self, measurement: str = "usage", *, writer: str = "") -> None:
         self.measurement = measurement
         self.writer = writer
         self._prefixes: dict[tuple[str, str, str, str | None, int], str] = {}
+        # (metric key, org) -> the metric's dimension names (a metric known to have none: ())
+        self._dimensions: dict[tuple[str, str | None], tuple[str, ...]] = {}
+        # (metric, subject type, subject id, org, overflow, dimension tags) -> prefix
+        self._dimension_prefixes: dict[tuple[object, ...], str] = {}
+
+    def know(self, metric_key: str, org_id: str | None, dimensions: Sequence[str]) -> None:
+        """Say which dimensions the metric ``metric_key`` of scope ``org_id`` declares (its
+        rows' ``org_id`` is that scope). A metric not known has none."""
+        pair, names = (metric_key, org_id), tuple(dimensions)
+        if self._dimensions.get(pair) == names:
+            return
+        had = self._dimensions.get(pair, ())
+        self._dimensions[pair] = names
+        if had or names:  # its cached prefixes were made with other tags
+            self._prefixes.clear()
+            self._dimension_prefixes.clear()
+
+    def knows(self, metric_key: str, org_id: str | None) -> bool:
+        """Whether :meth:`know` was told about this metric."""
+        return (metric_key, org_id) in self._dimensions
+
+    def dimensions(self, metric_key: str, org_id: str | None) -> tuple[str, ...]:
+        """The dimension names known for this metric (none if it is not known)."""
+        return self._dimensions.get((metric_key, org_id), ())
 
     def prefix(self, row: RecordRow, overflow: int = 0) -> str:
-        """The escaped series prefix of ``row`` (``overflow`` > 0 adds tag ``c``)."""
-        key = (row.metric_key, row.subject_type, row.subject_id, row.org_id, overflow)
+        """The escaped series prefix of ``row`` (``overflow`` > 0 adds tag ``c``; a metric
+        with dimensions adds the row's ``dim.<name>`` tags)."""
+        key = (row[1], row[2], row[3], row[4], overflow)
         found = self._prefixes.get(key)
+        if found is not None:
+            return found
+        names = self._dimensions.get((row[1], row[4]))
+        if names:
+            return self._dimension_prefix(row, overflow, names)
+        if len(self._prefixes) > 200_000:
+            self._prefixes.clear()
+        tags = [
+            ("metric", row[1]),
+            ("subject_type", row[2]),
+            ("subject_id", row[3]),
+            ("org", row[4] or ""),
+            ("w", self.writer),
+            ("c", str(overflow) if overflow else ""),
+        ]
+        found = self._prefixes[key] = series_prefix(self.measurement, tags)
+        return found
+
+    def _dimension_prefix(self, row: RecordRow, overflow: int, names: tuple[str, ...]) -> str:
+        """The prefix of a row of a metric with dimensions (never in the per-series cache)."""
+        dims = dimension_tags(names, row[7])
+        key = (row[1], row[2], row[3], row[4], overflow, dims)
+        found = self._dimension_prefixes.get(key)
         if found is None:
-            if len(self._prefixes) > 200_000:
-                self._prefixes.clear()
+            if len(self._dimension_prefixes) > 200_000:
+                self._dimension_prefixes.clear()
             tags = [
-                ("metric", row.metric_key),
-                ("subject_type", row.subject_type),
-                ("subject_id", row.subject_id),
-                ("org", row.org_id or ""),
+                ("metric", row[1]),
+                ("subject_type", row[2]),
+                ("subject_id", row[3]),
+                ("org", row[4] or ""),
                 ("w", self.writer),
                 ("c", str(overflow) if overflow else ""),
+                *dims,
             ]
-            found = self._prefixes[key] = series_prefix(self.measurement, tags)
+            found = self._dimension_prefixes[key] = series_prefix(self.measurement, tags)
         return found
 
     def encode(

@@ -2,7 +2,15 @@
 
 Raw usage, measurement ``usage``:
     tags   ``metric``, ``subject_type``, ``subject_id``, ``org`` (org-scoped metrics only),
-           ``w`` (the writer), ``c`` (only on the rare points that need it, see below)
+           ``w`` (the writer), ``c`` (only on the rare points that need it, see below);
+           for a metric with dimensions, ``dim.<name>`` per dimension the record has a
+           value for (``property_value`` of ``metadata[name]``: text, integers in decimal,
+           booleans ``true``/``false``; stored as :func:`tag_value`, read back with
+           :func:`decode_tag`; no tag where the record has none). Dimension names are
+           identifiers, so ``GROUP BY "dim.model"`` needs no other quoting. A point's slot
+           (below) is still chosen per (metric, subject, org), whatever its dimension
+           values: records of one subject at one instant in different dimension series
+           get distinct times too, and a retried record finds its point where it went
     fields ``units`` (integer: the quantity times ``10 ** precision`` of its metric), ``rid``
            (record id), ``tsn`` (the record's exact time, ns, integer), ``metadata`` (JSON
            text), ``source``; points written before quantities were exact have a float

@@ -155,6 +155,7 @@ class InfluxStore:
         # store under the same lock wrote since
         self._stamp = b""
         self._calls = 0
+        self._find_metric: Callable[[str, str | None], MetricDefinition | None] | None = None
 
     @classmethod
     def from_url(
@@ -229,11 +230,36 @@ class InfluxStore:
         )
 
     def know_metrics(self, metrics: Iterable[MetricDefinition]) -> None:
-        """Tell the store the precision of ``metrics``, so that raw reads give points written
-        by an earlier version (float quantity, not converted yet) their units as ``tsmeter
-        influx convert`` will (half to even); without it such a point is an error naming the
-        command."""
-        self.transport.precisions.update({(m.key, m.org_id): m.precision for m in metrics})
+        """Tell the store the precision and the dimensions of ``metrics``: raw reads give
+        points written by an earlier version (float quantity, not converted yet) their units
+        as ``tsmeter influx convert`` will (half to even; without it such a point is an error
+        naming the command), and the rows of a metric with dimensions are written with them
+        as tags ``dim.<name>`` (see :func:`~tsmeter.adapters.influxdb.lineprotocol.dimension_tags`).
+        """
+        for m in metrics:
+            self.transport.precisions[(m.key, m.org_id)] = m.precision
+            self.encoder.know(m.key, m.org_id, m.dimension_names)
+
+    def look_up_metrics(self, find: Callable[[str, str | None], MetricDefinition | None]) -> None:
+        """Where to look up a metric the store was not told about (``find(key, org)``, the
+        catalog's ``find_metric``): before rows of a metric it does not know are written,
+        the store asks, so a metric defined after it opened (here or by another process)
+        has its dimensions as tags from its first record on. A metric not found is asked for
+        again at the next write of its rows."""
+        self._find_metric = find
+
+    def _learn(self, rows: list[RecordRow]) -> None:
+        """Look up the metrics of ``rows`` that the encoder does not know (see
+        :meth:`look_up_metrics`); one (metric, org) pair set per window, from C."""
+        find = self._find_metric
+        if find is None:
+            return
+        knows = self.encoder.knows
+        for metric_key, org_id in {(m, o) for m, o, _ in placement.hours(rows)}:
+            if not knows(metric_key, org_id):
+                metric = find(metric_key, org_id)
+                if metric is not None:
+                    self.know_metrics([metric])
 
     def convert(self, metrics: Sequence[MetricDefinition]) -> list[str]:
         """Give the raw points of earlier versions integer units (``tsmeter influx
@@ -441,6 +467,7 @@ class InfluxStore:
                     # ledger's locations are read (in ``result``)
                     while entered and entered[0][0] < visible and entered[0][1] <= sent:
                         seen.forget(entered.popleft()[0] + 1)
+                    self._learn(window)  # the dimensions of metrics defined meanwhile
                     found = lookup.result()
                     if forgotten is not None and low < forgotten:  # see the docstring
                         while pending:
