@@ -24,6 +24,7 @@ from tsmeter.domain import (
     UsageAlert,
     UsageThreshold,
 )
+from tsmeter.domain.corrections import CorrectionRequest, CorrectionRow
 from tsmeter.domain.deliveries import Channel, Claimed, Delivery, DeliveryStatus
 from tsmeter.domain.periods import Calendar
 
@@ -33,6 +34,7 @@ __all__ = [
     "ApiKeyRow",
     "Capabilities",
     "Catalog",
+    "CorrectionQuery",
     "Dedupe",
     "DeliveryQueue",
     "DeliveryRow",
@@ -75,6 +77,34 @@ class SummaryQuery:
     org_id: str | None = None
     subject_type: str | None = None
     subject_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CorrectionQuery:
+    """Which corrections to list: of one metric (``org_id`` its scope, None: the global
+    metric) or, without ``metric_key``, of every metric (``org_id`` given: that org's);
+    optionally of one record; ``start``/``end``: the corrected records' times (ns)."""
+
+    metric_key: str | None = None
+    org_id: str | None = None
+    record_id: str | None = None
+    start: int | None = None
+    end: int | None = None
+
+    def matches(self, row: CorrectionRow) -> bool:
+        """Whether ``row`` is one this query asks for."""
+        if self.metric_key is not None and (row.metric_key, row.org_id) != (
+            self.metric_key,
+            self.org_id,
+        ):
+            return False
+        if self.metric_key is None and self.org_id is not None and row.org_id != self.org_id:
+            return False
+        return (
+            (self.record_id is None or row.record_id == self.record_id)
+            and (self.start is None or row.record_ts >= self.start)
+            and (self.end is None or row.record_ts < self.end)
+        )
 
 
 class SummaryRow(NamedTuple):
@@ -207,6 +237,22 @@ class UsageStore(Protocol):
 
     def purge_metric(self, metric_key: str, org_id: str | None) -> int:
         """Delete every record and summary of a metric; return the records deleted."""
+        ...
+
+    def correct(self, request: CorrectionRequest, not_before: int) -> tuple[CorrectionRow, bool]:
+        """Apply a correction to a stored record, in one call: keep its audit row, cancel
+        (the record no longer counts; its id stays known, so recording it again counts
+        nothing) or amend (its quantity becomes ``request.units``), and mark the record's
+        periods for recomputation as a late record does. Returns the audit row and whether
+        this call applied it: ``(row, False)`` when ``request.id`` was applied before (the row
+        kept then), or for a cancel of a record cancelled before (that cancel's row).
+        NotFoundError for an id never stored; ConflictError for amending a cancelled record;
+        ValidationError naming ``recordId`` for a record timed before ``not_before`` (ns).
+        """
+        ...
+
+    def list_corrections(self, query: CorrectionQuery) -> list[CorrectionRow]:
+        """The corrections ``query`` asks for, oldest first (by ``corrected_at``, then id)."""
         ...
 
     def append_events(self, events: Sequence[EventRow]) -> None:

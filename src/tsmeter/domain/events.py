@@ -25,6 +25,7 @@ from tsmeter.domain import (
     UsageRecord,
     UsageThreshold,
 )
+from tsmeter.domain.corrections import Correction
 
 __all__ = [
     "Event",
@@ -38,6 +39,7 @@ __all__ = [
     "ThresholdResolved",
     "UsageAggregated",
     "UsageBatchRecorded",
+    "UsageCorrected",
     "UsageRecorded",
 ]
 
@@ -96,6 +98,15 @@ class UsageBatchRecorded(Event):
     name: ClassVar[str] = "usage.batch_recorded"
     result: BatchResult
     metric_keys: frozenset[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class UsageCorrected(Event):
+    """A stored record was cancelled or amended (published once, by the call that applied
+    the correction; a repeated correction id publishes nothing)."""
+
+    name: ClassVar[str] = "usage.corrected"
+    correction: Correction
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import timedelta
 from decimal import Decimal
 from functools import partial
 from typing import IO, Any, Literal, TypeVar
@@ -45,6 +46,7 @@ from tsmeter.domain import (
     UsageSummary,
     UsageThreshold,
 )
+from tsmeter.domain.corrections import Correction
 from tsmeter.domain.events import Event, EventBus, MetricDefined
 from tsmeter.domain.modelio import TimeLike, build
 from tsmeter.domain.periods import Calendar
@@ -57,6 +59,7 @@ from tsmeter.limits.quotas import QuotaDecision, QuotaView
 from tsmeter.limits.thresholds import Thresholds
 from tsmeter.metering.aggregation import Aggregation
 from tsmeter.metering.catalog import MetricCatalog
+from tsmeter.metering.corrections import DEFAULT_WINDOW, Corrections
 from tsmeter.metering.declared import DesiredState
 from tsmeter.metering.intake import Intake
 from tsmeter.metering.planning import Plan, Planner, Step, same_threshold
@@ -80,7 +83,8 @@ class Meter:
     Build one with :func:`tsmeter.connect`; it is a context manager and
     thread-safe. ``timezone`` is the IANA zone periods are computed in;
     ``quota_refresh`` how often (s) ``check`` and ``enforce=True`` read usage from the
-    store again.
+    store again; ``correction_window`` how long after its timestamp a record can be cancelled
+    or amended (a timedelta or seconds; default 90 days).
     """
 
     #: how long ``close`` lets the outbox deliver before it leaves the rest for a later process
@@ -100,6 +104,7 @@ class Meter:
         outbox_options: dict[str, Any] | None = None,
         capabilities: Capabilities | None = None,
         quota_refresh: float = 5.0,
+        correction_window: timedelta | float = DEFAULT_WINDOW,
     ) -> None:
         if durability not in ("outbox", "memory"):
             raise ValidationError("durability", f"must be 'outbox' or 'memory', got {durability!r}")
@@ -160,6 +165,8 @@ class Meter:
         self._monitor = Monitor(store, catalog, self.calendar, self._event_log, self.events,
                                 settle=self._settle)  # fmt: skip
         self._alerts = Alerts(catalog)
+        self._corrections = Corrections(store, self._metrics.resolve, self.events, self._quotas,
+                                        window=correction_window, settle=self._settle)  # fmt: skip
         self._planner = Planner(self._metrics, self._thresholds, self._has_records)
 
     # -- metrics ----------------------------------------------------------------------
@@ -286,6 +293,59 @@ class Meter:
         read after a write sees it while the store is up."""
         if self.outbox is not None:
             self.outbox.drain(10.0)
+
+    # -- corrections --------------------------------------------------------------------
+    def cancel_record(
+        self, record_id: str, *, reason: str, actor: str, correction_id: str | None = None
+    ) -> Correction:
+        """Cancel a stored record: it no longer counts anywhere, and its id stays known
+        (recording it again counts nothing). ``reason`` and ``actor`` (who) are kept in the
+        audit trail with the time (see :meth:`list_corrections`).
+
+        Idempotent by ``correction_id`` (default: derived from the record id, so a retry is
+        a no-op and returns ``applied=False``). Summaries of the record's periods are
+        recomputed by the next aggregation run and reads see the change at once.
+        NotFoundError for an unknown id; ValidationError naming ``recordId`` for a record
+        older than ``correction_window``. Example:
+        ``meter.cancel_record("req-42", reason="test traffic", actor="ops@example.com")``.
+        """
+        return self._corrections.cancel(record_id, reason=reason, actor=actor,
+                                        correction_id=correction_id)  # fmt: skip
+
+    def amend_record(
+        self,
+        record_id: str,
+        quantity: int | float | str | Decimal,
+        *,
+        reason: str,
+        actor: str,
+        correction_id: str | None = None,
+    ) -> Correction:
+        """Replace the quantity of a stored record (its subject, time and properties stay: a
+        record in the wrong subject or time is cancelled and recorded anew), with an audit
+        row as :meth:`cancel_record`. Idempotent by ``correction_id`` (default: derived from
+        the record id and the new quantity). ConflictError for a cancelled record. Example:
+        ``meter.amend_record("req-42", "2.5", reason="meter misread", actor="ops")``.
+        """
+        return self._corrections.amend(record_id, quantity, reason=reason, actor=actor,
+                                       correction_id=correction_id)  # fmt: skip
+
+    def list_corrections(
+        self,
+        metric_key: str | None = None,
+        *,
+        record_id: str | None = None,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
+        org_id: str | None = None,
+    ) -> list[Correction]:
+        """The audit trail of corrections, oldest first: of one metric (``org_id``: its
+        org's own; None: the global one) or of every metric (``org_id``: that org's), of one
+        record, of records timed in ``[start, end)``. Example:
+        ``[c.reason for c in meter.list_corrections("api_calls")]``.
+        """
+        return self._corrections.list_corrections(metric_key, record_id=record_id,
+                                                  start=start, end=end, org_id=org_id)  # fmt: skip
 
     # -- reading ----------------------------------------------------------------------
     def get_usage(

@@ -187,7 +187,7 @@ class FluxSource:
                 suspect.setdefault(((key[0], key[3]), int(values["t"])), set()).add(key)
         if suspect:
             out += self._recompute(measurement, suspect)
-        return out
+        return [row for row in out if row.record_count]  # 0: emptied by a cancel
 
     def _recompute(
         self, measurement: str, suspect: dict[tuple[Scope, int], set[SeriesKey]]

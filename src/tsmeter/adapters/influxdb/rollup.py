@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from tsmeter.adapters.influxdb import changelog
+from tsmeter.adapters.influxdb import changelog, corrections
 from tsmeter.adapters.influxdb.changelog import SETTLE, Entry, Ledger, Scope, Series
 from tsmeter.adapters.influxdb.client import (
     InfluxV1Client,
@@ -435,6 +435,8 @@ class InfluxQL:
         for _, v in series_rows(result):
             if v.get("units_sum") is None:  # written by an earlier version: recomputed
                 continue
+            if not v.get("count"):  # emptied by a cancel (``corrections.tombstones``)
+                continue
             key = series_of(v)
             out.append(SummaryRow(
                 key[0], key[1], key[2], key[3], int(v["time"]), 0, int(v["count"]),
@@ -526,6 +528,7 @@ def rollup_from(
     ledger = Ledger.of(source.ledger(key))
     after: Ledger | None = None
     touched: Touched = {}
+    todo: list[Entry] = []
     if start is None and end is None and ledger is not None:
         todo, after = changelog.pending(source, ledger, clock() - SETTLE)
         touched = dict(calendar.periods_of_hours(period, _by_hour(todo)))
@@ -547,6 +550,7 @@ def rollup_from(
     except SeriesError as exc:  # write the others; the watermark stays, so the failed
         failure, rows = exc, _by_key(exc.rows)  # series stays due for recomputation
         failed += [key for key in exc.series if key not in failed]
+    rows.update(corrections.tombstones(source, period, calendar, todo, rows))  # cancels
     measurement = summary_measurement(period, calendar.timezone)
     now = time.time_ns()
     lines = summary_lines(measurement, rows.values(), now)

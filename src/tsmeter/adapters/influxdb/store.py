@@ -50,7 +50,7 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
-from tsmeter.adapters.influxdb import placement
+from tsmeter.adapters.influxdb import corrections, placement
 from tsmeter.adapters.influxdb.lineprotocol import UsageEncoder, encode_point
 from tsmeter.adapters.influxdb.schema import (
     COLLISIONS,
@@ -65,6 +65,7 @@ from tsmeter.adapters.influxdb.schema import (
 )
 from tsmeter.adapters.influxdb.transport import Conversion, Points, Transport
 from tsmeter.domain import MetricDefinition, PeriodType, RecordRow
+from tsmeter.domain.corrections import CorrectionRequest, CorrectionRow
 from tsmeter.domain.periods import Calendar
 from tsmeter.domain.quantities import DEFAULT_PRECISION
 from tsmeter.domain.validation import to_ns
@@ -72,6 +73,7 @@ from tsmeter.errors import StorageUnavailableError, TsmeterError
 from tsmeter.files import open_private
 from tsmeter.ports import (
     Capabilities,
+    CorrectionQuery,
     Dedupe,
     EventRow,
     RecordQuery,
@@ -558,6 +560,11 @@ class InfluxStore:
         by another host (a retry through it at the same moment) is left to that host: it
         joins ``elsewhere`` with where that host sends it."""
         again = [row for row in rows if row.id in sent] if sent else []
+        if again:  # a cancelled id stays cancelled: its point is gone on purpose
+            cancelled = corrections.refuse_cancelled(self, again, sent)
+            if cancelled:
+                again = [row for row in again if row.id not in cancelled]
+                rows = [row for row in rows if row.id not in cancelled]
         if again:
             lost = self.dedupe.take_over(again, self.writer, self.IN_FLIGHT_S)
             rows_new = [row for row in rows if row.id not in sent]
@@ -713,6 +720,39 @@ class InfluxStore:
                 if values.get("rid") == record_id and complete(values):
                     return row_of(tags, values, self.transport.precisions)
         return None
+
+    # -- corrections ------------------------------------------------------------------
+    def correct(self, request: CorrectionRequest, not_before: int) -> tuple[CorrectionRow, bool]:
+        """Cancel or amend a stored record with its audit point, under the host lock (see the
+        UsageStore port and :mod:`tsmeter.adapters.influxdb.corrections`)."""
+        with self._exclusive():
+            return corrections.apply(self, request, not_before)
+
+    def list_corrections(self, query: CorrectionQuery) -> list[CorrectionRow]:
+        """The corrections ``query`` asks for, oldest first."""
+        rows = [row for row in self.transport.corrections.corrections(query) if query.matches(row)]
+        return sorted(rows, key=lambda c: (c.corrected_at, c.id))
+
+    def places(self, record_id: str) -> list[RecordRow]:
+        """Where the id was sent (the ledger) or found (this store's reads): rows with its
+        series and time."""
+        places = list(self.dedupe.known([record_id]).values())
+        for kept in (self._seen, self._found, self._recent):
+            if record_id in kept:
+                places.append(kept[record_id])
+        return places
+
+    def forget_record(self, record_id: str) -> None:
+        """Drop what this store remembers of a record's point (it was corrected)."""
+        for kept in (self._recent, self._seen, self._found):
+            kept.pop(record_id, None)
+
+    def log_stamp(self) -> int:
+        """A change-log stamp of this writer, later than any it gave before (called under the
+        host lock, as the write path's bookkeeping is)."""
+        now = max(time.time_ns(), self._log_clock)
+        self._log_clock = now + 1
+        return now
 
     # -- reading ----------------------------------------------------------------------
     def get_record(self, record_id: str) -> RecordRow | None:

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tsmeter.domain import MetricDefinition, PeriodType, RecordRow
 from tsmeter.domain.periods import Calendar
 from tsmeter.ports import EventRow, RecordQuery, RollupStats, SummaryQuery, SummaryRow
+
+if TYPE_CHECKING:
+    from tsmeter.adapters.influxdb.corrections import Backend
 
 __all__ = ["Conversion", "Points", "Transport"]
 
@@ -61,6 +64,8 @@ class Transport(Protocol):
     #: (metric, org) -> precision: lets raw reads convert points of an earlier version
     #: (float ``quantity``) as ``tsmeter influx convert`` would (see ``schema.legacy_units``)
     precisions: dict[tuple[str, str | None], int]
+    #: the reads and deletes corrections need (see :mod:`tsmeter.adapters.influxdb.corrections`)
+    corrections: Backend
 
     def write(self, body: bytes) -> None:
         """Send line protocol; return once the server stored it (raise a TsmeterError else)."""

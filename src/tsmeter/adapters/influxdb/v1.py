@@ -19,6 +19,7 @@ from tsmeter.adapters.influxdb.client import (
     quote_ident,
     series_rows,
 )
+from tsmeter.adapters.influxdb.corrections import Backend, InfluxQLCorrections
 from tsmeter.adapters.influxdb.lineprotocol import decode_tag, encode_point, tag_value
 from tsmeter.adapters.influxdb.schema import (
     CONVERT_HINT,
@@ -66,6 +67,7 @@ class V1Transport:
         self.writer = config.writer
         self.precisions: dict[tuple[str, str | None], int] = {}
         self._units_ok = False  # no raw point of an earlier version left (cached once known)
+        self.corrections: Backend = InfluxQLCorrections(self.client)
 
     @classmethod
     def from_url(cls, url: str) -> V1Transport:

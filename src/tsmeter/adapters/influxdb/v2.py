@@ -19,6 +19,7 @@ from typing import Any
 
 from tsmeter.adapters.influxdb import flux
 from tsmeter.adapters.influxdb import rollup as rollups
+from tsmeter.adapters.influxdb.corrections import Backend, FluxCorrections
 from tsmeter.adapters.influxdb.fluxrollup import FluxSource
 from tsmeter.adapters.influxdb.lineprotocol import decode_tag, encode_point, tag_value
 from tsmeter.adapters.influxdb.schema import (
@@ -96,6 +97,7 @@ class V2Transport:
         self.lock_name = f"{config.base_url}/{config.bucket}"
         self.writer = config.writer
         self.precisions: dict[tuple[str, str | None], int] = {}
+        self.corrections: Backend = FluxCorrections(self.api, self.bucket)
 
     @classmethod
     def from_url(cls, url: str) -> V2Transport:

@@ -15,6 +15,7 @@ import sqlite3
 
 from tsmeter._sqlite import DELIVERIES_DDL
 from tsmeter._sqlite import open_wal as open_wal
+from tsmeter.adapters.sqlite.corrections import DDL as CORRECTIONS_DDL
 from tsmeter.adapters.sqlite.dimensions import DIMENSIONS_DDL
 from tsmeter.domain.quantities import (
     DEFAULT_PRECISION,
@@ -141,7 +142,7 @@ CREATE TABLE IF NOT EXISTS rollup_state (
 );
 """
 
-DDL += DELIVERIES_DDL
+DDL += DELIVERIES_DDL + CORRECTIONS_DDL
 DDL += DIMENSIONS_DDL
 
 

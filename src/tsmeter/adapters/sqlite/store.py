@@ -18,7 +18,7 @@ from itertools import chain, pairwise
 from pathlib import Path
 from typing import Any
 
-from tsmeter.adapters.sqlite import dimensions
+from tsmeter.adapters.sqlite import corrections, dimensions
 from tsmeter.adapters.sqlite import rollup as rollups
 from tsmeter.adapters.sqlite.schema import connect
 from tsmeter.domain import (
@@ -29,6 +29,7 @@ from tsmeter.domain import (
     UsageAlert,
     UsageThreshold,
 )
+from tsmeter.domain.corrections import CorrectionRequest, CorrectionRow
 from tsmeter.domain.models import STORED
 from tsmeter.domain.periods import Calendar
 from tsmeter.domain.properties import stored_values
@@ -40,6 +41,7 @@ from tsmeter.ports import (
     AlertResolution,
     ApiKeyRow,
     Capabilities,
+    CorrectionQuery,
     DeliveryRow,
     EventRow,
     RecordQuery,
@@ -231,6 +233,7 @@ class SQLiteStore:
             except (sqlite3.IntegrityError, OverflowError):
                 raise _bad_units(rows) from None
             inserted = conn.total_changes - before
+            inserted -= corrections.drop_cancelled(conn, rows)  # cancelled ids stay cancelled
             conn.executemany(
                 "INSERT INTO dirty (series_id, hour) VALUES (?, ?)",
                 {(v[1], v[2] // _HOUR) for v in values},
@@ -414,6 +417,7 @@ class SQLiteStore:
             deleted = conn.execute(f"DELETE FROM usage_records WHERE {where}", (sjson,)).rowcount
             conn.execute(f"DELETE FROM summaries WHERE {where}", (sjson,))
             conn.execute(f"DELETE FROM dirty WHERE {where}", (sjson,))
+            corrections.forget_metric(conn, metric_key, org_id)
             conn.execute(
                 "DELETE FROM series WHERE id IN (SELECT value FROM json_each(?))", (sjson,)
             )
@@ -423,6 +427,18 @@ class SQLiteStore:
             )
         self._series = {k: v for k, v in self._series.items() if v not in series}
         return int(deleted)
+
+    # -- corrections ------------------------------------------------------------------
+    def correct(self, request: CorrectionRequest, not_before: int) -> tuple[CorrectionRow, bool]:
+        """Cancel or amend a stored record with its audit row, in one transaction (see the
+        UsageStore port and :mod:`tsmeter.adapters.sqlite.corrections`)."""
+        with self._write() as conn:
+            return corrections.correct(conn, request, not_before)
+
+    def list_corrections(self, query: CorrectionQuery) -> list[CorrectionRow]:
+        """The corrections ``query`` asks for, oldest first."""
+        with self._read() as conn:
+            return corrections.list_corrections(conn, query)
 
     # -- summaries --------------------------------------------------------------------
     def rollup(
