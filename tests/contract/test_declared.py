@@ -251,3 +251,49 @@ def test_the_python_entry_point_takes_a_desired_state(meter: Meter) -> None:
     for _ in range(3):
         meter.apply(desired)
     assert [m.key for m in meter.list_metrics()] == ["api_calls"]
+
+
+PROPERTIES: dict[str, Any] = {
+    "metrics": [
+        {"key": "tokens", "dimensions": ["model", {"name": "region", "values": ["eu", "us"]}]},
+        {"key": "mau", "aggregation_type": "unique_count", "unique_property": "user_id"},
+        {"key": "storage_gb", "aggregation_type": "time_weighted_sum", "time_unit": "day"},
+    ]
+}
+
+
+def test_plans_show_dimensions_unique_property_and_time_unit(meter: Meter) -> None:
+    """A plan shows the declared properties; applied, the metrics hold them; a bound or a
+    closed set may change, dimension names, the unique property, the time unit and a
+    record-level type may not, and the file that asks changes nothing."""
+    plan = meter.plan(PROPERTIES)
+    shown = {s.metric_key: {c.field: c.after for c in s.changes} for s in plan.steps}
+    assert shown["tokens"]["dimensions"] == "model (at most 100 values), region (eu, us)"
+    assert "time_unit" not in shown["tokens"] and "unique_property" not in shown["tokens"]
+    assert shown["mau"]["unique_property"] == "user_id"
+    assert shown["storage_gb"]["time_unit"] == "DAY"
+    meter.apply(PROPERTIES)
+    assert meter.get_metric("tokens").dimension_names == ("model", "region")
+    assert not meter.plan(PROPERTIES).changed
+    wider = {"metrics": [{**PROPERTIES["metrics"][0], "dimensions": [
+        {"name": "model", "max_values": 500}, {"name": "region", "values": ["eu", "us", "ap"]}]},
+        *PROPERTIES["metrics"][1:]]}  # fmt: skip
+    [step] = meter.plan(wider).pending
+    assert [(c.field, c.before, c.after) for c in step.changes] == [(
+        "dimensions", "model (at most 100 values), region (eu, us)",
+        "model (at most 500 values), region (eu, us, ap)")]  # fmt: skip
+    meter.apply(wider)
+    assert meter.get_metric("tokens").dimensions[0].max_values == 500
+    before = snapshot(meter)
+    fixed = {"metrics": [
+        {"key": "tokens", "dimensions": ["model", "zone"]},
+        {"key": "mau", "aggregation_type": "unique_count", "unique_property": "account"},
+        {"key": "storage_gb", "aggregation_type": "sum", "time_unit": "hour"},
+    ]}  # fmt: skip
+    with pytest.raises(DeclarationError) as caught:
+        meter.apply(fixed)
+    assert [place for place, _ in caught.value.problems] == [
+        "metrics[0].dimensions", "metrics[1].unique_property", "metrics[2].aggregation_type",
+        "metrics[2].time_unit"]  # fmt: skip
+    assert "dimension names cannot change" in str(caught.value)
+    assert snapshot(meter) == before

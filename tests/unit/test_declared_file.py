@@ -244,3 +244,89 @@ def test_hostile_names_are_data(name: str) -> None:
         assert (metric.key, metric.org_id, metric.description) == (name, name, f"{name}\nline 2")
         assert (limit.metric_key, limit.subject_type, limit.subject_id) == (name, name, name)
         assert limit.threshold == Decimal("1.5")
+
+
+PROPERTIES_YAML = """
+metrics:
+  - key: tokens
+    dimensions:
+      - model
+      - {name: region, values: [eu, us, 3, true]}
+      - {name: tier, max_values: 5}
+  - key: mau
+    aggregation_type: unique_count
+    unique_property: user_id
+  - key: storage_gb
+    aggregation_type: time_weighted_sum
+    time_unit: day
+"""
+
+PROPERTIES_TOML = """
+[[metrics]]
+key = "tokens"
+dimensions = ["model", {name = "region", values = ["eu", "us", 3, true]},
+              {name = "tier", max_values = 5}]
+
+[[metrics]]
+key = "mau"
+aggregation_type = "unique_count"
+unique_property = "user_id"
+
+[[metrics]]
+key = "storage_gb"
+aggregation_type = "time_weighted_sum"
+time_unit = "day"
+"""
+
+
+def test_dimensions_unique_property_and_time_unit_are_declared() -> None:
+    """A file declares dimensions (a bare name: open with the default bound), a unique
+    property and a time unit; YAML and TOML give the same models."""
+    yaml_state = parse(PROPERTIES_YAML, "yaml")
+    assert _comparable(yaml_state) == _comparable(parse(PROPERTIES_TOML, "toml"))
+    tokens, mau, storage = (m.definition for m in yaml_state.metrics)
+    assert [(d.name, d.max_values, d.values) for d in tokens.dimensions] == [
+        ("model", 100, None),
+        ("region", 100, ("eu", "us", "3", "true")),
+        ("tier", 5, None),
+    ]
+    assert (mau.aggregation_type, mau.unique_property) == (AggregationType.UNIQUE_COUNT,
+                                                           "user_id")  # fmt: skip
+    assert (storage.aggregation_type, storage.time_unit) == ("TIME_WEIGHTED_SUM", "DAY")
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("dimensions: model", "metrics[0].dimensions: must be a list of dimensions"),
+        ("dimensions: [{name: 3}]", "metrics[0].dimensions[0].name: must be text"),
+        ("dimensions: [{max_values: 3}]", "metrics[0].dimensions[0].name: is required"),
+        ("dimensions: [{name: a, max_value: 3}]",
+         "metrics[0].dimensions[0].max_value: unknown key (did you mean 'max_values'?)"),
+        ("dimensions: [{name: a, max_values: 2.5}]",
+         "metrics[0].dimensions[0].max_values: must be a whole number"),
+        ("dimensions: [{name: a, max_values: 0}]",
+         "metrics[0].dimensions[0].max_values: Input should be greater than or equal to 1"),
+        ("dimensions: [{name: a, max_values: 10001}]",
+         "metrics[0].dimensions[0].max_values: Input should be less than or equal to 10000"),
+        ("dimensions: [{name: a, values: eu}]", "metrics[0].dimensions[0].values: must be a list"),
+        ("dimensions: [{name: a, values: [eu, 1.5]}]",
+         "metrics[0].dimensions[0].values[1]: must be a string, an integer or a boolean"),
+        ("dimensions: [{name: a, values: [eu, eu]}]",
+         "metrics[0].dimensions[0].values: must not repeat a value"),
+        ("dimensions: ['user id']", "metrics[0].dimensions[0].name: must be a letter or _"),
+        ("dimensions: [a, b, a]", "metrics[0].dimensions[2].name: 'a' is declared twice"),
+        ("dimensions: [a, b, c, d, e, f, g, h, i]", "metrics[0].dimensions: at most 8"),
+        ("unique_property: user_id",
+         "metrics[0].unique_property: only a UNIQUE_COUNT metric counts distinct values"),
+        ("aggregation_type: unique_count", "metrics[0].unique_property: required for a"
+                                           " UNIQUE_COUNT metric"),
+        ("time_unit: week", "metrics[0].time_unit: Input should be 'SECOND', 'MINUTE'"),
+        ("unique_property: 7", "metrics[0].unique_property: must be text, got a number"),
+    ],
+)  # fmt: skip
+def test_property_mistakes_are_named(entry: str, expected: str) -> None:
+    """Each mistake in a metric's dimensions, unique property or time unit names the place."""
+    with pytest.raises(DeclarationError) as caught:
+        parse(f"metrics:\n  - key: k\n    {entry}\n", "yaml", "m.yaml")
+    assert str(caught.value).startswith(f"m.yaml: {expected}"), str(caught.value)

@@ -10,13 +10,32 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from tsmeter.domain import MetricDefinition, UsageThreshold
+from tsmeter.domain import MetricDefinition, ThresholdAction, UsageThreshold
 from tsmeter.domain.modelio import build, changed
 from tsmeter.errors import NotFoundError, ValidationError
 from tsmeter.limits.quotas import QuotaView
 from tsmeter.ports import Catalog
 
-__all__ = ["Thresholds"]
+__all__ = ["Thresholds", "block_refusal"]
+
+
+def block_refusal(metric: MetricDefinition, action: ThresholdAction | str) -> str | None:
+    """Why a threshold with ``action`` cannot be on ``metric``, or None: BLOCK (a quota) is
+    refused on UNIQUE_COUNT and TIME_WEIGHTED_SUM metrics, whose usage is not a sum of the
+    records' quantities.
+
+    >>> block_refusal(MetricDefinition(key="seats", aggregation_type="TIME_WEIGHTED_SUM"),
+    ...               "BLOCK")[:44]
+    'BLOCK is not available for TIME_WEIGHTED_SUM'
+    """
+    if action != ThresholdAction.BLOCK or not metric.record_level:
+        return None
+    return (
+        f"BLOCK is not available for {metric.aggregation_type.value} metric {metric.key!r}:"
+        " quota enforcement adds records to the usage it holds one at a time as they are"
+        " recorded, and a distinct count or a time-weighted sum is not such a running total;"
+        " use ALERT or WARN (evaluated on the metric's usage by the threshold job)"
+    )
 
 
 class Thresholds:
@@ -48,6 +67,9 @@ class Thresholds:
             **fields, "metric_key": metric.key, "subject_type": subject_type,
             "subject_id": subject_id, "threshold": threshold, "created_at": now, "updated_at": now,
         })  # fmt: skip
+        refused = block_refusal(metric, item.action)
+        if refused is not None:
+            raise ValidationError("action", refused)
         self._catalog.add_threshold(item)
         self._quotas.invalidate()
         return item
@@ -70,6 +92,11 @@ class Thresholds:
         if "threshold" in changes and not {"warn_threshold", "warnThreshold"} & changes.keys():
             data["warn_threshold"] = None  # keep the default 80 % of the new limit
         updated = build(UsageThreshold, {**data, "updated_at": datetime.now(UTC)})
+        if updated.action != current.action:
+            refused = block_refusal(self._get_metric(current.metric_key, current.org_id),
+                                    updated.action)  # fmt: skip
+            if refused is not None:
+                raise ValidationError("action", refused)
         self._catalog.replace_threshold(updated)
         self._quotas.invalidate()
         return updated

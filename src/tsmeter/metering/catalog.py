@@ -12,14 +12,15 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from tsmeter.domain import MetricDefinition
+from tsmeter.domain import AggregationType, MetricDefinition
 from tsmeter.domain.events import EventBus, MetricDefined, MetricDeleted, MetricUpdated
 from tsmeter.domain.modelio import build, changed
+from tsmeter.domain.models import RECORD_LEVEL
 from tsmeter.errors import ConflictError, NotFoundError, ValidationError
 from tsmeter.metering.planning import conflict_message, metric_changes
 from tsmeter.ports import Catalog, UsageStore
 
-__all__ = ["MetricCatalog"]
+__all__ = ["MetricCatalog", "fixed_field_problems"]
 
 
 class MetricCatalog:
@@ -74,9 +75,11 @@ class MetricCatalog:
     def update_metric(
         self, key: str, org_id: str | None = None, **changes: Any
     ) -> MetricDefinition:
-        """Change a metric's name, description, unit, aggregation type, reset period or
-        rounding (its id, key, org, creation time and precision are fixed: stored values are
-        integers of its precision)."""
+        """Change a metric's name, description, unit, aggregation type (among the composable
+        types), reset period, rounding, or its dimensions' ``max_values`` and ``values``
+        (its id, key, org, creation time and precision are fixed: stored values are integers
+        of its precision; so are its dimension names, unique property and time unit, and a
+        UNIQUE_COUNT or TIME_WEIGHTED_SUM stays one: see :func:`fixed_field_problems`)."""
         metric = self.get_metric(key, org_id)
         frozen = {"id", "key", "org_id", "orgId", "created_at", "createdAt"} & changes.keys()
         if frozen:
@@ -88,7 +91,18 @@ class MetricCatalog:
                 " metric for another precision"
             )  # fmt: skip
         data = {**changed(metric, changes), "updated_at": datetime.now(UTC)}
-        updated = build(MetricDefinition, data)
+        try:
+            updated = build(MetricDefinition, data)
+        except ValidationError:
+            # asking for UNIQUE_COUNT without a unique property: the type is the problem
+            kind = str(data.get("aggregation_type", "")).upper()
+            if kind in AggregationType.__members__:
+                asked = metric.model_copy(update={"aggregation_type": AggregationType(kind)})
+                for field, problem in fixed_field_problems(metric, asked):
+                    raise ValidationError(field, problem) from None
+            raise
+        for field, problem in fixed_field_problems(metric, updated):
+            raise ValidationError(field, problem)
         self._catalog.replace_metric(updated)
         self._cache.clear()
         self._bus.publish(MetricUpdated(metric=updated))
@@ -145,3 +159,49 @@ def _same(current: MetricDefinition, wanted: MetricDefinition) -> MetricDefiniti
         scope = f" in org {current.org_id!r}" if current.org_id else ""
         raise ConflictError(conflict_message(f"metric {current.key!r}{scope}", differing))
     return current
+
+
+def fixed_field_problems(
+    current: MetricDefinition, updated: MetricDefinition
+) -> list[tuple[str, str]]:
+    """The fields ``updated`` changes that cannot change after a metric is created, each
+    with why: its dimension names (records were checked and are grouped by them), unique
+    property and time unit (the usage reported so far is of them), and an aggregation type
+    to or from UNIQUE_COUNT / TIME_WEIGHTED_SUM (computed from records, not from the
+    summaries the other types compose). Fields by their camelCase names.
+
+    >>> a = MetricDefinition(key="gb", aggregation_type="TIME_WEIGHTED_SUM")
+    >>> fixed_field_problems(a, MetricDefinition(key="gb", aggregation_type="SUM"))[0][0]
+    'aggregationType'
+    """
+    problems: list[tuple[str, str]] = []
+    key = current.key
+    new_metric = "; define a new metric for"
+    if current.dimension_names != updated.dimension_names:
+        problems.append(("dimensions", (
+            f"dimension names cannot change (metric {key!r} declares"
+            f" {_names(current.dimension_names)}, asked {_names(updated.dimension_names)}):"
+            " its records were checked and are grouped by them; a dimension's max_values and"
+            f" values can change{new_metric} other dimensions")))  # fmt: skip
+    before, after = current.aggregation_type, updated.aggregation_type
+    if before != after and (before in RECORD_LEVEL or after in RECORD_LEVEL):
+        problems.append(("aggregationType", (
+            f"cannot change from {before.value} to {after.value}: UNIQUE_COUNT and"
+            " TIME_WEIGHTED_SUM are computed from the records themselves, the other types"
+            " from summaries (COUNT, SUM, AVG, MAX, MIN and LAST change among themselves)"
+            f"{new_metric} another type")))  # fmt: skip
+    elif current.unique_property != updated.unique_property:
+        problems.append(("uniqueProperty", (
+            f"cannot change from {current.unique_property!r} to {updated.unique_property!r}:"
+            f" metric {key!r} counts the distinct values of the first{new_metric} another"
+            " property")))  # fmt: skip
+    if current.time_unit != updated.time_unit:
+        problems.append(("timeUnit", (
+            f"cannot change from {current.time_unit.value} to {updated.time_unit.value}:"
+            f" metric {key!r} has reported its usage in value x {current.time_unit.value.lower()}s"
+            f"{new_metric} another unit")))  # fmt: skip
+    return problems
+
+
+def _names(names: tuple[str, ...]) -> str:
+    return ", ".join(names) if names else "none"

@@ -20,8 +20,12 @@ The document has three optional sections::
         notify: [ops]
 
 A metric takes ``key`` (required), ``org_id``, ``name``, ``description``, ``unit``,
-``aggregation_type``, ``reset_period``, ``precision`` and ``rounding`` (``refuse`` or absent:
-more places are refused); a field left out has its default, as with ``metric define``. A
+``aggregation_type``, ``reset_period``, ``precision``, ``rounding`` (``refuse`` or absent:
+more places are refused), ``dimensions`` (a list of record properties usage is grouped by:
+each a name, or a mapping with ``name``, ``max_values`` (default 100) and ``values`` (a closed
+set)), ``unique_property`` (what a ``unique_count`` metric counts the distinct values of) and
+``time_unit`` (``second``, ``minute``, ``hour`` or ``day``: the unit of a
+``time_weighted_sum``); a field left out has its default, as with ``metric define``. A
 threshold takes ``metric``, ``subject_type`` and ``limit`` (required), ``subject_id`` (default
 ``*``), ``warn_at`` (a number or a percentage of the limit such as ``90%``; default 80 %),
 ``period``, ``action`` (default alert), ``org_id`` (the scope of its metric), ``notify`` (channel
@@ -86,7 +90,12 @@ METRIC_KEYS = {
     "reset_period": "reset_period",
     "precision": "precision",
     "rounding": "rounding",
+    "dimensions": "dimensions",
+    "unique_property": "unique_property",
+    "time_unit": "time_unit",
 }
+#: the keys of one entry of a metric's ``dimensions``
+DIMENSION_KEYS = ("name", "max_values", "values")
 #: file key -> UsageThreshold attribute (``notify`` and ``warn_at`` are resolved first)
 THRESHOLD_KEYS = {
     "id": "id",
@@ -106,7 +115,7 @@ _REQUIRED_METRIC = ("key",)
 _REQUIRED_THRESHOLD = ("metric", "subject_type", "limit")
 _TEXT = frozenset({"key", "org_id", "name", "description", "unit", "aggregation_type",
                    "reset_period", "rounding", "id", "metric", "subject_type", "subject_id",
-                   "period", "action"})  # fmt: skip
+                   "period", "action", "unique_property", "time_unit"})  # fmt: skip
 #: a model's field as build() names it (camelCase) -> the key a file gives it under
 _FILE_NAMES = {
     to_camel(attr): key for key, attr in {**METRIC_KEYS, **THRESHOLD_KEYS}.items() if attr
@@ -360,6 +369,7 @@ class _Reader:
             return build(model, data)
         except ValidationError as exc:
             name = _FILE_NAMES.get(exc.field.split(".")[0], exc.field)
+            name = name.replace(".maxValues", ".max_values")
             self.problem(f"{place}.{name}" if name else place, exc.problem)
             return None
 
@@ -375,6 +385,11 @@ class _Reader:
             ):
                 self.problem(f"{place}.precision", "must be a whole number from 0 to 12")
                 continue
+            if "dimensions" in given:
+                dimensions = self.dimensions(f"{place}.dimensions", given["dimensions"])
+                if dimensions is None:
+                    continue
+                given["dimensions"] = dimensions
             if str(given.get("rounding", "")).lower() == "refuse":
                 given["rounding"] = None
             data = {METRIC_KEYS[k]: v for k, v in given.items() if v is not None or k == "rounding"}
@@ -389,6 +404,38 @@ class _Reader:
             seen[identity] = place
             found.append(DeclaredMetric(place, metric))
         return found
+
+    def dimensions(self, place: str, value: object) -> list[dict[str, Any]] | None:
+        """A metric's ``dimensions``: a list of mappings with ``name``, ``max_values`` and
+        ``values``, or None after naming each problem (the values themselves are checked by
+        the model)."""
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.problem(place, "must be a list of dimensions (each: name, max_values, values)")
+            return None
+        before = len(self.problems)
+        found = []
+        for i, entry in enumerate(value):
+            where = f"{place}[{i}]"
+            if isinstance(entry, str):  # a bare name: an open dimension with the default bound
+                entry = {"name": entry}
+            if not isinstance(entry, Mapping):
+                self.problem(where, "must be a name or a mapping with name, max_values, values")
+                continue
+            self.keys(where, entry, DIMENSION_KEYS)
+            if "name" not in entry:
+                self.problem(f"{where}.name", "is required")
+            elif not isinstance(entry["name"], str):
+                self.problem(f"{where}.name", _not_text(entry["name"]))
+            bound = entry.get("max_values")
+            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int)):
+                self.problem(f"{where}.max_values", "must be a whole number")
+            values = entry.get("values")
+            if values is not None and not isinstance(values, list):
+                self.problem(f"{where}.values", "must be a list of values")
+            found.append({k: v for k, v in entry.items() if v is not None})
+        return found if len(self.problems) == before else None
 
     def channels(self, value: object) -> dict[str, Channel]:
         if value is None:

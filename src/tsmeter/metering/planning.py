@@ -2,7 +2,8 @@
 catalog, step by step and field by field, and applying it.
 
 A plan is computed against the catalog as it is and checked whole before anything changes:
-a field that cannot change (a metric's precision, a threshold's metric), a threshold whose
+a field that cannot change (a metric's precision, dimension names, unique property, time unit,
+an aggregation type to or from a record-level one; a threshold's metric), a threshold whose
 metric does not exist, raises :class:`~tsmeter.metering.declared.DeclarationError` naming
 every such problem, and nothing is written. Metrics are known by key and org; thresholds by
 their id where the file gives one, else by metric, org, subject type, subject id, period and
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from tsmeter.domain import MetricDefinition, UsageThreshold
+from tsmeter.domain import AggregationType, MetricDefinition, UsageThreshold
 from tsmeter.errors import ConflictError
 from tsmeter.metering.declared import (
     METRIC_KEYS,
@@ -33,6 +34,7 @@ from tsmeter.metering.declared import (
     DesiredState,
     threshold_identity,
 )
+from tsmeter.metering.properties import describe_dimensions
 
 if TYPE_CHECKING:
     from tsmeter.limits.thresholds import Thresholds
@@ -59,6 +61,9 @@ ACTIONS: tuple[Action, ...] = ("create", "update", "delete", "unchanged")
 METRIC_FIELDS = tuple(
     (attr, key) for key, attr in METRIC_KEYS.items() if key not in ("key", "org_id")
 )
+#: a metric field as catalog errors name it -> its name in a file
+_FILE_FIELD = {"aggregationType": "aggregation_type", "uniqueProperty": "unique_property",
+               "timeUnit": "time_unit"}  # fmt: skip
 #: a threshold's fields that a declaration sets, as (attribute, name in a file); targets
 #: appear as the channels resolved them
 THRESHOLD_FIELDS = (
@@ -169,16 +174,31 @@ def _differences(
     for attr, name in fields:
         before, after = getattr(current, attr), getattr(desired, attr)
         if type(before) is not type(after) or before != after or str(before) != str(after):
-            found.append(Change(name, before, after))
+            found.append(Change(name, _shown(attr, before), _shown(attr, after)))
     return tuple(found)
+
+
+def _shown(attr: str, value: Any) -> Any:
+    """A field's value as a plan shows it (a metric's dimensions as one line of text)."""
+    return describe_dimensions(value) if attr == "dimensions" else value
+
+
+def _worth_showing(item: Any, attr: str, value: Any) -> bool:
+    """Whether a created item's field is shown: it holds something (a time unit only where
+    it means something: a time-weighted sum's, or one that is not the default)."""
+    if value in (None, "", [], ()):
+        return False
+    if attr == "time_unit" and isinstance(item, MetricDefinition):
+        return item.aggregation_type is AggregationType.TIME_WEIGHTED_SUM or value != "HOUR"
+    return True
 
 
 def _fields(item: Any, fields: Sequence[tuple[str, str]]) -> tuple[Change, ...]:
     """A created item's fields that hold something (the after of each)."""
     return tuple(
-        Change(name, None, value)
+        Change(name, None, _shown(attr, value))
         for attr, name in fields
-        if (value := getattr(item, attr)) not in (None, "", [])
+        if _worth_showing(item, attr, value := getattr(item, attr))
     )
 
 
@@ -243,11 +263,16 @@ class Planner:
     def plan(self, desired: DesiredState, *, prune: bool = False) -> Plan:
         """The plan that makes the catalog match ``desired``; DeclarationError naming every
         problem if it cannot be applied whole."""
+        from tsmeter.limits.thresholds import block_refusal
+        from tsmeter.metering.catalog import fixed_field_problems  # it imports this module
+
         problems: list[tuple[str, str]] = []
         stored_metrics = self._metrics.list_metrics(all_orgs=True)
         by_identity = {(m.key, m.org_id): m for m in stored_metrics}
         metric_steps: list[Step] = []
         declared: set[tuple[str, str | None]] = set()
+        declared_by = {(d.definition.key, d.definition.org_id): d.definition
+                       for d in desired.metrics}  # fmt: skip
         for declared_metric in desired.metrics:
             metric = declared_metric.definition
             identity = (metric.key, metric.org_id)
@@ -265,6 +290,10 @@ class Planner:
                     f"cannot change from {current.precision} to {metric.precision}: metric "
                     f"{metric.key!r} stores its values as integers of its places; declare a "
                     "new metric for another precision")))  # fmt: skip
+
+            for field, problem in fixed_field_problems(current, metric):
+                place = _FILE_FIELD.get(field, field)
+                problems.append((f"{declared_metric.path}.{place}", problem))
             action: Action = "update" if changes else "unchanged"
             metric_steps.append(
                 Step(action, "metric", current, metric, changes, declared_metric.path)
@@ -301,6 +330,11 @@ class Planner:
                 problems.append((f"{entry.path}.metric", (
                     f"no metric {wanted.metric_key!r}{scope}{why}: declare it under metrics"
                     " (a threshold's org_id is the scope of its metric)")))  # fmt: skip
+            metric_of = declared_by.get((wanted.metric_key, wanted.org_id)) or by_identity.get(
+                (wanted.metric_key, wanted.org_id))  # fmt: skip
+            refused = None if metric_of is None else block_refusal(metric_of, wanted.action)
+            if refused is not None:
+                problems.append((f"{entry.path}.action", refused))
             current_t = matched.get(i)
             if current_t is None:
                 fields = _fields(wanted, THRESHOLD_FIELDS)

@@ -22,18 +22,35 @@ import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from tsmeter.domain import MetricDefinition, RecordRow, UsageRecord
+from tsmeter.domain import Dimension, MetricDefinition, RecordRow, UsageRecord
 from tsmeter.domain.properties import property_value
 from tsmeter.errors import ValidationError
 from tsmeter.ports import DimensionValues
 
-__all__ = ["LocalDimensionValues", "PropertyCheck", "declares_properties"]
+__all__ = ["LocalDimensionValues", "PropertyCheck", "declares_properties", "describe_dimensions"]
 
 
 def declares_properties(metric: MetricDefinition) -> bool:
     """Whether recording ``metric`` checks record properties (dimensions or a unique
     property)."""
     return bool(metric.dimensions) or metric.unique_property is not None
+
+
+def describe_dimensions(dimensions: Sequence[Dimension]) -> str:
+    """A metric's dimensions in one line, for plans and ``metric show``: each open one with
+    its bound, each closed one with its values.
+
+    >>> describe_dimensions([Dimension(name="model", max_values=50),
+    ...                      Dimension(name="region", values=["eu", "us"])])
+    'model (at most 50 values), region (eu, us)'
+    """
+    parts = []
+    for dim in dimensions:
+        if dim.values is None:
+            parts.append(f"{dim.name} (at most {dim.max_values} values)")
+        else:
+            parts.append(f"{dim.name} ({', '.join(dim.values)})")
+    return ", ".join(parts) if parts else "none"
 
 
 class LocalDimensionValues:
