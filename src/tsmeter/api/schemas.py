@@ -25,6 +25,7 @@ from tsmeter.domain import (
     UsageSummary,
     UsageThreshold,
 )
+from tsmeter.domain.corrections import Correction
 from tsmeter.domain.models import Model
 from tsmeter.domain.properties import MAX_DIMENSIONS, TimeUnit
 from tsmeter.domain.quantities import MAX_PRECISION, Rounding
@@ -35,7 +36,10 @@ __all__ = [
     "NAME_RULE",
     "TIME_RULE",
     "AlertList",
+    "AmendIn",
     "BatchAccepted",
+    "CorrectionIn",
+    "CorrectionList",
     "Deleted",
     "MetricCreate",
     "MetricList",
@@ -206,6 +210,31 @@ class ThresholdUpdate(Model):
     _upper_enums = field_validator("period_type", "action", mode="before")(
         classmethod(lambda cls, v: _upper(v))
     )
+
+
+class CorrectionIn(Model):
+    """A cancel (``POST /v1/usage/records/{recordId}/cancel``): who and why, kept in the
+    audit trail. ``correctionId`` makes a retry a no-op (default: derived from the record
+    id and the kind)."""
+
+    reason: str
+    actor: str
+    correction_id: Name | None = None
+
+
+class AmendIn(Model):
+    """An amend (``POST /v1/usage/records/{recordId}/amend``): the record's new quantity (a
+    JSON number or a decimal string, kept exactly), who and why. ``correctionId`` makes a
+    retry a no-op (default: derived from the record id and the new quantity)."""
+
+    quantity: Decimal
+    reason: str
+    actor: str
+    correction_id: Name | None = None
+
+
+class CorrectionList(Model):
+    corrections: list[Correction]
 
 
 class MetricList(Model):

@@ -13,6 +13,7 @@ from typing import IO, Any, Literal
 import click
 
 from tsmeter.cli.context import CliState, pass_state
+from tsmeter.cli.corrections import amend, cancel, corrections
 from tsmeter.cli.importer import ImportResult, import_stream
 from tsmeter.cli.output import Column, emit_list, emit_one, json_fields, progress
 from tsmeter.cli.params import (
@@ -548,3 +549,7 @@ def _export(meter: Meter, out: IO[str], metric_key: str | None, options: dict[st
         )
     with progress(total, "Exporting", step=10_000) as (advance, _say):
         return meter.export_usage(out, metric_key, progress=advance, **options)
+
+
+for _command in (cancel, amend, corrections):  # corrections of stored records
+    usage.add_command(_command)

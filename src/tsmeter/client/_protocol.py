@@ -32,6 +32,7 @@ from tsmeter.domain import (
     UsageThreshold,
     new_ids,
 )
+from tsmeter.domain.corrections import Correction
 from tsmeter.domain.filters import where_texts
 from tsmeter.domain.modelio import build
 from tsmeter.domain.models import STORED
@@ -532,6 +533,47 @@ class Calls:
             query["where"] = texts
         return Call(
             "GET", "/v1/usage/breakdown", _many(UsageSummary, "summaries"), query, idempotent=True
+        )
+
+    # -- corrections ------------------------------------------------------------------
+    @staticmethod
+    def cancel_record(
+        record_id: str, reason: str, actor: str, correction_id: str | None
+    ) -> Call[Correction]:
+        body = {"reason": reason, "actor": actor}
+        if correction_id is not None:
+            body["correctionId"] = correction_id
+        # idempotent by its correction id (given, or derived from the record id and kind)
+        path = f"/v1/usage/records/{_segment(record_id)}/cancel"
+        return Call("POST", path, _one(Correction), body=body, idempotent=True)
+
+    @staticmethod
+    def amend_record(
+        record_id: str, quantity: Quantity, reason: str, actor: str, correction_id: str | None
+    ) -> Call[Correction]:
+        body = {"quantity": quantity_text(quantity), "reason": reason, "actor": actor}
+        if correction_id is not None:
+            body["correctionId"] = correction_id
+        path = f"/v1/usage/records/{_segment(record_id)}/amend"
+        return Call("POST", path, _one(Correction), body=body, idempotent=True)
+
+    @staticmethod
+    def list_corrections(
+        metric_key: str | None,
+        org_id: str | None,
+        record_id: str | None,
+        start: TimeLike | None,
+        end: TimeLike | None,
+    ) -> Call[list[Correction]]:
+        query = _query(
+            metricKey=metric_key, orgId=org_id, recordId=record_id, **{"from": start, "to": end}
+        )
+        return Call(
+            "GET",
+            "/v1/usage/corrections",
+            _many(Correction, "corrections"),
+            query,
+            idempotent=True,
         )
 
     # -- thresholds -------------------------------------------------------------------

@@ -37,6 +37,7 @@ from tsmeter.domain import (
     UsageSummary,
     UsageThreshold,
 )
+from tsmeter.domain.corrections import Correction
 from tsmeter.errors import ConflictError, NotFoundError
 from tsmeter.metering.planning import same_threshold
 
@@ -325,6 +326,41 @@ class AsyncClient:
         finally:
             await response.aclose()
         return counter.count()
+
+    # -- corrections ------------------------------------------------------------------
+    async def cancel_record(
+        self, record_id: str, *, reason: str, actor: str, correction_id: str | None = None
+    ) -> Correction:
+        """Cancel a stored record (see ``Meter.cancel_record``); a retry is a no-op
+        (``applied`` False)."""
+        return await self._run(Calls.cancel_record(record_id, reason, actor, correction_id))
+
+    async def amend_record(
+        self,
+        record_id: str,
+        quantity: int | float | str | Decimal,
+        *,
+        reason: str,
+        actor: str,
+        correction_id: str | None = None,
+    ) -> Correction:
+        """Replace a stored record's quantity (see ``Meter.amend_record``); a retry is a
+        no-op (``applied`` False)."""
+        return await self._run(
+            Calls.amend_record(record_id, quantity, reason, actor, correction_id)
+        )
+
+    async def list_corrections(
+        self,
+        metric_key: str | None = None,
+        *,
+        record_id: str | None = None,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
+        org_id: str | None = None,
+    ) -> list[Correction]:
+        """The corrections audit trail, oldest first (see ``Meter.list_corrections``)."""
+        return await self._run(Calls.list_corrections(metric_key, org_id, record_id, start, end))
 
     # -- thresholds -------------------------------------------------------------------
     async def create_threshold(

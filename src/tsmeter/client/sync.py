@@ -37,6 +37,7 @@ from tsmeter.domain import (
     UsageSummary,
     UsageThreshold,
 )
+from tsmeter.domain.corrections import Correction
 from tsmeter.errors import ConflictError, NotFoundError
 from tsmeter.metering.planning import same_threshold
 
@@ -320,6 +321,39 @@ class Client:
         finally:
             response.close()
         return counter.count()
+
+    # -- corrections ------------------------------------------------------------------
+    def cancel_record(
+        self, record_id: str, *, reason: str, actor: str, correction_id: str | None = None
+    ) -> Correction:
+        """Cancel a stored record (see ``Meter.cancel_record``); a retry is a no-op
+        (``applied`` False)."""
+        return self._run(Calls.cancel_record(record_id, reason, actor, correction_id))
+
+    def amend_record(
+        self,
+        record_id: str,
+        quantity: int | float | str | Decimal,
+        *,
+        reason: str,
+        actor: str,
+        correction_id: str | None = None,
+    ) -> Correction:
+        """Replace a stored record's quantity (see ``Meter.amend_record``); a retry is a
+        no-op (``applied`` False)."""
+        return self._run(Calls.amend_record(record_id, quantity, reason, actor, correction_id))
+
+    def list_corrections(
+        self,
+        metric_key: str | None = None,
+        *,
+        record_id: str | None = None,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
+        org_id: str | None = None,
+    ) -> list[Correction]:
+        """The corrections audit trail, oldest first (see ``Meter.list_corrections``)."""
+        return self._run(Calls.list_corrections(metric_key, org_id, record_id, start, end))
 
     # -- thresholds -------------------------------------------------------------------
     def create_threshold(
