@@ -73,3 +73,24 @@ def test_bad_fields_are_named(served: Served) -> None:
         assert [e["field"] for e in got["errors"]] == [field], (fields, got)
         assert got["detail"].startswith(f"{field}: "), got
     assert served.get("/v1/metrics").json() == {"metrics": []}
+
+
+def test_fixed_fields_cannot_change(served: Served) -> None:
+    """PATCH with other dimension names, unique property or time unit: 422 naming the field,
+    nothing changed; the same values again are accepted."""
+    tokens = _defined(served, TOKENS)
+    mau = _defined(served, {"key": "mau", "aggregationType": "UNIQUE_COUNT",
+                            "uniqueProperty": "user_id"})  # fmt: skip
+    for key, change, field in (
+        ("tokens", {"dimensions": [{"name": "model"}]}, "dimensions"),
+        ("tokens", {"timeUnit": "DAY"}, "timeUnit"),
+        ("mau", {"uniqueProperty": "session_id"}, "uniqueProperty"),
+        ("mau", {"aggregationType": "SUM"}, "aggregationType"),
+    ):
+        got = problem(served.patch(f"/v1/metrics/{key}", json=change), 422)
+        assert got["errors"][0]["field"].startswith(field), (change, got)
+    assert served.get("/v1/metrics/tokens").json() == tokens
+    assert served.get("/v1/metrics/mau").json() == mau
+    same = served.patch("/v1/metrics/mau", json={"uniqueProperty": "user_id", "unit": "users"})
+    assert same.status_code == 200, same.text
+    assert same.json()["unit"] == "users"
