@@ -315,10 +315,12 @@ def test_unknown_dimensions_are_refused_naming_the_field(meter: Meter) -> None:
         meter.get_usage_breakdown("tokens", where={"colour": "red"}, **span)
 
 
-def test_readings_before(store: Store) -> None:
+def test_readings_before(store: Store, meter: Meter) -> None:
     """The port: per series and combination of the dimensions' values, the latest record
-    before ``at`` (greatest id of one instant, whichever writer's point it is), with ``at``
-    between two nanoseconds of one microsecond; filters by subject."""
+    before ``at`` (greatest id of one instant, whichever point InfluxDB moved it to), with
+    ``at`` between two nanoseconds of one microsecond; filters by subject."""
+    meter.define_metric("storage", aggregation_type="TIME_WEIGHTED_SUM",
+                        dimensions=[{"name": "region"}])  # fmt: skip
     base = to_ns(utc(2026, 2, 1))
     rnd = random.Random(7)
     rows = []

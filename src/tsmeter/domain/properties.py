@@ -17,11 +17,12 @@ lists.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
+
+import msgspec
 
 from tsmeter.domain.validation import check_name
 from tsmeter.errors import ValidationError
@@ -38,6 +39,7 @@ __all__ = [
     "stored_values",
 ]
 
+_decode = msgspec.json.Decoder().decode
 #: what a declared property name looks like
 PROPERTY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 #: the most dimensions one metric declares
@@ -122,31 +124,35 @@ def dimension_values(
 def stored_values(names: Sequence[str], metadata: str | None) -> tuple[str | None, ...]:
     """The values of properties ``names`` in a stored record's metadata (JSON text), as
     reads group and count them: kept as :func:`property_value` keeps them, None where the
-    record has none. Never raises: a value recording would refuse today (a record stored
-    before the metric declared the property) is taken as its JSON text, an empty string as
-    no value, metadata that is not a JSON object as no values.
+    record has none. Never raises: a value recording refuses (a float, a list, an empty
+    string; a record stored before its metric declared the property) counts as no value, as
+    on InfluxDB, where such a value has no tag; metadata that is not a JSON object has none.
 
-    >>> stored_values(("model", "seats", "beta"), '{"model": "gpt-4o", "seats": 3}')
-    ('gpt-4o', '3', None)
+    >>> stored_values(("model", "seats", "beta", "x"), '{"model": "o3", "seats": 3, "x": 0.5}')
+    ('o3', '3', None, None)
     """
     if not metadata:
         return (None,) * len(names)
     try:
-        doc = json.loads(metadata)
-    except ValueError:
-        doc = None
-    if not isinstance(doc, dict):
+        doc = _decode(metadata)
+    except (msgspec.DecodeError, UnicodeError):
         return (None,) * len(names)
-    return tuple(_stored(doc.get(name)) for name in names)
+    if doc.__class__ is not dict:
+        return (None,) * len(names)
+    out: list[str | None] = []
+    for name in names:
+        value = doc.get(name)
+        if value.__class__ is str and 0 < len(value) <= 64 and value.isprintable():
+            out.append(value)  # the common case, valid without the full check
+        else:
+            out.append(_stored(name, value))
+    return tuple(out)
 
 
-def _stored(value: Any) -> str | None:
-    if value is None or value == "":
+def _stored(name: str, value: Any) -> str | None:
+    if value is None:
         return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    try:
+        return property_value(name, value)
+    except ValidationError:
+        return None
