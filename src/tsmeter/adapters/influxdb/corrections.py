@@ -232,25 +232,27 @@ class FluxCorrections:
         return None
 
     def delete(self, tags: dict[str, str], at: int) -> None:
-        """See :class:`Backend`."""
+        """See :class:`Backend`: the points of the microsecond matching the predicate's tags
+        (those whose keys the delete API can name) are read, deleted, and all but this one
+        written back."""
         from tsmeter.adapters.influxdb import flux
 
         lo = at // _US * _US
         present = {k: v for k, v in tags.items() if v}
+        named = {k: v for k, v in sorted(present.items()) if flux.plain_identifier(k)}
         q = flux.Flux()
         predicate = " and ".join(
-            f"r[{flux.string(k)}] == {q.bind(f'k{i}', v)}"
-            for i, (k, v) in enumerate(sorted(present.items()))
+            f"r[{flux.string(k)}] == {q.bind(f'k{i}', v)}" for i, (k, v) in enumerate(named.items())
         )
         kept = [
-            encode_point(RAW, {k: decode_tag(v) for k, v in t.items() if v},
+            encode_point(RAW, {k: decode_tag(v) for k, v in found.items() if v},
                          {k: v for k, v in values.items()
                           if k not in ("time", *self._NOT_TAGS) and v is not None},
                          values["time"])
-            for t, values in self._points(RAW, lo, lo + _US, predicate, q)
-            if not (t == present and values["time"] == at)
+            for found, values in self._points(RAW, lo, lo + _US, predicate or "true", q)
+            if not ({k: v for k, v in found.items() if v} == present and values["time"] == at)
         ]  # fmt: skip
-        self.api.delete(flux.delete_predicate({"_measurement": RAW, **present}), lo, lo + _US - 1)
+        self.api.delete(flux.delete_predicate({"_measurement": RAW, **named}), lo, lo + _US - 1)
         if kept:
             self.api.write("".join(f"{line}\n" for line in kept).encode())
 

@@ -85,6 +85,15 @@ def identifier(value: str, name: str = "identifier") -> str:
     return value
 
 
+def plain_identifier(value: str) -> bool:
+    """Whether ``value`` is a plain Flux identifier (a key the delete API can name).
+
+    >>> plain_identifier("subject_id"), plain_identifier("dim.model")
+    (True, False)
+    """
+    return bool(_IDENT.fullmatch(value)) and value not in _KEYWORDS
+
+
 def delete_predicate(tags: Mapping[str, str]) -> str:
     """A predicate for the delete API (``key="value" AND ...``); its values cannot be bound,
     so they are quoted here (``\\`` and ``"`` escaped, as InfluxQL strings).
