@@ -30,7 +30,8 @@ def test_list_formats(metered: Cli) -> None:
     """list prints an aligned table, a JSON array and CSV with a header row."""
     table = metered.ok("metric", "list").stdout.splitlines()
     assert table[0].split() == [
-        "KEY", "AGGREGATION", "UNIT", "RESET", "PRECISION", "ROUNDING", "ORG", "NAME"
+        "KEY", "AGGREGATION", "UNIT", "RESET", "PRECISION", "ROUNDING", "ORG", "DIMENSIONS",
+        "UNIQUE", "NAME"
     ]  # fmt: skip
     assert set(table[1]) <= {"-", " "}
     assert table[2].split()[:6] == ["api_calls", "COUNT", "calls", "MONTHLY", "6", "refuse"]
@@ -125,3 +126,64 @@ def test_unsupported_store_url_is_one_line(run: Cli) -> None:
     result = run.runner.invoke(cli, ["--store", "mongodb://x/y", "metric", "list"])
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: url: unsupported store scheme 'mongodb'")
+
+
+def test_define_with_dimensions_unique_property_and_time_unit(run: Cli) -> None:
+    """--dimension NAME[:MAX], --dimension-values NAME=A,B, --unique-property and --time-unit
+    reach the definition; get and list show them."""
+    run.ok("metric", "define", "tokens", "--dimension", "model:50", "--dimension", "tier",
+           "--dimension-values", "region=eu,us")  # fmt: skip
+    doc = run.json("metric", "get", "tokens")
+    assert doc["dimensions"] == [
+        {"name": "model", "maxValues": 50, "values": None},
+        {"name": "tier", "maxValues": 100, "values": None},
+        {"name": "region", "maxValues": 100, "values": ["eu", "us"]},
+    ]
+    run.ok("metric", "define", "mau", "-a", "unique_count", "--unique-property", "user_id")
+    run.ok("metric", "define", "storage", "-a", "TIME_WEIGHTED_SUM", "--time-unit", "day")
+    assert run.json("metric", "get", "mau")["uniqueProperty"] == "user_id"
+    stored = run.json("metric", "get", "storage")
+    assert (stored["aggregationType"], stored["timeUnit"]) == ("TIME_WEIGHTED_SUM", "DAY")
+    lines = run.ok("metric", "get", "tokens").stdout.splitlines()
+    assert "dimensions       model (max 50), tier (max 100), region (eu, us)" in lines
+    table = run.ok("metric", "list").stdout.splitlines()
+    row = next(line for line in table if line.startswith("mau"))
+    assert row[table[0].index("UNIQUE") :].startswith("user_id")
+    assert "model (max 50), tier (max 100), region (eu, us)" in "\n".join(table)
+
+
+def test_update_changes_the_dimensions_it_names(run: Cli) -> None:
+    """update --dimension changes a bound, --dimension-values a closed set; the dimensions
+    not named stay; a new name, another unique property or time unit is refused."""
+    run.ok("metric", "define", "tokens", "--dimension", "model", "--dimension-values",
+           "region=eu,us")  # fmt: skip
+    run.ok("metric", "update", "tokens", "--dimension", "model:500")
+    run.ok("metric", "update", "tokens", "--dimension-values", "region=eu,us,ap")
+    assert run.json("metric", "get", "tokens")["dimensions"] == [
+        {"name": "model", "maxValues": 500, "values": None},
+        {"name": "region", "maxValues": 100, "values": ["eu", "us", "ap"]},
+    ]
+    error = run.fails("metric", "update", "tokens", "--dimension", "zone")
+    assert error.startswith("Error: dimensions: dimension names cannot change")
+    run.ok("metric", "define", "mau", "-a", "unique_count", "--unique-property", "user_id")
+    assert "cannot change from 'user_id' to 'account'" in run.fails(
+        "metric", "update", "mau", "--unique-property", "account")  # fmt: skip
+    assert "cannot change from UNIQUE_COUNT to SUM" in run.fails(
+        "metric", "update", "mau", "-a", "sum")  # fmt: skip
+    assert "timeUnit: cannot change from HOUR to DAY" in run.fails(
+        "metric", "update", "tokens", "--time-unit", "day")  # fmt: skip
+
+
+def test_bad_property_options_are_one_line_errors(run: Cli) -> None:
+    """Malformed options are usage errors; bad names and bounds name the field."""
+    assert "MAX must be a whole number" in run.fails(
+        "metric", "define", "t", "--dimension", "model:many")  # fmt: skip
+    assert "give NAME=A,B" in run.fails("metric", "define", "t", "--dimension-values", "x")
+    assert "dimensions[0].name: must be a letter" in run.fails(
+        "metric", "define", "t", "--dimension", "user id")  # fmt: skip
+    assert "dimensions[0].max_values" in run.fails(
+        "metric", "define", "t", "--dimension", "model:0")  # fmt: skip
+    assert "uniqueProperty: required for a UNIQUE_COUNT metric" in run.fails(
+        "metric", "define", "t", "-a", "unique_count")  # fmt: skip
+    assert "'week' is not one of 'second', 'minute', 'hour', 'day'" in run.fails(
+        "metric", "define", "t", "--time-unit", "week")  # fmt: skip

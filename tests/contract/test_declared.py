@@ -268,7 +268,7 @@ def test_plans_show_dimensions_unique_property_and_time_unit(meter: Meter) -> No
     record-level type may not, and the file that asks changes nothing."""
     plan = meter.plan(PROPERTIES)
     shown = {s.metric_key: {c.field: c.after for c in s.changes} for s in plan.steps}
-    assert shown["tokens"]["dimensions"] == "model (at most 100 values), region (eu, us)"
+    assert shown["tokens"]["dimensions"] == "model (max 100), region (eu, us)"
     assert "time_unit" not in shown["tokens"] and "unique_property" not in shown["tokens"]
     assert shown["mau"]["unique_property"] == "user_id"
     assert shown["storage_gb"]["time_unit"] == "DAY"
@@ -280,8 +280,8 @@ def test_plans_show_dimensions_unique_property_and_time_unit(meter: Meter) -> No
         *PROPERTIES["metrics"][1:]]}  # fmt: skip
     [step] = meter.plan(wider).pending
     assert [(c.field, c.before, c.after) for c in step.changes] == [(
-        "dimensions", "model (at most 100 values), region (eu, us)",
-        "model (at most 500 values), region (eu, us, ap)")]  # fmt: skip
+        "dimensions", "model (max 100), region (eu, us)",
+        "model (max 500), region (eu, us, ap)")]  # fmt: skip
     meter.apply(wider)
     assert meter.get_metric("tokens").dimensions[0].max_values == 500
     before = snapshot(meter)

@@ -42,12 +42,12 @@ def describe_dimensions(dimensions: Sequence[Dimension]) -> str:
 
     >>> describe_dimensions([Dimension(name="model", max_values=50),
     ...                      Dimension(name="region", values=["eu", "us"])])
-    'model (at most 50 values), region (eu, us)'
+    'model (max 50), region (eu, us)'
     """
     parts = []
     for dim in dimensions:
         if dim.values is None:
-            parts.append(f"{dim.name} (at most {dim.max_values} values)")
+            parts.append(f"{dim.name} (max {dim.max_values})")
         else:
             parts.append(f"{dim.name} ({', '.join(dim.values)})")
     return ", ".join(parts) if parts else "none"
