@@ -73,7 +73,7 @@ def _said(correction: Correction) -> str:
         what += f"; correction {correction.id}"
     return (
         f"{what}. Metric {correction.metric_key}, subject {correction.subject_type}/"
-        f"{correction.subject_id}; summaries show it on their next read."
+        f"{correction.subject_id}; every read counts it from now on."
     )
 
 
