@@ -304,6 +304,7 @@ def apply(
     same = next((c for c in earlier if c.id == request.id), None)
     cancel = next((c for c in earlier if c.kind is CorrectionKind.CANCEL), None)
     located = _locate(store, request.record_id)
+    finished = False
     if same is not None or (cancel is not None and located is not None):
         done = same or cancel
         assert done is not None
@@ -315,7 +316,7 @@ def apply(
         if cancel is None:
             raise NotFoundError(f"record {request.record_id!r} not found")
         if request.kind is CorrectionKind.CANCEL:
-            return cancel, False
+            return cancel, finished
         raise ConflictError(
             f"record {request.record_id!r} was cancelled (correction {cancel.id!r}):"
             " a cancelled record cannot be amended; record a new one instead"
@@ -343,7 +344,7 @@ def _finish(store: InfluxStore, row: CorrectionRow, located: Point) -> bool:
     at = int(values["time"])
     if row.kind is CorrectionKind.CANCEL:
         store.transport.corrections.delete(tags, at)
-    elif int(values["units"]) != row.units_after:
+    elif values.get("units") is None or int(values["units"]) != row.units_after:
         point_tags = {k: decode_tag(v) for k, v in tags.items() if v}
         line = encode_point(RAW, point_tags, {"units": row.units_after}, at)
         store.transport.write(f"{line}\n".encode())
