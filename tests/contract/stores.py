@@ -76,12 +76,14 @@ def _postgres(url: str, usage_dir: str) -> Store:
     from tsmeter.adapters.postgres.catalog import PostgresCatalog
     from tsmeter.adapters.postgres.database import StateDatabase
     from tsmeter.adapters.postgres.deliveries import PostgresDeliveryLog
+    from tsmeter.adapters.postgres.dimensions import PostgresDimensionValues
     from tsmeter.adapters.sqlite import SQLiteStore
 
     db = StateDatabase(url, max_size=4)
     usage = SQLiteStore(str(Path(usage_dir) / "usage.db"))
     deliveries = PostgresDeliveryLog(db)
-    capabilities = Capabilities(state_path=usage.path, deliveries=deliveries)
+    capabilities = Capabilities(state_path=usage.path, deliveries=deliveries,
+                                dimension_values=PostgresDimensionValues(db))  # fmt: skip
     return Combined(usage, PostgresCatalog(db), capabilities=capabilities, after=db.close)
 
 

@@ -151,3 +151,35 @@ def test_processes_racing_for_the_last_free_value_exactly_one_wins(place: Place)
         winners = [k for k, won in got.items() if r in won]
         assert len(winners) == 1, (r, got)
         assert first.known("metric-1", f"d{r}") == {"old-1", "old-2", f"host{winners[0]}"}
+
+
+@pytest.mark.parametrize("state", ["file", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_hosts_connected_to_one_store_share_the_bound(
+    state: str, influx_db: tuple[Any, str], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Two Meters opened by ``tsmeter.connect`` on one InfluxDB (two hosts), with the state
+    file or the fleet's PostgreSQL, count one dimension's values together; a refused value
+    stores nothing on InfluxDB."""
+    import tsmeter
+    from tsmeter.errors import ValidationError
+
+    server, db = influx_db
+    where = request.getfixturevalue("pg_url") if state == "postgres" else tmp_path / "s.db"
+    url = f"influxdb://127.0.0.1:{server.port}/{db}?writer=W&state={where}"
+    with tsmeter.connect(url, outbox=False) as first, tsmeter.connect(url, outbox=False) as second:
+        first.define_metric("tokens", dimensions=[{"name": "model", "max_values": 2}])
+        first.record("tokens", "org", "o1", 1, metadata={"model": "a"})
+        second.record("tokens", "org", "o1", 2, metadata={"model": "b"})
+        with pytest.raises(ValidationError, match=r"'c' would pass the bound.*2 taken"):
+            first.record("tokens", "org", "o1", 3, metadata={"model": "c"})
+        with pytest.raises(ValidationError, match=r"records\[1\]\.metadata\.model"):
+            second.record_batch([
+                {"metricKey": "tokens", "subjectType": "org", "subjectId": "o1",
+                 "quantity": 4, "metadata": {"model": "a"}},
+                {"metricKey": "tokens", "subjectType": "org", "subjectId": "o1",
+                 "quantity": 5, "metadata": {"model": "d"}}])  # fmt: skip
+        second.record("tokens", "org", "o1", 6, metadata={"model": "a"})
+        assert sorted(r.quantity for r in first.iter_usage("tokens")) == [1, 2, 6]
+        port = first.capabilities.dimension_values
+        assert port is not None
+        assert port.known(first.get_metric("tokens").id, "model") == {"a", "b"}

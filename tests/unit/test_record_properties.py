@@ -209,3 +209,41 @@ def test_the_outbox_path_refuses_before_queueing(tmp_path: Path) -> None:
         status = meter.outbox.status()
         assert status.delivered + status.pending == 10
         assert stored(meter) == 10
+
+
+def test_a_unique_count_record_may_leave_the_quantity_out(meter: Meter, path: str) -> None:
+    """A distinct count counts the unique property, not quantities: a record without one
+    counts 1, as for COUNT; a SUM record still needs one."""
+    batch = [{"metricKey": "mau", "subjectType": "org", "subjectId": "o1", "id": f"u{i}",
+              "metadata": {"user_id": f"u{i % 3}"}} for i in range(3000)]  # fmt: skip
+    assert meter.record_batch(batch).recorded == 3000
+    assert {r.quantity for r in meter.iter_usage("mau")} == {1}
+    with pytest.raises(ValidationError, match="quantity: is required for SUM metric 'tokens'"):
+        meter.record("tokens", "org", "o1", metadata={"model": "a"})
+
+
+def test_a_batch_refused_by_one_bound_takes_no_value_of_another(meter: Meter) -> None:
+    """New values of several open dimensions are all checked before any is admitted."""
+    meter.define_metric("calls", dimensions=[{"name": "route", "max_values": 5},
+                                             {"name": "status", "max_values": 1}])  # fmt: skip
+    meter.record("calls", "org", "o1", 1, metadata={"route": "/a", "status": 200})
+    with pytest.raises(ValidationError, match="'500' would pass the bound of dimension 'status'"):
+        meter.record_batch([rec(1, {"route": "/b", "status": 200}, "calls"),
+                            rec(2, {"route": "/c", "status": 500}, "calls")])  # fmt: skip
+    port = meter.capabilities.dimension_values
+    assert port is not None
+    assert port.known(meter.get_metric("calls").id, "route") == {"/a"}
+
+
+def test_org_definitions_are_checked_by_their_own_declaration(meter: Meter, path: str) -> None:
+    """An org's own definition of a metric declares its own dimensions; other orgs' records
+    go by the global one, in the same batch."""
+    meter.define_metric("tokens", org_id="acme", dimensions=[{"name": "tier", "values": ["x"]}])
+    good = [{**rec(i, {"tier": "x", "model": 1.5}), "orgId": "acme"} for i in range(2000)]
+    good += [{**rec(2000 + i, {"model": "m", "tier": 2.5}), "orgId": "beta"} for i in range(10)]
+    assert meter.record_batch(good).recorded == 2010
+    bad = [{**rec(3000, {"tier": "y"}), "orgId": "acme"}]
+    with pytest.raises(ValidationError, match="'y' is not a value of dimension 'tier'"):
+        meter.record_batch(bad)
+    with pytest.raises(ValidationError, match=r"records\[0\]\.metadata\.model: .*float"):
+        meter.record_batch([{**rec(3001, {"model": 1.5}), "orgId": "beta"}])

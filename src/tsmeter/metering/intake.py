@@ -4,7 +4,7 @@ The rules are those of :class:`~tsmeter.domain.UsageRecord` (the same checker
 functions), applied without building a pydantic model per record. A row's quantity is in
 units of its metric (``metric.units``, see :mod:`tsmeter.domain.quantities`): an int, a float
 (by its shortest repr), a str or a Decimal, with at most the metric's places unless it
-declares a rounding, within 64 bits; a COUNT metric's record without one counts 1.
+declares a rounding, within 64 bits; a COUNT or UNIQUE_COUNT metric's record without one counts 1.
 
 Where the compiled fast path (``_intake.c`` here) is built, it takes plain records up to the
 first it cannot decide, and the Python loop takes that one (resolving its metric, or raising
@@ -422,7 +422,7 @@ class Intake:
                     )
                 scale = _SCALES[metric.precision]
                 if scopes is not None and (metric_key, org_id) not in scopes:
-                    counted = metric.aggregation_type is AggregationType.COUNT
+                    counted = metric.aggregation_type in _QUANTITY_OPTIONAL
                     if type(metric_key) is str and type(org_id) in (str, type(None)):
                         default = scale if counted else None
                         scopes[(metric_key, org_id)] = (metric.org_id, default, scale)
@@ -548,9 +548,15 @@ _SCALES: tuple[int, ...] = tuple(10**places for places in range(MAX_PRECISION + 
 _EXACT = 2**53  # floats below this magnitude hold every integer exactly (as to_units)
 
 
+#: the types whose records may leave the quantity out (it then is 1): a count, and a
+#: distinct count (which counts the records' unique property, not their quantities)
+_QUANTITY_OPTIONAL = frozenset({AggregationType.COUNT, AggregationType.UNIQUE_COUNT})
+
+
 def _default_units(metric: MetricDefinition) -> int:
-    """A record without a quantity counts 1 (in units) for a COUNT metric; others need one."""
-    if metric.aggregation_type is not AggregationType.COUNT:
+    """A record without a quantity counts 1 (in units) for a COUNT or UNIQUE_COUNT metric;
+    others need one."""
+    if metric.aggregation_type not in _QUANTITY_OPTIONAL:
         raise ValidationError(
             "quantity",
             f"is required for {metric.aggregation_type.value} metric {metric.key!r}",

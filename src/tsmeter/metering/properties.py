@@ -114,9 +114,13 @@ class PropertyCheck:
             plan = plans.get((row[1], row[4]))
             if plan is not None:
                 plan.check(i, _metadata(items[i], row))
-        for plan in plans.values():
-            for dim, pending in plan.pending():
-                self._bound(plan.metric, dim, pending, admit)
+        bounded = [(plan.metric, dim, pending) for plan in plans.values()
+                   for dim, pending in plan.pending()]  # fmt: skip
+        if admit and len(bounded) > 1:  # check them all before any takes a value
+            for metric, dim, pending in bounded:
+                self._bound(metric, dim, pending, admit=False)
+        for metric, dim, pending in bounded:
+            self._bound(metric, dim, pending, admit)
 
     def _bound(
         self, metric: MetricDefinition, dim: _Dim, pending: dict[str, int], admit: bool
