@@ -17,6 +17,7 @@ CONTRACT = {
     "metric.define", "metric.list", "metric.get", "metric.update", "metric.delete",
     "usage.record", "usage.recordBatch", "usage.get", "usage.getSummary", "usage.export",
     "threshold.create", "threshold.list", "threshold.update", "threshold.delete",
+    "usage.getBreakdown", "usage.cancelRecord", "usage.amendRecord", "usage.listCorrections",
 }  # fmt: skip
 
 

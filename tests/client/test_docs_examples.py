@@ -32,7 +32,7 @@ def examples() -> dict[str, str]:
 
 
 def test_the_page_marks_every_example() -> None:
-    assert set(examples()) == {"curl", "python", "python-async", "node"}
+    assert set(examples()) == {"curl", "python", "python-async", "node", "python-breakdown"}
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,19 @@ def test_python(server: Docs, tmp_path: Path, name: str) -> None:
     script = tmp_path / "example.py"
     script.write_text(examples()[name])
     assert _run([sys.executable, str(script)], server, tmp_path).strip() == str(before + 1)
+
+
+def test_python_breakdown(server: Docs, tmp_path: Path) -> None:
+    """The breakdown and correction example, with an admin key, prints what it says; run
+    again, the amend is the same correction (nothing changes)."""
+    admin = Docs(server.server, server.server.create_key("admin"))
+    script = tmp_path / "breakdown.py"
+    script.write_text(examples()["python-breakdown"])
+    for _ in range(2):
+        lines = _run([sys.executable, str(script)], admin, tmp_path).splitlines()
+        assert lines[0] == "AMEND 1200 1000"
+        assert sorted(lines[1:-1]) == ["gpt-4o 1000", "gpt-4o-mini 300"]
+        assert lines[-1] == "1"
 
 
 def test_node(server: Docs, tmp_path: Path) -> None:

@@ -31,6 +31,12 @@ CALLS: dict[str, Call[Any]] = {
     "get_usage_summary": Calls.get_usage_summary("m", "t", "s", "DAILY", S, "o"),
     "get_usage_summaries": Calls.get_usage_summaries("m", "DAILY", S, E, "t", "s", "o"),
     "export_usage": Calls.export_usage("m", "csv", S, E, "t", "s", "o"),
+    "get_usage_breakdown": Calls.get_usage_breakdown(
+        "m", "DAILY", S, E, ["a", "b"], {"a": "x", "b": None}, "t", "s", "o", E
+    ),
+    "cancel_record": Calls.cancel_record("r/1", "why", "who", "c-1"),
+    "amend_record": Calls.amend_record("r/1", "2.5", "why", "who", "c-1"),
+    "list_corrections": Calls.list_corrections("m", "o", "r/1", S, E),
     "create_threshold": Calls.create_threshold("m", "t", 1, "s", {"action": "BLOCK"}),
     "get_threshold": Calls.get_threshold("id"),
     "update_threshold": Calls.update_threshold("id", {"threshold": "2"}),

@@ -4,6 +4,7 @@ unchanged."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -102,3 +103,50 @@ def test_metadata_reads_as_the_meter_returns_it(live: LiveServer, key: str) -> N
         (read,) = client.get_usage(key)
     assert read.metadata == stored.metadata
     assert type(read.metadata["latency"]) is float
+
+
+def depth_program(api: Any, key: str) -> list[Any]:
+    """Dimensions, a breakdown and corrections, the same calls on the Meter and a client."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    out: list[Any] = [
+        api.define_metric(
+            key,
+            precision=2,
+            dimensions=[{"name": "model"}, {"name": "region", "values": ["eu", "us"]}],
+        )
+    ]
+    for n, (model, region) in enumerate([("a", "eu"), ("b", "us"), ("a", None), (None, "eu")]):
+        metadata = {k: v for k, v in (("model", model), ("region", region)) if v is not None}
+        out.append(api.record(key, "org", f"o-{n % 2}", f"{n}.25", id=f"{key}-{n}",
+                              timestamp=now - timedelta(hours=n), metadata=metadata))  # fmt: skip
+    out.append(api.amend_record(f"{key}-1", "7.5", reason="misread", actor="ops"))
+    out.append(api.cancel_record(f"{key}-2", reason="test", actor="ops", correction_id="c-2"))
+    out.append(api.cancel_record(f"{key}-2", reason="test", actor="ops", correction_id="c-2"))
+    span = {"start": now - timedelta(days=1), "end": now + timedelta(days=1)}
+    out.append(api.get_usage_breakdown(key, "DAILY", **span, group_by=["model", "region"]))
+    out.append(api.get_usage_breakdown(key, "DAILY", **span, where={"model": None}))
+    out.append(api.get_usage_breakdown(key, "DAILY", **span, group_by="region",
+                                       where={"model": "a"}, subject_id="o-0"))  # fmt: skip
+    out.append(api.list_corrections(key))
+    return out
+
+
+def test_breakdowns_and_corrections_answer_as_the_meter_does(
+    live: LiveServer, key: str, tmp_path: Path
+) -> None:
+    skip = {"corrected_at"}
+    with tsmeter.connect(f"sqlite:///{tmp_path / 'depth.db'}", create=True) as meter:
+        local = depth_program(meter, key)
+    with Client(live.url) as client:
+        remote = depth_program(client, key)
+
+    def comparable(value: Any) -> Any:
+        if isinstance(value, list):
+            return [comparable(item) for item in value]
+        fields = set(type(value).model_fields)
+        return value.model_dump(exclude=(_ASSIGNED | skip) & fields)
+
+    assert [type(x) for x in remote] == [type(x) for x in local]
+    assert comparable(remote) == comparable(local)
+    assert [c.applied for c in remote[5:8]] == [True, True, False]
+    assert all(remote[8:11])

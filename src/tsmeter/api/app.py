@@ -114,13 +114,15 @@ DOCUMENTED_MODELS = (
     schemas.RecordBatch,
     schemas.ThresholdCreate,
     schemas.ThresholdUpdate,
+    schemas.CorrectionIn,
+    schemas.AmendIn,
 )
 
 
 def create_app(meter: Meter, *, authenticator: Guard, settings: ApiSettings) -> FastAPI:
     """The FastAPI application serving ``meter`` (see the module docstring and
     ``docs/api.md``)."""
-    from tsmeter.api.routes import alerts, metrics, ops, thresholds, usage
+    from tsmeter.api.routes import alerts, corrections, metrics, ops, thresholds, usage
 
     telemetry = Telemetry(meter.outbox)
     service = Service(meter, authenticator, settings, telemetry, OutboxGate(meter))
@@ -137,7 +139,7 @@ def create_app(meter: Meter, *, authenticator: Guard, settings: ApiSettings) -> 
         retry_after=settings.retry_after,
         unavailable_retry_after=settings.unavailable_retry_after,
     )
-    for module in (metrics, usage, thresholds, alerts, ops):
+    for module in (metrics, usage, corrections, thresholds, alerts, ops):
         app.include_router(module.router(service))
     app.add_middleware(LatencyMiddleware, telemetry=telemetry)
 

@@ -9,6 +9,7 @@ or snake_case, one spelling per field.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -123,7 +124,43 @@ def _check_types(body: Mapping[Any, Any], model: type[BaseModel], where: str) ->
     except PydanticValidationError as exc:
         error = exc.errors()[0]
         field = field_name([where, *error["loc"]] if where else ["body", *error["loc"]])
-        raise ValidationError(field, error["msg"]) from None
+        raise _named_error(field, str(error["msg"])) from None
+
+
+_NAMED = re.compile(r"^([A-Za-z_][\w.\[\]]*): (.*)$", re.S)
+
+
+def _named_error(field: str, message: str) -> ValidationError:
+    """The error of a model's own check at ``field``, where its message names a field itself
+    (``values[0]: must be ...`` at ``dimensions[0].values``): that field, under ``field``.
+
+    >>> str(_named_error("dimensions[0].values", "Value error, values[0]: must be a string"))
+    'dimensions[0].values[0]: must be a string'
+    >>> str(_named_error("", "Value error, dimensions[1].name: declared twice"))
+    'dimensions[1].name: declared twice'
+    """
+    message = message.removeprefix("Value error, ")
+    named = _NAMED.match(message)
+    if named is None:
+        return ValidationError(field, message)
+    inner, problem = named.groups()
+    head, dot, last = field.rpartition(".")
+    base = head if dot else ""
+    if not field:
+        return ValidationError(inner, problem)
+    if inner.split("[")[0].split(".")[0] == _bare(last):
+        return ValidationError(f"{base}.{inner}" if base else _index(last) + inner, problem)
+    return ValidationError(field, message)
+
+
+def _bare(segment: str) -> str:
+    """``values`` of ``values[0]``."""
+    return segment.split("[")[0]
+
+
+def _index(segment: str) -> str:
+    """What precedes the name in a last segment without a dot (``[2]`` of ``[2]name``)."""
+    return segment[: len(segment) - len(segment.lstrip("[]0123456789"))]
 
 
 def _kind(value: object) -> str:

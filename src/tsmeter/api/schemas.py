@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 
 from tsmeter.domain import (
     AggregationType,
+    Dimension,
     MetricDefinition,
     PeriodType,
     ResetPeriod,
@@ -24,7 +25,9 @@ from tsmeter.domain import (
     UsageSummary,
     UsageThreshold,
 )
+from tsmeter.domain.corrections import Correction
 from tsmeter.domain.models import Model
+from tsmeter.domain.properties import MAX_DIMENSIONS, TimeUnit
 from tsmeter.domain.quantities import MAX_PRECISION, Rounding
 from tsmeter.domain.validation import MAX_NAME_LENGTH
 
@@ -33,7 +36,10 @@ __all__ = [
     "NAME_RULE",
     "TIME_RULE",
     "AlertList",
+    "AmendIn",
     "BatchAccepted",
+    "CorrectionIn",
+    "CorrectionList",
     "Deleted",
     "MetricCreate",
     "MetricList",
@@ -86,11 +92,27 @@ class MetricCreate(Model):
     reset_period: ResetPeriod = ResetPeriod.MONTHLY
     precision: int = _PRECISION
     rounding: Rounding | None = None
+    dimensions: list[Dimension] = Field(
+        default_factory=list,
+        max_length=MAX_DIMENSIONS,
+        description="record properties (top-level metadata keys) usage is grouped and"
+        " filtered by; fixed once the metric exists",
+    )
+    unique_property: str | None = Field(
+        None,
+        description="UNIQUE_COUNT (required then, else refused): the record property whose"
+        " distinct values are counted; fixed once the metric exists",
+    )
+    time_unit: TimeUnit = Field(
+        TimeUnit.HOUR,
+        description="TIME_WEIGHTED_SUM: the unit of time the held value is multiplied by"
+        " (HOUR: GB-hours); fixed once the metric exists",
+    )
     org_id: Name | None = None
 
-    _upper_enums = field_validator("aggregation_type", "reset_period", "rounding", mode="before")(
-        classmethod(lambda cls, v: _upper(v))
-    )
+    _upper_enums = field_validator(
+        "aggregation_type", "reset_period", "rounding", "time_unit", mode="before"
+    )(classmethod(lambda cls, v: _upper(v)))
 
 
 def _absent() -> Any:
@@ -110,8 +132,12 @@ class MetricUpdate(Model):
     unit: str = _absent()
     aggregation_type: AggregationType = _absent()
     reset_period: ResetPeriod = _absent()
+    #: sent to be refused by name if they differ from the stored ones (fixed at creation)
+    dimensions: list[Dimension] = _absent()
+    unique_property: str = _absent()
+    time_unit: TimeUnit = _absent()
 
-    _upper_enums = field_validator("aggregation_type", "reset_period", mode="before")(
+    _upper_enums = field_validator("aggregation_type", "reset_period", "time_unit", mode="before")(
         classmethod(lambda cls, v: _upper(v))
     )
 
@@ -184,6 +210,31 @@ class ThresholdUpdate(Model):
     _upper_enums = field_validator("period_type", "action", mode="before")(
         classmethod(lambda cls, v: _upper(v))
     )
+
+
+class CorrectionIn(Model):
+    """A cancel (``POST /v1/usage/records/{recordId}/cancel``): who and why, kept in the
+    audit trail. ``correctionId`` makes a retry a no-op (default: derived from the record
+    id and the kind)."""
+
+    reason: str
+    actor: str
+    correction_id: Name | None = None
+
+
+class AmendIn(Model):
+    """An amend (``POST /v1/usage/records/{recordId}/amend``): the record's new quantity (a
+    JSON number or a decimal string, kept exactly), who and why. ``correctionId`` makes a
+    retry a no-op (default: derived from the record id and the new quantity)."""
+
+    quantity: Decimal
+    reason: str
+    actor: str
+    correction_id: Name | None = None
+
+
+class CorrectionList(Model):
+    corrections: list[Correction]
 
 
 class MetricList(Model):

@@ -1,4 +1,5 @@
-"""``tsmeter usage``: record, import, read, summarise and export usage records."""
+"""``tsmeter usage``: record, import, read, summarise (also by dimension), correct and export
+usage records."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import IO, Any, Literal
 import click
 
 from tsmeter.cli.context import CliState, pass_state
+from tsmeter.cli.corrections import amend, cancel, corrections
 from tsmeter.cli.importer import ImportResult, import_stream
 from tsmeter.cli.output import Column, emit_list, emit_one, json_fields, progress
 from tsmeter.cli.params import (
@@ -24,6 +26,8 @@ from tsmeter.cli.params import (
     usage_error,
 )
 from tsmeter.domain import UsageRecord, UsageSummary
+from tsmeter.domain.filters import parse_group_by, parse_where
+from tsmeter.errors import ValidationError
 from tsmeter.files import replaced_whole
 from tsmeter.metering.meter import Meter
 
@@ -351,6 +355,106 @@ def summary(
 
 
 @usage.command()
+@click.argument("metric_key", metavar="METRIC")
+@click.option(
+    "--group-by",
+    "-g",
+    "group_by",
+    metavar="NAME",
+    multiple=True,
+    help="A dimension to group by (repeat, or separate with commas; in the order given).",
+)
+@click.option(
+    "--where",
+    "-w",
+    "where",
+    metavar="NAME=VALUE",
+    multiple=True,
+    help="Only records whose dimension NAME is VALUE (repeat for several dimensions); "
+    "NAME= for records without a value.",
+)
+@click.option(
+    "--period",
+    type=PERIODS,
+    default=None,
+    help="Period type [default: the metric's reset period; monthly if never].",
+)
+@range_options("default: the current month")
+@subject_options
+@click.option(
+    "--as-of",
+    metavar="TIME",
+    default=None,
+    help="Read as at this time (a time-weighted sum's last reading holds until then) "
+    "[default: now].",
+)
+@org_option()
+@pass_state
+def breakdown(
+    state: CliState,
+    metric_key: str,
+    group_by: tuple[str, ...],
+    where: tuple[str, ...],
+    period: str | None,
+    start: str | None,
+    end: str | None,
+    subject_type: str | None,
+    subject_id: str | None,
+    as_of: str | None,
+    org_id: str | None,
+) -> None:
+    """Show METRIC's usage per period, subject and group of dimension values.
+
+    One row per combination of the --group-by dimensions' values (a record
+    without a value for one is in a group of its own, shown as "(none)"; JSON
+    null), counting only the records that match every --where. Totals are
+    exact, computed as "usage summary" computes them.
+
+    \b
+    Example:
+        tsmeter usage breakdown tokens --group-by model --from 2026-11 --to 2026-12
+        tsmeter usage breakdown tokens -g model,region -w region=eu --period daily
+        tsmeter usage breakdown gb_hours --where tier= --subject-id org-1
+    """
+    try:
+        filters = parse_where(where, "--where")
+    except ValidationError as exc:
+        raise usage_error(str(exc)) from None
+    names = parse_group_by(group_by)
+    month_start, month_end = state.current_month()
+    summaries = state.meter().get_usage_breakdown(
+        metric_key,
+        period,
+        start=state.when("--from", start) or month_start,
+        end=state.when("--to", end) or month_end,
+        group_by=names,
+        where=filters or None,
+        subject_type=subject_type,
+        subject_id=subject_id,
+        org_id=org_id,
+        as_of=state.when("--as-of", as_of),
+    )
+    empty = "No usage in that range."
+    if state.fmt != "table":
+        emit_list(state, summaries, _SUMMARY_COLUMNS, fields=json_fields(UsageSummary), empty=empty)
+        return
+    shown = names or tuple(filters)
+    columns = [
+        *_SUMMARY_COLUMNS[:3],
+        *(Column(name.upper(), f"dimension:{name}", none="(none)") for name in shown),
+        *_SUMMARY_COLUMNS[3:],
+    ]
+    rows = [
+        {
+            **{c.attr: getattr(s, c.attr) for c in _SUMMARY_COLUMNS},
+            **{f"dimension:{n}": (s.dimensions or filters).get(n) for n in shown},
+        }
+        for s in summaries
+    ]
+    emit_list(state, rows, columns, empty=empty)
+
+
+@usage.command()
 @click.argument("metric_key", metavar="[METRIC]", required=False)
 @click.option(
     "--output",
@@ -445,3 +549,7 @@ def _export(meter: Meter, out: IO[str], metric_key: str | None, options: dict[st
         )
     with progress(total, "Exporting", step=10_000) as (advance, _say):
         return meter.export_usage(out, metric_key, progress=advance, **options)
+
+
+for _command in (cancel, amend, corrections):  # corrections of stored records
+    usage.add_command(_command)

@@ -32,6 +32,8 @@ from tsmeter.domain import (
     UsageThreshold,
     new_ids,
 )
+from tsmeter.domain.corrections import Correction
+from tsmeter.domain.filters import where_texts
 from tsmeter.domain.modelio import build
 from tsmeter.domain.models import STORED
 from tsmeter.errors import (
@@ -177,7 +179,7 @@ class Call(Generic[T]):
     method: Literal["GET", "POST", "PATCH", "DELETE"]
     path: str
     parse: Callable[[Any], T]
-    params: dict[str, str] = field(default_factory=dict)
+    params: Mapping[str, str | list[str]] = field(default_factory=dict)
     body: Any = None
     #: sending it twice does no harm, so it is retried even after the request may have
     #: reached the server (a dropped connection, a timeout while waiting for the answer)
@@ -498,6 +500,81 @@ class Calls:
             orgId=org_id,
         )
         return Call("GET", "/v1/usage/export", lambda _: None, query, idempotent=True)
+
+    @staticmethod
+    def get_usage_breakdown(
+        metric_key: str,
+        period_type: object,
+        start: TimeLike,
+        end: TimeLike,
+        group_by: Iterable[str],
+        where: Mapping[str, object] | None,
+        subject_type: str | None,
+        subject_id: str | None,
+        org_id: str | None,
+        as_of: TimeLike | None,
+    ) -> Call[list[UsageSummary]]:
+        if isinstance(group_by, str):  # one name, not its letters
+            group_by = (group_by,)
+        query: dict[str, Any] = _query(
+            metricKey=metric_key,
+            periodType=period_type,
+            **{"from": start, "to": end},
+            subjectType=subject_type,
+            subjectId=subject_id,
+            orgId=org_id,
+            asOf=as_of,
+        )
+        names = list(group_by)
+        if names:
+            query["groupBy"] = names
+        texts = where_texts(where)
+        if texts:
+            query["where"] = texts
+        return Call(
+            "GET", "/v1/usage/breakdown", _many(UsageSummary, "summaries"), query, idempotent=True
+        )
+
+    # -- corrections ------------------------------------------------------------------
+    @staticmethod
+    def cancel_record(
+        record_id: str, reason: str, actor: str, correction_id: str | None
+    ) -> Call[Correction]:
+        body = {"reason": reason, "actor": actor}
+        if correction_id is not None:
+            body["correctionId"] = correction_id
+        # idempotent by its correction id (given, or derived from the record id and kind)
+        path = f"/v1/usage/records/{_segment(record_id)}/cancel"
+        return Call("POST", path, _one(Correction), body=body, idempotent=True)
+
+    @staticmethod
+    def amend_record(
+        record_id: str, quantity: Quantity, reason: str, actor: str, correction_id: str | None
+    ) -> Call[Correction]:
+        body = {"quantity": quantity_text(quantity), "reason": reason, "actor": actor}
+        if correction_id is not None:
+            body["correctionId"] = correction_id
+        path = f"/v1/usage/records/{_segment(record_id)}/amend"
+        return Call("POST", path, _one(Correction), body=body, idempotent=True)
+
+    @staticmethod
+    def list_corrections(
+        metric_key: str | None,
+        org_id: str | None,
+        record_id: str | None,
+        start: TimeLike | None,
+        end: TimeLike | None,
+    ) -> Call[list[Correction]]:
+        query = _query(
+            metricKey=metric_key, orgId=org_id, recordId=record_id, **{"from": start, "to": end}
+        )
+        return Call(
+            "GET",
+            "/v1/usage/corrections",
+            _many(Correction, "corrections"),
+            query,
+            idempotent=True,
+        )
 
     # -- thresholds -------------------------------------------------------------------
     @staticmethod

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import IO, Any, Literal, TypeVar
 
@@ -37,6 +37,7 @@ from tsmeter.domain import (
     UsageSummary,
     UsageThreshold,
 )
+from tsmeter.domain.corrections import Correction
 from tsmeter.errors import ConflictError, NotFoundError
 from tsmeter.metering.planning import same_threshold
 
@@ -272,6 +273,28 @@ class Client:
             )
         )
 
+    def get_usage_breakdown(
+        self,
+        metric_key: str,
+        period_type: PeriodType | str | None = None,
+        *,
+        start: TimeLike,
+        end: TimeLike,
+        group_by: Sequence[str] = (),
+        where: Mapping[str, object] | None = None,
+        subject_type: str | None = None,
+        subject_id: str | None = None,
+        org_id: str | None = None,
+        as_of: TimeLike | None = None,
+    ) -> list[UsageSummary]:
+        """Usage per period, subject and group of ``group_by`` dimension values, of the
+        records matching ``where`` (see ``Meter.get_usage_breakdown``)."""
+        call = Calls.get_usage_breakdown(
+            metric_key, period_type, start, end, group_by, where, subject_type, subject_id,
+            org_id, as_of,
+        )  # fmt: skip
+        return self._run(call)
+
     def export_usage(
         self,
         out: IO[str],
@@ -298,6 +321,39 @@ class Client:
         finally:
             response.close()
         return counter.count()
+
+    # -- corrections ------------------------------------------------------------------
+    def cancel_record(
+        self, record_id: str, *, reason: str, actor: str, correction_id: str | None = None
+    ) -> Correction:
+        """Cancel a stored record (see ``Meter.cancel_record``); a retry is a no-op
+        (``applied`` False)."""
+        return self._run(Calls.cancel_record(record_id, reason, actor, correction_id))
+
+    def amend_record(
+        self,
+        record_id: str,
+        quantity: int | float | str | Decimal,
+        *,
+        reason: str,
+        actor: str,
+        correction_id: str | None = None,
+    ) -> Correction:
+        """Replace a stored record's quantity (see ``Meter.amend_record``); a retry is a
+        no-op (``applied`` False)."""
+        return self._run(Calls.amend_record(record_id, quantity, reason, actor, correction_id))
+
+    def list_corrections(
+        self,
+        metric_key: str | None = None,
+        *,
+        record_id: str | None = None,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
+        org_id: str | None = None,
+    ) -> list[Correction]:
+        """The corrections audit trail, oldest first (see ``Meter.list_corrections``)."""
+        return self._run(Calls.list_corrections(metric_key, org_id, record_id, start, end))
 
     # -- thresholds -------------------------------------------------------------------
     def create_threshold(

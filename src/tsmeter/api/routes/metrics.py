@@ -80,7 +80,9 @@ def router(service: Service) -> APIRouter:
         responses=errors(400, 401, 403, 404, 413, 422),
     )
     async def update_metric(key: str, request: Request, org_id: OrgId = None) -> Response:
-        """Change a metric's name, description, unit, aggregation type or reset period."""
+        """Change a metric's name, description, unit, aggregation type or reset period. Its
+        dimension names, unique property and time unit are fixed: sending other values is a
+        422 naming the field."""
         changes = fields_of(decode(await read_body(request, limit)), MetricUpdate)
         metric = await run_in_threadpool(lambda: meter.update_metric(key, org_id, **changes))
         return json_response(metric)

@@ -1,5 +1,5 @@
-"""``/v1/usage``: record usage (one record, or a batch all or nothing), read records and
-summaries, stream an export."""
+"""``/v1/usage``: record usage (one record, or a batch all or nothing), read records,
+summaries and breakdowns by dimension, stream an export."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ from tsmeter.api.schemas import (
 )
 from tsmeter.api.streaming import ExportStream
 from tsmeter.domain import BatchResult, PeriodType, UsageRecord, UsageSummary, new_ids
+from tsmeter.domain.filters import parse_group_by, parse_where
+from tsmeter.domain.validation import parse_timestamp
 from tsmeter.errors import (
     OutboxFullError,
     QuotaExceededError,
@@ -53,7 +55,14 @@ Enforce = Annotated[
 ]
 
 #: the Meter's argument names, as the query parameters that carry them
-_PARAMS = {"start": "from", "end": "to", "metric_key": "metricKey", "period_type": "periodType"}
+_PARAMS = {
+    "start": "from",
+    "end": "to",
+    "metric_key": "metricKey",
+    "period_type": "periodType",
+    "group_by": "groupBy",
+    "as_of": "asOf",
+}
 
 _REQUIRED = ("metric_key", "subject_type", "subject_id")
 
@@ -63,10 +72,12 @@ def _named(call: Callable[[], T]) -> T:
     try:
         return call()
     except ValidationError as exc:
-        name = _PARAMS.get(exc.field)
+        head, dot, rest = exc.field.partition(".")
+        name = _PARAMS.get(head) or _PARAMS.get(head.partition("[")[0])
         if name is None:
             raise
-        raise ValidationError(name, exc.problem) from exc
+        field = name + head[len(head.partition("[")[0]) :] + dot + rest
+        raise ValidationError(field, exc.problem) from exc
 
 
 def router(service: Service) -> APIRouter:
@@ -259,6 +270,68 @@ def router(service: Service) -> APIRouter:
                 subject_type=subject_type,
                 subject_id=subject_id,
                 org_id=org_id,
+            )
+        )
+        return json_response({"summaries": summaries})
+
+    @api.get(
+        "/breakdown",
+        operation_id="usage.getBreakdown",
+        response_model=SummaryList,
+        dependencies=scope(service, "read"),
+        responses=errors(401, 403, 404, 422, 503),
+    )
+    def get_breakdown(
+        metric_key: MetricKey,
+        start: Annotated[str, Query(alias="from", json_schema_extra=TIME_RULE)],
+        end: Annotated[str, Query(alias="to", json_schema_extra=TIME_RULE)],
+        period_type: Annotated[PeriodType | None, Query(alias="periodType")] = None,
+        group_by: Annotated[
+            list[str] | None,
+            Query(
+                alias="groupBy",
+                description="dimensions to group by, in order: repeated (groupBy=model&"
+                "groupBy=region) or separated by commas",
+            ),
+        ] = None,
+        where: Annotated[
+            list[str] | None,
+            Query(
+                description="NAME=VALUE (region=eu), repeated for several dimensions; NAME="
+                " keeps the records without a value for it",
+            ),
+        ] = None,
+        subject_type: SubjectType = None,
+        subject_id: SubjectId = None,
+        org_id: OrgId = None,
+        as_of: Annotated[
+            str | None,
+            Query(
+                alias="asOf",
+                description="the time of the reading (default: now): a time-weighted sum's"
+                " last reading holds until then",
+                json_schema_extra=TIME_RULE,
+            ),
+        ] = None,
+    ) -> Response:
+        """Usage per period, subject and group of dimension values: one summary per
+        combination of the ``groupBy`` dimensions' values (``dimensions`` holds them; null
+        for records without a value), of the records that match ``where``. Without
+        ``groupBy``, one summary per period and subject, filtered."""
+        filters = parse_where(where or ())
+        reading_time = None if as_of is None else parse_timestamp("asOf", as_of)  # checked always
+        summaries = _named(
+            lambda: meter.get_usage_breakdown(
+                metric_key,
+                period_type,
+                start=start,
+                end=end,
+                group_by=parse_group_by(group_by or ()),
+                where=filters or None,
+                subject_type=subject_type,
+                subject_id=subject_id,
+                org_id=org_id,
+                as_of=reading_time,
             )
         )
         return json_response({"summaries": summaries})
