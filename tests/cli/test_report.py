@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from html.parser import HTMLParser
+from itertools import pairwise
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -374,3 +375,72 @@ def test_periods_are_those_of_the_timezone_option(run: Cli) -> None:
     assert "<td>Sun 01 Mar 2026</td><td class=n>1</td>" in page
     assert "<td>Mon 02 Mar 2026</td><td class=n>1</td>" in page
     assert "<td>Tue 03 Mar 2026</td><td class=n>0</td><td class=n>0</td>" in page
+
+
+def _held_gb_hours(readings: list[tuple[datetime, Decimal]], lo: datetime, hi: datetime,
+                   precision: int) -> Decimal:  # fmt: skip
+    """A subject's readings held over ``[lo, hi)`` in GB-hours, from first principles: the
+    reading in force at each second of the span (the one before ``lo`` carried in)."""
+    total = Decimal(0)
+    ordered = sorted(readings)
+    for i, (at, value) in enumerate(ordered):
+        until = ordered[i + 1][0] if i + 1 < len(ordered) else hi
+        begin, end = max(at, lo), min(until, hi)
+        if end > begin:
+            total += value * Decimal((end - begin).total_seconds()) / 3600
+    return total.quantize(Decimal(10) ** -precision, rounding=ROUND_HALF_EVEN)
+
+
+def test_record_level_metrics_are_measured_from_their_records(tmp_path: Path) -> None:
+    """A report of UNIQUE_COUNT and TIME_WEIGHTED_SUM metrics: each bucket, subject and the
+    total equal a brute force over the records (distinct users per subject, GB-hours held
+    with the reading before a bucket carried in), across the 23-hour day in Paris."""
+    meter = connect(f"sqlite:///{tmp_path / 'r.db'}", timezone="Europe/Paris", mirror=False)
+    meter.define_metric("active_users", aggregation_type="UNIQUE_COUNT", unique_property="user")
+    meter.define_metric("storage", aggregation_type="TIME_WEIGHTED_SUM", precision=3, unit="GB")
+    rng = random.Random(11)
+    begin = (START - timedelta(days=2)).astimezone(UTC)
+    users: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
+    gauges: dict[str, list[tuple[datetime, Decimal]]] = defaultdict(list)
+    batch = []
+    for offset in rng.sample(range(9 * 86_400), 600):
+        at, subject = begin + timedelta(seconds=offset), rng.choice(SUBJECTS)
+        if offset % 2:
+            user = f"u{rng.randint(1, 12)}"
+            users[subject].append((at, user))
+            batch.append({"metric_key": "active_users", "subject_type": "org",
+                          "subject_id": subject, "timestamp": at,
+                          "metadata": {"user": user}})  # fmt: skip
+        else:
+            gb = Decimal(rng.randint(0, 500_000)) / 1000
+            gauges[subject].append((at, gb))
+            batch.append({"metric_key": "storage", "subject_type": "org", "subject_id": subject,
+                          "quantity": gb, "timestamp": at})  # fmt: skip
+    meter.record_batch(batch)
+    now = datetime(2026, 5, 1, tzinfo=UTC)
+    report = gather(meter, START, END, now=now)
+    days = [START + timedelta(days=i) for i in range(8)]
+    days = [d.replace(tzinfo=None).replace(tzinfo=PARIS) for d in days]  # local midnights
+    by_key = {m.metric.key: m for m in report.metrics}
+
+    unique = by_key["active_users"]
+    for bucket, (lo, hi) in zip(unique.buckets, pairwise(days), strict=True):
+        want = sum(len({u for at, u in users[s] if lo <= at < hi}) for s in SUBJECTS)
+        assert bucket.value == Decimal(want), lo
+    per_subject = {s: len({u for at, u in users[s] if START <= at < END}) for s in SUBJECTS}
+    got = {u.subject_id: u.value for u in unique.subjects}
+    assert got == {s: Decimal(n) for s, n in per_subject.items() if n}
+    assert unique.total == Decimal(sum(per_subject.values()))
+
+    storage = by_key["storage"]
+    for bucket, (lo, hi) in zip(storage.buckets, pairwise(days), strict=True):
+        want = sum((_held_gb_hours(gauges[s], lo, hi, 12) for s in SUBJECTS), Decimal(0)).quantize(
+            Decimal("0.001"), rounding=ROUND_HALF_EVEN
+        )
+        assert bucket.value == want, lo
+    total = sum((_held_gb_hours(gauges[s], START, END, 12) for s in SUBJECTS), Decimal(0))
+    assert storage.total == total.quantize(Decimal("0.001"), rounding=ROUND_HALF_EVEN)
+    assert days[4].astimezone(UTC) - days[3].astimezone(UTC) == timedelta(hours=23)
+    page = render(report)
+    assert "active_users" in page and "storage" in page
+    meter.close()

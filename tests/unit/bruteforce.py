@@ -21,9 +21,12 @@ from tsmeter.adapters.influxdb.client import quote_ident, series_rows
 from tsmeter.adapters.influxdb.schema import summary_measurement
 from tsmeter.adapters.influxdb.store import InfluxStore
 from tsmeter.adapters.influxdb.v2 import V2Transport
+from tsmeter.domain.models import RECORD_LEVEL
 from tsmeter.domain.periods import Calendar
 
-AGGS = tuple(AggregationType)
+#: the types whose summaries are made of components (the roll-ups' subject); the record-level
+#: ones (UNIQUE_COUNT, TIME_WEIGHTED_SUM) have their own brute force, ``brute_measures``
+AGGS = tuple(a for a in AggregationType if a not in RECORD_LEVEL)
 PERIODS = tuple(PeriodType)
 HOUR = timedelta(hours=1)
 US = timedelta(microseconds=1)

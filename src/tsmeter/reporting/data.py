@@ -14,6 +14,12 @@ Values come from stored summaries combined by their components (count, sum, min,
 as roll-ups combine them, so a day's value is the same whether read from hourly or daily
 summaries. Summaries are read at the coarsest period type whose boundaries the range falls
 on; a range that is not on whole hours is widened to them (:attr:`Report.widened`).
+
+A UNIQUE_COUNT or TIME_WEIGHTED_SUM metric has no such components: its values are measured
+from the records of each bucket, of each subject over the whole range and of each threshold
+window (:mod:`tsmeter.metering.measures`). A bucket's or the range's UNIQUE_COUNT is the sum of
+each subject's distinct values (each subject is billed for its own); a TIME_WEIGHTED_SUM adds
+the integrals of every series, with readings held until the report's time at the latest.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from decimal import Decimal
 from itertools import pairwise
 
 from tsmeter.domain import (
+    AggregationType,
     MetricDefinition,
     PeriodType,
     UsageAlert,
@@ -32,10 +39,12 @@ from tsmeter.domain import (
     UsageThreshold,
 )
 from tsmeter.domain.periods import Calendar
-from tsmeter.domain.quantities import aggregate_units
+from tsmeter.domain.properties import NS_PER
+from tsmeter.domain.quantities import aggregate_units, time_weighted_units
 from tsmeter.domain.validation import EPOCH, from_ns, to_ns
 from tsmeter.errors import ValidationError
 from tsmeter.limits.windows import LIFETIME_END, threshold_period
+from tsmeter.metering.measures import Measure, measure
 from tsmeter.metering.meter import Meter
 
 __all__ = [
@@ -188,6 +197,28 @@ class _Components:
         return metric.usage(aggregate_units(metric.aggregation_type.value, self))
 
 
+@dataclass
+class _Measured:
+    """Record-level usage added up over subjects (or periods): distinct values counted per
+    subject, held integrals (units × ns) summed before rounding once."""
+
+    record_count: int = 0
+    distinct: int = 0
+    held: int = 0
+    seen: bool = False
+
+    def add(self, m: Measure) -> None:
+        self.record_count += m.record_count
+        self.distinct += len(m.distinct)
+        self.held += m.held
+        self.seen = True
+
+    def value(self, metric: MetricDefinition) -> Decimal:
+        if metric.aggregation_type is AggregationType.UNIQUE_COUNT:
+            return Decimal(self.distinct)
+        return metric.decimal(time_weighted_units(self.held, NS_PER[metric.time_unit]))
+
+
 def auto_period(start: datetime, end: datetime) -> PeriodType:
     """The period type of the usage-over-time chart for a range: hours up to three days,
     days up to about three months, months up to three years, then years.
@@ -291,6 +322,8 @@ def _metric_report(
 ) -> MetricReport:
     calendar = meter.calendar
     first, last = to_ns(report.start), to_ns(report.end)
+    if metric.record_level:
+        return _measured_report(meter, metric, report, bucket_type, thresholds, alerts)
     source = _source(calendar, bucket_type, first, last)
     rows = meter.get_usage_summaries(
         metric.key, source, start=report.start, end=report.end, org_id=metric.org_id
@@ -336,13 +369,76 @@ def _metric_report(
     )
 
 
+def _measured_report(
+    meter: Meter,
+    metric: MetricDefinition,
+    report: Report,
+    bucket_type: PeriodType,
+    thresholds: Sequence[UsageThreshold],
+    alerts: Sequence[UsageAlert],
+) -> MetricReport:
+    """:func:`_metric_report` of a UNIQUE_COUNT or TIME_WEIGHTED_SUM metric: measured from the
+    records of each bucket and of the whole range (the first read settles the outbox)."""
+    calendar = meter.calendar
+    first, last = to_ns(report.start), to_ns(report.end)
+    meter.flush()
+    as_of = to_ns(report.generated_at)
+    bounds = calendar.boundaries(bucket_type, first, last)
+    edges = [first, *[b for b in bounds if first < b < last], last]
+    per_bucket = {b: _Measured() for b in bounds[:-1]}
+    for m in measure(meter.store, metric, edges, as_of=as_of):
+        per_bucket[calendar.start_of(bucket_type, m.start)].add(m)
+    per_subject: dict[tuple[str, str], _Measured] = {}
+    overall = _Measured()
+    for m in measure(meter.store, metric, [first, last], as_of=as_of):
+        per_subject.setdefault((m.subject_type, m.subject_id), _Measured()).add(m)
+        overall.add(m)
+    buckets = [
+        Bucket(
+            from_ns(max(b, first)).astimezone(calendar.zone),
+            from_ns(min(b_end, last)).astimezone(calendar.zone),
+            per_bucket[b].value(metric),
+            per_bucket[b].record_count,
+        )
+        for b, b_end in pairwise(bounds)
+    ]
+    subjects = [
+        SubjectUsage(kind, sid, parts.value(metric), parts.record_count)
+        for (kind, sid), parts in per_subject.items()
+    ]
+    subjects.sort(key=lambda s: (-s.value, s.subject_type, s.subject_id))
+    mine = [t for t in thresholds if t.metric_key == metric.key and t.org_id == metric.org_id]
+    return MetricReport(
+        metric=metric,
+        period=bucket_type,
+        buckets=buckets,
+        total=overall.value(metric),
+        records=overall.record_count,
+        subjects=subjects[: report.top],
+        subject_count=len(subjects),
+        thresholds=[_threshold_report(meter, metric, t, report) for t in mine],
+        alerts=_alerts(metric, mine, thresholds, alerts, report),
+    )
+
+
 def _threshold_report(
     meter: Meter, metric: MetricDefinition, threshold: UsageThreshold, report: Report
 ) -> ThresholdReport:
     """Each covered subject's usage in each window of ``threshold`` overlapping the range."""
     window = threshold_period(metric, threshold)
     one = None if threshold.subject_id == "*" else threshold.subject_id
-    if window is None:  # lifetime: yearly summaries from 1970 on, combined per subject
+    if window is None and metric.record_level:  # lifetime: measured from every record
+        found = measure(
+            meter.store, metric, [to_ns(EPOCH), LIFETIME_END],
+            subject_type=threshold.subject_type, subject_id=one,
+            as_of=to_ns(report.generated_at),
+        )  # fmt: skip
+        usage = [
+            WindowUsage(None, None, threshold.subject_type, m.subject_id,
+                        metric.usage(m.value(metric)))
+            for m in found
+        ]  # fmt: skip
+    elif window is None:  # lifetime: yearly summaries from 1970 on, combined per subject
         rows = meter.get_usage_summaries(
             metric.key, PeriodType.YEARLY, start=EPOCH, end=from_ns(LIFETIME_END),
             subject_type=threshold.subject_type, subject_id=one, org_id=metric.org_id,
@@ -370,7 +466,7 @@ def _threshold_report(
                 r.total_quantity,
             )
             for r in rows
-            if r.record_count
+            if r.record_count or metric.record_level
         ]
     usage.sort(key=lambda u: (_instant(u.start), -u.value, u.subject_id))
     return ThresholdReport(threshold, window, usage)
