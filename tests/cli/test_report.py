@@ -442,5 +442,5 @@ def test_record_level_metrics_are_measured_from_their_records(tmp_path: Path) ->
     assert storage.total == total.quantize(Decimal("0.001"), rounding=ROUND_HALF_EVEN)
     assert days[4].astimezone(UTC) - days[3].astimezone(UTC) == timedelta(hours=23)
     page = render(report)
-    assert "active_users" in page and "storage" in page
+    assert "active_users" in page and "GB × hour" in page
     meter.close()

@@ -163,6 +163,8 @@ def _meaning(aggregation: str) -> str:
         "MAX": "largest record",
         "MIN": "smallest record",
         "LAST": "latest record",
+        "UNIQUE_COUNT": "distinct values",
+        "TIME_WEIGHTED_SUM": "held over time",
     }[aggregation]
 
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from html import escape
 
-from tsmeter.domain import PeriodType, UsageAlert
+from tsmeter.domain import MetricDefinition, PeriodType, UsageAlert
 from tsmeter.reporting.charts import (
     alert_chart,
     exact,
@@ -66,7 +66,17 @@ _MEANING = {
     "MAX": "the largest record",
     "MIN": "the smallest record",
     "LAST": "the latest record",
+    "UNIQUE_COUNT": "distinct values of the unique property, counted per subject and added up",
+    "TIME_WEIGHTED_SUM": "each reading held until the next, integrated over time",
 }
+
+
+def _unit(metric: MetricDefinition) -> str:
+    """The unit of a metric's values: a time-weighted sum's is the unit times its time unit
+    (``GB × hour``)."""
+    if metric.aggregation_type.value == "TIME_WEIGHTED_SUM":
+        return f"{metric.unit or 'value'} × {metric.time_unit.value.lower()}"
+    return metric.unit
 
 
 def _e(value: object) -> str:
@@ -194,7 +204,7 @@ def _section(index: int, item: MetricReport, report: Report, charts: _Charts) ->
         assert item.total is not None
         out.append(
             f'<p class="total">Over the period: <strong>{_e(exact(item.total))}</strong> '
-            f"{_e(metric.unit)} ({_e(_MEANING[metric.aggregation_type.value])}), "
+            f"{_e(_unit(metric))} ({_e(_MEANING[metric.aggregation_type.value])}), "
             f"{item.records:,} records, {item.subject_count:,} subjects.</p>"
         )
         out += _usage(item, report, charts)
