@@ -252,6 +252,7 @@ class Queries:
         period = summary_period(metric, period_type)
         lo, hi = self._range(start, end)
         group = grouping(metric, group_by, where)
+        instant = ns("asOf", as_of) if as_of is not None else time.time_ns()
         if not metric.record_level and not group.group_by and not group.where:
             query = SummaryQuery(metric.key, period, lo, hi, metric.org_id, subject_type,
                                  subject_id)  # fmt: skip
@@ -259,7 +260,6 @@ class Queries:
             return [
                 self._summary(metric, period, r).model_copy(update={"dimensions": {}}) for r in rows
             ]
-        instant = ns("asOf", as_of) if as_of is not None else time.time_ns()
         found = measure(self._store, metric, period_edges(self._calendar, period, lo, hi),
                         subject_type=subject_type, subject_id=subject_id, group=group,
                         as_of=instant)  # fmt: skip
