@@ -412,9 +412,7 @@ def test_summary_of_a_record_level_metric(meter: Meter) -> None:
 
 
 @pytest.mark.parametrize("zone", ZONES)
-def test_corrections_are_followed_by_every_measure(
-    meters: Callable[..., Meter], zone: str
-) -> None:
+def test_corrections_are_followed_by_every_measure(meters: Callable[..., Meter], zone: str) -> None:
     """Records cancelled and amended by id (and a cancelled id recorded again): distinct
     users, GB-hours and tokens by dimension equal the brute force over the records as
     corrected, before and after an aggregation run."""
