@@ -24,11 +24,12 @@ the integrals of every series, with readings held until the report's time at the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from itertools import pairwise
+from typing import Protocol
 
 from tsmeter.domain import (
     AggregationType,
@@ -312,6 +313,15 @@ def _metrics(meter: Meter, keys: Sequence[str]) -> list[MetricDefinition]:
     return chosen
 
 
+class _Parts(Protocol):
+    """What a bucket, a subject or the whole range adds up to."""
+
+    @property
+    def record_count(self) -> int: ...
+
+    def value(self, metric: MetricDefinition) -> Decimal | None: ...
+
+
 def _metric_report(
     meter: Meter,
     metric: MetricDefinition,
@@ -322,77 +332,11 @@ def _metric_report(
 ) -> MetricReport:
     calendar = meter.calendar
     first, last = to_ns(report.start), to_ns(report.end)
+    bounds = calendar.boundaries(bucket_type, first, last)
     if metric.record_level:
-        return _measured_report(meter, metric, report, bucket_type, thresholds, alerts)
-    source = _source(calendar, bucket_type, first, last)
-    rows = meter.get_usage_summaries(
-        metric.key, source, start=report.start, end=report.end, org_id=metric.org_id
-    )
-    bounds = calendar.boundaries(bucket_type, first, last)
-    per_bucket = {b: _Components() for b in bounds[:-1]}
-    per_subject: dict[tuple[str, str], _Components] = {}
-    overall = _Components()
-    for row in rows:
-        at = to_ns(row.period_start)
-        per_bucket[calendar.start_of(bucket_type, at)].merge(row, metric)
-        key = (row.subject_type, row.subject_id)
-        per_subject.setdefault(key, _Components()).merge(row, metric)
-        overall.merge(row, metric)
-    buckets = []
-    for b, b_end in pairwise(bounds):
-        parts = per_bucket[b]
-        buckets.append(
-            Bucket(
-                from_ns(max(b, first)).astimezone(calendar.zone),
-                from_ns(min(b_end, last)).astimezone(calendar.zone),
-                parts.value(metric),
-                parts.record_count,
-            )
-        )
-    subjects = [
-        SubjectUsage(kind, sid, value, parts.record_count)
-        for (kind, sid), parts in per_subject.items()
-        if parts.record_count and (value := parts.value(metric)) is not None
-    ]
-    subjects.sort(key=lambda s: (-s.value, s.subject_type, s.subject_id))
-    mine = [t for t in thresholds if t.metric_key == metric.key and t.org_id == metric.org_id]
-    return MetricReport(
-        metric=metric,
-        period=bucket_type,
-        buckets=buckets,
-        total=overall.value(metric),
-        records=overall.record_count,
-        subjects=subjects[: report.top],
-        subject_count=len(subjects),
-        thresholds=[_threshold_report(meter, metric, t, report) for t in mine],
-        alerts=_alerts(metric, mine, thresholds, alerts, report),
-    )
-
-
-def _measured_report(
-    meter: Meter,
-    metric: MetricDefinition,
-    report: Report,
-    bucket_type: PeriodType,
-    thresholds: Sequence[UsageThreshold],
-    alerts: Sequence[UsageAlert],
-) -> MetricReport:
-    """:func:`_metric_report` of a UNIQUE_COUNT or TIME_WEIGHTED_SUM metric: measured from the
-    records of each bucket and of the whole range (the first read settles the outbox)."""
-    calendar = meter.calendar
-    first, last = to_ns(report.start), to_ns(report.end)
-    meter.flush()
-    as_of = to_ns(report.generated_at)
-    bounds = calendar.boundaries(bucket_type, first, last)
-    edges = [first, *[b for b in bounds if first < b < last], last]
-    per_bucket = {b: _Measured() for b in bounds[:-1]}
-    for m in measure(meter.store, metric, edges, as_of=as_of):
-        per_bucket[calendar.start_of(bucket_type, m.start)].add(m)
-    per_subject: dict[tuple[str, str], _Measured] = {}
-    overall = _Measured()
-    for m in measure(meter.store, metric, [first, last], as_of=as_of):
-        per_subject.setdefault((m.subject_type, m.subject_id), _Measured()).add(m)
-        overall.add(m)
+        per_bucket, per_subject, overall = _measured(meter, metric, report, bucket_type, bounds)
+    else:
+        per_bucket, per_subject, overall = _combined(meter, metric, report, bucket_type, bounds)
     buckets = [
         Bucket(
             from_ns(max(b, first)).astimezone(calendar.zone),
@@ -403,8 +347,10 @@ def _measured_report(
         for b, b_end in pairwise(bounds)
     ]
     subjects = [
-        SubjectUsage(kind, sid, parts.value(metric), parts.record_count)
+        SubjectUsage(kind, sid, value, parts.record_count)
         for (kind, sid), parts in per_subject.items()
+        if (parts.record_count or metric.record_level)
+        and (value := parts.value(metric)) is not None
     ]
     subjects.sort(key=lambda s: (-s.value, s.subject_type, s.subject_id))
     mine = [t for t in thresholds if t.metric_key == metric.key and t.org_id == metric.org_id]
@@ -419,6 +365,59 @@ def _measured_report(
         thresholds=[_threshold_report(meter, metric, t, report) for t in mine],
         alerts=_alerts(metric, mine, thresholds, alerts, report),
     )
+
+
+_Tally = tuple[Mapping[int, _Parts], Mapping[tuple[str, str], _Parts], _Parts]
+
+
+def _combined(
+    meter: Meter,
+    metric: MetricDefinition,
+    report: Report,
+    bucket_type: PeriodType,
+    bounds: list[int],
+) -> _Tally:
+    """Per bucket, per subject and overall: stored summaries' components combined."""
+    calendar = meter.calendar
+    source = _source(calendar, bucket_type, to_ns(report.start), to_ns(report.end))
+    rows = meter.get_usage_summaries(
+        metric.key, source, start=report.start, end=report.end, org_id=metric.org_id
+    )
+    per_bucket = {b: _Components() for b in bounds[:-1]}
+    per_subject: dict[tuple[str, str], _Components] = {}
+    overall = _Components()
+    for row in rows:
+        at = to_ns(row.period_start)
+        per_bucket[calendar.start_of(bucket_type, at)].merge(row, metric)
+        key = (row.subject_type, row.subject_id)
+        per_subject.setdefault(key, _Components()).merge(row, metric)
+        overall.merge(row, metric)
+    return per_bucket, per_subject, overall
+
+
+def _measured(
+    meter: Meter,
+    metric: MetricDefinition,
+    report: Report,
+    bucket_type: PeriodType,
+    bounds: list[int],
+) -> _Tally:
+    """Per bucket, per subject over the range and overall, of a UNIQUE_COUNT or
+    TIME_WEIGHTED_SUM metric: measured from the records (the outbox delivered first)."""
+    calendar = meter.calendar
+    first, last = to_ns(report.start), to_ns(report.end)
+    meter.flush()
+    as_of = to_ns(report.generated_at)
+    edges = [first, *[b for b in bounds if first < b < last], last]
+    per_bucket = {b: _Measured() for b in bounds[:-1]}
+    for m in measure(meter.store, metric, edges, as_of=as_of):
+        per_bucket[calendar.start_of(bucket_type, m.start)].add(m)
+    per_subject: dict[tuple[str, str], _Measured] = {}
+    overall = _Measured()
+    for m in measure(meter.store, metric, [first, last], as_of=as_of):
+        per_subject.setdefault((m.subject_type, m.subject_id), _Measured()).add(m)
+        overall.add(m)
+    return per_bucket, per_subject, overall
 
 
 def _threshold_report(

@@ -252,7 +252,12 @@ class UsageEncoder:
             return self._dimension_prefix(row, overflow, names)
         if len(self._prefixes) > 200_000:
             self._prefixes.clear()
-        tags = [
+        found = self._prefixes[key] = series_prefix(self.measurement, self._tags(row, overflow))
+        return found
+
+    def _tags(self, row: RecordRow, overflow: int) -> list[tuple[str, str]]:
+        """The series tags of a row: its metric, subject and org, the writer, the overflow."""
+        return [
             ("metric", row[1]),
             ("subject_type", row[2]),
             ("subject_id", row[3]),
@@ -260,8 +265,6 @@ class UsageEncoder:
             ("w", self.writer),
             ("c", str(overflow) if overflow else ""),
         ]
-        found = self._prefixes[key] = series_prefix(self.measurement, tags)
-        return found
 
     def _dimension_tags(
         self, names: tuple[str, ...], text: str | None
@@ -295,15 +298,7 @@ class UsageEncoder:
         if found is None:
             if len(self._dimension_prefixes) > 200_000:
                 self._dimension_prefixes.clear()
-            tags = [
-                ("metric", row[1]),
-                ("subject_type", row[2]),
-                ("subject_id", row[3]),
-                ("org", row[4] or ""),
-                ("w", self.writer),
-                ("c", str(overflow) if overflow else ""),
-                *dims,
-            ]
+            tags = [*self._tags(row, overflow), *dims]
             found = self._dimension_prefixes[key] = series_prefix(self.measurement, tags)
         return found
 
