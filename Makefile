@@ -53,12 +53,18 @@ $(NODE_STAMP): package.json package-lock.json
 		npm ci --no-audit --no-fund --loglevel=error && touch $(NODE_STAMP); \
 	else echo "npm not found: the Flux syntax tests will skip (in CI they fail)"; fi
 
-# The store suites once more on the Python code alone (the compiled fast paths off), since a
-# machine without a C compiler runs that.
+# The suites of the write paths once more on the Python code alone (the compiled fast paths
+# off), since a machine without a C compiler runs that: the stores' contracts, the InfluxDB
+# store and its line protocol, the intake. --durations names the slowest tests, to keep the
+# suite short.
+PURE_PYTHON_SUITES := tests/contract/test_usage_store.py tests/contract/test_meter.py \
+	tests/contract/test_exact_decimals.py tests/contract/test_concurrency.py \
+	tests/contract/test_corrections.py tests/integration/test_influx_store.py \
+	tests/integration/test_influx_dimensions.py tests/unit/test_lineprotocol.py \
+	tests/unit/test_service.py tests/unit/test_record_properties.py
 unit: $(STAMP) $(NODE_STAMP) influxdb postgresql compose chromium
-	$(BIN)/pytest -q
-	TSMETER_PURE_PYTHON=1 $(BIN)/pytest -q tests/contract \
-		tests/integration/test_influx_store.py tests/unit/test_lineprotocol.py tests/unit/test_service.py
+	$(BIN)/pytest -q --durations=25
+	TSMETER_PURE_PYTHON=1 $(BIN)/pytest -q $(PURE_PYTHON_SUITES)
 
 test: lint typecheck unit
 
