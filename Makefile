@@ -58,8 +58,7 @@ $(NODE_STAMP): package.json package-lock.json
 # store and its line protocol, the intake. --durations names the slowest tests, to keep the
 # suite short.
 PURE_PYTHON_SUITES := tests/contract/test_usage_store.py tests/contract/test_meter.py \
-	tests/contract/test_exact_decimals.py tests/contract/test_concurrency.py \
-	tests/contract/test_corrections.py tests/integration/test_influx_store.py \
+	tests/contract/test_exact_decimals.py tests/integration/test_influx_store.py \
 	tests/integration/test_influx_dimensions.py tests/unit/test_lineprotocol.py \
 	tests/unit/test_service.py tests/unit/test_record_properties.py
 unit: $(STAMP) $(NODE_STAMP) influxdb postgresql compose chromium
