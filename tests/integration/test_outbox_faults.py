@@ -240,7 +240,9 @@ def test_500s_and_answers_past_the_timeout_are_retried_and_counted_once(
     assert not proxy.plan and proxy.actions("500") >= 2 and proxy.actions("store-then-hang") == 2
     warnings = [r.getMessage() for r in caplog.records if r.name == "tsmeter.outbox"]
     assert any("HTTP 500" in m for m in warnings)
-    assert any("timed out" in m for m in warnings)
+    # Both stored-then-hung writes timed out on the client (1 s against a 2 s hang). Whether the
+    # outbox logs it depends on which requests the two hangs fall on: the store writes on two
+    # threads, and a request retried after one hang is answered, so nothing is logged then.
     assert totals(server, db) == (10 * BATCH, 10 * BATCH_SUM, 10 * BATCH)
 
 
