@@ -43,7 +43,7 @@ START = datetime(2026, 3, 1, tzinfo=UTC)
 SPAN = timedelta(days=30)
 START_NS = int(START.timestamp()) * 10**9
 SPAN_NS = 30 * 86_400 * 10**9
-MODELS = ("gpt-4o", "gpt-4o-mini", "o3", "claude-sonnet", "claude-haiku", "gemini", "llama",
+MODELS = ("gpt-4o", "gpt-4o-mini", "o3", "mixtral-large", "mixtral-small", "gemini", "llama",
           "mistral")  # fmt: skip
 REGIONS = ("eu", "us", "ap", "sa")
 

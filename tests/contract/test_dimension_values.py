@@ -64,10 +64,10 @@ def values(place: Place) -> DimensionValues:
 def test_values_within_the_limit_are_admitted_and_known(values: DimensionValues) -> None:
     """Values that fit are kept; known values admitted again take no further slot."""
     assert values.known("m1", "model") == set()
-    assert values.admit("m1", "model", ["gpt-4o", "claude"], 3) == set()
-    assert values.admit("m1", "model", ["claude", "gpt-4o", "claude"], 3) == set()
-    assert values.admit("m1", "model", ["mistral", "claude"], 3) == set()
-    assert values.known("m1", "model") == {"gpt-4o", "claude", "mistral"}
+    assert values.admit("m1", "model", ["gpt-4o", "mixtral"], 3) == set()
+    assert values.admit("m1", "model", ["mixtral", "gpt-4o", "mixtral"], 3) == set()
+    assert values.admit("m1", "model", ["mistral", "mixtral"], 3) == set()
+    assert values.known("m1", "model") == {"gpt-4o", "mixtral", "mistral"}
     assert values.admit("m1", "model", [], 3) == set()
 
 

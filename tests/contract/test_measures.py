@@ -34,7 +34,7 @@ ZONES = (PARIS, KATHMANDU)
 #: hostile dimension values: line-protocol separators, quotes, backslashes in risky places,
 #: the encoder's own substitute for a backslash, non-BMP text, an integer and a boolean
 MODELS: tuple[Any, ...] = (
-    "gpt-4o", 'claude, 3 "opus"', "a=b\\", "mod\u29f5el\\", "\U0001f916 robot", " lead",
+    "gpt-4o", 'mixtral, 8x7b "instruct"', "a=b\\", "mod\u29f5el\\", "\U0001f916 robot", " lead",
     "\\,", 7, True,
 )  # fmt: skip
 REGIONS: tuple[Any, ...] = ("eu", "us west", None)
