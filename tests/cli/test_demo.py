@@ -78,6 +78,8 @@ def test_demo_thresholds_raise_alerts_and_block_a_record(run: Cli) -> None:
     assert store("threshold", "check", "credits", "org", "tyrell").exit_code == 3
     assert store("threshold", "check", "credits", "org", "acme").exit_code == 0
     assert "tsmeter --store tsmeter-demo.db alert list" in report
+    # the suggestion says the exit status the check above gave
+    assert "threshold check credits org tyrell   # exit status 3" in report
 
 
 @pytest.mark.parametrize(("seed", "blocked"), [("42", True), ("1", False)])

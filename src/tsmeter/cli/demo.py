@@ -297,7 +297,7 @@ def report(meter: Meter, run: _Run) -> list[str]:
     incident = start.replace(day=incident_day(start))
     next_day = incident + timedelta(days=1)
     blocking = any(rule.action is ThresholdAction.BLOCK for rule, _ in run.thresholds.rules)
-    check = [f"  tsmeter {run.flags} threshold check credits org {PREPAID_ORG}   # exit status 1"]
+    check = [f"  tsmeter {run.flags} threshold check credits org {PREPAID_ORG}   # exit status 3"]
     out += [
         "",
         "Try next:",
