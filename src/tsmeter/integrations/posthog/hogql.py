@@ -207,6 +207,21 @@ RECORD_COLUMNS = (
 )  # fmt: skip
 
 
+def _page_after(
+    filt: EventFilter, after_time: datetime, after_uuid: str
+) -> tuple[list[str], dict[str, QueryValue]]:
+    """The filter's conditions and values, and the keyset condition of a page: events after
+    (``after_time``, ``after_uuid``), the last row of the previous page."""
+    conditions, values = filt.where()
+    conditions.append(
+        "(timestamp > toDateTime({after_time})"
+        " OR (timestamp = toDateTime({after_time}) AND toString(uuid) > {after_uuid}))"
+    )
+    values["after_time"] = utc_text(after_time)
+    values["after_uuid"] = after_uuid
+    return conditions, values
+
+
 def records_query(
     filt: EventFilter, *, after_time: datetime, after_uuid: str, limit: int
 ) -> HogQLQuery:
@@ -217,13 +232,7 @@ def records_query(
     ``units`` and ``precision`` are the exact quantity (0 where ``has_units`` is 0: an event
     of an earlier version, whose only quantity is the float ``quantity``).
     """
-    conditions, values = filt.where()
-    conditions.append(
-        "(timestamp > toDateTime({after_time})"
-        " OR (timestamp = toDateTime({after_time}) AND toString(uuid) > {after_uuid}))"
-    )
-    values["after_time"] = utc_text(after_time)
-    values["after_uuid"] = after_uuid
+    conditions, values = _page_after(filt, after_time, after_uuid)
     text = f"""SELECT
     toString(uuid) AS event_uuid,
     toTimeZone(timestamp, 'UTC') AS event_time,
@@ -265,13 +274,7 @@ def corrections_query(
     >>> "'quantityAfter'" in corrections_query(f, after_time=f.start, after_uuid="", limit=5).text
     True
     """
-    conditions, values = filt.where()
-    conditions.append(
-        "(timestamp > toDateTime({after_time})"
-        " OR (timestamp = toDateTime({after_time}) AND toString(uuid) > {after_uuid}))"
-    )
-    values["after_time"] = utc_text(after_time)
-    values["after_uuid"] = after_uuid
+    conditions, values = _page_after(filt, after_time, after_uuid)
     text = f"""SELECT
     toString(uuid) AS event_uuid,
     toTimeZone(timestamp, 'UTC') AS event_time,
